@@ -1,0 +1,64 @@
+//! RMT memory (Bulatov et al. 2022, "Recurrent Memory Transformer"; BakaLLM 005_rmt).
+//!
+//! Window 0's sequence is `[tokens ; write]`, window k > 0's is `[read ; tokens ; write]`, where
+//! `read` is the last layer's output at the previous window's write slots. Loss is only on tokens.
+
+use super::init::Init;
+use super::positions::Layout;
+use burn::module::Param;
+use burn::prelude::*;
+
+#[derive(Module, Debug)]
+pub struct Memory<B: Backend> {
+    /// Learned write-slot inputs `[M, d]` (`memory.init` in the export).
+    pub init: Param<Tensor<B, 2>>,
+    /// BakaLLM's variant: the write slots' inputs are the memory just read (after window 0).
+    pub write_previous: bool,
+    /// `memory.positions = "window"`: memory slots are positioned like tokens.
+    pub positioned: bool,
+}
+
+impl<B: Backend> Memory<B> {
+    pub fn new(m: usize, d: usize, std: f64, write_previous: bool, positioned: bool, init: &mut Init<B>) -> Self {
+        Self { init: init.param([m, d], std), write_previous, positioned }
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.init.dims()[0]
+    }
+
+    /// Builds `[read? ; x ; write]` and its layout. `base` is the first token's position,
+    /// `ramp_start` the linspace start for this window.
+    pub fn assemble(&self, x: Tensor<B, 3>, read: Option<Tensor<B, 3>>, base: usize, ramp_start: f64) -> (Tensor<B, 3>, Layout) {
+        let [b, t, d] = x.dims();
+        let m = self.tokens();
+        let learned = || self.init.val().unsqueeze::<3>().expand([b, m, d]);
+        let write = match (&read, self.write_previous) {
+            (Some(r), true) => r.clone(),
+            _ => learned(),
+        };
+        let n_read = if read.is_some() { m } else { 0 };
+        let parts: Vec<Tensor<B, 3>> = read.into_iter().chain([x, write]).collect();
+        let len = n_read + t + m;
+        let pos = (0..len)
+            .map(|i| {
+                let is_token = i >= n_read && i < n_read + t;
+                match (self.positioned, is_token) {
+                    (true, _) => Some((base + i) as f64),
+                    (false, true) => Some((base + i - n_read) as f64),
+                    (false, false) => None,
+                }
+            })
+            .collect();
+        (Tensor::cat(parts, 1), Layout::new(pos, base as f64, ramp_start))
+    }
+
+    /// Splits the last layer's output back into (token states `[b, T, d]`, write slots `[b, M, d]`).
+    pub fn split(&self, h: Tensor<B, 3>, had_read: bool) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let [_, l, _] = h.dims();
+        let m = self.tokens();
+        let n_read = if had_read { m } else { 0 };
+        let t = l - n_read - m;
+        (h.clone().narrow(1, n_read, t), h.narrow(1, n_read + t, m))
+    }
+}

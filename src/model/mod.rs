@@ -1,0 +1,254 @@
+//! The BakaLLM decoder: embedding → layers → final norm → untied LM head, run one window at a
+//! time with a [`BakaState`] carried between windows.
+
+pub mod attention;
+pub mod block;
+pub mod init;
+pub mod memory;
+pub mod mlp;
+pub mod norm;
+pub mod positions;
+
+use crate::config::MemoryConfig;
+use crate::state::BakaState;
+use anyhow::{bail, Result};
+use block::Block;
+use burn::nn::{Embedding, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use init::Init;
+use memory::Memory;
+use norm::Norm;
+pub use positions::PositionKind;
+use positions::{Layout, PosParams, PosTables};
+use serde::{Deserialize, Serialize};
+
+/// `[model]`: defaults are BakaLLM's 001_pristine (Pythia-160m dims).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Vocabulary rows; 0 = the tokenizer's vocab rounded up to a multiple of 64.
+    pub vocab: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub d_ff: usize,
+    /// Tokens per window (BakaLLM: 512); no attention crosses windows.
+    pub window: usize,
+    /// "layernorm" or "rmsnorm".
+    pub norm: String,
+    /// "parallel" (one shared pre-norm) or "sequential".
+    pub residual: String,
+    pub positions: PositionKind,
+    /// Positions are global (`offset + t`) instead of within the window.
+    pub global_positions: bool,
+    pub rope_base: f64,
+    pub xpos_gamma: f64,
+    pub xpos_scale_base: f64,
+    pub linspace_edge: f64,
+    pub norm_eps: f64,
+    /// Std of the N(0, std²) init of all matrices (output projections get std/√(2·n_layers)).
+    pub init_std: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            vocab: 0,
+            d_model: 768,
+            n_layers: 12,
+            n_heads: 12,
+            d_ff: 3072,
+            window: 512,
+            norm: "layernorm".into(),
+            residual: "parallel".into(),
+            positions: PositionKind::Rope,
+            global_positions: false,
+            rope_base: 10000.0,
+            xpos_gamma: 0.4,
+            xpos_scale_base: 512.0,
+            linspace_edge: 0.1,
+            norm_eps: 1e-5,
+            init_std: 0.02,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (k, v) in [("model.d_model", self.d_model), ("model.n_layers", self.n_layers), ("model.n_heads", self.n_heads), ("model.d_ff", self.d_ff), ("model.window", self.window)] {
+            if v == 0 {
+                bail!("{k} = 0: expected a positive integer");
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            bail!("model.n_heads = {} does not divide model.d_model = {}", self.n_heads, self.d_model);
+        }
+        if self.positions.rotates() && (self.d_model / self.n_heads) % 2 != 0 {
+            bail!("model.positions = \"{}\" needs an even head dim, got d_model/n_heads = {}", self.positions.name(), self.d_model / self.n_heads);
+        }
+        if !["layernorm", "rmsnorm"].contains(&self.norm.as_str()) {
+            bail!("model.norm = {:?}: expected \"layernorm\" or \"rmsnorm\"", self.norm);
+        }
+        if !["parallel", "sequential"].contains(&self.residual.as_str()) {
+            bail!("model.residual = {:?}: expected \"parallel\" or \"sequential\"", self.residual);
+        }
+        if self.window > 65536 {
+            bail!("model.window = {}: expected at most 65536 tokens", self.window);
+        }
+        for (k, v) in [("model.rope_base", self.rope_base), ("model.xpos_scale_base", self.xpos_scale_base), ("model.norm_eps", self.norm_eps), ("model.init_std", self.init_std)] {
+            if !(v > 0.0 && v.is_finite()) {
+                bail!("{k} = {v}: expected a positive number");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    pub fn pos_params(&self) -> PosParams {
+        PosParams {
+            kind: self.positions,
+            n_heads: self.n_heads,
+            head_dim: self.head_dim(),
+            rope_base: self.rope_base,
+            xpos_gamma: self.xpos_gamma,
+            xpos_scale_base: self.xpos_scale_base,
+            linspace_edge: self.linspace_edge,
+        }
+    }
+}
+
+/// Number of parameters of a model with this config (checked against burn's count in tests).
+pub fn param_count(c: &ModelConfig, mem: &MemoryConfig) -> usize {
+    let d = c.d_model;
+    let norm = if c.norm == "layernorm" { 2 * d } else { d };
+    let norms = if c.residual == "sequential" { 2 * norm } else { norm };
+    let linspace = if c.positions == PositionKind::Linspace { d } else { 0 };
+    let layer = 4 * d * d + 3 * d * c.d_ff + norms + linspace;
+    2 * c.vocab * d + c.n_layers * layer + norm + mem.tokens * d
+}
+
+/// Rounds a tokenizer's vocab up to a multiple of 64 (BakaLLM/nanoGPT padding).
+pub fn padded_vocab(n: usize) -> usize {
+    n.div_ceil(64) * 64
+}
+
+#[derive(Module, Debug)]
+pub struct BakaLM<B: Backend> {
+    pub embed: Embedding<B>,
+    pub layers: Vec<Block<B>>,
+    pub norm: Norm<B>,
+    pub lm_head: Linear<B>,
+    pub memory: Option<Memory<B>>,
+    pub window: usize,
+    pub bptt_windows: usize,
+    pub global_positions: bool,
+    pub pos: PosParams,
+}
+
+impl<B: Backend> BakaLM<B> {
+    /// A freshly initialised model; `c.vocab` must be resolved (non-zero).
+    pub fn new(c: &ModelConfig, mem: &MemoryConfig, seed: u64, device: &B::Device) -> Self {
+        assert!(c.vocab > 0, "model.vocab must be resolved before building the model");
+        let mut init = Init::new(seed, device);
+        let embed = Embedding { weight: init.param([c.vocab, c.d_model], c.init_std) };
+        let layers = (0..c.n_layers).map(|_| Block::new(c, &mut init)).collect();
+        let norm = Norm::new(&c.norm, c.d_model, c.norm_eps, device);
+        let lm_head = init.linear(c.d_model, c.vocab, c.init_std);
+        let memory = (mem.tokens > 0)
+            .then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == "previous", mem.positions == "window", &mut init));
+        Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params() }
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.lm_head.weight.dims()[1]
+    }
+
+    pub fn d_model(&self) -> usize {
+        self.lm_head.weight.dims()[0]
+    }
+
+    /// Layout of one window's sequence and the hidden input `[read? ; x ; write]`.
+    fn assemble(&self, x: Tensor<B, 3>, state: &mut BakaState<B>) -> (Tensor<B, 3>, Layout, bool) {
+        let t = x.dims()[1];
+        let base = if self.global_positions { state.offset } else { 0 };
+        let ramp_start = if self.global_positions { self.pos.linspace_edge * state.window as f64 } else { 0.0 };
+        match &self.memory {
+            None => {
+                let layout = Layout::plain(t, base);
+                let layout = Layout { linspace_start: ramp_start, ..layout };
+                (x, layout, false)
+            }
+            Some(mem) => {
+                let read = state.memory.take();
+                let had_read = read.is_some();
+                let (seq, layout) = mem.assemble(x, read, base, ramp_start);
+                (seq, layout, had_read)
+            }
+        }
+    }
+
+    /// Runs one window given its token embeddings `[b, T, d]`; returns the final normed hidden
+    /// states of its tokens and advances `state` (memory, offset).
+    pub fn forward_hidden(&self, x: Tensor<B, 3>, state: &mut BakaState<B>) -> Tensor<B, 3> {
+        let t = x.dims()[1];
+        let (mut h, layout, had_read) = self.assemble(x, state);
+        let tables = PosTables::new(&layout, &self.pos, &h.device());
+        for layer in &self.layers {
+            h = layer.forward(h, &tables);
+        }
+        let (tokens, write) = match &self.memory {
+            None => (h, None),
+            Some(mem) => {
+                let (tok, write) = mem.split(h, had_read);
+                (tok, Some(write))
+            }
+        };
+        state.advance(t, write, self.bptt_windows);
+        self.norm.forward(tokens)
+    }
+
+    /// One window `[b, T]` → logits `[b, T, vocab]`, carrying `state` to the next window.
+    pub fn forward_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
+        let h = self.forward_hidden(self.embed.forward(tokens.clone()), state);
+        state.inputs = Some(tokens);
+        state.outputs = Some(h.clone());
+        self.lm_head.forward(h)
+    }
+
+    /// A chunk of consecutive windows `[b, n·T]` (the last window may be shorter) → logits
+    /// `[b, n·T, vocab]`. Without memory and with local positions the windows are independent,
+    /// so they are batched into one `[b·n, T]` pass (same result as the loop, tested).
+    pub fn forward_chunk(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
+        let [b, len] = tokens.dims();
+        let w = self.window;
+        if self.memory.is_none() && !self.global_positions && len % w == 0 && len > w {
+            let n = len / w;
+            let h = self.forward_hidden(self.embed.forward(tokens.clone().reshape([b * n, w])), &mut BakaState::new());
+            state.window += n;
+            state.offset += len;
+            state.outputs = Some(h.clone().reshape([b, n, w, self.d_model()]).narrow(1, n - 1, 1).reshape([b, w, self.d_model()]));
+            state.inputs = Some(tokens.narrow(1, len - w, w));
+            return self.lm_head.forward(h).reshape([b, len, self.vocab()]);
+        }
+        let logits: Vec<Tensor<B, 3>> = (0..len.div_ceil(w))
+            .map(|i| {
+                let n = w.min(len - i * w);
+                self.forward_window(tokens.clone().narrow(1, i * w, n), state)
+            })
+            .collect();
+        Tensor::cat(logits, 1)
+    }
+}
+
+/// Per-token cross-entropy `[b, N]` (nats) of logits `[b, N, V]` against targets `[b, N]`.
+pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    let [b, n, _] = logits.dims();
+    log_softmax(logits, 2).gather(2, targets.reshape([b, n, 1])).reshape([b, n]).neg()
+}
+
+#[cfg(test)]
+mod tests;

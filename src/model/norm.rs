@@ -1,0 +1,49 @@
+//! The pre-norm: LayerNorm (BakaLLM, GPT-NeoX) or RMSNorm, chosen by `model.norm`.
+
+use burn::nn::{LayerNorm, LayerNormConfig, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+
+/// One of the two norms; exactly one field is `Some`.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    pub layer: Option<LayerNorm<B>>,
+    pub rms: Option<RmsNorm<B>>,
+}
+
+impl<B: Backend> Norm<B> {
+    /// `kind` is "layernorm" (weight 1, bias 0) or "rmsnorm" (weight 1); validated by the config.
+    pub fn new(kind: &str, d: usize, eps: f64, device: &B::Device) -> Self {
+        if kind == "rmsnorm" {
+            Self { layer: None, rms: Some(RmsNormConfig::new(d).with_epsilon(eps).init(device)) }
+        } else {
+            Self { layer: Some(LayerNormConfig::new(d).with_epsilon(eps).init(device)), rms: None }
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match (&self.layer, &self.rms) {
+            (Some(ln), _) => ln.forward(x),
+            (None, Some(rms)) => rms.forward(x),
+            (None, None) => x,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+
+    #[test]
+    fn layernorm_and_rmsnorm_formulas() {
+        let dev = Default::default();
+        let x = Tensor::<Cpu, 2>::from_data([[1.0, 2.0, 3.0, 6.0]], &dev);
+        let ln: Vec<f32> = Norm::<Cpu>::new("layernorm", 4, 1e-12, &dev).forward(x.clone()).into_data().to_vec().unwrap();
+        // mean 3, var (4+1+0+9)/4 = 3.5
+        let want: Vec<f32> = [-2.0f32, -1.0, 0.0, 3.0].iter().map(|v| v / 3.5f32.sqrt()).collect();
+        ln.iter().zip(&want).for_each(|(a, b)| assert!((a - b).abs() < 1e-5, "{ln:?}"));
+        let rms: Vec<f32> = Norm::<Cpu>::new("rmsnorm", 4, 1e-12, &dev).forward(x).into_data().to_vec().unwrap();
+        let r = (50.0f32 / 4.0).sqrt();
+        [1.0f32, 2.0, 3.0, 6.0].iter().zip(&rms).for_each(|(a, b)| assert!((a / r - b).abs() < 1e-5, "{rms:?}"));
+    }
+}
