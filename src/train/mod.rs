@@ -1,0 +1,11 @@
+//! Training: a hand-written loop (not burn-train's `Learner`) because a step carries a
+//! `BakaState` across windows with truncated BPTT, and resume must reproduce CSV rows exactly.
+//! burn supplies the autodiff, the AdamW optimizer and the record (checkpoint) format.
+
+pub mod batches;
+pub mod checkpoint;
+pub mod metrics;
+pub mod optim;
+mod trainer;
+
+pub use trainer::{finished, prepare_run, train, RunSummary, TrainOptions};

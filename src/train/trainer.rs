@@ -1,0 +1,240 @@
+//! The training loop: sample → forward over the windows → loss → backward → clip → AdamW,
+//! with evaluation, CSV rows, checkpoints and resume.
+
+use super::batches::{load, train_offsets};
+use super::checkpoint::{self, CkptState};
+use super::metrics::{f, CsvLog, EVAL_HEADER, METRICS_HEADER};
+use super::optim::{adamw, clip, grad_norm, lr_at};
+use crate::config::Config;
+use crate::data::{self, Prepared};
+use crate::eval::evaluate;
+use crate::fsutil::{create_dir, write_atomic};
+use crate::model::{padded_vocab, param_count, token_losses, BakaLM};
+use crate::state::BakaState;
+use anyhow::{bail, Result};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Prefix of the progress bar (e.g. "[3/12] 002_nope s1").
+    pub label: String,
+}
+
+/// `<run>/run.json`, written when a run finishes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunSummary {
+    pub branch: String,
+    pub seed: u64,
+    pub finished: bool,
+    pub steps: usize,
+    pub tokens: u64,
+    pub wall_s: f64,
+    pub final_val_loss: f64,
+    pub params: usize,
+    pub config_sha256: String,
+}
+
+fn sha256_text(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(s.as_bytes()))
+}
+
+/// Prepares the data and resolves what depends on it (the vocab), checking that samples fit.
+pub fn prepare_run(mut cfg: Config) -> Result<(Config, Prepared)> {
+    let prepared = data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?;
+    let tok_vocab = prepared.vocab_size;
+    if cfg.model.vocab == 0 {
+        cfg.model.vocab = padded_vocab(tok_vocab);
+    } else if cfg.model.vocab < tok_vocab {
+        bail!("model.vocab = {} is smaller than the vocab of {} ({tok_vocab} ids)", cfg.model.vocab, prepared.train.path().display());
+    }
+    let need = cfg.train.n_windows * cfg.model.window + 1;
+    for (name, file) in [("train", &prepared.train), ("validation", &prepared.val)] {
+        if file.len() < need {
+            bail!(
+                "{}: the {name} split has {} tokens, fewer than one sample needs (train.n_windows × model.window + 1 = {need})",
+                file.path().display(),
+                file.len()
+            );
+        }
+    }
+    Ok((cfg, prepared))
+}
+
+/// Trains one run into `opts.out`. Refuses to overwrite an existing run unless resuming.
+pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
+    let (cfg, prepared) = prepare_run(cfg)?;
+    let out = &opts.out;
+    let text = cfg.to_toml();
+    let cfg_sha = sha256_text(&text);
+    let resume_from = if opts.resume {
+        match checkpoint::latest(out) {
+            Some(dir) => {
+                let state = checkpoint::read_state(&dir)?;
+                if state.config_sha256 != cfg_sha {
+                    let old = std::fs::read_to_string(out.join("config.toml")).unwrap_or_default();
+                    bail!("{}: cannot resume with a changed config ({}); use the same settings or a new --out", out.display(), config_diff(&old, &text));
+                }
+                Some((dir, state))
+            }
+            None if out.join("metrics.csv").exists() => bail!("{}: no checkpoint to resume from (the run stopped before its first checkpoint); remove the directory to start over", out.display()),
+            None => None,
+        }
+    } else {
+        if out.join("metrics.csv").exists() || out.join("checkpoint").exists() {
+            bail!("{}: already holds a run; pass --resume to continue it, or choose another --out", out.display());
+        }
+        None
+    };
+    create_dir(out)?;
+    if resume_from.is_none() {
+        write_atomic(&out.join("config.toml"), text.as_bytes())?;
+    }
+    let device = cfg.train.device.clone();
+    crate::with_train_backend!(device.as_str(), |B, dev| run::<B>(&cfg, &prepared, opts, resume_from, cfg_sha, &dev))
+}
+
+/// Names the first keys whose values differ between two resolved configs.
+fn config_diff(old: &str, new: &str) -> String {
+    let flat = |s: &str| -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        let mut sect = String::new();
+        for l in s.lines() {
+            if l.starts_with('[') {
+                sect = l.trim_matches(['[', ']']).to_string() + ".";
+            } else if let Some((k, val)) = l.split_once(" = ") {
+                v.push((format!("{sect}{k}"), val.to_string()));
+            }
+        }
+        v
+    };
+    let (o, n) = (flat(old), flat(new));
+    let diffs: Vec<String> = n.iter().filter(|kv| !o.contains(kv)).map(|(k, v)| format!("{k} is now {v}")).take(3).collect();
+    if diffs.is_empty() {
+        "config.toml differs".into()
+    } else {
+        diffs.join(", ")
+    }
+}
+
+fn progress(steps: usize, start: usize, label: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(steps as u64).with_position(start as u64).with_prefix(label.to_string());
+    pb.set_style(ProgressStyle::with_template("{prefix} {bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").expect("template"));
+    pb
+}
+
+fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: Option<(PathBuf, CkptState)>, cfg_sha: String, dev: &B::Device) -> Result<RunSummary> {
+    let t = &cfg.train;
+    let (out, w) = (&opts.out, cfg.model.window);
+    let len = t.n_windows * w;
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev);
+    let mut optim = adamw(t).init::<B, BakaLM<B>>();
+    let (mut step0, mut tokens, mut elapsed0) = (0usize, 0u64, 0f64);
+    if let Some((dir, st)) = &resume {
+        model = checkpoint::load_model(dir, model, dev)?;
+        optim = checkpoint::load_optim(dir, optim, dev)?;
+        (step0, tokens, elapsed0) = (st.step, st.tokens, st.elapsed_s);
+        eprintln!("resuming {} from step {} ({})", out.display(), st.step, dir.display());
+    }
+    let keep = resume.as_ref().map(|(_, s)| s.step as u64);
+    let mut metrics = CsvLog::open(&out.join("metrics.csv"), METRICS_HEADER, keep)?;
+    let mut evals = CsvLog::open(&out.join("eval.csv"), EVAL_HEADER, keep)?;
+    let started = Instant::now();
+    let elapsed = || elapsed0 + started.elapsed().as_secs_f64();
+    let eval_batch = t.batch.max(8);
+    let do_eval = |model: &BakaLM<B>, step: usize, tokens: u64, metrics: &mut CsvLog, evals: &mut CsvLog| -> Result<f64> {
+        let r = evaluate(&model.valid(), &data.val, t.eval_samples, t.n_windows, eval_batch, dev);
+        let lr = lr_at(t, step.max(1));
+        metrics.row(&[step.to_string(), tokens.to_string(), format!("{:.3}", elapsed()), "val".into(), f(r.loss as f32), format!("{lr:e}"), String::new(), String::new()])?;
+        for (i, l) in r.per_window.iter().enumerate() {
+            evals.row(&[step.to_string(), i.to_string(), f(*l as f32)])?;
+        }
+        Ok(r.loss)
+    };
+    let mut last_val = f64::NAN;
+    if step0 == 0 {
+        last_val = do_eval(&model, 0, 0, &mut metrics, &mut evals)?;
+    }
+    let pb = progress(t.steps, step0, &opts.label);
+    let plain_every = (t.steps / 10).max(1);
+    let ckpt = |model: &BakaLM<B>, optim: &_, step: usize, tokens: u64, el: f64| {
+        let st = CkptState { format: 1, step, tokens, elapsed_s: el, config_sha256: cfg_sha.clone(), model_sha256: String::new(), optim_sha256: String::new() };
+        checkpoint::save(out, model, optim, st)
+    };
+    for step in step0 + 1..=t.steps {
+        let t0 = Instant::now();
+        let (x, y) = load::<B>(&data.train, &train_offsets(t.seed, step, t.batch, data.train.len(), len + 1), len, dev);
+        let logits = model.forward_chunk(x, &mut BakaState::new());
+        let loss = token_losses(logits, y).mean();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let norm = grad_norm(&model, &grads);
+        let both: Vec<f32> = Tensor::cat(vec![loss.inner(), norm], 0).into_data().convert::<f32>().to_vec().expect("f32");
+        let (loss_v, norm_v) = (both[0], both[1]);
+        let lr = lr_at(t, step);
+        let finite = loss_v.is_finite() && norm_v.is_finite();
+        if !finite && !t.skip_spikes {
+            let what = if loss_v.is_finite() { format!("gradient norm is {norm_v}") } else { format!("training loss is {loss_v}") };
+            pb.abandon();
+            bail!("{}: step {step}: {what}; stopped (last good checkpoint kept; lower train.lr, or set train.skip_spikes = true to skip such steps)", out.display());
+        }
+        if finite {
+            clip(&model, &mut grads, norm_v as f64, t.clip);
+            model = optim.step(lr, model, grads);
+        }
+        tokens += (t.batch * len) as u64;
+        let dt = t0.elapsed().as_secs_f64();
+        let tps = (t.batch * len) as f64 / dt;
+        crate::faults::hit("before-metrics-row");
+        metrics.row(&[step.to_string(), tokens.to_string(), format!("{:.3}", elapsed()), "train".into(), f(loss_v), format!("{lr:e}"), f(norm_v), format!("{tps:.1}")])?;
+        crate::faults::hit("after-metrics-row");
+        if step == t.steps || (t.eval_every > 0 && step % t.eval_every == 0) {
+            last_val = do_eval(&model, step, tokens, &mut metrics, &mut evals)?;
+        }
+        if step == t.steps || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
+            ckpt(&model, &optim, step, tokens, elapsed())?;
+            crate::faults::hit("after-checkpoint");
+        }
+        pb.set_message(format!("loss {loss_v:.3} | val {last_val:.3} | {:.0} tok/s", tps));
+        pb.inc(1);
+        if pb.is_hidden() && (step % plain_every == 0 || step == t.steps) {
+            eprintln!("{} step {step}/{} loss {loss_v:.4} val {last_val:.4} {tps:.0} tok/s", opts.label, t.steps);
+        }
+    }
+    pb.finish_and_clear();
+    if last_val.is_nan() {
+        // resumed after the final step: recompute for the summary
+        last_val = evaluate(&model.valid(), &data.val, t.eval_samples, t.n_windows, eval_batch, dev).loss;
+    }
+    let summary = RunSummary {
+        branch: cfg.branch.clone(),
+        seed: t.seed,
+        finished: true,
+        steps: t.steps,
+        tokens,
+        wall_s: elapsed(),
+        final_val_loss: last_val,
+        params: param_count(&cfg.model, &cfg.memory),
+        config_sha256: cfg_sha,
+    };
+    write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(summary)
+}
+
+/// Reads `<run>/run.json` if the run finished.
+pub fn finished(run: &Path) -> Option<RunSummary> {
+    let s = std::fs::read_to_string(run.join("run.json")).ok()?;
+    serde_json::from_str::<RunSummary>(&s).ok().filter(|s| s.finished)
+}
