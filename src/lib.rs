@@ -4,6 +4,9 @@
 pub mod backend;
 pub mod config;
 pub mod model;
+pub mod plot;
+pub mod report;
+pub mod stats;
 pub mod state;
 
 pub mod data;

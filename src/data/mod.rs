@@ -1,0 +1,420 @@
+//! Offline data pipeline: real text corpus -> byte-level BPE -> memory-mapped token files.
+//!
+//! `prepare` is idempotent and caches everything under `<cache_dir>/<corpus_id>/<variant>/`:
+//! `tokenizer.json`, `train.tok`, `val.tok` and `meta.json` (written last, so its
+//! presence means the build finished). See `corpus` (documents), `split` (blocks, train/val),
+//! `tokenizer` (BPE) and `tokens` (file format).
+
+pub mod corpus;
+pub mod split;
+pub mod tokenizer;
+pub mod tokens;
+
+pub use tokenizer::load_tokenizer;
+pub use tokens::{write_token_file, TokenFile};
+
+use anyhow::{anyhow, bail, Result};
+use corpus::Corpus;
+use serde::{Deserialize, Serialize};
+use split::Block;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Turns any error into a one-line anyhow error prefixed with what was being done, so
+/// messages stay one line however the caller prints them (`{}`, `{:#}` or `{:?}`).
+trait OneLine<T> {
+    fn one_line(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> OneLine<T> for std::result::Result<T, E> {
+    fn one_line(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| anyhow!("{}: {}", what(), e.to_string().replace('\n', " ")))
+    }
+}
+
+/// The `[data]` table of the TOML config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// "default" = the pinned npm corpus (Gutenberg books + State of the Union addresses);
+    /// anything else = path to a folder of .txt files (searched recursively, sorted by relative path;
+    /// write "./default" for a folder of that name)
+    pub corpus: String,
+    /// BPE vocabulary size to train (including the special token); ignored when `tokenizer` is set
+    pub vocab_size: usize,
+    /// optional path to an existing tokenizer.json (GPT-2's, Pythia's...) used instead of training one
+    pub tokenizer: Option<String>,
+    /// where npm tarballs, tokenizers and token files are cached
+    pub cache_dir: String,
+    /// share of blocks held out for validation, chosen by a stable hash
+    pub val_fraction: f64,
+    /// documents are cut into blocks of about this many bytes before the split
+    pub block_bytes: usize,
+    /// decode non-UTF-8 files of a user corpus folder as Latin-1 instead of failing
+    pub latin1_fallback: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            corpus: "default".into(),
+            vocab_size: 8192,
+            tokenizer: None,
+            cache_dir: "data".into(),
+            val_fraction: 0.02,
+            block_bytes: 65536,
+            latin1_fallback: false,
+        }
+    }
+}
+
+impl DataConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.corpus.trim().is_empty() {
+            bail!("data.corpus is empty (expected \"default\" or a folder of .txt files)");
+        }
+        if !(260..=1_000_000).contains(&self.vocab_size) {
+            bail!(
+                "data.vocab_size = {} is out of range (expected 260..=1000000: 256 bytes + special token + merges)",
+                self.vocab_size
+            );
+        }
+        if self.tokenizer.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            bail!("data.tokenizer is empty (expected a path to a tokenizer.json, or leave it out)");
+        }
+        if self.cache_dir.trim().is_empty() {
+            bail!("data.cache_dir is empty (expected a folder path)");
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction <= 0.5) {
+            bail!("data.val_fraction = {} is out of range (expected 0 < val_fraction <= 0.5)", self.val_fraction);
+        }
+        if self.block_bytes < 1024 {
+            bail!("data.block_bytes = {} is too small (expected >= 1024)", self.block_bytes);
+        }
+        Ok(())
+    }
+}
+
+/// Everything training needs, validated.
+#[derive(Debug)]
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub tokenizer_path: PathBuf,
+    pub train: TokenFile,
+    pub val: TokenFile,
+    /// Embedding size to use; every token id is below it. `data.vocab_size` for a trained
+    /// tokenizer (the trainer may learn fewer on a tiny corpus), else the loaded one's size.
+    pub vocab_size: usize,
+    /// Id appended after each document, if the tokenizer has `<|endoftext|>`.
+    pub eot_id: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct FileMeta {
+    name: String,
+    bytes: u64,
+    latin1: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct SplitMeta {
+    documents: usize,
+    blocks: usize,
+    /// UTF-8 bytes of decoded text.
+    bytes: u64,
+    /// Including end-of-document separators.
+    tokens: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Seconds {
+    corpus: f64,
+    /// None when an existing tokenizer.json was reused.
+    tokenizer_training: Option<f64>,
+    encoding: f64,
+    total: f64,
+}
+
+/// meta.json: provenance and statistics; its first fields decide whether a cache is reusable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Meta {
+    format: u32,
+    corpus_id: String,
+    corpus_source: String,
+    val_fraction: f64,
+    block_bytes: usize,
+    vocab_size: usize,
+    tokenizer_source: String,
+    tokenizer_sha256: String,
+    eot_id: Option<u32>,
+    train: SplitMeta,
+    val: SplitMeta,
+    latin1_files: Vec<String>,
+    files: Vec<FileMeta>,
+    seconds: Seconds,
+}
+
+const META_FORMAT: u32 = 1;
+
+impl Meta {
+    /// Cache hit test: same corpus, split, vocabulary and tokenizer bytes.
+    fn matches(&self, corpus_id: &str, cfg: &DataConfig, vocab_size: usize, tok_sha: &str) -> bool {
+        self.format == META_FORMAT
+            && self.corpus_id == corpus_id
+            && self.val_fraction == cfg.val_fraction
+            && self.block_bytes == cfg.block_bytes
+            && self.vocab_size == vocab_size
+            && self.tokenizer_sha256 == tok_sha
+    }
+}
+
+fn split_meta(blocks: &[Block], tokens: u64) -> SplitMeta {
+    let mut documents = 0;
+    for (i, b) in blocks.iter().enumerate() {
+        if i == 0 || blocks[i - 1].doc != b.doc {
+            documents += 1;
+        }
+    }
+    SplitMeta { documents, blocks: blocks.len(), bytes: blocks.iter().map(|b| b.range.len() as u64).sum(), tokens }
+}
+
+/// Cache sub-folder for the tokenizer and split settings. Non-default split settings
+/// get a suffix so changing them never reuses (or clobbers) another split's files.
+fn variant_dir(cfg: &DataConfig, tok_part: &str) -> String {
+    let d = DataConfig::default();
+    if cfg.val_fraction == d.val_fraction && cfg.block_bytes == d.block_bytes {
+        tok_part.to_string()
+    } else {
+        format!("{tok_part}-val{}-blk{}", cfg.val_fraction, cfg.block_bytes)
+    }
+}
+
+/// Largest id + 1 over the whole vocabulary (added tokens included), robust to sparse ids.
+fn tokenizer_vocab_size(tok: &tokenizers::Tokenizer) -> usize {
+    let max = tok.get_vocab(true).values().copied().max().map_or(0, |m| m as usize + 1);
+    max.max(tok.get_vocab_size(true))
+}
+
+/// Idempotent: builds what is missing under `<cache_dir>/<corpus_id>/bpe<vocab_size>/`
+/// (or `tok-<sha12>/` for a given `data.tokenizer`; a `-val<f>-blk<n>` suffix is added
+/// for non-default split settings): tokenizer.json, train.tok, val.tok, meta.json.
+///
+/// A second call with everything present only opens/validates the files (checksums
+/// included) and logs "data ready: <dir> (nothing to do)". Token files that are missing,
+/// corrupt or made with other settings are rebuilt. A corrupt *trained* tokenizer.json is
+/// an error, not silently retrained: checkpoints trained with it would no longer match
+/// its ids; delete it to retrain. A copied `data.tokenizer` is simply copied again.
+/// `log` receives human progress lines.
+pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> {
+    cfg.validate()?;
+    let t_total = Instant::now();
+    let cache = Path::new(&cfg.cache_dir);
+
+    // A folder corpus is read now: its id hashes the contents. The default one is pinned.
+    let mut corpus_time = 0.0;
+    let mut corpus: Option<Corpus> = None;
+    let corpus_id = if cfg.corpus == "default" {
+        "default".to_string()
+    } else {
+        let t = Instant::now();
+        let c = corpus::read_folder(Path::new(&cfg.corpus), cfg.latin1_fallback, log)?;
+        corpus_time += t.elapsed().as_secs_f64();
+        let id = c.id.clone();
+        corpus = Some(c);
+        id
+    };
+
+    // The given tokenizer (if any) is validated before anything is written.
+    let given = match &cfg.tokenizer {
+        None => None,
+        Some(p) => {
+            let path = PathBuf::from(p);
+            load_tokenizer(&path).map_err(|e| anyhow!("{e} (data.tokenizer)"))?;
+            let sha = corpus::sha256_file(&path)?;
+            Some((path, sha))
+        }
+    };
+    let tok_part = match &given {
+        None => format!("bpe{}", cfg.vocab_size),
+        Some((_, sha)) => format!("tok-{}", &sha[..12]),
+    };
+    let dir = cache.join(&corpus_id).join(variant_dir(cfg, &tok_part));
+    std::fs::create_dir_all(&dir).one_line(|| format!("cannot create cache folder {}", dir.display()))?;
+    let tok_path = dir.join("tokenizer.json");
+    let meta_path = dir.join("meta.json");
+
+    // Tokenizer: reuse, copy, or (below, once the corpus is loaded) train.
+    let mut tok = None;
+    if let Some((src, sha)) = &given {
+        if !tok_path.exists() || corpus::sha256_file(&tok_path)? != *sha {
+            let bytes = std::fs::read(src).one_line(|| format!("cannot read {} (data.tokenizer)", src.display()))?;
+            tokens::write_atomic(&tok_path, |w| Ok(w.write_all(&bytes)?))?;
+        }
+        tok = Some(load_tokenizer(&tok_path)?);
+    } else if tok_path.exists() {
+        let t = load_tokenizer(&tok_path)
+            .map_err(|e| anyhow!("{e}; it is a cached trained tokenizer: delete it to train a new one"))?;
+        tok = Some(t);
+    }
+
+    // Which token files can be reused as they are?
+    let meta: Option<Meta> = match std::fs::read(&meta_path) {
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                log(&format!("{}: unreadable ({e}); rebuilding token files", meta_path.display()));
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    let mut reuse: [Option<TokenFile>; 2] = [None, None];
+    if let (Some(t), Some(m)) = (&tok, &meta) {
+        let vocab_size = if given.is_some() { tokenizer_vocab_size(t) } else { cfg.vocab_size };
+        if m.matches(&corpus_id, cfg, vocab_size, &corpus::sha256_file(&tok_path)?) {
+            for (slot, (name, expect)) in
+                reuse.iter_mut().zip([("train.tok", m.train.tokens), ("val.tok", m.val.tokens)])
+            {
+                match TokenFile::open(&dir.join(name)) {
+                    Ok(f) if f.len() as u64 == expect && f.vocab_size() == vocab_size => *slot = Some(f),
+                    Ok(f) => log(&format!("{}: does not match meta.json; rebuilding it", f.path().display())),
+                    Err(e) => log(&format!("{e}; rebuilding it")),
+                }
+            }
+        } else {
+            log(&format!("{}: made with other settings; rebuilding token files", meta_path.display()));
+        }
+    }
+    if let (Some(t), [Some(_), Some(_)]) = (&tok, &reuse) {
+        let [Some(train), Some(val)] = reuse else { unreachable!() };
+        let vocab_size = if given.is_some() { tokenizer_vocab_size(t) } else { cfg.vocab_size };
+        log(&format!("data ready: {} (nothing to do)", dir.display()));
+        return Ok(Prepared { tokenizer_path: tok_path, train, val, vocab_size, eot_id: tokenizer::eot_id(t), dir });
+    }
+
+    // Build: corpus, split, tokenizer, token files, meta.json (last).
+    let corpus = match corpus {
+        Some(c) => c,
+        None => {
+            let t = Instant::now();
+            let c = corpus::load_default(cache, log)?;
+            corpus_time += t.elapsed().as_secs_f64();
+            c
+        }
+    };
+    let docs = &corpus.docs;
+    let total_bytes: usize = docs.iter().map(|d| d.text.len()).sum();
+    log(&format!(
+        "corpus {}: {} documents, {:.1} MB ({})",
+        corpus.id,
+        docs.len(),
+        total_bytes as f64 / 1e6,
+        corpus.source
+    ));
+    let split = split::split_corpus(docs, cfg.block_bytes, cfg.val_fraction)?;
+    let blocks = [&split.train, &split.val];
+    let mb = |b: &[Block]| b.iter().map(|b| b.range.len()).sum::<usize>() as f64 / 1e6;
+    log(&format!(
+        "split: {} train blocks ({:.2} MB), {} validation blocks ({:.2} MB)",
+        split.train.len(),
+        mb(&split.train),
+        split.val.len(),
+        mb(&split.val)
+    ));
+
+    let mut train_time = None;
+    let tok = match tok {
+        Some(t) => t,
+        None => {
+            log(&format!(
+                "training byte-level BPE (vocab {}) on {:.1} MB of training text",
+                cfg.vocab_size,
+                mb(&split.train)
+            ));
+            let t = Instant::now();
+            let texts = split.train.iter().map(|b| &docs[b.doc].text[b.range.clone()]);
+            let trained = tokenizer::train_bpe(texts, cfg.vocab_size)?;
+            let secs = t.elapsed().as_secs_f64();
+            train_time = Some(secs);
+            let learned = trained.get_vocab_size(true);
+            log(&format!("trained tokenizer: {learned} tokens in {secs:.1}s -> {}", tok_path.display()));
+            if learned < cfg.vocab_size {
+                log(&format!(
+                    "note: the corpus only supports {learned} of data.vocab_size = {}; ids stay below {learned}",
+                    cfg.vocab_size
+                ));
+            }
+            tokenizer::save_tokenizer(&trained, &tok_path)?;
+            trained
+        }
+    };
+    let vocab_size = if given.is_some() { tokenizer_vocab_size(&tok) } else { cfg.vocab_size };
+    let eot_id = tokenizer::eot_id(&tok);
+    if eot_id.is_none() {
+        log(&format!("tokenizer has no {}; documents are concatenated without a separator", tokenizer::EOT));
+    }
+
+    let t_enc = Instant::now();
+    let names = ["train.tok", "val.tok"];
+    let mut files: Vec<TokenFile> = Vec::with_capacity(2);
+    for ((name, blocks), slot) in names.iter().zip(blocks).zip(reuse) {
+        if let Some(f) = slot {
+            log(&format!("{}: valid, kept", f.path().display()));
+            files.push(f);
+            continue;
+        }
+        let t = Instant::now();
+        let ids = tokenizer::encode_split(&tok, docs, blocks, eot_id)?;
+        let path = dir.join(name);
+        tokens::write_token_file(&path, vocab_size, &ids)?;
+        let bytes = blocks.iter().map(|b| b.range.len()).sum::<usize>();
+        log(&format!(
+            "encoded {name}: {} tokens ({:.2} bytes/token) in {:.1}s",
+            ids.len(),
+            bytes as f64 / ids.len().max(1) as f64,
+            t.elapsed().as_secs_f64()
+        ));
+        files.push(TokenFile::open(&path)?);
+    }
+    let encode_time = t_enc.elapsed().as_secs_f64();
+    let val = files.pop().unwrap();
+    let train = files.pop().unwrap();
+
+    let meta = Meta {
+        format: META_FORMAT,
+        corpus_id: corpus.id.clone(),
+        corpus_source: corpus.source.clone(),
+        val_fraction: cfg.val_fraction,
+        block_bytes: cfg.block_bytes,
+        vocab_size,
+        tokenizer_source: match &given {
+            Some((p, _)) => format!("copied from {}", p.display()),
+            None => "trained".into(),
+        },
+        tokenizer_sha256: corpus::sha256_file(&tok_path)?,
+        eot_id,
+        train: split_meta(&split.train, train.len() as u64),
+        val: split_meta(&split.val, val.len() as u64),
+        latin1_files: docs.iter().filter(|d| d.latin1).map(|d| d.name.clone()).collect(),
+        files: docs.iter().map(|d| FileMeta { name: d.name.clone(), bytes: d.raw_bytes, latin1: d.latin1 }).collect(),
+        seconds: Seconds {
+            corpus: corpus_time,
+            tokenizer_training: train_time,
+            encoding: encode_time,
+            total: t_total.elapsed().as_secs_f64(),
+        },
+    };
+    let json = serde_json::to_string_pretty(&meta)?;
+    tokens::write_atomic(&meta_path, |w| Ok(w.write_all(json.as_bytes())?))?;
+    log(&format!(
+        "data ready: {} ({} train + {} val tokens, vocab {vocab_size}, {:.1}s)",
+        dir.display(),
+        train.len(),
+        val.len(),
+        meta.seconds.total
+    ));
+    Ok(Prepared { dir, tokenizer_path: tok_path, train, val, vocab_size, eot_id })
+}
+
+#[cfg(test)]
+mod tests;
