@@ -48,3 +48,44 @@ pub fn train(branch: &str, sets: &[String], out: Option<PathBuf>, resume: bool) 
     println!("{}: {} steps, {} tokens, {:.1} s, final val loss {:.4} (ppl {:.1})", out.display(), s.steps, s.tokens, s.wall_s, s.final_val_loss, s.final_val_loss.exp());
     Ok(())
 }
+
+/// `baka experiment EXP [--only B]... [--resume] [--set k=v]...`.
+pub fn experiment(path: &Path, opts: &crate::experiment::RunOptions) -> Result<()> {
+    let e = Experiment::load(path)?;
+    crate::experiment::run(&e, opts)
+}
+
+/// `baka plot EXP.toml | RUN_DIR... [--out DIR] [--steps A..B]`: charts from the CSVs alone.
+pub fn plot(inputs: &[PathBuf], out: Option<PathBuf>, steps: Option<&str>) -> Result<()> {
+    let steps = steps.map(crate::plot::parse_step_range).transpose()?;
+    if let [one] = inputs {
+        if one.extension().is_some_and(|e| e == "toml") {
+            let e = Experiment::load(one)?;
+            let dirs = crate::experiment::run_dirs(&e)?;
+            return draw_runs(&dirs, out.unwrap_or_else(|| Path::new("plots").join(&e.name)), &e.name, steps);
+        }
+    }
+    if inputs.is_empty() {
+        anyhow::bail!("baka plot needs an experiment TOML or one or more run directories");
+    }
+    let name = out.as_ref().and_then(|o| o.file_name()).and_then(|s| s.to_str()).unwrap_or("runs").to_string();
+    draw_runs(inputs, out.unwrap_or_else(|| PathBuf::from("plots/runs")), &name, steps)
+}
+
+fn draw_runs(dirs: &[PathBuf], out: PathBuf, title: &str, steps: Option<(u64, u64)>) -> Result<()> {
+    let runs = dirs.iter().map(|d| crate::plot::load_run(d)).collect::<Result<Vec<_>>>()?;
+    let opts = crate::plot::PlotOptions { title: title.to_string(), steps, ema_alpha: 0.05 };
+    for f in crate::plot::draw_all(&runs, &out, &opts)? {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+/// `baka report EXP [--steps A..B]`: charts + report.md.
+pub fn report(path: &Path, steps: Option<&str>) -> Result<()> {
+    let e = Experiment::load(path)?;
+    let steps = steps.map(crate::plot::parse_step_range).transpose()?;
+    let report = crate::experiment::draw(&e, steps)?;
+    println!("{}", report.display());
+    Ok(())
+}

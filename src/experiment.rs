@@ -67,3 +67,70 @@ impl Experiment {
 fn self_source(path: &Path) -> Source {
     Source::File(path.to_path_buf())
 }
+
+/// What to do with the runs of an experiment.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only these branches (empty = all).
+    pub only: Vec<String>,
+    pub resume: bool,
+    pub sets: Vec<String>,
+}
+
+/// Trains every unfinished run of the experiment, then draws its charts and report.
+pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
+    for b in &opts.only {
+        if !e.branches.contains(b) {
+            bail!("--only {b}: not a branch of {} (its branches: {})", e.path.display(), e.branches.join(", "));
+        }
+    }
+    let plan: Vec<(&String, u64)> =
+        e.branches.iter().filter(|b| opts.only.is_empty() || opts.only.contains(b)).flat_map(|b| e.seeds.iter().map(move |&s| (b, s))).collect();
+    // Resolve every config first, so a bad branch or override fails before hours of training.
+    let configs = plan.iter().map(|(b, s)| e.config(b, *s, &opts.sets)).collect::<Result<Vec<_>>>()?;
+    let n = plan.len();
+    for (i, ((b, s), cfg)) in plan.iter().zip(configs).enumerate() {
+        let dir = e.run_dir(b, *s);
+        let label = format!("[{}/{n}] {b} s{s}", i + 1);
+        if let Some(done) = crate::train::finished(&dir) {
+            eprintln!("{label}: finished earlier ({} steps, val loss {:.4}), skipping", done.steps, done.final_val_loss);
+            continue;
+        }
+        let partial = dir.join("metrics.csv").exists();
+        if partial && !opts.resume {
+            bail!("{}: unfinished run; pass --resume to continue it (or delete the directory to start over)", dir.display());
+        }
+        eprintln!("{label}: training into {}", dir.display());
+        crate::train::train(cfg, &crate::train::TrainOptions { out: dir, resume: partial, label })?;
+    }
+    let files = draw(e, None)?;
+    eprintln!("charts and report: {}", files.display());
+    Ok(())
+}
+
+/// Run directories of an experiment: `runs/` if it has any, else the shipped `results/`.
+pub fn run_dirs(e: &Experiment) -> Result<Vec<PathBuf>> {
+    for sub in ["runs", "results"] {
+        let d = e.dir().join(sub);
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&d).map(|it| it.filter_map(|x| x.ok().map(|x| x.path())).filter(|p| p.join("metrics.csv").is_file()).collect()).unwrap_or_default();
+        if !v.is_empty() {
+            v.sort();
+            return Ok(v);
+        }
+    }
+    bail!("{}: no runs yet (nothing in runs/ or results/); run `baka experiment {}` first", e.dir().display(), e.path.display())
+}
+
+/// Draws all charts and writes `plots/<name>/report.md`; returns the report path.
+pub fn draw(e: &Experiment, steps: Option<(u64, u64)>) -> Result<PathBuf> {
+    let runs = run_dirs(e)?.iter().map(|d| crate::plot::load_run(d)).collect::<Result<Vec<_>>>()?;
+    let out = Path::new("plots").join(&e.name);
+    let steps = match (steps, &e.zoom) {
+        (Some(s), _) => Some(s),
+        (None, Some(z)) => Some(crate::plot::parse_step_range(z).map_err(|err| anyhow::anyhow!("{}: zoom: {err}", e.path.display()))?),
+        (None, None) => None,
+    };
+    let opts = crate::plot::PlotOptions { title: e.name.clone(), steps, ema_alpha: 0.05 };
+    let charts = crate::plot::draw_all(&runs, &out, &opts)?;
+    crate::report::write_report(&e.name, &runs, &out, &charts)
+}

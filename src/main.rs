@@ -52,6 +52,44 @@ enum Cmd {
         #[arg(long)]
         resume: bool,
     },
+    /// Train every branch × seed of an experiment that is not finished yet, then draw its charts.
+    ///
+    /// Example: baka experiment experiments/quickstart.toml --only 002_nope
+    Experiment {
+        experiment: PathBuf,
+        /// Only this branch (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+        /// Continue unfinished runs from their last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override a setting for every run, e.g. --set train.device=cuda (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Draw charts from CSVs alone: an experiment's runs, or any run directories.
+    ///
+    /// Example: baka plot experiments/quickstart.toml --steps 100..200
+    Plot {
+        /// An experiment TOML, or one or more run directories.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output directory (default plots/<experiment> or plots/runs).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also draw a zoom of this training-step range, e.g. 8000..9000.
+        #[arg(long)]
+        steps: Option<String>,
+    },
+    /// Charts + plots/<experiment>/report.md: table with CIs, volatility, verdict.
+    ///
+    /// Example: baka report experiments/quickstart.toml
+    Report {
+        experiment: PathBuf,
+        /// Also draw a zoom of this training-step range.
+        #[arg(long)]
+        steps: Option<String>,
+    },
 }
 
 fn main() {
@@ -67,6 +105,9 @@ fn main() {
             all.extend(sets);
             cli::train(&branch, &all, out, resume)
         }
+        Cmd::Experiment { experiment, only, resume, sets } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets }),
+        Cmd::Plot { inputs, out, steps } => cli::plot(&inputs, out, steps.as_deref()),
+        Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
     };
     if let Err(e) = res {
         let msg = format!("{e:#}").replace('\n', " ");
