@@ -32,8 +32,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 # H100/H200 SXM dense bf16 tensor-core peak; `baka bench` uses the same default.
 DEFAULT_PEAK_TFLOPS = 989.0
@@ -256,6 +256,8 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     `baka bench`. For `mode == "compile"` the compilation happens in the warm-up steps and is
     excluded from the timing. Peak memory is measured over the timed steps only (stats reset
     after warm-up), so it includes weights, AdamW state and the step's activations.
+    `loss_first` is the loss of the very first step (before any update, ≈ ln V: a sanity check
+    of the init), `loss_last` that of the last timed step.
     """
     device = torch.device(args.device)
     compiled = args.mode == "compile"
@@ -264,7 +266,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     model = Model(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == model_cfg.param_count(), (n_params, model_cfg.param_count())
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     opt = torch.optim.AdamW(
         params,
         lr=1e-3,
@@ -293,8 +295,10 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         return loss.detach()
 
     system = "torch-compile" if compiled else "torch-eager"
-    log(f"[{system}] params {n_params:,} ({n_params / 1e6:.1f}M), batch {args.batch}, seq {model_cfg.seq}, "
-        f"dtype {args.dtype}{' +tf32' if args.tf32 else ''}, device {device}")
+    log(
+        f"[{system}] params {n_params:,} ({n_params / 1e6:.1f}M), batch {args.batch}, seq {model_cfg.seq}, "
+        f"dtype {args.dtype}{' +tf32' if args.tf32 else ''}, device {device}"
+    )
     if compiled and args.warmup < 1:
         log(f"[{system}] warning: --warmup 0 puts compilation inside the timed steps")
 
@@ -310,7 +314,6 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     losses = []
-    _sync(device)
     start = time.perf_counter()
     for _ in range(args.steps):
         losses.append(step())  # no .item(): keep the GPU queue full
@@ -324,8 +327,10 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     ms_step = 1e3 * elapsed / args.steps
     tok_s = args.batch * model_cfg.seq * args.steps / elapsed
     mfu = tok_s * model_cfg.flops_per_token() / (args.peak_tflops * 1e12)
-    log(f"[{system}] {args.steps} steps in {elapsed:.3f}s: {tok_s:,.0f} tok/s, {ms_step:.2f} ms/step, "
-        f"MFU {100 * mfu:.3g}%, peak {'n/a' if peak_mem is None else f'{peak_mem:.2f} GiB'}")
+    log(
+        f"[{system}] {args.steps} steps in {elapsed:.3f}s: {tok_s:,.0f} tok/s, {ms_step:.2f} ms/step, "
+        f"MFU {100 * mfu:.3g}%, peak {'n/a' if peak_mem is None else f'{peak_mem:.2f} GiB'}"
+    )
 
     row = {
         "system": system,
@@ -342,8 +347,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         "loss_first": round(loss_first, 5),
         "loss_last": round(losses[-1], 5),
     }
-    del step_model, model, opt, params, x, y
-    return row
+    return row  # model, optimizer and batch die with this frame; main() then frees the cache
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -351,29 +355,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--mode", choices=["eager", "compile", "both"], default="both",
-                   help="both = eager then compile in one process (memory freed, peak stats reset between)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument(
+        "--mode",
+        choices=["eager", "compile", "both"],
+        default="both",
+        help="both = eager then compile in one process (memory freed, peak stats reset between)",
+    )
+    p.add_argument("--batch", type=int, default=32, help="sequences per step (B)")
     p.add_argument("--seq", type=int, default=512, help="tokens per window (T)")
-    p.add_argument("--vocab", type=int, default=50304)
-    p.add_argument("--d-model", type=int, default=768)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--d-ff", type=int, default=3072)
+    p.add_argument("--vocab", type=int, default=50304, help="vocabulary rows (V), GPT-NeoX tokenizer padded to 64")
+    p.add_argument("--d-model", type=int, default=768, help="hidden size (d)")
+    p.add_argument("--layers", type=int, default=12, help="decoder blocks (L)")
+    p.add_argument("--heads", type=int, default=12, help="attention heads; head dim = d/heads, must be even")
+    p.add_argument("--d-ff", type=int, default=3072, help="MLP width of gate/up")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps (include torch.compile time)")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
-    p.add_argument("--dtype", choices=["bf16", "f32"], default="bf16",
-                   help="bf16 = f32 master weights + bf16 autocast; f32 = no autocast")
-    p.add_argument("--tf32", action="store_true",
-                   help="allow TF32 tensor cores for f32 matmuls/convs (matters for --dtype f32)")
-    p.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS,
-                   help="peak used for MFU (H100/H200 dense bf16); f32 runs are still reported against it")
-    p.add_argument("--compile-mode", default=None,
-                   help="torch.compile mode (None = default; e.g. max-autotune)")
+    p.add_argument(
+        "--dtype",
+        choices=["bf16", "f32"],
+        default="bf16",
+        help="bf16 = f32 master weights + bf16 autocast; f32 = no autocast",
+    )
+    p.add_argument(
+        "--tf32", action="store_true", help="allow TF32 tensor cores for f32 matmuls (only matters with --dtype f32)"
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=DEFAULT_PEAK_TFLOPS,
+        help="peak used for MFU (H100/H200 dense bf16); f32 runs are still reported against it",
+    )
+    p.add_argument(
+        "--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune (None = torch's default)"
+    )
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu is for smoke tests only")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--count-only", action="store_true",
-                   help="print the shape's parameter count and FLOPs/token as JSON and exit (no allocation)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the init and the fixed random batch")
+    p.add_argument(
+        "--count-only",
+        action="store_true",
+        help="print the shape's parameter count and FLOPs/token as JSON and exit (no allocation)",
+    )
     args = p.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         p.error("--batch and --steps must be >= 1, --warmup >= 0")
@@ -382,11 +403,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = Config(vocab=args.vocab, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
-                 d_ff=args.d_ff, seq=args.seq)
+    cfg = Config(
+        vocab=args.vocab, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, d_ff=args.d_ff, seq=args.seq
+    )
     n = cfg.param_count()
-    log(f"shape: V={cfg.vocab} d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} d_ff={cfg.d_ff} T={cfg.seq}; "
-        f"params {n:,} ({n / 1e6:.1f}M); flops/token {cfg.flops_per_token():,}")
+    log(
+        f"shape: V={cfg.vocab} d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} d_ff={cfg.d_ff} T={cfg.seq}; "
+        f"params {n:,} ({n / 1e6:.1f}M); flops/token {cfg.flops_per_token():,}"
+    )
     if args.count_only:
         print(json.dumps({"params": n, "params_m": round(n / 1e6, 1), "flops_per_token": cfg.flops_per_token()}))
         return 0
@@ -395,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         log("error: --device cuda but torch.cuda.is_available() is False (use --device cpu for a smoke test)")
         return 2
     if args.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # "high" = TF32 tensor cores for f32 matmuls (the model has no convs); also seen by Inductor.
+        torch.set_float32_matmul_precision("high")
     if args.device == "cpu":
         log("note: --device cpu is a smoke test; its numbers say nothing about GPU speed")
 

@@ -89,3 +89,45 @@ pub fn report(path: &Path, steps: Option<&str>) -> Result<()> {
     println!("{}", report.display());
     Ok(())
 }
+
+/// `baka eval`.
+pub fn eval(source: &Path, windows: Option<usize>, samples: Option<usize>) -> Result<()> {
+    let (r, out) = crate::eval::eval_command(source, windows, samples)?;
+    println!("{}: {} windows x {} samples, {} tokens", r.source, r.windows, r.samples, r.tokens);
+    println!("val loss {:.4} nats/token, ppl {:.2}, {:.4} bits/byte", r.loss, r.ppl, r.bits_per_byte);
+    for (i, l) in r.per_window.iter().enumerate() {
+        println!("  window {i}: {l:.4}");
+    }
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `baka export`.
+pub fn export(run: &Path, out: Option<PathBuf>, force: bool) -> Result<()> {
+    let p = crate::export::export(run, out, force)?;
+    println!("{}", p.display());
+    Ok(())
+}
+
+/// `baka logits`: `{"vocab", "window", "tokens", "logits": [[...]]}` on stdout.
+pub fn logits(source: &Path, tokens: &[u32], windows_of: Option<usize>) -> Result<()> {
+    type B = crate::backend::Cpu;
+    let device = Default::default();
+    let (_, model) = crate::export::load_any::<B>(source, &device)?;
+    let window = windows_of.unwrap_or(model.window);
+    let l = crate::generate::logits(&model, tokens, window, &device)?;
+    let j = serde_json::json!({ "vocab": model.vocab(), "window": window, "tokens": tokens, "logits": l });
+    println!("{j}");
+    Ok(())
+}
+
+/// `baka generate`.
+pub fn generate(source: &Path, prompt: &str, o: &crate::generate::GenOptions) -> Result<()> {
+    type B = crate::backend::Cpu;
+    let device = Default::default();
+    let (cfg, model) = crate::export::load_any::<B>(source, &device)?;
+    let tok_path = if source.is_file() { source.with_extension("tokenizer.json") } else { crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?.tokenizer_path };
+    let tok = crate::data::load_tokenizer(&tok_path)?;
+    crate::generate::generate(&model, &tok, prompt, o, &device, &mut std::io::stdout())?;
+    Ok(())
+}

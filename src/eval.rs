@@ -36,3 +36,57 @@ pub fn evaluate<B: Backend>(model: &BakaLM<B>, val: &TokenFile, samples: usize, 
     let loss = per_window.iter().sum::<f64>() / n_windows as f64;
     EvalResult { loss, per_window, tokens: offsets.len() * len, offsets }
 }
+
+/// `baka eval`: the result as written to `eval_w<N>.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    pub source: String,
+    pub windows: usize,
+    pub samples: usize,
+    pub tokens: usize,
+    pub loss: f64,
+    pub ppl: f64,
+    pub bits_per_byte: f64,
+    pub per_window: Vec<f64>,
+}
+
+/// Evaluates a run directory or exported weights on the validation set, with `windows` windows
+/// per sample (more than trained = length extrapolation), and writes the JSON next to it.
+pub fn eval_command(path: &std::path::Path, windows: Option<usize>, samples: Option<usize>) -> anyhow::Result<(EvalReport, std::path::PathBuf)> {
+    type B = crate::backend::Cpu;
+    let device = Default::default();
+    let (cfg, model) = crate::export::load_any::<B>(path, &device)?;
+    let n_windows = windows.unwrap_or(cfg.train.n_windows);
+    let samples = samples.unwrap_or(cfg.train.eval_samples);
+    if n_windows == 0 || samples == 0 {
+        anyhow::bail!("--windows and --samples must be positive");
+    }
+    let data = crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?;
+    let need = n_windows * model.window + 1;
+    if data.val.len() < need {
+        anyhow::bail!("{}: {} validation tokens, fewer than {n_windows} windows of {} need ({need})", data.val.path().display(), data.val.len(), model.window);
+    }
+    let r = evaluate(&model, &data.val, samples, n_windows, cfg.train.batch.max(8), &device);
+    let tok = crate::data::load_tokenizer(&data.tokenizer_path)?;
+    let lens = crate::data::tokenizer::token_byte_lengths(&tok, data.vocab_size);
+    let len = n_windows * model.window;
+    let mut buf = vec![0u32; len];
+    let bytes: u64 = r.offsets.iter().map(|&o| {
+        data.val.read_into(o + 1, &mut buf);
+        buf.iter().map(|&t| lens.get(t as usize).copied().unwrap_or(0) as u64).sum::<u64>()
+    }).sum();
+    let total_nats = r.loss * r.tokens as f64;
+    let report = EvalReport {
+        source: path.display().to_string(),
+        windows: n_windows,
+        samples: r.offsets.len(),
+        tokens: r.tokens,
+        loss: r.loss,
+        ppl: r.loss.exp(),
+        bits_per_byte: total_nats / std::f64::consts::LN_2 / bytes.max(1) as f64,
+        per_window: r.per_window,
+    };
+    let out = if path.is_dir() { path.join(format!("eval_w{n_windows}.json")) } else { path.with_extension(format!("eval_w{n_windows}.json")) };
+    crate::fsutil::write_atomic(&out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    Ok((report, out))
+}

@@ -13,6 +13,8 @@ pub mod data;
 pub mod cli;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 pub mod faults;
+pub mod generate;
 pub mod fsutil;
 pub mod train;

@@ -90,6 +90,61 @@ enum Cmd {
         #[arg(long)]
         steps: Option<String>,
     },
+    /// Validation loss, perplexity, bits per byte and loss per window index (also for more windows than trained).
+    ///
+    /// Example: baka eval runs/002_nope-s0 --windows 8
+    Eval {
+        /// A run directory or a weights/*.safetensors export.
+        source: PathBuf,
+        /// Windows per sample (default: as trained); more than trained tests length extrapolation.
+        #[arg(long)]
+        windows: Option<usize>,
+        /// Validation samples (default: train.eval_samples).
+        #[arg(long)]
+        samples: Option<usize>,
+    },
+    /// Export a run's weights to weights/<run>.safetensors (+ .json config, .tokenizer.json).
+    ///
+    /// Example: baka export experiments/quickstart/runs/002_nope-s1
+    Export {
+        run: PathBuf,
+        /// Output file (default weights/<run dir name>.safetensors).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the logits of exported weights (or a run) for given token ids, as JSON.
+    ///
+    /// Example: baka logits weights/002_nope-s1.safetensors --tokens 5,17,300 --windows-of 2
+    Logits {
+        source: PathBuf,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<u32>,
+        /// Read the tokens in windows of this many tokens (default: the model's window).
+        #[arg(long)]
+        windows_of: Option<usize>,
+    },
+    /// Sample text from a run or exported weights, streaming tokens as they come.
+    ///
+    /// Example: baka generate runs/001_pristine-s0 --prompt "It was a dark" --max-tokens 50 --temperature 0.8 --top-k 40
+    Generate {
+        source: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 100)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// 0 = no top-k filter.
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() {
@@ -108,6 +163,12 @@ fn main() {
         Cmd::Experiment { experiment, only, resume, sets } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets }),
         Cmd::Plot { inputs, out, steps } => cli::plot(&inputs, out, steps.as_deref()),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
+        Cmd::Eval { source, windows, samples } => cli::eval(&source, windows, samples),
+        Cmd::Export { run, out, force } => cli::export(&run, out, force),
+        Cmd::Logits { source, tokens, windows_of } => cli::logits(&source, &tokens, windows_of),
+        Cmd::Generate { source, prompt, max_tokens, temperature, top_k, seed } => {
+            cli::generate(&source, &prompt, &bakallm::generate::GenOptions { max_tokens, temperature, top_k, seed })
+        }
     };
     if let Err(e) = res {
         let msg = format!("{e:#}").replace('\n', " ");

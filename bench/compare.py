@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Side-by-side table of `baka bench` and the PyTorch reference, from a JSONL file.
+
+Why: `run_gpu.sh` collects one JSON line per system into bench.jsonl; this turns them into a
+markdown table plus the ratios a reader wants (baka vs torch eager / torch.compile). Usable
+alone: `python3 bench/compare.py bench.jsonl` (or `-` for stdin). Needs only the standard library.
+
+Rows whose `system` starts with "torch-" are the reference; any other system (e.g. "baka-cuda")
+is a baka row. Keys other than the ones shown are ignored. When a system appears more than once,
+every row is shown and the last one is used for the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+COLUMNS = ["system", "dtype", "batch", "seq", "params", "tok/s", "ms/step", "MFU", "peak mem"]
+
+
+def load(path: str) -> list[dict]:
+    """JSON object lines of `path`; other lines (logs, blanks) are skipped with a note."""
+    if path == "-":
+        return parse(sys.stdin.read().splitlines(), "<stdin>")
+    with open(path, encoding="utf-8") as f:
+        return parse(f.read().splitlines(), path)
+
+
+def parse(lines: list[str], path: str) -> list[dict]:
+    """Rows with a "system" key; `path` only names the source in notes."""
+    rows = []
+    for no, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"note: {path}:{no}: not JSON, skipped", file=sys.stderr)
+            continue
+        if isinstance(row, dict) and "system" in row:
+            rows.append(row)
+        else:
+            print(f'note: {path}:{no}: no "system" key, skipped', file=sys.stderr)
+    return rows
+
+
+def num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def fmt(v, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    x = num(v)
+    return "n/a" if x is None else f"{x * scale:{spec}}{suffix}"
+
+
+def cells(r: dict) -> list[str]:
+    params = num(r.get("params"))
+    return [
+        str(r.get("system")),
+        str(r.get("dtype", "n/a")),
+        str(r.get("batch", "n/a")),
+        str(r.get("seq", "n/a")),
+        "n/a" if params is None else f"{params / 1e6:.1f}M",
+        fmt(r.get("tok_s"), ",.0f"),
+        fmt(r.get("ms_step"), ".2f"),
+        fmt(r.get("mfu"), ".2f", 100, "%"),
+        fmt(r.get("peak_mem_gib"), ".2f", suffix=" GiB"),
+    ]
+
+
+def table(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cs: "| " + " | ".join(c.ljust(w) for c, w in zip(cs, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(b) for b in body)])
+
+
+def ratio(a, b) -> str:
+    a, b = num(a), num(b)
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def report(rows: list[dict]) -> tuple[str, bool]:
+    """Markdown text, and whether both a baka row and at least one torch row were present."""
+    out = []
+    if not rows:
+        return "no benchmark rows found", False
+    out.append(table(COLUMNS, [cells(r) for r in rows]))
+    gpus = sorted({str(r["gpu"]) for r in rows if r.get("gpu")})
+    if gpus:
+        out.append(
+            "\nGPU: " + ", ".join(gpus) + ("  (WARNING: rows come from different GPUs)" if len(gpus) > 1 else "")
+        )
+
+    last = {r["system"]: r for r in rows}
+    baka = [r for s, r in last.items() if not str(s).startswith("torch-")]
+    torch_rows = {s: r for s, r in last.items() if str(s).startswith("torch-")}
+    ok = True
+    if not baka:
+        out.append("\nbaka line missing (baka bench failed or printed no JSON): no ratios.")
+        ok = False
+    for name in ("torch-eager", "torch-compile"):
+        if name not in torch_rows:
+            out.append(f"\n{name} line missing.")
+            ok = False
+    if baka and torch_rows:
+        out.append("\nRatios (tok/s > 1: baka faster; memory > 1: baka uses more):\n")
+        body, warnings = [], []
+        for b in baka:
+            for name, t in torch_rows.items():
+                body.append(
+                    [
+                        f"{b['system']} / {name}",
+                        ratio(b.get("tok_s"), t.get("tok_s")),
+                        ratio(b.get("peak_mem_gib"), t.get("peak_mem_gib")),
+                    ]
+                )
+                diff = [k for k in ("batch", "seq", "params", "dtype") if b.get(k) != t.get(k)]
+                if diff:
+                    warnings.append(
+                        f"WARNING: {b['system']} and {name} differ in "
+                        + ", ".join(f"{k} ({b.get(k)} vs {t.get(k)})" for k in diff)
+                    )
+        out.append(table(["ratio", "tok/s", "peak mem"], body))
+        out.extend(["", *warnings] if warnings else [])
+    return "\n".join(out), ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Markdown table + ratios from a bench JSONL file.")
+    p.add_argument("jsonl", nargs="?", default="bench.jsonl", help="file of JSON lines, or - for stdin")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the baka or a torch line is missing")
+    args = p.parse_args(argv)
+    text, ok = report(load(args.jsonl))
+    print(text)
+    return 1 if args.strict and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs `baka bench` and the PyTorch reference (eager + torch.compile) on this GPU, collects their
+# JSON lines in $OUT_DIR/bench.jsonl and prints a comparison table (bench/compare.py).
+#
+# Environment (all optional):
+#   BAKA=./baka        the baka binary
+#   PYTHON=python3     a python with CUDA torch
+#   BATCH=32 STEPS=20  passed to both sides
+#   OUT_DIR=.          where bench.jsonl goes
+#   TORCH_ARGS=""      extra flags for torch_reference.py (e.g. "--warmup 10")
+# Exits non-zero if either side failed, after printing whatever is available.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BAKA="${BAKA:-./baka}"
+PYTHON="${PYTHON:-python3}"
+BATCH="${BATCH:-32}"
+STEPS="${STEPS:-20}"
+OUT_DIR="${OUT_DIR:-.}"
+mkdir -p "$OUT_DIR"
+OUT="$OUT_DIR/bench.jsonl"
+: >"$OUT"
+tmp="$(mktemp)"
+trap 'rm -f "$tmp"' EXIT
+status=0
+
+# Keep only JSON object lines of a run's stdout (its logs go to stderr anyway).
+collect() { grep '^[[:space:]]*{' "$tmp" >>"$OUT" || echo "run_gpu.sh: $1 printed no JSON line" >&2; }
+
+echo "== $BAKA bench --branch 001_pristine --batch $BATCH --steps $STEPS" >&2
+if "$BAKA" bench --branch 001_pristine --batch "$BATCH" --steps "$STEPS" >"$tmp"; then :; else
+  echo "run_gpu.sh: baka bench failed (exit $?)" >&2
+  status=1
+fi
+collect "baka bench"
+
+echo "== $PYTHON $HERE/torch_reference.py --mode both --batch $BATCH --steps $STEPS ${TORCH_ARGS:-}" >&2
+# shellcheck disable=SC2086  # TORCH_ARGS is a list of flags
+if "$PYTHON" "$HERE/torch_reference.py" --mode both --batch "$BATCH" --steps "$STEPS" ${TORCH_ARGS:-} >"$tmp"; then :; else
+  echo "run_gpu.sh: torch reference failed (exit $?)" >&2
+  status=1
+fi
+collect "torch reference"
+
+echo "== $OUT" >&2
+"$PYTHON" "$HERE/compare.py" "$OUT"
+exit "$status"
