@@ -92,7 +92,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     for (i, ((b, s), cfg)) in plan.iter().zip(configs).enumerate() {
         let dir = e.run_dir(b, *s);
         let label = format!("[{}/{n}] {b} s{s}", i + 1);
-        if let Some(done) = crate::train::finished(&dir) {
+        if let Some(done) = crate::train::finished(&dir).filter(|d| d.steps == cfg.train.steps) {
             eprintln!("{label}: finished earlier ({} steps, val loss {:.4}), skipping", done.steps, done.final_val_loss);
             continue;
         }

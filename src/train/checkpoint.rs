@@ -50,6 +50,7 @@ where
         fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove stale temporary checkpoint", tmp.display()))?;
     }
     create_dir(&tmp)?;
+    crate::faults::io("checkpoint-write").with_context(|| format!("{}: cannot write checkpoint", tmp.display()))?;
     let rec = Rec::new();
     rec.record(model.clone().into_record(), tmp.join("model")).with_context(|| format!("{}: cannot write model", tmp.display()))?;
     rec.record(optim.to_record(), tmp.join("optim")).with_context(|| format!("{}: cannot write optimizer state", tmp.display()))?;

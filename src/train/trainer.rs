@@ -76,7 +76,8 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
     let (cfg, prepared) = prepare_run(cfg)?;
     let out = &opts.out;
     let text = cfg.to_toml();
-    let cfg_sha = sha256_text(&text);
+    // train.steps may change on resume (to train longer), so it is not part of the identity
+    let cfg_sha = sha256_text(&Config { train: crate::config::TrainConfig { steps: 0, ..cfg.train.clone() }, ..cfg.clone() }.to_toml());
     let resume_from = if opts.resume {
         match checkpoint::latest(out) {
             Some(dir) => {
@@ -97,9 +98,7 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
         None
     };
     create_dir(out)?;
-    if resume_from.is_none() {
-        write_atomic(&out.join("config.toml"), text.as_bytes())?;
-    }
+    write_atomic(&out.join("config.toml"), text.as_bytes())?;
     let device = cfg.train.device.clone();
     crate::with_train_backend!(device.as_str(), |B, dev| run::<B>(&cfg, &prepared, opts, resume_from, cfg_sha, &dev))
 }
@@ -119,7 +118,7 @@ fn config_diff(old: &str, new: &str) -> String {
         v
     };
     let (o, n) = (flat(old), flat(new));
-    let diffs: Vec<String> = n.iter().filter(|kv| !o.contains(kv)).map(|(k, v)| format!("{k} is now {v}")).take(3).collect();
+    let diffs: Vec<String> = n.iter().filter(|kv| !o.contains(kv) && kv.0 != "train.steps").map(|(k, v)| format!("{k} is now {v}")).take(3).collect();
     if diffs.is_empty() {
         "config.toml differs".into()
     } else {
