@@ -131,3 +131,10 @@ pub fn generate(source: &Path, prompt: &str, o: &crate::generate::GenOptions) ->
     crate::generate::generate(&model, &tok, prompt, o, &device, &mut std::io::stdout())?;
     Ok(())
 }
+
+/// `baka bench`: prints one JSON line.
+pub fn bench(branch: &str, sets: &[String], o: &crate::bench::BenchOptions) -> Result<()> {
+    let cfg = Config::load(branch, &[], sets)?;
+    println!("{}", crate::bench::bench(cfg, o)?);
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! See README.md for the tour; DESIGN choices are documented next to the code they shape.
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod model;
 pub mod plot;

@@ -145,9 +145,51 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Training-step throughput on random tokens: one JSON line (tok/s, ms/step, MFU, peak memory).
+    ///
+    /// Example: baka bench --branch 001_pristine --batch 32 --steps 20 --device cuda
+    Bench {
+        #[arg(long)]
+        branch: String,
+        /// Windows per step (sets train.batch, with train.n_windows = 1).
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long)]
+        device: Option<String>,
+        /// Dense bf16 peak for the MFU column (H100/H200: 989).
+        #[arg(long, default_value_t = 989.0)]
+        peak_tflops: f64,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
 }
 
+/// glibc hands every large `free` back to the OS (munmap), so each training step page-faults its
+/// tensors in again; keeping freed memory in the heap made CPU training ~2x faster (measured with
+/// `baka bench`, see README "Performance").
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_MAX: i32 = -4;
+    // SAFETY: mallopt only changes allocator tuning knobs; called before any thread starts.
+    unsafe {
+        mallopt(M_MMAP_MAX, 0);
+        mallopt(M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
         Cmd::Prepare { experiment, sets } => cli::prepare(experiment.as_deref(), &sets),
@@ -163,6 +205,13 @@ fn main() {
         Cmd::Experiment { experiment, only, resume, sets } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets }),
         Cmd::Plot { inputs, out, steps } => cli::plot(&inputs, out, steps.as_deref()),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
+        Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, sets } => {
+            let mut all = Vec::new();
+            batch.map(|b| all.extend([format!("train.batch={b}"), "train.n_windows=1".into()]));
+            device.map(|v| all.push(format!("train.device=\"{v}\"")));
+            all.extend(sets);
+            cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops })
+        }
         Cmd::Eval { source, windows, samples } => cli::eval(&source, windows, samples),
         Cmd::Export { run, out, force } => cli::export(&run, out, force),
         Cmd::Logits { source, tokens, windows_of } => cli::logits(&source, &tokens, windows_of),

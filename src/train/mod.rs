@@ -8,4 +8,4 @@ pub mod metrics;
 pub mod optim;
 mod trainer;
 
-pub use trainer::{finished, prepare_run, train, RunSummary, TrainOptions};
+pub use trainer::{finished, prepare_run, train, train_step, RunSummary, TrainOptions};

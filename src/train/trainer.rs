@@ -176,22 +176,13 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     for step in step0 + 1..=t.steps {
         let t0 = Instant::now();
         let (x, y) = load::<B>(&data.train, &train_offsets(t.seed, step, t.batch, data.train.len(), len + 1), len, dev);
-        let logits = model.forward_chunk(x, &mut BakaState::new());
-        let loss = token_losses(logits, y).mean();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let norm = grad_norm(&model, &grads);
-        let both: Vec<f32> = Tensor::cat(vec![loss.inner(), norm], 0).into_data().convert::<f32>().to_vec().expect("f32");
-        let (loss_v, norm_v) = (both[0], both[1]);
         let lr = lr_at(t, step);
-        let finite = loss_v.is_finite() && norm_v.is_finite();
-        if !finite && !t.skip_spikes {
+        let (next, loss_v, norm_v) = train_step(model, &mut optim, x, y, lr, t.clip);
+        model = next;
+        if !(loss_v.is_finite() && norm_v.is_finite()) && !t.skip_spikes {
             let what = if loss_v.is_finite() { format!("gradient norm is {norm_v}") } else { format!("training loss is {loss_v}") };
             pb.abandon();
             bail!("{}: step {step}: {what}; stopped (last good checkpoint kept; lower train.lr, or set train.skip_spikes = true to skip such steps)", out.display());
-        }
-        if finite {
-            clip(&model, &mut grads, norm_v as f64, t.clip);
-            model = optim.step(lr, model, grads);
         }
         tokens += (t.batch * len) as u64;
         let dt = t0.elapsed().as_secs_f64();
@@ -230,6 +221,30 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     };
     write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
+}
+
+/// One optimisation step on a batch: forward over the windows, mean cross-entropy, backward,
+/// global-norm clip, AdamW. Returns the model and (loss, grad norm) read in one transfer.
+/// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
+pub fn train_step<B: AutodiffBackend, O: Optimizer<BakaLM<B>, B>>(
+    model: BakaLM<B>,
+    optim: &mut O,
+    x: Tensor<B, 2, Int>,
+    y: Tensor<B, 2, Int>,
+    lr: f64,
+    max_norm: f64,
+) -> (BakaLM<B>, f32, f32) {
+    let logits = model.forward_chunk(x, &mut BakaState::new());
+    let loss = token_losses(logits, y).mean();
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let norm = grad_norm(&model, &grads);
+    let both: Vec<f32> = Tensor::cat(vec![loss.inner(), norm], 0).into_data().convert::<f32>().to_vec().expect("f32");
+    let (loss_v, norm_v) = (both[0], both[1]);
+    if !(loss_v.is_finite() && norm_v.is_finite()) {
+        return (model, loss_v, norm_v);
+    }
+    clip(&model, &mut grads, norm_v as f64, max_norm);
+    (optim.step(lr, model, grads), loss_v, norm_v)
 }
 
 /// Reads `<run>/run.json` if the run finished.

@@ -1,0 +1,105 @@
+//! `baka bench`: training-step throughput of a branch on random tokens, one JSON line.
+//!
+//! Same step as training (forward over the windows, loss, backward, clip, AdamW), warm-up and
+//! autotune excluded, timed between two device syncs. MFU uses the formula of
+//! `bench/torch_reference.py`: flops/token = 6·(N − V·d) + 12·layers·d·T, against the GPU's
+//! dense bf16 peak (989 TFLOP/s for H100/H200 unless `--peak-tflops` says otherwise).
+
+use crate::config::Config;
+use crate::model::{padded_vocab, param_count, BakaLM};
+use crate::train::batches::mix;
+use crate::train::optim::adamw;
+use crate::train::train_step;
+use anyhow::Result;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub steps: usize,
+    pub warmup: usize,
+    pub peak_tflops: f64,
+}
+
+/// Model FLOPs per trained token (see module doc).
+pub fn flops_per_token(cfg: &Config) -> f64 {
+    let m = &cfg.model;
+    let n = param_count(m, &cfg.memory) as f64;
+    6.0 * (n - (m.vocab * m.d_model) as f64) + 12.0 * (m.n_layers * m.d_model * m.window) as f64
+}
+
+/// Runs the benchmark and returns the JSON line.
+pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
+    if cfg.model.vocab == 0 {
+        cfg.model.vocab = padded_vocab(cfg.data.vocab_size);
+    }
+    let device = cfg.train.device.clone();
+    crate::with_train_backend!(device.as_str(), |B, dev| run::<B>(&cfg, o, &dev))
+}
+
+#[cfg(feature = "cuda")]
+fn reserved_bytes(device: &str) -> Option<u64> {
+    use cubecl::Runtime;
+    (device == "cuda").then(|| cubecl::cuda::CudaRuntime::client(&Default::default()).memory_usage().map(|m| m.bytes_reserved).unwrap_or(0))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn reserved_bytes(_device: &str) -> Option<u64> {
+    None
+}
+
+fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<serde_json::Value> {
+    let t = &cfg.train;
+    let len = t.n_windows * cfg.model.window;
+    let v = cfg.model.vocab as u64;
+    let batch = |step: usize| {
+        let ids: Vec<i64> = (0..t.batch * (len + 1)).map(|i| (mix(((step as u64) << 32) ^ i as u64) % v) as i64).collect();
+        let all = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [t.batch, len + 1]), dev);
+        (all.clone().narrow(1, 0, len), all.narrow(1, 1, len))
+    };
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev);
+    let mut optim = adamw(t).init::<B, BakaLM<B>>();
+    let t_warm = Instant::now();
+    let mut first = f32::NAN;
+    for i in 0..o.warmup {
+        let (x, y) = batch(i);
+        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t.clip);
+        model = m;
+        if i == 0 {
+            first = loss;
+        }
+    }
+    B::sync(dev)?;
+    let warm_s = t_warm.elapsed().as_secs_f64();
+    let mut peak = reserved_bytes(&t.device).unwrap_or(0);
+    let t0 = Instant::now();
+    let mut last = f32::NAN;
+    for i in 0..o.steps {
+        let (x, y) = batch(o.warmup + i);
+        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t.clip);
+        model = m;
+        last = loss;
+        peak = peak.max(reserved_bytes(&t.device).unwrap_or(0));
+    }
+    B::sync(dev)?;
+    let dt = t0.elapsed().as_secs_f64();
+    let tok_s = (o.steps * t.batch * len) as f64 / dt;
+    let gpu = t.device == "cuda";
+    Ok(serde_json::json!({
+        "system": if gpu { "baka-cuda" } else { "baka-cpu" },
+        "branch": cfg.branch,
+        "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
+        "dtype": t.dtype,
+        "batch": t.batch * t.n_windows,
+        "seq": cfg.model.window,
+        "params": param_count(&cfg.model, &cfg.memory),
+        "tok_s": (tok_s * 10.0).round() / 10.0,
+        "ms_step": (dt / o.steps as f64 * 1e6).round() / 1e3,
+        "mfu": if gpu { Some(tok_s * flops_per_token(cfg) / (o.peak_tflops * 1e12)) } else { None },
+        "peak_mem_gib": if gpu { Some(peak as f64 / (1u64 << 30) as f64) } else { None },
+        "warmup_s": (warm_s * 10.0).round() / 10.0,
+        "loss_first": first,
+        "loss_last": last,
+    }))
+}
