@@ -58,7 +58,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         let all = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [t.batch, len + 1]), dev);
         (all.clone().narrow(1, 0, len), all.narrow(1, 1, len))
     };
-    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev);
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(&t.dtype);
     let mut optim = adamw(t).init::<B, BakaLM<B>>();
     let t_warm = Instant::now();
     let mut first = f32::NAN;

@@ -2,6 +2,7 @@
 
 use super::init::Init;
 use super::positions::{rotate, PosTables};
+use super::precision::Compute;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -22,6 +23,7 @@ pub struct Attention<B: Backend> {
     /// Only for `positions = "linspace"`.
     pub pos: Option<LinspaceScale<B>>,
     pub n_heads: usize,
+    pub compute: Compute,
 }
 
 impl<B: Backend> Attention<B> {
@@ -29,21 +31,22 @@ impl<B: Backend> Attention<B> {
         let (q, k, v) = (init.linear(d, d, std), init.linear(d, d, std), init.linear(d, d, std));
         let o = init.linear(d, d, out_std);
         let pos = linspace.then(|| LinspaceScale { scale: Param::from_tensor(Tensor::ones([1, d], init.device)) });
-        Self { q, k, v, o, pos, n_heads }
+        Self { q, k, v, o, pos, n_heads, compute: Compute::default() }
     }
 
     /// Projected, positioned q, k, v as `[b, H, L, hd]` (split out so tests can see them).
     pub fn qkv(&self, h: Tensor<B, 3>, t: &PosTables<B>) -> [Tensor<B, 4>; 3] {
         let [b, l, d] = h.dims();
-        let mut k = self.k.forward(h.clone());
+        let c = self.compute;
+        let mut k = c.linear(&self.k, h.clone());
         if let (Some(ramp), Some(p)) = (&t.ramp, &self.pos) {
             // before the head split, as BakaLLM: K grows toward the end of the window
-            k = k + ramp.clone() * p.scale.val().unsqueeze::<3>();
+            k = k + ramp.clone() * c.cast(p.scale.val()).unsqueeze::<3>();
         }
         let heads = |x: Tensor<B, 3>| x.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2);
-        let q = rotate(heads(self.q.forward(h.clone())), &t.rot_q);
+        let q = rotate(heads(c.linear(&self.q, h.clone())), &t.rot_q);
         let k = rotate(heads(k), &t.rot_k);
-        [q, k, heads(self.v.forward(h))]
+        [q, k, heads(c.linear(&self.v, h))]
     }
 
     pub fn forward(&self, h: Tensor<B, 3>, t: &PosTables<B>) -> Tensor<B, 3> {
@@ -52,7 +55,7 @@ impl<B: Backend> Attention<B> {
         let scale = 1.0 / ((d / self.n_heads) as f64).sqrt();
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + t.bias.clone();
         let y = softmax(scores, 3).matmul(v);
-        self.o.forward(y.swap_dims(1, 2).reshape([b, l, d]))
+        self.compute.linear(&self.o, y.swap_dims(1, 2).reshape([b, l, d]))
     }
 }
 
@@ -64,7 +67,7 @@ mod tests {
 
     fn tables(kind: PositionKind, l: usize) -> PosTables<Cpu> {
         let p = PosParams { kind, n_heads: 2, head_dim: 4, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
-        PosTables::new(&Layout::plain(l, 0), &p, &Default::default())
+        PosTables::new(&Layout::plain(l, 0), &p, &Default::default(), burn::tensor::FloatDType::F32)
     }
 
     #[test]

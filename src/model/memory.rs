@@ -5,6 +5,7 @@
 
 use super::init::Init;
 use super::positions::Layout;
+use super::precision::Compute;
 use burn::module::Param;
 use burn::prelude::*;
 
@@ -16,11 +17,12 @@ pub struct Memory<B: Backend> {
     pub write_previous: bool,
     /// `memory.positions = "window"`: memory slots are positioned like tokens.
     pub positioned: bool,
+    pub compute: Compute,
 }
 
 impl<B: Backend> Memory<B> {
     pub fn new(m: usize, d: usize, std: f64, write_previous: bool, positioned: bool, init: &mut Init<B>) -> Self {
-        Self { init: init.param([m, d], std), write_previous, positioned }
+        Self { init: init.param([m, d], std), write_previous, positioned, compute: Compute::default() }
     }
 
     pub fn tokens(&self) -> usize {
@@ -32,7 +34,7 @@ impl<B: Backend> Memory<B> {
     pub fn assemble(&self, x: Tensor<B, 3>, read: Option<Tensor<B, 3>>, base: usize, ramp_start: f64) -> (Tensor<B, 3>, Layout) {
         let [b, t, d] = x.dims();
         let m = self.tokens();
-        let learned = || self.init.val().unsqueeze::<3>().expand([b, m, d]);
+        let learned = || self.compute.cast(self.init.val()).unsqueeze::<3>().expand([b, m, d]);
         let write = match (&read, self.write_previous) {
             (Some(r), true) => r.clone(),
             _ => learned(),

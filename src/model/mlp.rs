@@ -1,6 +1,7 @@
 //! Gated SiLU MLP (BakaLLM): `down(up(x) * silu(gate(x)))`, no biases.
 
 use super::init::Init;
+use super::precision::Compute;
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
@@ -10,15 +11,17 @@ pub struct Mlp<B: Backend> {
     pub gate: Linear<B>,
     pub up: Linear<B>,
     pub down: Linear<B>,
+    pub compute: Compute,
 }
 
 impl<B: Backend> Mlp<B> {
     /// `out_std` is the (depth-scaled) std of the output projection, as in GPT-2.
     pub fn new(d: usize, d_ff: usize, std: f64, out_std: f64, init: &mut Init<B>) -> Self {
-        Self { gate: init.linear(d, d_ff, std), up: init.linear(d, d_ff, std), down: init.linear(d_ff, d, out_std) }
+        Self { gate: init.linear(d, d_ff, std), up: init.linear(d, d_ff, std), down: init.linear(d_ff, d, out_std), compute: Compute::default() }
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down.forward(self.up.forward(x.clone()) * silu(self.gate.forward(x)))
+        let c = self.compute;
+        c.linear(&self.down, c.linear(&self.up, x.clone()) * silu(c.linear(&self.gate, x)))
     }
 }

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod mlp;
 pub mod norm;
 pub mod positions;
+pub mod precision;
 
 use crate::config::MemoryConfig;
 use crate::state::BakaState;
@@ -21,6 +22,7 @@ use memory::Memory;
 use norm::Norm;
 pub use positions::PositionKind;
 use positions::{Layout, PosParams, PosTables};
+use precision::Compute;
 use serde::{Deserialize, Serialize};
 
 /// `[model]`: defaults are BakaLLM's 001_pristine (Pythia-160m dims).
@@ -147,6 +149,7 @@ pub struct BakaLM<B: Backend> {
     pub bptt_windows: usize,
     pub global_positions: bool,
     pub pos: PosParams,
+    pub compute: Compute,
 }
 
 impl<B: Backend> BakaLM<B> {
@@ -160,7 +163,21 @@ impl<B: Backend> BakaLM<B> {
         let lm_head = init.linear(c.d_model, c.vocab, c.init_std);
         let memory = (mem.tokens > 0)
             .then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == "previous", mem.positions == "window", &mut init));
-        Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params() }
+        Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params(), compute: Compute::default() }
+    }
+
+    /// Sets the activation dtype everywhere ("f32" or "bf16"; the weights stay f32).
+    pub fn with_compute(mut self, dtype: &str) -> Self {
+        let c = Compute::from_name(dtype);
+        self.compute = c;
+        for l in &mut self.layers {
+            l.attn.compute = c;
+            l.mlp.compute = c;
+        }
+        if let Some(m) = &mut self.memory {
+            m.compute = c;
+        }
+        self
     }
 
     pub fn vocab(&self) -> usize {
@@ -196,7 +213,7 @@ impl<B: Backend> BakaLM<B> {
     pub fn forward_hidden(&self, x: Tensor<B, 3>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let t = x.dims()[1];
         let (mut h, layout, had_read) = self.assemble(x, state);
-        let tables = PosTables::new(&layout, &self.pos, &h.device());
+        let tables = PosTables::new(&layout, &self.pos, &h.device(), self.compute.0);
         for layer in &self.layers {
             h = layer.forward(h, &tables);
         }
@@ -213,10 +230,10 @@ impl<B: Backend> BakaLM<B> {
 
     /// One window `[b, T]` → logits `[b, T, vocab]`, carrying `state` to the next window.
     pub fn forward_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
-        let h = self.forward_hidden(self.embed.forward(tokens.clone()), state);
+        let h = self.forward_hidden(self.compute.cast(self.embed.forward(tokens.clone())), state);
         state.inputs = Some(tokens);
         state.outputs = Some(h.clone());
-        self.lm_head.forward(h)
+        self.compute.linear(&self.lm_head, h)
     }
 
     /// A chunk of consecutive windows `[b, n·T]` (the last window may be shorter) → logits
@@ -227,12 +244,12 @@ impl<B: Backend> BakaLM<B> {
         let w = self.window;
         if self.memory.is_none() && !self.global_positions && len % w == 0 && len > w {
             let n = len / w;
-            let h = self.forward_hidden(self.embed.forward(tokens.clone().reshape([b * n, w])), &mut BakaState::new());
+            let h = self.forward_hidden(self.compute.cast(self.embed.forward(tokens.clone().reshape([b * n, w]))), &mut BakaState::new());
             state.window += n;
             state.offset += len;
             state.outputs = Some(h.clone().reshape([b, n, w, self.d_model()]).narrow(1, n - 1, 1).reshape([b, w, self.d_model()]));
             state.inputs = Some(tokens.narrow(1, len - w, w));
-            return self.lm_head.forward(h).reshape([b, len, self.vocab()]);
+            return self.compute.linear(&self.lm_head, h).reshape([b, len, self.vocab()]);
         }
         let logits: Vec<Tensor<B, 3>> = (0..len.div_ceil(w))
             .map(|i| {
@@ -247,7 +264,7 @@ impl<B: Backend> BakaLM<B> {
 /// Per-token cross-entropy `[b, N]` (nats) of logits `[b, N, V]` against targets `[b, N]`.
 pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, n, _] = logits.dims();
-    log_softmax(logits, 2).gather(2, targets.reshape([b, n, 1])).reshape([b, n]).neg()
+    log_softmax(precision::to(logits, burn::tensor::FloatDType::F32), 2).gather(2, targets.reshape([b, n, 1])).reshape([b, n]).neg()
 }
 
 #[cfg(test)]

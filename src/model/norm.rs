@@ -20,12 +20,16 @@ impl<B: Backend> Norm<B> {
         }
     }
 
+    /// Normalises in f32 whatever the input dtype, and returns the input's dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match (&self.layer, &self.rms) {
+        let dt = x.dtype();
+        let x = super::precision::to(x, burn::tensor::FloatDType::F32);
+        let y = match (&self.layer, &self.rms) {
             (Some(ln), _) => ln.forward(x),
             (None, Some(rms)) => rms.forward(x),
             (None, None) => x,
-        }
+        };
+        if dt == burn::tensor::DType::F32 { y } else { y.cast(dt) }
     }
 }
 

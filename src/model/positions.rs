@@ -113,7 +113,8 @@ pub struct PosTables<B: Backend> {
 }
 
 impl<B: Backend> PosTables<B> {
-    pub fn new(layout: &Layout, p: &PosParams, device: &B::Device) -> Self {
+    /// Tables for `layout`, in the float dtype `dt` of the activations they meet.
+    pub fn new(layout: &Layout, p: &PosParams, device: &B::Device, dt: burn::tensor::FloatDType) -> Self {
         let l = layout.len();
         let (hd, half) = (p.head_dim, p.head_dim / 2);
         let rot = |sign: f64| {
@@ -139,7 +140,7 @@ impl<B: Backend> PosTables<B> {
                     }
                 }
             }
-            let mk = |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [1, 1, l, hd]), device);
+            let mk = |v: Vec<f32>| super::precision::to(Tensor::<B, 4>::from_data(TensorData::new(v, [1, 1, l, hd]), device), dt);
             (mk(c), mk(s))
         };
         let (rot_q, rot_k) = if p.kind.rotates() { (Some(rot(1.0)), Some(rot(-1.0))) } else { (None, None) };
@@ -159,7 +160,7 @@ impl<B: Backend> PosTables<B> {
                     }
                 })
                 .collect();
-            Tensor::<B, 3>::from_data(TensorData::new(v, [1, l, 1]), device)
+            super::precision::to(Tensor::<B, 3>::from_data(TensorData::new(v, [1, l, 1]), device), dt)
         });
 
         let slopes = if p.kind == PositionKind::Alibi { alibi_slopes(p.n_heads) } else { vec![0.0] };
@@ -179,7 +180,7 @@ impl<B: Backend> PosTables<B> {
                 }
             }
         }
-        let bias = Tensor::from_data(TensorData::new(bias, [1, hb, l, l]), device);
+        let bias = super::precision::to(Tensor::from_data(TensorData::new(bias, [1, hb, l, l]), device), dt);
         Self { kind: p.kind, rot_q, rot_k, ramp, bias }
     }
 }
@@ -213,7 +214,7 @@ mod tests {
     fn score(kind: PositionKind, m: usize, n: usize, q: &[f32], k: &[f32], seq: usize) -> f32 {
         let dev = Default::default();
         let hd = q.len();
-        let t = PosTables::<Cpu>::new(&Layout::plain(seq, 0), &params(kind, 1, hd), &dev);
+        let t = PosTables::<Cpu>::new(&Layout::plain(seq, 0), &params(kind, 1, hd), &dev, burn::tensor::FloatDType::F32);
         let at = |v: &[f32], p: usize| {
             let mut full = vec![0f32; seq * hd];
             full[p * hd..(p + 1) * hd].copy_from_slice(v);
@@ -251,7 +252,7 @@ mod tests {
     #[test]
     fn linspace_ramp_is_exact() {
         let dev = Default::default();
-        let t = PosTables::<Cpu>::new(&Layout::plain(5, 0), &params(PositionKind::Linspace, 2, 4), &dev);
+        let t = PosTables::<Cpu>::new(&Layout::plain(5, 0), &params(PositionKind::Linspace, 2, 4), &dev, burn::tensor::FloatDType::F32);
         let v: Vec<f32> = t.ramp.unwrap().into_data().to_vec().unwrap();
         let want = [0.0, 0.025, 0.05, 0.075, 0.1];
         for (a, b) in v.iter().zip(want) {
@@ -277,7 +278,7 @@ mod tests {
     #[test]
     fn alibi_bias_is_minus_slope_times_distance_and_causal() {
         let dev = Default::default();
-        let t = PosTables::<Cpu>::new(&Layout::plain(4, 0), &params(PositionKind::Alibi, 2, 4), &dev);
+        let t = PosTables::<Cpu>::new(&Layout::plain(4, 0), &params(PositionKind::Alibi, 2, 4), &dev, burn::tensor::FloatDType::F32);
         let b: Vec<f32> = t.bias.into_data().to_vec().unwrap();
         // slopes for 2 heads: 2^-4, 2^-8. Head 0, query 3, key 0 → −3/16; head 1, query 1, key 0 → −1/256
         assert_eq!(b[3 * 4], -3.0 / 16.0);
@@ -289,7 +290,7 @@ mod tests {
     #[test]
     fn nope_changes_nothing() {
         let dev = Default::default();
-        let t = PosTables::<Cpu>::new(&Layout::plain(6, 0), &params(PositionKind::Nope, 2, 4), &dev);
+        let t = PosTables::<Cpu>::new(&Layout::plain(6, 0), &params(PositionKind::Nope, 2, 4), &dev, burn::tensor::FloatDType::F32);
         assert!(t.rot_q.is_none() && t.ramp.is_none());
         let x = Tensor::<Cpu, 4>::random([1, 2, 6, 4], burn::tensor::Distribution::Default, &dev);
         assert_eq!(rotate(x.clone(), &t.rot_q).into_data(), x.into_data());
@@ -301,7 +302,7 @@ mod tests {
     fn unpositioned_slots_are_left_alone() {
         let dev = Default::default();
         let layout = Layout::new(vec![None, Some(0.0), Some(1.0), None], 0.0, 0.0);
-        let t = PosTables::<Cpu>::new(&layout, &params(PositionKind::Rope, 1, 4), &dev);
+        let t = PosTables::<Cpu>::new(&layout, &params(PositionKind::Rope, 1, 4), &dev, burn::tensor::FloatDType::F32);
         let (c, s) = t.rot_q.unwrap();
         let c: Vec<f32> = c.into_data().to_vec().unwrap();
         let s: Vec<f32> = s.into_data().to_vec().unwrap();
