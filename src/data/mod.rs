@@ -230,7 +230,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         Some(p) => {
             let path = PathBuf::from(p);
             load_tokenizer(&path).map_err(|e| anyhow!("{e} (data.tokenizer)"))?;
-            let sha = corpus::sha256_file(&path)?;
+            let sha = crate::fsutil::sha256_file(&path)?;
             Some((path, sha))
         }
     };
@@ -246,9 +246,9 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     // Tokenizer: reuse, copy, or (below, once the corpus is loaded) train.
     let mut tok = None;
     if let Some((src, sha)) = &given {
-        if !tok_path.exists() || corpus::sha256_file(&tok_path)? != *sha {
+        if !tok_path.exists() || crate::fsutil::sha256_file(&tok_path)? != *sha {
             let bytes = std::fs::read(src).one_line(|| format!("cannot read {} (data.tokenizer)", src.display()))?;
-            tokens::write_atomic(&tok_path, |w| Ok(w.write_all(&bytes)?))?;
+            crate::fsutil::write_atomic(&tok_path, &bytes)?;
         }
         tok = Some(load_tokenizer(&tok_path)?);
     } else if tok_path.exists() {
@@ -271,7 +271,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     let mut reuse: [Option<TokenFile>; 2] = [None, None];
     if let (Some(t), Some(m)) = (&tok, &meta) {
         let vocab_size = if given.is_some() { tokenizer_vocab_size(t) } else { cfg.vocab_size };
-        if m.matches(&corpus_id, cfg, vocab_size, &corpus::sha256_file(&tok_path)?) {
+        if m.matches(&corpus_id, cfg, vocab_size, &crate::fsutil::sha256_file(&tok_path)?) {
             for (slot, (name, expect)) in
                 reuse.iter_mut().zip([("train.tok", m.train.tokens), ("val.tok", m.val.tokens)])
             {
@@ -391,7 +391,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
             Some((p, _)) => format!("copied from {}", p.display()),
             None => "trained".into(),
         },
-        tokenizer_sha256: corpus::sha256_file(&tok_path)?,
+        tokenizer_sha256: crate::fsutil::sha256_file(&tok_path)?,
         eot_id,
         train: split_meta(&split.train, train.len() as u64),
         val: split_meta(&split.val, val.len() as u64),
@@ -405,7 +405,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         },
     };
     let json = serde_json::to_string_pretty(&meta)?;
-    tokens::write_atomic(&meta_path, |w| Ok(w.write_all(json.as_bytes())?))?;
+    crate::fsutil::write_atomic(&meta_path, json.as_bytes())?;
     log(&format!(
         "data ready: {} ({} train + {} val tokens, vocab {vocab_size}, {:.1}s)",
         dir.display(),

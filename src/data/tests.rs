@@ -158,7 +158,7 @@ fn prepare_folder_corpus_end_to_end_and_idempotent() {
     assert_eq!(meta["val"]["tokens"], p.val.len() as u64);
     assert_eq!(meta["files"].as_array().unwrap().len(), 3);
     assert_eq!(meta["files"][2]["name"], "part2/c.txt");
-    assert_eq!(meta["tokenizer_sha256"], corpus::sha256_file(&p.tokenizer_path).unwrap());
+    assert_eq!(meta["tokenizer_sha256"], crate::fsutil::sha256_file(&p.tokenizer_path).unwrap());
 
     // Second call: nothing to do, nothing rewritten.
     let files = ["tokenizer.json", "train.tok", "val.tok", "meta.json"].map(|f| p.dir.join(f));
@@ -213,7 +213,7 @@ fn prepare_with_given_tokenizer() {
     let cfg = DataConfig { tokenizer: Some(tok_file.display().to_string()), ..cfg_for(&root, &cache) };
     let (p, lines) = run(&cfg);
     let p = p.unwrap();
-    let sha = corpus::sha256_file(&tok_file).unwrap();
+    let sha = crate::fsutil::sha256_file(&tok_file).unwrap();
     assert!(p.dir.ends_with(format!("tok-{}-val0.2-blk1024", &sha[..12])), "{}", p.dir.display());
     assert_eq!(p.vocab_size, 281);
     assert_eq!(p.eot_id, None);

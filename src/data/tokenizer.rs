@@ -61,7 +61,7 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// Saves atomically (pretty JSON, like Python's `save`).
 pub fn save_tokenizer(tok: &Tokenizer, path: &Path) -> Result<()> {
     let json = tok.to_string(true).one_line(|| format!("cannot serialise tokenizer for {}", path.display()))?;
-    super::tokens::write_atomic(path, |w| Ok(w.write_all(json.as_bytes())?))
+    crate::fsutil::write_atomic(path, json.as_bytes())
 }
 
 /// The end-of-document id, if the tokenizer has `<|endoftext|>`.

@@ -18,7 +18,6 @@ use super::OneLine;
 use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"BAKATOK\0";
@@ -50,43 +49,6 @@ fn encode_chunk(tokens: &[u32], width: usize, buf: &mut Vec<u8>) {
     }
 }
 
-/// `path` with `.<pid>.tmp` appended (`train.tok` -> `train.tok.123.tmp`) for atomic
-/// writes; the pid keeps two processes preparing the same cache from sharing a temp file.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{}.tmp", std::process::id()));
-    PathBuf::from(s)
-}
-
-/// Writes `bytes` to `path.tmp`, fsyncs, renames over `path` and fsyncs the folder,
-/// so a crash leaves either the old file or the complete new one, never half of one.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let tmp = tmp_path(path);
-    let result = write_then_rename(&tmp, path, write);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_then_rename(tmp: &Path, path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let file = File::create(tmp).one_line(|| format!("cannot create {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    write(&mut w).one_line(|| format!("cannot write {}", tmp.display()))?;
-    let file = w.into_inner().map_err(|e| e.into_error()).one_line(|| format!("cannot write {}", tmp.display()))?;
-    file.sync_all().one_line(|| format!("cannot fsync {}", tmp.display()))?;
-    drop(file);
-    std::fs::rename(tmp, path).one_line(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    // Persist the rename itself; best effort (not supported on every platform).
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
-
 /// Writes a token file atomically. Fails if a token is >= `vocab_size` so a bad
 /// tokenizer/vocab combination is caught when the data is made, not mid-training.
 pub fn write_token_file(path: &Path, vocab_size: usize, tokens: &[u32]) -> Result<()> {
@@ -114,7 +76,7 @@ pub fn write_token_file(path: &Path, vocab_size: usize, tokens: &[u32]) -> Resul
     header[24..32].copy_from_slice(&(tokens.len() as u64).to_le_bytes());
     header[32..64].copy_from_slice(&digest);
 
-    write_atomic(path, |w| {
+    crate::fsutil::write_atomic_with(path, |w| {
         w.write_all(&header)?;
         for chunk in tokens.chunks(WRITE_CHUNK) {
             encode_chunk(chunk, width, &mut buf);
@@ -277,7 +239,7 @@ mod tests {
             let toks: Vec<u32> = (0..10_000u32).map(|i| (i * 7919) % vocab as u32).collect();
             let p = d.join(format!("v{vocab}.tok"));
             write_token_file(&p, vocab, &toks).unwrap();
-            assert!(!tmp_path(&p).exists(), "temp file left behind");
+            assert!(!crate::fsutil::tmp_path(&p).exists(), "temp file left behind");
             let meta_len = std::fs::metadata(&p).unwrap().len();
             assert_eq!(meta_len as usize, HEADER_LEN + toks.len() * width);
             let f = TokenFile::open(&p).unwrap();
@@ -308,7 +270,7 @@ mod tests {
         let p = d.join("x.tok");
         let e = format!("{:#}", write_token_file(&p, 300, &[1, 300]).unwrap_err());
         assert!(e.contains("token 300 at position 1"), "{e}");
-        assert!(!p.exists() && !tmp_path(&p).exists());
+        assert!(!p.exists() && !crate::fsutil::tmp_path(&p).exists());
     }
 
     #[test]

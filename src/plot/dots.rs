@@ -244,7 +244,7 @@ impl Chart for WindowChart {
             &area,
             self.xr,
             self.yr,
-            "window index in the sample (512 tokens each)",
+            "window index in the sample (0 = first window)",
             Some("validation loss (nats/token)"),
             78,
             true,
