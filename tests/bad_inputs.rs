@@ -108,6 +108,27 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     let t = format!("data.tokenizer=\"{}\"", bad_tok.display());
     run_case("corrupt tokenizer file", &train_args("002_nope", &fresh, &["--set", &t]), &[], &["bad-tokenizer.json"], &protect);
 
+    // --- damaged data cache (a copy of it): detected, named, never used or silently replaced
+    let copy = base.join("cache-copy");
+    let src = data.join("default").join("bpe1024");
+    let dst = copy.join("default").join("bpe1024");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["tokenizer.json", "train.tok", "val.tok", "meta.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let cd = format!("data.cache_dir=\"{}\"", copy.display());
+    let tok = std::fs::read(dst.join("train.tok")).unwrap();
+    std::fs::write(dst.join("train.tok"), &tok[..tok.len() - 1000]).unwrap();
+    run_case("truncated token file", &train_args("002_nope", &fresh, &["--set", &cd]), &[], &["train.tok", "truncated", "delete it to rebuild"], &[&run, &data, &copy]);
+    let mut flipped = tok.clone();
+    flipped[tok.len() / 2] ^= 0x40;
+    std::fs::write(dst.join("train.tok"), &flipped).unwrap();
+    run_case("corrupted token file", &train_args("002_nope", &fresh, &["--set", &cd]), &[], &["train.tok", "checksum"], &[&run, &data, &copy]);
+    bakallm::data::write_token_file(&dst.join("train.tok"), 4096, &[1, 2, 3, 4000]).unwrap();
+    run_case("token file for another vocab", &train_args("002_nope", &fresh, &["--set", &cd]), &[], &["train.tok", "vocab 4096", "another vocab"], &[&run, &data, &copy]);
+    std::fs::write(dst.join("tokenizer.json"), "{ broken").unwrap();
+    run_case("corrupt cached tokenizer", &train_args("002_nope", &fresh, &["--set", &cd]), &[], &["tokenizer.json", "delete it"], &[&run, &data, &copy]);
+
     // --- output directory and existing runs
     let file = base.join("a-file");
     std::fs::write(&file, "x").unwrap();

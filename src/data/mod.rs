@@ -275,10 +275,22 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
             for (slot, (name, expect)) in
                 reuse.iter_mut().zip([("train.tok", m.train.tokens), ("val.tok", m.val.tokens)])
             {
-                match TokenFile::open(&dir.join(name)) {
+                // A missing file is simply built; a damaged or foreign one is an error, so bad
+                // data is never used and never silently replaced.
+                let path = dir.join(name);
+                if !path.exists() {
+                    continue;
+                }
+                match TokenFile::open(&path) {
                     Ok(f) if f.len() as u64 == expect && f.vocab_size() == vocab_size => *slot = Some(f),
-                    Ok(f) => log(&format!("{}: does not match meta.json; rebuilding it", f.path().display())),
-                    Err(e) => log(&format!("{e}; rebuilding it")),
+                    Ok(f) => bail!(
+                        "{}: holds {} tokens of vocab {}, but {} says {expect} tokens of vocab {vocab_size} (a token file for another vocab?); delete it to rebuild",
+                        f.path().display(),
+                        f.len(),
+                        f.vocab_size(),
+                        meta_path.display()
+                    ),
+                    Err(e) => bail!("{e}; delete it to rebuild"),
                 }
             }
         } else {

@@ -170,19 +170,24 @@ fn prepare_folder_corpus_end_to_end_and_idempotent() {
     assert_eq!(files.iter().map(|f| mtime(f)).collect::<Vec<_>>(), before);
     assert_eq!((read_all(&p2.train), read_all(&p2.val)), (train.clone(), val.clone()));
 
-    // A corrupted validation file is detected and rebuilt; train.tok is kept.
+    // A corrupted validation file is an error naming it (never used, never silently replaced).
     let val_path = p.dir.join("val.tok");
-    let mut bytes = std::fs::read(&val_path).unwrap();
+    let good = std::fs::read(&val_path).unwrap();
+    let mut bytes = good.clone();
     *bytes.last_mut().unwrap() ^= 1;
     std::fs::write(&val_path, &bytes).unwrap();
-    let (p3, lines) = run(&cfg);
-    let p3 = p3.unwrap();
-    assert!(lines.iter().any(|l| l.contains("val.tok: checksum mismatch")), "{lines:#?}");
+    let e = run(&cfg).0.unwrap_err().to_string();
+    assert!(e.contains("val.tok: checksum mismatch") && e.contains("delete it to rebuild") && !e.contains('\n'), "{e}");
+    assert_eq!(std::fs::read(&val_path).unwrap(), bytes, "the damaged file is left for inspection");
+    // A token file for another vocab is an error too.
+    crate::data::write_token_file(&val_path, 4096, &[1, 2, 3]).unwrap();
+    let e = run(&cfg).0.unwrap_err().to_string();
+    assert!(e.contains("val.tok: holds 3 tokens of vocab 4096") && e.contains("another vocab"), "{e}");
+    // A missing token file is rebuilt, and the other one kept.
+    std::fs::remove_file(&val_path).unwrap();
+    let (p3, _) = run(&cfg);
+    assert_eq!(read_all(&p3.unwrap().val), val);
     assert_eq!(mtime(&files[1]), before[1], "train.tok should be kept");
-    assert_eq!(read_all(&p3.val), val);
-    // Missing token file is rebuilt too.
-    std::fs::remove_file(p.dir.join("train.tok")).unwrap();
-    assert_eq!(read_all(&run(&cfg).0.unwrap().train), train);
 
     // A corrupt cached tokenizer is an error naming it (never silently retrained).
     std::fs::write(&p.tokenizer_path, "{").unwrap();
