@@ -13,7 +13,7 @@ macro_rules! def_roughness {
 }
 macro_rules! def_detrended {
     () => {
-        "**Detrended std**: sample std of loss − EMA(loss) over the same last K steps, the EMA (bias-corrected, weight α on the newest step) taken over the whole run. It measures how far the raw loss wanders around its smoothed trend, including slow wobbles that roughness misses."
+        "**Detrended std**: sample std of loss − EMA(loss) over the same last K steps, the EMA zero-phase (bias-corrected, weight α, run forward and then backward so the trend does not lag the falling loss) and taken over the whole run. It measures how far the raw loss wanders around its smoothed trend, including slow wobbles that roughness misses."
     };
 }
 macro_rules! def_pair {
@@ -85,6 +85,17 @@ pub fn ema(xs: &[f64], alpha: f64) -> Vec<f64> {
         out.push(last);
     }
     out
+}
+
+/// Zero-phase smoothing: the bias-corrected [`ema`] run forward, then backward over its output.
+/// A one-sided EMA lags a falling loss curve by about (1 − α)/α steps, which on short runs puts
+/// the "trend" visibly above the data and inflates loss − trend; the backward pass cancels the lag.
+pub fn smooth(xs: &[f64], alpha: f64) -> Vec<f64> {
+    let fwd = ema(xs, alpha);
+    let mut back = ema(&fwd.iter().rev().copied().collect::<Vec<_>>(), alpha);
+    back.reverse();
+    // keep the gaps (non-finite inputs) where they were
+    back.iter().zip(xs).map(|(b, x)| if x.is_finite() { *b } else { f64::NAN }).collect()
 }
 
 fn finite(xs: &[f64]) -> impl Iterator<Item = f64> + '_ {
@@ -175,7 +186,7 @@ pub fn roughness(loss: &[f64], tail_frac: f64) -> f64 {
 ///
 /// `alpha` is the EMA weight (see [`ema`]).
 pub fn detrended_std(loss: &[f64], alpha: f64, tail_frac: f64) -> f64 {
-    let smooth = ema(loss, alpha);
+    let smooth = smooth(loss, alpha);
     let resid: Vec<f64> = loss.iter().zip(&smooth).map(|(x, m)| x - m).collect();
     std(tail(&resid, tail_frac))
 }
@@ -230,7 +241,7 @@ pub fn pair_diff(a: &[(u64, f64)], b: &[(u64, f64)], opts: &VolatilityOpts) -> P
             }
         }
     }
-    let (ea, eb) = (ema(&la, opts.ema_alpha), ema(&lb, opts.ema_alpha));
+    let (ea, eb) = (smooth(&la, opts.ema_alpha), smooth(&lb, opts.ema_alpha));
     let skip = (steps.len() as f64 * opts.pair_skip_frac.clamp(0.0, 1.0)) as usize;
     let d: Vec<f64> = ea.iter().zip(&eb).skip(skip).map(|(x, y)| x - y).collect();
     let steps = steps.split_off(skip.min(steps.len()));
@@ -299,6 +310,11 @@ mod tests {
     #[test]
     fn ema_debiased_constant_and_step() {
         assert!(ema(&[3.5; 50], 0.02).iter().all(|&v| close(v, 3.5)));
+        // zero-phase smoothing does not lag a straight falling line (interior points)
+        let ramp: Vec<f64> = (0..400).map(|i| 6.0 - 0.01 * i as f64).collect();
+        let sm = smooth(&ramp, 0.05);
+        assert!((sm[200] - ramp[200]).abs() < 1e-3, "{} vs {}", sm[200], ramp[200]);
+        assert!((ema(&ramp, 0.05)[200] - ramp[200]).abs() > 0.1, "the one-sided EMA does lag");
         // Hand-computed: m1 = .5*0 -> 0/.5 = 0; m2 = .5*0 + .5*2 = 1 -> 1/.75
         let e = ema(&[0.0, 2.0], 0.5);
         assert!(close(e[0], 0.0) && close(e[1], 4.0 / 3.0), "{e:?}");
@@ -333,10 +349,11 @@ mod tests {
             roughness(&[9.0, 9.0, 1.0, 2.0, 4.0, 7.0], 0.5),
             0.5f64.sqrt()
         ));
-        // residuals [0, 2 - 4/3] -> std = (2/3)/sqrt(2)
+        // zero-phase trend: forward EMA [0, 4/3], backward over it [4/9, 4/3];
+        // residuals [-4/9, 2/3] -> std = (10/9)/sqrt(2)
         assert!(close(
             detrended_std(&[0.0, 2.0], 0.5, 1.0),
-            (2.0 / 3.0) / 2f64.sqrt()
+            (10.0 / 9.0) / 2f64.sqrt()
         ));
         assert!(close(detrended_std(&[2.0; 20], 0.1, 0.5), 0.0));
     }

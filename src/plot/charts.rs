@@ -153,7 +153,7 @@ pub fn loss_vs_tokens(branches: &[Branch], out: &Path, o: &PlotOptions) -> Resul
     l.yr = range_of([lo, top], 0.05);
     l.xr = (0.0, xmax.max(1e-6));
     l.caption = vec![
-        format!("Bold: EMA (α = {}) of the training loss, mean over seeds; band: min–max of the seeds' EMAs; faint: raw per-step loss.", o.ema_alpha),
+        format!("Bold: zero-phase EMA (α = {}, no lag) of the training loss, mean over seeds; band: min–max of the seeds' EMAs; faint: raw per-step loss.", o.ema_alpha),
         format!("y-axis fitted to the curves after the first 10% of steps; the initial descent (from {first:.1}) runs off the top."),
     ];
     l.legend
@@ -398,7 +398,7 @@ pub fn zoom(
         } else {
             String::new()
         };
-        format!("Faint: raw per-step loss of each seed; bold: EMA (α = {}, over the whole run) averaged over seeds; y-axis fitted to this range.{end}", o.ema_alpha)
+        format!("Faint: raw per-step loss of each seed; bold: zero-phase EMA (α = {}, over the whole run) averaged over seeds; y-axis fitted to this range.{end}", o.ema_alpha)
     }];
     l.legend
         .push(Entry::new("raw loss, each seed", MUTED, Swatch::Faint));

@@ -78,7 +78,7 @@ pub fn train_pairs(run: &Run) -> Vec<(u64, f64)> {
 /// (step, tokens, EMA of training loss) for a run.
 pub fn train_ema(run: &Run, alpha: f64) -> Vec<(u64, f64, f64)> {
     let loss: Vec<f64> = run.train.iter().map(|r| r.loss).collect();
-    let e = stats::ema(&loss, alpha);
+    let e = stats::smooth(&loss, alpha);
     run.train
         .iter()
         .zip(e)
