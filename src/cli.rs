@@ -126,9 +126,28 @@ pub fn generate(source: &Path, prompt: &str, o: &crate::generate::GenOptions) ->
     type B = crate::backend::Cpu;
     let device = Default::default();
     let (cfg, model) = crate::export::load_any::<B>(source, &device)?;
-    let tok_path = if source.is_file() { source.with_extension("tokenizer.json") } else { crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?.tokenizer_path };
-    let tok = crate::data::load_tokenizer(&tok_path)?;
+    let tok = tokenizer_for(source, &cfg)?;
     crate::generate::generate(&model, &tok, prompt, o, &device, &mut std::io::stdout())?;
+    Ok(())
+}
+
+/// The tokenizer of a run (its data cache) or of exported weights (`<name>.tokenizer.json`).
+fn tokenizer_for(source: &Path, cfg: &Config) -> Result<tokenizers::Tokenizer> {
+    let path = if source.is_file() { source.with_extension("tokenizer.json") } else { crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?.tokenizer_path };
+    crate::data::load_tokenizer(&path)
+}
+
+/// `baka encode SOURCE --text T`: `{"ids": [...]}` with the run's or export's tokenizer.
+pub fn encode(source: &Path, text: &str) -> Result<()> {
+    let cfg = if source.is_file() {
+        crate::export::load_weights::<crate::backend::Cpu>(source, &Default::default())?.0
+    } else {
+        let p = source.join("config.toml");
+        Config::from_layers(&[(Source::File(p.clone()), read_toml(&p)?)])?
+    };
+    let tok = tokenizer_for(source, &cfg)?;
+    let enc = tok.encode(text, false).map_err(|e| anyhow::anyhow!("--text: cannot encode ({e})"))?;
+    println!("{}", serde_json::json!({ "ids": enc.get_ids() }));
     Ok(())
 }
 

@@ -145,6 +145,14 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Token ids of a text with a run's (or an export's) tokenizer, as JSON.
+    ///
+    /// Example: baka encode weights/002_nope-s1.safetensors --text "It was a dark and stormy night."
+    Encode {
+        source: PathBuf,
+        #[arg(long)]
+        text: String,
+    },
     /// Training-step throughput on random tokens: one JSON line (tok/s, ms/step, MFU, peak memory).
     ///
     /// Example: baka bench --branch 001_pristine --batch 32 --steps 20 --device cuda
@@ -212,6 +220,7 @@ fn main() {
             all.extend(sets);
             cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops })
         }
+        Cmd::Encode { source, text } => cli::encode(&source, &text),
         Cmd::Eval { source, windows, samples } => cli::eval(&source, windows, samples),
         Cmd::Export { run, out, force } => cli::export(&run, out, force),
         Cmd::Logits { source, tokens, windows_of } => cli::logits(&source, &tokens, windows_of),

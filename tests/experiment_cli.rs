@@ -27,6 +27,7 @@ batch = 2
 n_windows = 2
 eval_every = 4
 eval_samples = 2
+checkpoint_every = 4
 [overrides.data]
 {}
 {}
@@ -46,9 +47,13 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
     let exp = write_experiment(&base);
     let e = exp.to_str().unwrap();
 
-    let o = baka(&["experiment", e, "--only", "002_nope"]);
+    // a crash right after the first checkpoint of the first run
+    let o = baka_env(&["experiment", e, "--only", "002_nope"], &[("BAKA_FAULT", "after-checkpoint@1")]);
+    assert!(!o.status.success(), "the injected crash did not happen");
+    fails_with(&baka(&["experiment", e, "--only", "002_nope"]), &["002_nope-s1", "unfinished run", "--resume"]);
+    let o = baka(&["experiment", e, "--only", "002_nope", "--resume"]);
     ok(&o);
-    assert!(stderr(&o).contains("[1/2] 002_nope s1") && stderr(&o).contains("[2/2] 002_nope s2"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("[1/2] 002_nope s1") && stderr(&o).contains("resuming") && stderr(&o).contains("[2/2] 002_nope s2"), "{}", stderr(&o));
     let o = baka(&["experiment", e]);
     ok(&o);
     let err = stderr(&o);

@@ -250,7 +250,7 @@ def read_tok(path):
     return vocab, ids
 
 
-def tokenizer_checks(cache, exported):
+def tokenizer_checks(bin_, cache, exported):
     print("tokenizer")
     src = exported.get("rope") or next(iter(exported.values()), None)
     tok_path = Path(str(src).removesuffix(".safetensors") + ".tokenizer.json")
@@ -286,6 +286,13 @@ def tokenizer_checks(cache, exported):
     enc = tok.encode(SAMPLE, add_special_tokens=False).ids
     back = tok.decode(enc, skip_special_tokens=False)
     print(f"  sample sentence: {len(SAMPLE)} chars -> {len(enc)} ids -> {'same text' if back == SAMPLE else 'DIFFERENT text'}")
+    # the same sentence through baka itself, with the exported weights' tokenizer
+    out = baka(bin_, ["encode", str(src), "--text", SAMPLE])
+    baka_ids = json.loads(out.stdout)["ids"]
+    if baka_ids != enc:
+        k = next((i for i, (a, b) in enumerate(zip(baka_ids, enc)) if a != b), min(len(baka_ids), len(enc)))
+        fail(f"baka encode and Python tokenizers disagree at id {k}: {baka_ids[k:k + 5]} vs {enc[k:k + 5]}")
+    print(f"  baka encode gives the same {len(enc)} ids as Python tokenizers")
     if back != SAMPLE:
         fail(f"decode(encode(s)) != s: {back!r} vs {SAMPLE!r}")
 
@@ -310,7 +317,7 @@ def main():
     exported = run_cases(bin_, work, cache_set)
     if exported:
         negative_checks(bin_, work, exported)
-        tokenizer_checks(cache, exported)
+        tokenizer_checks(bin_, cache, exported)
     print(f"parity: {len(CASES)} cases, {len(failures)} failures, {time.time() - t0:.1f}s")
     if failures:
         print("\nparity FAILED:\n" + "\n".join(f"- {f}" for f in failures), file=sys.stderr)
