@@ -8,6 +8,14 @@ pub type Gpu = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type GpuTrain = burn::backend::Autodiff<Gpu>;
 
+/// Fails early (before any file is written) when `device` needs a feature this binary lacks.
+pub fn check_device(device: &str) -> anyhow::Result<()> {
+    if device == "cuda" && !cfg!(feature = "cuda") {
+        anyhow::bail!("train.device = \"cuda\" needs a binary built with `cargo build --release --features cuda`");
+    }
+    Ok(())
+}
+
 /// Runs `$body` with `$B` bound to the training (autodiff) backend named by `$device`
 /// ("cpu" or "cuda") and `$dev` to its device; a generic function is the usual body.
 #[macro_export]
@@ -23,7 +31,8 @@ macro_rules! with_train_backend {
                 }
                 #[cfg(not(feature = "cuda"))]
                 {
-                    Err(anyhow::anyhow!("train.device = \"cuda\" needs a binary built with `cargo build --release --features cuda`"))
+                    $crate::backend::check_device("cuda")?;
+                    unreachable!("check_device fails without the cuda feature")
                 }
             }
             _ => {

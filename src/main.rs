@@ -25,6 +25,8 @@ enum Cmd {
         sets: Vec<String>,
     },
     /// List the named branches (branches/*.toml), one line each.
+    ///
+    /// Example: baka branches
     Branches,
     /// Train one branch; writes config.toml, metrics.csv, eval.csv, run.json and a checkpoint.
     ///
@@ -69,7 +71,7 @@ enum Cmd {
     },
     /// Draw charts from CSVs alone: an experiment's runs, or any run directories.
     ///
-    /// Example: baka plot experiments/quickstart.toml --steps 100..200
+    /// Example: baka plot experiments/quickstart.toml --steps 60..100
     Plot {
         /// An experiment TOML, or one or more run directories.
         #[arg(required = true)]
@@ -92,7 +94,7 @@ enum Cmd {
     },
     /// Validation loss, perplexity, bits per byte and loss per window index (also for more windows than trained).
     ///
-    /// Example: baka eval runs/002_nope-s0 --windows 8
+    /// Example: baka eval experiments/quickstart/runs/002_nope-s1 --windows 8
     Eval {
         /// A run directory or a weights/*.safetensors export.
         source: PathBuf,
@@ -129,7 +131,7 @@ enum Cmd {
     },
     /// Sample text from a run or exported weights, streaming tokens as they come.
     ///
-    /// Example: baka generate runs/001_pristine-s0 --prompt "It was a dark" --max-tokens 50 --temperature 0.8 --top-k 40
+    /// Example: baka generate experiments/quickstart/runs/001_pristine-s1 --prompt "It was a dark" --max-tokens 50 --temperature 0.8 --top-k 40
     Generate {
         source: PathBuf,
         #[arg(long, default_value = "")]
@@ -159,7 +161,8 @@ enum Cmd {
     Bench {
         #[arg(long)]
         branch: String,
-        /// Windows per step (sets train.batch, with train.n_windows = 1).
+        /// Windows per step (sets train.batch, with train.n_windows = 1); the JSON's "batch" is
+        /// always windows per step (train.batch × train.n_windows).
         #[arg(long)]
         batch: Option<usize>,
         #[arg(long, default_value_t = 20)]
@@ -196,7 +199,26 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// Rust ignores SIGPIPE, so `baka … | head` would end in a "Broken pipe" panic; restore the
+/// default so a closed pipe ends the process quietly, as for any Unix command-line tool.
+#[cfg(unix)]
+fn default_sigpipe() {
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: resets one signal to its default action before any thread starts.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() {
+    default_sigpipe();
     keep_freed_memory();
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {

@@ -393,11 +393,8 @@ pub fn zoom(
     l.caption = vec![if raw_all.is_empty() {
         format!("No training rows between steps {a} and {b}.")
     } else {
-        let end = if (l.xr.1 as u64) < b {
-            format!(" Runs end at step {}.", l.xr.1)
-        } else {
-            String::new()
-        };
+        let last = seen.iter().max().copied().unwrap_or(b);
+        let end = if last < b { format!(" Runs end at step {last}.") } else { String::new() };
         format!("Faint: raw per-step loss of each seed; bold: zero-phase EMA (α = {}, over the whole run) averaged over seeds; y-axis fitted to this range.{end}", o.ema_alpha)
     }];
     l.legend
