@@ -225,21 +225,21 @@ fn main() {
         Cmd::Prepare { experiment, sets } => cli::prepare(experiment.as_deref(), &sets),
         Cmd::Branches => cli::branches(),
         Cmd::Train { branch, steps, seed, device, sets, out, resume } => {
-            let mut all = Vec::new();
-            steps.map(|v| all.push(format!("train.steps={v}")));
-            seed.map(|v| all.push(format!("train.seed={v}")));
-            device.map(|v| all.push(format!("train.device=\"{v}\"")));
-            all.extend(sets);
+            let all: Vec<String> = (steps.map(|v| format!("train.steps={v}")).into_iter())
+                .chain(seed.map(|v| format!("train.seed={v}")))
+                .chain(device.map(|v| format!("train.device=\"{v}\"")))
+                .chain(sets)
+                .collect();
             cli::train(&branch, &all, out, resume)
         }
         Cmd::Experiment { experiment, only, resume, sets } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets }),
         Cmd::Plot { inputs, out, steps } => cli::plot(&inputs, out, steps.as_deref()),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
         Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, sets } => {
-            let mut all = Vec::new();
-            batch.map(|b| all.extend([format!("train.batch={b}"), "train.n_windows=1".into()]));
-            device.map(|v| all.push(format!("train.device=\"{v}\"")));
-            all.extend(sets);
+            let all: Vec<String> = (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()]))
+                .chain(device.map(|v| format!("train.device=\"{v}\"")))
+                .chain(sets)
+                .collect();
             cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops })
         }
         Cmd::Encode { source, text } => cli::encode(&source, &text),

@@ -32,6 +32,6 @@ impl<B: Backend> BakaState<B> {
     pub fn advance(&mut self, len: usize, memory: Option<Tensor<B, 3>>, bptt_windows: usize) {
         self.window += 1;
         self.offset += len;
-        self.memory = memory.map(|m| if self.window % bptt_windows.max(1) == 0 { m.detach() } else { m });
+        self.memory = memory.map(|m| if self.window.is_multiple_of(bptt_windows.max(1)) { m.detach() } else { m });
     }
 }

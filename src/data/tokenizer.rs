@@ -104,6 +104,23 @@ pub fn encode_split(tok: &Tokenizer, docs: &[Document], blocks: &[Block], eot: O
     Ok(out)
 }
 
+/// UTF-8 bytes each token id stands for (0 for special tokens), for bits-per-byte.
+/// Byte-level BPE tokens are strings of byte-alphabet chars, one char per byte; other
+/// tokenizers are measured by decoding each id on its own.
+pub fn token_byte_lengths(tok: &Tokenizer, n: usize) -> Vec<u32> {
+    use tokenizers::PreTokenizerWrapper;
+    let byte_level = matches!(tok.get_pre_tokenizer(), Some(PreTokenizerWrapper::ByteLevel(_)));
+    let special: std::collections::HashSet<u32> = tok.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
+    (0..n as u32)
+        .map(|id| match tok.id_to_token(id) {
+            _ if special.contains(&id) => 0,
+            None => 0,
+            Some(s) if byte_level => s.chars().count() as u32,
+            Some(_) => tok.decode(&[id], false).map(|s| s.len() as u32).unwrap_or(0),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::TestDir;
@@ -158,21 +175,4 @@ mod tests {
         let no_eot = encode_split(&tok, &docs, &blocks, None).unwrap();
         assert_eq!(no_eot.len(), ids.len() - 2);
     }
-}
-
-/// UTF-8 bytes each token id stands for (0 for special tokens), for bits-per-byte.
-/// Byte-level BPE tokens are strings of byte-alphabet chars, one char per byte; other
-/// tokenizers are measured by decoding each id on its own.
-pub fn token_byte_lengths(tok: &Tokenizer, n: usize) -> Vec<u32> {
-    use tokenizers::PreTokenizerWrapper;
-    let byte_level = matches!(tok.get_pre_tokenizer(), Some(PreTokenizerWrapper::ByteLevel(_)));
-    let special: std::collections::HashSet<u32> = tok.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
-    (0..n as u32)
-        .map(|id| match tok.id_to_token(id) {
-            _ if special.contains(&id) => 0,
-            None => 0,
-            Some(s) if byte_level => s.chars().count() as u32,
-            Some(_) => tok.decode(&[id], false).map(|s| s.len() as u32).unwrap_or(0),
-        })
-        .collect()
 }

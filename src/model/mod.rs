@@ -83,10 +83,10 @@ impl ModelConfig {
                 bail!("{k} = 0: expected a positive integer");
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             bail!("model.n_heads = {} does not divide model.d_model = {}", self.n_heads, self.d_model);
         }
-        if self.positions.rotates() && (self.d_model / self.n_heads) % 2 != 0 {
+        if self.positions.rotates() && !(self.d_model / self.n_heads).is_multiple_of(2) {
             bail!("model.positions = \"{}\" needs an even head dim, got d_model/n_heads = {}", self.positions.name(), self.d_model / self.n_heads);
         }
         if !["layernorm", "rmsnorm"].contains(&self.norm.as_str()) {

@@ -180,7 +180,8 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         let lr = lr_at(t, step);
         let (next, loss_v, norm_v) = train_step(model, &mut optim, x, y, lr, t.clip);
         model = next;
-        if !(loss_v.is_finite() && norm_v.is_finite()) && !t.skip_spikes {
+        let finite = loss_v.is_finite() && norm_v.is_finite();
+        if !finite && !t.skip_spikes {
             let what = if loss_v.is_finite() { format!("gradient norm is {norm_v}") } else { format!("training loss is {loss_v}") };
             pb.abandon();
             bail!("{}: step {step}: {what}; stopped (last good checkpoint kept; lower train.lr, or set train.skip_spikes = true to skip such steps)", out.display());
