@@ -2,7 +2,7 @@
 //! the step-range zoom. Each function only prepares layers; [`Layers`] draws them all.
 
 use super::geom;
-use super::style::{self, color, range_of, Chart, Entry, Frame, Plot, Swatch, INK, MUTED};
+use super::style::{self, color, frame_of, range_of, Chart, Entry, Plot, Swatch, INK, MUTED};
 use super::summary::{self, across_seeds, BandKind, Branch, MeanCurve};
 use super::PlotOptions;
 use crate::stats::{self, VolatilityOpts};
@@ -33,13 +33,7 @@ struct Layers {
 
 impl Chart for Layers {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let frame = Frame {
-            title: &self.title,
-            caption: &self.caption,
-            legend: &self.legend,
-            notes: &self.notes,
-        };
-        let area = frame.draw(root)?;
+        let area = frame_of!(self).draw(root)?;
         let mut p = Plot::new(
             &area,
             self.xr,

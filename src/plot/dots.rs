@@ -2,7 +2,7 @@
 //! volatility, and loss per window index. Seeds are shown as small hollow dots so a
 //! reader sees n and the spread, not only the interval.
 
-use super::style::{self, color, range_of, Chart, Entry, Frame, Plot, Px, Swatch, FONT, INK};
+use super::style::{self, color, frame_of, range_of, Chart, Entry, Plot, Px, Swatch, FONT, INK};
 use super::summary::{self, branch_stats, Branch};
 use super::PlotOptions;
 use crate::stats::{self, VolatilityOpts};
@@ -56,13 +56,7 @@ struct DotChart {
 
 impl Chart for DotChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let frame = Frame {
-            title: &self.title,
-            caption: &self.caption,
-            legend: &self.legend,
-            notes: &self.notes,
-        };
-        let area = frame.draw(root)?;
+        let area = frame_of!(self).draw(root)?;
         let font = TextStyle::from((FONT, 16).into_font());
         let label_w = self.panels[0]
             .rows
@@ -233,13 +227,7 @@ struct WindowChart {
 
 impl Chart for WindowChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let frame = Frame {
-            title: &self.title,
-            caption: &self.caption,
-            legend: &self.legend,
-            notes: &self.notes,
-        };
-        let area = frame.draw(root)?;
+        let area = frame_of!(self).draw(root)?;
         let mut p = Plot::new(
             &area,
             self.xr,

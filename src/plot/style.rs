@@ -103,6 +103,14 @@ impl Entry {
 }
 
 /// Title, caption lines under it, and a legend panel (entries, then grey notes) on the right.
+/// The [`Frame`] of a chart struct with `title`, `caption`, `legend` and `notes` fields.
+macro_rules! frame_of {
+    ($c:expr) => {
+        $crate::plot::style::Frame { title: &$c.title, caption: &$c.caption, legend: &$c.legend, notes: &$c.notes }
+    };
+}
+pub(crate) use frame_of;
+
 pub struct Frame<'a> {
     pub title: &'a str,
     pub caption: &'a [String],
