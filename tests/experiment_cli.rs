@@ -75,6 +75,22 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
     assert!(report.contains("| 001_pristine |") && report.contains("| 002_nope |") && report.contains("## Verdict"), "{report}");
     std::fs::remove_dir_all(&plots).unwrap();
 
+    // shipped results: with runs/ gone, report reads experiments/<name>/results/ (CSVs + config)
+    let (runs_dir, results) = (base.join("tiny/runs"), base.join("tiny/results"));
+    for d in std::fs::read_dir(&runs_dir).unwrap().flatten() {
+        let to = results.join(d.file_name());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["config.toml", "metrics.csv", "eval.csv", "run.json"] {
+            std::fs::copy(d.path().join(f), to.join(f)).unwrap();
+        }
+    }
+    std::fs::rename(&runs_dir, base.join("tiny/runs-moved")).unwrap();
+    ok(&baka(&["report", e]));
+    let report2 = std::fs::read_to_string(plots.join("report.md")).unwrap();
+    assert!(report2.contains("| 002_nope |") && report2.contains("| 001_pristine |"), "{report2}");
+    std::fs::remove_dir_all(&plots).unwrap();
+    std::fs::rename(base.join("tiny/runs-moved"), &runs_dir).unwrap();
+
     // plot from run dirs alone, with a zoom
     let out = base.join("plots-runs");
     let r1 = base.join("tiny/runs/002_nope-s1");
