@@ -13,12 +13,7 @@ pub fn prepare(experiment: Option<&Path>, sets: &[String]) -> Result<()> {
         let e = Experiment::load(p)?;
         layers.push((Source::File(p.to_path_buf()), e.overrides.clone()));
     }
-    for s in sets {
-        let (k, v) = crate::config::parse_set(s)?;
-        let mut t = toml::Table::new();
-        crate::config::set_dotted(&mut t, &k, v);
-        layers.push((Source::Set(s.clone()), t));
-    }
+    layers.extend(crate::config::set_layers(sets)?);
     let cfg = Config::from_layers(&layers)?;
     let p = crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?;
     println!("tokenizer {} (vocab {}), train {} tokens, validation {} tokens", p.tokenizer_path.display(), p.vocab_size, p.train.len(), p.val.len());
@@ -73,9 +68,7 @@ pub fn plot(inputs: &[PathBuf], out: Option<PathBuf>, steps: Option<&str>) -> Re
 }
 
 fn draw_runs(dirs: &[PathBuf], out: PathBuf, title: &str, steps: Option<(u64, u64)>) -> Result<()> {
-    let runs = dirs.iter().map(|d| crate::plot::load_run(d)).collect::<Result<Vec<_>>>()?;
-    let opts = crate::plot::PlotOptions { title: title.to_string(), steps, ema_alpha: 0.05 };
-    for f in crate::plot::draw_all(&runs, &out, &opts)? {
+    for f in crate::plot::draw_dirs(dirs, &out, title, steps)?.1 {
         println!("{}", f.display());
     }
     Ok(())
@@ -139,12 +132,7 @@ fn tokenizer_for(source: &Path, cfg: &Config) -> Result<tokenizers::Tokenizer> {
 
 /// `baka encode SOURCE --text T`: `{"ids": [...]}` with the run's or export's tokenizer.
 pub fn encode(source: &Path, text: &str) -> Result<()> {
-    let cfg = if source.is_file() {
-        crate::export::load_weights::<crate::backend::Cpu>(source, &Default::default())?.0
-    } else {
-        let p = source.join("config.toml");
-        Config::from_layers(&[(Source::File(p.clone()), read_toml(&p)?)])?
-    };
+    let cfg = if source.is_file() { crate::export::weights_config(source)? } else { Config::from_file(&source.join("config.toml"))? };
     let tok = tokenizer_for(source, &cfg)?;
     let enc = tok.encode(text, false).map_err(|e| anyhow::anyhow!("--text: cannot encode ({e})"))?;
     println!("{}", serde_json::json!({ "ids": enc.get_ids() }));

@@ -175,6 +175,18 @@ pub fn set_dotted(table: &mut toml::Table, key: &str, value: Value) {
     cur.insert(last.to_string(), value);
 }
 
+/// One config layer per `--set key=value`, so an error names the argument at fault.
+pub fn set_layers(sets: &[String]) -> Result<Vec<(Source, toml::Table)>> {
+    sets.iter()
+        .map(|s| {
+            let (key, value) = parse_set(s)?;
+            let mut t = toml::Table::new();
+            set_dotted(&mut t, &key, value);
+            Ok((Source::Set(s.clone()), t))
+        })
+        .collect()
+}
+
 /// Deep-merges `over` into `base` (tables merge, everything else replaces).
 pub fn merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
@@ -223,13 +235,13 @@ impl Config {
         }
         let mut layers = vec![(Source::File(path), file)];
         layers.extend(extra.iter().cloned());
-        for s in sets {
-            let (key, value) = parse_set(s)?;
-            let mut t = toml::Table::new();
-            set_dotted(&mut t, &key, value);
-            layers.push((Source::Set(s.clone()), t));
-        }
+        layers.extend(set_layers(sets)?);
         Config::from_layers(&layers)
+    }
+
+    /// A resolved config file as written to `<run>/config.toml`.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        Config::from_layers(&[(Source::File(path.to_path_buf()), read_toml(path)?)])
     }
 
     /// Semantic checks the types cannot express; each error names the key and the value.

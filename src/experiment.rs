@@ -123,14 +123,12 @@ pub fn run_dirs(e: &Experiment) -> Result<Vec<PathBuf>> {
 
 /// Draws all charts and writes `plots/<name>/report.md`; returns the report path.
 pub fn draw(e: &Experiment, steps: Option<(u64, u64)>) -> Result<PathBuf> {
-    let runs = run_dirs(e)?.iter().map(|d| crate::plot::load_run(d)).collect::<Result<Vec<_>>>()?;
     let out = Path::new("plots").join(&e.name);
     let steps = match (steps, &e.zoom) {
         (Some(s), _) => Some(s),
         (None, Some(z)) => Some(crate::plot::parse_step_range(z).map_err(|err| anyhow::anyhow!("{}: zoom: {err}", e.path.display()))?),
         (None, None) => None,
     };
-    let opts = crate::plot::PlotOptions { title: e.name.clone(), steps, ema_alpha: 0.05 };
-    let charts = crate::plot::draw_all(&runs, &out, &opts)?;
+    let (runs, charts) = crate::plot::draw_dirs(&run_dirs(e)?, &out, &e.name, steps)?;
     crate::report::write_report(&e.name, &runs, &out, &charts)
 }

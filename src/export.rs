@@ -152,24 +152,36 @@ pub fn load_run<B: Backend>(run: &Path, device: &B::Device) -> Result<(Config, B
     if !cfg_path.is_file() {
         bail!("{}: not a run directory (no config.toml)", run.display());
     }
-    let cfg = Config::from_layers(&[(crate::config::Source::File(cfg_path.clone()), crate::config::read_toml(&cfg_path)?)])?;
+    let cfg = Config::from_file(&cfg_path)?;
     let ckpt = checkpoint::latest(run).with_context(|| format!("{}: no checkpoint (did the run finish its first checkpoint?)", run.display()))?;
     checkpoint::read_state(&ckpt)?;
     let model = checkpoint::load_model(&ckpt, BakaLM::new(&cfg.model, &cfg.memory, cfg.train.seed, device), device)?;
     Ok((cfg, model))
 }
 
-/// Loads exported weights: the config from the metadata, every tensor by the name map.
-pub fn load_weights<B: Backend>(file: &Path, device: &B::Device) -> Result<(Config, BakaLM<B>)> {
-    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", file.display()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: bad header ({e})", file.display()))?;
+/// The branch config stored in an export's metadata (checked, one-line errors).
+fn config_of(file: &Path, bytes: &[u8]) -> Result<Config> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", file.display()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         bail!("{}: not a bakallm export (metadata format is not {FORMAT})", file.display());
     }
     let cfg: Config = serde_json::from_str(meta.get("config").map(String::as_str).unwrap_or("")).map_err(|e| anyhow::anyhow!("{}: bad config metadata ({e})", file.display()))?;
     cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok(cfg)
+}
+
+/// The config of exported weights, without loading the tensors.
+pub fn weights_config(file: &Path) -> Result<Config> {
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    config_of(file, &bytes)
+}
+
+/// Loads exported weights: the config from the metadata, every tensor by the name map.
+pub fn load_weights<B: Backend>(file: &Path, device: &B::Device) -> Result<(Config, BakaLM<B>)> {
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let cfg = config_of(file, &bytes)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", file.display()))?;
     let model = BakaLM::<B>::new(&cfg.model, &cfg.memory, cfg.train.seed, device);
     let mut a = Assign::<B> { path: Path_::default(), st: &st, file, device: device.clone(), error: None, used: 0 };
     let model = model.map(&mut a);
