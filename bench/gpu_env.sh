@@ -1,0 +1,20 @@
+# Sourced by the GPU-machine scripts: library paths, the carried data and autotune cache, python.
+export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:/usr/local/cuda-13.0/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
+OUT="${OUT:-gpu-out}"; mkdir -p "$OUT" data
+cp -r .gpu/data/* data/
+# Carried xz-compressed to fit the 64 MiB carry: the stripped binary and cubecl's caches (autotune
+# results and compiled PTX), which cubecl keeps in ./target (next to Cargo.toml).
+[ -f .gpu/baka ] || python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/baka.xz'), open('.gpu/baka','wb'))"
+chmod +x .gpu/baka
+[ -f .gpu/autotune.txz ] && python3 -c "import tarfile; tarfile.open('.gpu/autotune.txz').extractall()"
+# Packs ./target (the caches) into $OUT/autotune.txz, to bring back and carry next time.
+save_cache() { tar cf - target 2>/dev/null | { command -v xz >/dev/null && xz -T0 -6 || python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), preset=1))"; } > "$OUT/autotune.txz"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
+PY=python3; [ -x /opt/torch/.venv/bin/python ] && PY=/opt/torch/.venv/bin/python
+# The overrides of experiments/posenc.toml as --set flags (for one-off trains at that size).
+posenc_sets() {
+  echo --device cuda --set train.dtype=bf16 --set model.d_model=512 --set model.n_layers=8 \
+    --set model.n_heads=8 --set model.d_ff=2048 --set model.window=512 --set train.batch=8 \
+    --set train.n_windows=4 --set train.lr=1e-3 --set train.warmup_steps=30 --set train.schedule=cosine \
+    --set data.vocab_size=8192
+}
