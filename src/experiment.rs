@@ -2,7 +2,7 @@
 //! goes to `experiments/<name>/runs/<branch>-s<seed>/`, then the charts and report are drawn.
 
 use crate::config::{find_branch, read_toml, Config, Source};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -103,7 +103,11 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
         eprintln!("{label}: training into {}", dir.display());
         crate::train::train(cfg, &crate::train::TrainOptions { out: dir, resume: partial, label })?;
     }
-    let files = draw(e, None)?;
+    // The runs are safe on disk by now; say so if only the drawing fails (e.g. no fonts on a bare GPU box).
+    let files = draw(e, None).with_context(|| {
+        format!("all runs finished (in {}), but drawing the charts failed; draw them later with `baka report {}` where fonts are installed",
+            e.dir().join("runs").display(), e.path.display())
+    })?;
     eprintln!("charts and report: {}", files.display());
     Ok(())
 }

@@ -63,6 +63,9 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
             assert!(base.join("tiny/runs").join(format!("{b}-s{s}")).join("run.json").is_file());
         }
     }
+    // drawing fails after every run finished (e.g. no fonts on a GPU box): the error says the runs are safe
+    let o = baka_env(&["experiment", e], &[("BAKA_FAULT", "ioerror:chart")]);
+    fails_with(&o, &["all runs finished", "baka report", "injected write error at chart"]);
     // charts + report, under plots/<name> relative to the working directory (the repo root)
     let plots = root().join("plots").join("tiny");
     for f in ["loss_vs_tokens", "val_loss", "val_final", "volatility", "nope_vs_rope", "loss_per_window", "zoom_4_8"] {

@@ -57,6 +57,7 @@ pub fn save(out_dir: &Path, name: &str, chart: &impl Chart) -> Result<Vec<PathBu
         out_dir.join(format!("{name}.svg")),
     );
     let ctx = |p: &Path, e: anyhow::Error| anyhow!("{}: {e}", p.display());
+    crate::faults::io("chart").map_err(|e| ctx(&png, e.into()))?;
     {
         let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
         root.fill(&WHITE)
