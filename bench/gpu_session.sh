@@ -1,25 +1,25 @@
 #!/bin/bash
-# One GPU-machine call (the `device` tool): every branch smoke-trained at the posenc size (which also
-# autotunes those shapes), baka vs PyTorch bench, the f32 bench, and the autotune cache brought back.
-# Prepare here first:
+# GPU call A (the `device` tool, carry [".gpu"]), for shapes whose kernels the carried cache holds:
+#  1. baka vs PyTorch (eager, torch.compile) at the posenc shape, batch 8 × 512 — the ratio;
+#  2. the bf16-vs-f32 check: 001_pristine seed 1 of experiments/posenc.toml in f32 (compare its
+#     curve with the shipped bf16 seeds: baka plot experiments/posenc/results/001_pristine-s* f32run
+#     --by train.dtype --out plots/posenc-dtype);
+#  3. the missing posenc run (000_rmt s3);
+# and brings the caches back ($OUT/autotune.txz → .gpu/). Prepare here first:
 #   cargo build --release --features cuda --target-dir target/cuda
-#   mkdir -p .gpu/data/default && cp target/cuda/release/baka .gpu/ && strip .gpu/baka
+#   mkdir -p .gpu/data/default && strip -o /tmp/baka target/cuda/release/baka && xz -T2 -c /tmp/baka > .gpu/baka.xz
 #   cp -r data/default/bpe8192 .gpu/data/default/        # baka prepare --set data.vocab_size=8192
-# then run `bash bench/gpu_session.sh` with carry [".gpu"]; $OUT/autotune.tgz goes back into .gpu/.
+#   tar czf .gpu/posenc-runs.tgz -C experiments/posenc/results .   # finished runs are skipped
 source bench/gpu_env.sh
-B=.gpu/baka
-t0=$(date +%s)
-echo "== smoke: every branch, ${SMOKE_STEPS:-10} steps at the posenc size (bf16)"
-for br in 001_pristine 002_nope 003_xpos 004_linspace 005_alibi 000_rmt; do
-  timeout 150 $B train --branch $br --steps "${SMOKE_STEPS:-10}" $(posenc_sets) --set train.eval_every=10 \
-    --set train.eval_samples=4 --out "smoke/$br" > "smoke-$br.log" 2>&1; rc=$?; cat "smoke-$br.log" >> "$OUT/smoke.log"
-  echo "$br rc=$rc at $(( $(date +%s) - t0 )) s: $(tail -c 300 smoke/$br/run.json 2>/dev/null | tr -d '\n' || tail -2 "smoke-$br.log")"
-done
-save_cache
-BAKA=$B PYTHON=$PY OUT_DIR="$OUT" BATCH=32 STEPS=20 timeout 330 bench/run_gpu.sh 2>&1 | tail -25
-echo "bench done at $(( $(date +%s) - t0 )) s"
-save_cache
-timeout 90 $B bench --branch 001_pristine --batch 32 --steps 10 --device cuda --set train.dtype=f32 \
-  --set model.vocab=50304 >> "$OUT/bench.jsonl" 2>> "$OUT/f32.err"
-echo "f32 done at $(( $(date +%s) - t0 )) s"; tail -1 "$OUT/bench.jsonl"
-save_cache
+B=.gpu/baka; t0=$(date +%s)
+el() { echo "$(( $(date +%s) - t0 )) s"; }
+shape=(--d-model 512 --layers 8 --heads 8 --d-ff 2048 --vocab 8192)
+BAKA=$B PYTHON=$PY OUT_DIR="$OUT/posenc-shape" BATCH=8 STEPS=30 BAKA_ARGS="$(posenc_sets) --set train.n_windows=1" \
+  TORCH_ARGS="${shape[*]}" timeout 200 bench/run_gpu.sh 2>&1 | tail -8
+echo "== side by side done at $(el)"; save_cache
+timeout "${F32_S:-200}" $B train --branch 001_pristine --seed 1 $(posenc_sets) --set train.dtype=f32 --steps 300 \
+  --set train.eval_every=50 --set train.eval_samples=32 --out f32run > "$OUT/f32.log" 2>&1
+echo "== f32 run rc=$? at $(el)"; tail -1 "$OUT/f32.log"
+tar czf "$OUT/f32run.tgz" f32run/config.toml f32run/metrics.csv f32run/eval.csv f32run/run.json 2>/dev/null; save_cache
+BUDGET_S="${RMT_S:-150}" RUN_S=60 BRANCHES=000_rmt bash bench/gpu_posenc.sh 2>&1 | tail -3
+echo "== all done at $(el)"

@@ -50,25 +50,25 @@ pub fn experiment(path: &Path, opts: &crate::experiment::RunOptions) -> Result<(
     crate::experiment::run(&e, opts)
 }
 
-/// `baka plot EXP.toml | RUN_DIR... [--out DIR] [--steps A..B]`: charts from the CSVs alone.
-pub fn plot(inputs: &[PathBuf], out: Option<PathBuf>, steps: Option<&str>) -> Result<()> {
+/// `baka plot EXP.toml | RUN_DIR... [--out DIR] [--steps A..B] [--by KEY]...`: charts from the CSVs alone.
+pub fn plot(inputs: &[PathBuf], out: Option<PathBuf>, steps: Option<&str>, by: &[String]) -> Result<()> {
     let steps = steps.map(crate::plot::parse_step_range).transpose()?;
     if let [one] = inputs {
         if one.extension().is_some_and(|e| e == "toml") {
             let e = Experiment::load(one)?;
             let dirs = crate::experiment::run_dirs(&e)?;
-            return draw_runs(&dirs, out.unwrap_or_else(|| Path::new("plots").join(&e.name)), &e.name, steps);
+            return draw_runs(&dirs, by, out.unwrap_or_else(|| Path::new("plots").join(&e.name)), &e.name, steps);
         }
     }
     if inputs.is_empty() {
         anyhow::bail!("baka plot needs an experiment TOML or one or more run directories");
     }
     let name = out.as_ref().and_then(|o| o.file_name()).and_then(|s| s.to_str()).unwrap_or("runs").to_string();
-    draw_runs(inputs, out.unwrap_or_else(|| PathBuf::from("plots/runs")), &name, steps)
+    draw_runs(inputs, by, out.unwrap_or_else(|| PathBuf::from("plots/runs")), &name, steps)
 }
 
-fn draw_runs(dirs: &[PathBuf], out: PathBuf, title: &str, steps: Option<(u64, u64)>) -> Result<()> {
-    for f in crate::plot::draw_dirs(dirs, &out, title, steps)?.1 {
+fn draw_runs(dirs: &[PathBuf], by: &[String], out: PathBuf, title: &str, steps: Option<(u64, u64)>) -> Result<()> {
+    for f in crate::plot::draw_dirs(dirs, by, &out, title, steps)?.1 {
         println!("{}", f.display());
     }
     Ok(())

@@ -133,6 +133,6 @@ pub fn draw(e: &Experiment, steps: Option<(u64, u64)>) -> Result<PathBuf> {
         (None, Some(z)) => Some(crate::plot::parse_step_range(z).map_err(|err| anyhow::anyhow!("{}: zoom: {err}", e.path.display()))?),
         (None, None) => None,
     };
-    let (runs, charts) = crate::plot::draw_dirs(&run_dirs(e)?, &out, &e.name, steps)?;
+    let (runs, charts) = crate::plot::draw_dirs(&run_dirs(e)?, &[], &out, &e.name, steps)?;
     crate::report::write_report(&e.name, &runs, &out, &charts)
 }

@@ -72,6 +72,8 @@ enum Cmd {
     /// Draw charts from CSVs alone: an experiment's runs, or any run directories.
     ///
     /// Example: baka plot experiments/quickstart.toml --steps 60..100
+    ///
+    /// Example: baka plot runs/001_pristine-s1 runs/f32 --by train.dtype --out plots/dtype
     Plot {
         /// An experiment TOML, or one or more run directories.
         #[arg(required = true)]
@@ -82,6 +84,10 @@ enum Cmd {
         /// Also draw a zoom of this training-step range, e.g. 8000..9000.
         #[arg(long)]
         steps: Option<String>,
+        /// Split series by this config key too (repeatable), e.g. train.dtype or train.lr:
+        /// a branch's runs become "001_pristine dtype=f32", "001_pristine dtype=bf16".
+        #[arg(long)]
+        by: Vec<String>,
     },
     /// Charts + plots/<experiment>/report.md: table with CIs, volatility, verdict.
     ///
@@ -233,7 +239,7 @@ fn main() {
             cli::train(&branch, &all, out, resume)
         }
         Cmd::Experiment { experiment, only, resume, sets } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets }),
-        Cmd::Plot { inputs, out, steps } => cli::plot(&inputs, out, steps.as_deref()),
+        Cmd::Plot { inputs, out, steps, by } => cli::plot(&inputs, out, steps.as_deref(), &by),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
         Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, sets } => {
             let all: Vec<String> = (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()]))

@@ -100,6 +100,21 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
     ok(&baka(&["plot", r1.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", "2..6"]));
     assert!(out.join("zoom_2_6.png").is_file() && out.join("loss_vs_tokens.svg").is_file());
 
+    // --by splits one branch's runs by a setting: a copy of a run with another lr is its own series
+    let lr_run = base.join("lr-run");
+    std::fs::create_dir_all(&lr_run).unwrap();
+    for f in ["metrics.csv", "eval.csv", "config.toml"] {
+        let text = std::fs::read_to_string(r1.join(f)).unwrap();
+        let text = if f == "config.toml" { text.lines().map(|l| if l.starts_with("lr = ") { "lr = 0.5" } else { l }).collect::<Vec<_>>().join("\n") } else { text };
+        std::fs::write(lr_run.join(f), text).unwrap();
+    }
+    let (r2, out_by) = (base.join("tiny/runs/002_nope-s2"), base.join("plots-by"));
+    let (p1, p2, p3, po) = (r1.to_str().unwrap(), r2.to_str().unwrap(), lr_run.to_str().unwrap(), out_by.to_str().unwrap());
+    ok(&baka(&["plot", p1, p2, p3, "--by", "train.lr", "--out", po]));
+    let svg = std::fs::read_to_string(out_by.join("val_final.svg")).unwrap();
+    assert!(svg.contains("002_nope lr=0.5 (n=1)") && svg.contains("(n=2)") && svg.matches("002_nope lr=").count() >= 2, "series not split by lr");
+    fails_with(&baka(&["plot", p1, p2, p3, "--by", "train.lrr", "--out", po]), &["config.toml", "no setting 'train.lrr'", "--by"]);
+
     // eval with more windows than trained
     let o = baka(&["eval", r1.to_str().unwrap(), "--windows", "4", "--samples", "3"]);
     ok(&o);

@@ -21,11 +21,18 @@ const EVAL_COLS: [&str; 3] = ["step", "window", "loss"];
 /// Loads one run directory. eval.csv is optional (a run killed before its first eval
 /// has none); metrics.csv must exist and hold at least one train row.
 pub fn load_run(dir: &Path) -> Result<Run> {
+    load_run_by(dir, &[])
+}
+
+/// [`load_run`], with the run's series named `<branch> <leaf>=<value>` for each dotted config
+/// key in `by` (e.g. `train.dtype` → `001_pristine dtype=f32`), so runs of one branch that differ
+/// in a setting are drawn as separate series.
+pub fn load_run_by(dir: &Path, by: &[String]) -> Result<Run> {
     let metrics = dir.join("metrics.csv");
     if !metrics.is_file() {
         bail!("{}: no metrics.csv (not a run directory?)", dir.display());
     }
-    let (branch, seed, positions, memory_tokens) = read_config(dir)?;
+    let (branch, seed, positions, memory_tokens) = read_config(dir, by)?;
     let (train, val) = read_metrics(&metrics)?;
     if train.is_empty() {
         bail!("{}: no train rows (run not started?)", metrics.display());
@@ -52,7 +59,7 @@ type Config = (String, u64, Option<String>, usize);
 
 /// Branch/seed/positions/memory from config.toml; branch and seed fall back to the
 /// directory name `<branch>-s<seed>` when the file (or the key) is missing.
-fn read_config(dir: &Path) -> Result<Config> {
+fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
     let name = dir
         .canonicalize()
         .unwrap_or_else(|_| dir.to_path_buf())
@@ -67,6 +74,9 @@ fn read_config(dir: &Path) -> Result<Config> {
     };
     let path = dir.join("config.toml");
     if !path.is_file() {
+        if let Some(key) = by.first() {
+            bail!("{}: no config.toml, so the run cannot be grouped --by {key}", dir.display());
+        }
         return Ok((dir_branch, dir_seed, None, 0));
     }
     let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -81,10 +91,19 @@ fn read_config(dir: &Path) -> Result<Config> {
         Some(t) => v.get(t).and_then(|t| t.get(key)),
         None => v.get(key),
     };
-    let branch = get(None, "branch")
+    let mut branch = get(None, "branch")
         .and_then(|b| b.as_str())
         .map(str::to_string)
         .unwrap_or(dir_branch);
+    for key in by {
+        let val = key
+            .split('.')
+            .try_fold(&v, |t, k| t.get(k))
+            .filter(|x| !x.is_table())
+            .ok_or_else(|| anyhow!("{}: no setting '{key}' (--by {key}; e.g. train.dtype or train.lr)", path.display()))?;
+        let shown = val.as_str().map_or_else(|| val.to_string(), str::to_string);
+        branch = format!("{branch} {}={shown}", key.rsplit('.').next().unwrap_or(key));
+    }
     let seed = match get(Some("train"), "seed") {
         Some(s) => s
             .as_integer()
