@@ -58,23 +58,14 @@ pub fn save(out_dir: &Path, name: &str, chart: &impl Chart) -> Result<Vec<PathBu
     );
     let ctx = |p: &Path, e: anyhow::Error| anyhow!("{}: {e}", p.display());
     crate::faults::io("chart").map_err(|e| ctx(&png, e.into()))?;
-    {
-        let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        root.fill(&WHITE)
-            .px()
-            .and_then(|_| chart.draw(&root))
-            .and_then(|_| root.present().px())
-            .map_err(|e| ctx(&png, e))?;
-    }
-    {
-        let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        root.fill(&WHITE)
-            .px()
-            .and_then(|_| chart.draw(&root))
-            .and_then(|_| root.present().px())
-            .map_err(|e| ctx(&svg, e))?;
-    }
+    render(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart).map_err(|e| ctx(&png, e))?;
+    render(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart).map_err(|e| ctx(&svg, e))?;
     Ok(vec![png, svg])
+}
+
+/// White background, the chart, then the file written (by `present`).
+fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &impl Chart) -> Result<()> {
+    root.fill(&WHITE).px().and_then(|_| chart.draw(&root)).and_then(|_| root.present().px())
 }
 
 /// How a legend entry's sample is drawn.
