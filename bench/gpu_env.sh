@@ -4,8 +4,11 @@ OUT="${OUT:-gpu-out}"; mkdir -p "$OUT" data
 cp -r .gpu/data/* data/
 # Carried xz-compressed to fit the 64 MiB carry: the stripped binary and cubecl's caches (autotune
 # results and compiled PTX), which cubecl keeps in ./target (next to Cargo.toml).
-[ -f .gpu/baka ] || python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/baka.xz'), open('.gpu/baka','wb'))"
-chmod +x .gpu/baka
+# .gpu/baka.xz → .gpu/baka; likewise the CUDA test binary .gpu/gpu-tests.xz, if carried.
+for xz in .gpu/*.xz; do
+  [ -f "${xz%.xz}" ] || python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3],'wb'))" "$xz"
+  chmod +x "${xz%.xz}"
+done
 [ -f .gpu/autotune.txz ] && python3 -c "import tarfile; tarfile.open('.gpu/autotune.txz').extractall()"
 # Packs ./target (the caches) into $OUT/autotune.txz, to bring back and carry next time.
 save_cache() { tar cf - target 2>/dev/null | { command -v xz >/dev/null && xz -T0 -6 || python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), preset=1))"; } > "$OUT/autotune.txz"; }
