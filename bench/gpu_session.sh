@@ -8,6 +8,8 @@
 # and brings the caches back ($OUT/autotune.txz → .gpu/). Prepare here first:
 #   cargo build --release --features cuda --target-dir target/cuda
 #   mkdir -p .gpu/data/default && strip -o /tmp/baka target/cuda/release/baka && xz -T2 -c /tmp/baka > .gpu/baka.xz
+#   cargo test --release --features cuda --lib --no-run --target-dir target/cuda   # prints the test binary
+#   strip -o /tmp/t target/cuda/release/deps/bakallm-<hash> && xz -T2 -c /tmp/t > .gpu/gpu-tests.xz
 #   cp -r data/default/bpe8192 .gpu/data/default/        # baka prepare --set data.vocab_size=8192
 #   tar czf .gpu/posenc-runs.tgz -C experiments/posenc/results .   # finished runs are skipped
 source bench/gpu_env.sh
