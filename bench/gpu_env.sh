@@ -12,7 +12,7 @@ done
 [ -f .gpu/autotune.txz ] && python3 -c "import tarfile; tarfile.open('.gpu/autotune.txz').extractall()"
 # Packs ./target (the caches) into $OUT/autotune.txz, to bring back and carry next time.
 save_cache() { tar cf - target 2>/dev/null | { command -v xz >/dev/null && xz -T0 -6 || python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), preset=1))"; } > "$OUT/autotune.txz"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader  # printed: at most 8 files come back from $OUT
 PY=python3; [ -x /opt/torch/.venv/bin/python ] && PY=/opt/torch/.venv/bin/python
 # The overrides of experiments/posenc.toml as --set flags (for one-off trains at that size).
 posenc_sets() {
