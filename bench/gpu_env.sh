@@ -6,10 +6,13 @@ cp -r .gpu/data/* data/
 # results and compiled PTX), which cubecl keeps in ./target (next to Cargo.toml).
 # .gpu/baka.xz → .gpu/baka; likewise the CUDA test binary .gpu/gpu-tests.xz, if carried.
 for xz in .gpu/*.xz; do
+  [ -f "$xz" ] || continue
   [ -f "${xz%.xz}" ] || python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3],'wb'))" "$xz"
   chmod +x "${xz%.xz}"
 done
-[ -f .gpu/autotune.txz ] && python3 -c "import tarfile; tarfile.open('.gpu/autotune.txz').extractall()"
+# Only onto a bare machine: a script sourced again in the same call (gpu_session.sh → gpu_posenc.sh),
+# or a later call on a still-warm machine, must not roll the newer ./target back to the carried one.
+[ -f .gpu/autotune.txz ] && [ ! -d target/autotune ] && python3 -c "import tarfile; tarfile.open('.gpu/autotune.txz').extractall()"
 # Packs ./target (the caches) into $OUT/autotune.txz, to bring back and carry next time.
 save_cache() { tar cf - target 2>/dev/null | { command -v xz >/dev/null && xz -T0 -6 || python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), preset=1))"; } > "$OUT/autotune.txz"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader  # printed: at most 8 files come back from $OUT

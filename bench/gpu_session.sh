@@ -25,7 +25,9 @@ shape=(--d-model 512 --layers 8 --heads 8 --d-ff 2048 --vocab 8192)
 BAKA=$B PYTHON=$PY OUT_DIR="$OUT/posenc-shape" BATCH=8 STEPS=30 BAKA_ARGS="$(posenc_sets) --set train.n_windows=1" \
   TORCH_ARGS="${shape[*]}" timeout 200 bench/run_gpu.sh 2>&1 | tail -8
 echo "== side by side done at $(el)"; save_cache
-# minimal autotune: this run checks the numerics of f32 against bf16, not its speed
+# minimal autotune: this run checks the numerics of f32 against bf16, not its speed (fresh dir: a warm
+# machine may hold a partial one from an earlier call)
+rm -rf f32run
 CUBECL_AUTOTUNE_LEVEL=minimal timeout "${F32_S:-200}" $B train --branch 001_pristine --seed 1 $(posenc_sets) --set train.dtype=f32 --steps 300 \
   --set train.eval_every=50 --set train.eval_samples=32 --out f32run > "$OUT/f32.log" 2>&1
 echo "== f32 run rc=$? at $(el)"; tail -1 "$OUT/f32.log"
