@@ -24,3 +24,10 @@ posenc_sets() {
     --set train.n_windows=4 --set train.lr=1e-3 --set train.warmup_steps=30 --set train.schedule=cosine \
     --set data.vocab_size=8192
 }
+# The CUDA-vs-CPU test of every branch (src/model/gpu_tests.rs), when its binary is carried
+# (.gpu/gpu-tests.xz, from cargo test --release --features cuda --lib --no-run --target-dir target/cuda).
+gpu_tests() {
+  [ -x .gpu/gpu-tests ] || return 0
+  CUBECL_AUTOTUNE_LEVEL=minimal timeout "${TESTS_S:-240}" .gpu/gpu-tests gpu_ --nocapture > "$OUT/gpu-tests.log" 2>&1
+  echo "== gpu tests rc=$?"; grep -E "vs cpu|test result|panicked" "$OUT/gpu-tests.log" | tail -15
+}

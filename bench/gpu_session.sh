@@ -15,12 +15,8 @@
 source bench/gpu_env.sh
 B=.gpu/baka; t0=$(date +%s)
 el() { echo "$(( $(date +%s) - t0 )) s"; }
-# 0. every branch on CUDA against the CPU reference (src/model/gpu_tests.rs; the binary comes from
-#    cargo test --release --features cuda --lib --no-run --target-dir target/cuda, stripped, xz'd)
-if [ -x .gpu/gpu-tests ]; then
-  CUBECL_AUTOTUNE_LEVEL=minimal timeout 240 .gpu/gpu-tests gpu_ --nocapture > "$OUT/gpu-tests.log" 2>&1
-  echo "== gpu tests rc=$? at $(el)"; grep -E "vs cpu|test result|panicked" "$OUT/gpu-tests.log" | tail -15
-fi
+# 0. every branch on CUDA against the CPU reference
+gpu_tests; el
 shape=(--d-model 512 --layers 8 --heads 8 --d-ff 2048 --vocab 8192)
 BAKA=$B PYTHON=$PY OUT_DIR="$OUT/posenc-shape" BATCH=8 STEPS=30 BAKA_ARGS="$(posenc_sets) --set train.n_windows=1" \
   TORCH_ARGS="${shape[*]}" timeout 200 bench/run_gpu.sh 2>&1 | tail -8
