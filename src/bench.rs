@@ -58,7 +58,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         let all = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [t.batch, len + 1]), dev);
         (all.clone().narrow(1, 0, len), all.narrow(1, 1, len))
     };
-    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(&t.dtype);
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(&t.dtype, &t.matmul);
     let mut optim = adamw(t).init::<B, BakaLM<B>>();
     let t_warm = Instant::now();
     let mut first = f32::NAN;
@@ -86,10 +86,12 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     let dt = t0.elapsed().as_secs_f64();
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
     let gpu = t.device == "cuda";
+    let blas = gpu && t.matmul == "cublas";
     Ok(serde_json::json!({
-        "system": if gpu { "baka-cuda" } else { "baka-cpu" },
+        "system": match (gpu, blas) { (false, _) => "baka-cpu", (true, true) => "baka-cuda", (true, false) => "baka-cuda (burn matmul)" },
         "branch": cfg.branch,
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
+        "matmul": if blas { "cublas" } else { "burn" },
         "dtype": t.dtype,
         "batch": t.batch * t.n_windows,
         "seq": cfg.model.window,

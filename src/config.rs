@@ -65,6 +65,9 @@ pub struct TrainConfig {
     pub device: String,
     /// "f32" or "bf16" (bf16 only on cuda).
     pub dtype: String,
+    /// Matmul of the linear layers on CUDA: "cublas" (stream-ordered cuBLAS, src/kernels/) or
+    /// "burn" (burn's own autotuned kernels). The CPU always uses burn's.
+    pub matmul: String,
 }
 
 impl Default for TrainConfig {
@@ -89,6 +92,7 @@ impl Default for TrainConfig {
             skip_spikes: false,
             device: "cpu".into(),
             dtype: "f32".into(),
+            matmul: "cublas".into(),
         }
     }
 }
@@ -286,6 +290,9 @@ impl Config {
         }
         if !["f32", "bf16"].contains(&t.dtype.as_str()) {
             bail!("train.dtype = {:?}: expected \"f32\" or \"bf16\"", t.dtype);
+        }
+        if !["cublas", "burn"].contains(&t.matmul.as_str()) {
+            bail!("train.matmul = {:?}: expected \"cublas\" or \"burn\"", t.matmul);
         }
         if t.dtype == "bf16" && t.device == "cpu" {
             bail!("train.dtype = \"bf16\" needs train.device = \"cuda\" (the CPU backend computes in f32)");

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod bench;
 pub mod config;
+pub mod kernels;
 pub mod model;
 pub mod plot;
 pub mod report;

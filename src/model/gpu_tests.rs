@@ -2,7 +2,7 @@
 //! `cargo test --release --features cuda --lib gpu_`, or a test binary built with `--no-run`).
 //! Same seed → same initial weights on both backends, so every branch's loss and gradients on one
 //! batch must agree: to TF32 accuracy in f32 (burn-cuda's f32 matmul is TF32), to bf16 accuracy
-//! with `dtype = "bf16"`.
+//! with `dtype = "bf16"`, with the linear layers on cuBLAS (the default) and on burn's matmul.
 
 use super::*;
 use crate::backend::{CpuTrain, GpuTrain};
@@ -13,8 +13,8 @@ fn config(positions: PositionKind) -> ModelConfig {
 }
 
 /// Mean loss over 3 windows of a fixed batch, and the embedding's gradient (it sums every path).
-fn loss_and_grad<B: AutodiffBackend>(c: &ModelConfig, m: &MemoryConfig, dtype: &str, dev: &B::Device) -> (f32, Vec<f32>) {
-    let model = BakaLM::<B>::new(c, m, 7, dev).with_compute(dtype);
+fn loss_and_grad<B: AutodiffBackend>(c: &ModelConfig, m: &MemoryConfig, dtype: &str, matmul: &str, dev: &B::Device) -> (f32, Vec<f32>) {
+    let model = BakaLM::<B>::new(c, m, 7, dev).with_compute(dtype, matmul);
     let v: Vec<i64> = (0..2 * 97).map(|i| ((i as u64 * 2654435761) % 256) as i64).collect();
     let x = Tensor::<B, 2, Int>::from_data(TensorData::new(v, [2, 97]), dev);
     let logits = model.forward_chunk(x.clone().narrow(1, 0, 96), &mut BakaState::new());
@@ -38,13 +38,51 @@ fn gpu_every_branch_matches_the_cpu_in_f32_and_bf16() {
         .into_iter()
         .chain([(config(PositionKind::Rope), MemoryConfig { tokens: 4, bptt_windows: 2, ..Default::default() })]);
     for (c, m) in cases {
-        let (l_cpu, g_cpu) = loss_and_grad::<CpuTrain>(&c, &m, "f32", &Default::default());
-        for (dtype, tol_loss, tol_grad) in [("f32", 2e-3, 2e-2), ("bf16", 2e-2, 1e-1)] {
-            let (l, g) = loss_and_grad::<GpuTrain>(&c, &m, dtype, &gpu);
+        let (l_cpu, g_cpu) = loss_and_grad::<CpuTrain>(&c, &m, "f32", "burn", &Default::default());
+        for (dtype, matmul, tol_loss, tol_grad) in [("f32", "cublas", 2e-3, 2e-2), ("bf16", "cublas", 2e-2, 1e-1), ("bf16", "burn", 2e-2, 1e-1)] {
+            let (l, g) = loss_and_grad::<GpuTrain>(&c, &m, dtype, matmul, &gpu);
             let (dl, dg) = ((l - l_cpu).abs() / l_cpu, rel(&g, &g_cpu));
-            eprintln!("{:?} memory {} {dtype}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel {dg:.2e}", c.positions, m.tokens);
-            assert!(l.is_finite() && dl < tol_loss, "{:?} memory {} {dtype}: loss {l} vs {l_cpu}", c.positions, m.tokens);
-            assert!(dg < tol_grad, "{:?} memory {} {dtype}: gradient rel error {dg}", c.positions, m.tokens);
+            let what = format!("{:?} memory {} {dtype} {matmul}", c.positions, m.tokens);
+            eprintln!("{what}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel {dg:.2e}");
+            assert!(l.is_finite() && dl < tol_loss, "{what}: loss {l} vs {l_cpu}");
+            assert!(dg < tol_grad, "{what}: gradient rel error {dg}");
+        }
+    }
+}
+
+/// cuBLAS against burn's own matmul on the GPU: plain, transposed-view and batch-broadcast operands,
+/// forward and both gradients, f32 (TF32 on both sides) and bf16.
+#[test]
+fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
+    use crate::kernels::cublas::matmul;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let data = |shape: [usize; 3], seed: u64| {
+        let v: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
+        Tensor::<GpuTrain, 3>::from_data(TensorData::new(v, shape), &dev)
+    };
+    fn vec<B: Backend>(t: Tensor<B, 3>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    }
+    // (lhs shape, rhs shape, transpose rhs: rhs is stored [b, n, k] and used as a view)
+    let cases = [([1, 300, 96], [1, 96, 200], false), ([3, 40, 64], [3, 50, 64], true), ([4, 33, 17], [1, 17, 9], false)];
+    for (ls, rs, t) in cases {
+        for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
+            let (a, b) = (data(ls, 1).cast(dt).require_grad(), data(rs, 2).cast(dt).require_grad());
+            let bv = |b: Tensor<GpuTrain, 3>| if t { b.swap_dims(1, 2) } else { b };
+            let (y0, y1) = (a.clone().matmul(bv(b.clone())), matmul(a.clone(), bv(b.clone())));
+            let w = data(y0.dims(), 3).cast(dt);
+            let (g0, g1) = ((y0.clone() * w.clone()).sum().backward(), (y1.clone() * w).sum().backward());
+            let tol = if dt == burn::tensor::FloatDType::F32 { 2e-3 } else { 2e-2 };
+            let pairs = [
+                ("out", vec(y0), vec(y1)),
+                ("d lhs", vec(a.grad(&g0).unwrap()), vec(a.grad(&g1).unwrap())),
+                ("d rhs", vec(b.grad(&g0).unwrap()), vec(b.grad(&g1).unwrap())),
+            ];
+            for (what, want, got) in pairs {
+                let r = rel(&got, &want);
+                eprintln!("{ls:?}·{rs:?} t={t} {dt:?} {what}: cublas vs burn rel {r:.2e}");
+                assert!(r < tol, "{ls:?}·{rs:?} {dt:?} {what}: rel {r}");
+            }
         }
     }
 }

@@ -166,9 +166,10 @@ impl<B: Backend> BakaLM<B> {
         Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params(), compute: Compute::default() }
     }
 
-    /// Sets the activation dtype everywhere ("f32" or "bf16"; the weights stay f32).
-    pub fn with_compute(mut self, dtype: &str) -> Self {
-        let c = Compute::from_name(dtype);
+    /// Sets the activation dtype everywhere ("f32" or "bf16"; the weights stay f32) and the
+    /// linear layers' matmul ("cublas" or "burn"; see `train.matmul`).
+    pub fn with_compute(mut self, dtype: &str, matmul: &str) -> Self {
+        let c = Compute::from_names(dtype, matmul);
         self.compute = c;
         for l in &mut self.layers {
             l.attn.compute = c;

@@ -1,18 +1,20 @@
 //! Mixed precision: f32 master weights (what the optimizer updates and checkpoints store), with
 //! activations and matmuls in the compute dtype (bf16 on CUDA). Weights are cast on use, so
-//! gradients flow back to the f32 parameters; norms and the loss run in f32.
+//! gradients flow back to the f32 parameters; norms and the loss run in f32. The linear layers'
+//! matmul can go to cuBLAS on CUDA (`train.matmul`, src/kernels/).
 
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-/// The dtype activations are computed in (F32 everywhere on the CPU).
+/// The dtype activations are computed in (F32 everywhere on the CPU), and whether linear layers
+/// use cuBLAS where the backend has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compute(pub FloatDType);
+pub struct Compute(pub FloatDType, pub bool);
 
 impl Default for Compute {
     fn default() -> Self {
-        Self(FloatDType::F32)
+        Self(FloatDType::F32, false)
     }
 }
 
@@ -26,8 +28,9 @@ pub fn to<B: Backend, const D: usize>(x: Tensor<B, D>, dt: FloatDType) -> Tensor
 }
 
 impl Compute {
-    pub fn from_name(name: &str) -> Self {
-        Self(if name == "bf16" { FloatDType::BF16 } else { FloatDType::F32 })
+    /// From `train.dtype` and `train.matmul`.
+    pub fn from_names(dtype: &str, matmul: &str) -> Self {
+        Self(if dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 }, matmul == "cublas")
     }
 
     pub fn is_f32(self) -> bool {
@@ -40,6 +43,9 @@ impl Compute {
 
     /// `x · W` with the (f32) weight cast to the compute dtype.
     pub fn linear<B: Backend>(self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        if self.1 && crate::kernels::has_blas::<B>() {
+            return crate::kernels::linear(x, self.cast(l.weight.val()));
+        }
         if self.is_f32() {
             return l.forward(x);
         }

@@ -140,7 +140,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     let t = &cfg.train;
     let (out, w) = (&opts.out, cfg.model.window);
     let len = t.n_windows * w;
-    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(&t.dtype);
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(&t.dtype, &t.matmul);
     let mut optim = adamw(t).init::<B, BakaLM<B>>();
     let (mut step0, mut tokens, mut elapsed0) = (0usize, 0u64, 0f64);
     if let Some((dir, st)) = &resume {
