@@ -1,27 +1,29 @@
 #!/bin/bash
 # GPU call B (carry [".gpu"]): the target shape, BakaLLM 001_pristine (d 768, 12 layers,
 # vocab 50304, bf16, batch 32 × 512): baka vs PyTorch via bench/run_gpu.sh (autotunes for minutes
-# on a fresh cache), baka again with each matmul in $MATMULS other than the default, then a
+# on a fresh cache), baka again with each setting in $VARIANTS (e.g. "train.matmul=burn train.ce=autodiff",
+# one run each) to measure each lever against the defaults, then a
 # per-kernel profile of baka's training step from cubecl's own profiler ($OUT/profile.txt: the last
 # step's table, slowest kernels first; the raw log with the kernel sequence in $OUT/cubecl.log.xz),
-# and the caches brought back. WITH_TESTS=1 first runs the CUDA-vs-CPU tests; SKIP_TORCH=1 skips
+# and the caches brought back. WITH_TESTS=1 runs the CUDA tests (TESTS_FILTER) alongside; SKIP_TORCH=1 skips
 # the PyTorch side (its numbers from an earlier call on the same GPU kind still compare).
 source bench/gpu_env.sh
 B=.gpu/baka; t0=$(date +%s)
-[ -n "${WITH_TESTS:-}" ] && gpu_tests
+[ -n "${WITH_TESTS:-}" ] && { gpu_tests > /tmp/tests.out 2>&1 & }
 pristine=(--branch 001_pristine --batch 32 --device cuda --set train.dtype=bf16 --set model.vocab=50304)
 if [ -n "${SKIP_TORCH:-}" ]; then
   timeout "${BENCH_S:-420}" $B bench "${pristine[@]}" --steps 20 >> "$OUT/bench.jsonl"; tail -1 "$OUT/bench.jsonl"
 else
   BAKA=$B PYTHON=$PY OUT_DIR="$OUT" BATCH=32 STEPS=20 timeout "${BENCH_S:-420}" bench/run_gpu.sh 2>&1 | tail -8
 fi
-for mm in ${MATMULS:-}; do
-  timeout "${BENCH_S:-420}" $B bench "${pristine[@]}" --steps 20 --set train.matmul=$mm >> "$OUT/bench.jsonl"; tail -1 "$OUT/bench.jsonl"
+for v in ${VARIANTS:-}; do
+  timeout "${BENCH_S:-420}" $B bench "${pristine[@]}" --steps 20 --set "$v" >> "$OUT/bench.jsonl"; tail -1 "$OUT/bench.jsonl"
 done
 echo "== bench done at $(( $(date +%s) - t0 )) s"; save_cache
 CUBECL_DEBUG_LOG=/tmp/cubecl.log CUBECL_DEBUG_OPTION=profile timeout "${PROFILE_S:-120}" $B bench "${pristine[@]}" \
   --steps 2 --warmup 2 > "$OUT/profile-bench.json" 2> "$OUT/profile.err"
 echo "== profile rc=$? at $(( $(date +%s) - t0 )) s"
-python3 bench/last_profile.py /tmp/cubecl.log > "$OUT/profile.txt"; cut -c1-60,500- "$OUT/profile.txt" | head -30
+python3 bench/last_profile.py /tmp/cubecl.log > "$OUT/profile.txt"; head -30 "$OUT/profile.txt"
 xz -T0 -c /tmp/cubecl.log > "$OUT/cubecl.log.xz" 2>/dev/null
+wait; [ -f /tmp/tests.out ] && cat /tmp/tests.out
 save_cache

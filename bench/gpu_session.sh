@@ -1,10 +1,12 @@
 #!/bin/bash
-# GPU call A (the `device` tool, carry [".gpu"]), for shapes whose kernels the carried cache holds:
-#  1. baka vs PyTorch (eager, torch.compile) at the posenc shape, batch 8 × 512 — the ratio;
-#  2. the bf16-vs-f32 check: 001_pristine seed 1 of experiments/posenc.toml in f32 (compare its
-#     curve with the shipped bf16 seeds: baka plot experiments/posenc/results/001_pristine-s* f32run
-#     --by train.dtype --out plots/posenc-dtype);
-#  3. the missing posenc run (000_rmt s3);
+# GPU call A (the `device` tool, carry [".gpu"]), at the posenc size whose kernels the carried cache
+# holds, in one call:
+#  0. the CUDA-vs-CPU tests (src/model/gpu_tests.rs), in the background;
+#  1. the bf16-vs-f32 check: 001_pristine seed 1 of experiments/posenc.toml again in bf16 and in f32,
+#     both with the default cuBLAS linears ($OUT/dtype-runs.tgz: bf16run/ and f32run/). Compare with
+#     the shipped bf16 seeds (trained with burn's matmul):
+#       baka plot experiments/posenc/results/001_pristine-s* bf16run f32run --by train.dtype --by train.matmul --out plots/posenc-dtype
+#  2. the missing posenc run (000_rmt s3), with burn's matmul like its siblings;
 # and brings the caches back ($OUT/autotune.txz → .gpu/). Prepare here first:
 #   cargo build --release --features cuda --target-dir target/cuda
 #   mkdir -p .gpu/data/default && strip -o /tmp/baka target/cuda/release/baka && xz -T2 -c /tmp/baka > .gpu/baka.xz
@@ -15,18 +17,16 @@
 source bench/gpu_env.sh
 B=.gpu/baka; t0=$(date +%s)
 el() { echo "$(( $(date +%s) - t0 )) s"; }
-# 0. every branch on CUDA against the CPU reference
-gpu_tests; el
-shape=(--d-model 512 --layers 8 --heads 8 --d-ff 2048 --vocab 8192)
-BAKA=$B PYTHON=$PY OUT_DIR="$OUT/posenc-shape" BATCH=8 STEPS=30 BAKA_ARGS="$(posenc_sets) --set train.n_windows=1" \
-  TORCH_ARGS="${shape[*]}" timeout 200 bench/run_gpu.sh 2>&1 | tail -8
-echo "== side by side done at $(el)"; save_cache
-# minimal autotune: this run checks the numerics of f32 against bf16, not its speed (fresh dir: a warm
-# machine may hold a partial one from an earlier call)
-rm -rf f32run
-CUBECL_AUTOTUNE_LEVEL=minimal timeout "${F32_S:-200}" $B train --branch 001_pristine --seed 1 $(posenc_sets) --set train.dtype=f32 --steps 300 \
-  --set train.eval_every=50 --set train.eval_samples=32 --out f32run > "$OUT/f32.log" 2>&1
-echo "== f32 run rc=$? at $(el)"; tail -1 "$OUT/f32.log"
-tar czf "$OUT/f32run.tgz" f32run/config.toml f32run/metrics.csv f32run/eval.csv f32run/run.json 2>/dev/null; save_cache
-BUDGET_S="${RMT_S:-150}" RUN_S=60 BRANCHES=000_rmt bash bench/gpu_posenc.sh 2>&1 | tail -3
+gpu_tests > /tmp/tests.out 2>&1 &
+tests=$!
+rm -rf f32run bf16run
+for dt in bf16 f32; do
+  # minimal autotune: these runs check numerics, not speed
+  CUBECL_AUTOTUNE_LEVEL=minimal timeout "${RUN_S:-200}" $B train --branch 001_pristine --seed 1 $(posenc_sets) --set train.dtype=$dt \
+    --steps 300 --set train.eval_every=50 --set train.eval_samples=32 --out ${dt}run > /tmp/$dt.log 2>&1
+  echo "== $dt run rc=$? at $(el): $(tail -1 /tmp/$dt.log)"
+done
+tar czf "$OUT/dtype-runs.tgz" {bf16,f32}run/{config.toml,metrics.csv,eval.csv,run.json} 2>/dev/null; save_cache
+BUDGET_S="${RMT_S:-150}" RUN_S=60 BRANCHES=000_rmt EXTRA="--set train.matmul=burn" bash bench/gpu_posenc.sh 2>&1 | tail -3
+wait $tests; cat /tmp/tests.out; save_cache
 echo "== all done at $(el)"

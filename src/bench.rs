@@ -49,6 +49,20 @@ fn reserved_bytes(_device: &str) -> Option<u64> {
     None
 }
 
+/// "baka-cpu", or "baka-cuda" plus the levers switched off, e.g. "baka-cuda (burn matmul)", so rows
+/// of one comparison stay apart in `bench/compare.py`.
+fn system(t: &crate::config::TrainConfig) -> String {
+    if t.device != "cuda" {
+        return "baka-cpu".into();
+    }
+    let off: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.ce == "autodiff", "autodiff CE")].into_iter().filter(|x| x.0).map(|x| x.1).collect();
+    if off.is_empty() {
+        "baka-cuda".into()
+    } else {
+        format!("baka-cuda ({})", off.join(", "))
+    }
+}
+
 fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<serde_json::Value> {
     let t = &cfg.train;
     let len = t.n_windows * cfg.model.window;
@@ -64,7 +78,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     let mut first = f32::NAN;
     for i in 0..o.warmup {
         let (x, y) = batch(i);
-        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t.clip);
+        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t);
         model = m;
         if i == 0 {
             first = loss;
@@ -77,7 +91,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     let mut last = f32::NAN;
     for i in 0..o.steps {
         let (x, y) = batch(o.warmup + i);
-        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t.clip);
+        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t);
         model = m;
         last = loss;
         peak = peak.max(reserved_bytes(&t.device).unwrap_or(0));
@@ -88,10 +102,11 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     let gpu = t.device == "cuda";
     let blas = gpu && t.matmul == "cublas";
     Ok(serde_json::json!({
-        "system": match (gpu, blas) { (false, _) => "baka-cpu", (true, true) => "baka-cuda", (true, false) => "baka-cuda (burn matmul)" },
+        "system": system(t),
         "branch": cfg.branch,
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
         "matmul": if blas { "cublas" } else { "burn" },
+        "ce": if gpu { t.ce.as_str() } else { "autodiff" },
         "dtype": t.dtype,
         "batch": t.batch * t.n_windows,
         "seq": cfg.model.window,

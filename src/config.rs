@@ -68,6 +68,10 @@ pub struct TrainConfig {
     /// Matmul of the linear layers on CUDA: "cublas" (stream-ordered cuBLAS, src/kernels/) or
     /// "burn" (burn's own autotuned kernels). The CPU always uses burn's.
     pub matmul: String,
+    /// Cross-entropy backward on CUDA: "closed-form" (softmax − onehot in one pass,
+    /// src/kernels/cross_entropy.rs) or "autodiff" (through burn's log_softmax). The CPU always
+    /// uses autodiff, so its runs stay bit-exact.
+    pub ce: String,
 }
 
 impl Default for TrainConfig {
@@ -93,6 +97,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             matmul: "cublas".into(),
+            ce: "closed-form".into(),
         }
     }
 }
@@ -293,6 +298,9 @@ impl Config {
         }
         if !["cublas", "burn"].contains(&t.matmul.as_str()) {
             bail!("train.matmul = {:?}: expected \"cublas\" or \"burn\"", t.matmul);
+        }
+        if !["closed-form", "autodiff"].contains(&t.ce.as_str()) {
+            bail!("train.ce = {:?}: expected \"closed-form\" or \"autodiff\"", t.ce);
         }
         if t.dtype == "bf16" && t.device == "cpu" {
             bail!("train.dtype = \"bf16\" needs train.device = \"cuda\" (the CPU backend computes in f32)");

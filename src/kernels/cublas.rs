@@ -22,7 +22,7 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 use cubecl::cuda::CudaRuntime;
 use cudarc::cublas::{result as cb, sys as cbs};
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -34,10 +34,9 @@ pub trait BlasBackend: Backend {
 /// Routes `lhs · rhs` (rank 3) to [`BlasBackend::blas_matmul`] of the CUDA backend `B` is.
 pub fn matmul<B: Backend>(lhs: Tensor<B, 3>, rhs: Tensor<B, 3>) -> Tensor<B, 3> {
     fn via<B: Backend, K: BlasBackend>(lhs: Tensor<B, 3>, rhs: Tensor<B, 3>) -> Tensor<B, 3> {
-        let down = |t: Tensor<B, 3>| *(Box::new(t.into_primitive().tensor()) as Box<dyn Any>).downcast::<FloatTensor<K>>().expect("same backend");
+        let down = |t: Tensor<B, 3>| super::retype::<FloatTensor<B>, FloatTensor<K>>(t.into_primitive().tensor());
         let out = K::blas_matmul(down(lhs), down(rhs));
-        let up = *(Box::new(out) as Box<dyn Any>).downcast::<FloatTensor<B>>().expect("same backend");
-        Tensor::from_primitive(TensorPrimitive::Float(up))
+        Tensor::from_primitive(TensorPrimitive::Float(super::retype(out)))
     }
     use crate::backend::{Gpu, GpuTrain};
     match TypeId::of::<B>() {

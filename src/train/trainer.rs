@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::data::{self, Prepared};
 use crate::eval::evaluate;
 use crate::fsutil::{create_dir, write_atomic};
-use crate::model::{padded_vocab, param_count, token_losses, BakaLM};
+use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::state::BakaState;
 use anyhow::{bail, Result};
 use burn::module::AutodiffModule;
@@ -178,7 +178,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         let t0 = Instant::now();
         let (x, y) = load::<B>(&data.train, &train_offsets(t.seed, step, t.batch, data.train.len(), len + 1), len, dev);
         let lr = lr_at(t, step);
-        let (next, loss_v, norm_v) = train_step(model, &mut optim, x, y, lr, t.clip);
+        let (next, loss_v, norm_v) = train_step(model, &mut optim, x, y, lr, t);
         model = next;
         let finite = loss_v.is_finite() && norm_v.is_finite();
         if !finite && !t.skip_spikes {
@@ -226,7 +226,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
 }
 
 /// One optimisation step on a batch: forward over the windows, mean cross-entropy, backward,
-/// global-norm clip, AdamW. Returns the model and (loss, grad norm) read in one transfer.
+/// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
 pub fn train_step<B: AutodiffBackend, O: Optimizer<BakaLM<B>, B>>(
     model: BakaLM<B>,
@@ -234,10 +234,10 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<BakaLM<B>, B>>(
     x: Tensor<B, 2, Int>,
     y: Tensor<B, 2, Int>,
     lr: f64,
-    max_norm: f64,
+    t: &crate::config::TrainConfig,
 ) -> (BakaLM<B>, f32, f32) {
     let logits = model.forward_chunk(x, &mut BakaState::new());
-    let loss = token_losses(logits, y).mean();
+    let loss = crate::kernels::token_losses(logits, y, t.ce == "closed-form").mean();
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     let norm = grad_norm(&model, &grads);
     let both: Vec<f32> = Tensor::cat(vec![loss.inner(), norm], 0).into_data().convert::<f32>().to_vec().expect("f32");
@@ -245,7 +245,7 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<BakaLM<B>, B>>(
     if !(loss_v.is_finite() && norm_v.is_finite()) {
         return (model, loss_v, norm_v);
     }
-    clip(&model, &mut grads, norm_v as f64, max_norm);
+    clip(&model, &mut grads, norm_v as f64, t.clip);
     (optim.step(lr, model, grads), loss_v, norm_v)
 }
 

@@ -1,0 +1,96 @@
+//! Token cross-entropy with a closed-form backward, as an autodiff op.
+//!
+//! Why: through autodiff, `-log_softmax(logits)[target]` keeps an f32 copy of the `[n, vocab]`
+//! log-probabilities for the backward and spends it in ~8 passes over them (zeros + scatter for
+//! the gather, a reduce and elementwise ops for log_softmax, the casts); at the pristine shape
+//! that is 16384 × 50304 values per step. Here the forward keeps only the per-token log-sum-exp
+//! (`[n]` f32) next to the logits the LM head keeps anyway, and the backward is the textbook
+//! `(softmax − onehot) · g` in one elementwise pass plus a scatter of `−g` at the targets.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{FloatDType, IndexingUpdateOp, TensorPrimitive};
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// `log Σ exp(x)` over the last dim of `[n, v]`, in f32, as `[n, 1]`.
+fn logsumexp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let x = x.cast(FloatDType::F32);
+    let m = x.clone().max_dim(1);
+    (x - m.clone()).exp().sum_dim(1).log() + m
+}
+
+/// Per-token losses `lse − logits[target]` (`[n]`, f32) of `logits [n, v]` (any float dtype) and
+/// `targets [n]`; the gradient reaches `logits` in their own dtype.
+pub fn token_losses<B: Backend, C: CheckpointStrategy>(logits: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>) -> Tensor<Autodiff<B, C>, 1> {
+    #[derive(Debug)]
+    struct CrossEntropyBackward;
+    impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
+        /// (logits, lse `[n, 1]`, targets `[n, 1]`)
+        type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node] = ops.parents;
+            let g = float::<B, 1>(grads.consume::<B>(&ops.node));
+            let Some(node) = node else { return };
+            let (logits, lse, targets) = ops.state;
+            let logits = float::<B, 2>(logits);
+            let (n, dtype) = (logits.dims()[0], logits.dtype());
+            let g = g.reshape([n, 1]);
+            let targets = Tensor::<B, 2, Int>::from_primitive(targets);
+            let softmax = (logits.cast(FloatDType::F32) - float::<B, 2>(lse)).exp();
+            let d = (softmax * g.clone()).scatter(1, targets, g.neg(), IndexingUpdateOp::Add);
+            grads.register::<B>(node.id, d.cast(dtype).into_primitive().tensor());
+        }
+    }
+    let n = targets.dims()[0];
+    let targets = targets.reshape([n, 1]);
+    let x = logits.into_primitive().tensor();
+    let inner = float::<B, 2>(x.primitive.clone());
+    let lse = logsumexp(inner.clone());
+    let picked = inner.gather(1, targets.clone()).cast(FloatDType::F32);
+    let losses = (lse.clone() - picked).reshape([n]).into_primitive().tensor();
+    let out = match CrossEntropyBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive, lse.into_primitive().tensor(), targets.into_primitive()), losses),
+        OpsKind::UnTracked(prep) => prep.finish(losses),
+    };
+    float(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::CpuTrain;
+    use burn::prelude::*;
+    use burn::tensor::activation::log_softmax;
+
+    #[test]
+    fn closed_form_matches_autodiff_of_log_softmax() {
+        let dev = Default::default();
+        let (n, v) = (6, 11);
+        let xs: Vec<f32> = (0..n * v).map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0).collect();
+        let ts: Vec<i64> = vec![0, 10, 3, 3, 7, 1];
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32).collect(); // a non-uniform upstream gradient
+        let run = |closed: bool| {
+            let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(xs.clone(), [n, v]), &dev).require_grad();
+            let t = Tensor::<CpuTrain, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
+            let l = if closed {
+                super::token_losses(x.clone(), t.inner())
+            } else {
+                log_softmax(x.clone(), 1).gather(1, t.reshape([n, 1])).reshape([n]).neg()
+            };
+            let loss = (l.clone() * Tensor::from_data(TensorData::new(w.clone(), [n]), &dev)).sum();
+            let g = x.grad(&loss.backward()).unwrap();
+            (l.into_data().to_vec::<f32>().unwrap(), g.into_data().to_vec::<f32>().unwrap())
+        };
+        let ((l0, g0), (l1, g1)) = (run(false), run(true));
+        for (a, b) in l0.iter().zip(&l1).chain(g0.iter().zip(&g1)) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        assert!(g1.iter().any(|&x| x < -0.1), "the target terms must carry −g");
+    }
+}
