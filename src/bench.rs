@@ -49,17 +49,17 @@ fn reserved_bytes(_device: &str) -> Option<u64> {
     None
 }
 
-/// "baka-cpu", or "baka-cuda" plus the levers switched off, e.g. "baka-cuda (burn matmul)", so rows
-/// of one comparison stay apart in `bench/compare.py`.
+/// "baka-cpu", or "baka-cuda" plus the kernel settings that differ from the defaults, e.g.
+/// "baka-cuda (burn matmul)", so rows of one comparison stay apart in `bench/compare.py`.
 fn system(t: &crate::config::TrainConfig) -> String {
     if t.device != "cuda" {
         return "baka-cpu".into();
     }
-    let off: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.ce == "autodiff", "autodiff CE")].into_iter().filter(|x| x.0).map(|x| x.1).collect();
-    if off.is_empty() {
+    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.ce == "closed-form", "closed-form CE")].into_iter().filter(|x| x.0).map(|x| x.1).collect();
+    if differ.is_empty() {
         "baka-cuda".into()
     } else {
-        format!("baka-cuda ({})", off.join(", "))
+        format!("baka-cuda ({})", differ.join(", "))
     }
 }
 

@@ -68,9 +68,9 @@ pub struct TrainConfig {
     /// Matmul of the linear layers on CUDA: "cublas" (stream-ordered cuBLAS, src/kernels/) or
     /// "burn" (burn's own autotuned kernels). The CPU always uses burn's.
     pub matmul: String,
-    /// Cross-entropy backward on CUDA: "closed-form" (softmax − onehot in one pass,
-    /// src/kernels/cross_entropy.rs) or "autodiff" (through burn's log_softmax). The CPU always
-    /// uses autodiff, so its runs stay bit-exact.
+    /// Cross-entropy backward on CUDA: "autodiff" (through burn's log_softmax) or "closed-form"
+    /// (softmax − onehot, src/kernels/cross_entropy.rs; measured no faster yet, README
+    /// Performance). The CPU always uses autodiff, so its runs stay bit-exact.
     pub ce: String,
 }
 
@@ -97,7 +97,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             matmul: "cublas".into(),
-            ce: "closed-form".into(),
+            ce: "autodiff".into(),
         }
     }
 }

@@ -10,11 +10,11 @@ pub mod cublas;
 pub mod cross_entropy;
 
 use burn::prelude::*;
-use std::any::Any;
 
 /// `t` as the type it is (`T` and `U` are the same type, checked by `TypeId` by the caller).
+#[cfg(feature = "cuda")]
 pub(crate) fn retype<T: 'static, U: 'static>(t: T) -> U {
-    *(Box::new(t) as Box<dyn Any>).downcast::<U>().unwrap_or_else(|_| panic!("retype: {} is not {}", std::any::type_name::<T>(), std::any::type_name::<U>()))
+    *(Box::new(t) as Box<dyn std::any::Any>).downcast::<U>().unwrap_or_else(|_| panic!("retype: {} is not {}", std::any::type_name::<T>(), std::any::type_name::<U>()))
 }
 
 /// Per-token cross-entropy `[b, n]` of `logits [b, n, v]`: burn's `log_softmax` + gather, or on the
