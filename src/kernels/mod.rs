@@ -50,12 +50,9 @@ pub fn has_blas<B: Backend>() -> bool {
 /// `x [b, l, d] · w [d, n]` as one `[b·l, d] × [d, n]` cuBLAS GEMM (and two in the backward).
 /// Both operands must have the same dtype. Panics unless [`has_blas::<B>()`](has_blas).
 pub fn linear<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
-    let [b, l, d] = x.dims();
-    let n = w.dims()[1];
-    let (x, w) = (x.reshape([1, b * l, d]), w.unsqueeze::<3>());
-    assert!(has_blas::<B>(), "kernels::linear on a backend without cuBLAS; check has_blas first");
+    let ([b, l, d], n) = (x.dims(), w.dims()[1]);
     #[cfg(feature = "cuda")]
-    return cublas::matmul(x, w).reshape([b, l, n]);
+    return cublas::matmul(x.reshape([1, b * l, d]), w.unsqueeze::<3>()).reshape([b, l, n]);
     #[cfg(not(feature = "cuda"))]
-    unreachable!("{x:?} {w:?} {n}")
+    panic!("kernels::linear [{b}, {l}, {d}] · [{d}, {n}]: cuBLAS needs the cuda feature")
 }

@@ -214,7 +214,7 @@ impl<B: Backend> BakaLM<B> {
     pub fn forward_hidden(&self, x: Tensor<B, 3>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let t = x.dims()[1];
         let (mut h, layout, had_read) = self.assemble(x, state);
-        let tables = PosTables::new(&layout, &self.pos, &h.device(), self.compute.0);
+        let tables = PosTables::new(&layout, &self.pos, &h.device(), self.compute.dtype);
         for layer in &self.layers {
             h = layer.forward(h, &tables);
         }

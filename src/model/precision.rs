@@ -7,14 +7,18 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-/// The dtype activations are computed in (F32 everywhere on the CPU), and whether linear layers
-/// use cuBLAS where the backend has it.
+/// How activations are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compute(pub FloatDType, pub bool);
+pub struct Compute {
+    /// The activation dtype (F32 everywhere on the CPU).
+    pub dtype: FloatDType,
+    /// Linear layers on cuBLAS where the backend has it (`kernels::has_blas`).
+    pub blas: bool,
+}
 
 impl Default for Compute {
     fn default() -> Self {
-        Self(FloatDType::F32, false)
+        Self { dtype: FloatDType::F32, blas: false }
     }
 }
 
@@ -30,20 +34,20 @@ pub fn to<B: Backend, const D: usize>(x: Tensor<B, D>, dt: FloatDType) -> Tensor
 impl Compute {
     /// From `train.dtype` and `train.matmul`.
     pub fn from_names(dtype: &str, matmul: &str) -> Self {
-        Self(if dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 }, matmul == "cublas")
+        Self { dtype: if dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 }, blas: matmul == "cublas" }
     }
 
     pub fn is_f32(self) -> bool {
-        self.0 == FloatDType::F32
+        self.dtype == FloatDType::F32
     }
 
     pub fn cast<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
-        to(x, self.0)
+        to(x, self.dtype)
     }
 
     /// `x · W` with the (f32) weight cast to the compute dtype.
     pub fn linear<B: Backend>(self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        if self.1 && crate::kernels::has_blas::<B>() {
+        if self.blas && crate::kernels::has_blas::<B>() {
             return crate::kernels::linear(x, self.cast(l.weight.val()));
         }
         if self.is_f32() {
