@@ -21,6 +21,7 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 use cubecl::cuda::CudaRuntime;
+use super::gemm::{layout, Trans};
 use cudarc::cublas::{result as cb, sys as cbs};
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -66,30 +67,17 @@ fn with_handle<T>(device: usize, stream: cbs::cudaStream_t, f: impl FnOnce(cbs::
     f(h.raw)
 }
 
-type Op = cbs::cublasOperation_t;
-
-/// How a row-major view `[rows, cols]` with element strides `(s_row, s_col)` maps onto cuBLAS in
-/// the swapped formulation (row-major C = A·B ⇔ column-major Cᵀ = Bᵀ·Aᵀ): `(OP_N, ld)` when rows
-/// are contiguous (leading dim `s_row`), `(OP_T, ld)` when columns are (a transposed view).
-fn layout(rows: usize, cols: usize, s_row: usize, s_col: usize) -> Option<(Op, usize)> {
-    if cols == 1 || s_col == 1 {
-        let ld = if rows == 1 { cols.max(1) } else { s_row };
-        if ld >= cols.max(1) && ld <= i32::MAX as usize {
-            return Some((Op::CUBLAS_OP_N, ld));
-        }
+/// cuBLAS's op flag for a [`Trans`].
+fn op(t: Trans) -> cbs::cublasOperation_t {
+    match t {
+        Trans::N => cbs::cublasOperation_t::CUBLAS_OP_N,
+        Trans::T => cbs::cublasOperation_t::CUBLAS_OP_T,
     }
-    if rows == 1 || s_row == 1 {
-        let ld = if cols == 1 { rows.max(1) } else { s_col };
-        if ld >= rows.max(1) && ld <= i32::MAX as usize {
-            return Some((Op::CUBLAS_OP_T, ld));
-        }
-    }
-    None
 }
 
 struct Operand {
     t: CubeTensor<CudaRuntime>,
-    op: Op,
+    op: Trans,
     ld: usize,
     batch_stride: usize,
 }
@@ -141,7 +129,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> BlasBackend for CubeBacken
         with_handle(device.index, stream as _, |h| unsafe {
             // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
             cb::gemm_strided_batched_ex(
-                h, w.op, a.op, n as i32, m as i32, k as i32,
+                h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
                 &alpha as *const f32 as _, rw.resource().ptr as _, ty, w.ld as i32, w.batch_stride as i64,
                 ra.resource().ptr as _, ty, a.ld as i32, a.batch_stride as i64,
                 &beta as *const f32 as _, ro.resource().ptr as _, ty, n as i32, (m * n) as i64,
@@ -210,21 +198,5 @@ impl<B: BlasBackend, C: CheckpointStrategy> BlasBackend for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::blas_matmul(lhs.primitive, rhs.primitive)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layouts_map_views_onto_cublas_ops() {
-        assert_eq!(layout(4, 3, 3, 1), Some((Op::CUBLAS_OP_N, 3))); // packed row-major
-        assert_eq!(layout(4, 3, 8, 1), Some((Op::CUBLAS_OP_N, 8))); // pitched rows
-        assert_eq!(layout(4, 3, 1, 4), Some((Op::CUBLAS_OP_T, 4))); // transposed view of [3, 4]
-        assert_eq!(layout(4, 3, 0, 1), None); // broadcast rows
-        assert_eq!(layout(4, 3, 6, 2), None); // strided both ways
-        assert_eq!(layout(1, 3, 999, 1), Some((Op::CUBLAS_OP_N, 3)));
-        assert_eq!(layout(4, 1, 1, 999), Some((Op::CUBLAS_OP_N, 1)));
     }
 }

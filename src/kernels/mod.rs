@@ -5,9 +5,10 @@
 //! by the backend's `TypeId` (the CUDA backends of `crate::backend`) and hand the tensor primitives
 //! over by `Any` downcast ([`retype`]); the CPU keeps burn's ops, so its runs stay bit-exact.
 
+pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cublas;
-pub mod cross_entropy;
+pub mod gemm;
 
 use burn::prelude::*;
 
