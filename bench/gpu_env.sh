@@ -28,6 +28,6 @@ posenc_sets() {
 # (.gpu/gpu-tests.xz, from cargo test --release --features cuda --lib --no-run --target-dir target/cuda).
 gpu_tests() {
   [ -x .gpu/gpu-tests ] || return 0
-  CUBECL_AUTOTUNE_LEVEL=minimal timeout "${TESTS_S:-240}" .gpu/gpu-tests "${TESTS_FILTER:-gpu_}" --nocapture > "$OUT/gpu-tests.log" 2>&1
-  echo "== gpu tests rc=$?"; grep -E "vs cpu|test result|panicked" "$OUT/gpu-tests.log" | tail -15
+  CUBECL_AUTOTUNE_LEVEL=minimal timeout "${TESTS_S:-240}" .gpu/gpu-tests ${TESTS_FILTER:-gpu_} --nocapture > "$OUT/gpu-tests.log" 2>&1
+  echo "== gpu tests rc=$?"; grep -E "vs cpu|vs burn|vs autodiff|test result|panicked|NVRTC|error" "$OUT/gpu-tests.log" | tail -${TESTS_LINES:-15}
 }

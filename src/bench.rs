@@ -6,6 +6,7 @@
 //! dense bf16 peak (989 TFLOP/s for H100/H200 unless `--peak-tflops` says otherwise).
 
 use crate::config::Config;
+use crate::model::precision::Compute;
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::batches::mix;
 use crate::train::optim::adamw;
@@ -55,7 +56,12 @@ fn system(t: &crate::config::TrainConfig) -> String {
     if t.device != "cuda" {
         return "baka-cpu".into();
     }
-    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.ce == "closed-form", "closed-form CE")].into_iter().filter(|x| x.0).map(|x| x.1).collect();
+    let ce = format!("{} CE", t.ce);
+    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.ce != "fused", ce.as_str())]
+        .into_iter()
+        .filter(|x| x.0)
+        .map(|x| x.1)
+        .collect();
     if differ.is_empty() {
         "baka-cuda".into()
     } else {
@@ -72,7 +78,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         let all = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [t.batch, len + 1]), dev);
         (all.clone().narrow(1, 0, len), all.narrow(1, 1, len))
     };
-    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(&t.dtype, &t.matmul);
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(Compute::from_train(t));
     let mut optim = adamw(t).init::<B, BakaLM<B>>();
     let t_warm = Instant::now();
     let mut first = f32::NAN;
@@ -107,6 +113,8 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
         "matmul": if blas { "cublas" } else { "burn" },
         "ce": if gpu { t.ce.as_str() } else { "autodiff" },
+        "attention": if gpu { t.attention.as_str() } else { "burn" },
+        "embedding": if gpu { t.embedding.as_str() } else { "burn" },
         "dtype": t.dtype,
         "batch": t.batch * t.n_windows,
         "seq": cfg.model.window,

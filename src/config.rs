@@ -68,10 +68,16 @@ pub struct TrainConfig {
     /// Matmul of the linear layers on CUDA: "cublas" (stream-ordered cuBLAS, src/kernels/) or
     /// "burn" (burn's own autotuned kernels). The CPU always uses burn's.
     pub matmul: String,
-    /// Cross-entropy backward on CUDA: "autodiff" (through burn's log_softmax) or "closed-form"
-    /// (softmax − onehot, src/kernels/cross_entropy.rs; measured no faster yet, README
-    /// Performance). The CPU always uses autodiff, so its runs stay bit-exact.
+    /// Cross-entropy on CUDA: "fused" (one CUDA kernel each way, src/kernels/), "closed-form"
+    /// (the same softmax − onehot backward in burn's ops) or "autodiff" (through burn's
+    /// log_softmax). The CPU always uses autodiff, so its runs stay bit-exact.
     pub ce: String,
+    /// Attention on CUDA: "fused" (one autodiff op: cuBLAS GEMMs and softmax kernels,
+    /// src/kernels/attention.rs) or "burn" (burn's ops through autodiff). CPU: always burn's.
+    pub attention: String,
+    /// Embedding backward on CUDA: "fused" (one scatter-add kernel) or "burn" (burn's
+    /// select_assign). CPU: always burn's.
+    pub embedding: String,
 }
 
 impl Default for TrainConfig {
@@ -97,7 +103,9 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             matmul: "cublas".into(),
-            ce: "autodiff".into(),
+            ce: "fused".into(),
+            attention: "fused".into(),
+            embedding: "fused".into(),
         }
     }
 }
@@ -299,8 +307,13 @@ impl Config {
         if !["cublas", "burn"].contains(&t.matmul.as_str()) {
             bail!("train.matmul = {:?}: expected \"cublas\" or \"burn\"", t.matmul);
         }
-        if !["closed-form", "autodiff"].contains(&t.ce.as_str()) {
-            bail!("train.ce = {:?}: expected \"closed-form\" or \"autodiff\"", t.ce);
+        if !["fused", "closed-form", "autodiff"].contains(&t.ce.as_str()) {
+            bail!("train.ce = {:?}: expected \"fused\", \"closed-form\" or \"autodiff\"", t.ce);
+        }
+        for (k, v) in [("train.attention", &t.attention), ("train.embedding", &t.embedding)] {
+            if !["fused", "burn"].contains(&v.as_str()) {
+                bail!("{k} = {v:?}: expected \"fused\" or \"burn\"");
+            }
         }
         if t.dtype == "bf16" && t.device == "cpu" {
             bail!("train.dtype = \"bf16\" needs train.device = \"cuda\" (the CPU backend computes in f32)");

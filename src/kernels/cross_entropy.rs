@@ -12,55 +12,38 @@
 //! 3.9 ms copies of the `[n, vocab]` tensor (one in the forward, one after the backward's cast)
 //! that the autodiff path does not make; removing them is what would make it pay.
 
+use super::prims::{self, float};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{FloatDType, IndexingUpdateOp, TensorPrimitive};
-
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-/// `log Σ exp(x)` over the last dim of `[n, v]`, in f32, as `[n, 1]`.
-fn logsumexp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let x = x.cast(FloatDType::F32);
-    let m = x.clone().max_dim(1);
-    (x - m.clone()).exp().sum_dim(1).log() + m
-}
 
 /// Per-token losses `lse − logits[target]` (`[n]`, f32) of `logits [n, v]` (any float dtype) and
-/// `targets [n]`; the gradient reaches `logits` in their own dtype.
-pub fn token_losses<B: Backend, C: CheckpointStrategy>(logits: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>) -> Tensor<Autodiff<B, C>, 1> {
+/// `targets [n]`; the gradient reaches `logits` in their own dtype. `fused`: one CUDA kernel each
+/// way where `B` has it (`prims::ce_fwd`, `prims::ce_bwd`).
+pub fn token_losses<B: Backend, C: CheckpointStrategy>(logits: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
     #[derive(Debug)]
-    struct CrossEntropyBackward;
+    struct CrossEntropyBackward {
+        fused: bool,
+    }
     impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
-        /// (logits, lse `[n, 1]`, targets `[n, 1]`)
+        /// (logits, lse `[n]`, targets `[n]`)
         type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
             let [node] = ops.parents;
             let g = float::<B, 1>(grads.consume::<B>(&ops.node));
             let Some(node) = node else { return };
             let (logits, lse, targets) = ops.state;
-            let logits = float::<B, 2>(logits);
-            let (n, dtype) = (logits.dims()[0], logits.dtype());
-            let g = g.reshape([n, 1]);
-            let targets = Tensor::<B, 2, Int>::from_primitive(targets);
-            let softmax = (logits.cast(FloatDType::F32) - float::<B, 2>(lse)).exp();
-            let d = (softmax * g.clone()).scatter(1, targets, g.neg(), IndexingUpdateOp::Add);
-            grads.register::<B>(node.id, d.cast(dtype).into_primitive().tensor());
+            let d = prims::ce_bwd(float(logits), Tensor::from_primitive(targets), float(lse), g, self.fused);
+            grads.register::<B>(node.id, d.into_primitive().tensor());
         }
     }
-    let n = targets.dims()[0];
-    let targets = targets.reshape([n, 1]);
     let x = logits.into_primitive().tensor();
-    let inner = float::<B, 2>(x.primitive.clone());
-    let lse = logsumexp(inner.clone());
-    let picked = inner.gather(1, targets.clone()).cast(FloatDType::F32);
-    let losses = (lse.clone() - picked).reshape([n]).into_primitive().tensor();
-    let out = match CrossEntropyBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+    let [losses, lse] = prims::ce_fwd(float::<B, 2>(x.primitive.clone()), targets.clone(), fused);
+    let losses = losses.into_primitive().tensor();
+    let out = match (CrossEntropyBackward { fused }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((x.primitive, lse.into_primitive().tensor(), targets.into_primitive()), losses),
         OpsKind::UnTracked(prep) => prep.finish(losses),
     };
@@ -84,7 +67,7 @@ mod tests {
             let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(xs.clone(), [n, v]), &dev).require_grad();
             let t = Tensor::<CpuTrain, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
             let l = if closed {
-                super::token_losses(x.clone(), t.inner())
+                super::token_losses(x.clone(), t.inner(), true)
             } else {
                 log_softmax(x.clone(), 1).gather(1, t.reshape([n, 1])).reshape([n]).neg()
             };

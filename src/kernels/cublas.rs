@@ -22,6 +22,7 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 use cubecl::cuda::CudaRuntime;
 use super::gemm::{layout, Trans};
+use super::nvrtc::enqueue;
 use cudarc::cublas::{result as cb, sys as cbs};
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -115,31 +116,20 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> BlasBackend for CubeBacken
         if b * m * n == 0 {
             return out;
         }
-        // Raw pointers (offsets included) and the stream each buffer lives on; the resources stay
-        // alive until the call is enqueued, and stream order keeps their memory until it ran.
-        let res = |t: &CubeTensor<CudaRuntime>| client.get_resource(t.handle.clone()).expect("cubecl get_resource");
-        let (ra, rw, ro) = (res(&a.t), res(&w.t), res(&out));
-        let stream = ro.resource().stream;
-        // Buffers written on another stream (another thread's): wait on the host instead.
-        let foreign = ra.resource().stream != stream || rw.resource().stream != stream;
-        if foreign {
-            cubecl::future::block_on(client.sync()).expect("cubecl sync");
-        }
         let (alpha, beta) = (1.0f32, 0.0f32);
-        with_handle(device.index, stream as _, |h| unsafe {
-            // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
-            cb::gemm_strided_batched_ex(
-                h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
-                &alpha as *const f32 as _, rw.resource().ptr as _, ty, w.ld as i32, w.batch_stride as i64,
-                ra.resource().ptr as _, ty, a.ld as i32, a.batch_stride as i64,
-                &beta as *const f32 as _, ro.resource().ptr as _, ty, n as i32, (m * n) as i64,
-                b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-            .unwrap_or_else(|e| panic!("cublasGemmStridedBatchedEx: {e:?} (b {b} m {m} k {k} n {n} {dtype:?})"));
+        enqueue([&a.t, &w.t, &out], |[pa, pw, po], stream| {
+            with_handle(device.index, stream as _, |h| unsafe {
+                // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
+                cb::gemm_strided_batched_ex(
+                    h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
+                    &alpha as *const f32 as _, pw as _, ty, w.ld as i32, w.batch_stride as i64,
+                    pa as _, ty, a.ld as i32, a.batch_stride as i64,
+                    &beta as *const f32 as _, po as _, ty, n as i32, (m * n) as i64,
+                    b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .unwrap_or_else(|e| panic!("cublasGemmStridedBatchedEx: {e:?} (b {b} m {m} k {k} n {n} {dtype:?})"));
+            })
         });
-        if foreign {
-            cubecl::future::block_on(client.sync()).expect("cubecl sync");
-        }
         out
     }
 }

@@ -1,14 +1,23 @@
 //! Hand-picked ops outside burn's own, for speed on CUDA: cuBLAS for the linear layers
-//! (`train.matmul`) and a cross-entropy with a closed-form backward (`train.ce`).
+//! (`train.matmul`), and autodiff ops with their own backward for the attention
+//! (`train.attention`), the cross-entropy (`train.ce`) and the embedding (`train.embedding`), whose
+//! steps (`prims`) run bakallm's CUDA kernels (`cuda/fused.cu`) or, as the reference, burn's ops.
 //!
 //! The model stays generic over `B: Backend`. Rust has no specialisation, so these pick their path
 //! by the backend's `TypeId` (the CUDA backends of `crate::backend`) and hand the tensor primitives
 //! over by `Any` downcast ([`retype`]); the CPU keeps burn's ops, so its runs stay bit-exact.
 
+pub mod attention;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cublas;
+pub mod embedding;
+#[cfg(feature = "cuda")]
+pub mod fused;
 pub mod gemm;
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
+pub mod prims;
 
 use burn::prelude::*;
 
@@ -18,21 +27,85 @@ pub(crate) fn retype<T: 'static, U: 'static>(t: T) -> U {
     *(Box::new(t) as Box<dyn std::any::Any>).downcast::<U>().unwrap_or_else(|_| panic!("retype: {} is not {}", std::any::type_name::<T>(), std::any::type_name::<U>()))
 }
 
+/// `train.ce`: how the token cross-entropy and its gradient are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ce {
+    /// burn's `log_softmax` + gather, differentiated by autodiff (always on the CPU).
+    Autodiff,
+    /// [`cross_entropy::token_losses`] with burn's ops: the same values, a closed-form backward.
+    ClosedForm,
+    /// The closed form as one CUDA kernel each way (`cuda/fused.cu`).
+    Fused,
+}
+
+impl Ce {
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "fused" => Self::Fused,
+            "closed-form" => Self::ClosedForm,
+            _ => Self::Autodiff,
+        }
+    }
+}
+
+/// Whether `B` is the CUDA training backend (where the ops below have their kernels).
+#[cfg(feature = "cuda")]
+fn is_gpu_train<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::GpuTrain>()
+}
+
 /// Per-token cross-entropy `[b, n]` of `logits [b, n, v]`: burn's `log_softmax` + gather, or on the
-/// CUDA training backend with `closed_form`, [`cross_entropy::token_losses`] (same values, a
-/// cheaper backward).
-pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, closed_form: bool) -> Tensor<B, 2> {
+/// CUDA training backend the closed form of [`cross_entropy::token_losses`] (same values, a
+/// cheaper backward), in burn's ops or fused kernels.
+pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, ce: Ce) -> Tensor<B, 2> {
     #[cfg(feature = "cuda")]
-    if closed_form && std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::GpuTrain>() {
+    if ce != Ce::Autodiff && is_gpu_train::<B>() {
         use crate::backend::GpuTrain;
         let [b, n, v] = logits.dims();
         let x = Tensor::<GpuTrain, 3>::from_primitive(retype(logits.into_primitive())).reshape([b * n, v]);
         let t = Tensor::<GpuTrain, 2, Int>::from_primitive(retype(targets.into_primitive())).reshape([b * n]);
-        let l = cross_entropy::token_losses(x, t.inner()).reshape([b, n]);
+        let l = cross_entropy::token_losses(x, t.inner(), ce == Ce::Fused).reshape([b, n]);
         return Tensor::from_primitive(retype(l.into_primitive()));
     }
-    let _ = closed_form;
+    let _ = ce;
     crate::model::token_losses(logits, targets)
+}
+
+/// Whether [`attention`] and [`embedding`] have their fused path for backend `B` (CUDA training).
+pub fn has_fused<B: Backend>() -> bool {
+    #[cfg(feature = "cuda")]
+    return is_gpu_train::<B>();
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
+/// [`attention::attention_ad`] with fused kernels: `q, k, v [b·heads, L, hd]`, `bias [1|b, 1|heads,
+/// L, L]`. Panics unless [`has_fused::<B>()`](has_fused).
+pub fn attention<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        use crate::backend::GpuTrain;
+        let up = |t: Tensor<B, 3>| Tensor::<GpuTrain, 3>::from_primitive(retype(t.into_primitive()));
+        let bias = Tensor::<GpuTrain, 4>::from_primitive(retype(bias.into_primitive())).inner();
+        let y = attention::attention_ad(up(q), up(k), up(v), bias, heads, scale, true);
+        return Tensor::from_primitive(retype(y.into_primitive()));
+    }
+    let _ = (q, k, v, bias, heads, scale);
+    panic!("kernels::attention: {} has no fused path", std::any::type_name::<B>())
+}
+
+/// [`embedding::embedding_ad`] with the fused backward: `weight [vocab, d]` at `ids [b, l]`.
+/// Panics unless [`has_fused::<B>()`](has_fused).
+pub fn embedding<B: Backend>(weight: Tensor<B, 2>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        use crate::backend::GpuTrain;
+        let w = Tensor::<GpuTrain, 2>::from_primitive(retype(weight.into_primitive()));
+        let ids = Tensor::<GpuTrain, 2, Int>::from_primitive(retype(ids.into_primitive())).inner();
+        return Tensor::from_primitive(retype(embedding::embedding_ad(w, ids, true).into_primitive()));
+    }
+    let _ = (weight, ids);
+    panic!("kernels::embedding: {} has no fused path", std::any::type_name::<B>())
 }
 
 /// Whether [`linear`] has a cuBLAS path for backend `B`.

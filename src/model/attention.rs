@@ -53,6 +53,12 @@ impl<B: Backend> Attention<B> {
         let [b, l, d] = h.dims();
         let [q, k, v] = self.qkv(h, t);
         let scale = 1.0 / ((d / self.n_heads) as f64).sqrt();
+        if self.compute.fused_attention && crate::kernels::has_fused::<B>() {
+            let hd = d / self.n_heads;
+            let flat = |x: Tensor<B, 4>| x.reshape([b * self.n_heads, l, hd]);
+            let y = crate::kernels::attention(flat(q), flat(k), flat(v), t.bias.clone(), self.n_heads, scale as f32);
+            return self.compute.linear(&self.o, y.reshape([b, self.n_heads, l, hd]).swap_dims(1, 2).reshape([b, l, d]));
+        }
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + t.bias.clone();
         let y = softmax(scores, 3).matmul(v);
         self.compute.linear(&self.o, y.swap_dims(1, 2).reshape([b, l, d]))

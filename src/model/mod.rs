@@ -166,10 +166,9 @@ impl<B: Backend> BakaLM<B> {
         Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params(), compute: Compute::default() }
     }
 
-    /// Sets the activation dtype everywhere ("f32" or "bf16"; the weights stay f32) and the
-    /// linear layers' matmul ("cublas" or "burn"; see `train.matmul`).
-    pub fn with_compute(mut self, dtype: &str, matmul: &str) -> Self {
-        let c = Compute::from_names(dtype, matmul);
+    /// Sets how activations are computed everywhere: dtype ("f32" or "bf16"; the weights stay
+    /// f32) and kernels (`train.matmul`, `train.attention`, `train.embedding`).
+    pub fn with_compute(mut self, c: Compute) -> Self {
         self.compute = c;
         for l in &mut self.layers {
             l.attn.compute = c;
@@ -231,7 +230,7 @@ impl<B: Backend> BakaLM<B> {
 
     /// One window `[b, T]` → logits `[b, T, vocab]`, carrying `state` to the next window.
     pub fn forward_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
-        let h = self.forward_hidden(self.compute.cast(self.embed.forward(tokens.clone())), state);
+        let h = self.forward_hidden(self.compute.cast(self.compute.embed(&self.embed, tokens.clone())), state);
         state.inputs = Some(tokens);
         state.outputs = Some(h.clone());
         self.compute.linear(&self.lm_head, h)
@@ -245,7 +244,7 @@ impl<B: Backend> BakaLM<B> {
         let w = self.window;
         if self.memory.is_none() && !self.global_positions && len % w == 0 && len > w {
             let n = len / w;
-            let h = self.forward_hidden(self.compute.cast(self.embed.forward(tokens.clone().reshape([b * n, w]))), &mut BakaState::new());
+            let h = self.forward_hidden(self.compute.cast(self.compute.embed(&self.embed, tokens.clone().reshape([b * n, w]))), &mut BakaState::new());
             state.window += n;
             state.offset += len;
             state.outputs = Some(h.clone().reshape([b, n, w, self.d_model()]).narrow(1, n - 1, 1).reshape([b, w, self.d_model()]));

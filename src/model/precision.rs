@@ -1,7 +1,8 @@
 //! Mixed precision: f32 master weights (what the optimizer updates and checkpoints store), with
 //! activations and matmuls in the compute dtype (bf16 on CUDA). Weights are cast on use, so
 //! gradients flow back to the f32 parameters; norms and the loss run in f32. The linear layers'
-//! matmul can go to cuBLAS on CUDA (`train.matmul`, src/kernels/).
+//! matmul can go to cuBLAS on CUDA (`train.matmul`), the attention and the embedding to fused
+//! ops (`train.attention`, `train.embedding`; src/kernels/).
 
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -14,11 +15,15 @@ pub struct Compute {
     pub dtype: FloatDType,
     /// Linear layers on cuBLAS where the backend has it (`kernels::has_blas`).
     pub blas: bool,
+    /// Attention as one op with fused kernels where the backend has them (`kernels::has_fused`).
+    pub fused_attention: bool,
+    /// The embedding's backward as one CUDA kernel, likewise.
+    pub fused_embedding: bool,
 }
 
 impl Default for Compute {
     fn default() -> Self {
-        Self { dtype: FloatDType::F32, blas: false }
+        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, fused_embedding: false }
     }
 }
 
@@ -32,9 +37,14 @@ pub fn to<B: Backend, const D: usize>(x: Tensor<B, D>, dt: FloatDType) -> Tensor
 }
 
 impl Compute {
-    /// From `train.dtype` and `train.matmul`.
-    pub fn from_names(dtype: &str, matmul: &str) -> Self {
-        Self { dtype: if dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 }, blas: matmul == "cublas" }
+    /// From `train.dtype`, `train.matmul`, `train.attention` and `train.embedding`.
+    pub fn from_train(t: &crate::config::TrainConfig) -> Self {
+        Self {
+            dtype: if t.dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 },
+            blas: t.matmul == "cublas",
+            fused_attention: t.attention == "fused",
+            fused_embedding: t.embedding == "fused",
+        }
     }
 
     pub fn is_f32(self) -> bool {
@@ -54,5 +64,13 @@ impl Compute {
             return l.forward(x);
         }
         x.matmul(self.cast(l.weight.val()).unsqueeze::<3>())
+    }
+
+    /// The embedding rows of `ids` (f32, the weight's dtype).
+    pub fn embed<B: Backend>(self, e: &burn::nn::Embedding<B>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        if self.fused_embedding && crate::kernels::has_fused::<B>() {
+            return crate::kernels::embedding(e.weight.val(), ids);
+        }
+        e.forward(ids)
     }
 }

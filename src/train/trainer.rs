@@ -140,7 +140,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     let t = &cfg.train;
     let (out, w) = (&opts.out, cfg.model.window);
     let len = t.n_windows * w;
-    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(&t.dtype, &t.matmul);
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(crate::model::precision::Compute::from_train(t));
     let mut optim = adamw(t).init::<B, BakaLM<B>>();
     let (mut step0, mut tokens, mut elapsed0) = (0usize, 0u64, 0f64);
     if let Some((dir, st)) = &resume {
@@ -237,7 +237,7 @@ pub fn train_step<B: AutodiffBackend, O: Optimizer<BakaLM<B>, B>>(
     t: &crate::config::TrainConfig,
 ) -> (BakaLM<B>, f32, f32) {
     let logits = model.forward_chunk(x, &mut BakaState::new());
-    let loss = crate::kernels::token_losses(logits, y, t.ce == "closed-form").mean();
+    let loss = crate::kernels::token_losses(logits, y, crate::kernels::Ce::from_name(&t.ce)).mean();
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
     let norm = grad_norm(&model, &grads);
     let both: Vec<f32> = Tensor::cat(vec![loss.inner(), norm], 0).into_data().convert::<f32>().to_vec().expect("f32");

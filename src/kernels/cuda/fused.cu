@@ -1,0 +1,156 @@
+// bakallm's own CUDA kernels, compiled at run time with NVRTC (src/kernels/nvrtc.rs) and launched on
+// cubecl's stream. No headers: bf16 is handled as its bit pattern (round-to-nearest-even on store,
+// as __float2bfloat16), so the same source compiles with any toolkit. All math is in f32.
+// Each `extern "C"` kernel is instantiated per element type by the macros at the bottom; the Rust
+// side picks the name (`<kernel>_<float type>[_<int type>]`).
+
+typedef unsigned short bf16;
+#define NEG_INF __int_as_float(0xff800000)  // no math.h under NVRTC
+
+__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
+__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16* p, long long i, float v) {
+    unsigned u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) { p[i] = (bf16)((u >> 16) | 0x40u); return; }  // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    p[i] = (bf16)(u >> 16);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Attention probabilities: p = softmax(s · scale + bias) over each row of s [bh, L, L] (one warp
+// per row). bias is [*, *, L, L] with strides (bias_sb, bias_sh) for batch and head (0 = broadcast);
+// −∞ entries (the causal mask) give exact zeros, and a row that is all −∞ gives all zeros.
+template <typename T>
+__device__ void softmax_fwd(const T* s, const T* bias, T* p, long long rows, int L, int H, long long bias_sb, long long bias_sh, float scale) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    int i = (int)(row % L);
+    long long bh = row / L;
+    const T* sr = s + row * L;
+    const T* br = bias + (bh / H) * bias_sb + (bh % H) * bias_sh + (long long)i * L;
+    T* pr = p + row * L;
+    float m = NEG_INF;
+    for (int j = lane; j < L; j += 32) m = fmaxf(m, ld(sr, j) * scale + ld(br, j));
+    m = warp_max(m);
+    float sum = 0.f;
+    if (m != NEG_INF)
+        for (int j = lane; j < L; j += 32) sum += __expf(ld(sr, j) * scale + ld(br, j) - m);
+    sum = warp_sum(sum);
+    float inv = sum > 0.f ? 1.f / sum : 0.f;
+    for (int j = lane; j < L; j += 32) st(pr, j, m == NEG_INF ? 0.f : __expf(ld(sr, j) * scale + ld(br, j) - m) * inv);
+}
+
+// Its backward: ds = scale · p ⊙ (dp − Σ_j dp_j p_j), row by row (one warp per row).
+template <typename T>
+__device__ void softmax_bwd(const T* p, const T* dp, T* ds, long long rows, int L, float scale) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const T* pr = p + row * L;
+    const T* dr = dp + row * L;
+    T* out = ds + row * L;
+    float dot = 0.f;
+    for (int j = lane; j < L; j += 32) dot += ld(pr, j) * ld(dr, j);
+    dot = warp_sum(dot);
+    for (int j = lane; j < L; j += 32) st(out, j, scale * ld(pr, j) * (ld(dr, j) - dot));
+}
+
+// Block-wide (max, sum of exp) merge for the cross-entropy (blockDim.x a multiple of 32, ≤ 1024).
+__device__ void block_logsumexp(float& m, float& s) {
+    __shared__ float sm[32], ss[32];
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        float mm = fmaxf(m, m2);
+        s = (mm == NEG_INF) ? 0.f : s * __expf(m - mm) + s2 * __expf(m2 - mm);
+        m = mm;
+    }
+    int warp = threadIdx.x / 32, lane = threadIdx.x & 31, nw = blockDim.x / 32;
+    if (lane == 0) { sm[warp] = m; ss[warp] = s; }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < nw ? sm[lane] : NEG_INF;
+        s = lane < nw ? ss[lane] : 0.f;
+        for (int o = 16; o > 0; o >>= 1) {
+            float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+            float mm = fmaxf(m, m2);
+            s = (mm == NEG_INF) ? 0.f : s * __expf(m - mm) + s2 * __expf(m2 - mm);
+            m = mm;
+        }
+    }
+}
+
+// Token cross-entropy, one block per row of logits x [n, V]: lse[r] = log Σ exp x[r, :] and
+// loss[r] = lse[r] − x[r, t[r]], both f32, in one online pass over the row.
+template <typename T, typename I>
+__device__ void ce_fwd(const T* x, const I* t, float* loss, float* lse, int V) {
+    long long r = blockIdx.x;
+    const T* xr = x + r * V;
+    float m = NEG_INF, s = 0.f;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        float v = ld(xr, j);
+        if (v > m) { s = s * __expf(m - v) + 1.f; m = v; } else { s += __expf(v - m); }
+    }
+    block_logsumexp(m, s);
+    if (threadIdx.x == 0) {
+        float l = m + __logf(s);
+        lse[r] = l;
+        loss[r] = l - ld(xr, (long long)t[r]);
+    }
+}
+
+// Its backward, one block per row: dx[r, j] = (exp(x[r, j] − lse[r]) − [j = t[r]]) · g[r].
+template <typename T, typename I>
+__device__ void ce_bwd(const T* x, const I* t, const float* lse, const float* g, T* dx, int V) {
+    long long r = blockIdx.x;
+    const T* xr = x + r * V;
+    T* dr = dx + r * V;
+    float l = lse[r], gr = g[r];
+    long long target = (long long)t[r];
+    for (int j = threadIdx.x; j < V; j += blockDim.x) st(dr, j, (__expf(ld(xr, j) - l) - (j == target ? 1.f : 0.f)) * gr);
+}
+
+// Embedding gradient: dw[ids[r], c] += g[r, c] for g [n, D], into a zeroed f32 dw [V, D].
+template <typename T, typename I>
+__device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int D) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= n * D) return;
+    long long r = e / D;
+    atomicAdd(dw + (long long)ids[r] * D + (e % D), ld(g, e));
+}
+
+#define FLOAT_KERNELS(T, NAME)                                                                                         \
+    extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
+                                                  long long bias_sb, long long bias_sh, float scale) {                 \
+        softmax_fwd<T>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                                                \
+    }                                                                                                                  \
+    extern "C" __global__ void softmax_bwd_##NAME(const T* p, const T* dp, T* ds, long long rows, int L, float scale) { \
+        softmax_bwd<T>(p, dp, ds, rows, L, scale);                                                                      \
+    }
+#define INDEXED_KERNELS(T, NAME, I, INAME)                                                                             \
+    extern "C" __global__ void ce_fwd_##NAME##_##INAME(const T* x, const I* t, float* loss, float* lse, int V) {       \
+        ce_fwd<T, I>(x, t, loss, lse, V);                                                                               \
+    }                                                                                                                  \
+    extern "C" __global__ void ce_bwd_##NAME##_##INAME(const T* x, const I* t, const float* lse, const float* g, T* dx, \
+                                                       int V) {                                                        \
+        ce_bwd<T, I>(x, t, lse, g, dx, V);                                                                              \
+    }                                                                                                                  \
+    extern "C" __global__ void embed_bwd_##NAME##_##INAME(const I* ids, const T* g, float* dw, long long n, int D) {   \
+        embed_bwd<T, I>(ids, g, dw, n, D);                                                                              \
+    }
+
+FLOAT_KERNELS(float, f32)
+FLOAT_KERNELS(bf16, bf16)
+INDEXED_KERNELS(float, f32, int, i32)
+INDEXED_KERNELS(bf16, bf16, int, i32)
+INDEXED_KERNELS(float, f32, long long, i64)
+INDEXED_KERNELS(bf16, bf16, long long, i64)

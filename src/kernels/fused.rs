@@ -1,0 +1,225 @@
+//! bakallm's CUDA kernels (`cuda/fused.cu`) as backend ops: on `CubeBackend` they launch in
+//! cubecl's stream order, on `Fusion` they are custom ops (like the cuBLAS matmul). The math each
+//! one does, and its reference in burn's ops, is in `super::prims`.
+
+use super::cublas::BlasBackend;
+use super::nvrtc::{compact, enqueue, launch, Arg};
+use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::DType;
+use burn_cubecl::{element::BoolElement, tensor::CubeTensor, CubeBackend, FloatElement, IntElement};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl::cuda::CudaRuntime;
+
+/// The ops of `cuda/fused.cu`; see `super::prims` for what each computes.
+pub trait FusedBackend: BlasBackend {
+    /// `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`; `bias [1|b, 1|heads, L, L]`.
+    fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self>;
+    /// `scale · p ⊙ (dp − rowsum(dp ⊙ p))`.
+    fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
+    /// `[loss, lse]` (`[n]`, f32) of `x [n, V]` against `t [n]`.
+    fn ce_fwd(x: FloatTensor<Self>, t: IntTensor<Self>) -> [FloatTensor<Self>; 2];
+    /// `(softmax(x) − onehot(t)) · g` in `x`'s dtype, from `lse` and `g` (`[n]`, f32).
+    fn ce_bwd(x: FloatTensor<Self>, t: IntTensor<Self>, lse: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The embedding gradient `[vocab, D]` (f32): rows of `g [n, D]` summed at `ids [n]`.
+    fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self>;
+}
+
+type T = CubeTensor<CudaRuntime>;
+
+fn float_name(t: &T) -> &'static str {
+    match t.dtype {
+        DType::F32 | DType::Flex32 => "f32",
+        DType::BF16 => "bf16",
+        d => panic!("bakallm kernels: unsupported float dtype {d:?}"),
+    }
+}
+
+fn int_name(t: &T) -> &'static str {
+    match t.dtype {
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+        d => panic!("bakallm kernels: unsupported index dtype {d:?}"),
+    }
+}
+
+/// A fresh compact tensor on `like`'s device.
+fn empty(like: &T, shape: Vec<usize>, dtype: DType) -> T {
+    let n: usize = shape.iter().product();
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape), like.client.empty(n.max(1) * dtype.size()), dtype)
+}
+
+fn grid(n: usize, per_block: usize) -> u32 {
+    u32::try_from(n.div_ceil(per_block).max(1)).expect("bakallm kernels: grid exceeds u32")
+}
+
+fn dim(v: usize, what: &str) -> i32 {
+    i32::try_from(v).unwrap_or_else(|_| panic!("bakallm kernels: {what} = {v} exceeds i32"))
+}
+
+/// Threads per block: four warps, one row each, for the attention softmax; 256 per row for the
+/// vocabulary-wide cross-entropy rows.
+const SOFTMAX_BLOCK: u32 = 128;
+const CE_BLOCK: u32 = 256;
+
+impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBackend<CudaRuntime, F, I, BT> {
+    fn softmax_fwd(s: T, bias: T, scale: f32, heads: usize) -> T {
+        let (s, bias) = (compact(s), compact(bias));
+        let [bh, l, l2] = s.meta.shape().dims::<3>();
+        let bs = bias.meta.shape().dims::<4>();
+        assert!(l == l2 && bs[2] == l && bs[3] == l && bh % heads == 0 && (bs[1] == 1 || bs[1] == heads), "softmax_fwd: scores {:?}, bias {bs:?}, {heads} heads", [bh, l, l2]);
+        assert_eq!(s.dtype, bias.dtype, "softmax_fwd: scores and bias dtypes differ");
+        let stride = |i: usize| if bs[i] == 1 { 0 } else { bias.meta.strides()[i] as i64 };
+        let p = empty(&s, vec![bh, l, l], s.dtype);
+        let name = format!("softmax_fwd_{}", float_name(&s));
+        let rows = bh * l;
+        enqueue([&s, &bias, &p], |[s, b, p], stream| {
+            let args = [Arg::Ptr(s), Arg::Ptr(b), Arg::Ptr(p), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(stride(0)), Arg::I64(stride(1)), Arg::F32(scale)];
+            launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
+        });
+        p
+    }
+
+    fn softmax_bwd(p: T, dp: T, scale: f32) -> T {
+        let (p, dp) = (compact(p), compact(dp));
+        let [bh, l, _] = p.meta.shape().dims::<3>();
+        assert_eq!(p.meta.shape(), dp.meta.shape(), "softmax_bwd: shapes differ");
+        assert_eq!(p.dtype, dp.dtype, "softmax_bwd: dtypes differ");
+        let ds = empty(&p, vec![bh, l, l], p.dtype);
+        let name = format!("softmax_bwd_{}", float_name(&p));
+        let rows = bh * l;
+        enqueue([&p, &dp, &ds], |[p, dp, ds], stream| {
+            let args = [Arg::Ptr(p), Arg::Ptr(dp), Arg::Ptr(ds), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::F32(scale)];
+            launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
+        });
+        ds
+    }
+
+    fn ce_fwd(x: T, t: T) -> [T; 2] {
+        let (x, t) = (compact(x), compact(t));
+        let [n, v] = x.meta.shape().dims::<2>();
+        assert_eq!(t.meta.shape().num_elements(), n, "ce_fwd: {n} rows, {:?} targets", t.meta.shape());
+        let (loss, lse) = (empty(&x, vec![n], DType::F32), empty(&x, vec![n], DType::F32));
+        let name = format!("ce_fwd_{}_{}", float_name(&x), int_name(&t));
+        enqueue([&x, &t, &loss, &lse], |[x, t, loss, lse], stream| {
+            launch(&name, grid(n, 1), CE_BLOCK, stream, &[Arg::Ptr(x), Arg::Ptr(t), Arg::Ptr(loss), Arg::Ptr(lse), Arg::I32(dim(v, "vocab"))])
+        });
+        [loss, lse]
+    }
+
+    fn ce_bwd(x: T, t: T, lse: T, g: T) -> T {
+        let (x, t, lse, g) = (compact(x), compact(t), compact(lse), compact(g));
+        let [n, v] = x.meta.shape().dims::<2>();
+        assert!(lse.dtype == DType::F32 && g.dtype == DType::F32, "ce_bwd: lse and g must be f32");
+        assert!([&t, &lse, &g].iter().all(|a| a.meta.shape().num_elements() == n), "ce_bwd: {n} rows");
+        let dx = empty(&x, vec![n, v], x.dtype);
+        let name = format!("ce_bwd_{}_{}", float_name(&x), int_name(&t));
+        enqueue([&x, &t, &lse, &g, &dx], |[x, t, lse, g, dx], stream| {
+            launch(&name, grid(n, 1), CE_BLOCK, stream, &[Arg::Ptr(x), Arg::Ptr(t), Arg::Ptr(lse), Arg::Ptr(g), Arg::Ptr(dx), Arg::I32(dim(v, "vocab"))])
+        });
+        dx
+    }
+
+    fn embed_bwd(ids: T, g: T, vocab: usize) -> T {
+        let (ids, g) = (compact(ids), compact(g));
+        let [n, d] = g.meta.shape().dims::<2>();
+        assert_eq!(ids.meta.shape().num_elements(), n, "embed_bwd: {n} rows, {:?} ids", ids.meta.shape());
+        let dw = empty(&g, vec![vocab, d], DType::F32);
+        let name = format!("embed_bwd_{}_{}", float_name(&g), int_name(&ids));
+        enqueue([&ids, &g, &dw], |[ids, g, dw], stream| {
+            unsafe { cudarc::driver::result::memset_d8_async(dw, 0, vocab * d * 4, stream) }.expect("cuMemsetD8Async");
+            launch(&name, grid(n * d, 256), 256, stream, &[Arg::Ptr(ids), Arg::Ptr(g), Arg::Ptr(dw), Arg::I64(n as i64), Arg::I32(dim(d, "D"))])
+        });
+        dw
+    }
+}
+
+/// A fused op as a `Fusion` custom op: `run` gets the inner tensors by the op's description.
+struct Custom<B: FusionBackend> {
+    desc: CustomOpIr,
+    scale: f32,
+    size: usize,
+    run: fn(&CustomOpIr, f32, usize, &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>),
+}
+
+impl<B: FusionBackend> std::fmt::Debug for Custom<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.desc)
+    }
+}
+
+impl<B: FusionBackend> Operation<B::FusionRuntime> for Custom<B> {
+    fn execute(&self, h: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+        (self.run)(&self.desc, self.scale, self.size, h)
+    }
+}
+
+/// Registers `name` with `inputs` and outputs of `(shape, dtype)`; returns the outputs.
+fn custom<B: FusionBackend, const N: usize, const M: usize>(
+    name: &'static str,
+    inputs: [FusionTensor<B::FusionRuntime>; N],
+    outputs: [(Vec<usize>, DType); M],
+    (scale, size): (f32, usize),
+    run: fn(&CustomOpIr, f32, usize, &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>),
+) -> [FusionTensor<B::FusionRuntime>; M] {
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(inputs.each_ref());
+    let outs: Vec<TensorIr> = outputs.into_iter().map(|(s, dt)| TensorIr::uninit(client.create_empty_handle(), Shape::from(s), dt)).collect();
+    let desc = CustomOpIr::new(name, &inputs.map(|t| t.into_ir()), &outs);
+    let out = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, scale, size, run });
+    out.try_into().unwrap_or_else(|v: Vec<_>| panic!("{name}: {} outputs, expected {M}", v.len()))
+}
+
+impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
+    fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self> {
+        let out = (s.shape.to_vec(), s.dtype);
+        let [p] = custom::<B, 2, 1>("softmax_fwd", [s, bias], [out], (scale, heads), |d, scale, heads, h| {
+            let ([s, b], [o]) = d.as_fixed();
+            let p = B::softmax_fwd(h.get_float_tensor::<B>(s), h.get_float_tensor::<B>(b), scale, heads);
+            h.register_float_tensor::<B>(&o.id, p);
+        });
+        p
+    }
+
+    fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        let out = (p.shape.to_vec(), p.dtype);
+        let [ds] = custom::<B, 2, 1>("softmax_bwd", [p, dp], [out], (scale, 0), |d, scale, _, h| {
+            let ([p, dp], [o]) = d.as_fixed();
+            let ds = B::softmax_bwd(h.get_float_tensor::<B>(p), h.get_float_tensor::<B>(dp), scale);
+            h.register_float_tensor::<B>(&o.id, ds);
+        });
+        ds
+    }
+
+    fn ce_fwd(x: FloatTensor<Self>, t: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
+        let n = x.shape[0];
+        custom::<B, 2, 2>("ce_fwd", [x, t], [(vec![n], DType::F32), (vec![n], DType::F32)], (0.0, 0), |d, _, _, h| {
+            let ([x, t], [loss, lse]) = d.as_fixed();
+            let [l, s] = B::ce_fwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t));
+            h.register_float_tensor::<B>(&loss.id, l);
+            h.register_float_tensor::<B>(&lse.id, s);
+        })
+    }
+
+    fn ce_bwd(x: FloatTensor<Self>, t: IntTensor<Self>, lse: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = (x.shape.to_vec(), x.dtype);
+        let [dx] = custom::<B, 4, 1>("ce_bwd", [x, t, lse, g], [out], (0.0, 0), |d, _, _, h| {
+            let ([x, t, lse, g], [o]) = d.as_fixed();
+            let dx = B::ce_bwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t), h.get_float_tensor::<B>(lse), h.get_float_tensor::<B>(g));
+            h.register_float_tensor::<B>(&o.id, dx);
+        });
+        dx
+    }
+
+    fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+        let d = g.shape[1];
+        let [dw] = custom::<B, 2, 1>("embed_bwd", [ids, g], [(vec![vocab, d], DType::F32)], (0.0, vocab), |d, _, vocab, h| {
+            let ([ids, g], [o]) = d.as_fixed();
+            let dw = B::embed_bwd(h.get_int_tensor::<B>(ids), h.get_float_tensor::<B>(g), vocab);
+            h.register_float_tensor::<B>(&o.id, dw);
+        });
+        dw
+    }
+}

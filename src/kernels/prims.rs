@@ -1,0 +1,114 @@
+//! The steps the fused autodiff ops are made of, on an inner (non-autodiff) backend. With `fused`
+//! on the CUDA backend each is one of bakallm's kernels (`cuda/fused.cu`, via `FusedBackend`) or a
+//! cuBLAS GEMM; anywhere else it is the burn formula written here, which is the reference the CPU
+//! tests check the ops against and the GPU tests check the kernels against.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::{FloatDType, IndexingUpdateOp, TensorPrimitive};
+
+/// Whether `B` is the CUDA inner backend, where the kernels exist.
+fn on_gpu<B: Backend>(fused: bool) -> bool {
+    #[cfg(feature = "cuda")]
+    return fused && std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::Gpu>();
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = fused;
+        false
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    //! `Tensor<B>` ⇄ `Gpu` primitives (`B` is `Gpu`, checked by `on_gpu`).
+    use super::super::retype;
+    use crate::backend::Gpu;
+    use burn::prelude::*;
+    use burn::tensor::ops::{FloatTensor, IntTensor};
+    use burn::tensor::TensorPrimitive;
+
+    pub fn up<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<Gpu> {
+        retype(t.into_primitive().tensor())
+    }
+    pub fn up_int<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> IntTensor<Gpu> {
+        retype(t.into_primitive())
+    }
+    pub fn down<B: Backend, const D: usize>(t: FloatTensor<Gpu>) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(retype(t)))
+    }
+}
+
+/// Batched `a [n, m, k] · b [n, k, p]`: cuBLAS on CUDA, burn's matmul elsewhere.
+pub fn matmul<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>, fused: bool) -> Tensor<B, 3> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return super::cublas::matmul(a, b);
+    }
+    a.matmul(b)
+}
+
+/// Attention probabilities `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`,
+/// with `bias [1|b, 1|heads, L, L]` (−∞ masks).
+pub fn softmax_fwd<B: Backend>(s: Tensor<B, 3>, bias: Tensor<B, 4>, scale: f32, heads: usize, fused: bool) -> Tensor<B, 3> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::softmax_fwd(gpu::up(s), gpu::up(bias), scale, heads));
+    }
+    let [bh, l, _] = s.dims();
+    let x = s.reshape([bh / heads, heads, l, l]).mul_scalar(scale) + bias;
+    softmax(x, 3).reshape([bh, l, l])
+}
+
+/// Gradient of the scores from the probabilities `p` and their gradient `dp`:
+/// `scale · p ⊙ (dp − Σ_j dp ⊙ p)`.
+pub fn softmax_bwd<B: Backend>(p: Tensor<B, 3>, dp: Tensor<B, 3>, scale: f32, fused: bool) -> Tensor<B, 3> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::softmax_bwd(gpu::up(p), gpu::up(dp), scale));
+    }
+    let dot = (dp.clone() * p.clone()).sum_dim(2);
+    ((dp - dot) * p).mul_scalar(scale)
+}
+
+/// Per-row `[loss, lse]` (`[n]`, f32) of logits `x [n, V]` against `t [n]`:
+/// `lse = log Σ exp x`, `loss = lse − x[t]`.
+pub fn ce_fwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, fused: bool) -> [Tensor<B, 1>; 2] {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return <crate::backend::Gpu as super::fused::FusedBackend>::ce_fwd(gpu::up(x), gpu::up_int(t)).map(gpu::down);
+    }
+    let n = t.dims()[0];
+    let x = x.cast(FloatDType::F32);
+    let m = x.clone().max_dim(1);
+    let lse = (x.clone() - m.clone()).exp().sum_dim(1).log() + m;
+    let picked = x.gather(1, t.reshape([n, 1]));
+    [(lse.clone() - picked).reshape([n]), lse.reshape([n])]
+}
+
+/// Gradient of the summed `g`-weighted losses: `(softmax(x) − onehot(t)) · g`, in `x`'s dtype.
+pub fn ce_bwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, lse: Tensor<B, 1>, g: Tensor<B, 1>, fused: bool) -> Tensor<B, 2> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::ce_bwd(gpu::up(x), gpu::up_int(t), gpu::up(lse), gpu::up(g)));
+    }
+    let ([n, _], dtype) = (x.dims(), x.dtype());
+    let g = g.reshape([n, 1]);
+    let softmax = (x.cast(FloatDType::F32) - lse.reshape([n, 1])).exp();
+    let d = (softmax * g.clone()).scatter(1, t.reshape([n, 1]), g.neg(), IndexingUpdateOp::Add);
+    d.cast(dtype)
+}
+
+/// Embedding gradient `[vocab, D]` (f32): row `r` of `g [n, D]` added at row `ids[r]`.
+pub fn embed_bwd<B: Backend>(ids: Tensor<B, 1, Int>, g: Tensor<B, 2>, vocab: usize, fused: bool) -> Tensor<B, 2> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::embed_bwd(gpu::up_int(ids), gpu::up(g), vocab));
+    }
+    let d = g.dims()[1];
+    Tensor::<B, 2>::zeros([vocab, d], &g.device()).select_assign(0, ids, g.cast(FloatDType::F32), IndexingUpdateOp::Add)
+}
+
+/// `Tensor` ⇄ float primitive, for the autodiff ops built from these steps.
+pub fn float<B: Backend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
