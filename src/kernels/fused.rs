@@ -25,6 +25,11 @@ pub trait FusedBackend: BlasBackend {
     fn ce_bwd(x: FloatTensor<Self>, t: IntTensor<Self>, lse: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The embedding gradient `[vocab, D]` (f32): rows of `g [n, D]` summed at `ids [n]`.
     fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self>;
+    /// `x [b, L, heads·hd]` → `[b·heads, L, hd]`, rotated by the `(cos, sin)` tables `[L, hd]` if any.
+    fn heads_split(x: FloatTensor<Self>, rot: Option<[FloatTensor<Self>; 2]>, heads: usize) -> FloatTensor<Self>;
+    /// Its adjoint (the backward of the split; without tables, the head merge): `[b·heads, L, hd]`
+    /// → `[b, L, heads·hd]`.
+    fn heads_merge(g: FloatTensor<Self>, rot: Option<[FloatTensor<Self>; 2]>, heads: usize) -> FloatTensor<Self>;
 }
 
 type T = CubeTensor<CudaRuntime>;
@@ -134,6 +139,43 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         });
         dw
     }
+
+    fn heads_split(x: T, rot: Option<[T; 2]>, heads: usize) -> T {
+        let x = compact(x);
+        let [b, l, d] = x.meta.shape().dims::<3>();
+        let y = empty(&x, vec![b * heads, l, d / heads], x.dtype);
+        heads_kernel("heads_split", x, rot, y, [l, heads, d / heads])
+    }
+
+    fn heads_merge(g: T, rot: Option<[T; 2]>, heads: usize) -> T {
+        let g = compact(g);
+        let [bh, l, hd] = g.meta.shape().dims::<3>();
+        let dx = empty(&g, vec![bh / heads, l, heads * hd], g.dtype);
+        heads_kernel("heads_merge", g, rot, dx, [l, heads, hd])
+    }
+}
+
+/// Launches `heads_split`/`heads_merge` from `input` into `out` (one thread per element).
+fn heads_kernel(kind: &str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd]: [usize; 3]) -> T {
+    assert!(input.meta.shape().num_elements() == out.meta.shape().num_elements() && heads * hd > 0, "{kind}: {:?} with {heads} heads", input.meta.shape());
+    let n = out.meta.shape().num_elements();
+    let name = format!("{kind}_{}", float_name(&input));
+    let dims = [Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
+    match rot {
+        Some(tables) => {
+            let [c, s] = tables.map(compact);
+            assert!([&c, &s].iter().all(|t| t.meta.shape().num_elements() == l * hd && t.dtype == input.dtype), "{kind}: tables {:?} for L {l}, head dim {hd}", c.meta.shape());
+            enqueue([&input, &c, &s, &out], |[x, c, s, y], stream| {
+                let args = [&[Arg::Ptr(x), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(y)], &dims[..], &[Arg::I32(1)]].concat();
+                launch(&name, grid(n, 256), 256, stream, &args)
+            });
+        }
+        None => enqueue([&input, &out], |[x, y], stream| {
+            let args = [&[Arg::Ptr(x), Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(y)], &dims[..], &[Arg::I32(0)]].concat();
+            launch(&name, grid(n, 256), 256, stream, &args)
+        }),
+    }
+    out
 }
 
 /// A fused op as a `Fusion` custom op: `run` gets the inner tensors by the op's description.
@@ -141,7 +183,7 @@ struct Custom<B: FusionBackend> {
     desc: CustomOpIr,
     scale: f32,
     size: usize,
-    run: fn(&CustomOpIr, f32, usize, &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>),
+    run: fn(&CustomOpIr, f32, usize, &mut Handles<B>),
 }
 
 impl<B: FusionBackend> std::fmt::Debug for Custom<B> {
@@ -151,7 +193,7 @@ impl<B: FusionBackend> std::fmt::Debug for Custom<B> {
 }
 
 impl<B: FusionBackend> Operation<B::FusionRuntime> for Custom<B> {
-    fn execute(&self, h: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+    fn execute(&self, h: &mut Handles<B>) {
         (self.run)(&self.desc, self.scale, self.size, h)
     }
 }
@@ -162,7 +204,7 @@ fn custom<B: FusionBackend, const N: usize, const M: usize>(
     inputs: [FusionTensor<B::FusionRuntime>; N],
     outputs: [(Vec<usize>, DType); M],
     (scale, size): (f32, usize),
-    run: fn(&CustomOpIr, f32, usize, &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>),
+    run: fn(&CustomOpIr, f32, usize, &mut Handles<B>),
 ) -> [FusionTensor<B::FusionRuntime>; M] {
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(inputs.each_ref());
@@ -222,4 +264,39 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         });
         dw
     }
+
+    fn heads_split(x: FloatTensor<Self>, rot: Option<[FloatTensor<Self>; 2]>, heads: usize) -> FloatTensor<Self> {
+        let [b, l, d] = x.shape.dims::<3>();
+        heads_op::<B>("heads_split", x, rot, heads, vec![b * heads, l, d / heads], |d, _, heads, h| {
+            let (x, rot) = heads_inputs::<B>(d, h);
+            h.register_float_tensor::<B>(&d.outputs[0].id, B::heads_split(x, rot, heads));
+        })
+    }
+
+    fn heads_merge(g: FloatTensor<Self>, rot: Option<[FloatTensor<Self>; 2]>, heads: usize) -> FloatTensor<Self> {
+        let [bh, l, hd] = g.shape.dims::<3>();
+        heads_op::<B>("heads_merge", g, rot, heads, vec![bh / heads, l, heads * hd], |d, _, heads, h| {
+            let (g, rot) = heads_inputs::<B>(d, h);
+            h.register_float_tensor::<B>(&d.outputs[0].id, B::heads_merge(g, rot, heads));
+        })
+    }
+}
+
+type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
+
+/// Registers a head split/merge with 1 input (no rotation) or 3 (input, cos, sin).
+fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRuntime>, rot: Option<[FusionTensor<B::FusionRuntime>; 2]>, heads: usize, shape: Vec<usize>, run: fn(&CustomOpIr, f32, usize, &mut Handles<B>)) -> FusionTensor<B::FusionRuntime> {
+    let out = [(shape, x.dtype)];
+    let [y] = match rot {
+        None => custom::<B, 1, 1>(name, [x], out, (0.0, heads), run),
+        Some([c, s]) => custom::<B, 3, 1>(name, [x, c, s], out, (0.0, heads), run),
+    };
+    y
+}
+
+/// The inner tensors of a [`heads_op`]: the input and the tables, if any.
+fn heads_inputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>) -> (B::FloatTensorPrimitive, Option<[B::FloatTensorPrimitive; 2]>) {
+    let x = h.get_float_tensor::<B>(&d.inputs[0]);
+    let rot = (d.inputs.len() == 3).then(|| [h.get_float_tensor::<B>(&d.inputs[1]), h.get_float_tensor::<B>(&d.inputs[2])]);
+    (x, rot)
 }

@@ -15,6 +15,7 @@ pub mod embedding;
 #[cfg(feature = "cuda")]
 pub mod fused;
 pub mod gemm;
+pub mod heads;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod prims;
@@ -54,18 +55,37 @@ fn is_gpu_train<B: Backend>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::GpuTrain>()
 }
 
+#[cfg(feature = "cuda")]
+mod gt {
+    //! `Tensor<B>` ⇄ `Tensor<GpuTrain>` when `B` is `GpuTrain` (checked by `is_gpu_train`).
+    use super::retype;
+    use crate::backend::{Gpu, GpuTrain};
+    use burn::prelude::*;
+
+    pub fn up<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<GpuTrain, D> {
+        Tensor::from_primitive(retype(t.into_primitive()))
+    }
+    /// The untracked inner tensor (constants: masks, tables, ids).
+    pub fn inner<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<Gpu, D> {
+        up(t).inner()
+    }
+    pub fn inner_int<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Tensor<Gpu, D, Int> {
+        Tensor::<GpuTrain, D, Int>::from_primitive(retype(t.into_primitive())).inner()
+    }
+    pub fn down<B: Backend, const D: usize>(t: Tensor<GpuTrain, D>) -> Tensor<B, D> {
+        Tensor::from_primitive(retype(t.into_primitive()))
+    }
+}
+
 /// Per-token cross-entropy `[b, n]` of `logits [b, n, v]`: burn's `log_softmax` + gather, or on the
 /// CUDA training backend the closed form of [`cross_entropy::token_losses`] (same values, a
 /// cheaper backward), in burn's ops or fused kernels.
 pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, ce: Ce) -> Tensor<B, 2> {
     #[cfg(feature = "cuda")]
     if ce != Ce::Autodiff && is_gpu_train::<B>() {
-        use crate::backend::GpuTrain;
         let [b, n, v] = logits.dims();
-        let x = Tensor::<GpuTrain, 3>::from_primitive(retype(logits.into_primitive())).reshape([b * n, v]);
-        let t = Tensor::<GpuTrain, 2, Int>::from_primitive(retype(targets.into_primitive())).reshape([b * n]);
-        let l = cross_entropy::token_losses(x, t.inner(), ce == Ce::Fused).reshape([b, n]);
-        return Tensor::from_primitive(retype(l.into_primitive()));
+        let l = cross_entropy::token_losses(gt::up(logits).reshape([b * n, v]), gt::inner_int(targets).reshape([b * n]), ce == Ce::Fused);
+        return gt::down(l.reshape([b, n]));
     }
     let _ = ce;
     crate::model::token_losses(logits, targets)
@@ -84,14 +104,33 @@ pub fn has_fused<B: Backend>() -> bool {
 pub fn attention<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32) -> Tensor<B, 3> {
     #[cfg(feature = "cuda")]
     if is_gpu_train::<B>() {
-        use crate::backend::GpuTrain;
-        let up = |t: Tensor<B, 3>| Tensor::<GpuTrain, 3>::from_primitive(retype(t.into_primitive()));
-        let bias = Tensor::<GpuTrain, 4>::from_primitive(retype(bias.into_primitive())).inner();
-        let y = attention::attention_ad(up(q), up(k), up(v), bias, heads, scale, true);
-        return Tensor::from_primitive(retype(y.into_primitive()));
+        return gt::down(attention::attention_ad(gt::up(q), gt::up(k), gt::up(v), gt::inner(bias), heads, scale, true));
     }
     let _ = (q, k, v, bias, heads, scale);
     panic!("kernels::attention: {} has no fused path", std::any::type_name::<B>())
+}
+
+/// [`heads::split_heads_ad`] with its kernels: `x [b, L, heads·hd]` → `[b·heads, L, hd]`, rotated by
+/// `rot` if given. Panics unless [`has_fused::<B>()`](has_fused).
+pub fn split_heads<B: Backend>(x: Tensor<B, 3>, rot: &prims::Rot<B>, heads: usize) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        let rot = rot.as_ref().map(|(c, s)| (gt::inner(c.clone()), gt::inner(s.clone())));
+        return gt::down(heads::split_heads_ad(gt::up(x), &rot, heads, true));
+    }
+    let _ = (x, rot, heads);
+    panic!("kernels::split_heads: {} has no fused path", std::any::type_name::<B>())
+}
+
+/// [`heads::merge_heads_ad`] with its kernels: `y [b·heads, L, hd]` → `[b, L, heads·hd]`.
+/// Panics unless [`has_fused::<B>()`](has_fused).
+pub fn merge_heads<B: Backend>(y: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        return gt::down(heads::merge_heads_ad(gt::up(y), heads, true));
+    }
+    let _ = (y, heads);
+    panic!("kernels::merge_heads: {} has no fused path", std::any::type_name::<B>())
 }
 
 /// [`embedding::embedding_ad`] with the fused backward: `weight [vocab, d]` at `ids [b, l]`.
@@ -99,10 +138,7 @@ pub fn attention<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, 
 pub fn embedding<B: Backend>(weight: Tensor<B, 2>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
     #[cfg(feature = "cuda")]
     if is_gpu_train::<B>() {
-        use crate::backend::GpuTrain;
-        let w = Tensor::<GpuTrain, 2>::from_primitive(retype(weight.into_primitive()));
-        let ids = Tensor::<GpuTrain, 2, Int>::from_primitive(retype(ids.into_primitive())).inner();
-        return Tensor::from_primitive(retype(embedding::embedding_ad(w, ids, true).into_primitive()));
+        return gt::down(embedding::embedding_ad(gt::up(weight), gt::inner_int(ids), true));
     }
     let _ = (weight, ids);
     panic!("kernels::embedding: {} has no fused path", std::any::type_name::<B>())

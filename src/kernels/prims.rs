@@ -33,6 +33,9 @@ mod gpu {
     pub fn up_int<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> IntTensor<Gpu> {
         retype(t.into_primitive())
     }
+    pub fn up_rot<B: Backend>(rot: &super::Rot<B>) -> Option<[FloatTensor<Gpu>; 2]> {
+        rot.as_ref().map(|(c, s)| [up(c.clone()), up(s.clone())])
+    }
     pub fn down<B: Backend, const D: usize>(t: FloatTensor<Gpu>) -> Tensor<B, D> {
         Tensor::from_primitive(TensorPrimitive::Float(retype(t)))
     }
@@ -106,6 +109,40 @@ pub fn embed_bwd<B: Backend>(ids: Tensor<B, 1, Int>, g: Tensor<B, 2>, vocab: usi
     }
     let d = g.dims()[1];
     Tensor::<B, 2>::zeros([vocab, d], &g.device()).select_assign(0, ids, g.cast(FloatDType::F32), IndexingUpdateOp::Add)
+}
+
+/// Rotation tables `(cos, sin)` `[1, 1, L, hd]` of RoPE/xPos (`PosTables::rot_q`/`rot_k`).
+pub type Rot<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
+
+/// `x [b, L, heads·hd]` → `[b·heads, L, hd]`, rotated by `rot` (`positions::rotate`) if given.
+pub fn heads_split<B: Backend>(x: Tensor<B, 3>, rot: &Rot<B>, heads: usize, fused: bool) -> Tensor<B, 3> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::heads_split(gpu::up(x), gpu::up_rot(rot), heads));
+    }
+    let [b, l, d] = x.dims();
+    let y = crate::model::positions::rotate(x.reshape([b, l, heads, d / heads]).swap_dims(1, 2), rot);
+    y.reshape([b * heads, l, d / heads])
+}
+
+/// The adjoint of [`heads_split`] (its backward; without `rot`, the head merge):
+/// `g [b·heads, L, hd]` → `[b, L, heads·hd]`, `dx = g·cos + [u₂, −u₁]` with `u = g·sin`.
+pub fn heads_merge<B: Backend>(g: Tensor<B, 3>, rot: &Rot<B>, heads: usize, fused: bool) -> Tensor<B, 3> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::heads_merge(gpu::up(g), gpu::up_rot(rot), heads));
+    }
+    let [bh, l, hd] = g.dims();
+    let g = g.reshape([bh / heads, heads, l, hd]);
+    let g = match rot {
+        None => g,
+        Some((c, s)) => {
+            let u = g.clone() * s.clone();
+            let (u1, u2) = (u.clone().narrow(3, 0, hd / 2), u.narrow(3, hd / 2, hd / 2));
+            g * c.clone() + Tensor::cat(vec![u2, u1.neg()], 3)
+        }
+    };
+    g.swap_dims(1, 2).reshape([bh / heads, l, heads * hd])
 }
 
 /// `Tensor` ⇄ float primitive, for the autodiff ops built from these steps.

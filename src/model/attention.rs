@@ -34,15 +34,22 @@ impl<B: Backend> Attention<B> {
         Self { q, k, v, o, pos, n_heads, compute: Compute::default() }
     }
 
+    /// The key projection `[b, L, d]`, with the linspace ramp if any.
+    fn k_proj(&self, h: Tensor<B, 3>, t: &PosTables<B>) -> Tensor<B, 3> {
+        let c = self.compute;
+        let k = c.linear(&self.k, h);
+        match (&t.ramp, &self.pos) {
+            // before the head split, as BakaLLM: K grows toward the end of the window
+            (Some(ramp), Some(p)) => k + ramp.clone() * c.cast(p.scale.val()).unsqueeze::<3>(),
+            _ => k,
+        }
+    }
+
     /// Projected, positioned q, k, v as `[b, H, L, hd]` (split out so tests can see them).
     pub fn qkv(&self, h: Tensor<B, 3>, t: &PosTables<B>) -> [Tensor<B, 4>; 3] {
         let [b, l, d] = h.dims();
         let c = self.compute;
-        let mut k = c.linear(&self.k, h.clone());
-        if let (Some(ramp), Some(p)) = (&t.ramp, &self.pos) {
-            // before the head split, as BakaLLM: K grows toward the end of the window
-            k = k + ramp.clone() * c.cast(p.scale.val()).unsqueeze::<3>();
-        }
+        let k = self.k_proj(h.clone(), t);
         let heads = |x: Tensor<B, 3>| x.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2);
         let q = rotate(heads(c.linear(&self.q, h.clone())), &t.rot_q);
         let k = rotate(heads(k), &t.rot_k);
@@ -51,17 +58,25 @@ impl<B: Backend> Attention<B> {
 
     pub fn forward(&self, h: Tensor<B, 3>, t: &PosTables<B>) -> Tensor<B, 3> {
         let [b, l, d] = h.dims();
-        let [q, k, v] = self.qkv(h, t);
         let scale = 1.0 / ((d / self.n_heads) as f64).sqrt();
         if self.compute.fused_attention && crate::kernels::has_fused::<B>() {
-            let hd = d / self.n_heads;
-            let flat = |x: Tensor<B, 4>| x.reshape([b * self.n_heads, l, hd]);
-            let y = crate::kernels::attention(flat(q), flat(k), flat(v), t.bias.clone(), self.n_heads, scale as f32);
-            return self.compute.linear(&self.o, y.reshape([b, self.n_heads, l, hd]).swap_dims(1, 2).reshape([b, l, d]));
+            return self.forward_fused(h, t, scale as f32);
         }
+        let [q, k, v] = self.qkv(h, t);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + t.bias.clone();
         let y = softmax(scores, 3).matmul(v);
         self.compute.linear(&self.o, y.swap_dims(1, 2).reshape([b, l, d]))
+    }
+
+    /// The same with the fused ops (`train.attention = "fused"`, CUDA): head split with the
+    /// rotation, attention, head merge, one kernel or GEMM sequence each.
+    fn forward_fused(&self, h: Tensor<B, 3>, t: &PosTables<B>, scale: f32) -> Tensor<B, 3> {
+        use crate::kernels::{attention, merge_heads, split_heads};
+        let (c, n) = (self.compute, self.n_heads);
+        let q = split_heads(c.linear(&self.q, h.clone()), &t.rot_q, n);
+        let k = split_heads(self.k_proj(h.clone(), t), &t.rot_k, n);
+        let v = split_heads(c.linear(&self.v, h), &None, n);
+        c.linear(&self.o, merge_heads(attention(q, k, v, t.bias.clone(), n, scale), n))
     }
 }
 

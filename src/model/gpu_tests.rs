@@ -169,3 +169,37 @@ fn gpu_embedding_kernel_matches_burns() {
     assert_eq!(y0, y1);
     assert!(rel(&g1, &g0) < 1e-5, "embedding grad rel {}", rel(&g1, &g0));
 }
+
+/// The head split/merge kernels (with RoPE and xPos tables, and without) against burn's steps:
+/// values and input gradients, f32 and bf16.
+#[test]
+fn gpu_heads_kernels_match_burns_steps() {
+    use crate::kernels::heads::{merge_heads_ad, split_heads_ad};
+    use positions::{Layout, PosTables};
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let (b, l, heads, hd) = (3, 45, 4, 16);
+    let d = heads * hd;
+    let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect() };
+    for kind in [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos] {
+        for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
+            let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
+            let rot = PosTables::<crate::backend::Gpu>::new(&Layout::plain(l, 100), &p, &dev, dt).rot_k;
+            let run = |fused: bool| {
+                let x = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(1, b * l * d), [b, l, d]), &dev).cast(dt).require_grad();
+                let w = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(2, b * l * d), [b * heads, l, hd]), &dev).cast(dt);
+                let s = split_heads_ad(x.clone(), &rot, heads, fused);
+                let m = merge_heads_ad(s.clone() * w, heads, fused);
+                let g = (m.clone() * m.clone()).sum().backward();
+                let v32 = |t: Tensor<crate::backend::Gpu, 3>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
+                [v32(s.inner()), v32(m.inner()), v32(x.grad(&g).unwrap())]
+            };
+            let (want, got) = (run(false), run(true));
+            let tol = if dt == burn::tensor::FloatDType::F32 { 1e-5 } else { 2e-2 };
+            for (what, (a, g)) in ["split", "merge", "dx"].iter().zip(want.iter().zip(&got)) {
+                let r = rel(g, a);
+                eprintln!("heads {kind:?} {dt:?} {what}: kernels vs burn rel {r:.2e}");
+                assert!(r < tol, "heads {kind:?} {dt:?} {what}: rel {r}");
+            }
+        }
+    }
+}

@@ -128,6 +128,47 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
     atomicAdd(dw + (long long)ids[r] * D + (e % D), ld(g, e));
 }
 
+// Head split with an optional rotation (RoPE, xPos): y [b·H, L, hd] from x [b, L, H·hd],
+// y = x·c + rotate_half(x)·s with rotate_half([x1, x2]) = [−x2, x1] and tables c, s [L, hd];
+// rot = 0: a plain split (c, s unused).
+template <typename T>
+__device__ void heads_split(const T* x, const T* c, const T* s, T* y, long long n, int L, int H, int hd, int rot) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= n) return;
+    int j = (int)(e % hd);
+    long long r = e / hd;
+    int t = (int)(r % L);
+    long long bh = r / L;
+    long long src = ((bh / H) * L + t) * (long long)H * hd + (bh % H) * hd;
+    float v = ld(x, src + j);
+    if (rot) {
+        int half = hd / 2;
+        float partner = j < half ? -ld(x, src + j + half) : ld(x, src + j - half);
+        long long ti = (long long)t * hd + j;
+        v = v * ld(c, ti) + partner * ld(s, ti);
+    }
+    st(y, e, v);
+}
+
+// Its adjoint: the split's backward, and (rot = 0) the head merge. dx [b, L, H·hd] from
+// g [b·H, L, hd]: dx_j = g_j·c_j + (j < half ? g_{j+half}·s_{j+half} : −g_{j−half}·s_{j−half}).
+template <typename T>
+__device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, int hd, int rot) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= n) return;
+    int col = (int)(e % ((long long)H * hd));
+    long long r = e / ((long long)H * hd);
+    int t = (int)(r % L), h = col / hd, j = col % hd;
+    long long src = (((r / L) * H + h) * L + t) * (long long)hd;
+    float v = ld(g, src + j);
+    if (rot) {
+        int half = hd / 2, p = j < half ? j + half : j - half;
+        long long tb = (long long)t * hd;
+        v = v * ld(c, tb + j) + (j < half ? 1.f : -1.f) * ld(g, src + p) * ld(s, tb + p);
+    }
+    st(dx, e, v);
+}
+
 #define FLOAT_KERNELS(T, NAME)                                                                                         \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
                                                   long long bias_sb, long long bias_sh, float scale) {                 \
@@ -135,6 +176,14 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
     }                                                                                                                  \
     extern "C" __global__ void softmax_bwd_##NAME(const T* p, const T* dp, T* ds, long long rows, int L, float scale) { \
         softmax_bwd<T>(p, dp, ds, rows, L, scale);                                                                      \
+    }                                                                                                                  \
+    extern "C" __global__ void heads_split_##NAME(const T* x, const T* c, const T* s, T* y, long long n, int L, int H,  \
+                                                  int hd, int rot) {                                                   \
+        heads_split<T>(x, c, s, y, n, L, H, hd, rot);                                                                   \
+    }                                                                                                                  \
+    extern "C" __global__ void heads_merge_##NAME(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, \
+                                                  int hd, int rot) {                                                   \
+        heads_merge<T>(g, c, s, dx, n, L, H, hd, rot);                                                                  \
     }
 #define INDEXED_KERNELS(T, NAME, I, INAME)                                                                             \
     extern "C" __global__ void ce_fwd_##NAME##_##INAME(const T* x, const I* t, float* loss, float* lse, int V) {       \
