@@ -57,7 +57,7 @@ fn system(t: &crate::config::TrainConfig) -> String {
         return "baka-cpu".into();
     }
     let ce = format!("{} CE", t.ce);
-    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.ce != "fused", ce.as_str())]
+    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.ce != "fused", ce.as_str())]
         .into_iter()
         .filter(|x| x.0)
         .map(|x| x.1)
@@ -115,6 +115,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "ce": if gpu { t.ce.as_str() } else { "autodiff" },
         "attention": if gpu { t.attention.as_str() } else { "burn" },
         "embedding": if gpu { t.embedding.as_str() } else { "burn" },
+        "layernorm": if gpu { t.layernorm.as_str() } else { "burn" },
         "dtype": t.dtype,
         "batch": t.batch * t.n_windows,
         "seq": cfg.model.window,

@@ -78,6 +78,9 @@ pub struct TrainConfig {
     /// Embedding backward on CUDA: "fused" (one scatter-add kernel) or "burn" (burn's
     /// select_assign). CPU: always burn's.
     pub embedding: String,
+    /// LayerNorm/RMSNorm on CUDA: "fused" (one kernel each way, src/kernels/norm.rs) or "burn".
+    /// CPU: always burn's.
+    pub layernorm: String,
 }
 
 impl Default for TrainConfig {
@@ -106,6 +109,7 @@ impl Default for TrainConfig {
             ce: "fused".into(),
             attention: "fused".into(),
             embedding: "fused".into(),
+            layernorm: "fused".into(),
         }
     }
 }
@@ -310,7 +314,7 @@ impl Config {
         if !["fused", "closed-form", "autodiff"].contains(&t.ce.as_str()) {
             bail!("train.ce = {:?}: expected \"fused\", \"closed-form\" or \"autodiff\"", t.ce);
         }
-        for (k, v) in [("train.attention", &t.attention), ("train.embedding", &t.embedding)] {
+        for (k, v) in [("train.attention", &t.attention), ("train.embedding", &t.embedding), ("train.layernorm", &t.layernorm)] {
             if !["fused", "burn"].contains(&v.as_str()) {
                 bail!("{k} = {v:?}: expected \"fused\" or \"burn\"");
             }

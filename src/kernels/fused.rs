@@ -3,7 +3,7 @@
 //! one does, and its reference in burn's ops, is in `super::prims`.
 
 use super::cublas::BlasBackend;
-use super::nvrtc::{compact, enqueue, launch, Arg};
+use super::nvrtc::{compact, enqueue, launch, launch_shared, Arg};
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::DType;
@@ -30,6 +30,11 @@ pub trait FusedBackend: BlasBackend {
     /// Its adjoint (the backward of the split; without tables, the head merge): `[b·heads, L, hd]`
     /// → `[b, L, heads·hd]`.
     fn heads_merge(g: FloatTensor<Self>, rot: Option<[FloatTensor<Self>; 2]>, heads: usize) -> FloatTensor<Self>;
+    /// `[y, mean, rstd]` of LayerNorm (`b` given) or RMSNorm (no `b`) of `x [rows, D]`, with f32
+    /// `w`, `b [D]`; `mean`, `rstd` `[rows]` f32.
+    fn norm_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, b: Option<FloatTensor<Self>>, eps: f32) -> [FloatTensor<Self>; 3];
+    /// `[dx, dw, db]` (`db` only for LayerNorm) from the upstream `g [rows, D]`.
+    fn norm_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, layer: bool) -> Vec<FloatTensor<Self>>;
 }
 
 type T = CubeTensor<CudaRuntime>;
@@ -152,6 +157,40 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let [bh, l, hd] = g.meta.shape().dims::<3>();
         let dx = empty(&g, vec![bh / heads, l, heads * hd], g.dtype);
         heads_kernel("heads_merge", g, rot, dx, [l, heads, hd])
+    }
+
+    fn norm_fwd(x: T, w: T, b: Option<T>, eps: f32) -> [T; 3] {
+        let (x, w, b) = (compact(x), compact(w), b.map(compact));
+        let [rows, d] = x.meta.shape().dims::<2>();
+        assert!(w.dtype == DType::F32 && w.meta.shape().num_elements() == d, "norm_fwd: weight {:?} {:?} for D {d}", w.meta.shape(), w.dtype);
+        let (y, mean, rstd) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![rows], DType::F32), empty(&x, vec![rows], DType::F32));
+        let name = format!("norm_fwd_{}", float_name(&x));
+        let tail = [Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::F32(eps), Arg::I32(b.is_none() as i32)];
+        let blocks = grid(rows, SOFTMAX_BLOCK as usize / 32);
+        match &b {
+            Some(b) => enqueue([&x, &w, b, &y, &mean, &rstd], |[x, w, b, y, m, r], stream| launch(&name, blocks, SOFTMAX_BLOCK, stream, &[&[Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(b), Arg::Ptr(y), Arg::Ptr(m), Arg::Ptr(r)], &tail[..]].concat())),
+            None => enqueue([&x, &w, &y, &mean, &rstd], |[x, w, y, m, r], stream| launch(&name, blocks, SOFTMAX_BLOCK, stream, &[&[Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(0), Arg::Ptr(y), Arg::Ptr(m), Arg::Ptr(r)], &tail[..]].concat())),
+        }
+        [y, mean, rstd]
+    }
+
+    fn norm_bwd(g: T, x: T, w: T, mean: T, rstd: T, layer: bool) -> Vec<T> {
+        let [g, x, w, mean, rstd] = [g, x, w, mean, rstd].map(compact);
+        let [rows, d] = x.meta.shape().dims::<2>();
+        assert_eq!(g.meta.shape(), x.meta.shape(), "norm_bwd: gradient and input shapes differ");
+        let (dx, dw, db) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![d], DType::F32), empty(&x, vec![d], DType::F32));
+        let name = format!("norm_bwd_{}", float_name(&x));
+        const ROWS_PER_BLOCK: usize = 64;
+        let shared = u32::try_from(2 * d * 4).expect("norm_bwd: D too large for shared memory");
+        enqueue([&g, &x, &w, &mean, &rstd, &dw, &db, &dx], |[g, x, w, m, r, dw, db, dx], stream| {
+            unsafe {
+                cudarc::driver::result::memset_d8_async(dw, 0, d * 4, stream).expect("cuMemsetD8Async");
+                cudarc::driver::result::memset_d8_async(db, 0, d * 4, stream).expect("cuMemsetD8Async");
+            }
+            let args = [Arg::Ptr(g), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(m), Arg::Ptr(r), Arg::Ptr(dx), Arg::Ptr(dw), Arg::Ptr(if layer { db } else { 0 }), Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::I32(!layer as i32), Arg::I32(ROWS_PER_BLOCK as i32)];
+            launch_shared(&name, grid(rows, ROWS_PER_BLOCK), 256, shared, stream, &args)
+        });
+        if layer { vec![dx, dw, db] } else { vec![dx, dw] }
     }
 }
 
@@ -279,6 +318,40 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
             let (g, rot) = heads_inputs::<B>(d, h);
             h.register_float_tensor::<B>(&d.outputs[0].id, B::heads_merge(g, rot, heads));
         })
+    }
+
+    fn norm_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, b: Option<FloatTensor<Self>>, eps: f32) -> [FloatTensor<Self>; 3] {
+        let [rows, d] = x.shape.dims::<2>();
+        let outs = [(vec![rows, d], x.dtype), (vec![rows], DType::F32), (vec![rows], DType::F32)];
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, eps: f32, _: usize, h: &mut Handles<B>) {
+            let x = h.get_float_tensor::<B>(&d.inputs[0]);
+            let w = h.get_float_tensor::<B>(&d.inputs[1]);
+            let b = (d.inputs.len() == 3).then(|| h.get_float_tensor::<B>(&d.inputs[2]));
+            for (o, t) in d.outputs.iter().zip(B::norm_fwd(x, w, b, eps)) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        }
+        match b {
+            Some(b) => custom::<B, 3, 3>("norm_fwd", [x, w, b], outs, (eps, 0), run::<B>),
+            None => custom::<B, 2, 3>("norm_fwd", [x, w], outs, (eps, 0), run::<B>),
+        }
+    }
+
+    fn norm_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, layer: bool) -> Vec<FloatTensor<Self>> {
+        let [rows, d] = x.shape.dims::<2>();
+        let dx = (vec![rows, d], x.dtype);
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: f32, layer: usize, h: &mut Handles<B>) {
+            let [g, x, w, m, r] = std::array::from_fn(|i| h.get_float_tensor::<B>(&d.inputs[i]));
+            for (o, t) in d.outputs.iter().zip(B::norm_bwd(g, x, w, m, r, layer == 1)) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        }
+        let ins = [g, x, w, mean, rstd];
+        if layer {
+            custom::<B, 5, 3>("norm_bwd", ins, [dx, (vec![d], DType::F32), (vec![d], DType::F32)], (0.0, 1), run::<B>).into()
+        } else {
+            custom::<B, 5, 2>("norm_bwd", ins, [dx, (vec![d], DType::F32)], (0.0, 0), run::<B>).into()
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod embedding;
 pub mod fused;
 pub mod gemm;
 pub mod heads;
+pub mod norm;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod prims;
@@ -131,6 +132,20 @@ pub fn merge_heads<B: Backend>(y: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
     }
     let _ = (y, heads);
     panic!("kernels::merge_heads: {} has no fused path", std::any::type_name::<B>())
+}
+
+/// [`norm::norm_ad`] with its kernels: LayerNorm (`b` given) or RMSNorm over the last dim of `x`
+/// (output in `x`'s dtype) with f32 `w`, `b`. Panics unless [`has_fused::<B>()`](has_fused).
+pub fn norm<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 1>, b: Option<Tensor<B, 1>>, eps: f64) -> Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        let dims = x.dims();
+        let d = dims[D - 1];
+        let y = norm::norm_ad(gt::up(x).reshape([dims.iter().product::<usize>() / d, d]), gt::up(w), b.map(gt::up), eps as f32, true);
+        return gt::down(y.reshape(dims));
+    }
+    let _ = (x, w, b, eps);
+    panic!("kernels::norm: {} has no fused path", std::any::type_name::<B>())
 }
 
 /// [`embedding::embedding_ad`] with the fused backward: `weight [vocab, d]` at `ids [b, l]`.

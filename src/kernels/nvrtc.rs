@@ -88,6 +88,11 @@ fn current_context() -> ds::CUcontext {
 
 /// Launches kernel `name` with a 1-D grid on `stream`.
 pub fn launch(name: &str, grid: u32, block: u32, stream: ds::CUstream, args: &[Arg]) {
+    launch_shared(name, grid, block, 0, stream, args)
+}
+
+/// [`launch`] with `shared` bytes of dynamic shared memory.
+pub fn launch_shared(name: &str, grid: u32, block: u32, shared: u32, stream: ds::CUstream, args: &[Arg]) {
     let f = function(name);
     let mut values: Vec<[u8; 8]> = args
         .iter()
@@ -103,5 +108,5 @@ pub fn launch(name: &str, grid: u32, block: u32, stream: ds::CUstream, args: &[A
         })
         .collect();
     let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr() as *mut c_void).collect();
-    unsafe { dr::launch_kernel(f, (grid, 1, 1), (block, 1, 1), 0, stream, &mut params) }.unwrap_or_else(|e| panic!("launch {name} (grid {grid}, block {block}): {e:?}"));
+    unsafe { dr::launch_kernel(f, (grid, 1, 1), (block, 1, 1), shared, stream, &mut params) }.unwrap_or_else(|e| panic!("launch {name} (grid {grid}, block {block}): {e:?}"));
 }

@@ -145,6 +145,54 @@ pub fn heads_merge<B: Backend>(g: Tensor<B, 3>, rot: &Rot<B>, heads: usize, fuse
     g.swap_dims(1, 2).reshape([bh / heads, l, heads * hd])
 }
 
+/// `[y, mean, rstd]` of LayerNorm (`b` given) or RMSNorm (no `b`, mean 0) of `x [rows, D]` in f32:
+/// `y = (x − mean)·rstd·w + b` in `x`'s dtype, `rstd = 1/√(var + eps)`, `mean`, `rstd` `[rows]`.
+pub fn norm_fwd<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 1>, b: Option<Tensor<B, 1>>, eps: f32, fused: bool) -> [Tensor<B, 2>; 3] {
+    let ([rows, d], dtype) = (x.dims(), x.dtype());
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            let [y, m, r] = <crate::backend::Gpu as super::fused::FusedBackend>::norm_fwd(gpu::up(x), gpu::up(w), b.map(gpu::up), eps);
+            return [gpu::down(y), gpu::down::<B, 1>(m).reshape([rows, 1]), gpu::down::<B, 1>(r).reshape([rows, 1])];
+        }
+    }
+    let x = x.cast(FloatDType::F32);
+    let mean = if b.is_some() { x.clone().mean_dim(1) } else { Tensor::zeros([rows, 1], &x.device()) };
+    let c = x - mean.clone();
+    let rstd = ((c.clone() * c.clone()).mean_dim(1) + eps as f64).sqrt().recip();
+    let y = c * rstd.clone() * w.reshape([1, d]);
+    let y = match b {
+        Some(b) => y + b.reshape([1, d]),
+        None => y,
+    };
+    [y.cast(dtype), mean, rstd]
+}
+
+/// Its backward from the upstream `g`: `[dx, dw]` plus `db` for LayerNorm (`layer`), with
+/// `dx = rstd·(g·w − mean(g·w) − x̂·mean(g·w·x̂))` (RMSNorm: without `mean(g·w)`), `x̂ = (x − mean)·rstd`.
+/// `mean`, `rstd` are `[rows, 1]` as [`norm_fwd`] gives them.
+pub fn norm_bwd<B: Backend>(g: Tensor<B, 2>, x: Tensor<B, 2>, w: Tensor<B, 1>, mean: Tensor<B, 2>, rstd: Tensor<B, 2>, layer: bool, fused: bool) -> Vec<Tensor<B, 2>> {
+    let ([_rows, d], dtype) = (x.dims(), x.dtype());
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            let out = <crate::backend::Gpu as super::fused::FusedBackend>::norm_bwd(gpu::up(g), gpu::up(x), gpu::up(w), gpu::up(mean.reshape([_rows])), gpu::up(rstd.reshape([_rows])), layer);
+            return out.into_iter().enumerate().map(|(i, t)| if i == 0 { gpu::down(t) } else { gpu::down::<B, 1>(t).reshape([1, d]) }).collect();
+        }
+    }
+    let g = g.cast(FloatDType::F32);
+    let xh = (x.cast(FloatDType::F32) - mean) * rstd.clone();
+    let gw = g.clone() * w.reshape([1, d]);
+    let s2 = (gw.clone() * xh.clone()).mean_dim(1);
+    let inner = if layer { gw.clone() - gw.mean_dim(1) } else { gw };
+    let dx = ((inner - xh.clone() * s2) * rstd).cast(dtype);
+    let mut out = vec![dx, (g.clone() * xh).sum_dim(0)];
+    if layer {
+        out.push(g.sum_dim(0));
+    }
+    out
+}
+
 /// `Tensor` ⇄ float primitive, for the autodiff ops built from these steps.
 pub fn float<B: Backend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))

@@ -2,23 +2,26 @@
 //! `cargo test --release --features cuda --lib gpu_`, or a test binary built with `--no-run`).
 //! Same seed → same initial weights on both backends, so every branch's loss and gradients on one
 //! batch must agree: to TF32 accuracy in f32 (burn-cuda's f32 matmul is TF32), to bf16 accuracy
-//! with `dtype = "bf16"`, with the linear layers on cuBLAS (the default) and on burn's matmul.
+//! with `dtype = "bf16"`, with bakallm's kernels (the default) and with burn's ops. Each kernel is
+//! also checked alone against the burn steps it replaces (`kernels::prims`).
 
 use super::*;
 use crate::backend::{CpuTrain, GpuTrain};
+use crate::config::TrainConfig;
 use burn::tensor::backend::AutodiffBackend;
 
 fn config(positions: PositionKind) -> ModelConfig {
     ModelConfig { vocab: 256, d_model: 64, n_layers: 2, n_heads: 4, d_ff: 128, window: 32, positions, ..Default::default() }
 }
 
-/// Mean loss over 3 windows of a fixed batch, and the embedding's gradient (it sums every path).
-fn loss_and_grad<B: AutodiffBackend>(c: &ModelConfig, m: &MemoryConfig, dtype: &str, matmul: &str, dev: &B::Device) -> (f32, Vec<f32>) {
-    let model = BakaLM::<B>::new(c, m, 7, dev).with_compute(precision::Compute::from_train(&crate::config::TrainConfig { dtype: dtype.into(), matmul: matmul.into(), ..Default::default() }));
+/// Mean loss over 3 windows of a fixed batch, and the embedding's gradient (it sums every path),
+/// with the kernels of `t` (dtype, matmul, attention, ce, embedding, layernorm).
+fn loss_and_grad<B: AutodiffBackend>(c: &ModelConfig, m: &MemoryConfig, t: &TrainConfig, dev: &B::Device) -> (f32, Vec<f32>) {
+    let model = BakaLM::<B>::new(c, m, 7, dev).with_compute(precision::Compute::from_train(t));
     let v: Vec<i64> = (0..2 * 97).map(|i| ((i as u64 * 2654435761) % 256) as i64).collect();
     let x = Tensor::<B, 2, Int>::from_data(TensorData::new(v, [2, 97]), dev);
     let logits = model.forward_chunk(x.clone().narrow(1, 0, 96), &mut BakaState::new());
-    let loss = token_losses(logits, x.narrow(1, 1, 96)).mean();
+    let loss = crate::kernels::token_losses(logits, x.narrow(1, 1, 96), crate::kernels::Ce::from_name(&t.ce)).mean();
     let grads = loss.backward();
     let g = model.embed.weight.val().grad(&grads).expect("embedding gradient").into_data().convert::<f32>().to_vec().unwrap();
     (loss.into_scalar().elem(), g)
@@ -30,23 +33,37 @@ fn rel(a: &[f32], b: &[f32]) -> f32 {
     (d / n).sqrt()
 }
 
+/// Every branch's loss and gradients on the GPU against the CPU, with the default kernels in bf16
+/// (the training setting); RoPE also with the defaults in f32 and with burn's ops throughout.
 #[test]
-fn gpu_every_branch_matches_the_cpu_in_f32_and_bf16() {
+fn gpu_every_branch_matches_the_cpu() {
     let gpu = burn::backend::cuda::CudaDevice::default();
-    let cases = [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi]
-        .map(|p| (config(p), MemoryConfig { tokens: 0, ..Default::default() }))
-        .into_iter()
-        .chain([(config(PositionKind::Rope), MemoryConfig { tokens: 4, bptt_windows: 2, ..Default::default() })]);
-    for (c, m) in cases {
-        let (l_cpu, g_cpu) = loss_and_grad::<CpuTrain>(&c, &m, "f32", "burn", &Default::default());
-        for (dtype, matmul, tol_loss, tol_grad) in [("f32", "cublas", 2e-3, 2e-2), ("bf16", "cublas", 2e-2, 1e-1), ("bf16", "burn", 2e-2, 1e-1)] {
-            let (l, g) = loss_and_grad::<GpuTrain>(&c, &m, dtype, matmul, &gpu);
-            let (dl, dg) = ((l - l_cpu).abs() / l_cpu, rel(&g, &g_cpu));
-            let what = format!("{:?} memory {} {dtype} {matmul}", c.positions, m.tokens);
-            eprintln!("{what}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel {dg:.2e}");
-            assert!(l.is_finite() && dl < tol_loss, "{what}: loss {l} vs {l_cpu}");
-            assert!(dg < tol_grad, "{what}: gradient rel error {dg}");
+    let no_memory = MemoryConfig { tokens: 0, ..Default::default() };
+    let rmt = MemoryConfig { tokens: 4, bptt_windows: 2, ..Default::default() };
+    let train = |dtype: &str, kernels: &str| {
+        let t = TrainConfig { dtype: dtype.into(), ..Default::default() };
+        if kernels == "fused" {
+            return t;
         }
+        let burn = || "burn".to_string();
+        TrainConfig { matmul: burn(), attention: burn(), embedding: burn(), layernorm: burn(), ce: "autodiff".into(), ..t }
+    };
+    let mut cases: Vec<(ModelConfig, MemoryConfig, TrainConfig)> = [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi]
+        .map(|p| (config(p), no_memory.clone(), train("bf16", "fused")))
+        .into();
+    cases.push((config(PositionKind::Rope), rmt, train("bf16", "fused")));
+    cases.push((ModelConfig { norm: "rmsnorm".into(), residual: "sequential".into(), ..config(PositionKind::Rope) }, no_memory.clone(), train("bf16", "fused")));
+    cases.push((config(PositionKind::Rope), no_memory.clone(), train("f32", "fused")));
+    cases.push((config(PositionKind::Rope), no_memory, train("bf16", "burn")));
+    for (c, m, t) in cases {
+        let (l_cpu, g_cpu) = loss_and_grad::<CpuTrain>(&c, &m, &TrainConfig::default(), &Default::default());
+        let (l, g) = loss_and_grad::<GpuTrain>(&c, &m, &t, &gpu);
+        let (tol_loss, tol_grad) = if t.dtype == "f32" { (2e-3, 2e-2) } else { (2e-2, 1e-1) };
+        let (dl, dg) = ((l - l_cpu).abs() / l_cpu, rel(&g, &g_cpu));
+        let what = format!("{:?} {} memory {} {} matmul {}", c.positions, c.norm, m.tokens, t.dtype, t.matmul);
+        eprintln!("{what}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel {dg:.2e}");
+        assert!(l.is_finite() && dl < tol_loss, "{what}: loss {l} vs {l_cpu}");
+        assert!(dg < tol_grad, "{what}: gradient rel error {dg}");
     }
 }
 
@@ -199,6 +216,39 @@ fn gpu_heads_kernels_match_burns_steps() {
                 let r = rel(g, a);
                 eprintln!("heads {kind:?} {dt:?} {what}: kernels vs burn rel {r:.2e}");
                 assert!(r < tol, "heads {kind:?} {dt:?} {what}: rel {r}");
+            }
+        }
+    }
+}
+
+/// The LayerNorm/RMSNorm kernels against burn's steps: output and the gradients of x, the weight
+/// and the bias; a width that is not a multiple of the warp, and rows not a multiple of a block's.
+#[test]
+fn gpu_norm_kernels_match_burns_steps() {
+    use crate::kernels::norm::norm_ad;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect() };
+    for (rows, d) in [(300, 768), (70, 100)] {
+        for layer in [true, false] {
+            for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
+                let run = |fused: bool| {
+                    let x = Tensor::<GpuTrain, 2>::from_data(TensorData::new(data(1, rows * d), [rows, d]), &dev).cast(dt).require_grad();
+                    let w = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(2, d), [d]), &dev).require_grad();
+                    let b = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(3, d), [d]), &dev).require_grad();
+                    let y = norm_ad(x.clone(), w.clone(), layer.then(|| b.clone()), 1e-5, fused);
+                    let up = Tensor::<GpuTrain, 2>::from_data(TensorData::new(data(4, rows * d), [rows, d]), &dev).cast(dt);
+                    let g = (y.clone() * up).sum().backward();
+                    let f = |t: Tensor<crate::backend::Gpu, 2>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
+                    let f1 = |t: Option<Tensor<crate::backend::Gpu, 1>>| t.map(|t| t.into_data().to_vec::<f32>().unwrap()).unwrap_or_default();
+                    [f(y.inner()), f(x.grad(&g).unwrap()), f1(w.grad(&g)), if layer { f1(b.grad(&g)) } else { vec![0.0] }]
+                };
+                let (want, got) = (run(false), run(true));
+                let tol = if dt == burn::tensor::FloatDType::F32 { 1e-4 } else { 2e-2 };
+                for (what, (a, g)) in ["y", "dx", "dw", "db"].iter().zip(want.iter().zip(&got)) {
+                    let r = rel(g, a);
+                    eprintln!("norm [{rows}, {d}] layer {layer} {dt:?} {what}: kernels vs burn rel {r:.2e}");
+                    assert!(r < tol, "norm [{rows}, {d}] layer {layer} {dt:?} {what}: rel {r}");
+                }
             }
         }
     }

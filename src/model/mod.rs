@@ -170,9 +170,14 @@ impl<B: Backend> BakaLM<B> {
     /// f32) and kernels (`train.matmul`, `train.attention`, `train.embedding`).
     pub fn with_compute(mut self, c: Compute) -> Self {
         self.compute = c;
+        self.norm.fused = c.fused_norm;
         for l in &mut self.layers {
             l.attn.compute = c;
             l.mlp.compute = c;
+            l.attn_norm.fused = c.fused_norm;
+            if let Some(n) = &mut l.mlp_norm {
+                n.fused = c.fused_norm;
+            }
         }
         if let Some(m) = &mut self.memory {
             m.compute = c;

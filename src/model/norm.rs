@@ -8,20 +8,30 @@ use burn::prelude::*;
 pub struct Norm<B: Backend> {
     pub layer: Option<LayerNorm<B>>,
     pub rms: Option<RmsNorm<B>>,
+    pub eps: f64,
+    /// One fused op where the backend has it (`train.layernorm = "fused"`, CUDA).
+    pub fused: bool,
 }
 
 impl<B: Backend> Norm<B> {
     /// `kind` is "layernorm" (weight 1, bias 0) or "rmsnorm" (weight 1); validated by the config.
     pub fn new(kind: &str, d: usize, eps: f64, device: &B::Device) -> Self {
         if kind == "rmsnorm" {
-            Self { layer: None, rms: Some(RmsNormConfig::new(d).with_epsilon(eps).init(device)) }
+            Self { layer: None, rms: Some(RmsNormConfig::new(d).with_epsilon(eps).init(device)), eps, fused: false }
         } else {
-            Self { layer: Some(LayerNormConfig::new(d).with_epsilon(eps).init(device)), rms: None }
+            Self { layer: Some(LayerNormConfig::new(d).with_epsilon(eps).init(device)), rms: None, eps, fused: false }
         }
     }
 
     /// Normalises in f32 whatever the input dtype, and returns the input's dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.fused && crate::kernels::has_fused::<B>() {
+            return match (&self.layer, &self.rms) {
+                (Some(ln), _) => crate::kernels::norm(x, ln.gamma.val(), ln.beta.as_ref().map(|b| b.val()), self.eps),
+                (None, Some(rms)) => crate::kernels::norm(x, rms.gamma.val(), None, self.eps),
+                (None, None) => x,
+            };
+        }
         let dt = x.dtype();
         let x = super::precision::to(x, burn::tensor::FloatDType::F32);
         let y = match (&self.layer, &self.rms) {

@@ -19,11 +19,13 @@ pub struct Compute {
     pub fused_attention: bool,
     /// The embedding's backward as one CUDA kernel, likewise.
     pub fused_embedding: bool,
+    /// LayerNorm/RMSNorm as one op with its kernels, likewise.
+    pub fused_norm: bool,
 }
 
 impl Default for Compute {
     fn default() -> Self {
-        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, fused_embedding: false }
+        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, fused_embedding: false, fused_norm: false }
     }
 }
 
@@ -37,13 +39,14 @@ pub fn to<B: Backend, const D: usize>(x: Tensor<B, D>, dt: FloatDType) -> Tensor
 }
 
 impl Compute {
-    /// From `train.dtype`, `train.matmul`, `train.attention` and `train.embedding`.
+    /// From `train.dtype`, `train.matmul`, `train.attention`, `train.embedding` and `train.layernorm`.
     pub fn from_train(t: &crate::config::TrainConfig) -> Self {
         Self {
             dtype: if t.dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 },
             blas: t.matmul == "cublas",
             fused_attention: t.attention == "fused",
             fused_embedding: t.embedding == "fused",
+            fused_norm: t.layernorm == "fused",
         }
     }
 

@@ -169,6 +169,64 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, long long
     st(dx, e, v);
 }
 
+// LayerNorm (rms = 0) or RMSNorm (rms = 1) over the last dim of x [rows, D], one warp per row, in
+// f32: y = (x − mean)·rstd·w + b (RMSNorm: mean = 0, no b), rstd = 1/√(var + eps); keeps mean and
+// rstd per row for the backward. w, b are f32 (the master weights).
+template <typename T>
+__device__ void norm_fwd(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd, long long rows, int D, float eps, int rms) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const T* xr = x + row * D;
+    float mu = 0.f;
+    if (!rms) {
+        for (int j = lane; j < D; j += 32) mu += ld(xr, j);
+        mu = warp_sum(mu) / D;
+    }
+    float var = 0.f;
+    for (int j = lane; j < D; j += 32) { float c = ld(xr, j) - mu; var += c * c; }
+    float r = rsqrtf(warp_sum(var) / D + eps);
+    T* yr = y + row * D;
+    for (int j = lane; j < D; j += 32) st(yr, j, (ld(xr, j) - mu) * r * w[j] + (rms ? 0.f : b[j]));
+    if (lane == 0) { mean[row] = mu; rstd[row] = r; }
+}
+
+// Its backward: dx = rstd·(g·w − mean(g·w) − x̂·mean(g·w·x̂)) (RMSNorm: without the first mean),
+// x̂ = (x − mean)·rstd; dw += Σ_rows g·x̂ and db += Σ_rows g into zeroed f32 [D] (a block's rows
+// summed in shared memory, 2·D floats, then one atomic per column). Rows are split over warps.
+template <typename T>
+__device__ void norm_bwd(const T* g, const T* x, const float* w, const float* mean, const float* rstd, T* dx, float* dw, float* db, long long rows, int D, int rms, int rows_per_block) {
+    extern __shared__ float acc[];  // [2·D]: dw then db partial sums
+    for (int j = threadIdx.x; j < 2 * D; j += blockDim.x) acc[j] = 0.f;
+    __syncthreads();
+    int lane = threadIdx.x & 31, warps = blockDim.x / 32;
+    long long first = (long long)blockIdx.x * rows_per_block;
+    for (long long row = first + threadIdx.x / 32; row < first + rows_per_block && row < rows; row += warps) {
+        const T* gr = g + row * D;
+        const T* xr = x + row * D;
+        float mu = mean[row], r = rstd[row], s1 = 0.f, s2 = 0.f;
+        for (int j = lane; j < D; j += 32) {
+            float gw = ld(gr, j) * w[j], xh = (ld(xr, j) - mu) * r;
+            s1 += gw;
+            s2 += gw * xh;
+        }
+        s1 = rms ? 0.f : warp_sum(s1) / D;
+        s2 = warp_sum(s2) / D;
+        T* dr = dx + row * D;
+        for (int j = lane; j < D; j += 32) {
+            float gj = ld(gr, j), xh = (ld(xr, j) - mu) * r;
+            st(dr, j, r * (gj * w[j] - s1 - xh * s2));
+            atomicAdd(acc + j, gj * xh);
+            atomicAdd(acc + D + j, gj);
+        }
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < D; j += blockDim.x) {
+        atomicAdd(dw + j, acc[j]);
+        if (db) atomicAdd(db + j, acc[D + j]);
+    }
+}
+
 #define FLOAT_KERNELS(T, NAME)                                                                                         \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
                                                   long long bias_sb, long long bias_sh, float scale) {                 \
@@ -184,6 +242,15 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, long long
     extern "C" __global__ void heads_merge_##NAME(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, \
                                                   int hd, int rot) {                                                   \
         heads_merge<T>(g, c, s, dx, n, L, H, hd, rot);                                                                  \
+    }                                                                                                                  \
+    extern "C" __global__ void norm_fwd_##NAME(const T* x, const float* w, const float* b, T* y, float* mean,          \
+                                               float* rstd, long long rows, int D, float eps, int rms) {               \
+        norm_fwd<T>(x, w, b, y, mean, rstd, rows, D, eps, rms);                                                         \
+    }                                                                                                                  \
+    extern "C" __global__ void norm_bwd_##NAME(const T* g, const T* x, const float* w, const float* mean,              \
+                                               const float* rstd, T* dx, float* dw, float* db, long long rows, int D,  \
+                                               int rms, int rows_per_block) {                                          \
+        norm_bwd<T>(g, x, w, mean, rstd, dx, dw, db, rows, D, rms, rows_per_block);                                     \
     }
 #define INDEXED_KERNELS(T, NAME, I, INAME)                                                                             \
     extern "C" __global__ void ce_fwd_##NAME##_##INAME(const T* x, const I* t, float* loss, float* lse, int V) {       \
