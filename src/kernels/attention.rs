@@ -4,7 +4,8 @@
 //! max, subtract, exp, sum, divide and their backward), ~1.7 ms per layer forward alone at the
 //! pristine shape on an H100. Here the forward is GEMM → one softmax kernel → GEMM and the backward
 //! four GEMMs and one kernel (`prims`), keeping q, k, v and the probabilities for it.
-//! The bias (causal mask, ALiBi) is a constant: it gets no gradient.
+//! Causal: keys after the query are masked in the kernels (never read); the bias (ALiBi, or more
+//! −∞ masks) is a constant and gets no gradient.
 
 use super::prims::{self, float};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};

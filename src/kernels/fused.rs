@@ -3,7 +3,7 @@
 //! one does, and its reference in burn's ops, is in `super::prims`.
 
 use super::cublas::BlasBackend;
-use super::nvrtc::{compact, enqueue, launch, launch_shared, Arg};
+use super::nvrtc::{compact, enqueue, launch, launch_2d, launch_shared, Arg};
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::DType;
@@ -15,7 +15,7 @@ use cubecl::cuda::CudaRuntime;
 
 /// The ops of `cuda/fused.cu`; see `super::prims` for what each computes.
 pub trait FusedBackend: BlasBackend {
-    /// `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`; `bias [1|b, 1|heads, L, L]`.
+    /// Causal `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`; `bias [1|b, 1|heads, L, L]`.
     fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self>;
     /// `scale · p ⊙ (dp − rowsum(dp ⊙ p))`.
     fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
@@ -35,6 +35,8 @@ pub trait FusedBackend: BlasBackend {
     fn norm_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, b: Option<FloatTensor<Self>>, eps: f32) -> [FloatTensor<Self>; 3];
     /// `[dx, dw, db]` (`db` only for LayerNorm) from the upstream `g [rows, D]`.
     fn norm_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, layer: bool) -> Vec<FloatTensor<Self>>;
+    /// `Σ x²` over every element of all `tensors` (f32, any shapes), as `[1]` f32.
+    fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self>;
 }
 
 type T = CubeTensor<CudaRuntime>;
@@ -72,6 +74,8 @@ fn dim(v: usize, what: &str) -> i32 {
 /// Threads per block: four warps, one row each, for the attention softmax; 256 per row for the
 /// vocabulary-wide cross-entropy rows.
 const SOFTMAX_BLOCK: u32 = 128;
+/// Tensors per `sum_squares_f32` launch (its `Tensors` parameter in cuda/fused.cu).
+const MT_MAX: usize = 64;
 const CE_BLOCK: u32 = 256;
 
 impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBackend<CudaRuntime, F, I, BT> {
@@ -192,6 +196,28 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         });
         if layer { vec![dx, dw, db] } else { vec![dx, dw] }
     }
+
+    fn sum_squares(tensors: Vec<T>) -> T {
+        let out = empty(&tensors[0], vec![1], DType::F32);
+        let tensors: Vec<T> = tensors.into_iter().map(compact).collect();
+        assert!(tensors.iter().all(|t| matches!(t.dtype, DType::F32 | DType::Flex32)), "sum_squares: f32 tensors only");
+        enqueue([&out], |[o], stream| unsafe { cudarc::driver::result::memset_d8_async(o, 0, 4, stream) }.expect("cuMemsetD8Async"));
+        // `MT_MAX` (cuda/fused.cu) tensors per launch: their pointers and sizes go in the kernel's parameters
+        for chunk in tensors.chunks(MT_MAX) {
+            let most = chunk.iter().map(|t| t.meta.shape().num_elements()).max().unwrap_or(0);
+            let (mut ptrs, mut sizes) = ([0u64; MT_MAX], [0i64; MT_MAX]);
+            for (i, t) in chunk.iter().enumerate() {
+                // each tensor's pointer, on the output's stream (one enqueue per tensor: `enqueue` takes arrays)
+                ptrs[i] = enqueue([t, &out], |[p, _], _| p);
+                sizes[i] = t.meta.shape().num_elements() as i64;
+            }
+            let mut table: Vec<u8> = ptrs.iter().flat_map(|p| p.to_ne_bytes()).collect();
+            table.extend(sizes.iter().flat_map(|n| n.to_ne_bytes()));
+            let blocks = grid(most, 256 * 16).min(1024);
+            enqueue([&out], |[o], stream| launch_2d("sum_squares_f32", (blocks, chunk.len() as u32), 256, stream, &[Arg::Bytes(table), Arg::Ptr(o)]));
+        }
+        out
+    }
 }
 
 /// Launches `heads_split`/`heads_merge` from `input` into `out` (one thread per element).
@@ -238,17 +264,17 @@ impl<B: FusionBackend> Operation<B::FusionRuntime> for Custom<B> {
 }
 
 /// Registers `name` with `inputs` and outputs of `(shape, dtype)`; returns the outputs.
-fn custom<B: FusionBackend, const N: usize, const M: usize>(
+fn custom<B: FusionBackend, const M: usize>(
     name: &'static str,
-    inputs: [FusionTensor<B::FusionRuntime>; N],
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
     outputs: [(Vec<usize>, DType); M],
     (scale, size): (f32, usize),
     run: fn(&CustomOpIr, f32, usize, &mut Handles<B>),
 ) -> [FusionTensor<B::FusionRuntime>; M] {
     let client = inputs[0].client.clone();
-    let streams = OperationStreams::with_inputs(inputs.each_ref());
+    let streams = OperationStreams::with_inputs(&inputs);
     let outs: Vec<TensorIr> = outputs.into_iter().map(|(s, dt)| TensorIr::uninit(client.create_empty_handle(), Shape::from(s), dt)).collect();
-    let desc = CustomOpIr::new(name, &inputs.map(|t| t.into_ir()), &outs);
+    let desc = CustomOpIr::new(name, &inputs.into_iter().map(|t| t.into_ir()).collect::<Vec<_>>(), &outs);
     let out = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, scale, size, run });
     out.try_into().unwrap_or_else(|v: Vec<_>| panic!("{name}: {} outputs, expected {M}", v.len()))
 }
@@ -256,7 +282,7 @@ fn custom<B: FusionBackend, const N: usize, const M: usize>(
 impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
     fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self> {
         let out = (s.shape.to_vec(), s.dtype);
-        let [p] = custom::<B, 2, 1>("softmax_fwd", [s, bias], [out], (scale, heads), |d, scale, heads, h| {
+        let [p] = custom::<B, 1>("softmax_fwd", vec![s, bias], [out], (scale, heads), |d, scale, heads, h| {
             let ([s, b], [o]) = d.as_fixed();
             let p = B::softmax_fwd(h.get_float_tensor::<B>(s), h.get_float_tensor::<B>(b), scale, heads);
             h.register_float_tensor::<B>(&o.id, p);
@@ -266,7 +292,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
         let out = (p.shape.to_vec(), p.dtype);
-        let [ds] = custom::<B, 2, 1>("softmax_bwd", [p, dp], [out], (scale, 0), |d, scale, _, h| {
+        let [ds] = custom::<B, 1>("softmax_bwd", vec![p, dp], [out], (scale, 0), |d, scale, _, h| {
             let ([p, dp], [o]) = d.as_fixed();
             let ds = B::softmax_bwd(h.get_float_tensor::<B>(p), h.get_float_tensor::<B>(dp), scale);
             h.register_float_tensor::<B>(&o.id, ds);
@@ -276,7 +302,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn ce_fwd(x: FloatTensor<Self>, t: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
         let n = x.shape[0];
-        custom::<B, 2, 2>("ce_fwd", [x, t], [(vec![n], DType::F32), (vec![n], DType::F32)], (0.0, 0), |d, _, _, h| {
+        custom::<B, 2>("ce_fwd", vec![x, t], [(vec![n], DType::F32), (vec![n], DType::F32)], (0.0, 0), |d, _, _, h| {
             let ([x, t], [loss, lse]) = d.as_fixed();
             let [l, s] = B::ce_fwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t));
             h.register_float_tensor::<B>(&loss.id, l);
@@ -286,7 +312,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn ce_bwd(x: FloatTensor<Self>, t: IntTensor<Self>, lse: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         let out = (x.shape.to_vec(), x.dtype);
-        let [dx] = custom::<B, 4, 1>("ce_bwd", [x, t, lse, g], [out], (0.0, 0), |d, _, _, h| {
+        let [dx] = custom::<B, 1>("ce_bwd", vec![x, t, lse, g], [out], (0.0, 0), |d, _, _, h| {
             let ([x, t, lse, g], [o]) = d.as_fixed();
             let dx = B::ce_bwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t), h.get_float_tensor::<B>(lse), h.get_float_tensor::<B>(g));
             h.register_float_tensor::<B>(&o.id, dx);
@@ -296,7 +322,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
         let d = g.shape[1];
-        let [dw] = custom::<B, 2, 1>("embed_bwd", [ids, g], [(vec![vocab, d], DType::F32)], (0.0, vocab), |d, _, vocab, h| {
+        let [dw] = custom::<B, 1>("embed_bwd", vec![ids, g], [(vec![vocab, d], DType::F32)], (0.0, vocab), |d, _, vocab, h| {
             let ([ids, g], [o]) = d.as_fixed();
             let dw = B::embed_bwd(h.get_int_tensor::<B>(ids), h.get_float_tensor::<B>(g), vocab);
             h.register_float_tensor::<B>(&o.id, dw);
@@ -332,8 +358,8 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
             }
         }
         match b {
-            Some(b) => custom::<B, 3, 3>("norm_fwd", [x, w, b], outs, (eps, 0), run::<B>),
-            None => custom::<B, 2, 3>("norm_fwd", [x, w], outs, (eps, 0), run::<B>),
+            Some(b) => custom::<B, 3>("norm_fwd", vec![x, w, b], outs, (eps, 0), run::<B>),
+            None => custom::<B, 3>("norm_fwd", vec![x, w], outs, (eps, 0), run::<B>),
         }
     }
 
@@ -348,10 +374,19 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         }
         let ins = [g, x, w, mean, rstd];
         if layer {
-            custom::<B, 5, 3>("norm_bwd", ins, [dx, (vec![d], DType::F32), (vec![d], DType::F32)], (0.0, 1), run::<B>).into()
+            custom::<B, 3>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32), (vec![d], DType::F32)], (0.0, 1), run::<B>).into()
         } else {
-            custom::<B, 5, 2>("norm_bwd", ins, [dx, (vec![d], DType::F32)], (0.0, 0), run::<B>).into()
+            custom::<B, 2>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32)], (0.0, 0), run::<B>).into()
         }
+    }
+
+    fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: f32, _: usize, h: &mut Handles<B>) {
+            let ts = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect();
+            h.register_float_tensor::<B>(&d.outputs[0].id, B::sum_squares(ts));
+        }
+        let [s] = custom::<B, 1>("sum_squares", tensors, [(vec![1], DType::F32)], (0.0, 0), run::<B>);
+        s
     }
 }
 
@@ -361,8 +396,8 @@ type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as Fusion
 fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRuntime>, rot: Option<[FusionTensor<B::FusionRuntime>; 2]>, heads: usize, shape: Vec<usize>, run: fn(&CustomOpIr, f32, usize, &mut Handles<B>)) -> FusionTensor<B::FusionRuntime> {
     let out = [(shape, x.dtype)];
     let [y] = match rot {
-        None => custom::<B, 1, 1>(name, [x], out, (0.0, heads), run),
-        Some([c, s]) => custom::<B, 3, 1>(name, [x, c, s], out, (0.0, heads), run),
+        None => custom::<B, 1>(name, vec![x], out, (0.0, heads), run),
+        Some([c, s]) => custom::<B, 1>(name, vec![x, c, s], out, (0.0, heads), run),
     };
     y
 }

@@ -159,6 +159,28 @@ pub fn embedding<B: Backend>(weight: Tensor<B, 2>, ids: Tensor<B, 2, Int>) -> Te
     panic!("kernels::embedding: {} has no fused path", std::any::type_name::<B>())
 }
 
+/// Whether [`sum_squares`] has its kernel for the (inner, non-autodiff) backend `B`: CUDA.
+pub fn has_sum_squares<B: Backend>() -> bool {
+    #[cfg(feature = "cuda")]
+    return std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::Gpu>();
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
+/// `Σ x²` over all elements of all `tensors` (f32 gradients, any shapes) as `[1]`, in one
+/// multi-tensor kernel per 64 tensors instead of a reduction each (`cuda/fused.cu`).
+/// Panics unless [`has_sum_squares::<B>()`](has_sum_squares).
+pub fn sum_squares<B: Backend>(tensors: Vec<burn::tensor::ops::FloatTensor<B>>) -> Tensor<B, 1> {
+    #[cfg(feature = "cuda")]
+    if has_sum_squares::<B>() {
+        use fused::FusedBackend;
+        let s = crate::backend::Gpu::sum_squares(tensors.into_iter().map(retype).collect());
+        return Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(retype(s)));
+    }
+    let _ = tensors;
+    panic!("kernels::sum_squares: {} has no kernel", std::any::type_name::<B>())
+}
+
 /// Whether [`linear`] has a cuBLAS path for backend `B`.
 pub fn has_blas<B: Backend>() -> bool {
     #[cfg(feature = "cuda")]

@@ -48,12 +48,14 @@ pub fn enqueue<const N: usize, T>(tensors: [&CubeTensor<CudaRuntime>; N], f: imp
 }
 
 /// A kernel argument, passed by value.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Arg {
     Ptr(u64),
     I32(i32),
     I64(i64),
     F32(f32),
+    /// A struct passed by value (its bytes, laid out as the kernel declares it).
+    Bytes(Vec<u8>),
 }
 
 /// The kernel `name` of `cuda/fused.cu` in the current context (compiled on first use).
@@ -93,20 +95,35 @@ pub fn launch(name: &str, grid: u32, block: u32, stream: ds::CUstream, args: &[A
 
 /// [`launch`] with `shared` bytes of dynamic shared memory.
 pub fn launch_shared(name: &str, grid: u32, block: u32, shared: u32, stream: ds::CUstream, args: &[Arg]) {
+    launch_with(name, (grid, 1), block, shared, stream, args)
+}
+
+/// [`launch`] with a 2-D grid `(x, y)`.
+pub fn launch_2d(name: &str, grid: (u32, u32), block: u32, stream: ds::CUstream, args: &[Arg]) {
+    launch_with(name, grid, block, 0, stream, args)
+}
+
+fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream: ds::CUstream, args: &[Arg]) {
     let f = function(name);
-    let mut values: Vec<[u8; 8]> = args
+    // each value's bytes, 8-aligned; the kernel reads as many as its parameter's type has
+    let mut values: Vec<Vec<u64>> = args
         .iter()
-        .map(|a| match *a {
-            Arg::Ptr(p) => p.to_ne_bytes(),
-            Arg::I64(v) => v.to_ne_bytes(),
-            Arg::I32(v) => (v as i64).to_ne_bytes(), // the low 4 bytes (little endian) are read
-            Arg::F32(v) => {
-                let mut b = [0u8; 8];
-                b[..4].copy_from_slice(&v.to_ne_bytes());
-                b
+        .map(|a| {
+            let bytes = match a {
+                Arg::Ptr(p) => p.to_ne_bytes().to_vec(),
+                Arg::I64(v) => v.to_ne_bytes().to_vec(),
+                Arg::I32(v) => v.to_ne_bytes().to_vec(),
+                Arg::F32(v) => v.to_ne_bytes().to_vec(),
+                Arg::Bytes(b) => b.clone(),
+            };
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            for (i, b) in bytes.iter().enumerate() {
+                words[i / 8] |= (*b as u64) << (8 * (i % 8)); // little endian, as the GPU reads it
             }
+            words
         })
         .collect();
     let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr() as *mut c_void).collect();
-    unsafe { dr::launch_kernel(f, (grid, 1, 1), (block, 1, 1), shared, stream, &mut params) }.unwrap_or_else(|e| panic!("launch {name} (grid {grid}, block {block}): {e:?}"));
+    unsafe { dr::launch_kernel(f, (grid.0, grid.1, 1), (block, 1, 1), shared, stream, &mut params) }
+        .unwrap_or_else(|e| panic!("launch {name} (grid {grid:?}, block {block}): {e:?}"));
 }

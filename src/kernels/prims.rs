@@ -50,15 +50,18 @@ pub fn matmul<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>, fused: bool) -> Tens
     a.matmul(b)
 }
 
-/// Attention probabilities `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`,
-/// with `bias [1|b, 1|heads, L, L]` (−∞ masks).
+/// Causal attention probabilities `softmax(s · scale + bias)` over the last dim of
+/// `s [b·heads, L, L]`, keys after the query masked, with `bias [1|b, 1|heads, L, L]` (ALiBi; −∞
+/// masks more).
 pub fn softmax_fwd<B: Backend>(s: Tensor<B, 3>, bias: Tensor<B, 4>, scale: f32, heads: usize, fused: bool) -> Tensor<B, 3> {
     if on_gpu::<B>(fused) {
         #[cfg(feature = "cuda")]
         return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::softmax_fwd(gpu::up(s), gpu::up(bias), scale, heads));
     }
     let [bh, l, _] = s.dims();
-    let x = s.reshape([bh / heads, heads, l, l]).mul_scalar(scale) + bias;
+    let future = Tensor::<B, 2, Bool>::tril_mask([l, l], 0, &s.device()) // true above the diagonal
+       .reshape([1, 1, l, l]).expand([bh / heads, heads, l, l]);
+    let x = (s.reshape([bh / heads, heads, l, l]).mul_scalar(scale) + bias).mask_fill(future, f32::MIN); // not −∞: 0·∞ would be NaN where a backend blends
     softmax(x, 3).reshape([bh, l, l])
 }
 

@@ -240,7 +240,7 @@ fn gpu_norm_kernels_match_burns_steps() {
                     let g = (y.clone() * up).sum().backward();
                     let f = |t: Tensor<crate::backend::Gpu, 2>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
                     let f1 = |t: Option<Tensor<crate::backend::Gpu, 1>>| t.map(|t| t.into_data().to_vec::<f32>().unwrap()).unwrap_or_default();
-                    [f(y.inner()), f(x.grad(&g).unwrap()), f1(w.grad(&g)), if layer { f1(b.grad(&g)) } else { vec![0.0] }]
+                    [f(y.inner()), f(x.grad(&g).unwrap()), f1(w.grad(&g)), if layer { f1(b.grad(&g)) } else { vec![1.0] }]
                 };
                 let (want, got) = (run(false), run(true));
                 let tol = if dt == burn::tensor::FloatDType::F32 { 1e-4 } else { 2e-2 };
@@ -252,4 +252,25 @@ fn gpu_norm_kernels_match_burns_steps() {
             }
         }
     }
+}
+
+/// The multi-tensor sum of squares (the global gradient norm) against burn's per-tensor
+/// reductions: 150 tensors of mixed ranks and sizes (three launches of 64), one of 3M elements.
+#[test]
+fn gpu_sum_squares_kernel_matches_burns() {
+    use crate::backend::Gpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let sizes: Vec<usize> = (0..150).map(|i| if i == 7 { 3_000_000 } else { 1 + (i * 7919) % 5000 }).collect();
+    let tensors: Vec<Tensor<Gpu, 2>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            let v: Vec<f32> = (0..n).map(|i| (((i as u64 * 2654435761 + k as u64) % 1000) as f32 / 500.0) - 1.0).collect();
+            Tensor::<Gpu, 1>::from_data(TensorData::new(v, [n]), &dev).reshape([1, n])
+        })
+        .collect();
+    let want: f64 = tensors.iter().map(|t| t.clone().square().sum().into_scalar().elem::<f64>()).sum();
+    let got = crate::kernels::sum_squares::<Gpu>(tensors.into_iter().map(|t| t.into_primitive().tensor()).collect()).into_scalar().elem::<f64>();
+    eprintln!("sum of squares: kernel {got} vs burn {want}");
+    assert!((got - want).abs() < 1e-5 * want, "sum_squares {got} vs {want}");
 }

@@ -33,15 +33,21 @@ pub fn lr_at(t: &TrainConfig, step: usize) -> f64 {
     }
 }
 
-/// Sums the squares of every parameter's gradient into one on-device scalar.
+/// Sums the squares of every parameter's gradient into one on-device scalar: one multi-tensor
+/// kernel on CUDA (`kernels::sum_squares`, `fused`), else one reduction per tensor.
 struct SquaredNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
     total: Option<Tensor<B::InnerBackend, 1>>,
+    fused: Option<Vec<burn::tensor::ops::FloatTensor<B::InnerBackend>>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            if let Some(all) = &mut self.fused {
+                all.push(g.into_primitive().tensor());
+                return;
+            }
             let s = g.square().sum();
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
@@ -67,9 +73,13 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
 
 /// Global L2 norm of all gradients as an on-device scalar `[1]` (read it together with the loss).
 pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> Tensor<B::InnerBackend, 1> {
-    let mut v = SquaredNorm::<B> { grads, total: None };
+    let fused = crate::kernels::has_sum_squares::<B::InnerBackend>().then(Vec::new);
+    let mut v = SquaredNorm::<B> { grads, total: None, fused };
     model.visit(&mut v);
-    v.total.expect("model has gradients").sqrt()
+    match v.fused {
+        Some(all) => crate::kernels::sum_squares::<B::InnerBackend>(all).sqrt(),
+        None => v.total.expect("model has gradients").sqrt(),
+    }
 }
 
 /// Scales the gradients so their global norm is at most `max_norm` (no-op when `max_norm` is 0).

@@ -26,9 +26,10 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-// Attention probabilities: p = softmax(s · scale + bias) over each row of s [bh, L, L] (one warp
-// per row). bias is [*, *, L, L] with strides (bias_sb, bias_sh) for batch and head (0 = broadcast);
-// −∞ entries (the causal mask) give exact zeros, and a row that is all −∞ gives all zeros.
+// Causal attention probabilities: p = softmax(s · scale + bias) over each row i of s [bh, L, L]
+// (one warp per row), keys j > i masked: they are neither read nor summed, and get exact zeros.
+// bias is [*, *, L, L] with strides (bias_sb, bias_sh) for batch and head (0 = broadcast); its −∞
+// entries give zeros too, and a row that is all −∞ gives all zeros.
 template <typename T>
 __device__ void softmax_fwd(const T* s, const T* bias, T* p, long long rows, int L, int H, long long bias_sb, long long bias_sh, float scale) {
     long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -40,29 +41,31 @@ __device__ void softmax_fwd(const T* s, const T* bias, T* p, long long rows, int
     const T* br = bias + (bh / H) * bias_sb + (bh % H) * bias_sh + (long long)i * L;
     T* pr = p + row * L;
     float m = NEG_INF;
-    for (int j = lane; j < L; j += 32) m = fmaxf(m, ld(sr, j) * scale + ld(br, j));
+    for (int j = lane; j <= i; j += 32) m = fmaxf(m, ld(sr, j) * scale + ld(br, j));
     m = warp_max(m);
     float sum = 0.f;
     if (m != NEG_INF)
-        for (int j = lane; j < L; j += 32) sum += __expf(ld(sr, j) * scale + ld(br, j) - m);
+        for (int j = lane; j <= i; j += 32) sum += __expf(ld(sr, j) * scale + ld(br, j) - m);
     sum = warp_sum(sum);
     float inv = sum > 0.f ? 1.f / sum : 0.f;
-    for (int j = lane; j < L; j += 32) st(pr, j, m == NEG_INF ? 0.f : __expf(ld(sr, j) * scale + ld(br, j) - m) * inv);
+    for (int j = lane; j < L; j += 32) st(pr, j, (j > i || m == NEG_INF) ? 0.f : __expf(ld(sr, j) * scale + ld(br, j) - m) * inv);
 }
 
-// Its backward: ds = scale · p ⊙ (dp − Σ_j dp_j p_j), row by row (one warp per row).
+// Its backward: ds = scale · p ⊙ (dp − Σ_j dp_j p_j), row by row (one warp per row); p is zero for
+// j > i, so those entries are written as zeros without reading p or dp.
 template <typename T>
 __device__ void softmax_bwd(const T* p, const T* dp, T* ds, long long rows, int L, float scale) {
     long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
     if (row >= rows) return;
+    int i = (int)(row % L);
     const T* pr = p + row * L;
     const T* dr = dp + row * L;
     T* out = ds + row * L;
     float dot = 0.f;
-    for (int j = lane; j < L; j += 32) dot += ld(pr, j) * ld(dr, j);
+    for (int j = lane; j <= i; j += 32) dot += ld(pr, j) * ld(dr, j);
     dot = warp_sum(dot);
-    for (int j = lane; j < L; j += 32) st(out, j, scale * ld(pr, j) * (ld(dr, j) - dot));
+    for (int j = lane; j < L; j += 32) st(out, j, j > i ? 0.f : scale * ld(pr, j) * (ld(dr, j) - dot));
 }
 
 // Block-wide (max, sum of exp) merge for the cross-entropy (blockDim.x a multiple of 32, ≤ 1024).
@@ -224,6 +227,29 @@ __device__ void norm_bwd(const T* g, const T* x, const float* w, const float* me
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         atomicAdd(dw + j, acc[j]);
         if (db) atomicAdd(db + j, acc[D + j]);
+    }
+}
+
+// Σ x² over up to MT_MAX f32 tensors in one launch (the global gradient norm): blockIdx.y picks the
+// tensor, the x blocks stride over it, and each block adds its sum to out[0] (zeroed).
+#define MT_MAX 64
+struct Tensors {
+    const float* ptr[MT_MAX];
+    long long n[MT_MAX];
+};
+extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
+    const float* p = t.ptr[blockIdx.y];
+    long long n = t.n[blockIdx.y];
+    float acc = 0.f;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) acc += p[e] * p[e];
+    acc = warp_sum(acc);
+    __shared__ float part[32];
+    int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    if (lane == 0) part[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+        acc = warp_sum(lane < (int)(blockDim.x / 32) ? part[lane] : 0.f);
+        if (lane == 0) atomicAdd(out, acc);
     }
 }
 
