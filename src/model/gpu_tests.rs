@@ -132,12 +132,13 @@ fn gpu_cross_entropy_kernels_match_autodiff() {
 
 /// The fused attention's CUDA kernels against the same op with burn's steps (`prims`), forward and
 /// the three gradients: a causal + per-head (ALiBi-like) bias, rows that are not a multiple of the
-/// warp, f32 and bf16.
+/// warp and rows of all three kernel sizes, f32 and bf16.
 #[test]
 fn gpu_attention_kernels_match_burns_steps() {
     use crate::kernels::attention::attention_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
-    for (b, h, l, hd, per_head) in [(2, 3, 37, 16, true), (3, 4, 70, 8, false)] {
+    // rows of ≤ 512 and ≤ 1024 keys take the register kernels, longer ones the looping ones
+    for (b, h, l, hd, per_head) in [(2, 3, 37, 16, true), (3, 4, 70, 8, false), (1, 2, 600, 8, true), (1, 1, 1100, 8, false)] {
         let hb = if per_head { h } else { 1 };
         let mut bias = vec![0f32; hb * l * l];
         for (hh, i, j) in (0..hb).flat_map(|hh| (0..l).flat_map(move |i| (0..l).map(move |j| (hh, i, j)))) {

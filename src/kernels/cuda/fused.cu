@@ -68,6 +68,68 @@ __device__ void softmax_bwd(const T* p, const T* dp, T* ds, long long rows, int 
     for (int j = lane; j < L; j += 32) st(out, j, j > i ? 0.f : scale * ld(pr, j) * (ld(dr, j) - dot));
 }
 
+// The same two, for rows of at most 32·K keys: each lane keeps its K scores in registers, so the
+// row is read once instead of once per pass.
+template <typename T, int K>
+__device__ void softmax_fwd_reg(const T* s, const T* bias, T* p, long long rows, int L, int H, long long bias_sb, long long bias_sh, float scale) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    int i = (int)(row % L);
+    long long bh = row / L;
+    const T* sr = s + row * L;
+    const T* br = bias + (bh / H) * bias_sb + (bh % H) * bias_sh + (long long)i * L;
+    float v[K];
+    float m = NEG_INF;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int j = lane + 32 * k;
+        v[k] = j <= i ? ld(sr, j) * scale + ld(br, j) : NEG_INF;
+        m = fmaxf(m, v[k]);
+    }
+    m = warp_max(m);
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        v[k] = (v[k] == NEG_INF) ? 0.f : __expf(v[k] - m);
+        sum += v[k];
+    }
+    sum = warp_sum(sum);
+    float inv = sum > 0.f ? 1.f / sum : 0.f;
+    T* pr = p + row * L;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int j = lane + 32 * k;
+        if (j < L) st(pr, j, v[k] * inv);
+    }
+}
+
+template <typename T, int K>
+__device__ void softmax_bwd_reg(const T* p, const T* dp, T* ds, long long rows, int L, float scale) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    int i = (int)(row % L);
+    const T* pr = p + row * L;
+    const T* dr = dp + row * L;
+    float pv[K], dv[K];
+    float dot = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int j = lane + 32 * k;
+        pv[k] = j <= i ? ld(pr, j) : 0.f;
+        dv[k] = j <= i ? ld(dr, j) : 0.f;
+        dot += pv[k] * dv[k];
+    }
+    dot = warp_sum(dot);
+    T* out = ds + row * L;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        int j = lane + 32 * k;
+        if (j < L) st(out, j, scale * pv[k] * (dv[k] - dot));
+    }
+}
+
 // Block-wide (max, sum of exp) merge for the cross-entropy (blockDim.x a multiple of 32, ≤ 1024).
 __device__ void block_logsumexp(float& m, float& s) {
     __shared__ float sm[32], ss[32];
@@ -256,10 +318,14 @@ extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
 #define FLOAT_KERNELS(T, NAME)                                                                                         \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
                                                   long long bias_sb, long long bias_sh, float scale) {                 \
-        softmax_fwd<T>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                                                \
+        if (L <= 512) softmax_fwd_reg<T, 16>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                          \
+        else if (L <= 1024) softmax_fwd_reg<T, 32>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                    \
+        else softmax_fwd<T>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                                           \
     }                                                                                                                  \
     extern "C" __global__ void softmax_bwd_##NAME(const T* p, const T* dp, T* ds, long long rows, int L, float scale) { \
-        softmax_bwd<T>(p, dp, ds, rows, L, scale);                                                                      \
+        if (L <= 512) softmax_bwd_reg<T, 16>(p, dp, ds, rows, L, scale);                                                \
+        else if (L <= 1024) softmax_bwd_reg<T, 32>(p, dp, ds, rows, L, scale);                                          \
+        else softmax_bwd<T>(p, dp, ds, rows, L, scale);                                                                 \
     }                                                                                                                  \
     extern "C" __global__ void heads_split_##NAME(const T* x, const T* c, const T* s, T* y, long long n, int L, int H,  \
                                                   int hd, int rot) {                                                   \
