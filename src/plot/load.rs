@@ -57,6 +57,25 @@ pub fn load_run_by(dir: &Path, by: &[String]) -> Result<Run> {
 
 type Config = (String, u64, Option<String>, usize);
 
+/// The value of a dotted key (`train.dtype`) in a parsed config.toml, if it is a setting.
+fn setting<'a>(v: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
+    key.split('.').try_fold(v, |t, k| t.get(k)).filter(|x| !x.is_table())
+}
+
+/// Fails unless at least one of `dirs` has the setting `key` in its config.toml (a typo in
+/// `--by`); runs older than a setting are labelled "unset" for it.
+pub fn check_setting(dirs: &[std::path::PathBuf], key: &str) -> Result<()> {
+    let has = |d: &std::path::PathBuf| {
+        let text = std::fs::read_to_string(d.join("config.toml")).unwrap_or_default();
+        text.parse::<toml::Value>().ok().is_some_and(|v| setting(&v, key).is_some())
+    };
+    if dirs.iter().any(has) {
+        return Ok(());
+    }
+    let first = dirs.first().map(|d| d.join("config.toml").display().to_string()).unwrap_or_default();
+    bail!("{first}: no setting '{key}' (--by {key}; e.g. train.dtype or train.lr)")
+}
+
 /// Branch/seed/positions/memory from config.toml; branch and seed fall back to the
 /// directory name `<branch>-s<seed>` when the file (or the key) is missing.
 fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
@@ -96,12 +115,8 @@ fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
         .map(str::to_string)
         .unwrap_or(dir_branch);
     for key in by {
-        let val = key
-            .split('.')
-            .try_fold(&v, |t, k| t.get(k))
-            .filter(|x| !x.is_table())
-            .ok_or_else(|| anyhow!("{}: no setting '{key}' (--by {key}; e.g. train.dtype or train.lr)", path.display()))?;
-        let shown = val.as_str().map_or_else(|| val.to_string(), str::to_string);
+        // a run from before the setting existed shows "unset" (draw_dirs checks that some run has it)
+        let shown = setting(&v, key).map_or_else(|| "unset".to_string(), |val| val.as_str().map_or_else(|| val.to_string(), str::to_string));
         branch = format!("{branch} {}={shown}", key.rsplit('.').next().unwrap_or(key));
     }
     let seed = match get(Some("train"), "seed") {

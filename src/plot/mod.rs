@@ -96,6 +96,9 @@ pub fn parse_step_range(s: &str) -> Result<(u64, u64)> {
 /// Loads run directories (series split by the config keys in `by`, see [`load::load_run_by`]) and
 /// draws all their charts with the display smoothing (α = 0.05); returns the runs and the files.
 pub fn draw_dirs(dirs: &[PathBuf], by: &[String], out_dir: &Path, title: &str, steps: Option<(u64, u64)>) -> Result<(Vec<Run>, Vec<PathBuf>)> {
+    for key in by {
+        load::check_setting(dirs, key)?;
+    }
     let runs = dirs.iter().map(|d| load::load_run_by(d, by)).collect::<Result<Vec<_>>>()?;
     let opts = PlotOptions { title: title.to_string(), steps, ema_alpha: 0.05 };
     let files = draw_all(&runs, out_dir, &opts)?;
