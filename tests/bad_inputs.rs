@@ -92,7 +92,9 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     run_case("negative learning rate", &train_args("002_nope", &fresh, &["--set", "train.lr=-1.0"]), &[], &["train.lr = -1"], &protect);
     run_case("bf16 on the CPU", &train_args("002_nope", &fresh, &["--set", "train.dtype=bf16"]), &[], &["train.dtype", "bf16"], &protect);
     run_case("unknown matmul", &train_args("002_nope", &fresh, &["--set", "train.matmul=cutlass"]), &[], &["train.matmul", "cutlass", "cublas"], &protect);
-    run_case("unknown cross-entropy backward", &train_args("002_nope", &fresh, &["--set", "train.ce=fused"]), &[], &["train.ce", "closed-form"], &protect);
+    run_case("unknown cross-entropy kernel", &train_args("002_nope", &fresh, &["--set", "train.ce=triton"]), &[], &["train.ce", "triton", "fused"], &protect);
+    run_case("unknown attention kernel", &train_args("002_nope", &fresh, &["--set", "train.attention=flash"]), &[], &["train.attention", "flash", "fused"], &protect);
+    run_case("unknown layernorm kernel", &train_args("002_nope", &fresh, &["--set", "train.layernorm=apex"]), &[], &["train.layernorm", "apex", "burn"], &protect);
     run_case("cuda on a CPU build", &train_args("002_nope", &fresh, &["--device", "cuda"]), &[], &["--features cuda"], &protect);
     run_case("model vocab smaller than the token file's", &train_args("002_nope", &fresh, &["--set", "model.vocab=100"]), &[], &["model.vocab = 100", "1024"], &protect);
 

@@ -114,6 +114,18 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
     let svg = std::fs::read_to_string(out_by.join("val_final.svg")).unwrap();
     assert!(svg.contains("002_nope lr=0.5 (n=1)") && svg.contains("(n=2)") && svg.matches("002_nope lr=").count() >= 2, "series not split by lr");
     fails_with(&baka(&["plot", p1, p2, p3, "--by", "train.lrr", "--out", po]), &["config.toml", "no setting 'train.lrr'", "--by"]);
+    // a run from before a setting existed (its config.toml lacks the key) is labelled "unset"
+    let old_run = base.join("old-run");
+    std::fs::create_dir_all(&old_run).unwrap();
+    for f in ["metrics.csv", "eval.csv", "config.toml"] {
+        let text = std::fs::read_to_string(lr_run.join(f)).unwrap();
+        let text = if f == "config.toml" { text.lines().filter(|l| !l.starts_with("lr = ")).collect::<Vec<_>>().join("\n") } else { text };
+        std::fs::write(old_run.join(f), text).unwrap();
+    }
+    let out_old = base.join("plots-old");
+    ok(&baka(&["plot", p1, old_run.to_str().unwrap(), "--by", "train.lr", "--out", out_old.to_str().unwrap()]));
+    let svg = std::fs::read_to_string(out_old.join("val_final.svg")).unwrap();
+    assert!(svg.contains("002_nope lr=unset (n=1)") && svg.matches("002_nope lr=").count() >= 2, "the run without the key must be its own 'unset' series");
 
     // eval with more windows than trained
     let o = baka(&["eval", r1.to_str().unwrap(), "--windows", "4", "--samples", "3"]);
