@@ -17,6 +17,18 @@ __device__ __forceinline__ void st(bf16* p, long long i, float v) {
     p[i] = (bf16)(u >> 16);
 }
 
+// The row of a [rows, L] matrix this warp handles (one warp per row), −1 past the end.
+__device__ __forceinline__ long long warp_row(long long rows) {
+    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    return row < rows ? row : -1;
+}
+// Row i of the attention bias for row `row` of the scores [b·H, L, L] (strides 0 broadcast).
+template <typename T>
+__device__ __forceinline__ const T* bias_row(const T* bias, long long row, int L, int H, long long sb, long long sh) {
+    long long bh = row / L;
+    return bias + (bh / H) * sb + (bh % H) * sh + (row % L) * L;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
@@ -32,13 +44,11 @@ __device__ __forceinline__ float warp_sum(float v) {
 // entries give zeros too, and a row that is all −∞ gives all zeros.
 template <typename T>
 __device__ void softmax_fwd(const T* s, const T* bias, T* p, long long rows, int L, int H, long long bias_sb, long long bias_sh, float scale) {
-    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    if (row >= rows) return;
-    int i = (int)(row % L);
-    long long bh = row / L;
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
     const T* sr = s + row * L;
-    const T* br = bias + (bh / H) * bias_sb + (bh % H) * bias_sh + (long long)i * L;
+    const T* br = bias_row(bias, row, L, H, bias_sb, bias_sh);
     T* pr = p + row * L;
     float m = NEG_INF;
     for (int j = lane; j <= i; j += 32) m = fmaxf(m, ld(sr, j) * scale + ld(br, j));
@@ -55,10 +65,9 @@ __device__ void softmax_fwd(const T* s, const T* bias, T* p, long long rows, int
 // j > i, so those entries are written as zeros without reading p or dp.
 template <typename T>
 __device__ void softmax_bwd(const T* p, const T* dp, T* ds, long long rows, int L, float scale) {
-    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    if (row >= rows) return;
-    int i = (int)(row % L);
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
     const T* pr = p + row * L;
     const T* dr = dp + row * L;
     T* out = ds + row * L;
@@ -72,13 +81,11 @@ __device__ void softmax_bwd(const T* p, const T* dp, T* ds, long long rows, int 
 // row is read once instead of once per pass.
 template <typename T, int K>
 __device__ void softmax_fwd_reg(const T* s, const T* bias, T* p, long long rows, int L, int H, long long bias_sb, long long bias_sh, float scale) {
-    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    if (row >= rows) return;
-    int i = (int)(row % L);
-    long long bh = row / L;
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
     const T* sr = s + row * L;
-    const T* br = bias + (bh / H) * bias_sb + (bh % H) * bias_sh + (long long)i * L;
+    const T* br = bias_row(bias, row, L, H, bias_sb, bias_sh);
     float v[K];
     float m = NEG_INF;
 #pragma unroll
@@ -106,10 +113,9 @@ __device__ void softmax_fwd_reg(const T* s, const T* bias, T* p, long long rows,
 
 template <typename T, int K>
 __device__ void softmax_bwd_reg(const T* p, const T* dp, T* ds, long long rows, int L, float scale) {
-    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    if (row >= rows) return;
-    int i = (int)(row % L);
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
     const T* pr = p + row * L;
     const T* dr = dp + row * L;
     float pv[K], dv[K];
@@ -239,9 +245,9 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, long long
 // rstd per row for the backward. w, b are f32 (the master weights).
 template <typename T>
 __device__ void norm_fwd(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd, long long rows, int D, float eps, int rms) {
-    long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    long long row = warp_row(rows);
+    if (row < 0) return;
     int lane = threadIdx.x & 31;
-    if (row >= rows) return;
     const T* xr = x + row * D;
     float mu = 0.f;
     if (!rms) {
