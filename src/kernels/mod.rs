@@ -14,6 +14,8 @@ pub mod cublas;
 pub mod embedding;
 #[cfg(feature = "cuda")]
 pub mod fused;
+#[cfg(feature = "cuda")]
+mod fusion;
 pub mod gemm;
 pub mod heads;
 pub mod norm;

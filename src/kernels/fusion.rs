@@ -1,0 +1,177 @@
+//! The `Fusion` side of [`FusedBackend`](super::fused::FusedBackend): each op registered as a
+//! custom op in burn-fusion's stream (like the cuBLAS matmul), executed by the inner backend's
+//! kernel when the stream runs.
+
+use super::fused::FusedBackend;
+use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::DType;
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+/// A fused op as a `Fusion` custom op: `run` gets the inner tensors by the op's description.
+struct Custom<B: FusionBackend> {
+    desc: CustomOpIr,
+    scale: f32,
+    size: usize,
+    run: fn(&CustomOpIr, f32, usize, &mut Handles<B>),
+}
+
+impl<B: FusionBackend> std::fmt::Debug for Custom<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.desc)
+    }
+}
+
+impl<B: FusionBackend> Operation<B::FusionRuntime> for Custom<B> {
+    fn execute(&self, h: &mut Handles<B>) {
+        (self.run)(&self.desc, self.scale, self.size, h)
+    }
+}
+
+/// Registers `name` with `inputs` and outputs of `(shape, dtype)`; returns the outputs.
+fn custom<B: FusionBackend, const M: usize>(
+    name: &'static str,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    outputs: [(Vec<usize>, DType); M],
+    (scale, size): (f32, usize),
+    run: fn(&CustomOpIr, f32, usize, &mut Handles<B>),
+) -> [FusionTensor<B::FusionRuntime>; M] {
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outs: Vec<TensorIr> = outputs.into_iter().map(|(s, dt)| TensorIr::uninit(client.create_empty_handle(), Shape::from(s), dt)).collect();
+    let desc = CustomOpIr::new(name, &inputs.into_iter().map(|t| t.into_ir()).collect::<Vec<_>>(), &outs);
+    let out = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, scale, size, run });
+    out.try_into().unwrap_or_else(|v: Vec<_>| panic!("{name}: {} outputs, expected {M}", v.len()))
+}
+
+impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
+    fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self> {
+        let out = (s.shape.to_vec(), s.dtype);
+        let [p] = custom::<B, 1>("softmax_fwd", vec![s, bias], [out], (scale, heads), |d, scale, heads, h| {
+            let ([s, b], [o]) = d.as_fixed();
+            let p = B::softmax_fwd(h.get_float_tensor::<B>(s), h.get_float_tensor::<B>(b), scale, heads);
+            h.register_float_tensor::<B>(&o.id, p);
+        });
+        p
+    }
+
+    fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        let out = (p.shape.to_vec(), p.dtype);
+        let [ds] = custom::<B, 1>("softmax_bwd", vec![p, dp], [out], (scale, 0), |d, scale, _, h| {
+            let ([p, dp], [o]) = d.as_fixed();
+            let ds = B::softmax_bwd(h.get_float_tensor::<B>(p), h.get_float_tensor::<B>(dp), scale);
+            h.register_float_tensor::<B>(&o.id, ds);
+        });
+        ds
+    }
+
+    fn ce_fwd(x: FloatTensor<Self>, t: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
+        let n = x.shape[0];
+        custom::<B, 2>("ce_fwd", vec![x, t], [(vec![n], DType::F32), (vec![n], DType::F32)], (0.0, 0), |d, _, _, h| {
+            let ([x, t], [loss, lse]) = d.as_fixed();
+            let [l, s] = B::ce_fwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t));
+            h.register_float_tensor::<B>(&loss.id, l);
+            h.register_float_tensor::<B>(&lse.id, s);
+        })
+    }
+
+    fn ce_bwd(x: FloatTensor<Self>, t: IntTensor<Self>, lse: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = (x.shape.to_vec(), x.dtype);
+        let [dx] = custom::<B, 1>("ce_bwd", vec![x, t, lse, g], [out], (0.0, 0), |d, _, _, h| {
+            let ([x, t, lse, g], [o]) = d.as_fixed();
+            let dx = B::ce_bwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t), h.get_float_tensor::<B>(lse), h.get_float_tensor::<B>(g));
+            h.register_float_tensor::<B>(&o.id, dx);
+        });
+        dx
+    }
+
+    fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+        let d = g.shape[1];
+        let [dw] = custom::<B, 1>("embed_bwd", vec![ids, g], [(vec![vocab, d], DType::F32)], (0.0, vocab), |d, _, vocab, h| {
+            let ([ids, g], [o]) = d.as_fixed();
+            let dw = B::embed_bwd(h.get_int_tensor::<B>(ids), h.get_float_tensor::<B>(g), vocab);
+            h.register_float_tensor::<B>(&o.id, dw);
+        });
+        dw
+    }
+
+    fn heads_split(x: FloatTensor<Self>, rot: Option<[FloatTensor<Self>; 2]>, heads: usize) -> FloatTensor<Self> {
+        let [b, l, d] = x.shape.dims::<3>();
+        heads_op::<B>("heads_split", x, rot, heads, vec![b * heads, l, d / heads], |d, _, heads, h| {
+            let (x, rot) = heads_inputs::<B>(d, h);
+            h.register_float_tensor::<B>(&d.outputs[0].id, B::heads_split(x, rot, heads));
+        })
+    }
+
+    fn heads_merge(g: FloatTensor<Self>, rot: Option<[FloatTensor<Self>; 2]>, heads: usize) -> FloatTensor<Self> {
+        let [bh, l, hd] = g.shape.dims::<3>();
+        heads_op::<B>("heads_merge", g, rot, heads, vec![bh / heads, l, heads * hd], |d, _, heads, h| {
+            let (g, rot) = heads_inputs::<B>(d, h);
+            h.register_float_tensor::<B>(&d.outputs[0].id, B::heads_merge(g, rot, heads));
+        })
+    }
+
+    fn norm_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, b: Option<FloatTensor<Self>>, eps: f32) -> [FloatTensor<Self>; 3] {
+        let [rows, d] = x.shape.dims::<2>();
+        let outs = [(vec![rows, d], x.dtype), (vec![rows], DType::F32), (vec![rows], DType::F32)];
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, eps: f32, _: usize, h: &mut Handles<B>) {
+            let x = h.get_float_tensor::<B>(&d.inputs[0]);
+            let w = h.get_float_tensor::<B>(&d.inputs[1]);
+            let b = (d.inputs.len() == 3).then(|| h.get_float_tensor::<B>(&d.inputs[2]));
+            for (o, t) in d.outputs.iter().zip(B::norm_fwd(x, w, b, eps)) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        }
+        match b {
+            Some(b) => custom::<B, 3>("norm_fwd", vec![x, w, b], outs, (eps, 0), run::<B>),
+            None => custom::<B, 3>("norm_fwd", vec![x, w], outs, (eps, 0), run::<B>),
+        }
+    }
+
+    fn norm_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, layer: bool) -> Vec<FloatTensor<Self>> {
+        let [rows, d] = x.shape.dims::<2>();
+        let dx = (vec![rows, d], x.dtype);
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: f32, layer: usize, h: &mut Handles<B>) {
+            let [g, x, w, m, r] = std::array::from_fn(|i| h.get_float_tensor::<B>(&d.inputs[i]));
+            for (o, t) in d.outputs.iter().zip(B::norm_bwd(g, x, w, m, r, layer == 1)) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        }
+        let ins = [g, x, w, mean, rstd];
+        if layer {
+            custom::<B, 3>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32), (vec![d], DType::F32)], (0.0, 1), run::<B>).into()
+        } else {
+            custom::<B, 2>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32)], (0.0, 0), run::<B>).into()
+        }
+    }
+
+    fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: f32, _: usize, h: &mut Handles<B>) {
+            let ts = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect();
+            h.register_float_tensor::<B>(&d.outputs[0].id, B::sum_squares(ts));
+        }
+        let [s] = custom::<B, 1>("sum_squares", tensors, [(vec![1], DType::F32)], (0.0, 0), run::<B>);
+        s
+    }
+}
+
+type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
+
+/// Registers a head split/merge with 1 input (no rotation) or 3 (input, cos, sin).
+fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRuntime>, rot: Option<[FusionTensor<B::FusionRuntime>; 2]>, heads: usize, shape: Vec<usize>, run: fn(&CustomOpIr, f32, usize, &mut Handles<B>)) -> FusionTensor<B::FusionRuntime> {
+    let out = [(shape, x.dtype)];
+    let [y] = match rot {
+        None => custom::<B, 1>(name, vec![x], out, (0.0, heads), run),
+        Some([c, s]) => custom::<B, 1>(name, vec![x, c, s], out, (0.0, heads), run),
+    };
+    y
+}
+
+/// The inner tensors of a [`heads_op`]: the input and the tables, if any.
+fn heads_inputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>) -> (B::FloatTensorPrimitive, Option<[B::FloatTensorPrimitive; 2]>) {
+    let x = h.get_float_tensor::<B>(&d.inputs[0]);
+    let rot = (d.inputs.len() == 3).then(|| [h.get_float_tensor::<B>(&d.inputs[1]), h.get_float_tensor::<B>(&d.inputs[2])]);
+    (x, rot)
+}
