@@ -83,6 +83,9 @@ pub struct TrainConfig {
     pub layernorm: String,
 }
 
+/// Widest `model.d_model` the fused norm kernel takes (`train.layernorm`).
+pub const MAX_FUSED_NORM_D: usize = 6144;
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -322,6 +325,10 @@ impl Config {
         if t.dtype == "bf16" && t.device == "cpu" {
             bail!("train.dtype = \"bf16\" needs train.device = \"cuda\" (the CPU backend computes in f32)");
         }
+        // the norm kernel's backward sums dw and db of a block in shared memory (2·d f32, 48 KiB)
+        if t.device == "cuda" && t.layernorm == "fused" && self.model.d_model > MAX_FUSED_NORM_D {
+            bail!("train.layernorm = \"fused\" supports model.d_model up to {MAX_FUSED_NORM_D}, got {}: set train.layernorm = \"burn\"", self.model.d_model);
+        }
         Ok(())
     }
 
@@ -411,6 +418,15 @@ mod tests {
         assert_eq!(parse_set("a.b=nope").unwrap().1, Value::String("nope".into()));
         assert_eq!(parse_set("a.b=true").unwrap().1, Value::Boolean(true));
         assert!(parse_set("novalue").is_err());
+    }
+
+    #[test]
+    fn fused_layernorm_width_is_checked_on_cuda_only() {
+        let wide = "[model]\nd_model = 8192\nn_heads = 64\n[train]\ndevice = \"cuda\"";
+        let e = Config::from_layers(&[layer(wide)]).unwrap_err().to_string();
+        assert!(e.contains("train.layernorm") && e.contains("8192") && e.contains("burn"), "{e}");
+        assert!(Config::from_layers(&[layer(&format!("{wide}\nlayernorm = \"burn\""))]).is_ok());
+        assert!(Config::from_layers(&[layer("[model]\nd_model = 8192\nn_heads = 64")]).is_ok());
     }
 
     #[test]

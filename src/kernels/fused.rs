@@ -182,7 +182,8 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let (dx, dw, db) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![d], DType::F32), empty(&x, vec![d], DType::F32));
         let name = format!("norm_bwd_{}", float_name(&x));
         const ROWS_PER_BLOCK: usize = 64;
-        let shared = u32::try_from(2 * d * 4).expect("norm_bwd: D too large for shared memory");
+        assert!(d <= crate::config::MAX_FUSED_NORM_D, "norm_bwd: D = {d} exceeds the shared-memory sums ({} floats)", 2 * crate::config::MAX_FUSED_NORM_D);
+        let shared = (2 * d * 4) as u32;
         enqueue([&g, &x, &w, &mean, &rstd, &dw, &db, &dx], |[g, x, w, m, r, dw, db, dx], stream| {
             unsafe {
                 cudarc::driver::result::memset_d8_async(dw, 0, d * 4, stream).expect("cuMemsetD8Async");
