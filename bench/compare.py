@@ -6,8 +6,9 @@ markdown table plus the ratios a reader wants (baka vs torch eager / torch.compi
 alone: `python3 bench/compare.py bench.jsonl` (or `-` for stdin). Needs only the standard library.
 
 Rows whose `system` starts with "torch-" are the reference; any other system (e.g. "baka-cuda")
-is a baka row. Keys other than the ones shown are ignored. When a system appears more than once,
-every row is shown and the last one is used for the ratios.
+is a baka row. Keys other than the ones shown are ignored. Every row is shown; ratios pair each baka
+shape (system, batch, seq, dtype, params; the last row of each) with the torch row of the same shape,
+or, where torch has none, with that torch system's last row and a warning.
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ def report(rows: list[dict]) -> tuple[str, bool]:
             "\nGPU: " + ", ".join(gpus) + ("  (WARNING: rows come from different GPUs)" if len(gpus) > 1 else "")
         )
 
-    last = {r["system"]: r for r in rows}
-    baka = [r for s, r in last.items() if not str(s).startswith("torch-")]
-    torch_rows = {s: r for s, r in last.items() if str(s).startswith("torch-")}
+    shape = lambda r: tuple(r.get(k) for k in ("batch", "seq", "dtype", "params"))
+    last = {(r["system"], shape(r)): r for r in rows}
+    baka = [r for (s, _), r in last.items() if not str(s).startswith("torch-")]
+    torch_rows = {s: r for (s, _), r in last.items() if str(s).startswith("torch-")}
     ok = True
     if not baka:
         out.append("\nbaka line missing (baka bench failed or printed no JSON): no ratios.")
@@ -110,9 +112,10 @@ def report(rows: list[dict]) -> tuple[str, bool]:
         body, warnings = [], []
         for b in baka:
             for name, t in torch_rows.items():
+                t = last.get((name, shape(b)), t)
                 body.append(
                     [
-                        f"{b['system']} / {name}",
+                        f"{b['system']} (batch {b.get('batch')}) / {name}",
                         ratio(b.get("tok_s"), t.get("tok_s")),
                         ratio(b.get("peak_mem_gib"), t.get("peak_mem_gib")),
                     ]

@@ -9,8 +9,8 @@ use crate::config::Config;
 use crate::model::precision::Compute;
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::batches::mix;
-use crate::train::optim::adamw;
-use crate::train::train_step;
+use crate::train::adamw::AdamW;
+use crate::train::{train_step, train_step_marked};
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -21,6 +21,8 @@ pub struct BenchOptions {
     pub steps: usize,
     pub warmup: usize,
     pub peak_tflops: f64,
+    /// Time the phases of a step too (see [`phases`]).
+    pub phases: bool,
 }
 
 /// Model FLOPs per trained token (see module doc).
@@ -57,7 +59,7 @@ fn system(t: &crate::config::TrainConfig) -> String {
         return "baka-cpu".into();
     }
     let ce = format!("{} CE", t.ce);
-    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.ce != "fused", ce.as_str())]
+    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != "fused", ce.as_str())]
         .into_iter()
         .filter(|x| x.0)
         .map(|x| x.1)
@@ -79,7 +81,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         (all.clone().narrow(1, 0, len), all.narrow(1, 1, len))
     };
     let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(Compute::from_train(t));
-    let mut optim = adamw(t).init::<B, BakaLM<B>>();
+    let mut optim = AdamW::<B>::new(t);
     let t_warm = Instant::now();
     let mut first = f32::NAN;
     for i in 0..o.warmup {
@@ -107,7 +109,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
     let gpu = t.device == "cuda";
     let blas = gpu && t.matmul == "cublas";
-    Ok(serde_json::json!({
+    let mut line = serde_json::json!({
         "system": system(t),
         "branch": cfg.branch,
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
@@ -116,6 +118,8 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "attention": if gpu { t.attention.as_str() } else { "burn" },
         "embedding": if gpu { t.embedding.as_str() } else { "burn" },
         "layernorm": if gpu { t.layernorm.as_str() } else { "burn" },
+        "gate": if gpu { t.gate.as_str() } else { "burn" },
+        "adamw": if gpu { t.adamw.as_str() } else { "burn" },
         "dtype": t.dtype,
         "batch": t.batch * t.n_windows,
         "seq": cfg.model.window,
@@ -127,5 +131,43 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "warmup_s": (warm_s * 10.0).round() / 10.0,
         "loss_first": first,
         "loss_last": last,
-    }))
+    });
+    if o.phases {
+        let mut next = o.warmup + o.steps;
+        for (key, sync) in [("phases_ms", false), ("phases_synced_ms", true)] {
+            let ms;
+            (model, ms) = phases(model, &mut optim, o.steps, sync, t, dev, |_| {
+                next += 1;
+                batch(next)
+            })?;
+            line[key] = ms;
+        }
+    }
+    Ok(line)
+}
+
+/// Mean milliseconds per phase of [`train_step_marked`] over `steps` steps. Without `sync` they are
+/// the host's: where it spends the step ("read" includes waiting for the device to catch up); with a
+/// device sync after each phase, each is that phase's device time (or its host time, if longer).
+fn phases<B: AutodiffBackend>(mut model: BakaLM<B>, optim: &mut AdamW<B>, steps: usize, sync: bool, t: &crate::config::TrainConfig, dev: &B::Device, mut batch: impl FnMut(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>)) -> Result<(BakaLM<B>, serde_json::Value)> {
+    let mut sums: Vec<(&'static str, f64)> = Vec::new();
+    for i in 0..steps {
+        let (x, y) = batch(i);
+        B::sync(dev)?;
+        let mut last = Instant::now();
+        let mut mark = |name: &'static str| {
+            if sync {
+                B::sync(dev).expect("device sync");
+            }
+            let dt = std::mem::replace(&mut last, Instant::now()).elapsed().as_secs_f64() * 1e3;
+            match sums.iter_mut().find(|s| s.0 == name) {
+                Some(s) => s.1 += dt,
+                None => sums.push((name, dt)),
+            }
+        };
+        (model, _, _) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark);
+    }
+    B::sync(dev)?;
+    let ms = sums.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!((v / steps as f64 * 100.0).round() / 100.0))).collect();
+    Ok((model, serde_json::Value::Object(ms)))
 }

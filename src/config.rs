@@ -81,6 +81,12 @@ pub struct TrainConfig {
     /// LayerNorm/RMSNorm on CUDA: "fused" (one kernel each way, src/kernels/norm.rs) or "burn".
     /// CPU: always burn's.
     pub layernorm: String,
+    /// The MLP's gated SiLU on CUDA: "fused" (one kernel each way, src/kernels/gate.rs) or
+    /// "burn". CPU: always burn's.
+    pub gate: String,
+    /// AdamW update on CUDA: "fused" (one kernel per parameter, the clip folded in,
+    /// src/train/adamw.rs) or "burn" (burn's AdamW ops). CPU: always burn's.
+    pub adamw: String,
 }
 
 /// Widest `model.d_model` the fused norm kernel takes (`train.layernorm`).
@@ -113,6 +119,8 @@ impl Default for TrainConfig {
             attention: "fused".into(),
             embedding: "fused".into(),
             layernorm: "fused".into(),
+            gate: "fused".into(),
+            adamw: "fused".into(),
         }
     }
 }
@@ -317,7 +325,7 @@ impl Config {
         if !["fused", "closed-form", "autodiff"].contains(&t.ce.as_str()) {
             bail!("train.ce = {:?}: expected \"fused\", \"closed-form\" or \"autodiff\"", t.ce);
         }
-        for (k, v) in [("train.attention", &t.attention), ("train.embedding", &t.embedding), ("train.layernorm", &t.layernorm)] {
+        for (k, v) in [("train.attention", &t.attention), ("train.embedding", &t.embedding), ("train.layernorm", &t.layernorm), ("train.gate", &t.gate), ("train.adamw", &t.adamw)] {
             if !["fused", "burn"].contains(&v.as_str()) {
                 bail!("{k} = {v:?}: expected \"fused\" or \"burn\"");
             }

@@ -180,6 +180,10 @@ enum Cmd {
         /// Dense bf16 peak for the MFU column (H100/H200: 989).
         #[arg(long, default_value_t = 989.0)]
         peak_tflops: f64,
+        /// Also time the phases of a step (forward, backward, norm, read, optimizer): once as the
+        /// host sees them, once with a device sync after each ("phases_ms", "phases_synced_ms").
+        #[arg(long)]
+        phases: bool,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
@@ -241,12 +245,12 @@ fn main() {
         Cmd::Experiment { experiment, only, resume, sets } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets }),
         Cmd::Plot { inputs, out, steps, by } => cli::plot(&inputs, out, steps.as_deref(), &by),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
-        Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, sets } => {
+        Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, sets } => {
             let all: Vec<String> = (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()]))
                 .chain(device.map(|v| format!("train.device=\"{v}\"")))
                 .chain(sets)
                 .collect();
-            cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops })
+            cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops, phases })
         }
         Cmd::Encode { source, text } => cli::encode(&source, &text),
         Cmd::Eval { source, windows, samples } => cli::eval(&source, windows, samples),

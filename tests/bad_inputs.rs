@@ -95,6 +95,8 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     run_case("unknown cross-entropy kernel", &train_args("002_nope", &fresh, &["--set", "train.ce=triton"]), &[], &["train.ce", "triton", "fused"], &protect);
     run_case("unknown attention kernel", &train_args("002_nope", &fresh, &["--set", "train.attention=flash"]), &[], &["train.attention", "flash", "fused"], &protect);
     run_case("unknown layernorm kernel", &train_args("002_nope", &fresh, &["--set", "train.layernorm=apex"]), &[], &["train.layernorm", "apex", "burn"], &protect);
+    run_case("unknown gate kernel", &train_args("002_nope", &fresh, &["--set", "train.gate=swish"]), &[], &["train.gate", "swish", "fused"], &protect);
+    run_case("unknown adamw kernel", &train_args("002_nope", &fresh, &["--set", "train.adamw=apex"]), &[], &["train.adamw", "apex", "burn"], &protect);
     run_case("cuda on a CPU build", &train_args("002_nope", &fresh, &["--device", "cuda"]), &[], &["--features cuda"], &protect);
     run_case("model vocab smaller than the token file's", &train_args("002_nope", &fresh, &["--set", "model.vocab=100"]), &[], &["model.vocab = 100", "1024"], &protect);
 

@@ -99,39 +99,49 @@ fn operand(t: CubeTensor<CudaRuntime>) -> Operand {
 impl<F: FloatElement, I: IntElement, BT: BoolElement> BlasBackend for CubeBackend<CudaRuntime, F, I, BT> {
     fn blas_matmul(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
         let dtype = lhs.dtype;
-        assert_eq!(dtype, rhs.dtype, "cublas matmul: operand dtypes differ");
-        let (ty, compute) = match dtype {
-            DType::F32 | DType::Flex32 => (cbs::cudaDataType::CUDA_R_32F, cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
-            DType::BF16 => (cbs::cudaDataType::CUDA_R_16BF, cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F),
-            DType::F16 => (cbs::cudaDataType::CUDA_R_16F, cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F),
-            d => panic!("cublas matmul: unsupported dtype {d:?}"),
-        };
-        let ([lb, m, k], [rb, k2, n]) = (lhs.meta.shape().dims::<3>(), rhs.meta.shape().dims::<3>());
-        assert!(k == k2 && k > 0 && (lb == rb || lb == 1 || rb == 1), "cublas matmul: [{lb}, {m}, {k}] · [{rb}, {k2}, {n}]");
-        let b = lb.max(rb);
-        assert!([b, m, n, k].iter().all(|&v| v <= i32::MAX as usize), "cublas matmul: dims exceed i32");
-        let (client, device) = (lhs.client.clone(), lhs.device.clone());
-        let (a, w) = (operand(lhs), operand(rhs));
-        let out = CubeTensor::new_contiguous(client.clone(), device.clone(), Shape::new([b, m, n]), client.empty(b * m * n * dtype.size()), dtype);
-        if b * m * n == 0 {
-            return out;
-        }
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        enqueue([&a.t, &w.t, &out], |[pa, pw, po], stream| {
-            with_handle(device.index, stream as _, |h| unsafe {
-                // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
-                cb::gemm_strided_batched_ex(
-                    h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
-                    &alpha as *const f32 as _, pw as _, ty, w.ld as i32, w.batch_stride as i64,
-                    pa as _, ty, a.ld as i32, a.batch_stride as i64,
-                    &beta as *const f32 as _, po as _, ty, n as i32, (m * n) as i64,
-                    b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                )
-                .unwrap_or_else(|e| panic!("cublasGemmStridedBatchedEx: {e:?} (b {b} m {m} k {k} n {n} {dtype:?})"));
-            })
-        });
-        out
+        gemm(lhs, rhs, dtype)
     }
+}
+
+/// `lhs · rhs` (rank 3, same dtype) with the result in `out` (the operands' dtype, or f32: cuBLAS
+/// accumulates in f32 anyway, so a bf16 weight gradient can land in its f32 master directly).
+pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>, out: DType) -> CubeTensor<CudaRuntime> {
+    let dtype = lhs.dtype;
+    assert_eq!(dtype, rhs.dtype, "cublas matmul: operand dtypes differ");
+    let cuda = |d: DType| match d {
+        DType::F32 | DType::Flex32 => cbs::cudaDataType::CUDA_R_32F,
+        DType::BF16 => cbs::cudaDataType::CUDA_R_16BF,
+        DType::F16 => cbs::cudaDataType::CUDA_R_16F,
+        d => panic!("cublas matmul: unsupported dtype {d:?}"),
+    };
+    let (ty, out_ty) = (cuda(dtype), cuda(out));
+    assert!(out == dtype || out_ty == cbs::cudaDataType::CUDA_R_32F, "cublas matmul: {dtype:?} operands into {out:?}");
+    let compute = if ty == cbs::cudaDataType::CUDA_R_32F { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F };
+    let ([lb, m, k], [rb, k2, n]) = (lhs.meta.shape().dims::<3>(), rhs.meta.shape().dims::<3>());
+    assert!(k == k2 && k > 0 && (lb == rb || lb == 1 || rb == 1), "cublas matmul: [{lb}, {m}, {k}] · [{rb}, {k2}, {n}]");
+    let b = lb.max(rb);
+    assert!([b, m, n, k].iter().all(|&v| v <= i32::MAX as usize), "cublas matmul: dims exceed i32");
+    let (client, device) = (lhs.client.clone(), lhs.device.clone());
+    let (a, w) = (operand(lhs), operand(rhs));
+    let c = CubeTensor::new_contiguous(client.clone(), device.clone(), Shape::new([b, m, n]), client.empty(b * m * n * out.size()), out);
+    if b * m * n == 0 {
+        return c;
+    }
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    enqueue([&a.t, &w.t, &c], |[pa, pw, po], stream| {
+        with_handle(device.index, stream as _, |h| unsafe {
+            // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
+            cb::gemm_strided_batched_ex(
+                h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
+                &alpha as *const f32 as _, pw as _, ty, w.ld as i32, w.batch_stride as i64,
+                pa as _, ty, a.ld as i32, a.batch_stride as i64,
+                &beta as *const f32 as _, po as _, out_ty, n as i32, (m * n) as i64,
+                b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+            .unwrap_or_else(|e| panic!("cublasGemmStridedBatchedEx: {e:?} (b {b} m {m} k {k} n {n} {dtype:?} → {out:?})"));
+        })
+    });
+    c
 }
 
 impl<B: FusionBackend + BlasBackend> BlasBackend for Fusion<B> {

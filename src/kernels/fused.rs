@@ -2,10 +2,10 @@
 //! cubecl's stream order, on `Fusion` they are custom ops (`super::fusion`). The math each
 //! one does, and its reference in burn's ops, is in `super::prims`.
 
-use super::cublas::BlasBackend;
-use super::nvrtc::{compact, enqueue, launch, launch_2d, launch_shared, Arg};
+use super::cublas::{gemm, BlasBackend};
+use super::nvrtc::{compact, enqueue, enqueue_all, launch, launch_2d, launch_shared, Arg};
 use burn::prelude::*;
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::DType;
 use burn_cubecl::{element::BoolElement, tensor::CubeTensor, CubeBackend, FloatElement, IntElement};
 use cubecl::cuda::CudaRuntime;
@@ -34,7 +34,23 @@ pub trait FusedBackend: BlasBackend {
     fn norm_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, layer: bool) -> Vec<FloatTensor<Self>>;
     /// `Σ x²` over every element of all `tensors` (f32, any shapes), as `[1]` f32.
     fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self>;
+    /// `[p, m, v]` after one AdamW step of the f32 parameter `p` with gradient `g` and moments
+    /// `mv` (`None` on the first step); `h` as [`AdamScalars`]. With `stats` (`[loss, norm]`, f32)
+    /// the clip factor comes from the norm on the device, and a non-finite one skips the step.
+    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, mv: Option<[FloatTensor<Self>; 2]>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> [FloatTensor<Self>; 3];
+    /// `x [b, l, d] · w [d, n]` with the f32 weight cast to `x`'s dtype: `[b, l, n]`.
+    fn linear_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Its `[dx, dw]` from `g [b, l, n]`: `dx = g·wᵀ` in `g`'s dtype, `dw = xᵀ·g` in f32.
+    fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>) -> [FloatTensor<Self>; 2];
+    /// The MLP gate `silu(a) ⊙ u` (same shapes and dtype).
+    fn silu_mul_fwd(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Its `[da, du]` from the upstream `g`.
+    fn silu_mul_bwd(a: FloatTensor<Self>, u: FloatTensor<Self>, g: FloatTensor<Self>) -> [FloatTensor<Self>; 2];
 }
+
+/// `adamw_f32`'s `Adam` struct (cuda/fused.cu): lr, β1, 1−β1, β2, 1−β2, eps, 1−lr·wd, 1−β1ᵗ, 1−β2ᵗ,
+/// the gradient's scale (the clip factor), and the clip's max norm (used with `stats`).
+pub type AdamScalars = [f32; 11];
 
 type T = CubeTensor<CudaRuntime>;
 
@@ -168,10 +184,14 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let name = format!("norm_fwd_{}", float_name(&x));
         let tail = [Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::F32(eps), Arg::I32(b.is_none() as i32)];
         let blocks = grid(rows, SOFTMAX_BLOCK as usize / 32);
-        match &b {
-            Some(b) => enqueue([&x, &w, b, &y, &mean, &rstd], |[x, w, b, y, m, r], stream| launch(&name, blocks, SOFTMAX_BLOCK, stream, &[&[Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(b), Arg::Ptr(y), Arg::Ptr(m), Arg::Ptr(r)], &tail[..]].concat())),
-            None => enqueue([&x, &w, &y, &mean, &rstd], |[x, w, y, m, r], stream| launch(&name, blocks, SOFTMAX_BLOCK, stream, &[&[Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(0), Arg::Ptr(y), Arg::Ptr(m), Arg::Ptr(r)], &tail[..]].concat())),
-        }
+        let mut ts = vec![&x, &w];
+        ts.extend(&b);
+        ts.extend([&y, &mean, &rstd]);
+        enqueue_all(&ts, |p, stream| {
+            // without a bias the pointers are x, w, y, mean, rstd; the kernel takes 0 as "RMSNorm"
+            let p: Vec<u64> = if b.is_some() { p.to_vec() } else { [&p[..2], &[0], &p[2..]].concat() };
+            launch(&name, blocks, SOFTMAX_BLOCK, stream, &[p.into_iter().map(Arg::Ptr).collect(), tail.to_vec()].concat())
+        });
         [y, mean, rstd]
     }
 
@@ -199,23 +219,93 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let out = empty(&tensors[0], vec![1], DType::F32);
         let tensors: Vec<T> = tensors.into_iter().map(compact).collect();
         assert!(tensors.iter().all(|t| matches!(t.dtype, DType::F32 | DType::Flex32)), "sum_squares: f32 tensors only");
-        enqueue([&out], |[o], stream| unsafe { cudarc::driver::result::memset_d8_async(o, 0, 4, stream) }.expect("cuMemsetD8Async"));
         // `MT_MAX` (cuda/fused.cu) tensors per launch: their pointers and sizes go in the kernel's parameters
-        for chunk in tensors.chunks(MT_MAX) {
+        for (c, chunk) in tensors.chunks(MT_MAX).enumerate() {
             let most = chunk.iter().map(|t| t.meta.shape().num_elements()).max().unwrap_or(0);
-            let (mut ptrs, mut sizes) = ([0u64; MT_MAX], [0i64; MT_MAX]);
-            for (i, t) in chunk.iter().enumerate() {
-                // each tensor's pointer, on the output's stream (one enqueue per tensor: `enqueue` takes arrays)
-                ptrs[i] = enqueue([t, &out], |[p, _], _| p);
-                sizes[i] = t.meta.shape().num_elements() as i64;
-            }
-            let mut table: Vec<u8> = ptrs.iter().flat_map(|p| p.to_ne_bytes()).collect();
-            table.extend(sizes.iter().flat_map(|n| n.to_ne_bytes()));
             let blocks = grid(most, 256 * 16).min(1024);
-            enqueue([&out], |[o], stream| launch_2d("sum_squares_f32", (blocks, chunk.len() as u32), 256, stream, &[Arg::Bytes(table), Arg::Ptr(o)]));
+            let ts: Vec<&T> = chunk.iter().chain([&out]).collect();
+            enqueue_all(&ts, |p, stream| {
+                if c == 0 {
+                    unsafe { cudarc::driver::result::memset_d8_async(p[chunk.len()], 0, 4, stream) }.expect("cuMemsetD8Async");
+                }
+                let (mut ptrs, mut sizes) = ([0u64; MT_MAX], [0i64; MT_MAX]);
+                for (i, t) in chunk.iter().enumerate() {
+                    (ptrs[i], sizes[i]) = (p[i], t.meta.shape().num_elements() as i64);
+                }
+                let mut table: Vec<u8> = ptrs.iter().flat_map(|p| p.to_ne_bytes()).collect();
+                table.extend(sizes.iter().flat_map(|n| n.to_ne_bytes()));
+                launch_2d("sum_squares_f32", (blocks, chunk.len() as u32), 256, stream, &[Arg::Bytes(table), Arg::Ptr(p[chunk.len()])])
+            });
         }
         out
     }
+
+    fn adamw(p: T, g: T, mv: Option<[T; 2]>, stats: Option<T>, h: AdamScalars) -> [T; 3] {
+        let (p, g, mv, stats) = (compact(p), compact(g), mv.map(|t| t.map(compact)), stats.map(compact));
+        assert!(stats.as_ref().is_none_or(|s| s.dtype == DType::F32 && s.meta.shape().num_elements() == 2), "adamw: stats must be [loss, norm] in f32");
+        let n = p.meta.shape().num_elements();
+        let f32s = [&p, &g].into_iter().chain(mv.iter().flatten());
+        assert!(f32s.clone().all(|t| t.dtype == DType::F32 && t.meta.shape().num_elements() == n), "adamw: f32 tensors of {n} elements only");
+        let outs = [(); 3].map(|_| empty(&p, p.meta.shape().to_vec(), DType::F32));
+        let mut ts: Vec<&T> = f32s.collect();
+        ts.extend(&stats);
+        ts.extend(&outs);
+        enqueue_all(&ts, |q, stream| {
+            let (m, v) = if mv.is_some() { (q[2], q[3]) } else { (0, 0) };
+            let s = if stats.is_some() { q[q.len() - 4] } else { 0 };
+            let o = &q[q.len() - 3..];
+            let h = h.iter().flat_map(|x| x.to_ne_bytes()).collect();
+            let args = [Arg::Ptr(q[0]), Arg::Ptr(q[1]), Arg::Ptr(m), Arg::Ptr(v), Arg::Ptr(o[0]), Arg::Ptr(o[1]), Arg::Ptr(o[2]), Arg::I64(n as i64), Arg::Bytes(h), Arg::I32(mv.is_none() as i32), Arg::Ptr(s)];
+            launch("adamw_f32", grid(n, 256).min(2048), 256, stream, &args)
+        });
+        outs
+    }
+
+    fn linear_fwd(x: T, w: T) -> T {
+        let ([b, l, d], n) = (x.meta.shape().dims::<3>(), w.meta.shape()[1]);
+        let wc = if w.dtype == x.dtype { w } else { Self::float_cast(w, x.dtype.into()) };
+        let wc = Self::float_reshape(wc, Shape::new([1, d, n]));
+        let dtype = x.dtype;
+        let y = gemm(Self::float_reshape(x, Shape::new([1, b * l, d])), wc, dtype);
+        Self::float_reshape(y, Shape::new([b, l, n]))
+    }
+
+    fn linear_bwd(g: T, x: T, w: T) -> [T; 2] {
+        let ([b, l, n], d) = (g.meta.shape().dims::<3>(), w.meta.shape()[0]);
+        let (dtype, w_dtype) = (g.dtype, w.dtype);
+        let wc = if w_dtype == dtype { w } else { Self::float_cast(w, dtype.into()) };
+        let wc = Self::float_reshape(wc, Shape::new([1, d, n]));
+        let (g, x) = (Self::float_reshape(g, Shape::new([1, b * l, n])), Self::float_reshape(x, Shape::new([1, b * l, d])));
+        let dx = gemm(g.clone(), Self::float_swap_dims(wc, 1, 2), dtype);
+        let dw = gemm(Self::float_swap_dims(x, 1, 2), g, w_dtype);
+        [Self::float_reshape(dx, Shape::new([b, l, d])), Self::float_reshape(dw, Shape::new([d, n]))]
+    }
+
+    fn silu_mul_fwd(a: T, u: T) -> T {
+        let [y] = elementwise("silu_mul_fwd", [a, u]);
+        y
+    }
+
+    fn silu_mul_bwd(a: T, u: T, g: T) -> [T; 2] {
+        elementwise("silu_mul_bwd", [a, u, g])
+    }
+}
+
+/// Launches the elementwise kernel `<kind>_<dtype>` over same-shaped `inputs`, into `M` fresh
+/// outputs of their shape and dtype (one thread per element, grid-strided).
+fn elementwise<const N: usize, const M: usize>(kind: &str, inputs: [T; N]) -> [T; M] {
+    let inputs = inputs.map(compact);
+    let (shape, dtype) = (inputs[0].meta.shape().clone(), inputs[0].dtype);
+    assert!(inputs.iter().all(|t| *t.meta.shape() == shape && t.dtype == dtype), "{kind}: operands differ in shape or dtype");
+    let n = shape.num_elements();
+    let outs = [(); M].map(|_| empty(&inputs[0], shape.to_vec(), dtype));
+    let name = format!("{kind}_{}", float_name(&inputs[0]));
+    let ts: Vec<&T> = inputs.iter().chain(&outs).collect();
+    enqueue_all(&ts, |p, stream| {
+        let args: Vec<Arg> = p.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64(n as i64)]).collect();
+        launch(&name, grid(n, 256).min(8192), 256, stream, &args)
+    });
+    outs
 }
 
 /// Launches `heads_split`/`heads_merge` from `input` into `out` (one thread per element).
@@ -224,19 +314,17 @@ fn heads_kernel(kind: &str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd
     let n = out.meta.shape().num_elements();
     let name = format!("{kind}_{}", float_name(&input));
     let dims = [Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
-    match rot {
-        Some(tables) => {
-            let [c, s] = tables.map(compact);
-            assert!([&c, &s].iter().all(|t| t.meta.shape().num_elements() == l * hd && t.dtype == input.dtype), "{kind}: tables {:?} for L {l}, head dim {hd}", c.meta.shape());
-            enqueue([&input, &c, &s, &out], |[x, c, s, y], stream| {
-                let args = [&[Arg::Ptr(x), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(y)], &dims[..], &[Arg::I32(1)]].concat();
-                launch(&name, grid(n, 256), 256, stream, &args)
-            });
-        }
-        None => enqueue([&input, &out], |[x, y], stream| {
-            let args = [&[Arg::Ptr(x), Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(y)], &dims[..], &[Arg::I32(0)]].concat();
-            launch(&name, grid(n, 256), 256, stream, &args)
-        }),
+    let tables = rot.map(|t| t.map(compact));
+    if let Some([c, s]) = &tables {
+        assert!([c, s].iter().all(|t| t.meta.shape().num_elements() == l * hd && t.dtype == input.dtype), "{kind}: tables {:?} for L {l}, head dim {hd}", c.meta.shape());
     }
+    let mut ts = vec![&input];
+    ts.extend(tables.iter().flatten());
+    ts.push(&out);
+    enqueue_all(&ts, |p, stream| {
+        let (c, s) = if tables.is_some() { (p[1], p[2]) } else { (0, 0) };
+        let args = [&[Arg::Ptr(p[0]), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(p[p.len() - 1])], &dims[..], &[Arg::I32(tables.is_some() as i32)]].concat();
+        launch(&name, grid(n, 256), 256, stream, &args)
+    });
     out
 }

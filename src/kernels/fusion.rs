@@ -2,7 +2,7 @@
 //! custom op in burn-fusion's stream (like the cuBLAS matmul), executed by the inner backend's
 //! kernel when the stream runs.
 
-use super::fused::FusedBackend;
+use super::fused::{AdamScalars, FusedBackend};
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::DType;
@@ -13,9 +13,9 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 /// A fused op as a `Fusion` custom op: `run` gets the inner tensors by the op's description.
 struct Custom<B: FusionBackend> {
     desc: CustomOpIr,
-    scale: f32,
+    scalars: Vec<f32>,
     size: usize,
-    run: fn(&CustomOpIr, f32, usize, &mut Handles<B>),
+    run: Run<B>,
 }
 
 impl<B: FusionBackend> std::fmt::Debug for Custom<B> {
@@ -26,32 +26,33 @@ impl<B: FusionBackend> std::fmt::Debug for Custom<B> {
 
 impl<B: FusionBackend> Operation<B::FusionRuntime> for Custom<B> {
     fn execute(&self, h: &mut Handles<B>) {
-        (self.run)(&self.desc, self.scale, self.size, h)
+        (self.run)(&self.desc, &self.scalars, self.size, h)
     }
 }
 
-/// Registers `name` with `inputs` and outputs of `(shape, dtype)`; returns the outputs.
+/// Registers `name` with `inputs`, outputs of `(shape, dtype)`, and the scalars and size `run`
+/// gets; returns the outputs.
 fn custom<B: FusionBackend, const M: usize>(
     name: &'static str,
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
     outputs: [(Vec<usize>, DType); M],
-    (scale, size): (f32, usize),
-    run: fn(&CustomOpIr, f32, usize, &mut Handles<B>),
+    (scalars, size): (&[f32], usize),
+    run: Run<B>,
 ) -> [FusionTensor<B::FusionRuntime>; M] {
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(&inputs);
     let outs: Vec<TensorIr> = outputs.into_iter().map(|(s, dt)| TensorIr::uninit(client.create_empty_handle(), Shape::from(s), dt)).collect();
     let desc = CustomOpIr::new(name, &inputs.into_iter().map(|t| t.into_ir()).collect::<Vec<_>>(), &outs);
-    let out = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, scale, size, run });
+    let out = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, scalars: scalars.to_vec(), size, run });
     out.try_into().unwrap_or_else(|v: Vec<_>| panic!("{name}: {} outputs, expected {M}", v.len()))
 }
 
 impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
     fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self> {
         let out = (s.shape.to_vec(), s.dtype);
-        let [p] = custom::<B, 1>("softmax_fwd", vec![s, bias], [out], (scale, heads), |d, scale, heads, h| {
+        let [p] = custom::<B, 1>("softmax_fwd", vec![s, bias], [out], (&[scale], heads), |d, f, heads, h| {
             let ([s, b], [o]) = d.as_fixed();
-            let p = B::softmax_fwd(h.get_float_tensor::<B>(s), h.get_float_tensor::<B>(b), scale, heads);
+            let p = B::softmax_fwd(h.get_float_tensor::<B>(s), h.get_float_tensor::<B>(b), f[0], heads);
             h.register_float_tensor::<B>(&o.id, p);
         });
         p
@@ -59,9 +60,9 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
         let out = (p.shape.to_vec(), p.dtype);
-        let [ds] = custom::<B, 1>("softmax_bwd", vec![p, dp], [out], (scale, 0), |d, scale, _, h| {
+        let [ds] = custom::<B, 1>("softmax_bwd", vec![p, dp], [out], (&[scale], 0), |d, f, _, h| {
             let ([p, dp], [o]) = d.as_fixed();
-            let ds = B::softmax_bwd(h.get_float_tensor::<B>(p), h.get_float_tensor::<B>(dp), scale);
+            let ds = B::softmax_bwd(h.get_float_tensor::<B>(p), h.get_float_tensor::<B>(dp), f[0]);
             h.register_float_tensor::<B>(&o.id, ds);
         });
         ds
@@ -69,7 +70,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn ce_fwd(x: FloatTensor<Self>, t: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
         let n = x.shape[0];
-        custom::<B, 2>("ce_fwd", vec![x, t], [(vec![n], DType::F32), (vec![n], DType::F32)], (0.0, 0), |d, _, _, h| {
+        custom::<B, 2>("ce_fwd", vec![x, t], [(vec![n], DType::F32), (vec![n], DType::F32)], (&[], 0), |d, _, _, h| {
             let ([x, t], [loss, lse]) = d.as_fixed();
             let [l, s] = B::ce_fwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t));
             h.register_float_tensor::<B>(&loss.id, l);
@@ -79,7 +80,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn ce_bwd(x: FloatTensor<Self>, t: IntTensor<Self>, lse: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         let out = (x.shape.to_vec(), x.dtype);
-        let [dx] = custom::<B, 1>("ce_bwd", vec![x, t, lse, g], [out], (0.0, 0), |d, _, _, h| {
+        let [dx] = custom::<B, 1>("ce_bwd", vec![x, t, lse, g], [out], (&[], 0), |d, _, _, h| {
             let ([x, t, lse, g], [o]) = d.as_fixed();
             let dx = B::ce_bwd(h.get_float_tensor::<B>(x), h.get_int_tensor::<B>(t), h.get_float_tensor::<B>(lse), h.get_float_tensor::<B>(g));
             h.register_float_tensor::<B>(&o.id, dx);
@@ -89,7 +90,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
         let d = g.shape[1];
-        let [dw] = custom::<B, 1>("embed_bwd", vec![ids, g], [(vec![vocab, d], DType::F32)], (0.0, vocab), |d, _, vocab, h| {
+        let [dw] = custom::<B, 1>("embed_bwd", vec![ids, g], [(vec![vocab, d], DType::F32)], (&[], vocab), |d, _, vocab, h| {
             let ([ids, g], [o]) = d.as_fixed();
             let dw = B::embed_bwd(h.get_int_tensor::<B>(ids), h.get_float_tensor::<B>(g), vocab);
             h.register_float_tensor::<B>(&o.id, dw);
@@ -116,24 +117,24 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
     fn norm_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, b: Option<FloatTensor<Self>>, eps: f32) -> [FloatTensor<Self>; 3] {
         let [rows, d] = x.shape.dims::<2>();
         let outs = [(vec![rows, d], x.dtype), (vec![rows], DType::F32), (vec![rows], DType::F32)];
-        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, eps: f32, _: usize, h: &mut Handles<B>) {
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, eps: &[f32], _: usize, h: &mut Handles<B>) {
             let x = h.get_float_tensor::<B>(&d.inputs[0]);
             let w = h.get_float_tensor::<B>(&d.inputs[1]);
             let b = (d.inputs.len() == 3).then(|| h.get_float_tensor::<B>(&d.inputs[2]));
-            for (o, t) in d.outputs.iter().zip(B::norm_fwd(x, w, b, eps)) {
+            for (o, t) in d.outputs.iter().zip(B::norm_fwd(x, w, b, eps[0])) {
                 h.register_float_tensor::<B>(&o.id, t);
             }
         }
         match b {
-            Some(b) => custom::<B, 3>("norm_fwd", vec![x, w, b], outs, (eps, 0), run::<B>),
-            None => custom::<B, 3>("norm_fwd", vec![x, w], outs, (eps, 0), run::<B>),
+            Some(b) => custom::<B, 3>("norm_fwd", vec![x, w, b], outs, (&[eps], 0), run::<B>),
+            None => custom::<B, 3>("norm_fwd", vec![x, w], outs, (&[eps], 0), run::<B>),
         }
     }
 
     fn norm_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, layer: bool) -> Vec<FloatTensor<Self>> {
         let [rows, d] = x.shape.dims::<2>();
         let dx = (vec![rows, d], x.dtype);
-        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: f32, layer: usize, h: &mut Handles<B>) {
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: &[f32], layer: usize, h: &mut Handles<B>) {
             let [g, x, w, m, r] = std::array::from_fn(|i| h.get_float_tensor::<B>(&d.inputs[i]));
             for (o, t) in d.outputs.iter().zip(B::norm_bwd(g, x, w, m, r, layer == 1)) {
                 h.register_float_tensor::<B>(&o.id, t);
@@ -141,30 +142,92 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         }
         let ins = [g, x, w, mean, rstd];
         if layer {
-            custom::<B, 3>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32), (vec![d], DType::F32)], (0.0, 1), run::<B>).into()
+            custom::<B, 3>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32), (vec![d], DType::F32)], (&[], 1), run::<B>).into()
         } else {
-            custom::<B, 2>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32)], (0.0, 0), run::<B>).into()
+            custom::<B, 2>("norm_bwd", Vec::from(ins), [dx, (vec![d], DType::F32)], (&[], 0), run::<B>).into()
         }
     }
 
     fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
-        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: f32, _: usize, h: &mut Handles<B>) {
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: &[f32], _: usize, h: &mut Handles<B>) {
             let ts = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect();
             h.register_float_tensor::<B>(&d.outputs[0].id, B::sum_squares(ts));
         }
-        let [s] = custom::<B, 1>("sum_squares", tensors, [(vec![1], DType::F32)], (0.0, 0), run::<B>);
+        let [s] = custom::<B, 1>("sum_squares", tensors, [(vec![1], DType::F32)], (&[], 0), run::<B>);
         s
+    }
+
+    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, mv: Option<[FloatTensor<Self>; 2]>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> [FloatTensor<Self>; 3] {
+        /// `size` = 2·(moments given) + (stats given): the inputs are p, g, [m, v], [stats].
+        fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, h: &[f32], size: usize, hs: &mut Handles<B>) {
+            let mut ins = d.inputs.iter().map(|t| hs.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let (p, g) = (ins.next().expect("p"), ins.next().expect("g"));
+            let mv = (size >= 2).then(|| [ins.next().expect("m"), ins.next().expect("v")]);
+            let stats = (size % 2 == 1).then(|| ins.next().expect("stats"));
+            for (o, t) in d.outputs.iter().zip(B::adamw(p, g, mv, stats, h.try_into().expect("11 AdamW scalars"))) {
+                hs.register_float_tensor::<B>(&o.id, t);
+            }
+        }
+        let out = (p.shape.to_vec(), DType::F32);
+        let size = 2 * mv.is_some() as usize + stats.is_some() as usize;
+        let mut ins = vec![p, g];
+        ins.extend(mv.into_iter().flatten());
+        ins.extend(stats);
+        custom::<B, 3>("adamw", ins, [out.clone(), out.clone(), out], (&h, size), run::<B>)
+    }
+
+    fn linear_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let ([b, l, _], n) = (x.shape.dims::<3>(), w.shape[1]);
+        let out = (vec![b, l, n], x.dtype);
+        let [y] = custom::<B, 1>("linear_fwd", vec![x, w], [out], (&[], 0), |d, _, _, h| {
+            let ([x, w], [o]) = d.as_fixed();
+            let y = B::linear_fwd(h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(w));
+            h.register_float_tensor::<B>(&o.id, y);
+        });
+        y
+    }
+
+    fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>) -> [FloatTensor<Self>; 2] {
+        let outs = [(x.shape.to_vec(), g.dtype), (w.shape.to_vec(), w.dtype)];
+        custom::<B, 2>("linear_bwd", vec![g, x, w], outs, (&[], 0), |d, _, _, h| {
+            let ([g, x, w], [dx, dw]) = d.as_fixed();
+            let [gx, gw] = B::linear_bwd(h.get_float_tensor::<B>(g), h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(w));
+            h.register_float_tensor::<B>(&dx.id, gx);
+            h.register_float_tensor::<B>(&dw.id, gw);
+        })
+    }
+
+    fn silu_mul_fwd(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = (a.shape.to_vec(), a.dtype);
+        let [y] = custom::<B, 1>("silu_mul_fwd", vec![a, u], [out], (&[], 0), |d, _, _, h| {
+            let ([a, u], [o]) = d.as_fixed();
+            let y = B::silu_mul_fwd(h.get_float_tensor::<B>(a), h.get_float_tensor::<B>(u));
+            h.register_float_tensor::<B>(&o.id, y);
+        });
+        y
+    }
+
+    fn silu_mul_bwd(a: FloatTensor<Self>, u: FloatTensor<Self>, g: FloatTensor<Self>) -> [FloatTensor<Self>; 2] {
+        let out = (a.shape.to_vec(), a.dtype);
+        custom::<B, 2>("silu_mul_bwd", vec![a, u, g], [out.clone(), out], (&[], 0), |d, _, _, h| {
+            let ([a, u, g], [da, du]) = d.as_fixed();
+            let [ga, gu] = B::silu_mul_bwd(h.get_float_tensor::<B>(a), h.get_float_tensor::<B>(u), h.get_float_tensor::<B>(g));
+            h.register_float_tensor::<B>(&da.id, ga);
+            h.register_float_tensor::<B>(&du.id, gu);
+        })
     }
 }
 
+/// What a custom op runs: its description, scalars, size and the stream's handles.
+type Run<B> = fn(&CustomOpIr, &[f32], usize, &mut Handles<B>);
 type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
 /// Registers a head split/merge with 1 input (no rotation) or 3 (input, cos, sin).
-fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRuntime>, rot: Option<[FusionTensor<B::FusionRuntime>; 2]>, heads: usize, shape: Vec<usize>, run: fn(&CustomOpIr, f32, usize, &mut Handles<B>)) -> FusionTensor<B::FusionRuntime> {
+fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRuntime>, rot: Option<[FusionTensor<B::FusionRuntime>; 2]>, heads: usize, shape: Vec<usize>, run: Run<B>) -> FusionTensor<B::FusionRuntime> {
     let out = [(shape, x.dtype)];
     let [y] = match rot {
-        None => custom::<B, 1>(name, vec![x], out, (0.0, heads), run),
-        Some([c, s]) => custom::<B, 1>(name, vec![x, c, s], out, (0.0, heads), run),
+        None => custom::<B, 1>(name, vec![x], out, (&[], heads), run),
+        Some([c, s]) => custom::<B, 1>(name, vec![x, c, s], out, (&[], heads), run),
     };
     y
 }

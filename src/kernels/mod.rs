@@ -8,6 +8,7 @@
 //! over by `Any` downcast ([`retype`]); the CPU keeps burn's ops, so its runs stay bit-exact.
 
 pub mod attention;
+pub mod binary;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cublas;
@@ -16,8 +17,10 @@ pub mod embedding;
 pub mod fused;
 #[cfg(feature = "cuda")]
 mod fusion;
+pub mod gate;
 pub mod gemm;
 pub mod heads;
+pub mod linear;
 pub mod norm;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
@@ -161,8 +164,20 @@ pub fn embedding<B: Backend>(weight: Tensor<B, 2>, ids: Tensor<B, 2, Int>) -> Te
     panic!("kernels::embedding: {} has no fused path", std::any::type_name::<B>())
 }
 
-/// Whether [`sum_squares`] has its kernel for the (inner, non-autodiff) backend `B`: CUDA.
-pub fn has_sum_squares<B: Backend>() -> bool {
+/// [`gate::silu_mul_ad`] with its kernels: the MLP gate `silu(a) ⊙ u`. Panics unless
+/// [`has_fused::<B>()`](has_fused).
+pub fn silu_mul<B: Backend, const D: usize>(a: Tensor<B, D>, u: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        return gt::down(gate::silu_mul_ad(gt::up(a), gt::up(u), true));
+    }
+    let _ = (a, u);
+    panic!("kernels::silu_mul: {} has no fused path", std::any::type_name::<B>())
+}
+
+/// Whether [`sum_squares`] and [`adamw`] have their kernels for the (inner, non-autodiff) backend
+/// `B`: CUDA.
+pub fn has_optim_kernels<B: Backend>() -> bool {
     #[cfg(feature = "cuda")]
     return std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::Gpu>();
     #[cfg(not(feature = "cuda"))]
@@ -171,16 +186,44 @@ pub fn has_sum_squares<B: Backend>() -> bool {
 
 /// `Σ x²` over all elements of all `tensors` (f32 gradients, any shapes) as `[1]`, in one
 /// multi-tensor kernel per 64 tensors instead of a reduction each (`cuda/fused.cu`).
-/// Panics unless [`has_sum_squares::<B>()`](has_sum_squares).
+/// Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
 pub fn sum_squares<B: Backend>(tensors: Vec<burn::tensor::ops::FloatTensor<B>>) -> Tensor<B, 1> {
     #[cfg(feature = "cuda")]
-    if has_sum_squares::<B>() {
+    if has_optim_kernels::<B>() {
         use fused::FusedBackend;
         let s = crate::backend::Gpu::sum_squares(tensors.into_iter().map(retype).collect());
         return Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(retype(s)));
     }
     let _ = tensors;
     panic!("kernels::sum_squares: {} has no kernel", std::any::type_name::<B>())
+}
+
+/// One AdamW step of the f32 parameter `p` with gradient `g` and moments `mv` (`None` on the
+/// first step) as one kernel (`cuda/fused.cu`); returns `[p, m, v]`. `h`: see `fused::AdamScalars`
+/// (`[f32; 11]`); `stats` (`[loss, norm]`): clip on the device, skip the step if either is not
+/// finite. Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
+pub fn adamw<B: Backend, const D: usize>(p: Tensor<B, D>, g: Tensor<B, D>, mv: Option<[Tensor<B, D>; 2]>, stats: Option<Tensor<B, 1>>, h: [f32; 11]) -> [Tensor<B, D>; 3] {
+    #[cfg(feature = "cuda")]
+    if has_optim_kernels::<B>() {
+        use fused::FusedBackend;
+        let prim = |t: Tensor<B, D>| retype(t.into_primitive().tensor());
+        let stats = stats.map(|s| retype(s.into_primitive().tensor()));
+        let out = crate::backend::Gpu::adamw(prim(p), prim(g), mv.map(|mv| mv.map(prim)), stats, h);
+        return out.map(|t| Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(retype(t))));
+    }
+    let _ = (p, g, mv, stats, h);
+    panic!("kernels::adamw: {} has no kernel", std::any::type_name::<B>())
+}
+
+/// [`linear::linear_ad`] on cuBLAS: `x [b, l, d] · w [d, n]` with the f32 weight cast to `x`'s
+/// dtype inside the op. Panics unless [`has_fused::<B>()`](has_fused).
+pub fn linear_train<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        return gt::down(linear::linear_ad(gt::up(x), gt::up(w), true));
+    }
+    let _ = (x, w);
+    panic!("kernels::linear_train: {} has no fused path", std::any::type_name::<B>())
 }
 
 /// Whether [`linear`] has a cuBLAS path for backend `B`.

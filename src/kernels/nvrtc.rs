@@ -32,15 +32,21 @@ pub fn compact(t: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
 /// stream of the last one (the freshly allocated output, so this thread's stream). Buffers that
 /// live on another stream (written by another thread) make it sync the host before and after.
 pub fn enqueue<const N: usize, T>(tensors: [&CubeTensor<CudaRuntime>; N], f: impl FnOnce([u64; N], ds::CUstream) -> T) -> T {
-    let client = &tensors[N - 1].client;
-    let res = tensors.map(|t| client.get_resource(t.handle.clone()).expect("cubecl get_resource"));
-    let stream = res[N - 1].resource().stream;
+    enqueue_all(&tensors, |p, stream| f(std::array::from_fn(|i| p[i]), stream))
+}
+
+/// [`enqueue`] over a slice, for operand counts known only at run time (optional operands, lists).
+pub fn enqueue_all<T>(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], ds::CUstream) -> T) -> T {
+    let client = &tensors.last().expect("enqueue: no tensors").client;
+    let res: Vec<_> = tensors.iter().map(|t| client.get_resource(t.handle.clone()).expect("cubecl get_resource")).collect();
+    let stream = res[res.len() - 1].resource().stream;
     let foreign = res.iter().any(|r| r.resource().stream != stream);
     if foreign {
         cubecl::future::block_on(client.sync()).expect("cubecl sync");
     }
     // the managed resources stay alive until the work is enqueued; stream order does the rest
-    let out = f(std::array::from_fn(|i| res[i].resource().ptr), stream);
+    let ptrs: Vec<u64> = res.iter().map(|r| r.resource().ptr).collect();
+    let out = f(&ptrs, stream);
     if foreign {
         cubecl::future::block_on(client.sync()).expect("cubecl sync");
     }

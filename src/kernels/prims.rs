@@ -196,6 +196,60 @@ pub fn norm_bwd<B: Backend>(g: Tensor<B, 2>, x: Tensor<B, 2>, w: Tensor<B, 1>, m
     out
 }
 
+/// `x [b, l, d] · w [d, n]` with the (f32) weight cast to `x`'s dtype.
+pub fn linear_fwd<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> Tensor<B, 3> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::linear_fwd(gpu::up(x), gpu::up(w)));
+    }
+    let ([b, l, d], n) = (x.dims(), w.dims()[1]);
+    let wc = crate::model::precision::to(w, x.dtype().into());
+    x.reshape([b * l, d]).matmul(wc).reshape([b, l, n])
+}
+
+/// Its gradients from `g [b, l, n]`: `dx = g·wᵀ` (in `g`'s dtype), `dw = xᵀ·g` (in `w`'s).
+pub fn linear_bwd<B: Backend>(g: Tensor<B, 3>, x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> (Tensor<B, 3>, Tensor<B, 2>) {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            use super::fused::FusedBackend;
+            let [dx, dw] = crate::backend::Gpu::linear_bwd(gpu::up(g), gpu::up(x), gpu::up(w));
+            return (gpu::down(dx), gpu::down(dw));
+        }
+    }
+    let ([b, l, n], d) = (g.dims(), w.dims()[0]);
+    let w_dtype = w.dtype();
+    let g = g.reshape([b * l, n]);
+    let dx = g.clone().matmul(crate::model::precision::to(w, g.dtype().into()).transpose());
+    let dw = x.reshape([b * l, d]).transpose().matmul(g);
+    (dx.reshape([b, l, d]), crate::model::precision::to(dw, w_dtype.into()))
+}
+
+/// The MLP gate `silu(a) ⊙ u`.
+pub fn silu_mul_fwd<B: Backend, const D: usize>(a: Tensor<B, D>, u: Tensor<B, D>, fused: bool) -> Tensor<B, D> {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::silu_mul_fwd(gpu::up(a), gpu::up(u)));
+    }
+    burn::tensor::activation::silu(a) * u
+}
+
+/// Its gradients from `g`: `du = g ⊙ silu(a)`, `da = g ⊙ u ⊙ σ(a) ⊙ (1 + a ⊙ (1 − σ(a)))`.
+pub fn silu_mul_bwd<B: Backend, const D: usize>(g: Tensor<B, D>, a: Tensor<B, D>, u: Tensor<B, D>, fused: bool) -> (Tensor<B, D>, Tensor<B, D>) {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            use super::fused::FusedBackend;
+            let [da, du] = crate::backend::Gpu::silu_mul_bwd(gpu::up(a), gpu::up(u), gpu::up(g));
+            return (gpu::down(da), gpu::down(du));
+        }
+    }
+    let s = burn::tensor::activation::sigmoid(a.clone());
+    let du = g.clone() * a.clone() * s.clone();
+    let da = g * u * s.clone() * ((s.neg() + 1.0) * a + 1.0);
+    (da, du)
+}
+
 /// `Tensor` ⇄ float primitive, for the autodiff ops built from these steps.
 pub fn float<B: Backend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))

@@ -15,7 +15,7 @@ fn config(positions: PositionKind) -> ModelConfig {
 }
 
 /// Mean loss over 3 windows of a fixed batch, and the embedding's gradient (it sums every path),
-/// with the kernels of `t` (dtype, matmul, attention, ce, embedding, layernorm).
+/// with the kernels of `t` (dtype, matmul, attention, ce, embedding, layernorm, gate).
 fn loss_and_grad<B: AutodiffBackend>(c: &ModelConfig, m: &MemoryConfig, t: &TrainConfig, dev: &B::Device) -> (f32, Vec<f32>) {
     let model = BakaLM::<B>::new(c, m, 7, dev).with_compute(precision::Compute::from_train(t));
     let v: Vec<i64> = (0..2 * 97).map(|i| ((i as u64 * 2654435761) % 256) as i64).collect();
@@ -46,7 +46,7 @@ fn gpu_every_branch_matches_the_cpu() {
             return t;
         }
         let burn = || "burn".to_string();
-        TrainConfig { matmul: burn(), attention: burn(), embedding: burn(), layernorm: burn(), ce: "autodiff".into(), ..t }
+        TrainConfig { matmul: burn(), attention: burn(), embedding: burn(), layernorm: burn(), gate: burn(), ce: "autodiff".into(), ..t }
     };
     let mut cases: Vec<(ModelConfig, MemoryConfig, TrainConfig)> = [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi]
         .map(|p| (config(p), no_memory.clone(), train("bf16", "fused")))
@@ -255,6 +255,63 @@ fn gpu_norm_kernels_match_burns_steps() {
     }
 }
 
+/// The cuBLAS linear op (cast inside, f32 weight gradient straight from the GEMM) against burn's
+/// steps: output and the gradients of x and the weight, f32 and bf16 activations.
+#[test]
+fn gpu_linear_op_matches_burns_steps() {
+    use crate::kernels::linear::linear_ad;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect() };
+    let (b, l, d, n) = (3, 70, 96, 200);
+    for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
+        let run = |fused: bool| {
+            let x = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(1, b * l * d), [b * l * d]), &dev).reshape([b, l, d]).cast(dt).require_grad();
+            let w = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(2, d * n), [d * n]), &dev).reshape([d, n]).require_grad();
+            let y = linear_ad(x.clone(), w.clone(), fused);
+            let up = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(3, b * l * n), [b * l * n]), &dev).reshape([b, l, n]).cast(dt);
+            let g = (y.clone() * up).sum().backward();
+            let f = |t: Tensor<crate::backend::Gpu, 3>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
+            let dw = w.grad(&g).unwrap();
+            assert_eq!(dw.dtype(), burn::tensor::DType::F32, "the weight gradient is the f32 master's");
+            [f(y.inner()), f(x.grad(&g).unwrap()), dw.into_data().to_vec::<f32>().unwrap()]
+        };
+        let (want, got) = (run(false), run(true));
+        let tol = if dt == burn::tensor::FloatDType::F32 { 2e-3 } else { 2e-2 }; // TF32 / bf16 GEMMs
+        for (what, (a, g)) in ["y", "dx", "dw"].iter().zip(want.iter().zip(&got)) {
+            let r = rel(g, a);
+            eprintln!("linear {dt:?} {what}: cuBLAS op vs burn rel {r:.2e}");
+            assert!(r < tol, "linear {dt:?} {what}: rel {r}");
+        }
+    }
+}
+
+/// The gated-SiLU kernels against burn's steps: output and both gradients, f32 and bf16, on a
+/// length past the kernels' grid (their stride loop).
+#[test]
+fn gpu_gate_kernels_match_burns_steps() {
+    use crate::kernels::gate::silu_mul_ad;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let n = 2_300_001;
+    let data = |seed: u64| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 125.0) - 4.0).collect() };
+    for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
+        let run = |fused: bool| {
+            let t = |s| Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(s), [n]), &dev).cast(dt);
+            let (a, u) = (t(1).require_grad(), t(2).require_grad());
+            let y = silu_mul_ad(a.clone(), u.clone(), fused);
+            let g = (y.clone() * t(3)).sum().backward();
+            let f = |t: Tensor<crate::backend::Gpu, 1>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
+            [f(y.inner()), f(a.grad(&g).unwrap()), f(u.grad(&g).unwrap())]
+        };
+        let (want, got) = (run(false), run(true));
+        let tol = if dt == burn::tensor::FloatDType::F32 { 1e-5 } else { 1e-2 };
+        for (what, (a, g)) in ["y", "da", "du"].iter().zip(want.iter().zip(&got)) {
+            let r = rel(g, a);
+            eprintln!("gate {dt:?} {what}: kernels vs burn rel {r:.2e}");
+            assert!(r < tol, "gate {dt:?} {what}: rel {r}");
+        }
+    }
+}
+
 /// The multi-tensor sum of squares (the global gradient norm) against burn's per-tensor
 /// reductions: 150 tensors of mixed ranks and sizes (three launches of 64), one of 3M elements.
 #[test]
@@ -274,4 +331,39 @@ fn gpu_sum_squares_kernel_matches_burns() {
     let got = crate::kernels::sum_squares::<Gpu>(tensors.into_iter().map(|t| t.into_primitive().tensor()).collect()).into_scalar().elem::<f64>();
     eprintln!("sum of squares: kernel {got} vs burn {want}");
     assert!((got - want).abs() < 1e-5 * want, "sum_squares {got} vs {want}");
+}
+
+/// The fused AdamW kernel against burn's AdamW ops on the same gradients: three steps, the second
+/// with the gradient scaled (clipped) by 0.25, the third clipped on the device from a norm of 4
+/// (max 1), weight decay on; parameter and both moments. Then a non-finite norm: the kernel leaves
+/// all three as they were. The tensor is longer than the kernel's grid, so its stride loop runs.
+#[test]
+fn gpu_adamw_kernel_matches_burns() {
+    use crate::backend::Gpu;
+    use crate::train::adamw::{AdamW, GradScale};
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let n = 1_200_001;
+    let stats = |norm: f32| Tensor::<Gpu, 1>::from_data(TensorData::new(vec![2.5f32, norm], [2]), &dev);
+    let data = |seed: u64| Tensor::<Gpu, 1>::from_data(TensorData::new((0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect::<Vec<f32>>(), [n]), &dev);
+    let t = TrainConfig { device: "cuda".into(), weight_decay: 0.1, ..Default::default() };
+    let (fused, plain) = (AdamW::<GpuTrain>::new(&t), AdamW::<GpuTrain>::new(&TrainConfig { adamw: "burn".into(), ..t.clone() }));
+    let (mut a, mut b) = ((data(1), None), (data(1), None));
+    let v = |t: &Tensor<Gpu, 1>| t.clone().into_data().to_vec::<f32>().unwrap();
+    for (step, device, host) in [(1, GradScale::By(1.0), 1.0), (2, GradScale::By(0.25), 0.25), (3, GradScale::Clip { stats: stats(4.0), max_norm: 1.0 }, 1.0 / (4.0 + 1e-6))] {
+        let (pa, sa) = fused.update(1e-2, &device, a.0, data(10 + step), a.1);
+        let (pb, sb) = plain.update(1e-2, &GradScale::By(host), b.0, data(10 + step), b.1);
+        let moved: Vec<f32> = v(&pb).iter().zip(v(&data(1))).map(|(x, y)| x - y).collect();
+        let moved_a: Vec<f32> = v(&pa).iter().zip(v(&data(1))).map(|(x, y)| x - y).collect();
+        let (m, vv) = (|s: &burn::optim::AdamWState<Gpu, 1>| v(&s.momentum.moment_1), |s: &burn::optim::AdamWState<Gpu, 1>| v(&s.momentum.moment_2));
+        for (what, r) in [("p − p0", rel(&moved_a, &moved)), ("m", rel(&m(&sa), &m(&sb))), ("v", rel(&vv(&sa), &vv(&sb)))] {
+            eprintln!("adamw step {step} {what}: kernel vs burn rel {r:.2e}");
+            assert!(r < 1e-5, "adamw step {step} {what}: rel {r}");
+        }
+        assert_eq!(sa.momentum.time, sb.momentum.time);
+        (a, b) = ((pa, Some(sa)), (pb, Some(sb)));
+    }
+    let (p0, s0) = (a.0, a.1.expect("state"));
+    let (m0, v0) = (v(&s0.momentum.moment_1), v(&s0.momentum.moment_2));
+    let (pa, sa) = fused.update(1e-2, &GradScale::Clip { stats: stats(f32::NAN), max_norm: 1.0 }, p0.clone(), data(20), Some(s0));
+    assert!(v(&pa) == v(&p0) && v(&sa.momentum.moment_1) == m0 && v(&sa.momentum.moment_2) == v0, "a non-finite norm must leave p, m and v as they were");
 }

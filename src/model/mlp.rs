@@ -22,6 +22,10 @@ impl<B: Backend> Mlp<B> {
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let c = self.compute;
-        c.linear(&self.down, c.linear(&self.up, x.clone()) * silu(c.linear(&self.gate, x)))
+        let (up, gate) = (c.linear(&self.up, x.clone()), c.linear(&self.gate, x));
+        if c.fused_gate && crate::kernels::has_fused::<B>() {
+            return c.linear(&self.down, crate::kernels::silu_mul(gate, up));
+        }
+        c.linear(&self.down, up * silu(gate))
     }
 }

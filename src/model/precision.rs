@@ -21,11 +21,13 @@ pub struct Compute {
     pub fused_embedding: bool,
     /// LayerNorm/RMSNorm as one op with its kernels, likewise.
     pub fused_norm: bool,
+    /// The MLP's gated SiLU as one op with its kernels, likewise.
+    pub fused_gate: bool,
 }
 
 impl Default for Compute {
     fn default() -> Self {
-        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, fused_embedding: false, fused_norm: false }
+        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, fused_embedding: false, fused_norm: false, fused_gate: false }
     }
 }
 
@@ -39,7 +41,8 @@ pub fn to<B: Backend, const D: usize>(x: Tensor<B, D>, dt: FloatDType) -> Tensor
 }
 
 impl Compute {
-    /// From `train.dtype`, `train.matmul`, `train.attention`, `train.embedding` and `train.layernorm`.
+    /// From `train.dtype`, `train.matmul`, `train.attention`, `train.embedding`, `train.layernorm`
+    /// and `train.gate`.
     pub fn from_train(t: &crate::config::TrainConfig) -> Self {
         Self {
             dtype: if t.dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 },
@@ -47,6 +50,7 @@ impl Compute {
             fused_attention: t.attention == "fused",
             fused_embedding: t.embedding == "fused",
             fused_norm: t.layernorm == "fused",
+            fused_gate: t.gate == "fused",
         }
     }
 
@@ -60,6 +64,9 @@ impl Compute {
 
     /// `x · W` with the (f32) weight cast to the compute dtype.
     pub fn linear<B: Backend>(self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        if self.blas && crate::kernels::has_fused::<B>() {
+            return crate::kernels::linear_train(x, l.weight.val());
+        }
         if self.blas && crate::kernels::has_blas::<B>() {
             return crate::kernels::linear(x, self.cast(l.weight.val()));
         }

@@ -8,7 +8,7 @@ use crate::fsutil::{create_dir, sha256_file, sync_dir, write_atomic};
 use crate::model::BakaLM;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::Optimizer;
+use super::adamw::AdamW;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
@@ -40,11 +40,7 @@ pub fn latest(run: &Path) -> Option<PathBuf> {
     [run.join("checkpoint"), run.join("checkpoint.old")].into_iter().find(|d| d.join("state.json").is_file())
 }
 
-pub fn save<B, O>(run: &Path, model: &BakaLM<B>, optim: &O, mut state: CkptState) -> Result<()>
-where
-    B: AutodiffBackend,
-    O: Optimizer<BakaLM<B>, B>,
-{
+pub fn save<B: AutodiffBackend>(run: &Path, model: &BakaLM<B>, optim: &AdamW<B>, mut state: CkptState) -> Result<()> {
     let tmp = run.join("checkpoint.tmp");
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove stale temporary checkpoint", tmp.display()))?;
@@ -102,11 +98,7 @@ pub fn load_model<B: Backend>(ckpt: &Path, model: BakaLM<B>, device: &B::Device)
     Ok(model.load_record(record))
 }
 
-pub fn load_optim<B, O>(ckpt: &Path, optim: O, device: &B::Device) -> Result<O>
-where
-    B: AutodiffBackend,
-    O: Optimizer<BakaLM<B>, B>,
-{
+pub fn load_optim<B: AutodiffBackend>(ckpt: &Path, optim: AdamW<B>, device: &B::Device) -> Result<AdamW<B>> {
     let path = ckpt.join("optim");
     let record = Rec::new().load(path.clone(), device).map_err(|e| anyhow::anyhow!("{}.bin: cannot load optimizer state ({})", path.display(), one_line(&e.to_string())))?;
     Ok(optim.load_record(record))

@@ -1,11 +1,12 @@
 //! Training: a hand-written loop (not burn-train's `Learner`) because a step carries a
 //! `BakaState` across windows with truncated BPTT, and resume must reproduce CSV rows exactly.
-//! burn supplies the autodiff, the AdamW optimizer and the record (checkpoint) format.
+//! burn supplies the autodiff, AdamW's math and state, and the record (checkpoint) format.
 
+pub mod adamw;
 pub mod batches;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
 mod trainer;
 
-pub use trainer::{finished, prepare_run, train, train_step, RunSummary, TrainOptions};
+pub use trainer::{finished, prepare_run, train, train_step, train_step_marked, RunSummary, TrainOptions};

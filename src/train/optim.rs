@@ -1,21 +1,13 @@
-//! AdamW (burn's), the learning-rate schedule, and global gradient-norm clipping.
+//! The learning-rate schedule and global gradient-norm clipping (the optimizer is `super::adamw`).
 //!
 //! burn's own `GradientClipping::Norm` clips each tensor separately; PyTorch's
 //! `clip_grad_norm_` (BakaLLM's recipe) clips the norm of all gradients together, so we do that.
 
 use crate::config::TrainConfig;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-
-pub fn adamw(t: &TrainConfig) -> AdamWConfig {
-    AdamWConfig::new()
-        .with_beta_1(t.beta1 as f32)
-        .with_beta_2(t.beta2 as f32)
-        .with_epsilon(t.eps as f32)
-        .with_weight_decay(t.weight_decay as f32)
-}
 
 /// Learning rate at a 1-based `step`: linear warmup, then constant or cosine to `lr·min_lr_ratio`.
 pub fn lr_at(t: &TrainConfig, step: usize) -> f64 {
@@ -57,23 +49,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     }
 }
 
-/// Multiplies every gradient by a factor.
-struct Scale<'a> {
-    grads: &'a mut GradientsParams,
-    factor: f64,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
-        }
-    }
-}
-
 /// Global L2 norm of all gradients as an on-device scalar `[1]` (read it together with the loss).
 pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> Tensor<B::InnerBackend, 1> {
-    let fused = crate::kernels::has_sum_squares::<B::InnerBackend>().then(Vec::new);
+    let fused = crate::kernels::has_optim_kernels::<B::InnerBackend>().then(Vec::new);
     let mut v = SquaredNorm::<B> { grads, total: None, fused };
     model.visit(&mut v);
     match v.fused {
@@ -82,12 +60,13 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &Gr
     }
 }
 
-/// Scales the gradients so their global norm is at most `max_norm` (no-op when `max_norm` is 0).
-pub fn clip<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &mut GradientsParams, norm: f64, max_norm: f64) {
+/// The factor that scales the gradients to a global norm of at most `max_norm` (torch's
+/// `clip_grad_norm_`, its epsilon included): 1 when `max_norm` is 0 or the norm is within it.
+pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
     if max_norm > 0.0 && norm > max_norm {
-        // same epsilon as torch.nn.utils.clip_grad_norm_
-        let factor = max_norm / (norm + 1e-6);
-        model.visit(&mut Scale { grads, factor });
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
     }
 }
 
@@ -105,5 +84,13 @@ mod tests {
         let c = TrainConfig { lr: 1e-3, ..Default::default() };
         assert_eq!(lr_at(&c, 1), 1e-3);
         assert_eq!(lr_at(&c, 999), 1e-3);
+    }
+
+    #[test]
+    fn clip_factor_only_shrinks_norms_above_the_limit() {
+        assert_eq!(clip_factor(0.5, 1.0), 1.0);
+        assert_eq!(clip_factor(1.0, 1.0), 1.0);
+        assert!((clip_factor(4.0, 1.0) * 4.0 - 1.0).abs() < 1e-6);
+        assert_eq!(clip_factor(1e9, 0.0), 1.0);
     }
 }

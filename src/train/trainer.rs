@@ -4,7 +4,8 @@
 use super::batches::{load, train_offsets};
 use super::checkpoint::{self, CkptState};
 use super::metrics::{f, CsvLog, EVAL_HEADER, METRICS_HEADER};
-use super::optim::{adamw, clip, grad_norm, lr_at};
+use super::adamw::{AdamW, GradScale};
+use super::optim::{clip_factor, grad_norm, lr_at};
 use crate::config::Config;
 use crate::data::{self, Prepared};
 use crate::eval::evaluate;
@@ -13,7 +14,7 @@ use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::state::BakaState;
 use anyhow::{bail, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -141,7 +142,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     let (out, w) = (&opts.out, cfg.model.window);
     let len = t.n_windows * w;
     let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(crate::model::precision::Compute::from_train(t));
-    let mut optim = adamw(t).init::<B, BakaLM<B>>();
+    let mut optim = AdamW::<B>::new(t);
     let (mut step0, mut tokens, mut elapsed0) = (0usize, 0u64, 0f64);
     if let Some((dir, st)) = &resume {
         model = checkpoint::load_model(dir, model, dev)?;
@@ -228,25 +229,45 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
 /// One optimisation step on a batch: forward over the windows, mean cross-entropy, backward,
 /// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
-pub fn train_step<B: AutodiffBackend, O: Optimizer<BakaLM<B>, B>>(
-    model: BakaLM<B>,
-    optim: &mut O,
-    x: Tensor<B, 2, Int>,
-    y: Tensor<B, 2, Int>,
-    lr: f64,
-    t: &crate::config::TrainConfig,
-) -> (BakaLM<B>, f32, f32) {
+pub fn train_step<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
+    train_step_marked(model, optim, x, y, lr, t, &mut |_| {})
+}
+
+/// [`train_step`] calling `mark(phase)` as each phase has been issued: "forward", "backward",
+/// "norm", "read" (the loss and norm on the host), "optimizer" (`baka bench --phases`). With the
+/// fused AdamW the clip happens on the device and the read comes after the optimizer.
+pub fn train_step_marked<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig, mark: &mut dyn FnMut(&'static str)) -> (BakaLM<B>, f32, f32) {
     let logits = model.forward_chunk(x, &mut BakaState::new());
     let loss = crate::kernels::token_losses(logits, y, crate::kernels::Ce::from_name(&t.ce)).mean();
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    mark("forward");
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    mark("backward");
     let norm = grad_norm(&model, &grads);
-    let both: Vec<f32> = Tensor::cat(vec![loss.inner(), norm], 0).into_data().convert::<f32>().to_vec().expect("f32");
-    let (loss_v, norm_v) = (both[0], both[1]);
+    mark("norm");
+    let stats = Tensor::cat(vec![loss.inner(), norm], 0);
+    let read = |stats: Tensor<B::InnerBackend, 1>| -> (f32, f32) {
+        let both: Vec<f32> = stats.into_data().convert::<f32>().to_vec().expect("f32");
+        (both[0], both[1])
+    };
+    if optim.clips_on_device() {
+        // the update is queued before the host reads anything: the device clips, or skips the step
+        let model = optim.step(lr, GradScale::Clip { stats: stats.clone(), max_norm: t.clip }, model, grads);
+        mark("optimizer");
+        let (loss_v, norm_v) = read(stats);
+        mark("read");
+        if !(loss_v.is_finite() && norm_v.is_finite()) {
+            optim.unstep();
+        }
+        return (model, loss_v, norm_v);
+    }
+    let (loss_v, norm_v) = read(stats);
+    mark("read");
     if !(loss_v.is_finite() && norm_v.is_finite()) {
         return (model, loss_v, norm_v);
     }
-    clip(&model, &mut grads, norm_v as f64, t.clip);
-    (optim.step(lr, model, grads), loss_v, norm_v)
+    let model = optim.step(lr, GradScale::By(clip_factor(norm_v as f64, t.clip)), model, grads);
+    mark("optimizer");
+    (model, loss_v, norm_v)
 }
 
 /// Reads `<run>/run.json` if the run finished.

@@ -201,41 +201,36 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
 
 // Head split with an optional rotation (RoPE, xPos): y [b·H, L, hd] from x [b, L, H·hd],
 // y = x·c + rotate_half(x)·s with rotate_half([x1, x2]) = [−x2, x1] and tables c, s [L, hd];
-// rot = 0: a plain split (c, s unused).
-template <typename T>
-__device__ void heads_split(const T* x, const T* c, const T* s, T* y, long long n, int L, int H, int hd, int rot) {
-    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+// rot = 0: a plain split (c, s unused). Index math in 32 bits where it fits (I = unsigned): 64-bit
+// division is a software routine, and these kernels are all index math and copies.
+template <typename T, typename I>
+__device__ void heads_split(const T* x, const T* c, const T* s, T* y, I n, I L, I H, I hd, int rot) {
+    I e = (I)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= n) return;
-    int j = (int)(e % hd);
-    long long r = e / hd;
-    int t = (int)(r % L);
-    long long bh = r / L;
-    long long src = ((bh / H) * L + t) * (long long)H * hd + (bh % H) * hd;
+    I j = e % hd, r = e / hd, t = r % L, bh = r / L;
+    I src = ((bh / H) * L + t) * H * hd + (bh % H) * hd;
     float v = ld(x, src + j);
     if (rot) {
-        int half = hd / 2;
+        I half = hd / 2;
         float partner = j < half ? -ld(x, src + j + half) : ld(x, src + j - half);
-        long long ti = (long long)t * hd + j;
-        v = v * ld(c, ti) + partner * ld(s, ti);
+        v = v * ld(c, t * hd + j) + partner * ld(s, t * hd + j);
     }
     st(y, e, v);
 }
 
 // Its adjoint: the split's backward, and (rot = 0) the head merge. dx [b, L, H·hd] from
 // g [b·H, L, hd]: dx_j = g_j·c_j + (j < half ? g_{j+half}·s_{j+half} : −g_{j−half}·s_{j−half}).
-template <typename T>
-__device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, int hd, int rot) {
-    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+template <typename T, typename I>
+__device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L, I H, I hd, int rot) {
+    I e = (I)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= n) return;
-    int col = (int)(e % ((long long)H * hd));
-    long long r = e / ((long long)H * hd);
-    int t = (int)(r % L), h = col / hd, j = col % hd;
-    long long src = (((r / L) * H + h) * L + t) * (long long)hd;
+    I col = e % (H * hd), r = e / (H * hd);
+    I t = r % L, h = col / hd, j = col % hd;
+    I src = (((r / L) * H + h) * L + t) * hd;
     float v = ld(g, src + j);
     if (rot) {
-        int half = hd / 2, p = j < half ? j + half : j - half;
-        long long tb = (long long)t * hd;
-        v = v * ld(c, tb + j) + (j < half ? 1.f : -1.f) * ld(g, src + p) * ld(s, tb + p);
+        I half = hd / 2, p = j < half ? j + half : j - half;
+        v = v * ld(c, t * hd + j) + (j < half ? 1.f : -1.f) * ld(g, src + p) * ld(s, t * hd + p);
     }
     st(dx, e, v);
 }
@@ -321,6 +316,65 @@ extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
     }
 }
 
+// The MLP's gate: y = silu(a)·u, silu(a) = a·σ(a), elementwise (one thread per element, strided).
+template <typename T>
+__device__ void silu_mul_fwd(const T* a, const T* u, T* y, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float x = ld(a, i), s = 1.f / (1.f + __expf(-x));
+        st(y, i, x * s * ld(u, i));
+    }
+}
+// Its gradients from g: du = g·silu(a), da = g·u·σ(a)·(1 + a·(1 − σ(a))).
+template <typename T>
+__device__ void silu_mul_bwd(const T* a, const T* u, const T* g, T* da, T* du, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float x = ld(a, i), s = 1.f / (1.f + __expf(-x)), gi = ld(g, i);
+        st(du, i, gi * x * s);
+        st(da, i, gi * ld(u, i) * s * (1.f + x * (1.f - s)));
+    }
+}
+
+// AdamW on one f32 tensor: burn-optim's AdamW (adamw.rs) in its order of operations, one rounding
+// per op (__fmul_rn/__fadd_rn: no fused multiply-add), with the gradient first scaled by the
+// global-norm clip factor:  g ← g·clip;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
+// p ← p·decay − lr·(m/bc1) / (√(v/bc2) + eps),  decay = 1 − lr·wd,  bc = 1 − βᵗ.
+// `first`: no moments yet (m and v are not read; burn's first step is the same with m = v = 0).
+// `stats` (if not null): the step's [loss, gradient norm] on the device. Then the clip factor is
+// max_norm / (norm + 1e-6) for norms above max_norm (torch's clip_grad_norm_), and a non-finite loss
+// or norm leaves p, m and v as they were: no host round trip before the update.
+struct Adam {
+    float lr, b1, c1, b2, c2, eps, decay, bc1, bc2, clip;  // c = 1 − β, as burn computes it (f32)
+    float max_norm;                                        // with `stats`; 0 = no clipping
+};
+__device__ __forceinline__ bool finite(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
+extern "C" __global__ void adamw_f32(const float* p, const float* g, const float* m, const float* v, float* po, float* mo,
+                                     float* vo, long long n, Adam h, int first, const float* stats) {
+    bool skip = false;
+    if (stats) {
+        float loss = stats[0], norm = stats[1];
+        skip = !(finite(loss) && finite(norm));
+        h.clip = h.max_norm > 0.f && norm > h.max_norm ? h.max_norm / (norm + 1e-6f) : 1.f;
+    }
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        if (skip) {
+            po[i] = p[i];
+            mo[i] = first ? 0.f : m[i];
+            vo[i] = first ? 0.f : v[i];
+            continue;
+        }
+        float gi = h.clip == 1.f ? g[i] : __fmul_rn(g[i], h.clip);
+        float mi = __fmul_rn(gi, h.c1), vi = __fmul_rn(__fmul_rn(gi, gi), h.c2);
+        if (!first) {
+            mi = __fadd_rn(__fmul_rn(m[i], h.b1), mi);
+            vi = __fadd_rn(__fmul_rn(v[i], h.b2), vi);
+        }
+        float step = __fdiv_rn(__fdiv_rn(mi, h.bc1), __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, h.bc2)), h.eps));
+        po[i] = __fsub_rn(h.decay == 1.f ? p[i] : __fmul_rn(p[i], h.decay), __fmul_rn(step, h.lr));
+        mo[i] = mi;
+        vo[i] = vi;
+    }
+}
+
 #define FLOAT_KERNELS(T, NAME)                                                                                         \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
                                                   long long bias_sb, long long bias_sh, float scale) {                 \
@@ -335,11 +389,13 @@ extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
     }                                                                                                                  \
     extern "C" __global__ void heads_split_##NAME(const T* x, const T* c, const T* s, T* y, long long n, int L, int H,  \
                                                   int hd, int rot) {                                                   \
-        heads_split<T>(x, c, s, y, n, L, H, hd, rot);                                                                   \
+        if (n < 0xffffffffLL) heads_split<T, unsigned>(x, c, s, y, n, L, H, hd, rot);                                    \
+        else heads_split<T, long long>(x, c, s, y, n, L, H, hd, rot);                                                   \
     }                                                                                                                  \
     extern "C" __global__ void heads_merge_##NAME(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, \
                                                   int hd, int rot) {                                                   \
-        heads_merge<T>(g, c, s, dx, n, L, H, hd, rot);                                                                  \
+        if (n < 0xffffffffLL) heads_merge<T, unsigned>(g, c, s, dx, n, L, H, hd, rot);                                   \
+        else heads_merge<T, long long>(g, c, s, dx, n, L, H, hd, rot);                                                  \
     }                                                                                                                  \
     extern "C" __global__ void norm_fwd_##NAME(const T* x, const float* w, const float* b, T* y, float* mean,          \
                                                float* rstd, long long rows, int D, float eps, int rms) {               \
@@ -349,6 +405,12 @@ extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
                                                const float* rstd, T* dx, float* dw, float* db, long long rows, int D,  \
                                                int rms, int rows_per_block) {                                          \
         norm_bwd<T>(g, x, w, mean, rstd, dx, dw, db, rows, D, rms, rows_per_block);                                     \
+    }                                                                                                                  \
+    extern "C" __global__ void silu_mul_fwd_##NAME(const T* a, const T* u, T* y, long long n) {                       \
+        silu_mul_fwd<T>(a, u, y, n);                                                                                    \
+    }                                                                                                                  \
+    extern "C" __global__ void silu_mul_bwd_##NAME(const T* a, const T* u, const T* g, T* da, T* du, long long n) {   \
+        silu_mul_bwd<T>(a, u, g, da, du, n);                                                                            \
     }
 #define INDEXED_KERNELS(T, NAME, I, INAME)                                                                             \
     extern "C" __global__ void ce_fwd_##NAME##_##INAME(const T* x, const I* t, float* loss, float* lse, int V) {       \
