@@ -292,18 +292,21 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
 }
 
 /// Launches the elementwise kernel `<kind>_<dtype>` over same-shaped `inputs`, into `M` fresh
-/// outputs of their shape and dtype (one thread per element, grid-strided).
+/// outputs of their shape and dtype (one thread per element, grid-strided); bf16 in pairs
+/// (`<kind>_bf16x2`, one 32-bit word per thread) where the length is even and every buffer is
+/// 4-byte aligned.
 fn elementwise<const N: usize, const M: usize>(kind: &str, inputs: [T; N]) -> [T; M] {
     let inputs = inputs.map(compact);
     let (shape, dtype) = (inputs[0].meta.shape().clone(), inputs[0].dtype);
     assert!(inputs.iter().all(|t| *t.meta.shape() == shape && t.dtype == dtype), "{kind}: operands differ in shape or dtype");
     let n = shape.num_elements();
     let outs = [(); M].map(|_| empty(&inputs[0], shape.to_vec(), dtype));
-    let name = format!("{kind}_{}", float_name(&inputs[0]));
     let ts: Vec<&T> = inputs.iter().chain(&outs).collect();
     enqueue_all(&ts, |p, stream| {
-        let args: Vec<Arg> = p.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64(n as i64)]).collect();
-        launch(&name, grid(n, 256).min(8192), 256, stream, &args)
+        let pairs = dtype == DType::BF16 && n % 2 == 0 && p.iter().all(|&p| p % 4 == 0);
+        let (name, len) = if pairs { (format!("{kind}_bf16x2"), n / 2) } else { (format!("{kind}_{}", float_name(&inputs[0])), n) };
+        let args: Vec<Arg> = p.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64(len as i64)]).collect();
+        launch(&name, grid(len, 256).min(8192), 256, stream, &args)
     });
     outs
 }

@@ -10,12 +10,17 @@ typedef unsigned short bf16;
 __device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
 __device__ __forceinline__ float ld(const bf16* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
 __device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16* p, long long i, float v) {
+__device__ __forceinline__ bf16 to_bf16(float v) {
     unsigned u = __float_as_uint(v);
-    if ((u & 0x7fffffffu) > 0x7f800000u) { p[i] = (bf16)((u >> 16) | 0x40u); return; }  // NaN stays NaN
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);  // NaN stays NaN
     u += 0x7fffu + ((u >> 16) & 1u);
-    p[i] = (bf16)(u >> 16);
+    return (bf16)(u >> 16);
 }
+__device__ __forceinline__ void st(bf16* p, long long i, float v) { p[i] = to_bf16(v); }
+// Two bf16 in one 32-bit word (element 2i low, 2i + 1 high): half the load/store instructions.
+__device__ __forceinline__ float lo(unsigned w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ unsigned pack(float a, float b) { return (unsigned)to_bf16(a) | ((unsigned)to_bf16(b) << 16); }
 
 // The row of a [rows, L] matrix this warp handles (one warp per row), −1 past the end.
 __device__ __forceinline__ long long warp_row(long long rows) {
@@ -316,21 +321,43 @@ extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
     }
 }
 
-// The MLP's gate: y = silu(a)·u, silu(a) = a·σ(a), elementwise (one thread per element, strided).
+// The MLP's gate: y = silu(a)·u, silu(a) = a·σ(a), elementwise (one thread per element, strided),
+// and its gradients from g: du = g·silu(a), da = g·u·σ(a)·(1 + a·(1 − σ(a))).
+__device__ __forceinline__ float silu_mul(float a, float u) { return a / (1.f + __expf(-a)) * u; }
+__device__ __forceinline__ void silu_mul_grad(float a, float u, float g, float& da, float& du) {
+    float s = 1.f / (1.f + __expf(-a));
+    du = g * a * s;
+    da = g * u * s * (1.f + a * (1.f - s));
+}
 template <typename T>
 __device__ void silu_mul_fwd(const T* a, const T* u, T* y, long long n) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float x = ld(a, i), s = 1.f / (1.f + __expf(-x));
-        st(y, i, x * s * ld(u, i));
-    }
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        st(y, i, silu_mul(ld(a, i), ld(u, i)));
 }
-// Its gradients from g: du = g·silu(a), da = g·u·σ(a)·(1 + a·(1 − σ(a))).
 template <typename T>
 __device__ void silu_mul_bwd(const T* a, const T* u, const T* g, T* da, T* du, long long n) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float x = ld(a, i), s = 1.f / (1.f + __expf(-x)), gi = ld(g, i);
-        st(du, i, gi * x * s);
-        st(da, i, gi * ld(u, i) * s * (1.f + x * (1.f - s)));
+        float x, y;
+        silu_mul_grad(ld(a, i), ld(u, i), ld(g, i), x, y);
+        st(da, i, x);
+        st(du, i, y);
+    }
+}
+// bf16 pairs (n2 = n / 2 words; the host checks n is even and the buffers 4-byte aligned).
+extern "C" __global__ void silu_mul_fwd_bf16x2(const unsigned* a, const unsigned* u, unsigned* y, long long n2) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n2; i += (long long)gridDim.x * blockDim.x) {
+        unsigned wa = a[i], wu = u[i];
+        y[i] = pack(silu_mul(lo(wa), lo(wu)), silu_mul(hi(wa), hi(wu)));
+    }
+}
+extern "C" __global__ void silu_mul_bwd_bf16x2(const unsigned* a, const unsigned* u, const unsigned* g, unsigned* da, unsigned* du, long long n2) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n2; i += (long long)gridDim.x * blockDim.x) {
+        unsigned wa = a[i], wu = u[i], wg = g[i];
+        float a0, u0, a1, u1;
+        silu_mul_grad(lo(wa), lo(wu), lo(wg), a0, u0);
+        silu_mul_grad(hi(wa), hi(wu), hi(wg), a1, u1);
+        da[i] = pack(a0, a1);
+        du[i] = pack(u0, u1);
     }
 }
 
