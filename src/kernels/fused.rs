@@ -1,4 +1,4 @@
-//! bakallm's CUDA kernels (`cuda/fused.cu`) as backend ops: on `CubeBackend` they launch in
+//! bakallm's CUDA kernels (`cuda/*.cu`) as backend ops: on `CubeBackend` they launch in
 //! cubecl's stream order, on `Fusion` they are custom ops (`super::fusion`). The math each
 //! one does, and its reference in burn's ops, is in `super::prims`.
 
@@ -10,7 +10,7 @@ use burn::tensor::DType;
 use burn_cubecl::{element::BoolElement, tensor::CubeTensor, CubeBackend, FloatElement, IntElement};
 use cubecl::cuda::CudaRuntime;
 
-/// The ops of `cuda/fused.cu`; see `super::prims` for what each computes.
+/// The ops of `cuda/*.cu`; see `super::prims` for what each computes.
 pub trait FusedBackend: BlasBackend {
     /// Causal `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`; `bias [1|b, 1|heads, L, L]`.
     fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self>;
@@ -48,7 +48,7 @@ pub trait FusedBackend: BlasBackend {
     fn silu_mul_bwd(a: FloatTensor<Self>, u: FloatTensor<Self>, g: FloatTensor<Self>) -> [FloatTensor<Self>; 2];
 }
 
-/// `adamw_f32`'s `Adam` struct (cuda/fused.cu): lr, β1, 1−β1, β2, 1−β2, eps, 1−lr·wd, 1−β1ᵗ, 1−β2ᵗ,
+/// `adamw_f32`'s `Adam` struct (cuda/optim.cu): lr, β1, 1−β1, β2, 1−β2, eps, 1−lr·wd, 1−β1ᵗ, 1−β2ᵗ,
 /// the gradient's scale (the clip factor), and the clip's max norm (used with `stats`).
 pub type AdamScalars = [f32; 11];
 
@@ -87,7 +87,7 @@ fn dim(v: usize, what: &str) -> i32 {
 /// Threads per block: four warps, one row each, for the attention softmax; 256 per row for the
 /// vocabulary-wide cross-entropy rows.
 const SOFTMAX_BLOCK: u32 = 128;
-/// Tensors per `sum_squares_f32` launch (its `Tensors` parameter in cuda/fused.cu).
+/// Tensors per `sum_squares_f32` launch (its `Tensors` parameter in cuda/optim.cu).
 const MT_MAX: usize = 64;
 const CE_BLOCK: u32 = 256;
 
@@ -219,7 +219,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let out = empty(&tensors[0], vec![1], DType::F32);
         let tensors: Vec<T> = tensors.into_iter().map(compact).collect();
         assert!(tensors.iter().all(|t| matches!(t.dtype, DType::F32 | DType::Flex32)), "sum_squares: f32 tensors only");
-        // `MT_MAX` (cuda/fused.cu) tensors per launch: their pointers and sizes go in the kernel's parameters
+        // `MT_MAX` (cuda/optim.cu) tensors per launch: their pointers and sizes go in the kernel's parameters
         for (c, chunk) in tensors.chunks(MT_MAX).enumerate() {
             let most = chunk.iter().map(|t| t.meta.shape().num_elements()).max().unwrap_or(0);
             let blocks = grid(most, 256 * 16).min(1024);

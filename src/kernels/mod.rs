@@ -1,7 +1,7 @@
 //! Hand-picked ops outside burn's own, for speed on CUDA: cuBLAS for the linear layers
 //! (`train.matmul`), and autodiff ops with their own backward for the attention
 //! (`train.attention`), the cross-entropy (`train.ce`) and the embedding (`train.embedding`), whose
-//! steps (`prims`) run bakallm's CUDA kernels (`cuda/fused.cu`) or, as the reference, burn's ops.
+//! steps (`prims`) run bakallm's CUDA kernels (`cuda/*.cu`) or, as the reference, burn's ops.
 //!
 //! The model stays generic over `B: Backend`. Rust has no specialisation, so these pick their path
 //! by the backend's `TypeId` (the CUDA backends of `crate::backend`) and hand the tensor primitives
@@ -185,7 +185,7 @@ pub fn has_optim_kernels<B: Backend>() -> bool {
 }
 
 /// `Σ x²` over all elements of all `tensors` (f32 gradients, any shapes) as `[1]`, in one
-/// multi-tensor kernel per 64 tensors instead of a reduction each (`cuda/fused.cu`).
+/// multi-tensor kernel per 64 tensors instead of a reduction each (`cuda/optim.cu`).
 /// Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
 pub fn sum_squares<B: Backend>(tensors: Vec<burn::tensor::ops::FloatTensor<B>>) -> Tensor<B, 1> {
     #[cfg(feature = "cuda")]
@@ -199,7 +199,7 @@ pub fn sum_squares<B: Backend>(tensors: Vec<burn::tensor::ops::FloatTensor<B>>) 
 }
 
 /// One AdamW step of the f32 parameter `p` with gradient `g` and moments `mv` (`None` on the
-/// first step) as one kernel (`cuda/fused.cu`); returns `[p, m, v]`. `h`: see `fused::AdamScalars`
+/// first step) as one kernel (`cuda/optim.cu`); returns `[p, m, v]`. `h`: see `fused::AdamScalars`
 /// (`[f32; 11]`); `stats` (`[loss, norm]`): clip on the device, skip the step if either is not
 /// finite. Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
 pub fn adamw<B: Backend, const D: usize>(p: Tensor<B, D>, g: Tensor<B, D>, mv: Option<[Tensor<B, D>; 2]>, stats: Option<Tensor<B, 1>>, h: [f32; 11]) -> [Tensor<B, D>; 3] {

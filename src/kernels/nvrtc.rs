@@ -1,5 +1,5 @@
 //! Foreign GPU work in cubecl's stream order: raw device pointers of `CubeTensor`s ([`enqueue`]),
-//! and bakallm's own kernels (`cuda/fused.cu`), compiled once per CUDA context with NVRTC (as
+//! and bakallm's own kernels (`cuda/*.cu`), compiled once per CUDA context with NVRTC (as
 //! cubecl compiles its own) and launched on the stream the output lives on ([`launch`]).
 
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor};
@@ -64,7 +64,10 @@ pub enum Arg {
     Bytes(Vec<u8>),
 }
 
-/// The kernel `name` of `cuda/fused.cu` in the current context (compiled on first use).
+/// bakallm's kernels, one NVRTC module: fused.cu first (the shared helpers), then gate.cu, optim.cu.
+const SOURCE: &str = concat!(include_str!("cuda/fused.cu"), "\n", include_str!("cuda/gate.cu"), "\n", include_str!("cuda/optim.cu"));
+
+/// The kernel `name` of `cuda/*.cu` in the current context (compiled on first use).
 fn function(name: &str) -> ds::CUfunction {
     // per context: module, and the functions looked up so far (raw handles as usize: Send)
     type Loaded = (usize, HashMap<String, usize>);
@@ -72,7 +75,7 @@ fn function(name: &str) -> ds::CUfunction {
     let ctx = current_context();
     let mut all = MODULES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     let (module, fns) = all.entry(ctx as usize).or_insert_with(|| {
-        let ptx = cudarc::nvrtc::compile_ptx(include_str!("cuda/fused.cu")).unwrap_or_else(|e| panic!("NVRTC, src/kernels/cuda/fused.cu: {e:?}"));
+        let ptx = cudarc::nvrtc::compile_ptx(SOURCE).unwrap_or_else(|e| panic!("NVRTC, src/kernels/cuda/*.cu: {e:?}"));
         let image = CString::new(ptx.to_src()).expect("PTX has no NUL");
         let module = unsafe { dr::module::load_data(image.as_ptr() as *const c_void) }.expect("cuModuleLoadData");
         (module as usize, HashMap::new())

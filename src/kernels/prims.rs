@@ -1,5 +1,5 @@
 //! The steps the fused autodiff ops are made of, on an inner (non-autodiff) backend. With `fused`
-//! on the CUDA backend each is one of bakallm's kernels (`cuda/fused.cu`, via `FusedBackend`) or a
+//! on the CUDA backend each is one of bakallm's kernels (`cuda/*.cu`, via `FusedBackend`) or a
 //! cuBLAS GEMM; anywhere else it is the burn formula written here, which is the reference the CPU
 //! tests check the ops against and the GPU tests check the kernels against.
 

@@ -77,7 +77,7 @@ impl<B: AutodiffBackend> AdamW<B> {
         self
     }
 
-    /// `adamw_f32`'s scalars (cuda/fused.cu) for step `time` (1-based), rounded as burn rounds them.
+    /// `adamw_f32`'s scalars (cuda/optim.cu) for step `time` (1-based), rounded as burn rounds them.
     fn scalars(&self, lr: f64, grad_scale: f64, max_norm: f64, time: usize) -> [f32; 11] {
         let (b1, b2) = (self.beta1, self.beta2);
         let decay = lr * self.weight_decay as f64;

@@ -2,7 +2,8 @@
 // cubecl's stream. No headers: bf16 is handled as its bit pattern (round-to-nearest-even on store,
 // as __float2bfloat16), so the same source compiles with any toolkit. All math is in f32.
 // Each `extern "C"` kernel is instantiated per element type by the macros at the bottom; the Rust
-// side picks the name (`<kernel>_<float type>[_<int type>]`).
+// side picks the name (`<kernel>_<float type>[_<int type>]`). gate.cu (the MLP gate) and optim.cu
+// (gradient norm, AdamW) follow this file in the same NVRTC module and use its helpers.
 
 typedef unsigned short bf16;
 #define NEG_INF __int_as_float(0xff800000)  // no math.h under NVRTC
@@ -298,110 +299,6 @@ __device__ void norm_bwd(const T* g, const T* x, const float* w, const float* me
     }
 }
 
-// Σ x² over up to MT_MAX f32 tensors in one launch (the global gradient norm): blockIdx.y picks the
-// tensor, the x blocks stride over it, and each block adds its sum to out[0] (zeroed).
-#define MT_MAX 64
-struct Tensors {
-    const float* ptr[MT_MAX];
-    long long n[MT_MAX];
-};
-extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
-    const float* p = t.ptr[blockIdx.y];
-    long long n = t.n[blockIdx.y];
-    float acc = 0.f;
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) acc += p[e] * p[e];
-    acc = warp_sum(acc);
-    __shared__ float part[32];
-    int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-    if (lane == 0) part[warp] = acc;
-    __syncthreads();
-    if (warp == 0) {
-        acc = warp_sum(lane < (int)(blockDim.x / 32) ? part[lane] : 0.f);
-        if (lane == 0) atomicAdd(out, acc);
-    }
-}
-
-// The MLP's gate: y = silu(a)·u, silu(a) = a·σ(a), elementwise (one thread per element, strided),
-// and its gradients from g: du = g·silu(a), da = g·u·σ(a)·(1 + a·(1 − σ(a))).
-__device__ __forceinline__ float silu_mul(float a, float u) { return a / (1.f + __expf(-a)) * u; }
-__device__ __forceinline__ void silu_mul_grad(float a, float u, float g, float& da, float& du) {
-    float s = 1.f / (1.f + __expf(-a));
-    du = g * a * s;
-    da = g * u * s * (1.f + a * (1.f - s));
-}
-template <typename T>
-__device__ void silu_mul_fwd(const T* a, const T* u, T* y, long long n) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        st(y, i, silu_mul(ld(a, i), ld(u, i)));
-}
-template <typename T>
-__device__ void silu_mul_bwd(const T* a, const T* u, const T* g, T* da, T* du, long long n) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        float x, y;
-        silu_mul_grad(ld(a, i), ld(u, i), ld(g, i), x, y);
-        st(da, i, x);
-        st(du, i, y);
-    }
-}
-// bf16 pairs (n2 = n / 2 words; the host checks n is even and the buffers 4-byte aligned).
-extern "C" __global__ void silu_mul_fwd_bf16x2(const unsigned* a, const unsigned* u, unsigned* y, long long n2) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n2; i += (long long)gridDim.x * blockDim.x) {
-        unsigned wa = a[i], wu = u[i];
-        y[i] = pack(silu_mul(lo(wa), lo(wu)), silu_mul(hi(wa), hi(wu)));
-    }
-}
-extern "C" __global__ void silu_mul_bwd_bf16x2(const unsigned* a, const unsigned* u, const unsigned* g, unsigned* da, unsigned* du, long long n2) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n2; i += (long long)gridDim.x * blockDim.x) {
-        unsigned wa = a[i], wu = u[i], wg = g[i];
-        float a0, u0, a1, u1;
-        silu_mul_grad(lo(wa), lo(wu), lo(wg), a0, u0);
-        silu_mul_grad(hi(wa), hi(wu), hi(wg), a1, u1);
-        da[i] = pack(a0, a1);
-        du[i] = pack(u0, u1);
-    }
-}
-
-// AdamW on one f32 tensor: burn-optim's AdamW (adamw.rs) in its order of operations, one rounding
-// per op (__fmul_rn/__fadd_rn: no fused multiply-add), with the gradient first scaled by the
-// global-norm clip factor:  g ← g·clip;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
-// p ← p·decay − lr·(m/bc1) / (√(v/bc2) + eps),  decay = 1 − lr·wd,  bc = 1 − βᵗ.
-// `first`: no moments yet (m and v are not read; burn's first step is the same with m = v = 0).
-// `stats` (if not null): the step's [loss, gradient norm] on the device. Then the clip factor is
-// max_norm / (norm + 1e-6) for norms above max_norm (torch's clip_grad_norm_), and a non-finite loss
-// or norm leaves p, m and v as they were: no host round trip before the update.
-struct Adam {
-    float lr, b1, c1, b2, c2, eps, decay, bc1, bc2, clip;  // c = 1 − β, as burn computes it (f32)
-    float max_norm;                                        // with `stats`; 0 = no clipping
-};
-__device__ __forceinline__ bool finite(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
-extern "C" __global__ void adamw_f32(const float* p, const float* g, const float* m, const float* v, float* po, float* mo,
-                                     float* vo, long long n, Adam h, int first, const float* stats) {
-    bool skip = false;
-    if (stats) {
-        float loss = stats[0], norm = stats[1];
-        skip = !(finite(loss) && finite(norm));
-        h.clip = h.max_norm > 0.f && norm > h.max_norm ? h.max_norm / (norm + 1e-6f) : 1.f;
-    }
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        if (skip) {
-            po[i] = p[i];
-            mo[i] = first ? 0.f : m[i];
-            vo[i] = first ? 0.f : v[i];
-            continue;
-        }
-        float gi = h.clip == 1.f ? g[i] : __fmul_rn(g[i], h.clip);
-        float mi = __fmul_rn(gi, h.c1), vi = __fmul_rn(__fmul_rn(gi, gi), h.c2);
-        if (!first) {
-            mi = __fadd_rn(__fmul_rn(m[i], h.b1), mi);
-            vi = __fadd_rn(__fmul_rn(v[i], h.b2), vi);
-        }
-        float step = __fdiv_rn(__fdiv_rn(mi, h.bc1), __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, h.bc2)), h.eps));
-        po[i] = __fsub_rn(h.decay == 1.f ? p[i] : __fmul_rn(p[i], h.decay), __fmul_rn(step, h.lr));
-        mo[i] = mi;
-        vo[i] = vi;
-    }
-}
-
 #define FLOAT_KERNELS(T, NAME)                                                                                         \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
                                                   long long bias_sb, long long bias_sh, float scale) {                 \
@@ -432,12 +329,6 @@ extern "C" __global__ void adamw_f32(const float* p, const float* g, const float
                                                const float* rstd, T* dx, float* dw, float* db, long long rows, int D,  \
                                                int rms, int rows_per_block) {                                          \
         norm_bwd<T>(g, x, w, mean, rstd, dx, dw, db, rows, D, rms, rows_per_block);                                     \
-    }                                                                                                                  \
-    extern "C" __global__ void silu_mul_fwd_##NAME(const T* a, const T* u, T* y, long long n) {                       \
-        silu_mul_fwd<T>(a, u, y, n);                                                                                    \
-    }                                                                                                                  \
-    extern "C" __global__ void silu_mul_bwd_##NAME(const T* a, const T* u, const T* g, T* da, T* du, long long n) {   \
-        silu_mul_bwd<T>(a, u, g, da, du, n);                                                                            \
     }
 #define INDEXED_KERNELS(T, NAME, I, INAME)                                                                             \
     extern "C" __global__ void ce_fwd_##NAME##_##INAME(const T* x, const I* t, float* loss, float* lse, int V) {       \

@@ -1,0 +1,66 @@
+// The optimizer step's kernels: the global gradient norm (src/train/optim.rs) and AdamW
+// (src/train/adamw.rs); compiled after fused.cu, whose warp_sum they use.
+
+// Σ x² over up to MT_MAX f32 tensors in one launch (the global gradient norm): blockIdx.y picks the
+// tensor, the x blocks stride over it, and each block adds its sum to out[0] (zeroed).
+#define MT_MAX 64
+struct Tensors {
+    const float* ptr[MT_MAX];
+    long long n[MT_MAX];
+};
+extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
+    const float* p = t.ptr[blockIdx.y];
+    long long n = t.n[blockIdx.y];
+    float acc = 0.f;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) acc += p[e] * p[e];
+    acc = warp_sum(acc);
+    __shared__ float part[32];
+    int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    if (lane == 0) part[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+        acc = warp_sum(lane < (int)(blockDim.x / 32) ? part[lane] : 0.f);
+        if (lane == 0) atomicAdd(out, acc);
+    }
+}
+
+// AdamW on one f32 tensor: burn-optim's AdamW (adamw.rs) in its order of operations, one rounding
+// per op (__fmul_rn/__fadd_rn: no fused multiply-add), with the gradient first scaled by the
+// global-norm clip factor:  g ← g·clip;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
+// p ← p·decay − lr·(m/bc1) / (√(v/bc2) + eps),  decay = 1 − lr·wd,  bc = 1 − βᵗ.
+// `first`: no moments yet (m and v are not read; burn's first step is the same with m = v = 0).
+// `stats` (if not null): the step's [loss, gradient norm] on the device. Then the clip factor is
+// max_norm / (norm + 1e-6) for norms above max_norm (torch's clip_grad_norm_), and a non-finite loss
+// or norm leaves p, m and v as they were: no host round trip before the update.
+struct Adam {
+    float lr, b1, c1, b2, c2, eps, decay, bc1, bc2, clip;  // c = 1 − β, as burn computes it (f32)
+    float max_norm;                                        // with `stats`; 0 = no clipping
+};
+__device__ __forceinline__ bool finite(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
+extern "C" __global__ void adamw_f32(const float* p, const float* g, const float* m, const float* v, float* po, float* mo,
+                                     float* vo, long long n, Adam h, int first, const float* stats) {
+    bool skip = false;
+    if (stats) {
+        float loss = stats[0], norm = stats[1];
+        skip = !(finite(loss) && finite(norm));
+        h.clip = h.max_norm > 0.f && norm > h.max_norm ? h.max_norm / (norm + 1e-6f) : 1.f;
+    }
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        if (skip) {
+            po[i] = p[i];
+            mo[i] = first ? 0.f : m[i];
+            vo[i] = first ? 0.f : v[i];
+            continue;
+        }
+        float gi = h.clip == 1.f ? g[i] : __fmul_rn(g[i], h.clip);
+        float mi = __fmul_rn(gi, h.c1), vi = __fmul_rn(__fmul_rn(gi, gi), h.c2);
+        if (!first) {
+            mi = __fadd_rn(__fmul_rn(m[i], h.b1), mi);
+            vi = __fadd_rn(__fmul_rn(v[i], h.b2), vi);
+        }
+        float step = __fdiv_rn(__fdiv_rn(mi, h.bc1), __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, h.bc2)), h.eps));
+        po[i] = __fsub_rn(h.decay == 1.f ? p[i] : __fmul_rn(p[i], h.decay), __fmul_rn(step, h.lr));
+        mo[i] = mi;
+        vo[i] = vi;
+    }
+}
