@@ -1,10 +1,12 @@
 //! AdamW with the global-norm clip folded in as a gradient scale. Its math, state and checkpoint
 //! record are burn's AdamW (through burn's `OptimizerAdaptor`), so old checkpoints load unchanged.
 //!
-//! Why not burn's optimizer as is: it updates a parameter with ~15 elementwise ops, and the clip
-//! adds one more; at ~200 parameters that was the largest share of the ops the host issues per
-//! step. On CUDA (`train.adamw = "fused"`) each parameter takes one kernel instead
-//! (`kernels::adamw`); elsewhere burn's `AdamW::step` runs, so CPU runs stay bit-exact.
+//! Why not burn's optimizer as is: the clip factor needs the gradient norm on the host before the
+//! update, so every step waited for the GPU to drain and the GPU then idled while the host queued
+//! AdamW (~5 ms per step at the pristine shape, `baka bench --phases`). On CUDA
+//! (`train.adamw = "fused"`) each parameter takes one kernel (`kernels::adamw`) that reads the norm
+//! on the device and clips there ([`GradScale::Clip`]); the kernel alone, with the host clip, gained
+//! nothing measurable. Elsewhere burn's `AdamW::step` runs, so CPU runs stay bit-exact.
 
 use crate::config::TrainConfig;
 use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
