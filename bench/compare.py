@@ -6,7 +6,10 @@ markdown table plus the ratios a reader wants (baka vs torch eager / torch.compi
 alone: `python3 bench/compare.py bench.jsonl` (or `-` for stdin). Needs only the standard library.
 
 Rows whose `system` starts with "torch-" are the reference; any other system (e.g. "baka-cuda")
-is a baka row. Keys other than the ones shown are ignored. Every row is shown; ratios pair each baka
+is a baka row. Memory is shown both ways: "reserved" is what the allocator holds from the GPU
+(baka: `peak_mem_gib`, cubecl's pool; torch: `peak_reserved_gib`, its caching allocator) and
+"allocated" what live tensors use (baka: `peak_in_use_gib`, sampled; torch: `peak_mem_gib`,
+`max_memory_allocated`). Keys other than the ones shown are ignored. Every row is shown; ratios pair each baka
 shape (system, batch, seq, dtype, params; the last row of each) with the torch row of the same shape,
 or, where torch has none, with that torch system's last row and a warning.
 """
@@ -17,7 +20,7 @@ import argparse
 import json
 import sys
 
-COLUMNS = ["system", "dtype", "batch", "seq", "params", "tok/s", "ms/step", "MFU", "peak mem"]
+COLUMNS = ["system", "dtype", "batch", "seq", "params", "tok/s", "ms/step", "MFU", "reserved", "allocated"]
 
 
 def load(path: str) -> list[dict]:
@@ -56,6 +59,20 @@ def fmt(v, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     return "n/a" if x is None else f"{x * scale:{spec}}{suffix}"
 
 
+def is_torch(r: dict) -> bool:
+    return str(r.get("system")).startswith("torch-")
+
+
+def reserved(r: dict):
+    """Peak GiB the allocator held (older rows may lack torch's)."""
+    return r.get("peak_reserved_gib") if is_torch(r) else r.get("peak_mem_gib")
+
+
+def allocated(r: dict):
+    """Peak GiB of live tensors (baka's is sampled during a few steps; older rows lack it)."""
+    return r.get("peak_mem_gib") if is_torch(r) else r.get("peak_in_use_gib")
+
+
 def cells(r: dict) -> list[str]:
     params = num(r.get("params"))
     return [
@@ -67,7 +84,8 @@ def cells(r: dict) -> list[str]:
         fmt(r.get("tok_s"), ",.0f"),
         fmt(r.get("ms_step"), ".2f"),
         fmt(r.get("mfu"), ".2f", 100, "%"),
-        fmt(r.get("peak_mem_gib"), ".2f", suffix=" GiB"),
+        fmt(reserved(r), ".2f", suffix=" GiB"),
+        fmt(allocated(r), ".2f", suffix=" GiB"),
     ]
 
 
@@ -117,7 +135,8 @@ def report(rows: list[dict]) -> tuple[str, bool]:
                     [
                         f"{b['system']} (batch {b.get('batch')}) / {name}",
                         ratio(b.get("tok_s"), t.get("tok_s")),
-                        ratio(b.get("peak_mem_gib"), t.get("peak_mem_gib")),
+                        ratio(reserved(b), reserved(t)),
+                        ratio(allocated(b), allocated(t)),
                     ]
                 )
                 diff = [k for k in ("batch", "seq", "params", "dtype") if b.get(k) != t.get(k)]
@@ -126,7 +145,7 @@ def report(rows: list[dict]) -> tuple[str, bool]:
                         f"WARNING: {b['system']} and {name} differ in "
                         + ", ".join(f"{k} ({b.get(k)} vs {t.get(k)})" for k in diff)
                     )
-        out.append(table(["ratio", "tok/s", "peak mem"], body))
+        out.append(table(["ratio", "tok/s", "reserved", "allocated"], body))
         out.extend(["", *warnings] if warnings else [])
     return "\n".join(out), ok
 

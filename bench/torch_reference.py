@@ -321,6 +321,8 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     elapsed = time.perf_counter() - start
 
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    # the caching allocator's peak, to compare with baka's peak_mem_gib (cubecl's pool, reserved)
+    peak_reserved = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
     losses = [v.item() for v in losses]
     if loss_first is None:
         loss_first = losses[0]
@@ -344,6 +346,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         "ms_step": round(ms_step, 3),
         "mfu": float(f"{mfu:.4g}"),  # 4 significant digits: tiny on CPU, ~0.x on GPU
         "peak_mem_gib": None if peak_mem is None else round(peak_mem, 3),
+        "peak_reserved_gib": None if peak_reserved is None else round(peak_reserved, 3),
         "loss_first": round(loss_first, 5),
         "loss_last": round(losses[-1], 5),
     }

@@ -52,6 +52,41 @@ fn reserved_bytes(_device: &str) -> Option<u64> {
     None
 }
 
+/// Runs `f` while a side thread samples the bytes live tensors hold in cubecl's pool (on this
+/// thread's stream, every millisecond); returns `f`'s result and the most seen. Why: the pool's
+/// reserved bytes include its slack, while PyTorch reports `max_memory_allocated`; this is the
+/// like-for-like figure (a lower bound: a peak shorter than the interval can be missed).
+#[cfg(feature = "cuda")]
+fn peak_in_use<R>(device: &str, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+    use cubecl::Runtime;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if device != "cuda" {
+        return (f(), None);
+    }
+    let (stream, client) = (cubecl::stream_id::StreamId::current(), cubecl::cuda::CudaRuntime::client(&Default::default()));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(m) = stream.executes(|| client.memory_usage()) {
+                    peak = peak.max(m.bytes_in_use);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            peak
+        });
+        let r = f();
+        stop.store(true, Ordering::Relaxed);
+        (r, sampler.join().ok())
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn peak_in_use<R>(_device: &str, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+    (f(), None)
+}
+
 /// "baka-cpu", or "baka-cuda" plus the kernel settings that differ from the defaults, e.g.
 /// "baka-cuda (burn matmul)", so rows of one comparison stay apart in `bench/compare.py`.
 fn system(t: &crate::config::TrainConfig) -> String {
@@ -107,6 +142,17 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     B::sync(dev)?;
     let dt = t0.elapsed().as_secs_f64();
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
+    // three more steps, untimed, with the in-use sampler running
+    let (model, in_use) = peak_in_use(&t.device, || -> Result<BakaLM<B>> {
+        let mut model = model;
+        for i in 0..3 {
+            let (x, y) = batch(o.warmup + o.steps + i);
+            model = train_step(model, &mut optim, x, y, t.lr, t).0;
+        }
+        B::sync(dev)?;
+        Ok(model)
+    });
+    let mut model = model?;
     let gpu = t.device == "cuda";
     let blas = gpu && t.matmul == "cublas";
     let mut line = serde_json::json!({
@@ -128,12 +174,13 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "ms_step": (dt / o.steps as f64 * 1e6).round() / 1e3,
         "mfu": if gpu { Some(tok_s * flops_per_token(cfg) / (o.peak_tflops * 1e12)) } else { None },
         "peak_mem_gib": if gpu { Some(peak as f64 / (1u64 << 30) as f64) } else { None },
+        "peak_in_use_gib": in_use.map(|b| b as f64 / (1u64 << 30) as f64),
         "warmup_s": (warm_s * 10.0).round() / 10.0,
         "loss_first": first,
         "loss_last": last,
     });
     if o.phases {
-        let mut next = o.warmup + o.steps;
+        let mut next = o.warmup + o.steps + 3;
         for (key, sync) in [("phases_ms", false), ("phases_synced_ms", true)] {
             let ms;
             (model, ms) = phases(model, &mut optim, o.steps, sync, t, dev, |_| {

@@ -55,7 +55,11 @@ pub type AdamScalars = [f32; 11];
 type T = CubeTensor<CudaRuntime>;
 
 fn float_name(t: &T) -> &'static str {
-    match t.dtype {
+    dtype_name(t.dtype)
+}
+
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
         DType::F32 | DType::Flex32 => "f32",
         DType::BF16 => "bf16",
         d => panic!("bakallm kernels: unsupported float dtype {d:?}"),
@@ -100,9 +104,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert_eq!(s.dtype, bias.dtype, "softmax_fwd: scores and bias dtypes differ");
         let stride = |i: usize| if bs[i] == 1 { 0 } else { bias.meta.strides()[i] as i64 };
         let p = empty(&s, vec![bh, l, l], s.dtype);
-        let name = format!("softmax_fwd_{}", float_name(&s));
-        let rows = bh * l;
+        let (rows, dtype) = (bh * l, s.dtype);
         enqueue([&s, &bias, &p], |[s, b, p], stream| {
+            let name = kernel("softmax_fwd", dtype, &[s, b, p], &[l, stride(0) as usize, stride(1) as usize]);
             let args = [Arg::Ptr(s), Arg::Ptr(b), Arg::Ptr(p), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(stride(0)), Arg::I64(stride(1)), Arg::F32(scale)];
             launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
         });
@@ -115,9 +119,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert_eq!(p.meta.shape(), dp.meta.shape(), "softmax_bwd: shapes differ");
         assert_eq!(p.dtype, dp.dtype, "softmax_bwd: dtypes differ");
         let ds = empty(&p, vec![bh, l, l], p.dtype);
-        let name = format!("softmax_bwd_{}", float_name(&p));
-        let rows = bh * l;
+        let (rows, dtype) = (bh * l, p.dtype);
         enqueue([&p, &dp, &ds], |[p, dp, ds], stream| {
+            let name = kernel("softmax_bwd", dtype, &[p, dp, ds], &[l]);
             let args = [Arg::Ptr(p), Arg::Ptr(dp), Arg::Ptr(ds), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::F32(scale)];
             launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
         });
@@ -129,8 +133,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let [n, v] = x.meta.shape().dims::<2>();
         assert_eq!(t.meta.shape().num_elements(), n, "ce_fwd: {n} rows, {:?} targets", t.meta.shape());
         let (loss, lse) = (empty(&x, vec![n], DType::F32), empty(&x, vec![n], DType::F32));
-        let name = format!("ce_fwd_{}_{}", float_name(&x), int_name(&t));
+        let (dtype, ints) = (x.dtype, int_name(&t));
         enqueue([&x, &t, &loss, &lse], |[x, t, loss, lse], stream| {
+            let name = format!("{}_{}", kernel("ce_fwd", dtype, &[x], &[v]), ints);
             launch(&name, grid(n, 1), CE_BLOCK, stream, &[Arg::Ptr(x), Arg::Ptr(t), Arg::Ptr(loss), Arg::Ptr(lse), Arg::I32(dim(v, "vocab"))])
         });
         [loss, lse]
@@ -142,8 +147,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert!(lse.dtype == DType::F32 && g.dtype == DType::F32, "ce_bwd: lse and g must be f32");
         assert!([&t, &lse, &g].iter().all(|a| a.meta.shape().num_elements() == n), "ce_bwd: {n} rows");
         let dx = empty(&x, vec![n, v], x.dtype);
-        let name = format!("ce_bwd_{}_{}", float_name(&x), int_name(&t));
+        let (dtype, ints) = (x.dtype, int_name(&t));
         enqueue([&x, &t, &lse, &g, &dx], |[x, t, lse, g, dx], stream| {
+            let name = format!("{}_{}", kernel("ce_bwd", dtype, &[x, dx], &[v]), ints);
             launch(&name, grid(n, 1), CE_BLOCK, stream, &[Arg::Ptr(x), Arg::Ptr(t), Arg::Ptr(lse), Arg::Ptr(g), Arg::Ptr(dx), Arg::I32(dim(v, "vocab"))])
         });
         dx
@@ -181,7 +187,6 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let [rows, d] = x.meta.shape().dims::<2>();
         assert!(w.dtype == DType::F32 && w.meta.shape().num_elements() == d, "norm_fwd: weight {:?} {:?} for D {d}", w.meta.shape(), w.dtype);
         let (y, mean, rstd) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![rows], DType::F32), empty(&x, vec![rows], DType::F32));
-        let name = format!("norm_fwd_{}", float_name(&x));
         let tail = [Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::F32(eps), Arg::I32(b.is_none() as i32)];
         let blocks = grid(rows, SOFTMAX_BLOCK as usize / 32);
         let mut ts = vec![&x, &w];
@@ -190,6 +195,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         enqueue_all(&ts, |p, stream| {
             // without a bias the pointers are x, w, y, mean, rstd; the kernel takes 0 as "RMSNorm"
             let p: Vec<u64> = if b.is_some() { p.to_vec() } else { [&p[..2], &[0], &p[2..]].concat() };
+            let name = kernel("norm_fwd", x.dtype, &[p[0], p[3]], &[d]);
             launch(&name, blocks, SOFTMAX_BLOCK, stream, &[p.into_iter().map(Arg::Ptr).collect(), tail.to_vec()].concat())
         });
         [y, mean, rstd]
@@ -200,11 +206,12 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let [rows, d] = x.meta.shape().dims::<2>();
         assert_eq!(g.meta.shape(), x.meta.shape(), "norm_bwd: gradient and input shapes differ");
         let (dx, dw, db) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![d], DType::F32), empty(&x, vec![d], DType::F32));
-        let name = format!("norm_bwd_{}", float_name(&x));
         const ROWS_PER_BLOCK: usize = 64;
+        let dtype = x.dtype;
         assert!(d <= crate::config::MAX_FUSED_NORM_D, "norm_bwd: D = {d} exceeds the shared-memory sums ({} floats)", 2 * crate::config::MAX_FUSED_NORM_D);
         let shared = (2 * d * 4) as u32;
         enqueue([&g, &x, &w, &mean, &rstd, &dw, &db, &dx], |[g, x, w, m, r, dw, db, dx], stream| {
+            let name = kernel("norm_bwd", dtype, &[g, x, dx], &[d]);
             unsafe {
                 cudarc::driver::result::memset_d8_async(dw, 0, d * 4, stream).expect("cuMemsetD8Async");
                 cudarc::driver::result::memset_d8_async(db, 0, d * 4, stream).expect("cuMemsetD8Async");
@@ -292,9 +299,8 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
 }
 
 /// Launches the elementwise kernel `<kind>_<dtype>` over same-shaped `inputs`, into `M` fresh
-/// outputs of their shape and dtype (one thread per element, grid-strided); bf16 in pairs
-/// (`<kind>_bf16x2`, one 32-bit word per thread) where the length is even and every buffer is
-/// 4-byte aligned.
+/// outputs of their shape and dtype (one thread per element, or per 16 bytes with the `_v` kernel,
+/// grid-strided).
 fn elementwise<const N: usize, const M: usize>(kind: &str, inputs: [T; N]) -> [T; M] {
     let inputs = inputs.map(compact);
     let (shape, dtype) = (inputs[0].meta.shape().clone(), inputs[0].dtype);
@@ -303,19 +309,32 @@ fn elementwise<const N: usize, const M: usize>(kind: &str, inputs: [T; N]) -> [T
     let outs = [(); M].map(|_| empty(&inputs[0], shape.to_vec(), dtype));
     let ts: Vec<&T> = inputs.iter().chain(&outs).collect();
     enqueue_all(&ts, |p, stream| {
-        let pairs = dtype == DType::BF16 && n % 2 == 0 && p.iter().all(|&p| p % 4 == 0);
-        let (name, len) = if pairs { (format!("{kind}_bf16x2"), n / 2) } else { (format!("{kind}_{}", float_name(&inputs[0])), n) };
+        let name = kernel(kind, dtype, p, &[n]);
+        let len = if name.ends_with("_v") { n / width(dtype) } else { n };
         let args: Vec<Arg> = p.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64(len as i64)]).collect();
         launch(&name, grid(len, 256).min(8192), 256, stream, &args)
     });
     outs
 }
 
+/// Elements of `dtype` per 16-byte access.
+fn width(dtype: DType) -> usize {
+    16 / dtype.size()
+}
+
+/// `<kind>_<dtype>`, or its 16-byte-access variant `<kind>_<dtype>_v`
+/// (cuda/common.cu's `Vec`) where every buffer in `ptrs` is 16-byte aligned and every length in
+/// `dims` (row lengths, strides, in elements) a multiple of the access.
+fn kernel(kind: &str, dtype: DType, ptrs: &[u64], dims: &[usize]) -> String {
+    let w = width(dtype);
+    let wide = ptrs.iter().all(|p| p % 16 == 0) && dims.iter().all(|d| d % w == 0);
+    format!("{kind}_{}{}", dtype_name(dtype), if wide { "_v" } else { "" })
+}
+
 /// Launches `heads_split`/`heads_merge` from `input` into `out` (one thread per element).
 fn heads_kernel(kind: &str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd]: [usize; 3]) -> T {
     assert!(input.meta.shape().num_elements() == out.meta.shape().num_elements() && heads * hd > 0, "{kind}: {:?} with {heads} heads", input.meta.shape());
     let n = out.meta.shape().num_elements();
-    let name = format!("{kind}_{}", float_name(&input));
     let dims = [Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
     let tables = rot.map(|t| t.map(compact));
     if let Some([c, s]) = &tables {
@@ -326,8 +345,11 @@ fn heads_kernel(kind: &str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd
     ts.push(&out);
     enqueue_all(&ts, |p, stream| {
         let (c, s) = if tables.is_some() { (p[1], p[2]) } else { (0, 0) };
+        // a rotation reads the partner half as one access too, so the half must be whole accesses
+        let name = kernel(kind, input.dtype, p, &[hd, if tables.is_some() { hd / 2 } else { 0 }]);
+        let per_thread = if name.ends_with("_v") { width(input.dtype) } else { 1 };
         let args = [&[Arg::Ptr(p[0]), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(p[p.len() - 1])], &dims[..], &[Arg::I32(tables.is_some() as i32)]].concat();
-        launch(&name, grid(n, 256), 256, stream, &args)
+        launch(&name, grid(n / per_thread, 256), 256, stream, &args)
     });
     out
 }

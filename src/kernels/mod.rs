@@ -41,7 +41,7 @@ pub enum Ce {
     Autodiff,
     /// [`cross_entropy::token_losses`] with burn's ops: the same values, a closed-form backward.
     ClosedForm,
-    /// The closed form as one CUDA kernel each way (`cuda/fused.cu`).
+    /// The closed form as one CUDA kernel each way (`cuda/tokens.cu`).
     Fused,
 }
 

@@ -64,8 +64,20 @@ pub enum Arg {
     Bytes(Vec<u8>),
 }
 
-/// bakallm's kernels, one NVRTC module: fused.cu first (the shared helpers), then gate.cu, optim.cu.
-const SOURCE: &str = concat!(include_str!("cuda/fused.cu"), "\n", include_str!("cuda/gate.cu"), "\n", include_str!("cuda/optim.cu"));
+/// bakallm's kernels, one NVRTC module: common.cu first (the shared helpers), then one file per concept.
+const SOURCE: &str = concat!(
+    include_str!("cuda/common.cu"),
+    "\n",
+    include_str!("cuda/attention.cu"),
+    "\n",
+    include_str!("cuda/tokens.cu"),
+    "\n",
+    include_str!("cuda/norm.cu"),
+    "\n",
+    include_str!("cuda/gate.cu"),
+    "\n",
+    include_str!("cuda/optim.cu")
+);
 
 /// The kernel `name` of `cuda/*.cu` in the current context (compiled on first use).
 fn function(name: &str) -> ds::CUfunction {

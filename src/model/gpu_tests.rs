@@ -110,10 +110,11 @@ fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
 fn gpu_cross_entropy_kernels_match_autodiff() {
     use crate::kernels::Ce;
     let dev = burn::backend::cuda::CudaDevice::default();
-    let (b, n, v) = (2, 37, 1000);
-    let xs: Vec<f32> = (0..b * n * v).map(|i| ((i as u64 * 2654435761 % 1000) as f32 / 100.0) - 5.0).collect();
-    let ts: Vec<i64> = (0..b * n).map(|i| (i as i64 * 7919) % v as i64).collect();
-    for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
+    // a vocabulary of a multiple of 8 takes the 16-byte-access (`_v`) kernels
+    for (v, dt) in [1000, 1001].into_iter().flat_map(|v| [(v, burn::tensor::FloatDType::F32), (v, burn::tensor::FloatDType::BF16)]) {
+        let (b, n) = (2, 37);
+        let xs: Vec<f32> = (0..b * n * v).map(|i| ((i as u64 * 2654435761 % 1000) as f32 / 100.0) - 5.0).collect();
+        let ts: Vec<i64> = (0..b * n).map(|i| (i as i64 * 7919) % v as i64).collect();
         let run = |ce: Ce| {
             let x = Tensor::<GpuTrain, 3>::from_data(TensorData::new(xs.clone(), [b, n, v]), &dev).cast(dt).require_grad();
             let t = Tensor::<GpuTrain, 2, Int>::from_data(TensorData::new(ts.clone(), [b, n]), &dev);
@@ -124,7 +125,7 @@ fn gpu_cross_entropy_kernels_match_autodiff() {
         let (l0, g0) = run(Ce::Autodiff);
         for ce in [Ce::ClosedForm, Ce::Fused] {
             let (l1, g1) = run(ce);
-            eprintln!("cross-entropy {ce:?} vs autodiff, {dt:?}: loss {l1} vs {l0}, grad rel {:.2e}", rel(&g1, &g0));
+            eprintln!("cross-entropy {ce:?} vs autodiff, vocab {v} {dt:?}: loss {l1} vs {l0}, grad rel {:.2e}", rel(&g1, &g0));
             assert!((l0 - l1).abs() < 1e-4 * l0.abs() && rel(&g1, &g0) < 2e-2, "{ce:?} {dt:?}: loss {l1} vs {l0}");
         }
     }
@@ -137,8 +138,9 @@ fn gpu_cross_entropy_kernels_match_autodiff() {
 fn gpu_attention_kernels_match_burns_steps() {
     use crate::kernels::attention::attention_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
-    // rows of ≤ 512 and ≤ 1024 keys take the register kernels, longer ones the looping ones
-    for (b, h, l, hd, per_head) in [(2, 3, 37, 16, true), (3, 4, 70, 8, false), (1, 2, 600, 8, true), (1, 1, 1100, 8, false)] {
+    // rows of ≤ 512 and ≤ 1024 keys take the register kernels, longer ones the looping ones; rows
+    // of a multiple of 8 keys the 16-byte-access (`_v`) kernels
+    for (b, h, l, hd, per_head) in [(2, 3, 37, 16, true), (3, 4, 70, 8, false), (2, 2, 64, 16, true), (1, 2, 600, 8, true), (1, 1, 1100, 8, false)] {
         let hb = if per_head { h } else { 1 };
         let mut bias = vec![0f32; hb * l * l];
         for (hh, i, j) in (0..hb).flat_map(|hh| (0..l).flat_map(move |i| (0..l).map(move |j| (hh, i, j)))) {
@@ -195,10 +197,12 @@ fn gpu_heads_kernels_match_burns_steps() {
     use crate::kernels::heads::{merge_heads_ad, split_heads_ad};
     use positions::{Layout, PosTables};
     let dev = burn::backend::cuda::CudaDevice::default();
-    let (b, l, heads, hd) = (3, 45, 4, 16);
-    let d = heads * hd;
     let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect() };
-    for kind in [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos] {
+    // head dim 16 takes the 16-byte-access (`_v`) kernels; 12 the one-element ones for bf16, and
+    // for f32 with a rotation (its half, 6, is not a multiple of 4)
+    let shapes = [(3, 45, 4, 16), (2, 19, 3, 12)];
+    for ((b, l, heads, hd), kind) in shapes.into_iter().flat_map(|s| [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos].map(|k| (s, k))) {
+        let d = heads * hd;
         for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
             let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
             let rot = PosTables::<crate::backend::Gpu>::new(&Layout::plain(l, 100), &p, &dev, dt).rot_k;
@@ -215,8 +219,8 @@ fn gpu_heads_kernels_match_burns_steps() {
             let tol = if dt == burn::tensor::FloatDType::F32 { 1e-5 } else { 2e-2 };
             for (what, (a, g)) in ["split", "merge", "dx"].iter().zip(want.iter().zip(&got)) {
                 let r = rel(g, a);
-                eprintln!("heads {kind:?} {dt:?} {what}: kernels vs burn rel {r:.2e}");
-                assert!(r < tol, "heads {kind:?} {dt:?} {what}: rel {r}");
+                eprintln!("heads hd {hd} {kind:?} {dt:?} {what}: kernels vs burn rel {r:.2e}");
+                assert!(r < tol, "heads hd {hd} {kind:?} {dt:?} {what}: rel {r}");
             }
         }
     }
@@ -286,12 +290,14 @@ fn gpu_linear_op_matches_burns_steps() {
 }
 
 /// The gated-SiLU kernels against burn's steps: output and both gradients, f32 and bf16, on
-/// lengths past the kernels' grid (their stride loop); the even length runs bf16 in pairs.
+/// lengths past the kernels' grid (their stride loop): odd ones take the one-element kernels, the
+/// multiples of 8 the 16-byte-access (`_v`) ones.
 #[test]
 fn gpu_gate_kernels_match_burns_steps() {
     use crate::kernels::gate::silu_mul_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
-    for (n, dt) in [(2_300_001, burn::tensor::FloatDType::F32), (2_300_001, burn::tensor::FloatDType::BF16), (2_300_000, burn::tensor::FloatDType::BF16)] {
+    use burn::tensor::FloatDType::{BF16, F32};
+    for (n, dt) in [(2_300_001, F32), (2_300_001, BF16), (9_000_000, F32), (17_000_000, BF16)] {
         let data = |seed: u64| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 125.0) - 4.0).collect() };
         let run = |fused: bool| {
             let t = |s| Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(s), [n]), &dev).cast(dt);

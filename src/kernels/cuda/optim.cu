@@ -1,5 +1,5 @@
 // The optimizer step's kernels: the global gradient norm (src/train/optim.rs) and AdamW
-// (src/train/adamw.rs); compiled after fused.cu, whose warp_sum they use.
+// (src/train/adamw.rs); compiled after common.cu, whose warp_sum they use.
 
 // Σ x² over up to MT_MAX f32 tensors in one launch (the global gradient norm): blockIdx.y picks the
 // tensor, the x blocks stride over it, and each block adds its sum to out[0] (zeroed).

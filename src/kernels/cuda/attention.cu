@@ -1,0 +1,206 @@
+// The attention's kernels (src/kernels/attention.rs, heads.rs): the causal softmax and its
+// backward, and the head split/merge with the RoPE/xPos rotation folded in.
+
+// Row i of the attention bias for row `row` of the scores [b·H, L, L] (strides 0 broadcast).
+template <typename T>
+__device__ __forceinline__ const T* bias_row(const T* bias, long long row, int L, int H, long long sb, long long sh) {
+    long long bh = row / L;
+    return bias + (bh / H) * sb + (bh % H) * sh + (row % L) * L;
+}
+
+// Causal attention probabilities: p = softmax(s · scale + bias) over each row i of s [bh, L, L]
+// (one warp per row), keys j > i masked: they are neither read nor summed, and get exact zeros.
+// bias is [*, *, L, L] with strides (bias_sb, bias_sh) for batch and head (0 = broadcast); its −∞
+// entries give zeros too, and a row that is all −∞ gives all zeros. This one is for long rows.
+template <typename T>
+__device__ void softmax_fwd(const T* s, const T* bias, T* p, long long rows, int L, int H, long long bias_sb, long long bias_sh, float scale) {
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
+    const T* sr = s + row * L;
+    const T* br = bias_row(bias, row, L, H, bias_sb, bias_sh);
+    T* pr = p + row * L;
+    float m = NEG_INF;
+    for (int j = lane; j <= i; j += 32) m = fmaxf(m, ld(sr, j) * scale + ld(br, j));
+    m = warp_max(m);
+    float sum = 0.f;
+    if (m != NEG_INF)
+        for (int j = lane; j <= i; j += 32) sum += __expf(ld(sr, j) * scale + ld(br, j) - m);
+    sum = warp_sum(sum);
+    float inv = sum > 0.f ? 1.f / sum : 0.f;
+    for (int j = lane; j < L; j += 32) st(pr, j, (j > i || m == NEG_INF) ? 0.f : __expf(ld(sr, j) * scale + ld(br, j) - m) * inv);
+}
+
+// Its backward: ds = scale · p ⊙ (dp − Σ_j dp_j p_j), row by row (one warp per row); p is zero for
+// j > i, so those entries are written as zeros without reading p or dp.
+template <typename T>
+__device__ void softmax_bwd(const T* p, const T* dp, T* ds, long long rows, int L, float scale) {
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
+    const T* pr = p + row * L;
+    const T* dr = dp + row * L;
+    T* out = ds + row * L;
+    float dot = 0.f;
+    for (int j = lane; j <= i; j += 32) dot += ld(pr, j) * ld(dr, j);
+    dot = warp_sum(dot);
+    for (int j = lane; j < L; j += 32) st(out, j, j > i ? 0.f : scale * ld(pr, j) * (ld(dr, j) - dot));
+}
+
+// The same two for rows of at most 32·K keys: each lane keeps its K scores in registers, so the
+// row is read once instead of once per pass. Lane l holds the chunks of W keys starting at
+// (l + 32c)·W; a chunk wholly past the diagonal is not read.
+template <typename T, int K, int W>
+__device__ void softmax_fwd_reg(const T* s, const T* bias, T* p, long long rows, int L, int H, long long bias_sb, long long bias_sh, float scale) {
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
+    const T* sr = s + row * L;
+    const T* br = bias_row(bias, row, L, H, bias_sb, bias_sh);
+    float v[K];
+    float m = NEG_INF;
+#pragma unroll
+    for (int c = 0; c < K / W; c++) {
+        int j = (lane + 32 * c) * W;
+        float a[W], b[W];
+        if (j <= i) {
+            Vec<T, W>::load(sr + j, a);
+            Vec<T, W>::load(br + j, b);
+        }
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            v[c * W + k] = j + k <= i ? a[k] * scale + b[k] : NEG_INF;
+            m = fmaxf(m, v[c * W + k]);
+        }
+    }
+    m = warp_max(m);
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        v[k] = (v[k] == NEG_INF) ? 0.f : __expf(v[k] - m);
+        sum += v[k];
+    }
+    sum = warp_sum(sum);
+    float inv = sum > 0.f ? 1.f / sum : 0.f;
+    T* pr = p + row * L;
+#pragma unroll
+    for (int c = 0; c < K / W; c++) {
+        int j = (lane + 32 * c) * W;
+#pragma unroll
+        for (int k = 0; k < W; k++) v[c * W + k] *= inv;
+        if (j < L) Vec<T, W>::store(pr + j, v + c * W);
+    }
+}
+
+template <typename T, int K, int W>
+__device__ void softmax_bwd_reg(const T* p, const T* dp, T* ds, long long rows, int L, float scale) {
+    long long row = warp_row(rows);
+    if (row < 0) return;
+    int lane = threadIdx.x & 31, i = (int)(row % L);
+    const T* pr = p + row * L;
+    const T* dr = dp + row * L;
+    float pv[K], dv[K];
+    float dot = 0.f;
+#pragma unroll
+    for (int c = 0; c < K / W; c++) {
+        int j = (lane + 32 * c) * W;
+        float a[W], b[W];
+        if (j <= i) {
+            Vec<T, W>::load(pr + j, a);
+            Vec<T, W>::load(dr + j, b);
+        }
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            pv[c * W + k] = j + k <= i ? a[k] : 0.f;
+            dv[c * W + k] = j + k <= i ? b[k] : 0.f;
+            dot += pv[c * W + k] * dv[c * W + k];
+        }
+    }
+    dot = warp_sum(dot);
+    T* out = ds + row * L;
+#pragma unroll
+    for (int c = 0; c < K / W; c++) {
+        int j = (lane + 32 * c) * W;
+#pragma unroll
+        for (int k = 0; k < W; k++) pv[c * W + k] = scale * pv[c * W + k] * (dv[c * W + k] - dot);
+        if (j < L) Vec<T, W>::store(out + j, pv + c * W);
+    }
+}
+
+// Head split with an optional rotation (RoPE, xPos): y [b·H, L, hd] from x [b, L, H·hd],
+// y = x·c + rotate_half(x)·s with rotate_half([x1, x2]) = [−x2, x1] and tables c, s [L, hd];
+// rot = 0: a plain split (c, s unused). Each thread moves W consecutive elements of one head
+// (the host checks hd, and hd / 2 with a rotation, are multiples of W). Index math in 32 bits
+// where it fits (I = unsigned): 64-bit division is a software routine, and these kernels are all
+// index math and copies.
+template <typename T, typename I, int W>
+__device__ void heads_split(const T* x, const T* c, const T* s, T* y, I n, I L, I H, I hd, int rot) {
+    I e = ((I)blockIdx.x * blockDim.x + threadIdx.x) * W;
+    if (e >= n) return;
+    I j = e % hd, r = e / hd, t = r % L, bh = r / L;
+    I src = ((bh / H) * L + t) * H * hd + (bh % H) * hd;
+    float v[W];
+    Vec<T, W>::load(x + src + j, v);
+    if (rot) {
+        I half = hd / 2;
+        float xp[W], cv[W], sv[W], sign = j < half ? -1.f : 1.f;
+        Vec<T, W>::load(x + src + (j < half ? j + half : j - half), xp);
+        Vec<T, W>::load(c + t * hd + j, cv);
+        Vec<T, W>::load(s + t * hd + j, sv);
+#pragma unroll
+        for (int k = 0; k < W; k++) v[k] = v[k] * cv[k] + sign * xp[k] * sv[k];
+    }
+    Vec<T, W>::store(y + e, v);
+}
+
+// Its adjoint: the split's backward, and (rot = 0) the head merge. dx [b, L, H·hd] from
+// g [b·H, L, hd]: dx_j = g_j·c_j + (j < half ? g_{j+half}·s_{j+half} : −g_{j−half}·s_{j−half}).
+template <typename T, typename I, int W>
+__device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L, I H, I hd, int rot) {
+    I e = ((I)blockIdx.x * blockDim.x + threadIdx.x) * W;
+    if (e >= n) return;
+    I col = e % (H * hd), r = e / (H * hd);
+    I t = r % L, h = col / hd, j = col % hd;
+    I src = (((r / L) * H + h) * L + t) * hd;
+    float v[W];
+    Vec<T, W>::load(g + src + j, v);
+    if (rot) {
+        I half = hd / 2, p = j < half ? j + half : j - half;
+        float gp[W], cv[W], sp[W], sign = j < half ? 1.f : -1.f;
+        Vec<T, W>::load(g + src + p, gp);
+        Vec<T, W>::load(c + t * hd + j, cv);
+        Vec<T, W>::load(s + t * hd + p, sp);
+#pragma unroll
+        for (int k = 0; k < W; k++) v[k] = v[k] * cv[k] + sign * gp[k] * sp[k];
+    }
+    Vec<T, W>::store(dx + e, v);
+}
+
+// NAME is the kernel suffix, W the elements per access (1, or 16 bytes' worth for `_v`).
+#define ATTENTION_KERNELS(T, NAME, W)                                                                                 \
+    extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
+                                                  long long bias_sb, long long bias_sh, float scale) {                 \
+        if (L <= 512) softmax_fwd_reg<T, 16, W>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                       \
+        else if (L <= 1024) softmax_fwd_reg<T, 32, W>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                 \
+        else softmax_fwd<T>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                                           \
+    }                                                                                                                  \
+    extern "C" __global__ void softmax_bwd_##NAME(const T* p, const T* dp, T* ds, long long rows, int L, float scale) { \
+        if (L <= 512) softmax_bwd_reg<T, 16, W>(p, dp, ds, rows, L, scale);                                             \
+        else if (L <= 1024) softmax_bwd_reg<T, 32, W>(p, dp, ds, rows, L, scale);                                       \
+        else softmax_bwd<T>(p, dp, ds, rows, L, scale);                                                                 \
+    }                                                                                                                  \
+    extern "C" __global__ void heads_split_##NAME(const T* x, const T* c, const T* s, T* y, long long n, int L, int H,  \
+                                                  int hd, int rot) {                                                   \
+        if (n < 0xffff0000LL) heads_split<T, unsigned, W>(x, c, s, y, n, L, H, hd, rot);                                 \
+        else heads_split<T, long long, W>(x, c, s, y, n, L, H, hd, rot);                                                \
+    }                                                                                                                  \
+    extern "C" __global__ void heads_merge_##NAME(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, \
+                                                  int hd, int rot) {                                                   \
+        if (n < 0xffff0000LL) heads_merge<T, unsigned, W>(g, c, s, dx, n, L, H, hd, rot);                                \
+        else heads_merge<T, long long, W>(g, c, s, dx, n, L, H, hd, rot);                                               \
+    }
+
+ATTENTION_KERNELS(float, f32, 1)
+ATTENTION_KERNELS(bf16, bf16, 1)
+ATTENTION_KERNELS(float, f32_v, 4)
+ATTENTION_KERNELS(bf16, bf16_v, 8)

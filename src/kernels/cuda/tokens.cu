@@ -1,0 +1,100 @@
+// The vocabulary-side kernels: the token cross-entropy (src/kernels/cross_entropy.rs) and the
+// embedding's gradient (embedding.rs).
+
+// Block-wide (max, sum of exp) merge for the cross-entropy (blockDim.x a multiple of 32, ≤ 1024).
+__device__ void block_logsumexp(float& m, float& s) {
+    __shared__ float sm[32], ss[32];
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        float mm = fmaxf(m, m2);
+        s = (mm == NEG_INF) ? 0.f : s * __expf(m - mm) + s2 * __expf(m2 - mm);
+        m = mm;
+    }
+    int warp = threadIdx.x / 32, lane = threadIdx.x & 31, nw = blockDim.x / 32;
+    if (lane == 0) { sm[warp] = m; ss[warp] = s; }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < nw ? sm[lane] : NEG_INF;
+        s = lane < nw ? ss[lane] : 0.f;
+        for (int o = 16; o > 0; o >>= 1) {
+            float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+            float mm = fmaxf(m, m2);
+            s = (mm == NEG_INF) ? 0.f : s * __expf(m - mm) + s2 * __expf(m2 - mm);
+            m = mm;
+        }
+    }
+}
+
+// Token cross-entropy, one block per row of logits x [n, V]: lse[r] = log Σ exp x[r, :] and
+// loss[r] = lse[r] − x[r, t[r]], both f32, in one online pass over the row (W logits per access;
+// the host checks V is a multiple of W).
+template <typename T, typename I, int W>
+__device__ void ce_fwd(const T* x, const I* t, float* loss, float* lse, int V) {
+    long long r = blockIdx.x;
+    const T* xr = x + r * V;
+    float m = NEG_INF, s = 0.f;
+    for (int j = threadIdx.x * W; j < V; j += blockDim.x * W) {
+        float a[W];
+        Vec<T, W>::load(xr + j, a);
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            float v = a[k];
+            if (v > m) { s = s * __expf(m - v) + 1.f; m = v; } else { s += __expf(v - m); }
+        }
+    }
+    block_logsumexp(m, s);
+    if (threadIdx.x == 0) {
+        float l = m + __logf(s);
+        lse[r] = l;
+        loss[r] = l - ld(xr, (long long)t[r]);
+    }
+}
+
+// Its backward, one block per row: dx[r, j] = (exp(x[r, j] − lse[r]) − [j = t[r]]) · g[r].
+template <typename T, typename I, int W>
+__device__ void ce_bwd(const T* x, const I* t, const float* lse, const float* g, T* dx, int V) {
+    long long r = blockIdx.x;
+    const T* xr = x + r * V;
+    T* dr = dx + r * V;
+    float l = lse[r], gr = g[r];
+    long long target = (long long)t[r];
+    for (int j = threadIdx.x * W; j < V; j += blockDim.x * W) {
+        float a[W];
+        Vec<T, W>::load(xr + j, a);
+#pragma unroll
+        for (int k = 0; k < W; k++) a[k] = (__expf(a[k] - l) - (j + k == target ? 1.f : 0.f)) * gr;
+        Vec<T, W>::store(dr + j, a);
+    }
+}
+
+// Embedding gradient: dw[ids[r], c] += g[r, c] for g [n, D], into a zeroed f32 dw [V, D].
+template <typename T, typename I>
+__device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int D) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= n * D) return;
+    long long r = e / D;
+    atomicAdd(dw + (long long)ids[r] * D + (e % D), ld(g, e));
+}
+
+#define CE_KERNELS(T, NAME, I, INAME, W)                                                                               \
+    extern "C" __global__ void ce_fwd_##NAME##_##INAME(const T* x, const I* t, float* loss, float* lse, int V) {       \
+        ce_fwd<T, I, W>(x, t, loss, lse, V);                                                                            \
+    }                                                                                                                  \
+    extern "C" __global__ void ce_bwd_##NAME##_##INAME(const T* x, const I* t, const float* lse, const float* g, T* dx, \
+                                                       int V) {                                                        \
+        ce_bwd<T, I, W>(x, t, lse, g, dx, V);                                                                           \
+    }
+#define EMBED_KERNELS(T, NAME, I, INAME)                                                                               \
+    extern "C" __global__ void embed_bwd_##NAME##_##INAME(const I* ids, const T* g, float* dw, long long n, int D) {   \
+        embed_bwd<T, I>(ids, g, dw, n, D);                                                                              \
+    }
+#define TOKEN_KERNELS(I, INAME)                                                                                        \
+    CE_KERNELS(float, f32, I, INAME, 1)                                                                                \
+    CE_KERNELS(bf16, bf16, I, INAME, 1)                                                                                \
+    CE_KERNELS(float, f32_v, I, INAME, 4)                                                                              \
+    CE_KERNELS(bf16, bf16_v, I, INAME, 8)                                                                              \
+    EMBED_KERNELS(float, f32, I, INAME)                                                                                \
+    EMBED_KERNELS(bf16, bf16, I, INAME)
+
+TOKEN_KERNELS(int, i32)
+TOKEN_KERNELS(long long, i64)
