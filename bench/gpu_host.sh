@@ -1,7 +1,8 @@
 #!/bin/bash
 # GPU call (carry [".gpu"]): where the time of a 001_pristine training step goes (bf16, vocab
 # 50304). `baka bench --phases` at batch 32 with the defaults and with each setting in $VARIANTS
-# (words as in gpu_pristine.sh: "train.adamw=burn", "train.ce=autodiff,train.attention=burn"), the
+# (words as in gpu_pristine.sh: "train.adamw=burn", "train.ce=autodiff,train.attention=burn"; a
+# part starting with -- is a bench flag: "--phases"), the
 # defaults at each batch of $BATCHES, and the PyTorch reference (eager + torch.compile) at each batch
 # of $TORCH_BATCHES. JSON lines in $OUT/bench.jsonl, then bench/compare.py's table; caches brought
 # back. TESTS_FIRST=1 runs the CUDA tests ($TESTS_FILTER) before any timing.
@@ -15,7 +16,7 @@ run() {
 }
 run --batch 32 --phases
 for v in ${VARIANTS:-}; do
-  sets=(); IFS=, read -ra kv <<< "$v"; for x in "${kv[@]}"; do sets+=(--set "$x"); done
+  sets=(); IFS=, read -ra kv <<< "$v"; for x in "${kv[@]}"; do [[ $x == --* ]] && sets+=("$x") || sets+=(--set "$x"); done
   run --batch 32 --phases "${sets[@]}"
 done
 for b in ${BATCHES:-}; do run --batch "$b"; done

@@ -13,4 +13,5 @@ for run in ${RUNS:-default}; do
   echo "== ncu $run rc=$? at $(( $(date +%s) - t0 )) s"; tail -2 "/tmp/ncu-$name.out"; files+=("ncu-$name.csv")
 done
 tar czf "$OUT/ncu.tgz" -C /tmp "${files[@]}"
-python3 bench/ncu_sum.py --steps $(( ${WARMUP:-1} + 1 )) "${files[@]/#//tmp/}"
+# steps run: the warm-up, the timed one, and the three of the in-use memory sampler (bench.rs)
+python3 bench/ncu_sum.py --steps $(( ${WARMUP:-1} + 1 + 3 )) "${files[@]/#//tmp/}"

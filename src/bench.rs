@@ -52,6 +52,17 @@ fn reserved_bytes(_device: &str) -> Option<u64> {
     None
 }
 
+/// `nvrtc::host_counters` (zeros without CUDA).
+#[cfg(feature = "cuda")]
+fn kernel_host() -> [u64; 3] {
+    crate::kernels::nvrtc::host_counters()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn kernel_host() -> [u64; 3] {
+    [0; 3]
+}
+
 /// Runs `f` while a side thread samples the bytes live tensors hold in cubecl's pool (on this
 /// thread's stream, every millisecond); returns `f`'s result and the most seen. Why: the pool's
 /// reserved bytes include its slack, while PyTorch reports `max_memory_allocated`; this is the
@@ -198,6 +209,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
 /// device sync after each phase, each is that phase's device time (or its host time, if longer).
 fn phases<B: AutodiffBackend>(mut model: BakaLM<B>, optim: &mut AdamW<B>, steps: usize, sync: bool, t: &crate::config::TrainConfig, dev: &B::Device, mut batch: impl FnMut(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>)) -> Result<(BakaLM<B>, serde_json::Value)> {
     let mut sums: Vec<(&'static str, f64)> = Vec::new();
+    let k0 = kernel_host();
     for i in 0..steps {
         let (x, y) = batch(i);
         B::sync(dev)?;
@@ -215,6 +227,12 @@ fn phases<B: AutodiffBackend>(mut model: BakaLM<B>, optim: &mut AdamW<B>, steps:
         (model, _, _) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark);
     }
     B::sync(dev)?;
-    let ms = sums.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!((v / steps as f64 * 100.0).round() / 100.0))).collect();
+    let per_step = |v: f64| serde_json::json!((v / steps as f64 * 100.0).round() / 100.0);
+    let mut ms: serde_json::Map<String, serde_json::Value> = sums.into_iter().map(|(k, v)| (k.to_string(), per_step(v))).collect();
+    let k = kernel_host();
+    if k[2] > k0[2] {
+        // bakallm's ops, per step: host ms handing them to cubecl's device thread, ms launching, launches
+        ms.insert("kernels".into(), serde_json::json!({"pointers": per_step((k[0] - k0[0]) as f64 / 1e6), "launch": per_step((k[1] - k0[1]) as f64 / 1e6), "launches": (k[2] - k0[2]) / steps as u64}));
+    }
     Ok((model, serde_json::Value::Object(ms)))
 }

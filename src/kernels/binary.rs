@@ -1,5 +1,6 @@
 //! A two-input autodiff op from a forward step and a backward step (`prims`), keeping both inputs
-//! for the backward: how [`super::linear`] and [`super::gate`] become single ops in the graph.
+//! for the backward: how [`super::gate`] becomes a single op in the graph ([`super::linear`] keeps
+//! its weight's cast instead, so it has its own).
 
 use super::prims::float;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};

@@ -127,14 +127,15 @@ pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>, out: DTy
     if b * m * n == 0 {
         return c;
     }
-    let (alpha, beta) = (1.0f32, 0.0f32);
-    enqueue([&a.t, &w.t, &c], |[pa, pw, po], stream| {
-        with_handle(device.index, stream as _, |h| unsafe {
+    let (aop, ald, abs, wop, wld, wbs, index) = (a.op, a.ld, a.batch_stride, w.op, w.ld, w.batch_stride, device.index);
+    enqueue([&a.t, &w.t, &c], move |[pa, pw, po], stream| {
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        with_handle(index, stream as _, |h| unsafe {
             // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
             cb::gemm_strided_batched_ex(
-                h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
-                &alpha as *const f32 as _, pw as _, ty, w.ld as i32, w.batch_stride as i64,
-                pa as _, ty, a.ld as i32, a.batch_stride as i64,
+                h, op(wop), op(aop), n as i32, m as i32, k as i32,
+                &alpha as *const f32 as _, pw as _, ty, wld as i32, wbs as i64,
+                pa as _, ty, ald as i32, abs as i64,
                 &beta as *const f32 as _, po as _, out_ty, n as i32, (m * n) as i64,
                 b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )

@@ -34,14 +34,16 @@ pub trait FusedBackend: BlasBackend {
     fn norm_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, mean: FloatTensor<Self>, rstd: FloatTensor<Self>, layer: bool) -> Vec<FloatTensor<Self>>;
     /// `Σ x²` over every element of all `tensors` (f32, any shapes), as `[1]` f32.
     fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self>;
-    /// `[p, m, v]` after one AdamW step of the f32 parameter `p` with gradient `g` and moments
-    /// `mv` (`None` on the first step); `h` as [`AdamScalars`]. With `stats` (`[loss, norm]`, f32)
-    /// the clip factor comes from the norm on the device, and a non-finite one skips the step.
-    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, mv: Option<[FloatTensor<Self>; 2]>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> [FloatTensor<Self>; 3];
+    /// `[p, m, v]` after one AdamW step of each f32 parameter `ps[i]` with gradient `gs[i]` and
+    /// moments `mvs[i]` (`None`: the first step, for all), all with the scalars `h` ([`AdamScalars`]),
+    /// one launch per 32 parameters. With `stats` (`[loss, norm]`, f32) the clip factor comes from
+    /// the norm on the device, and a non-finite one skips the step.
+    fn adamw(ps: Vec<FloatTensor<Self>>, gs: Vec<FloatTensor<Self>>, mvs: Option<Vec<[FloatTensor<Self>; 2]>>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> Vec<[FloatTensor<Self>; 3]>;
     /// `x [b, l, d] · w [d, n]` with the f32 weight cast to `x`'s dtype: `[b, l, n]`.
     fn linear_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Its `[dx, dw]` from `g [b, l, n]`: `dx = g·wᵀ` in `g`'s dtype, `dw = xᵀ·g` in f32.
-    fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>) -> [FloatTensor<Self>; 2];
+    /// Its `[dx, dw]` from `g [b, l, n]`: `dx = g·wᵀ` in `g`'s dtype, `dw = xᵀ·g` in `w_dtype`
+    /// (the master weight's; `w` may be its cast).
+    fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 2];
     /// The MLP gate `silu(a) ⊙ u` (same shapes and dtype).
     fn silu_mul_fwd(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Its `[da, du]` from the upstream `g`.
@@ -93,6 +95,9 @@ fn dim(v: usize, what: &str) -> i32 {
 const SOFTMAX_BLOCK: u32 = 128;
 /// Tensors per `sum_squares_f32` launch (its `Tensors` parameter in cuda/optim.cu).
 const MT_MAX: usize = 64;
+/// Parameters per `adamw_f32` launch (its `AdamTensors` parameter: 2 KiB of the 4 KiB a launch's
+/// parameters may take).
+const ADAM_MAX: usize = 32;
 const CE_BLOCK: u32 = 256;
 
 impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBackend<CudaRuntime, F, I, BT> {
@@ -102,12 +107,12 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let bs = bias.meta.shape().dims::<4>();
         assert!(l == l2 && bs[2] == l && bs[3] == l && bh % heads == 0 && (bs[1] == 1 || bs[1] == heads), "softmax_fwd: scores {:?}, bias {bs:?}, {heads} heads", [bh, l, l2]);
         assert_eq!(s.dtype, bias.dtype, "softmax_fwd: scores and bias dtypes differ");
-        let stride = |i: usize| if bs[i] == 1 { 0 } else { bias.meta.strides()[i] as i64 };
+        let strides = [0, 1].map(|i| if bs[i] == 1 { 0 } else { bias.meta.strides()[i] as i64 });
         let p = empty(&s, vec![bh, l, l], s.dtype);
         let (rows, dtype) = (bh * l, s.dtype);
-        enqueue([&s, &bias, &p], |[s, b, p], stream| {
-            let name = kernel("softmax_fwd", dtype, &[s, b, p], &[l, stride(0) as usize, stride(1) as usize]);
-            let args = [Arg::Ptr(s), Arg::Ptr(b), Arg::Ptr(p), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(stride(0)), Arg::I64(stride(1)), Arg::F32(scale)];
+        enqueue([&s, &bias, &p], move |[s, b, p], stream| {
+            let name = kernel("softmax_fwd", dtype, &[s, b, p], &[l, strides[0] as usize, strides[1] as usize]);
+            let args = [Arg::Ptr(s), Arg::Ptr(b), Arg::Ptr(p), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)];
             launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
         });
         p
@@ -120,7 +125,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert_eq!(p.dtype, dp.dtype, "softmax_bwd: dtypes differ");
         let ds = empty(&p, vec![bh, l, l], p.dtype);
         let (rows, dtype) = (bh * l, p.dtype);
-        enqueue([&p, &dp, &ds], |[p, dp, ds], stream| {
+        enqueue([&p, &dp, &ds], move |[p, dp, ds], stream| {
             let name = kernel("softmax_bwd", dtype, &[p, dp, ds], &[l]);
             let args = [Arg::Ptr(p), Arg::Ptr(dp), Arg::Ptr(ds), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::F32(scale)];
             launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
@@ -134,7 +139,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert_eq!(t.meta.shape().num_elements(), n, "ce_fwd: {n} rows, {:?} targets", t.meta.shape());
         let (loss, lse) = (empty(&x, vec![n], DType::F32), empty(&x, vec![n], DType::F32));
         let (dtype, ints) = (x.dtype, int_name(&t));
-        enqueue([&x, &t, &loss, &lse], |[x, t, loss, lse], stream| {
+        enqueue([&x, &t, &loss, &lse], move |[x, t, loss, lse], stream| {
             let name = format!("{}_{}", kernel("ce_fwd", dtype, &[x], &[v]), ints);
             launch(&name, grid(n, 1), CE_BLOCK, stream, &[Arg::Ptr(x), Arg::Ptr(t), Arg::Ptr(loss), Arg::Ptr(lse), Arg::I32(dim(v, "vocab"))])
         });
@@ -148,7 +153,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert!([&t, &lse, &g].iter().all(|a| a.meta.shape().num_elements() == n), "ce_bwd: {n} rows");
         let dx = empty(&x, vec![n, v], x.dtype);
         let (dtype, ints) = (x.dtype, int_name(&t));
-        enqueue([&x, &t, &lse, &g, &dx], |[x, t, lse, g, dx], stream| {
+        enqueue([&x, &t, &lse, &g, &dx], move |[x, t, lse, g, dx], stream| {
             let name = format!("{}_{}", kernel("ce_bwd", dtype, &[x, dx], &[v]), ints);
             launch(&name, grid(n, 1), CE_BLOCK, stream, &[Arg::Ptr(x), Arg::Ptr(t), Arg::Ptr(lse), Arg::Ptr(g), Arg::Ptr(dx), Arg::I32(dim(v, "vocab"))])
         });
@@ -161,7 +166,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert_eq!(ids.meta.shape().num_elements(), n, "embed_bwd: {n} rows, {:?} ids", ids.meta.shape());
         let dw = empty(&g, vec![vocab, d], DType::F32);
         let name = format!("embed_bwd_{}_{}", float_name(&g), int_name(&ids));
-        enqueue([&ids, &g, &dw], |[ids, g, dw], stream| {
+        enqueue([&ids, &g, &dw], move |[ids, g, dw], stream| {
             unsafe { cudarc::driver::result::memset_d8_async(dw, 0, vocab * d * 4, stream) }.expect("cuMemsetD8Async");
             launch(&name, grid(n * d, 256), 256, stream, &[Arg::Ptr(ids), Arg::Ptr(g), Arg::Ptr(dw), Arg::I64(n as i64), Arg::I32(dim(d, "D"))])
         });
@@ -192,9 +197,10 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let mut ts = vec![&x, &w];
         ts.extend(&b);
         ts.extend([&y, &mean, &rstd]);
-        enqueue_all(&ts, |p, stream| {
+        let layer = b.is_some();
+        enqueue_all(&ts, move |p, stream| {
             // without a bias the pointers are x, w, y, mean, rstd; the kernel takes 0 as "RMSNorm"
-            let p: Vec<u64> = if b.is_some() { p.to_vec() } else { [&p[..2], &[0], &p[2..]].concat() };
+            let p: Vec<u64> = if layer { p.to_vec() } else { [&p[..2], &[0], &p[2..]].concat() };
             let name = kernel("norm_fwd", x.dtype, &[p[0], p[3]], &[d]);
             launch(&name, blocks, SOFTMAX_BLOCK, stream, &[p.into_iter().map(Arg::Ptr).collect(), tail.to_vec()].concat())
         });
@@ -209,9 +215,15 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         const ROWS_PER_BLOCK: usize = 64;
         let dtype = x.dtype;
         assert!(d <= crate::config::MAX_FUSED_NORM_D, "norm_bwd: D = {d} exceeds the shared-memory sums ({} floats)", 2 * crate::config::MAX_FUSED_NORM_D);
-        let shared = (2 * d * 4) as u32;
-        enqueue([&g, &x, &w, &mean, &rstd, &dw, &db, &dx], |[g, x, w, m, r, dw, db, dx], stream| {
-            let name = kernel("norm_bwd", dtype, &[g, x, dx], &[d]);
+        enqueue([&g, &x, &w, &mean, &rstd, &dw, &db, &dx], move |[g, x, w, m, r, dw, db, dx], stream| {
+            let mut name = kernel("norm_bwd", dtype, &[g, x, dx], &[d]);
+            // the `_v` kernel pads its shared sums (one float per access, cuda/norm.cu): where that
+            // would pass the 48 KiB of shared memory a launch gets by default, the plain one runs
+            let padded = 2 * (d + d / width(dtype)) * 4;
+            if name.ends_with("_v") && padded > 48 * 1024 {
+                name.truncate(name.len() - 2);
+            }
+            let shared = if name.ends_with("_v") { padded } else { 2 * d * 4 } as u32;
             unsafe {
                 cudarc::driver::result::memset_d8_async(dw, 0, d * 4, stream).expect("cuMemsetD8Async");
                 cudarc::driver::result::memset_d8_async(db, 0, d * 4, stream).expect("cuMemsetD8Async");
@@ -231,41 +243,76 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
             let most = chunk.iter().map(|t| t.meta.shape().num_elements()).max().unwrap_or(0);
             let blocks = grid(most, 256 * 16).min(1024);
             let ts: Vec<&T> = chunk.iter().chain([&out]).collect();
-            enqueue_all(&ts, |p, stream| {
+            let k = chunk.len();
+            let mut sizes = [0i64; MT_MAX];
+            for (i, t) in chunk.iter().enumerate() {
+                sizes[i] = t.meta.shape().num_elements() as i64;
+            }
+            enqueue_all(&ts, move |p, stream| {
                 if c == 0 {
-                    unsafe { cudarc::driver::result::memset_d8_async(p[chunk.len()], 0, 4, stream) }.expect("cuMemsetD8Async");
+                    unsafe { cudarc::driver::result::memset_d8_async(p[k], 0, 4, stream) }.expect("cuMemsetD8Async");
                 }
-                let (mut ptrs, mut sizes) = ([0u64; MT_MAX], [0i64; MT_MAX]);
-                for (i, t) in chunk.iter().enumerate() {
-                    (ptrs[i], sizes[i]) = (p[i], t.meta.shape().num_elements() as i64);
-                }
+                let mut ptrs = [0u64; MT_MAX];
+                ptrs[..k].copy_from_slice(&p[..k]);
                 let mut table: Vec<u8> = ptrs.iter().flat_map(|p| p.to_ne_bytes()).collect();
                 table.extend(sizes.iter().flat_map(|n| n.to_ne_bytes()));
-                launch_2d("sum_squares_f32", (blocks, chunk.len() as u32), 256, stream, &[Arg::Bytes(table), Arg::Ptr(p[chunk.len()])])
+                launch_2d("sum_squares_f32", (blocks, k as u32), 256, stream, &[Arg::Bytes(table), Arg::Ptr(p[k])])
             });
         }
         out
     }
 
-    fn adamw(p: T, g: T, mv: Option<[T; 2]>, stats: Option<T>, h: AdamScalars) -> [T; 3] {
-        let (p, g, mv, stats) = (compact(p), compact(g), mv.map(|t| t.map(compact)), stats.map(compact));
+    fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>, h: AdamScalars) -> Vec<[T; 3]> {
+        let stats = stats.map(compact);
         assert!(stats.as_ref().is_none_or(|s| s.dtype == DType::F32 && s.meta.shape().num_elements() == 2), "adamw: stats must be [loss, norm] in f32");
-        let n = p.meta.shape().num_elements();
-        let f32s = [&p, &g].into_iter().chain(mv.iter().flatten());
-        assert!(f32s.clone().all(|t| t.dtype == DType::F32 && t.meta.shape().num_elements() == n), "adamw: f32 tensors of {n} elements only");
-        let outs = [(); 3].map(|_| empty(&p, p.meta.shape().to_vec(), DType::F32));
-        let mut ts: Vec<&T> = f32s.collect();
-        ts.extend(&stats);
-        ts.extend(&outs);
-        enqueue_all(&ts, |q, stream| {
-            let (m, v) = if mv.is_some() { (q[2], q[3]) } else { (0, 0) };
-            let s = if stats.is_some() { q[q.len() - 4] } else { 0 };
-            let o = &q[q.len() - 3..];
-            let h = h.iter().flat_map(|x| x.to_ne_bytes()).collect();
-            let args = [Arg::Ptr(q[0]), Arg::Ptr(q[1]), Arg::Ptr(m), Arg::Ptr(v), Arg::Ptr(o[0]), Arg::Ptr(o[1]), Arg::Ptr(o[2]), Arg::I64(n as i64), Arg::Bytes(h), Arg::I32(mv.is_none() as i32), Arg::Ptr(s)];
-            launch("adamw_f32", grid(n, 256).min(2048), 256, stream, &args)
-        });
-        outs
+        assert!(ps.len() == gs.len() && mvs.as_ref().is_none_or(|m| m.len() == ps.len()), "adamw: {} parameters, {} gradients", ps.len(), gs.len());
+        let first = mvs.is_none();
+        let mvs: Vec<Option<[T; 2]>> = match mvs {
+            Some(mvs) => mvs.into_iter().map(|mv| Some(mv.map(compact))).collect(),
+            None => vec![None; ps.len()],
+        };
+        let items: Vec<(T, T, Option<[T; 2]>)> = ps.into_iter().zip(gs).zip(mvs).map(|((p, g), mv)| (compact(p), compact(g), mv)).collect();
+        let h: Vec<u8> = h.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        let mut all = Vec::with_capacity(items.len());
+        for chunk in items.chunks(ADAM_MAX) {
+            let mut ts: Vec<&T> = Vec::new();
+            for (p, g, mv) in chunk {
+                let n = p.meta.shape().num_elements();
+                let f32s = [p, g].into_iter().chain(mv.iter().flatten());
+                assert!(f32s.clone().all(|t| t.dtype == DType::F32 && t.meta.shape().num_elements() == n), "adamw: f32 tensors of {n} elements only");
+                ts.extend(f32s);
+            }
+            ts.extend(&stats);
+            let outs: Vec<[T; 3]> = chunk.iter().map(|(p, ..)| [(); 3].map(|_| empty(p, p.meta.shape().to_vec(), DType::F32))).collect();
+            ts.extend(outs.iter().flatten());
+            let sizes: Vec<i64> = chunk.iter().map(|(p, ..)| p.meta.shape().num_elements() as i64).collect();
+            let blocks = grid(*sizes.iter().max().unwrap_or(&0) as usize, 256).min(2048);
+            let (k, with_stats, h) = (chunk.len(), stats.is_some(), h.clone());
+            enqueue_all(&ts, move |q, stream| {
+                // `AdamTensors` (cuda/optim.cu): seven pointer arrays (p, g, m, v, p', m', v'), then the lengths
+                let mut table = [[0u64; ADAM_MAX]; 7];
+                let mut q = q.iter().copied();
+                let mut next = || q.next().expect("adamw: pointers");
+                for i in 0..k {
+                    let rows = if first { [0, 1].as_slice() } else { [0, 1, 2, 3].as_slice() };
+                    for &r in rows {
+                        table[r][i] = next();
+                    }
+                }
+                let s = if with_stats { next() } else { 0 };
+                for i in 0..k {
+                    for r in 4..7 {
+                        table[r][i] = next();
+                    }
+                }
+                let mut bytes: Vec<u8> = table.iter().flatten().flat_map(|p| p.to_ne_bytes()).collect();
+                bytes.extend((0..ADAM_MAX).flat_map(|i| sizes.get(i).copied().unwrap_or(0).to_ne_bytes()));
+                let args = [Arg::Bytes(bytes), Arg::Bytes(h), Arg::I32(first as i32), Arg::Ptr(s)];
+                launch_2d("adamw_f32", (blocks, k as u32), 256, stream, &args)
+            });
+            all.extend(outs);
+        }
+        all
     }
 
     fn linear_fwd(x: T, w: T) -> T {
@@ -277,9 +324,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         Self::float_reshape(y, Shape::new([b, l, n]))
     }
 
-    fn linear_bwd(g: T, x: T, w: T) -> [T; 2] {
+    fn linear_bwd(g: T, x: T, w: T, w_dtype: DType) -> [T; 2] {
         let ([b, l, n], d) = (g.meta.shape().dims::<3>(), w.meta.shape()[0]);
-        let (dtype, w_dtype) = (g.dtype, w.dtype);
+        let dtype = g.dtype;
         let wc = if w_dtype == dtype { w } else { Self::float_cast(w, dtype.into()) };
         let wc = Self::float_reshape(wc, Shape::new([1, d, n]));
         let (g, x) = (Self::float_reshape(g, Shape::new([1, b * l, n])), Self::float_reshape(x, Shape::new([1, b * l, d])));
@@ -301,14 +348,14 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
 /// Launches the elementwise kernel `<kind>_<dtype>` over same-shaped `inputs`, into `M` fresh
 /// outputs of their shape and dtype (one thread per element, or per 16 bytes with the `_v` kernel,
 /// grid-strided).
-fn elementwise<const N: usize, const M: usize>(kind: &str, inputs: [T; N]) -> [T; M] {
+fn elementwise<const N: usize, const M: usize>(kind: &'static str, inputs: [T; N]) -> [T; M] {
     let inputs = inputs.map(compact);
     let (shape, dtype) = (inputs[0].meta.shape().clone(), inputs[0].dtype);
     assert!(inputs.iter().all(|t| *t.meta.shape() == shape && t.dtype == dtype), "{kind}: operands differ in shape or dtype");
     let n = shape.num_elements();
     let outs = [(); M].map(|_| empty(&inputs[0], shape.to_vec(), dtype));
     let ts: Vec<&T> = inputs.iter().chain(&outs).collect();
-    enqueue_all(&ts, |p, stream| {
+    enqueue_all(&ts, move |p, stream| {
         let name = kernel(kind, dtype, p, &[n]);
         let len = if name.ends_with("_v") { n / width(dtype) } else { n };
         let args: Vec<Arg> = p.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64(len as i64)]).collect();
@@ -332,7 +379,7 @@ fn kernel(kind: &str, dtype: DType, ptrs: &[u64], dims: &[usize]) -> String {
 }
 
 /// Launches `heads_split`/`heads_merge` from `input` into `out` (one thread per element).
-fn heads_kernel(kind: &str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd]: [usize; 3]) -> T {
+fn heads_kernel(kind: &'static str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd]: [usize; 3]) -> T {
     assert!(input.meta.shape().num_elements() == out.meta.shape().num_elements() && heads * hd > 0, "{kind}: {:?} with {heads} heads", input.meta.shape());
     let n = out.meta.shape().num_elements();
     let dims = [Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
@@ -343,12 +390,13 @@ fn heads_kernel(kind: &str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd
     let mut ts = vec![&input];
     ts.extend(tables.iter().flatten());
     ts.push(&out);
-    enqueue_all(&ts, |p, stream| {
-        let (c, s) = if tables.is_some() { (p[1], p[2]) } else { (0, 0) };
+    let (rotated, dtype) = (tables.is_some(), input.dtype);
+    enqueue_all(&ts, move |p, stream| {
+        let (c, s) = if rotated { (p[1], p[2]) } else { (0, 0) };
         // a rotation reads the partner half as one access too, so the half must be whole accesses
-        let name = kernel(kind, input.dtype, p, &[hd, if tables.is_some() { hd / 2 } else { 0 }]);
-        let per_thread = if name.ends_with("_v") { width(input.dtype) } else { 1 };
-        let args = [&[Arg::Ptr(p[0]), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(p[p.len() - 1])], &dims[..], &[Arg::I32(tables.is_some() as i32)]].concat();
+        let name = kernel(kind, dtype, p, &[hd, if rotated { hd / 2 } else { 0 }]);
+        let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
+        let args = [&[Arg::Ptr(p[0]), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(p[p.len() - 1])], &dims[..], &[Arg::I32(rotated as i32)]].concat();
         launch(&name, grid(n / per_thread, 256), 256, stream, &args)
     });
     out

@@ -36,15 +36,26 @@ fn custom<B: FusionBackend, const M: usize>(
     name: &'static str,
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
     outputs: [(Vec<usize>, DType); M],
-    (scalars, size): (&[f32], usize),
+    scalars_size: (&[f32], usize),
     run: Run<B>,
 ) -> [FusionTensor<B::FusionRuntime>; M] {
+    let out = custom_vec::<B>(name, inputs, outputs.to_vec(), scalars_size, run);
+    out.try_into().unwrap_or_else(|v: Vec<_>| panic!("{name}: {} outputs, expected {M}", v.len()))
+}
+
+/// [`custom`] with as many outputs as `outputs` lists.
+fn custom_vec<B: FusionBackend>(
+    name: &'static str,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    outputs: Vec<(Vec<usize>, DType)>,
+    (scalars, size): (&[f32], usize),
+    run: Run<B>,
+) -> Vec<FusionTensor<B::FusionRuntime>> {
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(&inputs);
     let outs: Vec<TensorIr> = outputs.into_iter().map(|(s, dt)| TensorIr::uninit(client.create_empty_handle(), Shape::from(s), dt)).collect();
     let desc = CustomOpIr::new(name, &inputs.into_iter().map(|t| t.into_ir()).collect::<Vec<_>>(), &outs);
-    let out = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, scalars: scalars.to_vec(), size, run });
-    out.try_into().unwrap_or_else(|v: Vec<_>| panic!("{name}: {} outputs, expected {M}", v.len()))
+    client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, scalars: scalars.to_vec(), size, run })
 }
 
 impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
@@ -157,23 +168,28 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         s
     }
 
-    fn adamw(p: FloatTensor<Self>, g: FloatTensor<Self>, mv: Option<[FloatTensor<Self>; 2]>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> [FloatTensor<Self>; 3] {
-        /// `size` = 2·(moments given) + (stats given): the inputs are p, g, [m, v], [stats].
+    fn adamw(ps: Vec<FloatTensor<Self>>, gs: Vec<FloatTensor<Self>>, mvs: Option<Vec<[FloatTensor<Self>; 2]>>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> Vec<[FloatTensor<Self>; 3]> {
+        /// `size` = 4·parameters + 2·(moments given) + (stats given): the inputs are every p, every
+        /// g, [m and v of each], [stats]; the outputs p, m, v of each.
         fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, h: &[f32], size: usize, hs: &mut Handles<B>) {
+            let k = size / 4;
             let mut ins = d.inputs.iter().map(|t| hs.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
-            let (p, g) = (ins.next().expect("p"), ins.next().expect("g"));
-            let mv = (size >= 2).then(|| [ins.next().expect("m"), ins.next().expect("v")]);
-            let stats = (size % 2 == 1).then(|| ins.next().expect("stats"));
-            for (o, t) in d.outputs.iter().zip(B::adamw(p, g, mv, stats, h.try_into().expect("11 AdamW scalars"))) {
+            let ps: Vec<_> = ins.by_ref().take(k).collect();
+            let gs: Vec<_> = ins.by_ref().take(k).collect();
+            let mvs = (size & 2 != 0).then(|| (0..k).map(|_| [ins.next().expect("m"), ins.next().expect("v")]).collect());
+            let stats = (size & 1 != 0).then(|| ins.next().expect("stats"));
+            for (o, t) in d.outputs.iter().zip(B::adamw(ps, gs, mvs, stats, h.try_into().expect("11 AdamW scalars")).into_iter().flatten()) {
                 hs.register_float_tensor::<B>(&o.id, t);
             }
         }
-        let out = (p.shape.to_vec(), DType::F32);
-        let size = 2 * mv.is_some() as usize + stats.is_some() as usize;
-        let mut ins = vec![p, g];
-        ins.extend(mv.into_iter().flatten());
+        let size = 4 * ps.len() + 2 * mvs.is_some() as usize + stats.is_some() as usize;
+        let outs: Vec<(Vec<usize>, DType)> = ps.iter().flat_map(|p| [(); 3].map(|_| (p.shape.to_vec(), DType::F32))).collect();
+        let mut ins = ps;
+        ins.extend(gs);
+        ins.extend(mvs.into_iter().flatten().flatten());
         ins.extend(stats);
-        custom::<B, 3>("adamw", ins, [out.clone(), out.clone(), out], (&h, size), run::<B>)
+        let mut out = custom_vec::<B>("adamw", ins, outs, (&h, size), run::<B>).into_iter();
+        std::iter::from_fn(|| Some([out.next()?, out.next()?, out.next()?])).collect()
     }
 
     fn linear_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -187,11 +203,11 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         y
     }
 
-    fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>) -> [FloatTensor<Self>; 2] {
-        let outs = [(x.shape.to_vec(), g.dtype), (w.shape.to_vec(), w.dtype)];
+    fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 2] {
+        let outs = [(x.shape.to_vec(), g.dtype), (w.shape.to_vec(), w_dtype)];
         custom::<B, 2>("linear_bwd", vec![g, x, w], outs, (&[], 0), |d, _, _, h| {
             let ([g, x, w], [dx, dw]) = d.as_fixed();
-            let [gx, gw] = B::linear_bwd(h.get_float_tensor::<B>(g), h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(w));
+            let [gx, gw] = B::linear_bwd(h.get_float_tensor::<B>(g), h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(w), dw.dtype);
             h.register_float_tensor::<B>(&dx.id, gx);
             h.register_float_tensor::<B>(&dw.id, gw);
         })

@@ -27,6 +27,7 @@ pub mod nvrtc;
 pub mod prims;
 
 use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
 
 /// `t` as the type it is (`T` and `U` are the same type, checked by `TypeId` by the caller).
 #[cfg(feature = "cuda")]
@@ -187,7 +188,7 @@ pub fn has_optim_kernels<B: Backend>() -> bool {
 /// `Σ x²` over all elements of all `tensors` (f32 gradients, any shapes) as `[1]`, in one
 /// multi-tensor kernel per 64 tensors instead of a reduction each (`cuda/optim.cu`).
 /// Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
-pub fn sum_squares<B: Backend>(tensors: Vec<burn::tensor::ops::FloatTensor<B>>) -> Tensor<B, 1> {
+pub fn sum_squares<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Tensor<B, 1> {
     #[cfg(feature = "cuda")]
     if has_optim_kernels::<B>() {
         use fused::FusedBackend;
@@ -198,20 +199,21 @@ pub fn sum_squares<B: Backend>(tensors: Vec<burn::tensor::ops::FloatTensor<B>>) 
     panic!("kernels::sum_squares: {} has no kernel", std::any::type_name::<B>())
 }
 
-/// One AdamW step of the f32 parameter `p` with gradient `g` and moments `mv` (`None` on the
-/// first step) as one kernel (`cuda/optim.cu`); returns `[p, m, v]`. `h`: see `fused::AdamScalars`
-/// (`[f32; 11]`); `stats` (`[loss, norm]`): clip on the device, skip the step if either is not
-/// finite. Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
-pub fn adamw<B: Backend, const D: usize>(p: Tensor<B, D>, g: Tensor<B, D>, mv: Option<[Tensor<B, D>; 2]>, stats: Option<Tensor<B, 1>>, h: [f32; 11]) -> [Tensor<B, D>; 3] {
+/// One AdamW step of each f32 parameter `ps[i]` with gradient `gs[i]` and moments `mvs[i]`
+/// (`None` on the first step), one kernel per 32 parameters (`cuda/optim.cu`); returns `[p, m, v]`
+/// of each. `h`: see `fused::AdamScalars` (`[f32; 11]`); `stats` (`[loss, norm]`): clip on the
+/// device, skip the step if either is not finite. Panics unless
+/// [`has_optim_kernels::<B>()`](has_optim_kernels).
+pub fn adamw<B: Backend>(ps: Vec<FloatTensor<B>>, gs: Vec<FloatTensor<B>>, mvs: Option<Vec<[FloatTensor<B>; 2]>>, stats: Option<Tensor<B, 1>>, h: [f32; 11]) -> Vec<[FloatTensor<B>; 3]> {
     #[cfg(feature = "cuda")]
     if has_optim_kernels::<B>() {
         use fused::FusedBackend;
-        let prim = |t: Tensor<B, D>| retype(t.into_primitive().tensor());
+        let all = |v: Vec<FloatTensor<B>>| v.into_iter().map(retype).collect();
         let stats = stats.map(|s| retype(s.into_primitive().tensor()));
-        let out = crate::backend::Gpu::adamw(prim(p), prim(g), mv.map(|mv| mv.map(prim)), stats, h);
-        return out.map(|t| Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(retype(t))));
+        let out = crate::backend::Gpu::adamw(all(ps), all(gs), mvs.map(|mvs| mvs.into_iter().map(|mv| mv.map(retype)).collect()), stats, h);
+        return out.into_iter().map(|t| t.map(retype)).collect();
     }
-    let _ = (p, g, mv, stats, h);
+    let _ = (ps, gs, mvs, stats, h);
     panic!("kernels::adamw: {} has no kernel", std::any::type_name::<B>())
 }
 

@@ -7,7 +7,19 @@ use cubecl::cuda::CudaRuntime;
 use cudarc::driver::{result as dr, sys as ds};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+/// Host time spent here since start: nanoseconds handing ops to cubecl's device thread in
+/// [`enqueue_all`] ("pointers": it used to wait there for them), nanoseconds launching (on that
+/// thread), and launches (`baka bench --phases` reports them per step, "kernels").
+static HOST: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// [`HOST`]'s counters now.
+pub fn host_counters() -> [u64; 3] {
+    HOST.each_ref().map(|c| c.load(Relaxed))
+}
 
 /// `t` with compact row-major strides (a copy only when it is a view).
 pub fn compact(t: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
@@ -28,29 +40,63 @@ pub fn compact(t: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
     t
 }
 
-/// Runs `f(pointers, stream)` with the device pointers (offsets included) of `tensors`, on the
-/// stream of the last one (the freshly allocated output, so this thread's stream). Buffers that
-/// live on another stream (written by another thread) make it sync the host before and after.
-pub fn enqueue<const N: usize, T>(tensors: [&CubeTensor<CudaRuntime>; N], f: impl FnOnce([u64; N], ds::CUstream) -> T) -> T {
-    enqueue_all(&tensors, |p, stream| f(std::array::from_fn(|i| p[i]), stream))
+/// Queues `f(pointers, stream)` with the device pointers (offsets included) of `tensors` on
+/// cubecl's device thread, after the work queued there so far, with the stream of the last tensor
+/// (the freshly allocated output, so this thread's stream); cubecl orders the streams of the
+/// others. `f` runs later: a panic in it is reported by the next call here (or [`check`]).
+pub fn enqueue<const N: usize>(tensors: [&CubeTensor<CudaRuntime>; N], f: impl FnOnce([u64; N], ds::CUstream) + Send + 'static) {
+    enqueue_all(&tensors, move |p, stream| f(std::array::from_fn(|i| p[i]), stream))
 }
 
 /// [`enqueue`] over a slice, for operand counts known only at run time (optional operands, lists).
-pub fn enqueue_all<T>(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], ds::CUstream) -> T) -> T {
-    let client = &tensors.last().expect("enqueue: no tensors").client;
-    let res: Vec<_> = tensors.iter().map(|t| client.get_resource(t.handle.clone()).expect("cubecl get_resource")).collect();
-    let stream = res[res.len() - 1].resource().stream;
-    let foreign = res.iter().any(|r| r.resource().stream != stream);
-    if foreign {
-        cubecl::future::block_on(client.sync()).expect("cubecl sync");
+///
+/// Why on the device thread: cubecl launches its own kernels from there, and a pointer asked for
+/// from this thread waits for that thread to drain: one blocking call per tensor took 28 ms of
+/// host time per pristine step, one per op 22 ms, queued here 2 ms (`baka bench --phases`,
+/// "kernels"). The step itself changed by less than its run-to-run spread (54.0 vs 54.5 ms): the
+/// device thread, not this one, is what the GPU waits for.
+pub fn enqueue_all(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], ds::CUstream) + Send + 'static) {
+    check();
+    let t0 = Instant::now();
+    let last = tensors.last().expect("enqueue: no tensors");
+    let bindings: Vec<_> = tensors.iter().map(|t| t.handle.clone().binding()).collect();
+    runner(&last.device).submit(move |server| {
+        use cubecl::server::ComputeServer;
+        let stream = cubecl::stream_id::StreamId::current();
+        let run = || -> Result<(), String> {
+            let res = bindings.into_iter().map(|b| server.get_resource(b, stream)).collect::<Result<Vec<_>, _>>().map_err(|e| format!("cubecl get_resource: {e:?}"))?;
+            let ptrs: Vec<u64> = res.iter().map(|r| r.resource().ptr).collect();
+            // the resources stay alive until the work is enqueued; stream order does the rest
+            let f = std::panic::AssertUnwindSafe(|| f(&ptrs, res[res.len() - 1].resource().stream));
+            std::panic::catch_unwind(f).map_err(|e| e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
+        };
+        if let Err(e) = run() {
+            FAILED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        }
+    });
+    HOST[0].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+}
+
+/// The first failure of a queued [`enqueue`] task, not yet reported.
+static FAILED: Mutex<Option<String>> = Mutex::new(None);
+
+/// Panics with the first failure of a queued [`enqueue`] task, if any.
+pub fn check() {
+    if let Some(e) = FAILED.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        panic!("bakallm kernels (queued on cubecl's device thread): {e}");
     }
-    // the managed resources stay alive until the work is enqueued; stream order does the rest
-    let ptrs: Vec<u64> = res.iter().map(|r| r.resource().ptr).collect();
-    let out = f(&ptrs, stream);
-    if foreign {
-        cubecl::future::block_on(client.sync()).expect("cubecl sync");
+}
+
+type Server = <CudaRuntime as cubecl::Runtime>::Server;
+
+/// The handle of cubecl's device thread for `device` (the one its client uses).
+fn runner(device: &cubecl::cuda::CudaDevice) -> cubecl::device_handle::DeviceHandle<Server> {
+    use cubecl::device::Device;
+    thread_local! {
+        static RUNNERS: std::cell::RefCell<HashMap<cubecl::device::DeviceId, cubecl::device_handle::DeviceHandle<Server>>> = Default::default();
     }
-    out
+    let id = device.to_id();
+    RUNNERS.with(|r| r.borrow_mut().entry(id).or_insert_with(|| cubecl::device_handle::DeviceHandle::new(id)).clone())
 }
 
 /// A kernel argument, passed by value.
@@ -125,6 +171,7 @@ pub fn launch_2d(name: &str, grid: (u32, u32), block: u32, stream: ds::CUstream,
 }
 
 fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream: ds::CUstream, args: &[Arg]) {
+    let t0 = Instant::now();
     let f = function(name);
     // each value's bytes, 8-aligned; the kernel reads as many as its parameter's type has
     let mut values: Vec<Vec<u64>> = args
@@ -147,4 +194,6 @@ fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream: ds
     let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr() as *mut c_void).collect();
     unsafe { dr::launch_kernel(f, (grid.0, grid.1, 1), (block, 1, 1), shared, stream, &mut params) }
         .unwrap_or_else(|e| panic!("launch {name} (grid {grid:?}, block {block}): {e:?}"));
+    HOST[1].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+    HOST[2].fetch_add(1, Relaxed);
 }

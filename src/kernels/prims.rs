@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use burn::tensor::{FloatDType, IndexingUpdateOp, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, IndexingUpdateOp, TensorPrimitive};
 
 /// Whether `B` is the CUDA inner backend, where the kernels exist.
 fn on_gpu<B: Backend>(fused: bool) -> bool {
@@ -207,18 +207,18 @@ pub fn linear_fwd<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> 
     x.reshape([b * l, d]).matmul(wc).reshape([b, l, n])
 }
 
-/// Its gradients from `g [b, l, n]`: `dx = g·wᵀ` (in `g`'s dtype), `dw = xᵀ·g` (in `w`'s).
-pub fn linear_bwd<B: Backend>(g: Tensor<B, 3>, x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> (Tensor<B, 3>, Tensor<B, 2>) {
+/// Its gradients from `g [b, l, n]`: `dx = g·wᵀ` (in `g`'s dtype), `dw = xᵀ·g` (in `w_dtype`, the
+/// master weight's: `w` may be its cast).
+pub fn linear_bwd<B: Backend>(g: Tensor<B, 3>, x: Tensor<B, 3>, w: Tensor<B, 2>, w_dtype: DType, fused: bool) -> (Tensor<B, 3>, Tensor<B, 2>) {
     if on_gpu::<B>(fused) {
         #[cfg(feature = "cuda")]
         {
             use super::fused::FusedBackend;
-            let [dx, dw] = crate::backend::Gpu::linear_bwd(gpu::up(g), gpu::up(x), gpu::up(w));
+            let [dx, dw] = crate::backend::Gpu::linear_bwd(gpu::up(g), gpu::up(x), gpu::up(w), w_dtype);
             return (gpu::down(dx), gpu::down(dw));
         }
     }
     let ([b, l, n], d) = (g.dims(), w.dims()[0]);
-    let w_dtype = w.dtype();
     let g = g.reshape([b * l, n]);
     let dx = g.clone().matmul(crate::model::precision::to(w, g.dtype().into()).transpose());
     let dw = x.reshape([b * l, d]).transpose().matmul(g);

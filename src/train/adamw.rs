@@ -4,16 +4,19 @@
 //! Why not burn's optimizer as is: the clip factor needs the gradient norm on the host before the
 //! update, so every step waited for the GPU to drain and the GPU then idled while the host queued
 //! AdamW (6.6 ms of host time after that read at the pristine shape, `baka bench --phases`). On CUDA
-//! (`train.adamw = "fused"`) each parameter takes one kernel (`kernels::adamw`) that reads the norm
-//! on the device and clips there ([`GradScale::Clip`]); the kernel alone, with the host clip, gained
-//! nothing measurable. Elsewhere burn's `AdamW::step` runs, so CPU runs stay bit-exact.
+//! (`train.adamw = "fused"`) one kernel per 32 parameters (`kernels::adamw`) reads the norm on the
+//! device and clips there ([`GradScale::Clip`]); the kernel alone, with the host clip, gained
+//! nothing measurable, and one launch per parameter cost ~90 µs of host time each. Elsewhere
+//! burn's `AdamW::step` runs, so CPU runs stay bit-exact.
 
 use crate::config::TrainConfig;
-use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, SimpleOptimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorPrimitive;
 use hashbrown::HashMap;
 
 /// What multiplies the gradients before the update.
@@ -53,7 +56,38 @@ impl<B: AutodiffBackend> AdamW<B> {
 
     /// One step at learning rate `lr` with every gradient scaled by `scale` first.
     pub fn step<M: AutodiffModule<B>>(&mut self, lr: f64, scale: GradScale<B::InnerBackend>, module: M, mut grads: GradientsParams) -> M {
-        module.map(&mut Stepper { optim: self, grads: &mut grads, lr, scale })
+        if !self.fused {
+            return module.map(&mut Stepper { optim: self, grads: &mut grads, lr, scale });
+        }
+        // every parameter with a gradient, then one kernel per 32 of them that share a step count
+        let mut gather = Gather { grads: &mut grads, records: &mut self.records, items: Vec::new() };
+        module.visit(&mut gather);
+        let mut groups: HashMap<usize, Vec<Item<B::InnerBackend>>> = HashMap::new();
+        for item in gather.items {
+            groups.entry(item.moments.as_ref().map_or(0, |m| m.0)).or_default().push(item);
+        }
+        let mut new = HashMap::new();
+        for (time, items) in groups {
+            let h = match &scale {
+                GradScale::By(f) => self.scalars(lr, *f, 0.0, time + 1),
+                GradScale::Clip { max_norm, .. } => self.scalars(lr, 1.0, *max_norm, time + 1),
+            };
+            let stats = match &scale {
+                GradScale::Clip { stats, .. } => Some(stats.clone()),
+                GradScale::By(_) => None,
+            };
+            let ids: Vec<ParamId> = items.iter().map(|i| i.id).collect();
+            let first = items[0].moments.is_none();
+            let (mut ps, mut gs, mut mvs) = (Vec::new(), Vec::new(), Vec::new());
+            for Item { p, g, moments, .. } in items {
+                ps.push(p);
+                gs.push(g);
+                mvs.extend(moments.map(|(_, m, v)| [m, v]));
+            }
+            let out = crate::kernels::adamw(ps, gs, (!first).then_some(mvs), stats, h);
+            new.extend(ids.into_iter().zip(out).map(|(id, pmv)| (id, (pmv, time + 1))));
+        }
+        module.map(&mut Replace { records: &mut self.records, new })
     }
 
     /// Whether [`GradScale::Clip`] works: the fused kernel computes the clip on the device.
@@ -91,12 +125,13 @@ impl<B: AutodiffBackend> AdamW<B> {
     pub fn update<const D: usize>(&self, lr: f64, scale: &GradScale<B::InnerBackend>, p: Tensor<B::InnerBackend, D>, g: Tensor<B::InnerBackend, D>, state: Option<AdamWState<B::InnerBackend, D>>) -> (Tensor<B::InnerBackend, D>, AdamWState<B::InnerBackend, D>) {
         if self.fused {
             let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
-            let mv = state.map(|s| [s.momentum.moment_1, s.momentum.moment_2]);
+            let prim = |t: Tensor<B::InnerBackend, D>| t.into_primitive().tensor();
+            let mv = state.map(|s| vec![[prim(s.momentum.moment_1), prim(s.momentum.moment_2)]]);
             let (h, stats) = match scale {
                 GradScale::By(f) => (self.scalars(lr, *f, 0.0, time), None),
                 GradScale::Clip { stats, max_norm } => (self.scalars(lr, 1.0, *max_norm, time), Some(stats.clone())),
             };
-            let [p, m, v] = crate::kernels::adamw(p, g, mv, stats, h);
+            let [p, m, v] = crate::kernels::adamw(vec![prim(p)], vec![prim(g)], mv, stats, h).pop().expect("one parameter").map(float);
             return (p, AdamWState::new(AdaptiveMomentumState::new(time, m, v)));
         }
         let GradScale::By(f) = scale else { panic!("AdamW: GradScale::Clip needs the fused kernel (see clips_on_device)") };
@@ -120,6 +155,52 @@ fn step_count<B: AutodiffBackend>(r: &mut AdaptorRecord<burn::optim::AdamW, B>) 
         V::Rank6(s) => &mut s.momentum.time,
         V::Rank7(s) => &mut s.momentum.time,
         V::Rank8(s) => &mut s.momentum.time,
+    }
+}
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// A parameter to step with the multi-tensor kernel: its value, gradient and (step count, m, v).
+struct Item<B: Backend> {
+    id: ParamId,
+    p: FloatTensor<B>,
+    g: FloatTensor<B>,
+    moments: Option<(usize, FloatTensor<B>, FloatTensor<B>)>,
+}
+
+/// Collects the [`Item`]s: every parameter that has a gradient, with its state taken out.
+struct Gather<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    records: &'a mut AdamRecord<B>,
+    items: Vec<Item<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) else { return };
+        let state = self.records.remove(&param.id).map(|r| r.into_state::<D>().momentum);
+        let moments = state.map(|s| (s.time, s.moment_1.into_primitive().tensor(), s.moment_2.into_primitive().tensor()));
+        self.items.push(Item { id: param.id, p: param.val().inner().into_primitive().tensor(), g: g.into_primitive().tensor(), moments });
+    }
+}
+
+/// Puts the stepped values and their new state in place of the [`Item`]s.
+struct Replace<'a, B: AutodiffBackend> {
+    records: &'a mut AdamRecord<B>,
+    new: HashMap<ParamId, ([FloatTensor<B::InnerBackend>; 3], usize)>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Replace<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(([p, m, v], time)) = self.new.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        self.records.insert(id, AdaptorRecord::from_state(AdamWState::new(AdaptiveMomentumState::new(time, float::<_, D>(m), float(v)))));
+        let p = Tensor::from_inner(float(p));
+        Param::from_mapped_value(id, if tensor.is_require_grad() { p.require_grad() } else { p }, mapper)
     }
 }
 

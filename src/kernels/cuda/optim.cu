@@ -24,10 +24,11 @@ extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
     }
 }
 
-// AdamW on one f32 tensor: burn-optim's AdamW (adamw.rs) in its order of operations, one rounding
-// per op (__fmul_rn/__fadd_rn: no fused multiply-add), with the gradient first scaled by the
-// global-norm clip factor:  g ← g·clip;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
-// p ← p·decay − lr·(m/bc1) / (√(v/bc2) + eps),  decay = 1 − lr·wd,  bc = 1 − βᵗ.
+// AdamW on up to ADAM_MAX f32 tensors in one launch (blockIdx.y picks the tensor; one launch per
+// parameter cost ~90 µs of host time each, `baka bench --phases`): burn-optim's AdamW (adamw.rs) in
+// its order of operations, one rounding per op (__fmul_rn/__fadd_rn: no fused multiply-add), with
+// the gradient first scaled by the global-norm clip factor:  g ← g·clip;  m ← β1·m + (1−β1)·g;
+// v ← β2·v + (1−β2)·g²;  p ← p·decay − lr·(m/bc1) / (√(v/bc2) + eps),  decay = 1 − lr·wd,  bc = 1 − βᵗ.
 // `first`: no moments yet (m and v are not read; burn's first step is the same with m = v = 0).
 // `stats` (if not null): the step's [loss, gradient norm] on the device. Then the clip factor is
 // max_norm / (norm + 1e-6) for norms above max_norm (torch's clip_grad_norm_), and a non-finite loss
@@ -36,16 +37,29 @@ struct Adam {
     float lr, b1, c1, b2, c2, eps, decay, bc1, bc2, clip;  // c = 1 − β, as burn computes it (f32)
     float max_norm;                                        // with `stats`; 0 = no clipping
 };
+#define ADAM_MAX 32
+struct AdamTensors {  // per tensor: inputs p, g, m, v; outputs p, m, v; length
+    const float* p[ADAM_MAX];
+    const float* g[ADAM_MAX];
+    const float* m[ADAM_MAX];
+    const float* v[ADAM_MAX];
+    float* po[ADAM_MAX];
+    float* mo[ADAM_MAX];
+    float* vo[ADAM_MAX];
+    long long n[ADAM_MAX];
+};
 __device__ __forceinline__ bool finite(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
-extern "C" __global__ void adamw_f32(const float* p, const float* g, const float* m, const float* v, float* po, float* mo,
-                                     float* vo, long long n, Adam h, int first, const float* stats) {
+extern "C" __global__ void adamw_f32(AdamTensors t, Adam h, int first, const float* stats) {
+    int k = blockIdx.y;
+    const float *p = t.p[k], *g = t.g[k], *m = t.m[k], *v = t.v[k];
+    float *po = t.po[k], *mo = t.mo[k], *vo = t.vo[k];
     bool skip = false;
     if (stats) {
         float loss = stats[0], norm = stats[1];
         skip = !(finite(loss) && finite(norm));
         h.clip = h.max_norm > 0.f && norm > h.max_norm ? h.max_norm / (norm + 1e-6f) : 1.f;
     }
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < t.n[k]; i += (long long)gridDim.x * blockDim.x) {
         if (skip) {
             po[i] = p[i];
             mo[i] = first ? 0.f : m[i];
