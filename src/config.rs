@@ -84,7 +84,7 @@ pub struct TrainConfig {
     /// The MLP's gated SiLU on CUDA: "fused" (one kernel each way, src/kernels/gate.rs) or
     /// "burn". CPU: always burn's.
     pub gate: String,
-    /// AdamW update on CUDA: "fused" (one kernel per parameter, the clip folded in,
+    /// AdamW update on CUDA: "fused" (one kernel per 32 parameters, the clip folded in,
     /// src/train/adamw.rs) or "burn" (burn's AdamW ops). CPU: always burn's.
     pub adamw: String,
 }

@@ -24,9 +24,9 @@ extern "C" __global__ void sum_squares_f32(Tensors t, float* out) {
     }
 }
 
-// AdamW on up to ADAM_MAX f32 tensors in one launch (blockIdx.y picks the tensor; one launch per
-// parameter cost ~90 µs of host time each, `baka bench --phases`): burn-optim's AdamW (adamw.rs) in
-// its order of operations, one rounding per op (__fmul_rn/__fadd_rn: no fused multiply-add), with
+// AdamW on up to ADAM_MAX f32 tensors in one launch (blockIdx.y picks the tensor; fewer tasks for
+// cubecl's device thread than a launch per parameter): burn-optim's AdamW (adamw.rs) in its order
+// of operations, one rounding per op (__fmul_rn/__fadd_rn: no fused multiply-add), with
 // the gradient first scaled by the global-norm clip factor:  g ← g·clip;  m ← β1·m + (1−β1)·g;
 // v ← β2·v + (1−β2)·g²;  p ← p·decay − lr·(m/bc1) / (√(v/bc2) + eps),  decay = 1 − lr·wd,  bc = 1 − βᵗ.
 // `first`: no moments yet (m and v are not read; burn's first step is the same with m = v = 0).
