@@ -172,7 +172,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
         "matmul": if blas { "cublas" } else { "burn" },
         "ce": if gpu { t.ce.as_str() } else { "autodiff" },
-        "attention": if gpu { t.attention.as_str() } else { "burn" },
+        "attention": if !gpu { "burn" } else if t.attention == "flash" && !crate::kernels::flash_fits(t.dtype == "bf16", cfg.model.d_model / cfg.model.n_heads) { "fused" } else { t.attention.as_str() },
         "embedding": if gpu { t.embedding.as_str() } else { "burn" },
         "layernorm": if gpu { t.layernorm.as_str() } else { "burn" },
         "gate": if gpu { t.gate.as_str() } else { "burn" },

@@ -72,8 +72,10 @@ pub struct TrainConfig {
     /// (the same softmax − onehot backward in burn's ops) or "autodiff" (through burn's
     /// log_softmax). The CPU always uses autodiff, so its runs stay bit-exact.
     pub ce: String,
-    /// Attention on CUDA: "fused" (one autodiff op: cuBLAS GEMMs and softmax kernels,
-    /// src/kernels/attention.rs) or "burn" (burn's ops through autodiff). CPU: always burn's.
+    /// Attention on CUDA: "flash" (one tensor-core kernel each way, no `[L, L]` tensor in memory,
+    /// src/kernels/flash.rs; bf16 with head dim 32 or 64, otherwise it takes "fused"), "fused"
+    /// (one autodiff op: cuBLAS GEMMs and softmax kernels, src/kernels/attention.rs) or "burn"
+    /// (burn's ops through autodiff). CPU: always burn's.
     pub attention: String,
     /// Embedding backward on CUDA: "fused" (one scatter-add kernel) or "burn" (burn's
     /// select_assign). CPU: always burn's.
@@ -116,7 +118,7 @@ impl Default for TrainConfig {
             dtype: "f32".into(),
             matmul: "cublas".into(),
             ce: "fused".into(),
-            attention: "fused".into(),
+            attention: "flash".into(),
             embedding: "fused".into(),
             layernorm: "fused".into(),
             gate: "fused".into(),
@@ -325,7 +327,10 @@ impl Config {
         if !["fused", "closed-form", "autodiff"].contains(&t.ce.as_str()) {
             bail!("train.ce = {:?}: expected \"fused\", \"closed-form\" or \"autodiff\"", t.ce);
         }
-        for (k, v) in [("train.attention", &t.attention), ("train.embedding", &t.embedding), ("train.layernorm", &t.layernorm), ("train.gate", &t.gate), ("train.adamw", &t.adamw)] {
+        if !["flash", "fused", "burn"].contains(&t.attention.as_str()) {
+            bail!("train.attention = {:?}: expected \"flash\", \"fused\" or \"burn\"", t.attention);
+        }
+        for (k, v) in [("train.embedding", &t.embedding), ("train.layernorm", &t.layernorm), ("train.gate", &t.gate), ("train.adamw", &t.adamw)] {
             if !["fused", "burn"].contains(&v.as_str()) {
                 bail!("{k} = {v:?}: expected \"fused\" or \"burn\"");
             }

@@ -93,7 +93,7 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     run_case("bf16 on the CPU", &train_args("002_nope", &fresh, &["--set", "train.dtype=bf16"]), &[], &["train.dtype", "bf16"], &protect);
     run_case("unknown matmul", &train_args("002_nope", &fresh, &["--set", "train.matmul=cutlass"]), &[], &["train.matmul", "cutlass", "cublas"], &protect);
     run_case("unknown cross-entropy kernel", &train_args("002_nope", &fresh, &["--set", "train.ce=triton"]), &[], &["train.ce", "triton", "fused"], &protect);
-    run_case("unknown attention kernel", &train_args("002_nope", &fresh, &["--set", "train.attention=flash"]), &[], &["train.attention", "flash", "fused"], &protect);
+    run_case("unknown attention kernel", &train_args("002_nope", &fresh, &["--set", "train.attention=sdpa"]), &[], &["train.attention", "sdpa", "flash"], &protect);
     run_case("unknown layernorm kernel", &train_args("002_nope", &fresh, &["--set", "train.layernorm=apex"]), &[], &["train.layernorm", "apex", "burn"], &protect);
     run_case("unknown gate kernel", &train_args("002_nope", &fresh, &["--set", "train.gate=swish"]), &[], &["train.gate", "swish", "fused"], &protect);
     run_case("unknown adamw kernel", &train_args("002_nope", &fresh, &["--set", "train.adamw=apex"]), &[], &["train.adamw", "apex", "burn"], &protect);

@@ -3,7 +3,9 @@
 //! Why: through burn's autodiff the scores go through ~7 separate passes each way (scale, bias,
 //! max, subtract, exp, sum, divide and their backward), ~1.7 ms per layer forward alone at the
 //! pristine shape on an H100. Here the forward is GEMM → one softmax kernel → GEMM and the backward
-//! four GEMMs and one kernel (`prims`), keeping q, k, v and the probabilities for it.
+//! four GEMMs and one kernel (`prims`), keeping q, k, v and the probabilities for it. The flash
+//! path (`train.attention = "flash"`, `super::flash`) does each direction in one kernel and keeps
+//! only the output and each row's log-sum-exp.
 //! Causal: keys after the query are masked in the kernels (never read); the bias (ALiBi, or more
 //! −∞ masks) is a constant and gets no gradient.
 
@@ -15,9 +17,23 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 
+/// The steps [`attention_ad`] is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Scores by GEMM, the softmax (`prims::softmax_fwd`), output by GEMM; the probabilities kept.
+    Gemm,
+    /// Flash attention (`prims::flash_fwd`: the CUDA kernels keep no `[L, L]` tensor); `biased`:
+    /// add the bias (ALiBi), otherwise the causal mask alone is applied and the bias is not read.
+    Flash { biased: bool },
+}
+
 /// `q, k, v [b·heads, L, hd]`, `bias [1|b, 1|heads, L, L]` → `[b·heads, L, hd]`, on a training
 /// backend (`Autodiff<B, C>`); `fused` picks the CUDA kernels where `B` has them.
-pub fn attention_ad<B: Backend, C: CheckpointStrategy>(q: Tensor<Autodiff<B, C>, 3>, k: Tensor<Autodiff<B, C>, 3>, v: Tensor<Autodiff<B, C>, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+#[allow(clippy::too_many_arguments)]
+pub fn attention_ad<B: Backend, C: CheckpointStrategy>(q: Tensor<Autodiff<B, C>, 3>, k: Tensor<Autodiff<B, C>, 3>, v: Tensor<Autodiff<B, C>, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32, fused: bool, path: Path) -> Tensor<Autodiff<B, C>, 3> {
+    if let Path::Flash { biased } = path {
+        return flash_ad(q, k, v, biased.then_some(bias), heads, scale, fused);
+    }
     #[derive(Debug)]
     struct AttentionBackward {
         scale: f32,
@@ -60,6 +76,45 @@ pub fn attention_ad<B: Backend, C: CheckpointStrategy>(q: Tensor<Autodiff<B, C>,
     float(out)
 }
 
+/// [`attention_ad`]'s flash path: the forward keeps `o` and each row's log-sum-exp, the backward
+/// recomputes the probabilities from them.
+fn flash_ad<B: Backend, C: CheckpointStrategy>(q: Tensor<Autodiff<B, C>, 3>, k: Tensor<Autodiff<B, C>, 3>, v: Tensor<Autodiff<B, C>, 3>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+    #[derive(Debug)]
+    struct FlashBackward {
+        scale: f32,
+        heads: usize,
+        fused: bool,
+    }
+    impl<B: Backend> Backward<B, 3> for FlashBackward {
+        /// (q, k, v nodes, o, lse, bias)
+        type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>);
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ck: &mut Checkpointer) {
+            let dy = float::<B, 3>(grads.consume::<B>(&ops.node));
+            let (iq, ik, iv, o, lse, bias) = ops.state;
+            let get = |id: NodeId, ck: &mut Checkpointer| float::<B, 3>(ck.retrieve_node_output(id));
+            let (q, k, v) = (get(iq, ck), get(ik, ck), get(iv, ck));
+            let g = prims::flash_bwd(q, k, v, float(o), float(lse), dy, bias.map(float), self.scale, self.heads, self.fused);
+            for (node, g) in ops.parents.into_iter().zip(g) {
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, g.into_primitive().tensor());
+                }
+            }
+        }
+    }
+    let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
+    let inner = |t: &FloatTensor<Autodiff<B, C>>| float::<B, 3>(t.primitive.clone());
+    let (o, lse) = prims::flash_fwd(inner(&q), inner(&k), inner(&v), bias.clone(), scale, heads, fused);
+    let y = o.clone().into_primitive().tensor();
+    let out = match (FlashBackward { scale, heads, fused }).prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v), o.into_primitive().tensor(), lse.into_primitive().tensor(), bias.map(|b| b.into_primitive().tensor()));
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    float(out)
+}
+
 /// The same forward on an inference backend.
 pub fn attention_fwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32, fused: bool) -> Tensor<B, 3> {
     let p = prims::softmax_fwd(prims::matmul(q, k.swap_dims(1, 2), fused), bias, scale, heads, fused);
@@ -68,12 +123,13 @@ pub fn attention_fwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 
 
 #[cfg(test)]
 mod tests {
+    use super::Path;
     use crate::backend::CpuTrain;
     use burn::prelude::*;
     use burn::tensor::activation::softmax;
 
-    /// The op (burn reference steps) equals burn's autodiff of the plain formula: output and the
-    /// gradients of q, k and v, with a causal + ALiBi-like per-head bias.
+    /// The op (burn reference steps, GEMM + softmax and flash) equals burn's autodiff of the plain
+    /// formula: output and the gradients of q, k and v, with a causal + ALiBi-like per-head bias.
     #[test]
     fn fused_attention_matches_autodiff_of_the_formula() {
         let dev = Default::default();
@@ -86,11 +142,12 @@ mod tests {
         let bias = Tensor::<crate::backend::Cpu, 4>::from_data(TensorData::new(bias, [1, h, l, l]), &dev);
         let w: Vec<f32> = (0..b * h * l * hd).map(|i| ((i % 7) as f32 - 3.0) / 2.0).collect();
         let scale = 0.5f32;
-        let run = |fused_op: bool| {
+        // the op: None = the plain formula with `bias`, Some(path)
+        let run = |op: Option<super::Path>, bias: Tensor<crate::backend::Cpu, 4>| {
             let t = |s| Tensor::<CpuTrain, 3>::from_data(TensorData::new(data(s), [b * h, l, hd]), &dev).require_grad();
             let (q, k, v) = (t(1), t(2), t(3));
-            let y = if fused_op {
-                super::attention_ad(q.clone(), k.clone(), v.clone(), bias.clone(), h, scale, true)
+            let y = if let Some(path) = op {
+                super::attention_ad(q.clone(), k.clone(), v.clone(), bias.clone(), h, scale, true, path)
             } else {
                 let s = q.clone().matmul(k.clone().swap_dims(1, 2)).reshape([b, h, l, l]).mul_scalar(scale) + Tensor::from_inner(bias.clone());
                 softmax(s, 3).reshape([b * h, l, l]).matmul(v.clone())
@@ -100,12 +157,19 @@ mod tests {
             let vec = |t: Tensor<CpuTrain, 3>| t.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
             [y.into_data().to_vec::<f32>().unwrap(), vec(q), vec(k), vec(v)]
         };
-        let (want, got) = (run(false), run(true));
-        for (what, (a, b)) in ["y", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
-            for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() < 1e-5, "{what}: {x} vs {y}");
+        // the unbiased flash path reads no bias: the formula's is the causal mask alone
+        let causal = Tensor::<crate::backend::Cpu, 4>::from_data(TensorData::new(bias.clone().into_data().to_vec::<f32>().unwrap().iter().map(|&x| if x.is_finite() { 0.0 } else { x }).collect(), [1, h, l, l]), &dev);
+        let zeros = causal.clone().zeros_like();
+        let (want, want_causal) = (run(None, bias.clone()), run(None, causal));
+        let cases = [(Path::Gemm, &want, bias.clone()), (Path::Flash { biased: true }, &want, bias.clone()), (Path::Flash { biased: false }, &want_causal, zeros)];
+        for (path, want, bias) in cases {
+            let got = run(Some(path), bias);
+            for (what, (a, b)) in ["y", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x - y).abs() < 1e-5, "{path:?} {what}: {x} vs {y}");
+                }
+                assert!(a.iter().any(|x| x.abs() > 1e-2), "{what} must not be trivially zero");
             }
-            assert!(a.iter().any(|x| x.abs() > 1e-2), "{what} must not be trivially zero");
         }
     }
 }

@@ -14,6 +14,11 @@ use cubecl::cuda::CudaRuntime;
 pub trait FusedBackend: BlasBackend {
     /// Causal `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`; `bias [1|b, 1|heads, L, L]`.
     fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self>;
+    /// Flash attention (`super::flash`, bf16, head dim 32 or 64): `[o, lse]` of `q, k, v
+    /// [b·heads, L, hd]`, causal, with `bias [1|b, 1|heads, L, L]` added if given.
+    fn flash_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 2];
+    /// Its `[dq, dk, dv]` from `[q, k, v, o, dout]` and `lse`.
+    fn flash_bwd(qkvod: [FloatTensor<Self>; 5], lse: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 3];
     /// `scale · p ⊙ (dp − rowsum(dp ⊙ p))`.
     fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
     /// `[loss, lse]` (`[n]`, f32) of `x [n, V]` against `t [n]`.
@@ -76,17 +81,24 @@ fn int_name(t: &T) -> &'static str {
     }
 }
 
+/// The batch and head strides of `bias [1|b, 1|heads, L, L]` for scores `[bh, L, L]` (0: broadcast).
+pub(super) fn bias_strides(what: &str, bias: &T, bh: usize, heads: usize, l: usize) -> [i64; 2] {
+    let bs = bias.meta.shape().dims::<4>();
+    assert!(bs[2] == l && bs[3] == l && bh % heads == 0 && (bs[1] == 1 || bs[1] == heads) && (bs[0] == 1 || bs[0] * heads == bh), "{what}: bias {bs:?} for [{bh}, {l}, {l}] scores, {heads} heads");
+    [0, 1].map(|i| if bs[i] == 1 { 0 } else { bias.meta.strides()[i] as i64 })
+}
+
 /// A fresh compact tensor on `like`'s device.
-fn empty(like: &T, shape: Vec<usize>, dtype: DType) -> T {
+pub(super) fn empty(like: &T, shape: Vec<usize>, dtype: DType) -> T {
     let n: usize = shape.iter().product();
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape), like.client.empty(n.max(1) * dtype.size()), dtype)
 }
 
-fn grid(n: usize, per_block: usize) -> u32 {
+pub(super) fn grid(n: usize, per_block: usize) -> u32 {
     u32::try_from(n.div_ceil(per_block).max(1)).expect("bakallm kernels: grid exceeds u32")
 }
 
-fn dim(v: usize, what: &str) -> i32 {
+pub(super) fn dim(v: usize, what: &str) -> i32 {
     i32::try_from(v).unwrap_or_else(|_| panic!("bakallm kernels: {what} = {v} exceeds i32"))
 }
 
@@ -104,10 +116,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
     fn softmax_fwd(s: T, bias: T, scale: f32, heads: usize) -> T {
         let (s, bias) = (compact(s), compact(bias));
         let [bh, l, l2] = s.meta.shape().dims::<3>();
-        let bs = bias.meta.shape().dims::<4>();
-        assert!(l == l2 && bs[2] == l && bs[3] == l && bh % heads == 0 && (bs[1] == 1 || bs[1] == heads), "softmax_fwd: scores {:?}, bias {bs:?}, {heads} heads", [bh, l, l2]);
+        assert_eq!(l, l2, "softmax_fwd: scores {:?} are not square", s.meta.shape());
         assert_eq!(s.dtype, bias.dtype, "softmax_fwd: scores and bias dtypes differ");
-        let strides = [0, 1].map(|i| if bs[i] == 1 { 0 } else { bias.meta.strides()[i] as i64 });
+        let strides = bias_strides("softmax_fwd", &bias, bh, heads, l);
         let p = empty(&s, vec![bh, l, l], s.dtype);
         let (rows, dtype) = (bh * l, s.dtype);
         enqueue([&s, &bias, &p], move |[s, b, p], stream| {
@@ -116,6 +127,14 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
             launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
         });
         p
+    }
+
+    fn flash_fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
+        super::flash::fwd(q, k, v, bias, scale, heads)
+    }
+
+    fn flash_bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 3] {
+        super::flash::bwd(qkvod, lse, bias, scale, heads)
     }
 
     fn softmax_bwd(p: T, dp: T, scale: f32) -> T {

@@ -69,6 +69,35 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         p
     }
 
+    fn flash_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 2] {
+        let [bh, l, _] = q.shape.dims::<3>();
+        let outs = [(q.shape.to_vec(), q.dtype), (vec![bh, l], DType::F32)];
+        let mut ins = vec![q, k, v];
+        ins.extend(bias);
+        custom::<B, 2>("flash_fwd", ins, outs, (&[scale], heads), |d, f, heads, h| {
+            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let [q, k, v] = [(); 3].map(|_| ins.next().expect("q, k, v"));
+            let [y, s] = B::flash_fwd(q, k, v, ins.next(), f[0], heads);
+            h.register_float_tensor::<B>(&d.outputs[0].id, y);
+            h.register_float_tensor::<B>(&d.outputs[1].id, s);
+        })
+    }
+
+    fn flash_bwd(qkvod: [FloatTensor<Self>; 5], lse: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 3] {
+        let out = (qkvod[0].shape.to_vec(), qkvod[0].dtype);
+        let mut ins = Vec::from(qkvod);
+        ins.push(lse);
+        ins.extend(bias);
+        custom::<B, 3>("flash_bwd", ins, [out.clone(), out.clone(), out], (&[scale], heads), |d, f, heads, h| {
+            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let qkvod = [(); 5].map(|_| ins.next().expect("q, k, v, o, dout"));
+            let lse = ins.next().expect("lse");
+            for (o, t) in d.outputs.iter().zip(B::flash_bwd(qkvod, lse, ins.next(), f[0], heads)) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        })
+    }
+
     fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
         let out = (p.shape.to_vec(), p.dtype);
         let [ds] = custom::<B, 1>("softmax_bwd", vec![p, dp], [out], (&[scale], 0), |d, f, _, h| {

@@ -14,11 +14,15 @@ pub mod cross_entropy;
 pub mod cublas;
 pub mod embedding;
 #[cfg(feature = "cuda")]
+pub mod flash;
+#[cfg(feature = "cuda")]
 pub mod fused;
 #[cfg(feature = "cuda")]
 mod fusion;
 pub mod gate;
 pub mod gemm;
+#[cfg(all(test, feature = "cuda"))]
+mod gpu_tests;
 pub mod heads;
 pub mod linear;
 pub mod norm;
@@ -106,14 +110,23 @@ pub fn has_fused<B: Backend>() -> bool {
     false
 }
 
+/// Whether the flash kernels take a model's attention: bf16 activations and head dim 32 or 64
+/// (and, on the device, sm_80 or newer: [`flash::supports`]).
+pub fn flash_fits(bf16: bool, head_dim: usize) -> bool {
+    bf16 && (head_dim == 32 || head_dim == 64)
+}
+
 /// [`attention::attention_ad`] with fused kernels: `q, k, v [b·heads, L, hd]`, `bias [1|b, 1|heads,
-/// L, L]`. Panics unless [`has_fused::<B>()`](has_fused).
-pub fn attention<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32) -> Tensor<B, 3> {
+/// L, L]` (`biased`: more than the causal mask); `flash`: the flash kernels where they apply
+/// ([`flash::supports`]). Panics unless [`has_fused::<B>()`](has_fused).
+#[allow(clippy::too_many_arguments)]
+pub fn attention<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, biased: bool, heads: usize, scale: f32, flash: bool) -> Tensor<B, 3> {
     #[cfg(feature = "cuda")]
     if is_gpu_train::<B>() {
-        return gt::down(attention::attention_ad(gt::up(q), gt::up(k), gt::up(v), gt::inner(bias), heads, scale, true));
+        let path = if flash && flash::supports(q.dtype(), q.dims()[2]) { attention::Path::Flash { biased } } else { attention::Path::Gemm };
+        return gt::down(attention::attention_ad(gt::up(q), gt::up(k), gt::up(v), gt::inner(bias), heads, scale, true, path));
     }
-    let _ = (q, k, v, bias, heads, scale);
+    let _ = (q, k, v, bias, biased, heads, scale, flash);
     panic!("kernels::attention: {} has no fused path", std::any::type_name::<B>())
 }
 

@@ -122,7 +122,9 @@ const SOURCE: &str = concat!(
     "\n",
     include_str!("cuda/gate.cu"),
     "\n",
-    include_str!("cuda/optim.cu")
+    include_str!("cuda/optim.cu"),
+    "\n",
+    include_str!("cuda/flash.cu")
 );
 
 /// The kernel `name` of `cuda/*.cu` in the current context (compiled on first use).
@@ -133,7 +135,9 @@ fn function(name: &str) -> ds::CUfunction {
     let ctx = current_context();
     let mut all = MODULES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     let (module, fns) = all.entry(ctx as usize).or_insert_with(|| {
-        let ptx = cudarc::nvrtc::compile_ptx(SOURCE).unwrap_or_else(|e| panic!("NVRTC, src/kernels/cuda/*.cu: {e:?}"));
+        // for the device's own architecture: flash.cu's tensor-core instructions need sm_80 or newer
+        let opts = cudarc::nvrtc::CompileOptions { arch: arch(), ..Default::default() };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).unwrap_or_else(|e| panic!("NVRTC, src/kernels/cuda/*.cu: {e:?}"));
         let image = CString::new(ptx.to_src()).expect("PTX has no NUL");
         let module = unsafe { dr::module::load_data(image.as_ptr() as *const c_void) }.expect("cuModuleLoadData");
         (module as usize, HashMap::new())
@@ -141,6 +145,27 @@ fn function(name: &str) -> ds::CUfunction {
     let module = *module as ds::CUmodule;
     *fns.entry(name.to_string())
         .or_insert_with(|| unsafe { dr::module::get_function(module, CString::new(name).expect("kernel name")) }.unwrap_or_else(|e| panic!("kernel {name}: {e:?}")) as usize) as ds::CUfunction
+}
+
+/// Device 0's compute capability (cubecl's device) as `(major, minor)`.
+pub fn capability() -> (i32, i32) {
+    use ds::CUdevice_attribute::{CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR};
+    static CC: OnceLock<(i32, i32)> = OnceLock::new();
+    *CC.get_or_init(|| {
+        current_context();
+        let dev = dr::device::get(0).expect("cuDeviceGet");
+        unsafe { (dr::device::get_attribute(dev, MAJOR).expect("compute capability"), dr::device::get_attribute(dev, MINOR).expect("compute capability")) }
+    })
+}
+
+/// NVRTC's target: the newest virtual architecture this code uses that the device has (PTX, so
+/// the driver compiles it for the device itself).
+fn arch() -> Option<&'static str> {
+    match capability() {
+        (9.., _) => Some("compute_90"),
+        (8, _) => Some("compute_80"),
+        _ => None,
+    }
 }
 
 /// The calling thread's CUDA context; binds device 0's primary context (cubecl's) if none is.
@@ -170,9 +195,15 @@ pub fn launch_2d(name: &str, grid: (u32, u32), block: u32, stream: ds::CUstream,
     launch_with(name, grid, block, 0, stream, args)
 }
 
-fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream: ds::CUstream, args: &[Arg]) {
+/// [`launch`] with a 2-D grid and `shared` bytes of dynamic shared memory (above the default
+/// 48 KiB, the kernel is allowed that much first).
+pub fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream: ds::CUstream, args: &[Arg]) {
     let t0 = Instant::now();
     let f = function(name);
+    if shared > 48 * 1024 {
+        use ds::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES as MAX;
+        unsafe { dr::function::set_function_attribute(f, MAX, shared as i32) }.unwrap_or_else(|e| panic!("kernel {name}: {shared} bytes of shared memory: {e:?}"));
+    }
     // each value's bytes, 8-aligned; the kernel reads as many as its parameter's type has
     let mut values: Vec<Vec<u64>> = args
         .iter()

@@ -58,11 +58,70 @@ pub fn softmax_fwd<B: Backend>(s: Tensor<B, 3>, bias: Tensor<B, 4>, scale: f32, 
         #[cfg(feature = "cuda")]
         return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::softmax_fwd(gpu::up(s), gpu::up(bias), scale, heads));
     }
+    softmax(masked(s, Some(bias), scale, heads), 2)
+}
+
+/// The scores `s [b·heads, L, L]` scaled, biased (if `bias`) and causally masked (with `f32::MIN`,
+/// not −∞: 0·∞ would be NaN where a backend blends).
+fn masked<B: Backend>(s: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, heads: usize) -> Tensor<B, 3> {
     let [bh, l, _] = s.dims();
     let future = Tensor::<B, 2, Bool>::tril_mask([l, l], 0, &s.device()) // true above the diagonal
        .reshape([1, 1, l, l]).expand([bh / heads, heads, l, l]);
-    let x = (s.reshape([bh / heads, heads, l, l]).mul_scalar(scale) + bias).mask_fill(future, f32::MIN); // not −∞: 0·∞ would be NaN where a backend blends
-    softmax(x, 3).reshape([bh, l, l])
+    let s = s.reshape([bh / heads, heads, l, l]).mul_scalar(scale);
+    let s = match bias {
+        Some(b) => {
+            let dt = s.dtype().into();
+            s + crate::model::precision::to(b, dt)
+        }
+        None => s,
+    };
+    s.mask_fill(future, f32::MIN).reshape([bh, l, l])
+}
+
+/// Flash attention's forward (`train.attention = "flash"`): `(o, lse)`, the output of
+/// [`softmax_fwd`]'s probabilities times `v` (`[b·heads, L, hd]`, `q`'s dtype) and each row's
+/// log-sum-exp of its masked scores (`[b·heads, L]`, f32), which is all the backward needs. The
+/// bias, if any, is added to the scaled scores (ALiBi); the causal mask is applied either way. The
+/// kernels (bf16, head dim 32 or 64) never write the `[b·heads, L, L]` scores; this reference
+/// does, in f32.
+pub fn flash_fwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, heads: usize, fused: bool) -> (Tensor<B, 3>, Tensor<B, 2>) {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            let [o, lse] = <crate::backend::Gpu as super::fused::FusedBackend>::flash_fwd(gpu::up(q), gpu::up(k), gpu::up(v), bias.map(gpu::up), scale, heads);
+            return (gpu::down(o), gpu::down(lse));
+        }
+    }
+    let ([bh, l, _], dtype) = (q.dims(), q.dtype());
+    let f = |t: Tensor<B, 3>| t.cast(FloatDType::F32);
+    let x = masked(f(q).matmul(f(k).swap_dims(1, 2)), bias, scale, heads);
+    let m = x.clone().max_dim(2);
+    let e = (x - m.clone()).exp();
+    let z = e.clone().sum_dim(2);
+    let o = (e / z.clone()).matmul(f(v)).cast(dtype);
+    (o, (m + z.log()).reshape([bh, l]))
+}
+
+/// Its backward from the upstream `dout`: `[dq, dk, dv]` (`q`'s dtype), with the probabilities
+/// recomputed as `p = exp(masked scores − lse)`, `ds = scale · p ⊙ (dout·vᵀ − rowsum(dout ⊙ o))`,
+/// `dq = ds·k`, `dk = dsᵀ·q`, `dv = pᵀ·dout`.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_bwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, o: Tensor<B, 3>, lse: Tensor<B, 2>, dout: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, heads: usize, fused: bool) -> [Tensor<B, 3>; 3] {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            let g = <crate::backend::Gpu as super::fused::FusedBackend>::flash_bwd([q, k, v, o, dout].map(gpu::up), gpu::up(lse), bias.map(gpu::up), scale, heads);
+            return g.map(gpu::down);
+        }
+    }
+    let dtype = q.dtype();
+    let f = |t: Tensor<B, 3>| t.cast(FloatDType::F32);
+    let (q, k, v, dout) = (f(q), f(k), f(v), f(dout));
+    let x = masked(q.clone().matmul(k.clone().swap_dims(1, 2)), bias, scale, heads);
+    let p = (x - lse.unsqueeze_dim::<3>(2)).exp();
+    let delta = (dout.clone() * f(o)).sum_dim(2);
+    let ds = (p.clone() * (dout.clone().matmul(v.swap_dims(1, 2)) - delta)).mul_scalar(scale);
+    [ds.clone().matmul(k), ds.swap_dims(1, 2).matmul(q), p.swap_dims(1, 2).matmul(dout)].map(|t| t.cast(dtype))
 }
 
 /// Gradient of the scores from the probabilities `p` and their gradient `dp`:

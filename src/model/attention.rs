@@ -76,7 +76,7 @@ impl<B: Backend> Attention<B> {
         let q = split_heads(c.linear(&self.q, h.clone()), &t.rot_q, n);
         let k = split_heads(self.k_proj(h.clone(), t), &t.rot_k, n);
         let v = split_heads(c.linear(&self.v, h), &None, n);
-        c.linear(&self.o, merge_heads(attention(q, k, v, t.bias.clone(), n, scale), n))
+        c.linear(&self.o, merge_heads(attention(q, k, v, t.bias.clone(), t.biased(), n, scale, c.flash), n))
     }
 }
 

@@ -280,4 +280,4 @@ pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>
 #[cfg(test)]
 mod tests;
 #[cfg(all(test, feature = "cuda"))]
-mod gpu_tests;
+pub(crate) mod gpu_tests;

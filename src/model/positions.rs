@@ -113,6 +113,12 @@ pub struct PosTables<B: Backend> {
 }
 
 impl<B: Backend> PosTables<B> {
+    /// Whether `bias` holds more than the causal mask (ALiBi's slopes), so a kernel that applies
+    /// the causal mask itself must still read it.
+    pub fn biased(&self) -> bool {
+        self.kind == PositionKind::Alibi
+    }
+
     /// Tables for `layout`, in the float dtype `dt` of the activations they meet.
     pub fn new(layout: &Layout, p: &PosParams, device: &B::Device, dt: burn::tensor::FloatDType) -> Self {
         let l = layout.len();
@@ -285,6 +291,21 @@ mod tests {
         assert_eq!(b[16 + 4], -1.0 / 256.0);
         // key above the diagonal → −∞
         assert!(b[1].is_infinite() && b[1] < 0.0);
+    }
+
+    /// `biased()` is what lets the flash kernels skip the bias: every other scheme's bias must be
+    /// the causal mask alone, also with memory slots in the window.
+    #[test]
+    fn only_alibi_biases_beyond_the_causal_mask() {
+        let dev = Default::default();
+        for kind in [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi] {
+            let mut layout = Layout::plain(6, 0);
+            layout.pos[0] = None; // a memory slot
+            let t = PosTables::<Cpu>::new(&layout, &params(kind, 2, 4), &dev, burn::tensor::FloatDType::F32);
+            let b: Vec<f32> = t.bias.clone().into_data().to_vec().unwrap();
+            let causal_only = b.iter().enumerate().all(|(e, &x)| if e % 6 > (e / 6) % 6 { x == f32::NEG_INFINITY } else { x == 0.0 });
+            assert_eq!(causal_only, !t.biased(), "{kind:?}");
+        }
     }
 
     #[test]

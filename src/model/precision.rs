@@ -17,6 +17,8 @@ pub struct Compute {
     pub blas: bool,
     /// Attention as one op with fused kernels where the backend has them (`kernels::has_fused`).
     pub fused_attention: bool,
+    /// With `fused_attention`: the flash kernels where they apply (`kernels::flash::supports`).
+    pub flash: bool,
     /// The embedding's backward as one CUDA kernel, likewise.
     pub fused_embedding: bool,
     /// LayerNorm/RMSNorm as one op with its kernels, likewise.
@@ -27,7 +29,7 @@ pub struct Compute {
 
 impl Default for Compute {
     fn default() -> Self {
-        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, fused_embedding: false, fused_norm: false, fused_gate: false }
+        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, flash: false, fused_embedding: false, fused_norm: false, fused_gate: false }
     }
 }
 
@@ -47,7 +49,8 @@ impl Compute {
         Self {
             dtype: if t.dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 },
             blas: t.matmul == "cublas",
-            fused_attention: t.attention == "fused",
+            fused_attention: t.attention != "burn",
+            flash: t.attention == "flash",
             fused_embedding: t.embedding == "fused",
             fused_norm: t.layernorm == "fused",
             fused_gate: t.gate == "fused",

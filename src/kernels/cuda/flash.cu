@@ -1,0 +1,428 @@
+// Flash attention (src/kernels/flash.rs): causal softmax(q·kᵀ·scale + bias)·v in bf16 on the tensor
+// cores (mma.sync m16n8k16, f32 accumulators), never writing the [b·H, L, L] scores or
+// probabilities: the forward keeps the output and each row's log-sum-exp, the backward recomputes
+// the probabilities tile by tile from them (FlashAttention-2's scheme).
+//
+// Tiles: 64 queries × 64 keys per block of 4 warps, 16 rows per warp; head dim HD (a multiple of
+// 16). Shared rows are padded by 8 elements (16 bytes) so that the fragment loads of a warp hit
+// 32 different banks. Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t;
+// A (16×16, row-major): registers {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)};
+// B (16×8, k × n): {(k 2t..2t+1, n g), (k 2t+8..2t+9, n g)}; C (16×8): {(g, 2t), (g, 2t+1),
+// (g+8, 2t), (g+8, 2t+1)}. A pair's lower element sits in the lower 16 bits.
+
+#define FA_B 64
+#define FA_PAD 8
+
+// (Only compiled for sm_80+, nvrtc.rs's `arch`; the host never picks these kernels below that.)
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap();
+#endif
+}
+
+// The shared-state-space address of a pointer into shared memory (what ldmatrix and cp.async take).
+__device__ __forceinline__ unsigned smem(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// ldmatrix: four 8×8 bf16 matrices of shared memory, lane l giving the address of row l % 8 of
+// matrix l / 8; register i of each lane gets (row lane / 4, columns 2·(lane % 4) and + 1) of matrix
+// i, or of its transpose (`trans`): one instruction for what takes four (eight) plain loads.
+__device__ __forceinline__ void ldsm4(unsigned* r, const bf16* p) {
+#if __CUDA_ARCH__ >= 800
+    unsigned a = smem(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void ldsm4_t(unsigned* r, const bf16* p) {
+#if __CUDA_ARCH__ >= 800
+    unsigned a = smem(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+    __trap();
+#endif
+}
+
+// B fragments of a [n][k] tile (rows n, k contiguous: K in q·kᵀ): for n-tile n, k-steps kk and
+// kk + 1: {b0, b1} of kk, then of kk + 1.
+__device__ __forceinline__ void b_frags_nk(unsigned* r, const bf16* s, int stride, int n, int kk) {
+    int l = threadIdx.x & 31;
+    ldsm4(r, s + (n * 8 + (l & 7)) * stride + kk * 16 + (l >> 3) * 8);
+}
+// B fragments of a [k][n] tile (rows k, n contiguous: V in p·v): for k-step kk, n-tiles n and n + 1.
+__device__ __forceinline__ void b_frags_kn(unsigned* r, const bf16* s, int stride, int kk, int n) {
+    int l = threadIdx.x & 31;
+    ldsm4_t(r, s + (kk * 16 + (l & 7) + ((l >> 3) & 1) * 8) * stride + (n + (l >> 4)) * 8);
+}
+
+// Two bf16 of shared memory as one word: row r, columns c and c + 1 (c even).
+__device__ __forceinline__ unsigned pair(const bf16* s, int stride, int r, int c) {
+    return *reinterpret_cast<const unsigned*>(s + r * stride + c);
+}
+
+// cp.async: 16 bytes global → shared without passing through registers, so a tile for the next
+// iteration loads while this one computes; zeros instead where !valid. Then the group's commit
+// and the wait for all groups.
+__device__ __forceinline__ void cp16(bf16* dst, const bf16* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem(dst)), "l"(src), "r"(valid ? 16 : 0));
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_wait_all() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 0;\n" ::);
+#else
+    __trap();
+#endif
+}
+
+// Starts loading rows [r0, r0 + 64) of x [L, HD] into the padded tile s (zeros past L).
+template <int HD>
+__device__ __forceinline__ void load_tile(bf16* s, const bf16* x, int r0, int L) {
+    const int chunks = HD / 8;
+    for (int c = threadIdx.x; c < FA_B * chunks; c += blockDim.x) {
+        int r = c / chunks, col = (c % chunks) * 8;
+        bool in = r0 + r < L;
+        cp16(s + r * (HD + FA_PAD) + col, x + (in ? (long long)(r0 + r) * HD + col : 0), in);
+    }
+}
+
+// The A fragments of rows [r, r + 16) × all HD columns of a padded tile.
+template <int HD>
+__device__ __forceinline__ void a_frags(unsigned (*a)[4], const bf16* s, int r) {
+    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    const int S = HD + FA_PAD;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        a[kk][0] = pair(s, S, r + g, kk * 16 + 2 * t);
+        a[kk][1] = pair(s, S, r + g + 8, kk * 16 + 2 * t);
+        a[kk][2] = pair(s, S, r + g, kk * 16 + 8 + 2 * t);
+        a[kk][3] = pair(s, S, r + g + 8, kk * 16 + 8 + 2 * t);
+    }
+}
+
+// The scaled, masked score of query i and key j (−∞ where masked: j > i, or past L), plus the
+// bias [L, L] if BIAS (ALiBi; without it the bias is the causal mask alone, which this applies).
+template <bool BIAS>
+__device__ __forceinline__ float fa_score(float s, const bf16* bias, int i, int j, int L, float scale) {
+    if (j > i || i >= L) return NEG_INF;
+    return BIAS ? s * scale + ld(bias, (long long)i * L + j) : s * scale;
+}
+
+// Forward: o [bh, L, HD] and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
+// a row whose every key is masked, whose output is zeros). Grid (⌈L/64⌉, bh): the heaviest query
+// blocks (last, most keys) first.
+template <int HD, bool BIAS>
+__device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
+                          long long bias_sb, long long bias_sh, float scale) {
+    // K and V double-buffered: tile kb + 1 loads while tile kb computes
+    __shared__ __align__(16) bf16 Qs[FA_B * (HD + FA_PAD)], Kb[2][FA_B * (HD + FA_PAD)], Vb[2][FA_B * (HD + FA_PAD)];
+    const int S = HD + FA_PAD;
+    int qb = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, q0 = qb * FA_B;
+    int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    long long base = (long long)bh * L * HD;
+    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    load_tile<HD>(Qs, q + base, q0, L);
+    load_tile<HD>(Kb[0], k + base, 0, L);
+    load_tile<HD>(Vb[0], v + base, 0, L);
+    cp_commit();
+    cp_wait_all();
+    __syncthreads();
+    unsigned qa[HD / 16][4];
+    a_frags<HD>(qa, Qs, warp * 16);
+    int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, acc[HD / 8][4];
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
+    for (int kb = 0; kb <= qb; kb++) {
+        int k0 = kb * FA_B, buf = kb & 1;
+        if (kb < qb) {
+            load_tile<HD>(Kb[buf ^ 1], k + base, k0 + FA_B, L);
+            load_tile<HD>(Vb[buf ^ 1], v + base, k0 + FA_B, L);
+            cp_commit();
+        }
+        const bf16 *Ks = Kb[buf], *Vs = Vb[buf];
+        float s[FA_B / 8][4];
+#pragma unroll
+        for (int n = 0; n < FA_B / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk += 2) {
+                unsigned bb[4];
+                b_frags_nk(bb, Ks, S, n, kk);
+                mma16816(s[n], qa[kk], bb[0], bb[1]);
+                mma16816(s[n], qa[kk + 1], bb[2], bb[3]);
+            }
+        }
+        float mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int n = 0; n < FA_B / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int i = e < 2 ? r0 : r1, j = k0 + n * 8 + 2 * t + (e & 1);
+                s[n][e] = fa_score<BIAS>(s[n][e], b, i, j, L, scale);
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            }
+        float alpha[2], base_m[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            float mn = fmaxf(m[r], mx[r]);
+            base_m[r] = mn == NEG_INF ? 0.f : mn;  // all masked so far: exp(−∞ − 0) = 0
+            alpha[r] = __expf(m[r] - base_m[r]);
+            m[r] = mn;
+            l[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) acc[d][0] *= alpha[0], acc[d][1] *= alpha[0], acc[d][2] *= alpha[1], acc[d][3] *= alpha[1];
+#pragma unroll
+        for (int n = 0; n < FA_B / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[n][e] = __expf(s[n][e] - base_m[e >> 1]);
+                l[e >> 1] += s[n][e];
+            }
+        // P (16 × 64, the C fragments of two adjacent n-tiles make one A fragment) · V
+#pragma unroll
+        for (int kk = 0; kk < FA_B / 16; kk++) {
+            unsigned pa[4] = {pack(s[2 * kk][0], s[2 * kk][1]), pack(s[2 * kk][2], s[2 * kk][3]), pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int d = 0; d < HD / 8; d += 2) {
+                unsigned bb[4];
+                b_frags_kn(bb, Vs, S, kk, d);
+                mma16816(acc[d], pa, bb[0], bb[1]);
+                mma16816(acc[d + 1], pa, bb[2], bb[3]);
+            }
+        }
+        cp_wait_all();
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
+    bf16* ob = o + base;
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        int c = d * 8 + 2 * t;
+        if (r0 < L) *reinterpret_cast<unsigned*>(ob + (long long)r0 * HD + c) = pack(acc[d][0] * inv[0], acc[d][1] * inv[0]);
+        if (r1 < L) *reinterpret_cast<unsigned*>(ob + (long long)r1 * HD + c) = pack(acc[d][2] * inv[1], acc[d][3] * inv[1]);
+    }
+    if (t == 0) {
+        const float INF = __int_as_float(0x7f800000);
+        if (r0 < L) lse[(long long)bh * L + r0] = l[0] > 0.f ? m[0] + __logf(l[0]) : INF;
+        if (r1 < L) lse[(long long)bh * L + r1] = l[1] > 0.f ? m[1] + __logf(l[1]) : INF;
+    }
+}
+
+// delta [rows] = Σ_d dO ⊙ O over each row of HD (f32; one thread per row, 16-byte loads).
+template <int HD>
+__device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long long rows) {
+    long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= rows) return;
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < HD; j += 8) {
+        float a[8], b[8];
+        Vec<bf16, 8>::load(o + row * HD + j, a);
+        Vec<bf16, 8>::load(dout + row * HD + j, b);
+#pragma unroll
+        for (int e = 0; e < 8; e++) s += a[e] * b[e];
+    }
+    delta[row] = s;
+}
+
+// Backward: one block per 64 keys (4 warps × 16 keys) and head, looping over the query blocks at
+// or after them (causal). Per tile, with Sᵀ = K·Qᵀ: Pᵀ = exp(Sᵀ·scale + biasᵀ − lse),
+// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − delta), dK += dSᵀ·Q (registers, written once, × scale),
+// dQ += dS·K (through shared memory, added into dq_acc [bh, L, HD] f32 with atomics, × scale).
+template <int HD, bool BIAS>
+__device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
+                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
+                          float scale) {
+    // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K; V, whose place dSᵀ takes once V is
+    // in registers; Q, dO and the rows' lse and delta double-buffered (tile qb + 1 loads while qb computes)
+    extern __shared__ __align__(16) bf16 fa_dyn[];
+    const int S = HD + FA_PAD, SS = FA_B + FA_PAD, TD = FA_B * S, TS = FA_B * SS > TD ? FA_B * SS : TD;
+    bf16 *Ks = fa_dyn, *Vs = fa_dyn + TD, *dSs = Vs, *Qb = fa_dyn + TD + TS, *Db = Qb + 2 * TD;
+    float* stats = reinterpret_cast<float*>(Db + 2 * TD);  // lse[2][64], delta[2][64]
+    int kb = blockIdx.x, bh = blockIdx.y, k0 = kb * FA_B, nb = gridDim.x;
+    int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    long long base = (long long)bh * L * HD;
+    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    auto prefetch = [&](int qb, int buf) {
+        load_tile<HD>(Qb + buf * TD, q + base, qb * FA_B, L);
+        load_tile<HD>(Db + buf * TD, dout + base, qb * FA_B, L);
+        for (int i = threadIdx.x; i < FA_B; i += blockDim.x) {
+            bool in = qb * FA_B + i < L;
+            stats[buf * 2 * FA_B + i] = in ? lse[(long long)bh * L + qb * FA_B + i] : 0.f;
+            stats[buf * 2 * FA_B + FA_B + i] = in ? delta[(long long)bh * L + qb * FA_B + i] : 0.f;
+        }
+    };
+    load_tile<HD>(Ks, k + base, k0, L);
+    load_tile<HD>(Vs, v + base, k0, L);
+    prefetch(kb, 0);
+    cp_commit();
+    cp_wait_all();
+    __syncthreads();
+    unsigned ka[HD / 16][4], va[HD / 16][4];
+    a_frags<HD>(ka, Ks, warp * 16);
+    a_frags<HD>(va, Vs, warp * 16);
+    __syncthreads();  // V is in registers: its place is dSᵀ's from here
+    int j0 = k0 + warp * 16 + g, j1 = j0 + 8;  // this thread's two keys
+    float dka[HD / 8][4], dva[HD / 8][4];
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[d][e] = dva[d][e] = 0.f;
+    for (int qb = kb; qb < nb; qb++) {
+        int q0 = qb * FA_B, buf = (qb - kb) & 1;
+        if (qb + 1 < nb) {
+            prefetch(qb + 1, buf ^ 1);
+            cp_commit();
+        }
+        const bf16 *Qs = Qb + buf * TD, *Ds = Db + buf * TD;
+        const float *lse_s = stats + buf * 2 * FA_B, *delta_s = lse_s + FA_B;
+        float p[FA_B / 8][4], dp[FA_B / 8][4];
+#pragma unroll
+        for (int n = 0; n < FA_B / 8; n++) {
+            p[n][0] = p[n][1] = p[n][2] = p[n][3] = 0.f;
+            dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk += 2) {
+                unsigned bq[4], bd[4];
+                b_frags_nk(bq, Qs, S, n, kk);
+                b_frags_nk(bd, Ds, S, n, kk);
+                mma16816(p[n], ka[kk], bq[0], bq[1]);
+                mma16816(p[n], ka[kk + 1], bq[2], bq[3]);
+                mma16816(dp[n], va[kk], bd[0], bd[1]);
+                mma16816(dp[n], va[kk + 1], bd[2], bd[3]);
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int il = n * 8 + 2 * t + (e & 1), j = e < 2 ? j0 : j1;
+                float x = fa_score<BIAS>(p[n][e], b, q0 + il, j, L, scale);
+                p[n][e] = (x == NEG_INF) ? 0.f : __expf(x - lse_s[il]);
+                dp[n][e] = p[n][e] * (dp[n][e] - delta_s[il]);  // dSᵀ (without the scale)
+            }
+        }
+        // dV += Pᵀ·dO and dK += dSᵀ·Q: A from the registers, B from the [query][d] tiles
+#pragma unroll
+        for (int kk = 0; kk < FA_B / 16; kk++) {
+            unsigned pa[4] = {pack(p[2 * kk][0], p[2 * kk][1]), pack(p[2 * kk][2], p[2 * kk][3]), pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                              pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+            unsigned sa[4] = {pack(dp[2 * kk][0], dp[2 * kk][1]), pack(dp[2 * kk][2], dp[2 * kk][3]), pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                              pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+            for (int d = 0; d < HD / 8; d += 2) {
+                unsigned bd[4], bq[4];
+                b_frags_kn(bd, Ds, S, kk, d);
+                b_frags_kn(bq, Qs, S, kk, d);
+                mma16816(dva[d], pa, bd[0], bd[1]);
+                mma16816(dva[d + 1], pa, bd[2], bd[3]);
+                mma16816(dka[d], sa, bq[0], bq[1]);
+                mma16816(dka[d + 1], sa, bq[2], bq[3]);
+            }
+            // dSᵀ to shared ([key][query]) for dQ
+            int kr = warp * 16 + g;
+            *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 2 * t) = sa[0];
+            *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 2 * t) = sa[1];
+            *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 8 + 2 * t) = sa[2];
+            *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 8 + 2 * t) = sa[3];
+        }
+        __syncthreads();
+        // dQ rows [q0 + 16·warp, +16) = dS (queries × 64 keys) · K: A[i][j] = dSᵀ[j][i]
+        float dq[HD / 8][4];
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) dq[d][0] = dq[d][1] = dq[d][2] = dq[d][3] = 0.f;
+        int qi = warp * 16 + g, lane = threadIdx.x & 31, m4 = lane >> 3;
+#pragma unroll
+        for (int kk = 0; kk < FA_B / 16; kk++) {
+            // A[i][j] = dSᵀ[j][i]: the transposed 8×8 blocks (keys kk·16 + 0|8, queries 16·warp + 0|8)
+            unsigned a[4];
+            ldsm4_t(a, dSs + (kk * 16 + (m4 >> 1) * 8 + (lane & 7)) * SS + warp * 16 + (m4 & 1) * 8);
+#pragma unroll
+            for (int d = 0; d < HD / 8; d += 2) {
+                unsigned bk[4];
+                b_frags_kn(bk, Ks, S, kk, d);
+                mma16816(dq[d], a, bk[0], bk[1]);
+                mma16816(dq[d + 1], a, bk[2], bk[3]);
+            }
+        }
+        float* dqb = dq_acc + base;
+        int i0 = q0 + qi, i1 = i0 + 8;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            int c = d * 8 + 2 * t;
+            if (i0 < L) atomicAdd(dqb + (long long)i0 * HD + c, dq[d][0] * scale), atomicAdd(dqb + (long long)i0 * HD + c + 1, dq[d][1] * scale);
+            if (i1 < L) atomicAdd(dqb + (long long)i1 * HD + c, dq[d][2] * scale), atomicAdd(dqb + (long long)i1 * HD + c + 1, dq[d][3] * scale);
+        }
+        cp_wait_all();
+        __syncthreads();
+    }
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        int c = d * 8 + 2 * t;
+        if (j0 < L) {
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j0 * HD + c) = pack(dka[d][0] * scale, dka[d][1] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j0 * HD + c) = pack(dva[d][0], dva[d][1]);
+        }
+        if (j1 < L) {
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j1 * HD + c) = pack(dka[d][2] * scale, dka[d][3] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j1 * HD + c) = pack(dva[d][2], dva[d][3]);
+        }
+    }
+}
+
+// dq [n] (bf16, n a multiple of 8) from its f32 accumulator, 8 per thread.
+extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n) {
+    long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (i >= n) return;
+    float v[8];
+    Vec<float, 4>::load(acc + i, v);
+    Vec<float, 4>::load(acc + i + 4, v + 4);
+    Vec<bf16, 8>::store(dq + i, v);
+}
+
+// NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
+#define FLASH_KERNELS(HD, BIAS, NAME)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(128) flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v,          \
+                                                                       const bf16* bias, bf16* o, float* lse, int L, int H,  \
+                                                                       long long bias_sb, long long bias_sh, float scale) {  \
+        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale);                                           \
+    }                                                                                                                        \
+    extern "C" __global__ void __launch_bounds__(128)                                                                        \
+        flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
+                         const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb,            \
+                         long long bias_sh, float scale) {                                                                   \
+        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale);                 \
+    }
+
+FLASH_KERNELS(32, false, hd32)
+FLASH_KERNELS(64, false, hd64)
+FLASH_KERNELS(32, true, hd32_bias)
+FLASH_KERNELS(64, true, hd64_bias)
+extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, long long rows) { flash_dot<32>(o, dout, delta, rows); }
+extern "C" __global__ void flash_dot_hd64(const bf16* o, const bf16* dout, float* delta, long long rows) { flash_dot<64>(o, dout, delta, rows); }

@@ -1,0 +1,109 @@
+//! Flash attention's launches (`cuda/flash.cu`, `train.attention = "flash"`): the causal attention
+//! forward and backward on the tensor cores without the `[b·heads, L, L]` scores or probabilities
+//! in memory. Why: at the pristine shape those are 200 MB per layer in bf16, written and read ~6
+//! times per step (GEMM → softmax → GEMM and back), and the saved probabilities were ~2.4 GB of
+//! the step's memory. The math, and its reference in burn's ops, is `prims::flash_fwd`/`flash_bwd`.
+
+use super::fused::{bias_strides, dim, empty, grid};
+use super::nvrtc::{compact, enqueue_all, launch, launch_2d, launch_with, Arg};
+use burn::tensor::DType;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+
+type T = CubeTensor<CudaRuntime>;
+
+/// Queries (and keys) per block of the kernels (`FA_B`), and the padding of a shared row (`FA_PAD`).
+const TILE: usize = 64;
+const PAD: usize = 8;
+
+/// `flash_bwd`'s dynamic shared memory in bytes: the K tile, the V / dSᵀ tile, two Q and two dO
+/// tiles (bf16, rows padded), and two blocks of 64 lse and 64 delta (f32).
+fn bwd_smem(hd: usize) -> u32 {
+    let (td, ts) = (TILE * (hd + PAD), TILE * (TILE + PAD));
+    ((td + td.max(ts) + 4 * td) * 2 + 4 * TILE * 4) as u32
+}
+
+/// Whether the kernels take activations of `dtype` with head dim `hd` on this GPU (bf16, head dim 32
+/// or 64, sm_80 or newer); elsewhere the attention takes the GEMM + softmax kernels.
+pub fn supports(dtype: DType, hd: usize) -> bool {
+    super::flash_fits(dtype == DType::BF16, hd) && super::nvrtc::capability().0 >= 8
+}
+
+/// `(⌈L/64⌉, b·heads)` blocks, and the shape checks both kernels share.
+fn blocks(what: &str, q: &T, others: &[&T]) -> ((u32, u32), [usize; 3]) {
+    let [bh, l, hd] = q.meta.shape().dims::<3>();
+    assert!(others.iter().all(|t| t.meta.shape() == q.meta.shape()), "{what}: q {:?} and k, v, o differ in shape", q.meta.shape());
+    assert!(supports(q.dtype, hd) && others.iter().all(|t| t.dtype == q.dtype), "{what}: bf16 with head dim 32 or 64 only, got {:?} and {hd}", q.dtype);
+    let y = u32::try_from(bh).ok().filter(|&y| y <= 65535).unwrap_or_else(|| panic!("{what}: b·heads = {bh} exceeds the grid's 65535"));
+    ((grid(l, TILE), y), [bh, l, hd])
+}
+
+/// The kernels load 16 bytes at a time from `ptrs`.
+fn check_aligned(what: &str, ptrs: &[u64]) {
+    assert!(ptrs.iter().all(|p| p % 16 == 0), "{what}: buffers must be 16-byte aligned");
+}
+
+/// The bias's batch and head strides (zeros without one) and the kernels' name suffix.
+fn bias_args(what: &str, bias: Option<&T>, q: &T, [bh, l, hd]: [usize; 3], heads: usize) -> ([i64; 2], String) {
+    match bias {
+        Some(b) => {
+            assert_eq!(b.dtype, q.dtype, "{what}: bias and q dtypes differ");
+            (bias_strides(what, b, bh, heads, l), format!("hd{hd}_bias"))
+        }
+        None => ([0, 0], format!("hd{hd}")),
+    }
+}
+
+/// The device pointers of `ts` with the optional bias's at `at` (0 without one).
+fn with_bias(p: &[u64], at: usize, biased: bool) -> Vec<u64> {
+    if biased { p.to_vec() } else { [&p[..at], &[0], &p[at..]].concat() }
+}
+
+/// `[o, lse]` of `q, k, v [b·heads, L, hd]` (bf16), causal, with `bias [1|b, 1|heads, L, L]` added
+/// if given.
+pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
+    let [q, k, v] = [q, k, v].map(compact);
+    let bias = bias.map(compact);
+    let (blocks, dims @ [bh, l, hd]) = blocks("flash_fwd", &q, &[&k, &v]);
+    let (strides, name) = bias_args("flash_fwd", bias.as_ref(), &q, dims, heads);
+    let (o, lse) = (empty(&q, vec![bh, l, hd], q.dtype), empty(&q, vec![bh, l], DType::F32));
+    let mut ts = vec![&q, &k, &v];
+    ts.extend(&bias);
+    ts.extend([&o, &lse]);
+    let biased = bias.is_some();
+    enqueue_all(&ts, move |p, stream| {
+        let p = with_bias(p, 3, biased);
+        check_aligned("flash_fwd", &[p[0], p[1], p[2], p[4]]);
+        let args = p.into_iter().map(Arg::Ptr).chain([Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)]);
+        launch_2d(&format!("flash_fwd_{name}"), blocks, 128, stream, &args.collect::<Vec<_>>())
+    });
+    [o, lse]
+}
+
+/// `[dq, dk, dv]` from `[q, k, v, o, dout]`, the forward's `lse` and the same `bias` (if any): the row dots
+/// `rowsum(dout ⊙ o)`, then one pass over the key blocks (dq summed in f32), then dq to bf16.
+pub fn bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 3] {
+    let [q, k, v, o, dout] = qkvod.map(compact);
+    let (lse, bias) = (compact(lse), bias.map(compact));
+    let (blocks, dims @ [bh, l, hd]) = blocks("flash_bwd", &q, &[&k, &v, &o, &dout]);
+    assert!(lse.dtype == DType::F32 && lse.meta.shape().num_elements() == bh * l, "flash_bwd: lse must be [b·heads, L] f32");
+    let (strides, name) = bias_args("flash_bwd", bias.as_ref(), &q, dims, heads);
+    let n = bh * l * hd;
+    let (delta, acc) = (empty(&q, vec![bh, l], DType::F32), empty(&q, vec![bh, l, hd], DType::F32));
+    let [dq, dk, dv] = [(); 3].map(|_| empty(&q, vec![bh, l, hd], q.dtype));
+    let mut ts = vec![&q, &k, &v];
+    ts.extend(&bias);
+    ts.extend([&o, &dout, &lse, &delta, &acc, &dq, &dk, &dv]);
+    let biased = bias.is_some();
+    enqueue_all(&ts, move |p, stream| {
+        let [q, k, v, b, o, dout, lse, delta, acc, dq, dk, dv] = with_bias(p, 3, biased).try_into().expect("12 pointers");
+        check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq]);
+        unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
+        launch(&format!("flash_dot_hd{hd}"), grid(bh * l, 128), 128, stream, &[Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64)]);
+        let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv].map(Arg::Ptr);
+        let args = ptrs.into_iter().chain([Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)]);
+        launch_with(&format!("flash_bwd_{name}"), blocks, 128, bwd_smem(hd), stream, &args.collect::<Vec<_>>());
+        launch("flash_dq", grid(n / 8, 256), 256, stream, &[Arg::Ptr(acc), Arg::Ptr(dq), Arg::I64(n as i64)])
+    });
+    [dq, dk, dv]
+}
