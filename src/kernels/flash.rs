@@ -5,7 +5,7 @@
 //! the step's memory. The math, and its reference in burn's ops, is `prims::flash_fwd`/`flash_bwd`.
 
 use super::fused::{bias_strides, dim, empty, grid};
-use super::nvrtc::{compact, enqueue_all, launch, launch_2d, launch_with, Arg};
+use super::nvrtc::{compact, enqueue_all, launch, launch_2d, launch_with, with_null, Arg};
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
@@ -54,11 +54,6 @@ fn bias_args(what: &str, bias: Option<&T>, q: &T, [bh, l, hd]: [usize; 3], heads
     }
 }
 
-/// The device pointers of `ts` with the optional bias's at `at` (0 without one).
-fn with_bias(p: &[u64], at: usize, biased: bool) -> Vec<u64> {
-    if biased { p.to_vec() } else { [&p[..at], &[0], &p[at..]].concat() }
-}
-
 /// `[o, lse]` of `q, k, v [b·heads, L, hd]` (bf16), causal, with `bias [1|b, 1|heads, L, L]` added
 /// if given.
 pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
@@ -72,7 +67,7 @@ pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2
     ts.extend([&o, &lse]);
     let biased = bias.is_some();
     enqueue_all(&ts, move |p, stream| {
-        let p = with_bias(p, 3, biased);
+        let p = with_null(p, 3, biased);
         check_aligned("flash_fwd", &[p[0], p[1], p[2], p[4]]);
         let args = p.into_iter().map(Arg::Ptr).chain([Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)]);
         launch_2d(&format!("flash_fwd_{name}"), blocks, 128, stream, &args.collect::<Vec<_>>())
@@ -96,7 +91,7 @@ pub fn bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> 
     ts.extend([&o, &dout, &lse, &delta, &acc, &dq, &dk, &dv]);
     let biased = bias.is_some();
     enqueue_all(&ts, move |p, stream| {
-        let [q, k, v, b, o, dout, lse, delta, acc, dq, dk, dv] = with_bias(p, 3, biased).try_into().expect("12 pointers");
+        let [q, k, v, b, o, dout, lse, delta, acc, dq, dk, dv] = with_null(p, 3, biased).try_into().expect("12 pointers");
         check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq]);
         unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
         launch(&format!("flash_dot_hd{hd}"), grid(bh * l, 128), 128, stream, &[Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64)]);

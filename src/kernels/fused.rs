@@ -3,7 +3,7 @@
 //! one does, and its reference in burn's ops, is in `super::prims`.
 
 use super::cublas::{gemm, BlasBackend};
-use super::nvrtc::{compact, enqueue, enqueue_all, launch, launch_2d, launch_shared, Arg};
+use super::nvrtc::{compact, enqueue, enqueue_all, launch, launch_2d, launch_shared, with_null, Arg};
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::DType;
@@ -219,7 +219,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let layer = b.is_some();
         enqueue_all(&ts, move |p, stream| {
             // without a bias the pointers are x, w, y, mean, rstd; the kernel takes 0 as "RMSNorm"
-            let p: Vec<u64> = if layer { p.to_vec() } else { [&p[..2], &[0], &p[2..]].concat() };
+            let p = with_null(p, 2, layer);
             let name = kernel("norm_fwd", x.dtype, &[p[0], p[3]], &[d]);
             launch(&name, blocks, SOFTMAX_BLOCK, stream, &[p.into_iter().map(Arg::Ptr).collect(), tail.to_vec()].concat())
         });

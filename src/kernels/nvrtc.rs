@@ -77,6 +77,12 @@ pub fn enqueue_all(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], 
     HOST[0].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
 }
 
+/// `ptrs` with a null pointer inserted at `at` unless the optional operand there was given
+/// (`present`): the kernels take 0 for an absent operand (a bias, LayerNorm's shift).
+pub fn with_null(ptrs: &[u64], at: usize, present: bool) -> Vec<u64> {
+    if present { ptrs.to_vec() } else { [&ptrs[..at], &[0], &ptrs[at..]].concat() }
+}
+
 /// The first failure of a queued [`enqueue`] task, not yet reported.
 static FAILED: Mutex<Option<String>> = Mutex::new(None);
 
