@@ -13,7 +13,9 @@
 #define FA_B 64
 #define FA_PAD 8
 
-// (Only compiled for sm_80+, nvrtc.rs's `arch`; the host never picks these kernels below that.)
+// The instructions below exist from sm_80 on (nvrtc.rs's `arch`; the host never picks these
+// kernels below that). tests/flash_emulator.rs swaps each `#if __CUDA_ARCH__ >= 800` body for
+// its CPU emulation (tests/emu/emu.h) to check the kernels without a GPU.
 __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
 #if __CUDA_ARCH__ >= 800
     asm volatile(
@@ -27,8 +29,12 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b
 
 // The shared-state-space address of a pointer into shared memory (what ldmatrix and cp.async take).
 __device__ __forceinline__ unsigned smem(const void* p) {
-    unsigned a;
+    unsigned a = 0;
+#if __CUDA_ARCH__ >= 800
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+#else
+    __trap();
+#endif
     return a;
 }
 

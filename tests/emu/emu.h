@@ -1,0 +1,108 @@
+// CPU emulation of the CUDA subset bakallm's flash kernels use (tests/flash_emulator.rs): one
+// block at a time, one std::thread per CUDA thread, barriers for __syncthreads and the
+// warp-synchronous ops. The tensor-core and shared-memory instructions are emulated from the PTX
+// ISA's definitions of their fragment layouts; the test swaps each `#if __CUDA_ARCH__ >= 800`
+// body of cuda/flash.cu for the EMU_<function> macro below.
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(n)
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 gridDim, blockDim;
+inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return i; }
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline void __trap() { abort(); }
+inline std::barrier<>* block_bar;
+inline std::barrier<>* warp_bar[32];
+inline void __syncthreads() { block_bar->arrive_and_wait(); }
+inline float shfl_buf[32][32];
+inline float __shfl_xor_sync(unsigned, float v, int o) {
+    int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    shfl_buf[w][l] = v;
+    warp_bar[w]->arrive_and_wait();
+    float r = shfl_buf[w][l ^ o];
+    warp_bar[w]->arrive_and_wait();
+    return r;
+}
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline unsigned mma_a[32][32][4], mma_b[32][32][2];
+inline float bfv(unsigned short h) { return __uint_as_float(((unsigned)h) << 16); }
+// mma.m16n8k16.row.col bf16 → f32, from the PTX ISA fragment layouts.
+inline void emu_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    for (int i = 0; i < 4; i++) mma_a[w][l][i] = a[i];
+    mma_b[w][l][0] = b0, mma_b[w][l][1] = b1;
+    warp_bar[w]->arrive_and_wait();
+    auto A = [&](int r, int k) {  // element (row r, col k)
+        int g = r % 8, t = (k % 8) / 2, reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        unsigned word = mma_a[w][g * 4 + t][reg];
+        return bfv(k % 2 ? word >> 16 : word & 0xffff);
+    };
+    auto B = [&](int k, int n) {
+        int t = (k % 8) / 2, reg = k >= 8 ? 1 : 0;
+        unsigned word = mma_b[w][n * 4 + t][reg];
+        return bfv(k % 2 ? word >> 16 : word & 0xffff);
+    };
+    int g = l / 4, t = l % 4;
+    for (int e = 0; e < 4; e++) {
+        int r = g + (e >= 2 ? 8 : 0), n = 2 * t + (e & 1);
+        float s = 0;
+        for (int k = 0; k < 16; k++) s += A(r, k) * B(k, n);
+        c[e] += s;
+    }
+    warp_bar[w]->arrive_and_wait();
+}
+// Runs kernel(args...) over grid (gx, gy) with `threads` threads per block.
+template <typename F>
+void launch(F f, unsigned gx, unsigned gy, unsigned threads) {
+    gridDim = {gx, gy, 1}, blockDim = {threads, 1, 1};
+    std::barrier<> bb(threads);
+    block_bar = &bb;
+    std::vector<std::barrier<>*> wb;
+    for (unsigned w = 0; w < threads / 32; w++) warp_bar[w] = new std::barrier<>(32);
+    for (unsigned y = 0; y < gy; y++)
+        for (unsigned x = 0; x < gx; x++) {
+            std::vector<std::thread> ts;
+            for (unsigned i = 0; i < threads; i++)
+                ts.emplace_back([&, i, x, y] { threadIdx = {i, 0, 0}; blockIdx = {x, y, 0}; f(); });
+            for (auto& t : ts) t.join();
+        }
+}
+inline const unsigned short* ldsm_p[32][32];
+// ldmatrix.x4 (trans: of the transposed matrices)
+inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
+    int w = threadIdx.x / 32, l = threadIdx.x % 32;
+    ldsm_p[w][l] = p;
+    warp_bar[w]->arrive_and_wait();
+    int row = l / 4, col = 2 * (l % 4);
+    for (int m = 0; m < 4; m++) {
+        unsigned short e[2];
+        for (int k = 0; k < 2; k++) e[k] = trans ? ldsm_p[w][m * 8 + col + k][row] : ldsm_p[w][m * 8 + row][col + k];
+        r[m] = (unsigned)e[0] | ((unsigned)e[1] << 16);
+    }
+    warp_bar[w]->arrive_and_wait();
+}
+
+// The bodies of flash.cu's instruction wrappers (their `#if __CUDA_ARCH__ >= 800` blocks).
+#define EMU_mma16816 emu_mma(c, a, b0, b1);
+#define EMU_smem (void)p;
+#define EMU_ldsm4 emu_ldsm(r, p, false);
+#define EMU_ldsm4_t emu_ldsm(r, p, true);
+#define EMU_cp16 if (valid) memcpy(dst, src, 16); else memset(dst, 0, 16);
+#define EMU_cp_commit
+#define EMU_cp_wait_all
