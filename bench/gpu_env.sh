@@ -1,7 +1,7 @@
 # Sourced by the GPU-machine scripts: library paths, the carried data and autotune cache, python.
 export LD_LIBRARY_PATH=$PWD/.gpu/lib:/usr/local/cuda/lib64:/usr/local/cuda-13.0/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
 OUT="${OUT:-gpu-out}"; mkdir -p "$OUT" data
-cp -r .gpu/data/* data/
+[ -n "$(ls -A .gpu/data 2>/dev/null)" ] && cp -r .gpu/data/* data/  # token files, where a run needs them (bench does not)
 # Carried xz-compressed to fit the 64 MiB carry: the stripped binary and cubecl's caches (autotune
 # results and compiled PTX), which cubecl keeps in ./target (next to Cargo.toml).
 # .gpu/baka.xz → .gpu/baka; likewise the CUDA test binary .gpu/gpu-tests.xz, if carried.
