@@ -23,19 +23,19 @@ fn bwd_smem(hd: usize) -> u32 {
     ((td + td.max(ts) + 4 * td) * 2 + 4 * TILE * 4) as u32
 }
 
-/// Whether the kernels take activations of `dtype` with head dim `hd` on this GPU (bf16, head dim 32
-/// or 64, sm_80 or newer); elsewhere the attention takes the GEMM + softmax kernels.
-pub fn supports(dtype: DType, hd: usize) -> bool {
-    super::flash_fits(dtype == DType::BF16, hd) && super::nvrtc::capability().0 >= 8
+/// Whether the kernels take `[b·heads, L, hd]` activations of `dtype` on this GPU (bf16, head dim
+/// 32 or 64, b·heads within the grid's 65535 rows, sm_80 or newer); elsewhere the attention takes
+/// the GEMM + softmax kernels.
+pub fn supports(dtype: DType, [bh, _, hd]: [usize; 3]) -> bool {
+    super::flash_fits(dtype == DType::BF16, hd) && bh <= 65535 && super::nvrtc::capability().0 >= 8
 }
 
 /// `(⌈L/64⌉, b·heads)` blocks, and the shape checks both kernels share.
 fn blocks(what: &str, q: &T, others: &[&T]) -> ((u32, u32), [usize; 3]) {
     let [bh, l, hd] = q.meta.shape().dims::<3>();
     assert!(others.iter().all(|t| t.meta.shape() == q.meta.shape()), "{what}: q {:?} and k, v, o differ in shape", q.meta.shape());
-    assert!(supports(q.dtype, hd) && others.iter().all(|t| t.dtype == q.dtype), "{what}: bf16 with head dim 32 or 64 only, got {:?} and {hd}", q.dtype);
-    let y = u32::try_from(bh).ok().filter(|&y| y <= 65535).unwrap_or_else(|| panic!("{what}: b·heads = {bh} exceeds the grid's 65535"));
-    ((grid(l, TILE), y), [bh, l, hd])
+    assert!(supports(q.dtype, [bh, l, hd]) && others.iter().all(|t| t.dtype == q.dtype), "{what}: bf16, head dim 32 or 64 and b·heads ≤ 65535 only, got {:?}, {hd} and {bh}", q.dtype);
+    ((grid(l, TILE), bh as u32), [bh, l, hd])
 }
 
 /// The kernels load 16 bytes at a time from `ptrs`.

@@ -123,7 +123,7 @@ pub fn flash_fits(bf16: bool, head_dim: usize) -> bool {
 pub fn attention<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, biased: bool, heads: usize, scale: f32, flash: bool) -> Tensor<B, 3> {
     #[cfg(feature = "cuda")]
     if is_gpu_train::<B>() {
-        let path = if flash && flash::supports(q.dtype(), q.dims()[2]) { attention::Path::Flash { biased } } else { attention::Path::Gemm };
+        let path = if flash && flash::supports(q.dtype(), q.dims()) { attention::Path::Flash { biased } } else { attention::Path::Gemm };
         return gt::down(attention::attention_ad(gt::up(q), gt::up(k), gt::up(v), gt::inner(bias), heads, scale, true, path));
     }
     let _ = (q, k, v, bias, biased, heads, scale, flash);
