@@ -54,6 +54,11 @@ fn bias_args(what: &str, bias: Option<&T>, q: &T, [bh, l, hd]: [usize; 3], heads
     }
 }
 
+/// The arguments both kernels take after their pointers.
+fn tail(l: usize, heads: usize, strides: [i64; 2], scale: f32) -> [Arg; 5] {
+    [Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)]
+}
+
 /// `[o, lse]` of `q, k, v [b·heads, L, hd]` (bf16), causal, with `bias [1|b, 1|heads, L, L]` added
 /// if given.
 pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
@@ -69,7 +74,7 @@ pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2
     enqueue_all(&ts, move |p, stream| {
         let p = with_null(p, 3, biased);
         check_aligned("flash_fwd", &[p[0], p[1], p[2], p[4]]);
-        let args = p.into_iter().map(Arg::Ptr).chain([Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)]);
+        let args = p.into_iter().map(Arg::Ptr).chain(tail(l, heads, strides, scale));
         launch_2d(&format!("flash_fwd_{name}"), blocks, 128, stream, &args.collect::<Vec<_>>())
     });
     [o, lse]
@@ -96,7 +101,7 @@ pub fn bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> 
         unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
         launch(&format!("flash_dot_hd{hd}"), grid(bh * l, 128), 128, stream, &[Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64)]);
         let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv].map(Arg::Ptr);
-        let args = ptrs.into_iter().chain([Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)]);
+        let args = ptrs.into_iter().chain(tail(l, heads, strides, scale));
         launch_with(&format!("flash_bwd_{name}"), blocks, 128, bwd_smem(hd), stream, &args.collect::<Vec<_>>());
         launch("flash_dq", grid(n / 8, 256), 256, stream, &[Arg::Ptr(acc), Arg::Ptr(dq), Arg::I64(n as i64)])
     });

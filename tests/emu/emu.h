@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 #define __device__
@@ -73,8 +74,8 @@ void launch(F f, unsigned gx, unsigned gy, unsigned threads) {
     gridDim = {gx, gy, 1}, blockDim = {threads, 1, 1};
     std::barrier<> bb(threads);
     block_bar = &bb;
-    std::vector<std::barrier<>*> wb;
-    for (unsigned w = 0; w < threads / 32; w++) warp_bar[w] = new std::barrier<>(32);
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    for (unsigned w = 0; w < threads / 32; w++) warps.emplace_back(new std::barrier<>(32)), warp_bar[w] = warps.back().get();
     for (unsigned y = 0; y < gy; y++)
         for (unsigned x = 0; x < gx; x++) {
             std::vector<std::thread> ts;
