@@ -6,7 +6,7 @@
 # CSVs in $OUT/ncu.tgz, and bench/ncu_sum.py's table of time per kernel and step, side by side.
 source bench/gpu_env.sh
 B=.gpu/baka; t0=$(date +%s); files=()
-for run in ${RUNS:-default}; do
+for run in ${RUNS-default}; do  # RUNS="": none (FLASH_METRICS alone)
   name=${run%%:*}; envs=(); sets=(); parts=(); [ "$name" != "$run" ] && IFS=, read -ra parts <<< "${run#*:}"
   for x in "${parts[@]}"; do [[ ${x%%=*} == *.* ]] && sets+=(--set "$x") || envs+=("$x"); done
   env "${envs[@]}" timeout "${NCU_S:-240}" ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum \
@@ -14,6 +14,17 @@ for run in ${RUNS:-default}; do
     --set model.vocab=50304 --batch 32 --warmup "${WARMUP:-1}" --steps 1 "${sets[@]}" > "/tmp/ncu-$name.out" 2>&1
   echo "== ncu $run rc=$? at $(( $(date +%s) - t0 )) s"; tail -2 "/tmp/ncu-$name.out"; files+=("ncu-$name.csv")
 done
-tar czf "$OUT/ncu.tgz" -C /tmp "${files[@]}"
-# steps run: the warm-up, the timed one, and the three of the in-use memory sampler (bench.rs)
-python3 bench/ncu_sum.py --steps $(( ${WARMUP:-1} + 1 + 3 )) "${files[@]/#//tmp/}"
+if [ ${#files[@]} -gt 0 ]; then
+  tar czf "$OUT/ncu.tgz" -C /tmp "${files[@]}"
+  # steps run: the warm-up, the timed one, and the three of the in-use memory sampler (bench.rs)
+  python3 bench/ncu_sum.py --steps $(( ${WARMUP:-1} + 1 + 3 )) "${files[@]/#//tmp/}"
+fi
+# FLASH_METRICS=1: Nsight Compute's launch, occupancy, warp-state (stall reasons) and compute
+# sections of one forward and one backward flash launch (the warm-up step's last forward and first
+# backward); the whole report in $OUT/flash-sections.txt
+if [ -n "${FLASH_METRICS:-}" ]; then
+  timeout "${NCU_S:-240}" ncu --clock-control none --kernel-name regex:"flash_(fwd|bwd)" --launch-skip 11 --launch-count 2 \
+    --section LaunchStats --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+    $B bench --branch 001_pristine --device cuda --set train.dtype=bf16 --set model.vocab=50304 --batch 32 --warmup 1 --steps 1 > "$OUT/flash-sections.txt" 2>&1
+  grep -E "flash_|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Limit|Stall|Issue Slots|Pipe Util|Executed Ipc|Warp Cycles" "$OUT/flash-sections.txt" | head -60
+fi

@@ -8,12 +8,66 @@ pub type Gpu = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type GpuTrain = burn::backend::Autodiff<Gpu>;
 
-/// Fails early (before any file is written) when `device` needs a feature this binary lacks.
-pub fn check_device(device: &str) -> anyhow::Result<()> {
-    if device == "cuda" && !cfg!(feature = "cuda") {
-        anyhow::bail!("train.device = \"cuda\" needs a binary built with `cargo build --release --features cuda`");
+pub const NEEDS_CUDA: &str = "train.device = \"cuda\" needs a binary built with `cargo build --release --features cuda`";
+
+/// Fails early (before any file is written) when `t.device` needs a feature this binary lacks;
+/// on CUDA, chooses the memory pools before the device's first use.
+pub fn check_device(t: &crate::config::TrainConfig) -> anyhow::Result<()> {
+    if t.device == "cuda" && !cfg!(feature = "cuda") {
+        anyhow::bail!(NEEDS_CUDA);
+    }
+    #[cfg(feature = "cuda")]
+    if t.device == "cuda" {
+        memory_pool(&t.memory_pool)?;
     }
     Ok(())
+}
+
+/// Sets cubecl's CUDA memory pools (`train.memory_pool`), once per process: they are built when
+/// the device is first used, and a later run with other pools would silently get the first ones.
+#[cfg(feature = "cuda")]
+fn memory_pool(kind: &str) -> anyhow::Result<()> {
+    use cubecl::MemoryConfiguration;
+    static CHOSEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let mut chosen = CHOSEN.lock().unwrap();
+    match chosen.as_deref() {
+        Some(k) if k == kind => return Ok(()),
+        Some(k) => anyhow::bail!("train.memory_pool = {kind:?}: this process's CUDA pools are already {k:?} (one kind per process)"),
+        None => {}
+    }
+    cubecl::cuda::set_memory_config(match kind {
+        "sliced" => MemoryConfiguration::SubSlices,
+        "exclusive" => MemoryConfiguration::ExclusivePages,
+        _ => MemoryConfiguration::Custom { pool_options: shared_pools() },
+    });
+    *chosen = Some(kind.into());
+    Ok(())
+}
+
+/// "shared": allocations up to 1 MiB share 32 MiB sliced pages, larger ones share 1 GiB pages
+/// (first fit, freed neighbours merged), so the memory a tensor frees is reused by a tensor of any
+/// size; larger ones get a page each (size classes 1.1× apart). cubecl's "sliced" pools grade
+/// pages by slice size (up to a quarter of the GPU per page), and pages of one grade serve no
+/// other: at the pristine shape they reserved 20–21 GiB for 9.4 GiB in use, these 12.3 GiB.
+/// Pages are never freed, as in cubecl's: each step reuses them.
+#[cfg(feature = "cuda")]
+fn shared_pools() -> Vec<cubecl::cuda::MemoryPoolOptions> {
+    use cubecl::cuda::{MemoryPoolOptions, PoolType};
+    const MIB: u64 = 1 << 20;
+    let page = 1024 * MIB;
+    let pool = |pool_type| MemoryPoolOptions { pool_type, dealloc_period: None };
+    // the first as in cubecl's own: allocations of 0 bytes, which can't take an offset
+    let mut pools = vec![
+        pool(PoolType::ExclusivePages { max_alloc_size: 0 }),
+        pool(PoolType::SlicedPages { page_size: 32 * MIB, max_slice_size: MIB }),
+        pool(PoolType::SlicedPages { page_size: page, max_slice_size: page }),
+    ];
+    let mut max = page;
+    while max < 1 << 40 {
+        max = (max + max / 10).next_multiple_of(512);
+        pools.push(pool(PoolType::ExclusivePages { max_alloc_size: max }));
+    }
+    pools
 }
 
 /// Runs `$body` with `$B` bound to the training (autodiff) backend named by `$device`
@@ -31,8 +85,7 @@ macro_rules! with_train_backend {
                 }
                 #[cfg(not(feature = "cuda"))]
                 {
-                    $crate::backend::check_device("cuda")?;
-                    unreachable!("check_device fails without the cuda feature")
+                    anyhow::bail!($crate::backend::NEEDS_CUDA)
                 }
             }
             _ => {

@@ -37,6 +37,7 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
     if cfg.model.vocab == 0 {
         cfg.model.vocab = padded_vocab(cfg.data.vocab_size);
     }
+    crate::backend::check_device(&cfg.train)?;
     let device = cfg.train.device.clone();
     crate::with_train_backend!(device.as_str(), |B, dev| run::<B>(&cfg, o, &dev))
 }
@@ -105,7 +106,8 @@ fn system(t: &crate::config::TrainConfig) -> String {
         return "baka-cpu".into();
     }
     let ce = format!("{} CE", t.ce);
-    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != "fused", ce.as_str())]
+    let pool = format!("{} memory pool", t.memory_pool);
+    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != "fused", ce.as_str()), (t.memory_pool != crate::config::TrainConfig::default().memory_pool, pool.as_str())]
         .into_iter()
         .filter(|x| x.0)
         .map(|x| x.1)
@@ -177,6 +179,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "layernorm": if gpu { t.layernorm.as_str() } else { "burn" },
         "gate": if gpu { t.gate.as_str() } else { "burn" },
         "adamw": if gpu { t.adamw.as_str() } else { "burn" },
+        "memory_pool": gpu.then_some(t.memory_pool.as_str()),
         "dtype": t.dtype,
         "batch": t.batch * t.n_windows,
         "seq": cfg.model.window,

@@ -89,6 +89,11 @@ pub struct TrainConfig {
     /// AdamW update on CUDA: "fused" (one kernel per 32 parameters, the clip folded in,
     /// src/train/adamw.rs) or "burn" (burn's AdamW ops). CPU: always burn's.
     pub adamw: String,
+    /// CUDA memory pools (set once per process, src/backend.rs): "shared" (tensors over 1 MiB
+    /// sliced out of shared 1 GiB pages), "sliced" (cubecl's default: pages graded by slice size,
+    /// up to a quarter of the GPU each) or "exclusive" (cubecl's: a page per tensor, 24 size
+    /// classes). CPU: unused.
+    pub memory_pool: String,
 }
 
 /// Widest `model.d_model` the fused norm kernel takes (`train.layernorm`).
@@ -123,6 +128,7 @@ impl Default for TrainConfig {
             layernorm: "fused".into(),
             gate: "fused".into(),
             adamw: "fused".into(),
+            memory_pool: "shared".into(),
         }
     }
 }
@@ -329,6 +335,9 @@ impl Config {
         }
         if !["flash", "fused", "burn"].contains(&t.attention.as_str()) {
             bail!("train.attention = {:?}: expected \"flash\", \"fused\" or \"burn\"", t.attention);
+        }
+        if !["shared", "sliced", "exclusive"].contains(&t.memory_pool.as_str()) {
+            bail!("train.memory_pool = {:?}: expected \"shared\", \"sliced\" or \"exclusive\"", t.memory_pool);
         }
         for (k, v) in [("train.embedding", &t.embedding), ("train.layernorm", &t.layernorm), ("train.gate", &t.gate), ("train.adamw", &t.adamw)] {
             if !["fused", "burn"].contains(&v.as_str()) {

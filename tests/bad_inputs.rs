@@ -97,6 +97,7 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     run_case("unknown layernorm kernel", &train_args("002_nope", &fresh, &["--set", "train.layernorm=apex"]), &[], &["train.layernorm", "apex", "burn"], &protect);
     run_case("unknown gate kernel", &train_args("002_nope", &fresh, &["--set", "train.gate=swish"]), &[], &["train.gate", "swish", "fused"], &protect);
     run_case("unknown adamw kernel", &train_args("002_nope", &fresh, &["--set", "train.adamw=apex"]), &[], &["train.adamw", "apex", "burn"], &protect);
+    run_case("unknown memory pool", &train_args("002_nope", &fresh, &["--set", "train.memory_pool=huge"]), &[], &["train.memory_pool", "huge", "shared"], &protect);
     run_case("cuda on a CPU build", &train_args("002_nope", &fresh, &["--device", "cuda"]), &[], &["--features cuda"], &protect);
     run_case("model vocab smaller than the token file's", &train_args("002_nope", &fresh, &["--set", "model.vocab=100"]), &[], &["model.vocab = 100", "1024"], &protect);
 

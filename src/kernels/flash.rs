@@ -12,8 +12,10 @@ use cubecl::cuda::CudaRuntime;
 
 type T = CubeTensor<CudaRuntime>;
 
-/// Queries (and keys) per block of the kernels (`FA_B`), and the padding of a shared row (`FA_PAD`).
+/// Keys per tile and per backward block (`FA_B`), queries per forward block (`FA_BM`), and the
+/// padding of a shared row (`FA_PAD`).
 const TILE: usize = 64;
+const FWD_ROWS: usize = 128;
 const PAD: usize = 8;
 
 /// `flash_bwd`'s dynamic shared memory in bytes: the K tile, the V / dSᵀ tile, two Q and two dO
@@ -30,12 +32,12 @@ pub fn supports(dtype: DType, [bh, _, hd]: [usize; 3]) -> bool {
     super::flash_fits(dtype == DType::BF16, hd) && bh <= 65535 && super::nvrtc::capability().0 >= 8
 }
 
-/// `(⌈L/64⌉, b·heads)` blocks, and the shape checks both kernels share.
-fn blocks(what: &str, q: &T, others: &[&T]) -> ((u32, u32), [usize; 3]) {
+/// `(⌈L/rows⌉, b·heads)` blocks of `rows` queries or keys, and the shape checks both kernels share.
+fn blocks(what: &str, rows: usize, q: &T, others: &[&T]) -> ((u32, u32), [usize; 3]) {
     let [bh, l, hd] = q.meta.shape().dims::<3>();
     assert!(others.iter().all(|t| t.meta.shape() == q.meta.shape()), "{what}: q {:?} and k, v, o differ in shape", q.meta.shape());
     assert!(supports(q.dtype, [bh, l, hd]) && others.iter().all(|t| t.dtype == q.dtype), "{what}: bf16, head dim 32 or 64 and b·heads ≤ 65535 only, got {:?}, {hd} and {bh}", q.dtype);
-    ((grid(l, TILE), bh as u32), [bh, l, hd])
+    ((grid(l, rows), bh as u32), [bh, l, hd])
 }
 
 /// The kernels load 16 bytes at a time from `ptrs`.
@@ -64,7 +66,7 @@ fn tail(l: usize, heads: usize, strides: [i64; 2], scale: f32) -> [Arg; 5] {
 pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
     let [q, k, v] = [q, k, v].map(compact);
     let bias = bias.map(compact);
-    let (blocks, dims @ [bh, l, hd]) = blocks("flash_fwd", &q, &[&k, &v]);
+    let (blocks, dims @ [bh, l, hd]) = blocks("flash_fwd", FWD_ROWS, &q, &[&k, &v]);
     let (strides, name) = bias_args("flash_fwd", bias.as_ref(), &q, dims, heads);
     let (o, lse) = (empty(&q, vec![bh, l, hd], q.dtype), empty(&q, vec![bh, l], DType::F32));
     let mut ts = vec![&q, &k, &v];
@@ -85,7 +87,7 @@ pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2
 pub fn bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 3] {
     let [q, k, v, o, dout] = qkvod.map(compact);
     let (lse, bias) = (compact(lse), bias.map(compact));
-    let (blocks, dims @ [bh, l, hd]) = blocks("flash_bwd", &q, &[&k, &v, &o, &dout]);
+    let (blocks, dims @ [bh, l, hd]) = blocks("flash_bwd", TILE, &q, &[&k, &v, &o, &dout]);
     assert!(lse.dtype == DType::F32 && lse.meta.shape().num_elements() == bh * l, "flash_bwd: lse must be [b·heads, L] f32");
     let (strides, name) = bias_args("flash_bwd", bias.as_ref(), &q, dims, heads);
     let n = bh * l * hd;

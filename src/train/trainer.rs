@@ -74,7 +74,7 @@ pub fn prepare_run(mut cfg: Config) -> Result<(Config, Prepared)> {
 
 /// Trains one run into `opts.out`. Refuses to overwrite an existing run unless resuming.
 pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
-    crate::backend::check_device(&cfg.train.device)?;
+    crate::backend::check_device(&cfg.train)?;
     let (cfg, prepared) = prepare_run(cfg)?;
     let out = &opts.out;
     let text = cfg.to_toml();

@@ -3,8 +3,8 @@
 // probabilities: the forward keeps the output and each row's log-sum-exp, the backward recomputes
 // the probabilities tile by tile from them (FlashAttention-2's scheme).
 //
-// Tiles: 64 queries × 64 keys per block of 4 warps, 16 rows per warp; head dim HD (a multiple of
-// 16). Shared rows are padded by 8 elements (16 bytes) so that the fragment loads of a warp hit
+// Tiles: 64 keys per tile; blocks of 4 warps, 128 queries (32 rows per warp) in the forward, 64
+// keys (16 per warp) in the backward; head dim HD (a multiple of 16). Shared rows are padded by 8 elements (16 bytes) so that the fragment loads of a warp hit
 // 32 different banks. Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t;
 // A (16×16, row-major): registers {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)};
 // B (16×8, k × n): {(k 2t..2t+1, n g), (k 2t+8..2t+9, n g)}; C (16×8): {(g, 2t), (g, 2t+1),
@@ -100,11 +100,11 @@ __device__ __forceinline__ void cp_wait_all() {
 #endif
 }
 
-// Starts loading rows [r0, r0 + 64) of x [L, HD] into the padded tile s (zeros past L).
-template <int HD>
+// Starts loading rows [r0, r0 + ROWS) of x [L, HD] into the padded tile s (zeros past L).
+template <int HD, int ROWS = FA_B>
 __device__ __forceinline__ void load_tile(bf16* s, const bf16* x, int r0, int L) {
     const int chunks = HD / 8;
-    for (int c = threadIdx.x; c < FA_B * chunks; c += blockDim.x) {
+    for (int c = threadIdx.x; c < ROWS * chunks; c += blockDim.x) {
         int r = c / chunks, col = (c % chunks) * 8;
         bool in = r0 + r < L;
         cp16(s + r * (HD + FA_PAD) + col, x + (in ? (long long)(r0 + r) * HD + col : 0), in);
@@ -133,103 +133,59 @@ __device__ __forceinline__ float fa_score(float s, const bf16* bias, int i, int 
     return BIAS ? s * scale + ld(bias, (long long)i * L + j) : s * scale;
 }
 
-// Forward: o [bh, L, HD] and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
-// a row whose every key is masked, whose output is zeros). Grid (⌈L/64⌉, bh): the heaviest query
-// blocks (last, most keys) first.
+// Queries per forward block: 32 rows per warp, so that every K and V fragment a warp loads feeds
+// two row tiles' products (half the shared-memory reads per product of 16 rows a warp).
+#define FA_BM 128
+
+// One online-softmax step of a forward row tile (rows r0 and r0 + 8 of this thread, keys k0..):
+// the scores s become probabilities, and the row maxima m, sums l and output acc are rescaled.
+// `edge`: the tile reaches past the diagonal or past L, so that it needs the mask.
 template <int HD, bool BIAS>
-__device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
-                          long long bias_sb, long long bias_sh, float scale) {
-    // K and V double-buffered: tile kb + 1 loads while tile kb computes
-    __shared__ __align__(16) bf16 Qs[FA_B * (HD + FA_PAD)], Kb[2][FA_B * (HD + FA_PAD)], Vb[2][FA_B * (HD + FA_PAD)];
-    const int S = HD + FA_PAD;
-    int qb = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, q0 = qb * FA_B;
-    int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    long long base = (long long)bh * L * HD;
-    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
-    load_tile<HD>(Qs, q + base, q0, L);
-    load_tile<HD>(Kb[0], k + base, 0, L);
-    load_tile<HD>(Vb[0], v + base, 0, L);
-    cp_commit();
-    cp_wait_all();
-    __syncthreads();
-    unsigned qa[HD / 16][4];
-    a_frags<HD>(qa, Qs, warp * 16);
-    int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
-    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, acc[HD / 8][4];
+__device__ __forceinline__ void fa_online(float (*s)[4], float* m, float* l, float (*acc)[4], const bf16* b, int r0, int k0, int L,
+                                          float scale, bool edge) {
+    int t = threadIdx.x & 3;
+    float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-    for (int d = 0; d < HD / 8; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.f;
-    for (int kb = 0; kb <= qb; kb++) {
-        int k0 = kb * FA_B, buf = kb & 1;
-        if (kb < qb) {
-            load_tile<HD>(Kb[buf ^ 1], k + base, k0 + FA_B, L);
-            load_tile<HD>(Vb[buf ^ 1], v + base, k0 + FA_B, L);
-            cp_commit();
+    for (int n = 0; n < FA_B / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int i = r0 + (e >> 1) * 8, j = k0 + n * 8 + 2 * t + (e & 1);
+            s[n][e] = BIAS || edge ? fa_score<BIAS>(s[n][e], b, i, j, L, scale) : s[n][e] * scale;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
         }
-        const bf16 *Ks = Kb[buf], *Vs = Vb[buf];
-        float s[FA_B / 8][4];
+    float alpha[2], base_m[2];
 #pragma unroll
-        for (int n = 0; n < FA_B / 8; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk += 2) {
-                unsigned bb[4];
-                b_frags_nk(bb, Ks, S, n, kk);
-                mma16816(s[n], qa[kk], bb[0], bb[1]);
-                mma16816(s[n], qa[kk + 1], bb[2], bb[3]);
-            }
-        }
-        float mx[2] = {NEG_INF, NEG_INF};
-#pragma unroll
-        for (int n = 0; n < FA_B / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int i = e < 2 ? r0 : r1, j = k0 + n * 8 + 2 * t + (e & 1);
-                s[n][e] = fa_score<BIAS>(s[n][e], b, i, j, L, scale);
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
-            }
-        float alpha[2], base_m[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            float mn = fmaxf(m[r], mx[r]);
-            base_m[r] = mn == NEG_INF ? 0.f : mn;  // all masked so far: exp(−∞ − 0) = 0
-            alpha[r] = __expf(m[r] - base_m[r]);
-            m[r] = mn;
-            l[r] *= alpha[r];
-        }
-#pragma unroll
-        for (int d = 0; d < HD / 8; d++) acc[d][0] *= alpha[0], acc[d][1] *= alpha[0], acc[d][2] *= alpha[1], acc[d][3] *= alpha[1];
-#pragma unroll
-        for (int n = 0; n < FA_B / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[n][e] = __expf(s[n][e] - base_m[e >> 1]);
-                l[e >> 1] += s[n][e];
-            }
-        // P (16 × 64, the C fragments of two adjacent n-tiles make one A fragment) · V
-#pragma unroll
-        for (int kk = 0; kk < FA_B / 16; kk++) {
-            unsigned pa[4] = {pack(s[2 * kk][0], s[2 * kk][1]), pack(s[2 * kk][2], s[2 * kk][3]), pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-            for (int d = 0; d < HD / 8; d += 2) {
-                unsigned bb[4];
-                b_frags_kn(bb, Vs, S, kk, d);
-                mma16816(acc[d], pa, bb[0], bb[1]);
-                mma16816(acc[d + 1], pa, bb[2], bb[3]);
-            }
-        }
-        cp_wait_all();
-        __syncthreads();
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        float mn = fmaxf(m[r], mx[r]);
+        base_m[r] = mn == NEG_INF ? 0.f : mn;  // all masked so far: exp(−∞ − 0) = 0
+        alpha[r] = __expf(m[r] - base_m[r]);
+        m[r] = mn;
+        l[r] *= alpha[r];
     }
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) acc[d][0] *= alpha[0], acc[d][1] *= alpha[0], acc[d][2] *= alpha[1], acc[d][3] *= alpha[1];
+#pragma unroll
+    for (int n = 0; n < FA_B / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            s[n][e] = __expf(s[n][e] - base_m[e >> 1]);
+            l[e >> 1] += s[n][e];
+        }
+}
+
+// A forward row tile's output rows r0 and r0 + 8 (acc / l) and their log-sum-exp.
+template <int HD>
+__device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float* l, bf16* ob, float* lseb, int r0, int L) {
+    int t = threadIdx.x & 3;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     }
     float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
-    bf16* ob = o + base;
+    int r1 = r0 + 8;
 #pragma unroll
     for (int d = 0; d < HD / 8; d++) {
         int c = d * 8 + 2 * t;
@@ -238,9 +194,98 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     }
     if (t == 0) {
         const float INF = __int_as_float(0x7f800000);
-        if (r0 < L) lse[(long long)bh * L + r0] = l[0] > 0.f ? m[0] + __logf(l[0]) : INF;
-        if (r1 < L) lse[(long long)bh * L + r1] = l[1] > 0.f ? m[1] + __logf(l[1]) : INF;
+        if (r0 < L) lseb[r0] = l[0] > 0.f ? m[0] + __logf(l[0]) : INF;
+        if (r1 < L) lseb[r1] = l[1] > 0.f ? m[1] + __logf(l[1]) : INF;
     }
+}
+
+// Forward: o [bh, L, HD] and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
+// a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh): the heaviest query
+// blocks (last, most keys) first. Warp w owns rows 32w.. of the block as two row tiles (h = 0, 1).
+template <int HD, bool BIAS>
+__device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
+                          long long bias_sb, long long bias_sh, float scale) {
+    // Q (128 rows) | K | V; K and V double-buffered, the second buffer in Q's place once Q is in
+    // registers: tile kb + 1 loads while tile kb computes
+    const int S = HD + FA_PAD, T = FA_B * S;
+    __shared__ __align__(16) bf16 sm[4 * T];
+    bf16 *Qs = sm, *Kb[2] = {sm + 2 * T, sm}, *Vb[2] = {sm + 3 * T, sm + T};
+    int qb = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, q0 = qb * FA_BM;
+    int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+    long long base = (long long)bh * L * HD;
+    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    load_tile<HD, FA_BM>(Qs, q + base, q0, L);
+    load_tile<HD>(Kb[0], k + base, 0, L);
+    load_tile<HD>(Vb[0], v + base, 0, L);
+    cp_commit();
+    cp_wait_all();
+    __syncthreads();
+    unsigned qa[2][HD / 16][4];
+    a_frags<HD>(qa[0], Qs, warp * 32);
+    a_frags<HD>(qa[1], Qs, warp * 32 + 16);
+    __syncthreads();  // Q is in registers: its place is the second K/V buffer's from here
+    int w0 = q0 + warp * 32, last = ((q0 + FA_BM < L ? q0 + FA_BM : L) - 1) / FA_B;  // this warp's first row; the last key tile
+    float m[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}}, acc[2][HD / 8][4];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) acc[h][d][0] = acc[h][d][1] = acc[h][d][2] = acc[h][d][3] = 0.f;
+    for (int kb = 0; kb <= last; kb++) {
+        int k0 = kb * FA_B, buf = kb & 1;
+        if (kb < last) {
+            load_tile<HD>(Kb[buf ^ 1], k + base, k0 + FA_B, L);
+            load_tile<HD>(Vb[buf ^ 1], v + base, k0 + FA_B, L);
+            cp_commit();
+        }
+        if (k0 <= w0 + 31) {  // else every key of the tile is after this warp's rows
+            const bf16 *Ks = Kb[buf], *Vs = Vb[buf];
+            float s[2][FA_B / 8][4];
+#pragma unroll
+            for (int n = 0; n < FA_B / 8; n++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk += 2) {
+                    unsigned bb[4];
+                    b_frags_nk(bb, Ks, S, n, kk);
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        mma16816(s[h][n], qa[h][kk], bb[0], bb[1]);
+                        mma16816(s[h][n], qa[h][kk + 1], bb[2], bb[3]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r0 = w0 + 16 * h;
+                fa_online<HD, BIAS>(s[h], m[h], l[h], acc[h], b, r0 + g, k0, L, scale, k0 + FA_B - 1 > r0 || r0 + 15 >= L);
+            }
+            // P (16 × 64, the C fragments of two adjacent n-tiles make one A fragment) · V
+#pragma unroll
+            for (int kk = 0; kk < FA_B / 16; kk++) {
+                unsigned pa[2][4];
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    pa[h][0] = pack(s[h][2 * kk][0], s[h][2 * kk][1]), pa[h][1] = pack(s[h][2 * kk][2], s[h][2 * kk][3]);
+                    pa[h][2] = pack(s[h][2 * kk + 1][0], s[h][2 * kk + 1][1]), pa[h][3] = pack(s[h][2 * kk + 1][2], s[h][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int d = 0; d < HD / 8; d += 2) {
+                    unsigned bb[4];
+                    b_frags_kn(bb, Vs, S, kk, d);
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        mma16816(acc[h][d], pa[h], bb[0], bb[1]);
+                        mma16816(acc[h][d + 1], pa[h], bb[2], bb[3]);
+                    }
+                }
+            }
+        }
+        cp_wait_all();
+        __syncthreads();
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + base, lse + (long long)bh * L, w0 + 16 * h + g, L);
 }
 
 // delta [rows] = Σ_d dO ⊙ O over each row of HD (f32; one thread per row, 16-byte loads).

@@ -44,9 +44,23 @@ pub struct RuntimeOptions {
 #[derive(Debug, Clone)]
 pub struct CudaRuntime;
 
+/// bakallm: the pool types, to build a `MemoryConfiguration::Custom` outside cubecl.
+pub use cubecl_runtime::memory_management::{MemoryPoolOptions, PoolType};
+
+/// bakallm: the memory pools the next device's server is built with (default: `SubSlices`).
+static MEMORY_CONFIG: std::sync::Mutex<Option<MemoryConfiguration>> = std::sync::Mutex::new(None);
+
+/// bakallm: sets the memory pools of the servers initialised after this call; a device already in
+/// use keeps its pools.
+pub fn set_memory_config(config: MemoryConfiguration) {
+    *MEMORY_CONFIG.lock().unwrap() = Some(config);
+}
+
 impl DeviceService for CudaServer {
     fn init(device_id: cubecl_common::device::DeviceId) -> Self {
-        let options = RuntimeOptions::default();
+        let options = RuntimeOptions {
+            memory_config: MEMORY_CONFIG.lock().unwrap().clone().unwrap_or_default(),
+        };
         let device = CudaDevice::from_id(device_id);
 
         // To get the supported WMMA features, and memory properties, we have to initialize the server immediately.
