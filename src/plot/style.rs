@@ -172,10 +172,12 @@ impl Frame<'_> {
                 Swatch::Dot => panel.draw(&Circle::new((21, y), 5, c.filled())),
             }
             .px()?;
-            panel
-                .draw(&Text::new(e.label.clone(), (44, y), label.clone()))
-                .px()?;
-            y += 26;
+            // a label wider than the panel (several --by keys) continues on the next lines
+            let lines = fit(panel, &e.label, lw.saturating_sub(52));
+            for (i, line) in lines.iter().enumerate() {
+                panel.draw(&Text::new(line.clone(), (44, y + 19 * i as i32), label.clone())).px()?;
+            }
+            y += 26 + 19 * (lines.len() as i32 - 1);
         }
         let note = TextStyle::from((FONT, 14).into_font()).color(&MUTED);
         let chars = ((lw as usize).saturating_sub(16) / 8).max(16);
@@ -189,6 +191,21 @@ impl Frame<'_> {
         }
         Ok(())
     }
+}
+
+/// Greedy word wrap of a 16-px label to lines at most `px` pixels wide (a longer word keeps its line).
+fn fit<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, s: &str, px: u32) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in s.split_whitespace() {
+        let cur = lines.last_mut().unwrap();
+        let joined = if cur.is_empty() { word.to_string() } else { format!("{cur} {word}") };
+        if cur.is_empty() || text_w(area, &joined, 16.0) <= px {
+            *cur = joined;
+        } else {
+            lines.push(word.to_string());
+        }
+    }
+    lines
 }
 
 /// Greedy word wrap to at most `width` characters per line.
@@ -396,5 +413,18 @@ mod tests {
         assert_eq!(range_of([f64::NAN], 0.1), (0.0, 1.0));
         let (lo, hi) = range_of([1.0, 2.0], 0.1);
         assert!((lo - 0.9).abs() < 1e-12 && (hi - 2.1).abs() < 1e-12);
+    }
+
+    /// A legend label wider than its panel is wrapped at spaces, every line within the width.
+    #[test]
+    fn long_legend_labels_wrap_within_the_panel() {
+        let mut buf = vec![0u8; 600 * 100 * 3];
+        let area = BitMapBackend::with_buffer(&mut buf, (600, 100)).into_drawing_area();
+        let label = "001_pristine gate=unset attention=unset dtype=bf16 memory_pool=shared (n=3)";
+        let lines = fit(&area, label, 200);
+        assert!(lines.len() >= 2, "{lines:?}");
+        assert_eq!(lines.join(" "), label);
+        assert!(lines.iter().all(|l| text_w(&area, l, 16.0) <= 200), "{lines:?}");
+        assert_eq!(fit(&area, "short", 200), ["short"]);
     }
 }
