@@ -4,8 +4,8 @@
 // the probabilities tile by tile from them (FlashAttention-2's scheme).
 //
 // Tiles: 64 keys per tile; blocks of 4 warps, 128 queries (32 rows per warp) in the forward, 64
-// keys (16 per warp) in the backward; head dim HD (a multiple of 16). Shared rows are padded by 8 elements (16 bytes) so that the fragment loads of a warp hit
-// 32 different banks. Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t;
+// keys (16 per warp) in the backward; head dim HD (a multiple of 16). Shared rows are padded by 8
+// elements (16 bytes) so that the fragment loads of a warp hit 32 different banks. Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t;
 // A (16×16, row-major): registers {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)};
 // B (16×8, k × n): {(k 2t..2t+1, n g), (k 2t+8..2t+9, n g)}; C (16×8): {(g, 2t), (g, 2t+1),
 // (g+8, 2t), (g+8, 2t+1)}. A pair's lower element sits in the lower 16 bits.
