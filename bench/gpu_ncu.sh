@@ -19,12 +19,15 @@ if [ ${#files[@]} -gt 0 ]; then
   # steps run: the warm-up, the timed one, and the three of the in-use memory sampler (bench.rs)
   python3 bench/ncu_sum.py --steps $(( ${WARMUP:-1} + 1 + 3 )) "${files[@]/#//tmp/}"
 fi
-# FLASH_METRICS=1: Nsight Compute's launch, occupancy, warp-state (stall reasons) and compute
-# sections of one forward and one backward flash launch (the warm-up step's last forward and first
-# backward); the whole report in $OUT/flash-sections.txt
+# FLASH_METRICS=1: Nsight Compute's launch, occupancy, warp-state and compute sections, and the
+# warps stalled per issue by reason, of one forward and one backward flash launch (the warm-up
+# step's last forward and first backward); the whole report in $OUT/flash-sections.txt
 if [ -n "${FLASH_METRICS:-}" ]; then
   timeout "${NCU_S:-240}" ncu --clock-control none --kernel-name regex:"flash_(fwd|bwd)" --launch-skip 11 --launch-count 2 \
     --section LaunchStats --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+    --metrics "regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$" \
     $B bench --branch 001_pristine --device cuda --set train.dtype=bf16 --set model.vocab=50304 --batch 32 --warmup 1 --steps 1 > "$OUT/flash-sections.txt" 2>&1
   grep -E "flash_|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Limit|Stall|Issue Slots|Pipe Util|Executed Ipc|Warp Cycles" "$OUT/flash-sections.txt" | head -60
+  # the stall reasons above 0.05 warps per issue
+  awk '/flash_(fwd|bwd)/ {print} /issue_stalled/ && $NF+0 > 0.05 {n = $1; sub(/smsp__average_warps_issue_stalled_/, "", n); sub(/_per_issue_active.ratio/, "", n); print "    stalled", n, $NF}' "$OUT/flash-sections.txt"
 fi

@@ -26,7 +26,7 @@ fn emulated(src: &str) -> String {
             out.push('\n');
         }
     }
-    assert_eq!(swapped, 7, "flash.cu: expected the 7 instruction wrappers (mma, smem, 2 ldmatrix, 3 cp.async)");
+    assert_eq!(swapped, 10, "common.cu + flash.cu: expected the 10 instruction wrappers (pack, mma, ex2, smem, 2 ldmatrix, 4 cp.async)");
     let dynamic = "extern __shared__ __align__(16) bf16 fa_dyn[];";
     assert!(out.contains(dynamic), "flash.cu: the backward's dynamic shared memory moved");
     out.replace(dynamic, "static bf16 fa_dyn[40000] __attribute__((aligned(16)));")

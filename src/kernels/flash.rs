@@ -18,11 +18,12 @@ const TILE: usize = 64;
 const FWD_ROWS: usize = 128;
 const PAD: usize = 8;
 
-/// `flash_bwd`'s dynamic shared memory in bytes: the K tile, the V / dSᵀ tile, two Q and two dO
-/// tiles (bf16, rows padded), and two blocks of 64 lse and 64 delta (f32).
+/// `flash_bwd`'s dynamic shared memory in bytes: the K, V and dSᵀ tiles, two Q and two dO tiles
+/// (bf16, rows padded), and two blocks of 64 lse and 64 delta (f32): 64 KiB at head dim 64,
+/// three blocks per SM.
 fn bwd_smem(hd: usize) -> u32 {
     let (td, ts) = (TILE * (hd + PAD), TILE * (TILE + PAD));
-    ((td + td.max(ts) + 4 * td) * 2 + 4 * TILE * 4) as u32
+    ((6 * td + ts) * 2 + 4 * TILE * 4) as u32
 }
 
 /// Whether the kernels take `[b·heads, L, hd]` activations of `dtype` on this GPU (bf16, head dim
@@ -101,7 +102,7 @@ pub fn bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> 
         let [q, k, v, b, o, dout, lse, delta, acc, dq, dk, dv] = with_null(p, 3, biased).try_into().expect("12 pointers");
         check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq]);
         unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
-        launch(&format!("flash_dot_hd{hd}"), grid(bh * l, 128), 128, stream, &[Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64)]);
+        launch(&format!("flash_dot_hd{hd}"), grid(bh * l * (hd / 8), 128), 128, stream, &[Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64)]);
         let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv].map(Arg::Ptr);
         let args = ptrs.into_iter().chain(tail(l, heads, strides, scale));
         launch_with(&format!("flash_bwd_{name}"), blocks, 128, bwd_smem(hd), stream, &args.collect::<Vec<_>>());

@@ -117,21 +117,29 @@ pub enum Arg {
 }
 
 /// bakallm's kernels, one NVRTC module: common.cu first (the shared helpers), then one file per concept.
-const SOURCE: &str = concat!(
-    include_str!("cuda/common.cu"),
-    "\n",
-    include_str!("cuda/attention.cu"),
-    "\n",
-    include_str!("cuda/tokens.cu"),
-    "\n",
-    include_str!("cuda/norm.cu"),
-    "\n",
-    include_str!("cuda/gate.cu"),
-    "\n",
-    include_str!("cuda/optim.cu"),
-    "\n",
-    include_str!("cuda/flash.cu")
-);
+const FILES: [(&str, &str); 7] = [
+    ("common.cu", include_str!("cuda/common.cu")),
+    ("attention.cu", include_str!("cuda/attention.cu")),
+    ("tokens.cu", include_str!("cuda/tokens.cu")),
+    ("norm.cu", include_str!("cuda/norm.cu")),
+    ("gate.cu", include_str!("cuda/gate.cu")),
+    ("optim.cu", include_str!("cuda/optim.cu")),
+    ("flash.cu", include_str!("cuda/flash.cu")),
+];
+
+/// The module's source: the files built in, or with `BAKA_CUDA_SRC=DIR` each file that DIR holds
+/// in place of the built-in one, so a kernel edit can be timed on a GPU machine without a Rust
+/// toolchain (`bench/gpu_ab.sh`: `AB="new old:BAKA_CUDA_SRC=.gpu/cu-old"`).
+fn source() -> String {
+    let dir = std::env::var_os("BAKA_CUDA_SRC").map(std::path::PathBuf::from);
+    let file = |(name, built_in): &(&str, &str)| match &dir {
+        Some(d) if d.join(name).exists() => {
+            std::fs::read_to_string(d.join(name)).unwrap_or_else(|e| panic!("BAKA_CUDA_SRC: cannot read {}: {e}", d.join(name).display()))
+        }
+        _ => built_in.to_string(),
+    };
+    FILES.iter().map(file).collect::<Vec<_>>().join("\n")
+}
 
 /// The kernel `name` of `cuda/*.cu` in the current context (compiled on first use).
 fn function(name: &str) -> ds::CUfunction {
@@ -143,7 +151,7 @@ fn function(name: &str) -> ds::CUfunction {
     let (module, fns) = all.entry(ctx as usize).or_insert_with(|| {
         // for the device's own architecture: flash.cu's tensor-core instructions need sm_80 or newer
         let opts = cudarc::nvrtc::CompileOptions { arch: arch(), ..Default::default() };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).unwrap_or_else(|e| panic!("NVRTC, src/kernels/cuda/*.cu: {e:?}"));
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source(), opts).unwrap_or_else(|e| panic!("NVRTC, src/kernels/cuda/*.cu: {e:?}"));
         let image = CString::new(ptx.to_src()).expect("PTX has no NUL");
         let module = unsafe { dr::module::load_data(image.as_ptr() as *const c_void) }.expect("cuModuleLoadData");
         (module as usize, HashMap::new())

@@ -2,7 +2,7 @@
 // block at a time, one std::thread per CUDA thread, barriers for __syncthreads and the
 // warp-synchronous ops. The tensor-core and shared-memory instructions are emulated from the PTX
 // ISA's definitions of their fragment layouts; the test swaps each `#if __CUDA_ARCH__ >= 800`
-// body of cuda/flash.cu for the EMU_<function> macro below.
+// body of cuda/common.cu and cuda/flash.cu for the EMU_<function> macro below.
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -18,7 +18,7 @@
 #define __forceinline__ inline
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 gridDim, blockDim;
@@ -101,9 +101,12 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 
 // The bodies of flash.cu's instruction wrappers (their `#if __CUDA_ARCH__ >= 800` blocks).
 #define EMU_mma16816 emu_mma(c, a, b0, b1);
+#define EMU_pack return (unsigned)to_bf16(a) | ((unsigned)to_bf16(b) << 16);
+#define EMU_ex2 return exp2f(x);
 #define EMU_smem (void)p;
 #define EMU_ldsm4 emu_ldsm(r, p, false);
 #define EMU_ldsm4_t emu_ldsm(r, p, true);
 #define EMU_cp16 if (valid) memcpy(dst, src, 16); else memset(dst, 0, 16);
+#define EMU_cp4 if (valid) memcpy(dst, src, 4); else memset(dst, 0, 4);
 #define EMU_cp_commit
 #define EMU_cp_wait_all

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
     auto dot = HD == 64 ? flash_dot_hd64 : flash_dot_hd32;
     auto bwd = BIAS ? (HD == 64 ? flash_bwd_hd64_bias : flash_bwd_hd32_bias) : (HD == 64 ? flash_bwd_hd64 : flash_bwd_hd32);
     launch([&] { fwd(q.data(), k.data(), v.data(), bias.data(), o.data(), lse.data(), L, H, sb, sh, scale); }, (L + 127) / 128, BH, 128);
-    launch([&] { dot(o.data(), dO.data(), delta.data(), (long long)BH * L); }, (BH * L + 127) / 128, 1, 128);
+    launch([&] { dot(o.data(), dO.data(), delta.data(), (long long)BH * L); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
     launch([&] { bwd(q.data(), k.data(), v.data(), bias.data(), dO.data(), lse.data(), delta.data(), dqa.data(), dk.data(), dv.data(), L, H, sb, sh, scale); }, nb, BH, 128);
     launch([&] { flash_dq(dqa.data(), dq.data(), (long long)n); }, (n / 8 + 127) / 128, 1, 128);
     // reference in double

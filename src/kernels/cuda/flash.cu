@@ -27,6 +27,19 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b
 #endif
 }
 
+// 2^x, the instruction __expf ends in too: with scores in log2 units (scale·log2 e folded in)
+// each probability is one FMA and this, where exp(s·scale − m) was three instructions.
+__device__ __forceinline__ float ex2(float x) {
+#if __CUDA_ARCH__ >= 800
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#else
+    __trap();
+    return 0.f;
+#endif
+}
+
 // The shared-state-space address of a pointer into shared memory (what ldmatrix and cp.async take).
 __device__ __forceinline__ unsigned smem(const void* p) {
     unsigned a = 0;
@@ -85,6 +98,14 @@ __device__ __forceinline__ void cp16(bf16* dst, const bf16* src, bool valid) {
     __trap();
 #endif
 }
+// The same for 4 bytes (the rows' f32 statistics).
+__device__ __forceinline__ void cp4(float* dst, const float* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem(dst)), "l"(src), "r"(valid ? 4 : 0));
+#else
+    __trap();
+#endif
+}
 __device__ __forceinline__ void cp_commit() {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.commit_group;\n" ::);
@@ -125,12 +146,23 @@ __device__ __forceinline__ void a_frags(unsigned (*a)[4], const bf16* s, int r) 
     }
 }
 
-// The scaled, masked score of query i and key j (−∞ where masked: j > i, or past L), plus the
-// bias [L, L] if BIAS (ALiBi; without it the bias is the causal mask alone, which this applies).
+// The A fragment of rows [r, r + 16) × columns [16·kk, 16·kk + 16) of a padded tile, by ldmatrix
+// (lanes 0–15 address rows r.. at column 16·kk, lanes 16–31 the same rows at 16·kk + 8).
+template <int HD>
+__device__ __forceinline__ void a_frag(unsigned* a, const bf16* s, int r, int kk) {
+    int l = threadIdx.x & 31;
+    ldsm4(a, s + (r + (l & 15)) * (HD + FA_PAD) + kk * 16 + (l >> 4) * 8);
+}
+
+#define LOG2E 1.4426950408889634f
+
+// The masked score of query i and key j in log2 units, s·sl with sl = scale·log2 e (−∞ where
+// masked: j > i, or past L), plus the bias [L, L] if BIAS (ALiBi; without it the bias is the
+// causal mask alone, which this applies).
 template <bool BIAS>
-__device__ __forceinline__ float fa_score(float s, const bf16* bias, int i, int j, int L, float scale) {
+__device__ __forceinline__ float fa_score(float s, const bf16* bias, int i, int j, int L, float sl) {
     if (j > i || i >= L) return NEG_INF;
-    return BIAS ? s * scale + ld(bias, (long long)i * L + j) : s * scale;
+    return BIAS ? fmaf(s, sl, ld(bias, (long long)i * L + j) * LOG2E) : s * sl;
 }
 
 // Queries per forward block: 32 rows per warp, so that every K and V fragment a warp loads feeds
@@ -138,19 +170,21 @@ __device__ __forceinline__ float fa_score(float s, const bf16* bias, int i, int 
 #define FA_BM 128
 
 // One online-softmax step of a forward row tile (rows r0 and r0 + 8 of this thread, keys k0..):
-// the scores s become probabilities, and the row maxima m, sums l and output acc are rescaled.
-// `edge`: the tile reaches past the diagonal or past L, so that it needs the mask.
-template <int HD, bool BIAS>
+// the scores s become probabilities, and the row maxima m (log2 units), sums l and output acc
+// are rescaled. `edge`: the tile reaches past the diagonal or past L, so that it needs the mask;
+// without mask or bias the scores stay raw and the scale goes into the exponent's FMA.
+template <int HD, int NT, bool BIAS>
 __device__ __forceinline__ void fa_online(float (*s)[4], float* m, float* l, float (*acc)[4], const bf16* b, int r0, int k0, int L,
-                                          float scale, bool edge) {
+                                          float sl, bool edge) {
     int t = threadIdx.x & 3;
-    float mx[2] = {NEG_INF, NEG_INF};
+    bool raw = !BIAS && !edge;
+    float mx[2] = {NEG_INF, NEG_INF}, mul = raw ? sl : 1.f;
 #pragma unroll
-    for (int n = 0; n < FA_B / 8; n++)
+    for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int i = r0 + (e >> 1) * 8, j = k0 + n * 8 + 2 * t + (e & 1);
-            s[n][e] = BIAS || edge ? fa_score<BIAS>(s[n][e], b, i, j, L, scale) : s[n][e] * scale;
+            if (!raw) s[n][e] = fa_score<BIAS>(s[n][e], b, i, j, L, sl);
             mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
         }
     float alpha[2], base_m[2];
@@ -158,19 +192,19 @@ __device__ __forceinline__ void fa_online(float (*s)[4], float* m, float* l, flo
     for (int r = 0; r < 2; r++) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        float mn = fmaxf(m[r], mx[r]);
-        base_m[r] = mn == NEG_INF ? 0.f : mn;  // all masked so far: exp(−∞ − 0) = 0
-        alpha[r] = __expf(m[r] - base_m[r]);
+        float mn = fmaxf(m[r], mx[r] * mul);  // sl > 0: the maximum of the scaled scores
+        base_m[r] = mn == NEG_INF ? 0.f : mn;  // all masked so far: 2^(−∞ − 0) = 0
+        alpha[r] = ex2(m[r] - base_m[r]);
         m[r] = mn;
         l[r] *= alpha[r];
     }
 #pragma unroll
     for (int d = 0; d < HD / 8; d++) acc[d][0] *= alpha[0], acc[d][1] *= alpha[0], acc[d][2] *= alpha[1], acc[d][3] *= alpha[1];
 #pragma unroll
-    for (int n = 0; n < FA_B / 8; n++)
+    for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            s[n][e] = __expf(s[n][e] - base_m[e >> 1]);
+            s[n][e] = ex2(fmaf(s[n][e], mul, -base_m[e >> 1]));
             l[e >> 1] += s[n][e];
         }
 }
@@ -194,8 +228,9 @@ __device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float*
     }
     if (t == 0) {
         const float INF = __int_as_float(0x7f800000);
-        if (r0 < L) lseb[r0] = l[0] > 0.f ? m[0] + __logf(l[0]) : INF;
-        if (r1 < L) lseb[r1] = l[1] > 0.f ? m[1] + __logf(l[1]) : INF;
+        // natural log: m is in log2 units
+        if (r0 < L) lseb[r0] = l[0] > 0.f ? m[0] / LOG2E + __logf(l[0]) : INF;
+        if (r1 < L) lseb[r1] = l[1] > 0.f ? m[1] / LOG2E + __logf(l[1]) : INF;
     }
 }
 
@@ -237,17 +272,21 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
             load_tile<HD>(Vb[buf ^ 1], v + base, k0 + FA_B, L);
             cp_commit();
         }
-        if (k0 <= w0 + 31) {  // else every key of the tile is after this warp's rows
-            const bf16 *Ks = Kb[buf], *Vs = Vb[buf];
-            float s[2][FA_B / 8][4];
+        const bf16 *Ks = Kb[buf], *Vs = Vb[buf];
+        // the tile in two halves of 32 keys: half the score registers live (three blocks per SM)
 #pragma unroll
-            for (int n = 0; n < FA_B / 8; n++) {
+        for (int hk = 0; hk < 2; hk++) {
+            int kh = k0 + 32 * hk;
+            if (kh > w0 + 31) continue;  // every key of the half is after this warp's rows
+            float s[2][4][4];
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
 #pragma unroll
                 for (int h = 0; h < 2; h++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
 #pragma unroll
                 for (int kk = 0; kk < HD / 16; kk += 2) {
                     unsigned bb[4];
-                    b_frags_nk(bb, Ks, S, n, kk);
+                    b_frags_nk(bb, Ks, S, 4 * hk + n, kk);
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         mma16816(s[h][n], qa[h][kk], bb[0], bb[1]);
@@ -258,21 +297,21 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 int r0 = w0 + 16 * h;
-                fa_online<HD, BIAS>(s[h], m[h], l[h], acc[h], b, r0 + g, k0, L, scale, k0 + FA_B - 1 > r0 || r0 + 15 >= L);
+                fa_online<HD, 4, BIAS>(s[h], m[h], l[h], acc[h], b, r0 + g, kh, L, scale * LOG2E, kh + 31 > r0 || r0 + 15 >= L);
             }
-            // P (16 × 64, the C fragments of two adjacent n-tiles make one A fragment) · V
+            // P (16 × 32, the C fragments of two adjacent n-tiles make one A fragment) · V
 #pragma unroll
-            for (int kk = 0; kk < FA_B / 16; kk++) {
+            for (int k2 = 0; k2 < 2; k2++) {
                 unsigned pa[2][4];
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    pa[h][0] = pack(s[h][2 * kk][0], s[h][2 * kk][1]), pa[h][1] = pack(s[h][2 * kk][2], s[h][2 * kk][3]);
-                    pa[h][2] = pack(s[h][2 * kk + 1][0], s[h][2 * kk + 1][1]), pa[h][3] = pack(s[h][2 * kk + 1][2], s[h][2 * kk + 1][3]);
+                    pa[h][0] = pack(s[h][2 * k2][0], s[h][2 * k2][1]), pa[h][1] = pack(s[h][2 * k2][2], s[h][2 * k2][3]);
+                    pa[h][2] = pack(s[h][2 * k2 + 1][0], s[h][2 * k2 + 1][1]), pa[h][3] = pack(s[h][2 * k2 + 1][2], s[h][2 * k2 + 1][3]);
                 }
 #pragma unroll
                 for (int d = 0; d < HD / 8; d += 2) {
                     unsigned bb[4];
-                    b_frags_kn(bb, Vs, S, kk, d);
+                    b_frags_kn(bb, Vs, S, 2 * hk + k2, d);
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         mma16816(acc[h][d], pa[h], bb[0], bb[1]);
@@ -288,36 +327,43 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + base, lse + (long long)bh * L, w0 + 16 * h + g, L);
 }
 
-// delta [rows] = Σ_d dO ⊙ O over each row of HD (f32; one thread per row, 16-byte loads).
+// delta [rows] = Σ_d dO ⊙ O over each row of HD (f32): HD / 8 lanes per row, 16 bytes each, so
+// that a warp's loads cover whole rows (with a thread per row each load instruction touched 32
+// rows' 128-byte lines: 0.39 ms per pristine step, ~3× the time to read O and dO once).
 template <int HD>
 __device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long long rows) {
-    long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (row >= rows) return;
+    const int LANES = HD / 8;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, row = i / LANES;
+    int j = (int)(i % LANES) * 8;
     float s = 0.f;
-#pragma unroll
-    for (int j = 0; j < HD; j += 8) {
+    if (row < rows) {
         float a[8], b[8];
         Vec<bf16, 8>::load(o + row * HD + j, a);
         Vec<bf16, 8>::load(dout + row * HD + j, b);
 #pragma unroll
         for (int e = 0; e < 8; e++) s += a[e] * b[e];
     }
-    delta[row] = s;
+#pragma unroll
+    for (int off = LANES / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);  // every lane: no early return
+    if (row < rows && j == 0) delta[row] = s;
 }
 
 // Backward: one block per 64 keys (4 warps × 16 keys) and head, looping over the query blocks at
 // or after them (causal). Per tile, with Sᵀ = K·Qᵀ: Pᵀ = exp(Sᵀ·scale + biasᵀ − lse),
 // dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − delta), dK += dSᵀ·Q (registers, written once, × scale),
 // dQ += dS·K (through shared memory, added into dq_acc [bh, L, HD] f32 with atomics, × scale).
+// Registers: only dK and dV stay in them across tiles (64 at head dim 64); the K and V fragments
+// come from shared memory, and each query tile goes in two halves of 32, so that three blocks fit
+// an SM (at 254 registers two did, and the SM's issue slots were busy 39% of the time).
 template <int HD, bool BIAS>
 __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
                           const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
                           float scale) {
-    // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K; V, whose place dSᵀ takes once V is
-    // in registers; Q, dO and the rows' lse and delta double-buffered (tile qb + 1 loads while qb computes)
+    // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q, dO and the rows' lse
+    // and delta double-buffered (tile qb + 1 loads while qb computes)
     extern __shared__ __align__(16) bf16 fa_dyn[];
-    const int S = HD + FA_PAD, SS = FA_B + FA_PAD, TD = FA_B * S, TS = FA_B * SS > TD ? FA_B * SS : TD;
-    bf16 *Ks = fa_dyn, *Vs = fa_dyn + TD, *dSs = Vs, *Qb = fa_dyn + TD + TS, *Db = Qb + 2 * TD;
+    const int S = HD + FA_PAD, SS = FA_B + FA_PAD, TD = FA_B * S;
+    bf16 *Ks = fa_dyn, *Vs = Ks + TD, *dSs = Vs + TD, *Qb = dSs + FA_B * SS, *Db = Qb + 2 * TD;
     float* stats = reinterpret_cast<float*>(Db + 2 * TD);  // lse[2][64], delta[2][64]
     int kb = blockIdx.x, bh = blockIdx.y, k0 = kb * FA_B, nb = gridDim.x;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
@@ -326,10 +372,11 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     auto prefetch = [&](int qb, int buf) {
         load_tile<HD>(Qb + buf * TD, q + base, qb * FA_B, L);
         load_tile<HD>(Db + buf * TD, dout + base, qb * FA_B, L);
-        for (int i = threadIdx.x; i < FA_B; i += blockDim.x) {
-            bool in = qb * FA_B + i < L;
-            stats[buf * 2 * FA_B + i] = in ? lse[(long long)bh * L + qb * FA_B + i] : 0.f;
-            stats[buf * 2 * FA_B + FA_B + i] = in ? delta[(long long)bh * L + qb * FA_B + i] : 0.f;
+        // asynchronously too: plain loads here stalled every warp on global memory at each tile
+        for (int i = threadIdx.x; i < 2 * FA_B; i += blockDim.x) {
+            int row = qb * FA_B + i % FA_B;
+            bool in = row < L;
+            cp4(stats + buf * 2 * FA_B + i, (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
         }
     };
     load_tile<HD>(Ks, k + base, k0, L);
@@ -338,12 +385,8 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     cp_commit();
     cp_wait_all();
     __syncthreads();
-    unsigned ka[HD / 16][4], va[HD / 16][4];
-    a_frags<HD>(ka, Ks, warp * 16);
-    a_frags<HD>(va, Vs, warp * 16);
-    __syncthreads();  // V is in registers: its place is dSᵀ's from here
     int j0 = k0 + warp * 16 + g, j1 = j0 + 8;  // this thread's two keys
-    float dka[HD / 8][4], dva[HD / 8][4];
+    float dka[HD / 8][4], dva[HD / 8][4], sl = scale * LOG2E;
 #pragma unroll
     for (int d = 0; d < HD / 8; d++)
 #pragma unroll
@@ -356,52 +399,66 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         }
         const bf16 *Qs = Qb + buf * TD, *Ds = Db + buf * TD;
         const float *lse_s = stats + buf * 2 * FA_B, *delta_s = lse_s + FA_B;
-        float p[FA_B / 8][4], dp[FA_B / 8][4];
+        bool edge = BIAS || qb == kb || q0 + FA_B > L;  // the diagonal tile, or rows past L: the mask
 #pragma unroll
-        for (int n = 0; n < FA_B / 8; n++) {
-            p[n][0] = p[n][1] = p[n][2] = p[n][3] = 0.f;
-            dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+        for (int half = 0; half < 2; half++) {  // queries q0 + 32·half + [0, 32): n-tiles 4·half + n
+            float p[4][4], dp[4][4];
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) p[n][e] = dp[n][e] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk += 2) {
-                unsigned bq[4], bd[4];
-                b_frags_nk(bq, Qs, S, n, kk);
-                b_frags_nk(bd, Ds, S, n, kk);
-                mma16816(p[n], ka[kk], bq[0], bq[1]);
-                mma16816(p[n], ka[kk + 1], bq[2], bq[3]);
-                mma16816(dp[n], va[kk], bd[0], bd[1]);
-                mma16816(dp[n], va[kk + 1], bd[2], bd[3]);
+                unsigned ka[2][4], va[2][4];
+                a_frag<HD>(ka[0], Ks, warp * 16, kk), a_frag<HD>(ka[1], Ks, warp * 16, kk + 1);
+                a_frag<HD>(va[0], Vs, warp * 16, kk), a_frag<HD>(va[1], Vs, warp * 16, kk + 1);
+#pragma unroll
+                for (int n = 0; n < 4; n++) {
+                    unsigned bq[4], bd[4];
+                    b_frags_nk(bq, Qs, S, 4 * half + n, kk);
+                    b_frags_nk(bd, Ds, S, 4 * half + n, kk);
+                    mma16816(p[n], ka[0], bq[0], bq[1]);
+                    mma16816(p[n], ka[1], bq[2], bq[3]);
+                    mma16816(dp[n], va[0], bd[0], bd[1]);
+                    mma16816(dp[n], va[1], bd[2], bd[3]);
+                }
             }
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int il = n * 8 + 2 * t + (e & 1), j = e < 2 ? j0 : j1;
-                float x = fa_score<BIAS>(p[n][e], b, q0 + il, j, L, scale);
-                p[n][e] = (x == NEG_INF) ? 0.f : __expf(x - lse_s[il]);
-                dp[n][e] = p[n][e] * (dp[n][e] - delta_s[il]);  // dSᵀ (without the scale)
-            }
-        }
-        // dV += Pᵀ·dO and dK += dSᵀ·Q: A from the registers, B from the [query][d] tiles
+            for (int n = 0; n < 4; n++)
 #pragma unroll
-        for (int kk = 0; kk < FA_B / 16; kk++) {
-            unsigned pa[4] = {pack(p[2 * kk][0], p[2 * kk][1]), pack(p[2 * kk][2], p[2 * kk][3]), pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
-                              pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-            unsigned sa[4] = {pack(dp[2 * kk][0], dp[2 * kk][1]), pack(dp[2 * kk][2], dp[2 * kk][3]), pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                              pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+                for (int e = 0; e < 4; e++) {
+                    int il = (4 * half + n) * 8 + 2 * t + (e & 1), j = e < 2 ? j0 : j1;
+                    // 2^(−∞) = 0 where masked; past L lse_s is 0
+                    float lse2 = lse_s[il] * LOG2E;
+                    p[n][e] = edge ? ex2(fa_score<BIAS>(p[n][e], b, q0 + il, j, L, sl) - lse2) : ex2(fmaf(p[n][e], sl, -lse2));
+                    dp[n][e] = p[n][e] * (dp[n][e] - delta_s[il]);  // dSᵀ (without the scale)
+                }
+            // dV += Pᵀ·dO and dK += dSᵀ·Q over these 32 queries: A from the registers, B from the
+            // [query][d] tiles
 #pragma unroll
-            for (int d = 0; d < HD / 8; d += 2) {
-                unsigned bd[4], bq[4];
-                b_frags_kn(bd, Ds, S, kk, d);
-                b_frags_kn(bq, Qs, S, kk, d);
-                mma16816(dva[d], pa, bd[0], bd[1]);
-                mma16816(dva[d + 1], pa, bd[2], bd[3]);
-                mma16816(dka[d], sa, bq[0], bq[1]);
-                mma16816(dka[d + 1], sa, bq[2], bq[3]);
+            for (int h = 0; h < 2; h++) {
+                int kk = 2 * half + h;
+                unsigned pa[4] = {pack(p[2 * h][0], p[2 * h][1]), pack(p[2 * h][2], p[2 * h][3]), pack(p[2 * h + 1][0], p[2 * h + 1][1]),
+                                  pack(p[2 * h + 1][2], p[2 * h + 1][3])};
+                unsigned sa[4] = {pack(dp[2 * h][0], dp[2 * h][1]), pack(dp[2 * h][2], dp[2 * h][3]), pack(dp[2 * h + 1][0], dp[2 * h + 1][1]),
+                                  pack(dp[2 * h + 1][2], dp[2 * h + 1][3])};
+#pragma unroll
+                for (int d = 0; d < HD / 8; d += 2) {
+                    unsigned bd[4], bq[4];
+                    b_frags_kn(bd, Ds, S, kk, d);
+                    b_frags_kn(bq, Qs, S, kk, d);
+                    mma16816(dva[d], pa, bd[0], bd[1]);
+                    mma16816(dva[d + 1], pa, bd[2], bd[3]);
+                    mma16816(dka[d], sa, bq[0], bq[1]);
+                    mma16816(dka[d + 1], sa, bq[2], bq[3]);
+                }
+                // dSᵀ to shared ([key][query]) for dQ
+                int kr = warp * 16 + g;
+                *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 2 * t) = sa[0];
+                *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 2 * t) = sa[1];
+                *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 8 + 2 * t) = sa[2];
+                *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 8 + 2 * t) = sa[3];
             }
-            // dSᵀ to shared ([key][query]) for dQ
-            int kr = warp * 16 + g;
-            *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 2 * t) = sa[0];
-            *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 2 * t) = sa[1];
-            *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 8 + 2 * t) = sa[2];
-            *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 8 + 2 * t) = sa[3];
         }
         __syncthreads();
         // dQ rows [q0 + 16·warp, +16) = dS (queries × 64 keys) · K: A[i][j] = dSᵀ[j][i]
@@ -459,12 +516,12 @@ extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n) {
 
 // NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
 #define FLASH_KERNELS(HD, BIAS, NAME)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(128) flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v,          \
-                                                                       const bf16* bias, bf16* o, float* lse, int L, int H,  \
-                                                                       long long bias_sb, long long bias_sh, float scale) {  \
+    extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
+        flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,   \
+                         long long bias_sb, long long bias_sh, float scale) {                                                \
         flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale);                                           \
     }                                                                                                                        \
-    extern "C" __global__ void __launch_bounds__(128)                                                                        \
+    extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
         flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb,            \
                          long long bias_sh, float scale) {                                                                   \
