@@ -55,13 +55,13 @@ fn reserved_bytes(_device: &str) -> Option<u64> {
 
 /// `nvrtc::host_counters` (zeros without CUDA).
 #[cfg(feature = "cuda")]
-fn kernel_host() -> [u64; 3] {
+fn kernel_host() -> [u64; 5] {
     crate::kernels::nvrtc::host_counters()
 }
 
 #[cfg(not(feature = "cuda"))]
-fn kernel_host() -> [u64; 3] {
-    [0; 3]
+fn kernel_host() -> [u64; 5] {
+    [0; 5]
 }
 
 /// Runs `f` while a side thread samples the bytes live tensors hold in cubecl's pool (on this
@@ -234,8 +234,11 @@ fn phases<B: AutodiffBackend>(mut model: BakaLM<B>, optim: &mut AdamW<B>, steps:
     let mut ms: serde_json::Map<String, serde_json::Value> = sums.into_iter().map(|(k, v)| (k.to_string(), per_step(v))).collect();
     let k = kernel_host();
     if k[2] > k0[2] {
-        // bakallm's ops, per step: host ms handing them to cubecl's device thread, ms launching, launches
-        ms.insert("kernels".into(), serde_json::json!({"pointers": per_step((k[0] - k0[0]) as f64 / 1e6), "launch": per_step((k[1] - k0[1]) as f64 / 1e6), "launches": (k[2] - k0[2]) / steps as u64}));
+        // bakallm's ops, per step: host ms handing them to cubecl's device thread, ms launching,
+        // launches, ms of the device thread in their tasks, ms of it in cuBLAS calls
+        let d = |i: usize| per_step((k[i] - k0[i]) as f64 / 1e6);
+        let launches = (k[2] - k0[2]) / steps as u64;
+        ms.insert("kernels".into(), serde_json::json!({"pointers": d(0), "launch": d(1), "launches": launches, "device_tasks": d(3), "cublas": d(4)}));
     }
     Ok((model, serde_json::Value::Object(ms)))
 }

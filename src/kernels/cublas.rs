@@ -129,7 +129,7 @@ pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>, out: DTy
     }
     let (aop, ald, abs, wop, wld, wbs, index) = (a.op, a.ld, a.batch_stride, w.op, w.ld, w.batch_stride, device.index);
     enqueue([&a.t, &w.t, &c], move |[pa, pw, po], stream| {
-        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (alpha, beta, t0) = (1.0f32, 0.0f32, std::time::Instant::now());
         with_handle(index, stream as _, |h| unsafe {
             // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
             cb::gemm_strided_batched_ex(
@@ -140,7 +140,8 @@ pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>, out: DTy
                 b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
             .unwrap_or_else(|e| panic!("cublasGemmStridedBatchedEx: {e:?} (b {b} m {m} k {k} n {n} {dtype:?} → {out:?})"));
-        })
+        });
+        super::nvrtc::count_blas(t0);
     });
     c
 }

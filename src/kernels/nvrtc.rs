@@ -12,13 +12,20 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 /// Host time spent here since start: nanoseconds handing ops to cubecl's device thread in
-/// [`enqueue_all`] ("pointers": it used to wait there for them), nanoseconds launching (on that
-/// thread), and launches (`baka bench --phases` reports them per step, "kernels").
-static HOST: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+/// [`enqueue_all`] ("pointers": it used to wait there for them), nanoseconds launching bakallm's
+/// kernels (on that thread), their launches, nanoseconds of the device thread in [`enqueue_all`]'s
+/// tasks (pointers looked up, kernels launched, cuBLAS called), and nanoseconds in cuBLAS calls
+/// (`baka bench --phases` reports them per step, "kernels").
+static HOST: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
 /// [`HOST`]'s counters now.
-pub fn host_counters() -> [u64; 3] {
+pub fn host_counters() -> [u64; 5] {
     HOST.each_ref().map(|c| c.load(Relaxed))
+}
+
+/// Adds the nanoseconds since `t0` to the cuBLAS counter of [`HOST`].
+pub fn count_blas(t0: Instant) {
+    HOST[4].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
 }
 
 /// `t` with compact row-major strides (a copy only when it is a view).
@@ -62,6 +69,7 @@ pub fn enqueue_all(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], 
     let bindings: Vec<_> = tensors.iter().map(|t| t.handle.clone().binding()).collect();
     runner(&last.device).submit(move |server| {
         use cubecl::server::ComputeServer;
+        let t1 = Instant::now();
         let stream = cubecl::stream_id::StreamId::current();
         let run = || -> Result<(), String> {
             let res = bindings.into_iter().map(|b| server.get_resource(b, stream)).collect::<Result<Vec<_>, _>>().map_err(|e| format!("cubecl get_resource: {e:?}"))?;
@@ -73,6 +81,7 @@ pub fn enqueue_all(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], 
         if let Err(e) = run() {
             FAILED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
         }
+        HOST[3].fetch_add(t1.elapsed().as_nanos() as u64, Relaxed);
     });
     HOST[0].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
 }

@@ -341,7 +341,9 @@ fn gpu_adamw_kernel_matches_burns() {
 
 /// The multi-tensor AdamW step over a whole model (every parameter with a gradient, one launch per
 /// 32) against burn's AdamW adaptor on the same gradients: every parameter after two steps, the
-/// second with a clip scale.
+/// second with a clip scale. Each step's gradients come from one backward pass, given to both:
+/// two passes differ by their atomics (embedding and norm gradients), and AdamW's first steps
+/// amplify that where v is small (two passes gave 1.07e-4 relative after the second step).
 #[test]
 fn gpu_adamw_step_over_a_model_matches_burns() {
     use crate::train::adamw::{AdamW, GradScale};
@@ -363,6 +365,15 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
             self.0.extend(p.val().into_data().convert::<f32>().to_vec::<f32>().unwrap());
         }
     }
+    /// A copy of a `GradientsParams` (the same tensors) for the parameters of the module visited.
+    struct Same<'a>(&'a GradientsParams, GradientsParams);
+    impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for Same<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.0.get::<B::InnerBackend, D>(p.id) {
+                self.1.register(p.id, g);
+            }
+        }
+    }
     let values = |m: &BakaLM<GpuTrain>| {
         let mut all = All(Vec::new());
         m.visit(&mut all);
@@ -373,7 +384,10 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
     let (mut fused, mut plain) = (AdamW::<GpuTrain>::new(&t), AdamW::<GpuTrain>::new(&TrainConfig { adamw: "burn".into(), ..t.clone() }));
     let (mut a, mut b) = (start.clone(), start);
     for scale in [1.0, 0.25] {
-        let (ga, gb) = (grads(&a), grads(&b));
+        let ga = grads(&a);
+        let mut same = Same(&ga, GradientsParams::new());
+        a.visit(&mut same);
+        let gb = same.1;
         a = fused.step(1e-2, GradScale::By(scale), a, ga);
         b = plain.step(1e-2, GradScale::By(scale), b, gb);
         let (va, vb) = (values(&a), values(&b));
