@@ -141,8 +141,13 @@ const FILES: [(&str, &str); 7] = [
 /// toolchain (`bench/gpu_ab.sh`: `AB="new old:BAKA_CUDA_SRC=.gpu/cu-old"`).
 fn source() -> String {
     let dir = std::env::var_os("BAKA_CUDA_SRC").map(std::path::PathBuf::from);
+    if let Some(d) = &dir {
+        // a mistyped folder would time the built-in kernels under the edit's name
+        let names = FILES.map(|(name, _)| name);
+        assert!(names.iter().any(|n| d.join(n).is_file()), "BAKA_CUDA_SRC={}: holds none of {}", d.display(), names.join(", "));
+    }
     let file = |(name, built_in): &(&str, &str)| match &dir {
-        Some(d) if d.join(name).exists() => {
+        Some(d) if d.join(name).is_file() => {
             std::fs::read_to_string(d.join(name)).unwrap_or_else(|e| panic!("BAKA_CUDA_SRC: cannot read {}: {e}", d.join(name).display()))
         }
         _ => built_in.to_string(),
@@ -160,7 +165,10 @@ fn function(name: &str) -> ds::CUfunction {
     let (module, fns) = all.entry(ctx as usize).or_insert_with(|| {
         // for the device's own architecture: flash.cu's tensor-core instructions need sm_80 or newer
         let opts = cudarc::nvrtc::CompileOptions { arch: arch(), ..Default::default() };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source(), opts).unwrap_or_else(|e| panic!("NVRTC, src/kernels/cuda/*.cu: {e:?}"));
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source(), opts).unwrap_or_else(|e| {
+            let from = std::env::var("BAKA_CUDA_SRC").map_or(String::new(), |d| format!(" (with BAKA_CUDA_SRC={d})"));
+            panic!("NVRTC, src/kernels/cuda/*.cu{from}: {e:?}")
+        });
         let image = CString::new(ptx.to_src()).expect("PTX has no NUL");
         let module = unsafe { dr::module::load_data(image.as_ptr() as *const c_void) }.expect("cuModuleLoadData");
         (module as usize, HashMap::new())
