@@ -99,7 +99,8 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
     warp_bar[w]->arrive_and_wait();
 }
 
-// The bodies of flash.cu's instruction wrappers (their `#if __CUDA_ARCH__ >= 800` blocks).
+// The bodies of the instruction wrappers in common.cu and flash.cu (their `#if __CUDA_ARCH__ >= 800`
+// blocks; pack's is its own non-sm_80 branch, which the swap drops with the rest).
 #define EMU_mma16816 emu_mma(c, a, b0, b1);
 #define EMU_pack return (unsigned)to_bf16(a) | ((unsigned)to_bf16(b) << 16);
 #define EMU_ex2 return exp2f(x);
