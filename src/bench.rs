@@ -105,9 +105,10 @@ fn system(t: &crate::config::TrainConfig) -> String {
     if t.device != "cuda" {
         return "baka-cpu".into();
     }
-    let ce = format!("{} CE", t.ce);
+    let ce = if t.ce == "chunked" { format!("chunked CE of {} rows", t.ce_chunk) } else { format!("{} CE", t.ce) };
+    let default = crate::config::TrainConfig::default();
     let pool = format!("{} memory pool", t.memory_pool);
-    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != "fused", ce.as_str()), (t.memory_pool != crate::config::TrainConfig::default().memory_pool, pool.as_str())]
+    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != default.ce || t.ce_chunk != default.ce_chunk, ce.as_str()), (t.memory_pool != default.memory_pool, pool.as_str())]
         .into_iter()
         .filter(|x| x.0)
         .map(|x| x.1)
@@ -174,6 +175,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
         "matmul": if blas { "cublas" } else { "burn" },
         "ce": if gpu { t.ce.as_str() } else { "autodiff" },
+        "ce_chunk": (gpu && t.ce == "chunked").then_some(t.ce_chunk),
         "attention": if !gpu { "burn" } else if t.attention == "flash" && !crate::kernels::flash_fits(t.dtype == "bf16", cfg.model.d_model / cfg.model.n_heads) { "fused" } else { t.attention.as_str() },
         "embedding": if gpu { t.embedding.as_str() } else { "burn" },
         "layernorm": if gpu { t.layernorm.as_str() } else { "burn" },

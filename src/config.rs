@@ -68,10 +68,14 @@ pub struct TrainConfig {
     /// Matmul of the linear layers on CUDA: "cublas" (stream-ordered cuBLAS, src/kernels/) or
     /// "burn" (burn's own autotuned kernels). The CPU always uses burn's.
     pub matmul: String,
-    /// Cross-entropy on CUDA: "fused" (one CUDA kernel each way, src/kernels/), "closed-form"
+    /// Cross-entropy on CUDA: "chunked" (the LM head and the loss as one op over `ce_chunk` rows
+    /// at a time, gradients formed in the forward: the full logits never exist,
+    /// src/kernels/head.rs), "fused" (one CUDA kernel each way, src/kernels/), "closed-form"
     /// (the same softmax − onehot backward in burn's ops) or "autodiff" (through burn's
     /// log_softmax). The CPU always uses autodiff, so its runs stay bit-exact.
     pub ce: String,
+    /// Rows of logits per chunk with `ce = "chunked"`: `ce_chunk × vocab` logits exist at a time.
+    pub ce_chunk: usize,
     /// Attention on CUDA: "flash" (one tensor-core kernel each way, no `[L, L]` tensor in memory,
     /// src/kernels/flash.rs; bf16 with head dim 32 or 64, otherwise it takes "fused"), "fused"
     /// (one autodiff op: cuBLAS GEMMs and softmax kernels, src/kernels/attention.rs) or "burn"
@@ -122,7 +126,8 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             matmul: "cublas".into(),
-            ce: "fused".into(),
+            ce: "chunked".into(),
+            ce_chunk: 4096,
             attention: "flash".into(),
             embedding: "fused".into(),
             layernorm: "fused".into(),
@@ -330,8 +335,11 @@ impl Config {
         if !["cublas", "burn"].contains(&t.matmul.as_str()) {
             bail!("train.matmul = {:?}: expected \"cublas\" or \"burn\"", t.matmul);
         }
-        if !["fused", "closed-form", "autodiff"].contains(&t.ce.as_str()) {
-            bail!("train.ce = {:?}: expected \"fused\", \"closed-form\" or \"autodiff\"", t.ce);
+        if !["chunked", "fused", "closed-form", "autodiff"].contains(&t.ce.as_str()) {
+            bail!("train.ce = {:?}: expected \"chunked\", \"fused\", \"closed-form\" or \"autodiff\"", t.ce);
+        }
+        if t.ce_chunk == 0 {
+            bail!("train.ce_chunk = 0: expected at least 1 row of logits per chunk");
         }
         if !["flash", "fused", "burn"].contains(&t.attention.as_str()) {
             bail!("train.attention = {:?}: expected \"flash\", \"fused\" or \"burn\"", t.attention);

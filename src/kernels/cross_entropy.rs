@@ -1,4 +1,5 @@
-//! Token cross-entropy with a closed-form backward, as an autodiff op.
+//! Token cross-entropy with a closed-form backward, as an autodiff op; and the LM head fused with
+//! it (`head_ce_mean`, `train.ce = "chunked"`).
 //!
 //! Why: through autodiff, `-log_softmax(logits)[target]` keeps an f32 copy of the `[n, vocab]`
 //! log-probabilities for the backward and spends it in ~8 passes over them (zeros + scatter for
@@ -50,6 +51,38 @@ pub fn token_losses<B: Backend, C: CheckpointStrategy>(logits: Tensor<Autodiff<B
     float(out)
 }
 
+/// Mean token cross-entropy `[1]` (f32) of the LM head `x [n, d] · w [d, V]` against `targets
+/// [n]` as one op: the forward also forms both gradients of the mean (`prims::head_ce`; with
+/// `fused`, `chunk` rows of logits at a time, so the `[n, V]` logits and their gradient never exist
+/// whole), and the backward only scales them by the upstream gradient. `x` in the compute dtype,
+/// `w` the f32 master weight.
+pub fn head_ce_mean<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, w: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, chunk: usize, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
+    #[derive(Debug)]
+    struct HeadCeBackward;
+    impl<B: Backend> Backward<B, 2> for HeadCeBackward {
+        /// (dx, dw) of the mean loss
+        type State = (FloatTensor<B>, FloatTensor<B>);
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let g = float::<B, 1>(grads.consume::<B>(&ops.node));
+            for (node, d) in ops.parents.into_iter().zip([ops.state.0, ops.state.1]) {
+                if let Some(node) = node {
+                    let d = float::<B, 2>(d);
+                    let g = g.clone().cast(d.dtype()).reshape([1, 1]);
+                    grads.register::<B>(node.id, (d * g).into_primitive().tensor());
+                }
+            }
+        }
+    }
+    let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
+    let (losses, dx, dw) = prims::head_ce(float(x.primitive.clone()), float(w.primitive.clone()), targets, chunk, fused);
+    let loss = losses.mean().into_primitive().tensor();
+    let out = match HeadCeBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((dx.into_primitive().tensor(), dw.into_primitive().tensor()), loss),
+        OpsKind::UnTracked(prep) => prep.finish(loss),
+    };
+    float(out)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::backend::CpuTrain;
@@ -80,5 +113,34 @@ mod tests {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
         assert!(g1.iter().any(|&x| x < -0.1), "the target terms must carry −g");
+    }
+
+    /// The head + cross-entropy op (burn reference steps) equals autodiff of `log_softmax(x · w)`'s
+    /// mean: the loss, and both gradients under a non-unit upstream gradient.
+    #[test]
+    fn head_op_matches_autodiff_of_the_head_and_loss() {
+        let dev = Default::default();
+        let (n, d, v) = (7, 5, 13);
+        let data = |len: usize, k: u64| TensorData::new((0..len).map(|i| (((i as u64 * 2654435761 + k) % 1000) as f32 / 250.0) - 2.0).collect::<Vec<f32>>(), [len]);
+        let ts: Vec<i64> = (0..n as i64).map(|i| i * 5 % v as i64).collect();
+        let run = |ours: bool| {
+            let x = Tensor::<CpuTrain, 1>::from_data(data(n * d, 1), &dev).reshape([n, d]).require_grad();
+            let w = Tensor::<CpuTrain, 1>::from_data(data(d * v, 2), &dev).reshape([d, v]).require_grad();
+            let t = Tensor::<CpuTrain, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
+            let loss = if ours {
+                super::head_ce_mean(x.clone(), w.clone(), t.inner(), 3, true)
+            } else {
+                log_softmax(x.clone().matmul(w.clone()), 1).gather(1, t.reshape([n, 1])).neg().mean()
+            };
+            let grads = (loss.clone() * 3.0).backward();
+            let v = |t: Tensor<_, 2>| t.into_data().to_vec::<f32>().unwrap();
+            (loss.into_scalar(), v(x.grad(&grads).unwrap()), v(w.grad(&grads).unwrap()))
+        };
+        let ((l0, dx0, dw0), (l1, dx1, dw1)) = (run(false), run(true));
+        assert!((l0 - l1).abs() < 1e-5, "loss {l1} vs {l0}");
+        for (what, a, b) in [("dx", &dx0, &dx1), ("dw", &dw0, &dw1)] {
+            assert!(a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-5), "{what}: {b:?} vs {a:?}");
+            assert!(a.iter().any(|x| x.abs() > 1e-2), "{what} must not vanish");
+        }
     }
 }

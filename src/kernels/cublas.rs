@@ -108,19 +108,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> BlasBackend for CubeBacken
 pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>, out: DType) -> CubeTensor<CudaRuntime> {
     let dtype = lhs.dtype;
     assert_eq!(dtype, rhs.dtype, "cublas matmul: operand dtypes differ");
-    let cuda = |d: DType| match d {
-        DType::F32 | DType::Flex32 => cbs::cudaDataType::CUDA_R_32F,
-        DType::BF16 => cbs::cudaDataType::CUDA_R_16BF,
-        DType::F16 => cbs::cudaDataType::CUDA_R_16F,
-        d => panic!("cublas matmul: unsupported dtype {d:?}"),
-    };
-    let (ty, out_ty) = (cuda(dtype), cuda(out));
-    assert!(out == dtype || out_ty == cbs::cudaDataType::CUDA_R_32F, "cublas matmul: {dtype:?} operands into {out:?}");
-    let compute = if ty == cbs::cudaDataType::CUDA_R_32F { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F };
     let ([lb, m, k], [rb, k2, n]) = (lhs.meta.shape().dims::<3>(), rhs.meta.shape().dims::<3>());
     assert!(k == k2 && k > 0 && (lb == rb || lb == 1 || rb == 1), "cublas matmul: [{lb}, {m}, {k}] · [{rb}, {k2}, {n}]");
     let b = lb.max(rb);
-    assert!([b, m, n, k].iter().all(|&v| v <= i32::MAX as usize), "cublas matmul: dims exceed i32");
     let (client, device) = (lhs.client.clone(), lhs.device.clone());
     let (a, w) = (operand(lhs), operand(rhs));
     let c = CubeTensor::new_contiguous(client.clone(), device.clone(), Shape::new([b, m, n]), client.empty(b * m * n * out.size()), out);
@@ -129,21 +119,64 @@ pub fn gemm(lhs: CubeTensor<CudaRuntime>, rhs: CubeTensor<CudaRuntime>, out: DTy
     }
     let (aop, ald, abs, wop, wld, wbs, index) = (a.op, a.ld, a.batch_stride, w.op, w.ld, w.batch_stride, device.index);
     enqueue([&a.t, &w.t, &c], move |[pa, pw, po], stream| {
-        let (alpha, beta, t0) = (1.0f32, 0.0f32, std::time::Instant::now());
-        with_handle(index, stream as _, |h| unsafe {
-            // Cᵀ (n × m, ldc = n) = Wᵀ (n × k) · Aᵀ (k × m)
+        let side = |ptr, op, ld, stride| Side { ptr, op, ld, stride };
+        RowGemm { batch: b, m, n, k, a: side(pa, aop, ald, abs), b: side(pw, wop, wld, wbs), c: side(po, Trans::N, n, m * n), dtype, out, beta: 0.0 }.run(index, stream as _)
+    });
+    c
+}
+
+/// One operand of a [`RowGemm`]: a row-major view as [`layout`] maps it, and its batch stride.
+#[derive(Clone, Copy)]
+pub(super) struct Side {
+    pub ptr: u64,
+    pub op: Trans,
+    pub ld: usize,
+    pub stride: usize,
+}
+
+/// `c[i] = a[i] · b[i] + beta · c[i]` on raw device pointers, row-major `[m, k] · [k, n]` in
+/// `dtype` into `out` (`dtype` or f32), `batch` times; `c.op` is ignored.
+pub(super) struct RowGemm {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Side,
+    pub b: Side,
+    pub c: Side,
+    pub dtype: DType,
+    pub out: DType,
+    pub beta: f32,
+}
+
+impl RowGemm {
+    /// Queues it on `stream` with `device`'s cuBLAS handle (call from an [`enqueue`] task).
+    pub fn run(&self, device: usize, stream: cbs::cudaStream_t) {
+        let cuda = |d: DType| match d {
+            DType::F32 | DType::Flex32 => cbs::cudaDataType::CUDA_R_32F,
+            DType::BF16 => cbs::cudaDataType::CUDA_R_16BF,
+            DType::F16 => cbs::cudaDataType::CUDA_R_16F,
+            d => panic!("cublas matmul: unsupported dtype {d:?}"),
+        };
+        let (ty, out_ty) = (cuda(self.dtype), cuda(self.out));
+        let (b, m, n, k, dtype, out) = (self.batch, self.m, self.n, self.k, self.dtype, self.out);
+        assert!(out == dtype || out_ty == cbs::cudaDataType::CUDA_R_32F, "cublas matmul: {dtype:?} operands into {out:?}");
+        assert!([b, m, n, k].iter().all(|&v| v <= i32::MAX as usize), "cublas matmul: dims exceed i32");
+        let compute = if ty == cbs::cudaDataType::CUDA_R_32F { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F };
+        let (alpha, t0, (a, w, c)) = (1.0f32, std::time::Instant::now(), (self.a, self.b, self.c));
+        with_handle(device, stream, |h| unsafe {
+            // Cᵀ (n × m, ldc) = Bᵀ (n × k) · Aᵀ (k × m)
             cb::gemm_strided_batched_ex(
-                h, op(wop), op(aop), n as i32, m as i32, k as i32,
-                &alpha as *const f32 as _, pw as _, ty, wld as i32, wbs as i64,
-                pa as _, ty, ald as i32, abs as i64,
-                &beta as *const f32 as _, po as _, out_ty, n as i32, (m * n) as i64,
+                h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
+                &alpha as *const f32 as _, w.ptr as _, ty, w.ld as i32, w.stride as i64,
+                a.ptr as _, ty, a.ld as i32, a.stride as i64,
+                &self.beta as *const f32 as _, c.ptr as _, out_ty, c.ld as i32, c.stride as i64,
                 b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
             .unwrap_or_else(|e| panic!("cublasGemmStridedBatchedEx: {e:?} (b {b} m {m} k {k} n {n} {dtype:?} → {out:?})"));
         });
         super::nvrtc::count_blas(t0);
-    });
-    c
+    }
 }
 
 impl<B: FusionBackend + BlasBackend> BlasBackend for Fusion<B> {

@@ -25,6 +25,10 @@ pub trait FusedBackend: BlasBackend {
     fn ce_fwd(x: FloatTensor<Self>, t: IntTensor<Self>) -> [FloatTensor<Self>; 2];
     /// `(softmax(x) − onehot(t)) · g` in `x`'s dtype, from `lse` and `g` (`[n]`, f32).
     fn ce_bwd(x: FloatTensor<Self>, t: IntTensor<Self>, lse: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The LM head and the mean cross-entropy in one (`super::head`): `[losses [n] f32, dx [n, d],
+    /// dw [d, V]]` of `x [n, d] · w [d, V]` against `t [n]`, `chunk` rows of logits at a time, the
+    /// gradients under the mean's uniform 1/n (in `x`'s dtype and `w`'s).
+    fn head_ce(x: FloatTensor<Self>, w: FloatTensor<Self>, t: IntTensor<Self>, chunk: usize) -> [FloatTensor<Self>; 3];
     /// The embedding gradient `[vocab, D]` (f32): rows of `g [n, D]` summed at `ids [n]`.
     fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self>;
     /// `x [b, L, heads·hd]` → `[b·heads, L, hd]`, rotated by the `(cos, sin)` tables `[L, hd]` if any.
@@ -49,6 +53,10 @@ pub trait FusedBackend: BlasBackend {
     /// Its `[dx, dw]` from `g [b, l, n]`: `dx = g·wᵀ` in `g`'s dtype, `dw = xᵀ·g` in `w_dtype`
     /// (the master weight's; `w` may be its cast).
     fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 2];
+    /// The gated MLP (`super::mlp`): `[y, h, [wg | wu], wd]` of `x [n, d]`, the weights cast.
+    fn mlp_fwd(x: FloatTensor<Self>, wg: FloatTensor<Self>, wu: FloatTensor<Self>, wd: FloatTensor<Self>) -> [FloatTensor<Self>; 4];
+    /// Its `[dx, dwg, dwu, dwd]` from `dy [n, d]` and what the forward kept; weight gradients in `w_dtype`.
+    fn mlp_bwd(dy: FloatTensor<Self>, x: FloatTensor<Self>, h: FloatTensor<Self>, wcat: FloatTensor<Self>, wdc: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 4];
     /// The MLP gate `silu(a) ⊙ u` (same shapes and dtype).
     fn silu_mul_fwd(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Its `[da, du]` from the upstream `g`.
@@ -73,7 +81,7 @@ fn dtype_name(dtype: DType) -> &'static str {
     }
 }
 
-fn int_name(t: &T) -> &'static str {
+pub(super) fn int_name(t: &T) -> &'static str {
     match t.dtype {
         DType::I32 => "i32",
         DType::I64 => "i64",
@@ -110,7 +118,7 @@ const MT_MAX: usize = 64;
 /// Parameters per `adamw_f32` launch (its `AdamTensors` parameter: 2 KiB of the 4 KiB a launch's
 /// parameters may take).
 const ADAM_MAX: usize = 32;
-const CE_BLOCK: u32 = 256;
+pub(super) const CE_BLOCK: u32 = 256;
 
 impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBackend<CudaRuntime, F, I, BT> {
     fn softmax_fwd(s: T, bias: T, scale: f32, heads: usize) -> T {
@@ -177,6 +185,12 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
             launch(&name, grid(n, 1), CE_BLOCK, stream, &[Arg::Ptr(x), Arg::Ptr(t), Arg::Ptr(lse), Arg::Ptr(g), Arg::Ptr(dx), Arg::I32(dim(v, "vocab"))])
         });
         dx
+    }
+
+    fn head_ce(x: T, w: T, t: T, chunk: usize) -> [T; 3] {
+        let w_dtype = w.dtype;
+        let wc = if w_dtype == x.dtype { w } else { Self::float_cast(w, x.dtype.into()) };
+        super::head::head_ce(x, wc, w_dtype, t, chunk)
     }
 
     fn embed_bwd(ids: T, g: T, vocab: usize) -> T {
@@ -354,6 +368,14 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         [Self::float_reshape(dx, Shape::new([b, l, d])), Self::float_reshape(dw, Shape::new([d, n]))]
     }
 
+    fn mlp_fwd(x: T, wg: T, wu: T, wd: T) -> [T; 4] {
+        super::mlp::cuda::fwd(x, wg, wu, wd)
+    }
+
+    fn mlp_bwd(dy: T, x: T, h: T, wcat: T, wdc: T, w_dtype: DType) -> [T; 4] {
+        super::mlp::cuda::bwd(dy, x, h, wcat, wdc, w_dtype)
+    }
+
     fn silu_mul_fwd(a: T, u: T) -> T {
         let [y] = elementwise("silu_mul_fwd", [a, u]);
         y
@@ -391,7 +413,7 @@ fn width(dtype: DType) -> usize {
 /// `<kind>_<dtype>`, or its 16-byte-access variant `<kind>_<dtype>_v`
 /// (cuda/common.cu's `Vec`) where every buffer in `ptrs` is 16-byte aligned and every length in
 /// `dims` (row lengths, strides, in elements) a multiple of the access.
-fn kernel(kind: &str, dtype: DType, ptrs: &[u64], dims: &[usize]) -> String {
+pub(super) fn kernel(kind: &str, dtype: DType, ptrs: &[u64], dims: &[usize]) -> String {
     let w = width(dtype);
     let wide = ptrs.iter().all(|p| p % 16 == 0) && dims.iter().all(|d| d % w == 0);
     format!("{kind}_{}{}", dtype_name(dtype), if wide { "_v" } else { "" })

@@ -108,6 +108,44 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         ds
     }
 
+    fn head_ce(x: FloatTensor<Self>, w: FloatTensor<Self>, t: IntTensor<Self>, chunk: usize) -> [FloatTensor<Self>; 3] {
+        let ([n, d], v) = (x.shape.dims::<2>(), w.shape[1]);
+        let outs = [(vec![n], DType::F32), (vec![n, d], x.dtype), (vec![d, v], w.dtype)];
+        custom::<B, 3>("head_ce", vec![x, w, t], outs, (&[], chunk), |d, _, chunk, h| {
+            let ([x, w, t], outs) = d.as_fixed::<3, 3>();
+            let got = B::head_ce(h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(w), h.get_int_tensor::<B>(t), chunk);
+            for (o, t) in outs.iter().zip(got) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        })
+    }
+
+    fn mlp_fwd(x: FloatTensor<Self>, wg: FloatTensor<Self>, wu: FloatTensor<Self>, wd: FloatTensor<Self>) -> [FloatTensor<Self>; 4] {
+        let ([n, d], f, dt) = (x.shape.dims::<2>(), wg.shape[1], x.dtype);
+        let outs = [(vec![n, d], dt), (vec![n, 2 * f], dt), (vec![d, 2 * f], dt), (vec![f, d], dt)];
+        custom::<B, 4>("mlp_fwd", vec![x, wg, wu, wd], outs, (&[], 0), |d, _, _, h| {
+            let ([x, wg, wu, wd], outs) = d.as_fixed::<4, 4>();
+            let got = B::mlp_fwd(h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(wg), h.get_float_tensor::<B>(wu), h.get_float_tensor::<B>(wd));
+            for (o, t) in outs.iter().zip(got) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        })
+    }
+
+    fn mlp_bwd(dy: FloatTensor<Self>, x: FloatTensor<Self>, h: FloatTensor<Self>, wcat: FloatTensor<Self>, wdc: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 4] {
+        let ([n, d], f, dt) = (x.shape.dims::<2>(), h.shape[1] / 2, x.dtype);
+        // the weight gradients' dtype travels as the outputs' (read back in `run`)
+        let outs = [(vec![n, d], dt), (vec![d, f], w_dtype), (vec![d, f], w_dtype), (vec![f, d], w_dtype)];
+        custom::<B, 4>("mlp_bwd", vec![dy, x, h, wcat, wdc], outs, (&[], 0), |d, _, _, h| {
+            let ([dy, x, hk, wcat, wdc], outs) = d.as_fixed::<5, 4>();
+            let mut get = |t| h.get_float_tensor::<B>(t);
+            let got = B::mlp_bwd(get(dy), get(x), get(hk), get(wcat), get(wdc), outs[1].dtype);
+            for (o, t) in outs.iter().zip(got) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        })
+    }
+
     fn ce_fwd(x: FloatTensor<Self>, t: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
         let n = x.shape[0];
         custom::<B, 2>("ce_fwd", vec![x, t], [(vec![n], DType::F32), (vec![n], DType::F32)], (&[], 0), |d, _, _, h| {

@@ -92,3 +92,71 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
         }
     }
 }
+
+/// The LM head + cross-entropy op's kernels (`head::head_ce`: cuBLAS GEMMs and `ce_grad` over row
+/// chunks) against burn's steps of the same op in f32 on the CPU from the same rounded values:
+/// losses, `dx` and `dw`; chunks that do and do not divide the rows, vocabularies that are and are
+/// not a multiple of the 16-byte access, bf16 and f32.
+#[test]
+fn gpu_head_ce_kernels_match_burns_steps() {
+    use crate::kernels::prims::head_ce;
+    use burn::tensor::FloatDType::{BF16, F32};
+    type G = crate::backend::Gpu;
+    type C = crate::backend::Cpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (n, d, v, chunk, dt) in [(300, 64, 1000, 128, BF16), (300, 64, 1001, 300, BF16), (257, 32, 1000, 64, F32), (64, 48, 517, 1000, BF16)] {
+        let data = |len: usize, seed: u64, amp: f32| -> Vec<f32> { (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect() };
+        // the weight as rounded to x's dtype, so both sides multiply the same values
+        let x = Tensor::<G, 2>::from_data(TensorData::new(data(n * d, 1, 2.0), [n, d]), &dev).cast(dt);
+        let w = Tensor::<G, 2>::from_data(TensorData::new(data(d * v, 2, 0.3), [d, v]), &dev).cast(dt).cast(F32);
+        let ts: Vec<i64> = (0..n).map(|i| (i as i64 * 7919) % v as i64).collect();
+        let t = Tensor::<G, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
+        let (l, dx, dw) = head_ce(x.clone(), w.clone(), t, chunk, true);
+        let cpu = |t: Tensor<G, 2>| Tensor::<C, 2>::from_data(t.cast(F32).into_data().convert::<f32>(), &Default::default());
+        let tc = Tensor::<C, 1, Int>::from_data(TensorData::new(ts, [n]), &Default::default());
+        let (l0, dx0, dw0) = head_ce(cpu(x), cpu(w), tc, chunk, false);
+        let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
+        let cvec = |t: Tensor<C, 2>| t.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(dw.dtype(), burn::tensor::DType::F32, "dw lands in the master weight's dtype");
+        let pairs = [("losses", vec(l.unsqueeze_dim(1)), cvec(l0.unsqueeze_dim(1))), ("dx", vec(dx), cvec(dx0)), ("dw", vec(dw), cvec(dw0))];
+        for (what, got, want) in pairs {
+            let r = rel(&got, &want);
+            eprintln!("head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} {what}: kernels vs burn rel {r:.2e}");
+            assert!(got.iter().all(|x| x.is_finite()) && r < 1e-2, "head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} {what}: rel {r}");
+        }
+    }
+}
+
+/// The fused MLP's CUDA steps (`mlp::cuda`: cuBLAS GEMMs and the `glu`/`cast_cols` kernels) against
+/// burn's steps of the same op in f32 on the CPU from the same rounded values: `y`, `h`, and the
+/// four gradients; `d_ff` a multiple of the 16-byte access and not, bf16 and f32.
+#[test]
+fn gpu_mlp_kernels_match_burns_steps() {
+    use crate::kernels::prims::{mlp_bwd, mlp_fwd};
+    use burn::tensor::FloatDType::{BF16, F32};
+    type G = crate::backend::Gpu;
+    type C = crate::backend::Cpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (n, d, f, dt) in [(300, 64, 96, BF16), (200, 32, 100, BF16), (130, 48, 64, F32)] {
+        let data = |len: usize, seed: u64, amp: f32| -> Vec<f32> { (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect() };
+        let t = |shape: [usize; 2], seed, amp| Tensor::<G, 2>::from_data(TensorData::new(data(shape[0] * shape[1], seed, amp), shape), &dev).cast(dt);
+        // weights as rounded to the compute dtype, so both sides multiply the same values
+        let (x, dy) = (t([n, d], 1, 2.0), t([n, d], 5, 1.0));
+        let [wg, wu, wd] = [([d, f], 2), ([d, f], 3), ([f, d], 4)].map(|(s, k)| t(s, k, 0.3).cast(F32));
+        let (y, h, wcat, wdc) = mlp_fwd(x.clone(), wg.clone(), wu.clone(), wd.clone(), true);
+        let (dx, dwg, dwu, dwd) = mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat, wdc, burn::tensor::DType::F32, true);
+        let cpu = |t: &Tensor<G, 2>| Tensor::<C, 2>::from_data(t.clone().cast(F32).into_data().convert::<f32>(), &Default::default());
+        let (y0, h0, wcat0, wdc0) = mlp_fwd(cpu(&x), cpu(&wg), cpu(&wu), cpu(&wd), false);
+        let (dx0, dwg0, dwu0, dwd0) = mlp_bwd(cpu(&dy), cpu(&x), h0.clone(), wcat0, wdc0, burn::tensor::DType::F32, false);
+        let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
+        let cvec = |t: Tensor<C, 2>| t.into_data().to_vec::<f32>().unwrap();
+        assert!([&dwg, &dwu, &dwd].iter().all(|w| w.dtype() == burn::tensor::DType::F32), "weight gradients land in the masters' dtype");
+        let pairs = [("y", y, y0), ("h", h, h0), ("dx", dx, dx0), ("dwg", dwg, dwg0), ("dwu", dwu, dwu0), ("dwd", dwd, dwd0)];
+        for (what, got, want) in pairs {
+            let (got, want) = (vec(got), cvec(want));
+            let r = rel(&got, &want);
+            eprintln!("mlp [{n}, {d}] d_ff {f} {dt:?} {what}: kernels vs burn rel {r:.2e}");
+            assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < 2e-2, "mlp [{n}, {d}] d_ff {f} {dt:?} {what}: rel {r}");
+        }
+    }
+}

@@ -23,8 +23,11 @@ pub mod gate;
 pub mod gemm;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_tests;
+#[cfg(feature = "cuda")]
+mod head;
 pub mod heads;
 pub mod linear;
+pub mod mlp;
 pub mod norm;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
@@ -48,12 +51,16 @@ pub enum Ce {
     ClosedForm,
     /// The closed form as one CUDA kernel each way (`cuda/tokens.cu`).
     Fused,
+    /// The LM head and the loss as one op over row chunks, its gradients formed in the forward
+    /// (`head::head_ce`): the full logits never exist. Takes `Fused` where only logits are given.
+    Chunked,
 }
 
 impl Ce {
     pub fn from_name(name: &str) -> Self {
         match name {
             "fused" => Self::Fused,
+            "chunked" => Self::Chunked,
             "closed-form" => Self::ClosedForm,
             _ => Self::Autodiff,
         }
@@ -95,11 +102,24 @@ pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>
     #[cfg(feature = "cuda")]
     if ce != Ce::Autodiff && is_gpu_train::<B>() {
         let [b, n, v] = logits.dims();
-        let l = cross_entropy::token_losses(gt::up(logits).reshape([b * n, v]), gt::inner_int(targets).reshape([b * n]), ce == Ce::Fused);
+        let l = cross_entropy::token_losses(gt::up(logits).reshape([b * n, v]), gt::inner_int(targets).reshape([b * n]), ce != Ce::ClosedForm);
         return gt::down(l.reshape([b, n]));
     }
     let _ = ce;
     crate::model::token_losses(logits, targets)
+}
+
+/// Mean cross-entropy `[1]` of the LM head `h [b, n, d] · w [d, V]` against `targets [b, n]` as
+/// one op ([`cross_entropy::head_ce_mean`], `chunk` rows of logits at a time). Panics unless
+/// [`has_fused::<B>()`](has_fused).
+pub fn head_loss<B: Backend>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B, 2, Int>, chunk: usize) -> Tensor<B, 1> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        let [b, n, d] = h.dims();
+        return gt::down(cross_entropy::head_ce_mean(gt::up(h).reshape([b * n, d]), gt::up(w), gt::inner_int(targets).reshape([b * n]), chunk, true));
+    }
+    let _ = (h, w, targets, chunk);
+    panic!("kernels::head_loss: {} has no fused path", std::any::type_name::<B>())
 }
 
 /// Whether [`attention`] and [`embedding`] have their fused path for backend `B` (CUDA training).
@@ -239,6 +259,17 @@ pub fn linear_train<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3
     }
     let _ = (x, w);
     panic!("kernels::linear_train: {} has no fused path", std::any::type_name::<B>())
+}
+
+/// [`mlp::mlp_ad`] with its CUDA steps: `down(silu(x·wg) ⊙ (x·wu))` for `x [b, l, d]` and the f32
+/// weights. Panics unless [`has_fused::<B>()`](has_fused).
+pub fn mlp<B: Backend>(x: Tensor<B, 3>, wg: Tensor<B, 2>, wu: Tensor<B, 2>, wd: Tensor<B, 2>) -> Tensor<B, 3> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        return gt::down(mlp::mlp_ad(gt::up(x), gt::up(wg), gt::up(wu), gt::up(wd), true));
+    }
+    let _ = (x, wg, wu, wd);
+    panic!("kernels::mlp: {} has no fused path", std::any::type_name::<B>())
 }
 
 /// Whether [`linear`] has a cuBLAS path for backend `B`.

@@ -163,6 +163,69 @@ pub fn ce_bwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, lse: Tensor<B, 
     d.cast(dtype)
 }
 
+/// The LM head and the mean cross-entropy in one: `(losses [n] f32, dx [n, d], dw [d, V])` of
+/// `x [n, d] · w [d, V]` (`w` cast to `x`'s dtype) against `t [n]`, both gradients those of the
+/// mean loss (`dx` in `x`'s dtype, `dw` in `w`'s). On CUDA `chunk` rows of logits at a time
+/// (`head::head_ce`); here the whole `[n, V]` at once.
+pub fn head_ce<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, t: Tensor<B, 1, Int>, chunk: usize, fused: bool) -> (Tensor<B, 1>, Tensor<B, 2>, Tensor<B, 2>) {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            let [l, dx, dw] = <crate::backend::Gpu as super::fused::FusedBackend>::head_ce(gpu::up(x), gpu::up(w), gpu::up_int(t), chunk);
+            return (gpu::down(l), gpu::down(dx), gpu::down(dw));
+        }
+    }
+    let _ = chunk;
+    let (n, w_dtype) = (x.dims()[0], w.dtype());
+    let wc = crate::model::precision::to(w, x.dtype().into());
+    let logits = x.clone().matmul(wc.clone());
+    let [losses, lse] = ce_fwd(logits.clone(), t.clone(), false);
+    let g = Tensor::<B, 1>::full([n], 1.0 / n as f64, &x.device());
+    let dl = ce_bwd(logits, t, lse, g, false);
+    let dx = dl.clone().matmul(wc.transpose());
+    let dw = x.transpose().matmul(dl);
+    (losses, dx, crate::model::precision::to(dw, w_dtype.into()))
+}
+
+/// The gated MLP `y = (silu(a) ⊙ u) · wd` with `h = [a | u] = x · [wg | wu]`, for `x [n, d]` and
+/// f32 `wg, wu [d, F]`, `wd [F, d]`: `(y, h, [wg | wu], wd)`, the weights cast to `x`'s dtype (the
+/// last three are what the backward needs).
+pub fn mlp_fwd<B: Backend>(x: Tensor<B, 2>, wg: Tensor<B, 2>, wu: Tensor<B, 2>, wd: Tensor<B, 2>, fused: bool) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            let [y, h, wcat, wdc] = <crate::backend::Gpu as super::fused::FusedBackend>::mlp_fwd(gpu::up(x), gpu::up(wg), gpu::up(wu), gpu::up(wd));
+            return (gpu::down(y), gpu::down(h), gpu::down(wcat), gpu::down(wdc));
+        }
+    }
+    let dt = x.dtype().into();
+    let (wcat, wdc) = (crate::model::precision::to(Tensor::cat(vec![wg, wu], 1), dt), crate::model::precision::to(wd, dt));
+    let h = x.matmul(wcat.clone());
+    let f = h.dims()[1] / 2;
+    let y = silu_mul_fwd(h.clone().narrow(1, 0, f), h.clone().narrow(1, f, f), false).matmul(wdc.clone());
+    (y, h, wcat, wdc)
+}
+
+/// Its gradients `(dx, dwg, dwu, dwd)` from `dy [n, d]` and what the forward kept; the weight
+/// gradients in `w_dtype`.
+pub fn mlp_bwd<B: Backend>(dy: Tensor<B, 2>, x: Tensor<B, 2>, h: Tensor<B, 2>, wcat: Tensor<B, 2>, wdc: Tensor<B, 2>, w_dtype: DType, fused: bool) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+    if on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            let [dx, dwg, dwu, dwd] = <crate::backend::Gpu as super::fused::FusedBackend>::mlp_bwd(gpu::up(dy), gpu::up(x), gpu::up(h), gpu::up(wcat), gpu::up(wdc), w_dtype);
+            return (gpu::down(dx), gpu::down(dwg), gpu::down(dwu), gpu::down(dwd));
+        }
+    }
+    let f = h.dims()[1] / 2;
+    let (a, u) = (h.clone().narrow(1, 0, f), h.narrow(1, f, f));
+    let (da, du) = silu_mul_bwd(dy.clone().matmul(wdc.transpose()), a.clone(), u.clone(), false);
+    let w = |t: Tensor<B, 2>| crate::model::precision::to(t, w_dtype.into());
+    let dwd = silu_mul_fwd(a, u, false).transpose().matmul(dy);
+    let dh = Tensor::cat(vec![da, du], 1);
+    let dw = x.transpose().matmul(dh.clone());
+    (dh.matmul(wcat.transpose()), w(dw.clone().narrow(1, 0, f)), w(dw.narrow(1, f, f)), w(dwd))
+}
+
 /// Embedding gradient `[vocab, D]` (f32): row `r` of `g [n, D]` added at row `ids[r]`.
 pub fn embed_bwd<B: Backend>(ids: Tensor<B, 1, Int>, g: Tensor<B, 2>, vocab: usize, fused: bool) -> Tensor<B, 2> {
     if on_gpu::<B>(fused) {

@@ -22,6 +22,10 @@ impl<B: Backend> Mlp<B> {
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let c = self.compute;
+        // on CUDA with the cuBLAS linears and the fused gate: the whole MLP as one op each way
+        if c.blas && c.fused_gate && crate::kernels::has_fused::<B>() {
+            return crate::kernels::mlp(x, self.gate.weight.val(), self.up.weight.val(), self.down.weight.val());
+        }
         let (up, gate) = (c.linear(&self.up, x.clone()), c.linear(&self.gate, x));
         if c.fused_gate && crate::kernels::has_fused::<B>() {
             return c.linear(&self.down, crate::kernels::silu_mul(gate, up));

@@ -233,41 +233,58 @@ impl<B: Backend> BakaLM<B> {
         self.norm.forward(tokens)
     }
 
-    /// One window `[b, T]` → logits `[b, T, vocab]`, carrying `state` to the next window.
-    pub fn forward_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
+    /// One window `[b, T]` → its final normed hidden states `[b, T, d]`, carrying `state` to the
+    /// next window.
+    fn window_hidden(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let h = self.forward_hidden(self.compute.cast(self.compute.embed(&self.embed, tokens.clone())), state);
         state.inputs = Some(tokens);
         state.outputs = Some(h.clone());
+        h
+    }
+
+    /// One window `[b, T]` → logits `[b, T, vocab]`, carrying `state` to the next window.
+    pub fn forward_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
+        let h = self.window_hidden(tokens, state);
+        self.head(h)
+    }
+
+    /// The LM head: hidden states `[b, T, d]` → logits `[b, T, vocab]`.
+    pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         self.compute.linear(&self.lm_head, h)
     }
 
     /// A chunk of consecutive windows `[b, n·T]` (the last window may be shorter) → logits
-    /// `[b, n·T, vocab]`. Without memory and with local positions the windows are independent,
-    /// so they are batched into one `[b·n, T]` pass (same result as the loop, tested).
+    /// `[b, n·T, vocab]` ([`Self::head`] of [`Self::forward_chunk_hidden`]).
     pub fn forward_chunk(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
+        let h = self.forward_chunk_hidden(tokens, state);
+        self.head(h)
+    }
+
+    /// A chunk of consecutive windows `[b, n·T]` → the final normed hidden states `[b, n·T, d]`,
+    /// the LM head's input. Without memory and with local positions the windows are independent,
+    /// so they are batched into one `[b·n, T]` pass (same result as the loop, tested).
+    pub fn forward_chunk_hidden(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let [b, len] = tokens.dims();
-        let w = self.window;
+        let (w, d) = (self.window, self.d_model());
         if self.memory.is_none() && !self.global_positions && len % w == 0 && len > w {
             let n = len / w;
             let h = self.forward_hidden(self.compute.cast(self.compute.embed(&self.embed, tokens.clone().reshape([b * n, w]))), &mut BakaState::new());
             state.window += n;
             state.offset += len;
-            state.outputs = Some(h.clone().reshape([b, n, w, self.d_model()]).narrow(1, n - 1, 1).reshape([b, w, self.d_model()]));
+            state.outputs = Some(h.clone().reshape([b, n, w, d]).narrow(1, n - 1, 1).reshape([b, w, d]));
             state.inputs = Some(tokens.narrow(1, len - w, w));
-            return self.compute.linear(&self.lm_head, h).reshape([b, len, self.vocab()]);
+            return h.reshape([b, len, d]);
         }
-        let mut logits: Vec<Tensor<B, 3>> = (0..len.div_ceil(w))
+        let mut hs: Vec<Tensor<B, 3>> = (0..len.div_ceil(w))
             .map(|i| {
                 let n = w.min(len - i * w);
-                self.forward_window(tokens.clone().narrow(1, i * w, n), state)
+                self.window_hidden(tokens.clone().narrow(1, i * w, n), state)
             })
             .collect();
-        // one window: no cat, which would copy the [b, T, vocab] logits (1.2 ms per step at the
-        // pristine shape on an H100, in the profile of `baka bench`, which runs one window)
-        if logits.len() == 1 {
-            return logits.pop().expect("one window");
+        if hs.len() == 1 {
+            return hs.pop().expect("one window");
         }
-        Tensor::cat(logits, 1)
+        Tensor::cat(hs, 1)
     }
 }
 

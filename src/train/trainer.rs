@@ -226,6 +226,19 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     Ok(summary)
 }
 
+/// Mean cross-entropy `[1]` of the model on a batch `x [b, n·T]` against `y`, with the loss kernels
+/// of `t.ce`: with "chunked" on the CUDA training backend the LM head and the loss are one op
+/// (`kernels::head_loss`), elsewhere the logits go to `kernels::token_losses`.
+pub fn batch_loss<B: AutodiffBackend>(model: &BakaLM<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, t: &crate::config::TrainConfig) -> Tensor<B, 1> {
+    use crate::kernels::{self, Ce};
+    let ce = Ce::from_name(&t.ce);
+    if ce == Ce::Chunked && kernels::has_fused::<B>() {
+        let h = model.forward_chunk_hidden(x, &mut BakaState::new());
+        return kernels::head_loss(h, model.lm_head.weight.val(), y, t.ce_chunk);
+    }
+    kernels::token_losses(model.forward_chunk(x, &mut BakaState::new()), y, ce).mean()
+}
+
 /// One optimisation step on a batch: forward over the windows, mean cross-entropy, backward,
 /// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
@@ -237,8 +250,7 @@ pub fn train_step<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x:
 /// "norm", "read" (the loss and norm on the host), "optimizer" (`baka bench --phases`). With the
 /// fused AdamW the clip happens on the device and the read comes after the optimizer.
 pub fn train_step_marked<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig, mark: &mut dyn FnMut(&'static str)) -> (BakaLM<B>, f32, f32) {
-    let logits = model.forward_chunk(x, &mut BakaState::new());
-    let loss = crate::kernels::token_losses(logits, y, crate::kernels::Ce::from_name(&t.ce)).mean();
+    let loss = batch_loss(&model, x, y, t);
     mark("forward");
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     mark("backward");

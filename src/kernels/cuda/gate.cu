@@ -1,4 +1,4 @@
-// The MLP gate's kernels (src/kernels/gate.rs); compiled after common.cu, whose helpers they use.
+// The MLP gate's kernels (src/kernels/gate.rs, mlp.rs); compiled after common.cu, whose helpers they use.
 
 // The MLP's gate: y = silu(a)·u, silu(a) = a·σ(a), elementwise (W elements per thread, grid-strided),
 // and its gradients from g: du = g·silu(a), da = g·u·σ(a)·(1 + a·(1 − σ(a))). n counts W-element
@@ -34,15 +34,72 @@ __device__ void silu_mul_bwd(const T* a, const T* u, const T* g, T* da, T* du, l
     }
 }
 
+// The same gate over the fused MLP's h [rows, 2F] (src/kernels/mlp.rs): the gate projection a in
+// columns [0, F), the up projection u in [F, 2F). y[r, c] = silu(a[r, c])·u[r, c] into y [rows, F];
+// n counts W-element groups of y (the host checks F is a multiple of W).
+template <typename T, int W>
+__device__ void glu_fwd(const T* h, T* y, long long n, long long F) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long e = i * W, r = e / F;
+        const T* a = h + e + r * F;  // h[r, c] with c = e − r·F
+        float av[W], uv[W];
+        Vec<T, W>::load(a, av);
+        Vec<T, W>::load(a + F, uv);
+#pragma unroll
+        for (int k = 0; k < W; k++) av[k] = silu_mul(av[k], uv[k]);
+        Vec<T, W>::store(y + e, av);
+    }
+}
+// Its backward from g [rows, F]: dh [rows, 2F] gets da and du side by side, and g is overwritten
+// by y, recomputed here for the down projection's weight gradient (so the forward keeps no y).
+template <typename T, int W>
+__device__ void glu_bwd(const T* h, T* g, T* dh, long long n, long long F) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long e = i * W, r = e / F, at = e + r * F;
+        float av[W], uv[W], gv[W], yv[W];
+        Vec<T, W>::load(h + at, av);
+        Vec<T, W>::load(h + at + F, uv);
+        Vec<T, W>::load(g + e, gv);
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            yv[k] = silu_mul(av[k], uv[k]);
+            silu_mul_grad(av[k], uv[k], gv[k], av[k], uv[k]);
+        }
+        Vec<T, W>::store(dh + at, av);
+        Vec<T, W>::store(dh + at + F, uv);
+        Vec<T, W>::store(g + e, yv);
+    }
+}
+
+// An f32 weight [rows, cols] cast into columns [off, off + cols) of dst [rows, ld] (T): the fused
+// MLP's and its projections' weights side by side in one GEMM operand; n = rows·cols.
+template <typename T>
+__device__ void cast_cols(const float* src, T* dst, long long n, long long cols, long long ld, long long off) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / cols;
+        st(dst, r * ld + off + (i - r * cols), src[i]);
+    }
+}
+
 #define GATE_KERNELS(T, NAME, W)                                                                                       \
     extern "C" __global__ void silu_mul_fwd_##NAME(const T* a, const T* u, T* y, long long n) {                       \
         silu_mul_fwd<T, W>(a, u, y, n);                                                                                 \
     }                                                                                                                  \
     extern "C" __global__ void silu_mul_bwd_##NAME(const T* a, const T* u, const T* g, T* da, T* du, long long n) {   \
         silu_mul_bwd<T, W>(a, u, g, da, du, n);                                                                         \
+    }                                                                                                                  \
+    extern "C" __global__ void glu_fwd_##NAME(const T* h, T* y, long long n, long long F) { glu_fwd<T, W>(h, y, n, F); } \
+    extern "C" __global__ void glu_bwd_##NAME(const T* h, T* g, T* dh, long long n, long long F) {                     \
+        glu_bwd<T, W>(h, g, dh, n, F);                                                                                  \
     }
 
 GATE_KERNELS(float, f32, 1)
 GATE_KERNELS(bf16, bf16, 1)
 GATE_KERNELS(float, f32_v, 4)
 GATE_KERNELS(bf16, bf16_v, 8)
+extern "C" __global__ void cast_cols_f32(const float* s, float* d, long long n, long long c, long long ld, long long off) {
+    cast_cols<float>(s, d, n, c, ld, off);
+}
+extern "C" __global__ void cast_cols_bf16(const float* s, bf16* d, long long n, long long c, long long ld, long long off) {
+    cast_cols<bf16>(s, d, n, c, ld, off);
+}

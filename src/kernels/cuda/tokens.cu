@@ -25,13 +25,10 @@ __device__ void block_logsumexp(float& m, float& s) {
     }
 }
 
-// Token cross-entropy, one block per row of logits x [n, V]: lse[r] = log Σ exp x[r, :] and
-// loss[r] = lse[r] − x[r, t[r]], both f32, in one online pass over the row (W logits per access;
-// the host checks V is a multiple of W).
-template <typename T, typename I, int W>
-__device__ void ce_fwd(const T* x, const I* t, float* loss, float* lse, int V) {
-    long long r = blockIdx.x;
-    const T* xr = x + r * V;
+// log Σ exp of the row xr [V] in one online pass (W logits per access; the host checks V is a
+// multiple of W), one block per row; the result is valid in thread 0.
+template <typename T, int W>
+__device__ float row_logsumexp(const T* xr, int V) {
     float m = NEG_INF, s = 0.f;
     for (int j = threadIdx.x * W; j < V; j += blockDim.x * W) {
         float a[W];
@@ -43,8 +40,30 @@ __device__ void ce_fwd(const T* x, const I* t, float* loss, float* lse, int V) {
         }
     }
     block_logsumexp(m, s);
+    return m + __logf(s);
+}
+
+// dr[j] = (exp(xr[j] − lse) − [j = target]) · g over one row (dr may be xr: each thread reads
+// its elements before it writes them).
+template <typename T, int W>
+__device__ void softmax_grad_row(const T* xr, T* dr, float lse, long long target, float g, int V) {
+    for (int j = threadIdx.x * W; j < V; j += blockDim.x * W) {
+        float a[W];
+        Vec<T, W>::load(xr + j, a);
+#pragma unroll
+        for (int k = 0; k < W; k++) a[k] = (__expf(a[k] - lse) - (j + k == target ? 1.f : 0.f)) * g;
+        Vec<T, W>::store(dr + j, a);
+    }
+}
+
+// Token cross-entropy, one block per row of logits x [n, V]: lse[r] = log Σ exp x[r, :] and
+// loss[r] = lse[r] − x[r, t[r]], both f32.
+template <typename T, typename I, int W>
+__device__ void ce_fwd(const T* x, const I* t, float* loss, float* lse, int V) {
+    long long r = blockIdx.x;
+    const T* xr = x + r * V;
+    float l = row_logsumexp<T, W>(xr, V);
     if (threadIdx.x == 0) {
-        float l = m + __logf(s);
         lse[r] = l;
         loss[r] = l - ld(xr, (long long)t[r]);
     }
@@ -54,17 +73,24 @@ __device__ void ce_fwd(const T* x, const I* t, float* loss, float* lse, int V) {
 template <typename T, typename I, int W>
 __device__ void ce_bwd(const T* x, const I* t, const float* lse, const float* g, T* dx, int V) {
     long long r = blockIdx.x;
-    const T* xr = x + r * V;
-    T* dr = dx + r * V;
-    float l = lse[r], gr = g[r];
-    long long target = (long long)t[r];
-    for (int j = threadIdx.x * W; j < V; j += blockDim.x * W) {
-        float a[W];
-        Vec<T, W>::load(xr + j, a);
-#pragma unroll
-        for (int k = 0; k < W; k++) a[k] = (__expf(a[k] - l) - (j + k == target ? 1.f : 0.f)) * gr;
-        Vec<T, W>::store(dr + j, a);
+    softmax_grad_row<T, W>(x + r * V, dx + r * V, lse[r], (long long)t[r], g[r], V);
+}
+
+// Both at once, for one row chunk of the LM head's logits (src/kernels/head.rs), one block per
+// row: loss[r] as ce_fwd's, then x[r, :] overwritten by its gradient under a uniform upstream
+// `scale` (the mean's 1/n).
+template <typename T, typename I, int W>
+__device__ void ce_grad(T* x, const I* t, float* loss, float scale, int V) {
+    __shared__ float row_lse;
+    long long r = blockIdx.x, target = (long long)t[r];
+    T* xr = x + r * V;
+    float l = row_logsumexp<T, W>(xr, V);
+    if (threadIdx.x == 0) {
+        row_lse = l;
+        loss[r] = l - ld(xr, target);  // read before the row is overwritten below
     }
+    __syncthreads();
+    softmax_grad_row<T, W>(xr, xr, row_lse, target, scale, V);
 }
 
 // Embedding gradient: dw[ids[r], c] += g[r, c] for g [n, D], into a zeroed f32 dw [V, D].
@@ -83,6 +109,9 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
     extern "C" __global__ void ce_bwd_##NAME##_##INAME(const T* x, const I* t, const float* lse, const float* g, T* dx, \
                                                        int V) {                                                        \
         ce_bwd<T, I, W>(x, t, lse, g, dx, V);                                                                           \
+    }                                                                                                                  \
+    extern "C" __global__ void ce_grad_##NAME##_##INAME(T* x, const I* t, float* loss, float scale, int V) {           \
+        ce_grad<T, I, W>(x, t, loss, scale, V);                                                                         \
     }
 #define EMBED_KERNELS(T, NAME, I, INAME)                                                                               \
     extern "C" __global__ void embed_bwd_##NAME##_##INAME(const I* ids, const T* g, float* dw, long long n, int D) {   \
