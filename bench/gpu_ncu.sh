@@ -2,15 +2,18 @@
 # GPU call (carry [".gpu"]): every kernel's time in 001_pristine training steps (bf16, batch 32 × 512,
 # vocab 50304) from Nsight Compute, which serialises and times each launch, cuBLAS and bakallm's
 # own kernels included. One run per word of $RUNS ("name" or "name:part,...", each part an
-# environment variable "ENV=VALUE" or a setting "train.attention=fused": its key has a dot); raw
+# environment variable "ENV=VALUE", a setting "train.attention=fused" (its key has a dot) or another
+# binary "bin=.gpu/baka-old" (carried xz-packed as .gpu/baka-old.xz); raw
 # CSVs in $OUT/ncu.tgz, and bench/ncu_sum.py's table of time per kernel and step, side by side.
 source bench/gpu_env.sh
 B=.gpu/baka; t0=$(date +%s); files=()
 for run in ${RUNS-default}; do  # RUNS="": none (FLASH_METRICS alone)
-  name=${run%%:*}; envs=(); sets=(); parts=(); [ "$name" != "$run" ] && IFS=, read -ra parts <<< "${run#*:}"
-  for x in "${parts[@]}"; do [[ ${x%%=*} == *.* ]] && sets+=(--set "$x") || envs+=("$x"); done
+  name=${run%%:*}; envs=(); sets=(); parts=(); bin=$B; [ "$name" != "$run" ] && IFS=, read -ra parts <<< "${run#*:}"
+  for x in "${parts[@]}"; do
+    if [[ $x == bin=* ]]; then bin=${x#bin=}; elif [[ ${x%%=*} == *.* ]]; then sets+=(--set "$x"); else envs+=("$x"); fi
+  done
   env "${envs[@]}" timeout "${NCU_S:-240}" ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum \
-    --csv --log-file "/tmp/ncu-$name.csv" $B bench --branch 001_pristine --device cuda --set train.dtype=bf16 \
+    --csv --log-file "/tmp/ncu-$name.csv" $bin bench --branch 001_pristine --device cuda --set train.dtype=bf16 \
     --set model.vocab=50304 --batch 32 --warmup "${WARMUP:-1}" --steps 1 "${sets[@]}" > "/tmp/ncu-$name.out" 2>&1
   echo "== ncu $run rc=$? at $(( $(date +%s) - t0 )) s"; tail -2 "/tmp/ncu-$name.out"; files+=("ncu-$name.csv")
 done

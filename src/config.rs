@@ -76,7 +76,9 @@ pub struct TrainConfig {
     pub ce: String,
     /// Rows of logits per chunk with `ce = "chunked"`: `ce_chunk × vocab` logits exist at a time.
     pub ce_chunk: usize,
-    /// Attention on CUDA: "flash" (one tensor-core kernel each way, no `[L, L]` tensor in memory,
+    /// Attention on CUDA: "block" ("flash" with the whole sublayer, q/k/v/o projections included,
+    /// as one op each way: src/kernels/attention_block.rs; not linspace, which takes "flash"),
+    /// "flash" (one tensor-core kernel each way, no `[L, L]` tensor in memory,
     /// src/kernels/flash.rs; bf16 with head dim 32 or 64, otherwise it takes "fused"), "fused"
     /// (one autodiff op: cuBLAS GEMMs and softmax kernels, src/kernels/attention.rs) or "burn"
     /// (burn's ops through autodiff). CPU: always burn's.
@@ -341,8 +343,8 @@ impl Config {
         if t.ce_chunk == 0 {
             bail!("train.ce_chunk = 0: expected at least 1 row of logits per chunk");
         }
-        if !["flash", "fused", "burn"].contains(&t.attention.as_str()) {
-            bail!("train.attention = {:?}: expected \"flash\", \"fused\" or \"burn\"", t.attention);
+        if !["block", "flash", "fused", "burn"].contains(&t.attention.as_str()) {
+            bail!("train.attention = {:?}: expected \"block\", \"flash\", \"fused\" or \"burn\"", t.attention);
         }
         if !["shared", "sliced", "exclusive"].contains(&t.memory_pool.as_str()) {
             bail!("train.memory_pool = {:?}: expected \"shared\", \"sliced\" or \"exclusive\"", t.memory_pool);

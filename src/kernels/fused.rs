@@ -53,6 +53,12 @@ pub trait FusedBackend: BlasBackend {
     /// Its `[dx, dw]` from `g [b, l, n]`: `dx = g·wᵀ` in `g`'s dtype, `dw = xᵀ·g` in `w_dtype`
     /// (the master weight's; `w` may be its cast).
     fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 2];
+    /// The attention sublayer (`super::attention_block`): `[y, q, k, v, o, lse, [wq | wk | wv], wo]`
+    /// of `h [b, L, d]` and f32 `ws = [wq, wk, wv, wo]`, with the q and k rotation tables and bias if any.
+    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 8];
+    /// Its `[dh, dwq, dwk, dwv, dwo]` from `dy` and `saved = [q, k, v, o, lse, wqkv, wo]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attn_bwd(dy: FloatTensor<Self>, h: FloatTensor<Self>, saved: [FloatTensor<Self>; 7], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, w_dtype: DType) -> [FloatTensor<Self>; 5];
     /// The gated MLP (`super::mlp`): `[y, h, [wg | wu], wd]` of `x [n, d]`, the weights cast.
     fn mlp_fwd(x: FloatTensor<Self>, wg: FloatTensor<Self>, wu: FloatTensor<Self>, wd: FloatTensor<Self>) -> [FloatTensor<Self>; 4];
     /// Its `[dx, dwg, dwu, dwd]` from `dy [n, d]` and what the forward kept; weight gradients in `w_dtype`.
@@ -368,6 +374,14 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         [Self::float_reshape(dx, Shape::new([b, l, d])), Self::float_reshape(dw, Shape::new([d, n]))]
     }
 
+    fn attn_fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32) -> [T; 8] {
+        super::attention_block::cuda::fwd(h, ws, rot, bias, heads, scale)
+    }
+
+    fn attn_bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
+        super::attention_block::cuda::bwd(dy, h, saved, rot, bias, heads, scale, w_dtype)
+    }
+
     fn mlp_fwd(x: T, wg: T, wu: T, wd: T) -> [T; 4] {
         super::mlp::cuda::fwd(x, wg, wu, wd)
     }
@@ -423,7 +437,6 @@ pub(super) fn kernel(kind: &str, dtype: DType, ptrs: &[u64], dims: &[usize]) -> 
 fn heads_kernel(kind: &'static str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd]: [usize; 3]) -> T {
     assert!(input.meta.shape().num_elements() == out.meta.shape().num_elements() && heads * hd > 0, "{kind}: {:?} with {heads} heads", input.meta.shape());
     let n = out.meta.shape().num_elements();
-    let dims = [Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
     let tables = rot.map(|t| t.map(compact));
     if let Some([c, s]) = &tables {
         assert!([c, s].iter().all(|t| t.meta.shape().num_elements() == l * hd && t.dtype == input.dtype), "{kind}: tables {:?} for L {l}, head dim {hd}", c.meta.shape());
@@ -433,12 +446,37 @@ fn heads_kernel(kind: &'static str, input: T, rot: Option<[T; 2]>, out: T, [l, h
     ts.push(&out);
     let (rotated, dtype) = (tables.is_some(), input.dtype);
     enqueue_all(&ts, move |p, stream| {
-        let (c, s) = if rotated { (p[1], p[2]) } else { (0, 0) };
-        // a rotation reads the partner half as one access too, so the half must be whole accesses
-        let name = kernel(kind, dtype, p, &[hd, if rotated { hd / 2 } else { 0 }]);
-        let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
-        let args = [&[Arg::Ptr(p[0]), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(p[p.len() - 1])], &dims[..], &[Arg::I32(rotated as i32)]].concat();
-        launch(&name, grid(n / per_thread, 256), 256, stream, &args)
+        let rot = rotated.then(|| [p[1], p[2]]);
+        heads_launch(kind, dtype, [p[0], p[p.len() - 1]], rot, n, [l, heads, hd, heads * hd], stream)
     });
     out
+}
+
+/// Queues `heads_split`/`heads_merge` (cuda/attention.cu) over `n` elements from `src` into `dst`
+/// (device pointers), rotated by the tables `rot` if given; the `[b, L, ·]` side's rows are `ld`
+/// elements apart. Call from an `enqueue` task.
+pub(super) fn heads_launch(kind: &str, dtype: DType, [src, dst]: [u64; 2], rot: Option<[u64; 2]>, n: usize, [l, heads, hd, ld]: [usize; 4], stream: cudarc::driver::sys::CUstream) {
+    let [c, s] = rot.unwrap_or([0, 0]);
+    let ptrs: Vec<u64> = [src, dst].into_iter().chain(rot.into_iter().flatten()).collect();
+    // a rotation reads the partner half as one access too, so the half must be whole accesses
+    let name = kernel(kind, dtype, &ptrs, &[hd, ld, if rot.is_some() { hd / 2 } else { 0 }]);
+    let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
+    let dims = [Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim")), Arg::I32(dim(ld, "row stride"))];
+    let args = [&[Arg::Ptr(src), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(dst)], &dims[..], &[Arg::I32(rot.is_some() as i32)]].concat();
+    launch(&name, grid(n / per_thread, 256), 256, stream, &args)
+}
+
+/// Queues `cast_cols` (cuda/gate.cu): the f32 `src [rows, cols]` cast to `dtype` into columns
+/// `[off, off + cols)` of `dst [rows, ld]` (device pointers). Call from an `enqueue` task.
+pub(super) fn cast_cols(dtype: DType, [src, dst]: [u64; 2], [rows, cols, ld, off]: [usize; 4], stream: cudarc::driver::sys::CUstream) {
+    let args = [Arg::Ptr(src), Arg::Ptr(dst), Arg::I64((rows * cols) as i64), Arg::I64(cols as i64), Arg::I64(ld as i64), Arg::I64(off as i64)];
+    launch(&format!("cast_cols_{}", dtype_name(dtype)), grid(rows * cols, 256).min(8192), 256, stream, &args)
+}
+
+/// Item `i` of a `[k, rows, cols]` buffer as a `[rows, cols]` tensor (a view, no copy): weight
+/// gradients written by one batched GEMM, handed out one per parameter.
+pub(super) fn part(buf: &T, i: usize) -> T {
+    let [_, rows, cols] = buf.meta.shape().dims::<3>();
+    let t = burn_cubecl::kernel::slice(buf.clone(), &[i..i + 1, 0..rows, 0..cols]);
+    CubeTensor::new_contiguous(t.client.clone(), t.device.clone(), Shape::new([rows, cols]), t.handle, t.dtype)
 }

@@ -120,6 +120,47 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         })
     }
 
+    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 8] {
+        let ([b, l, d], dt) = (h.shape.dims::<3>(), h.dtype);
+        let (bh, hd) = (b * heads, d / heads);
+        let head = (vec![bh, l, hd], dt);
+        let outs = [(vec![b, l, d], dt), head.clone(), head.clone(), head.clone(), head, (vec![bh, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt)];
+        let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, bias.is_some() as u8 as f32];
+        let mut ins = vec![h];
+        ins.extend(ws);
+        ins.extend(rot.into_iter().flatten().flatten());
+        ins.extend(bias);
+        custom::<B, 8>("attn_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
+            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let x = ins.next().expect("h");
+            let ws = [(); 4].map(|_| ins.next().expect("weights"));
+            let (rot, bias) = attn_consts::<B>(f, &mut ins);
+            for (o, t) in d.outputs.iter().zip(B::attn_fwd(x, ws, rot, bias, heads, f[0])) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        })
+    }
+
+    fn attn_bwd(dy: FloatTensor<Self>, x: FloatTensor<Self>, saved: [FloatTensor<Self>; 7], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, w_dtype: DType) -> [FloatTensor<Self>; 5] {
+        let ([b, l, d], dt) = (x.shape.dims::<3>(), x.dtype);
+        // the weight gradients' dtype travels as the outputs' (read back in `run`)
+        let outs = [(vec![b, l, d], dt), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype)];
+        let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, bias.is_some() as u8 as f32];
+        let mut ins = vec![dy, x];
+        ins.extend(saved);
+        ins.extend(rot.into_iter().flatten().flatten());
+        ins.extend(bias);
+        custom::<B, 5>("attn_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
+            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let [dy, x] = [(); 2].map(|_| ins.next().expect("dy, h"));
+            let saved = [(); 7].map(|_| ins.next().expect("saved"));
+            let (rot, bias) = attn_consts::<B>(f, &mut ins);
+            for (o, t) in d.outputs.iter().zip(B::attn_bwd(dy, x, saved, rot, bias, heads, f[0], d.outputs[1].dtype)) {
+                h.register_float_tensor::<B>(&o.id, t);
+            }
+        })
+    }
+
     fn mlp_fwd(x: FloatTensor<Self>, wg: FloatTensor<Self>, wu: FloatTensor<Self>, wd: FloatTensor<Self>) -> [FloatTensor<Self>; 4] {
         let ([n, d], f, dt) = (x.shape.dims::<2>(), wg.shape[1], x.dtype);
         let outs = [(vec![n, d], dt), (vec![n, 2 * f], dt), (vec![d, 2 * f], dt), (vec![f, d], dt)];
@@ -313,6 +354,15 @@ fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRunti
         Some([c, s]) => custom::<B, 1>(name, vec![x, c, s], out, (&[], heads), run),
     };
     y
+}
+
+/// The attention sublayer's optional inputs after the fixed ones, by the flags `f` (scale, has q
+/// tables, has k tables, has bias): the rotation tables of q and k and the bias.
+#[allow(clippy::type_complexity)]
+fn attn_consts<B: FusionBackend>(f: &[f32], ins: &mut impl Iterator<Item = B::FloatTensorPrimitive>) -> ([Option<[B::FloatTensorPrimitive; 2]>; 2], Option<B::FloatTensorPrimitive>) {
+    let mut pair = |on: f32| (on != 0.0).then(|| [(); 2].map(|_| ins.next().expect("tables")));
+    let rot = [pair(f[1]), pair(f[2])];
+    (rot, (f[3] != 0.0).then(|| ins.next().expect("bias")))
 }
 
 /// The inner tensors of a [`heads_op`]: the input and the tables, if any.

@@ -65,7 +65,7 @@ pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{RowGemm, Side};
-    use super::super::fused::{empty, grid, kernel};
+    use super::super::fused::{cast_cols, empty, grid, kernel, part};
     use super::super::gemm::Trans::{self, N, T as Tr};
     use super::super::nvrtc::{compact, enqueue, launch, Arg};
     use burn::tensor::DType;
@@ -90,10 +90,8 @@ pub(super) mod cuda {
         let (s, y) = (empty(&x, vec![n, f], dtype), empty(&x, vec![n, d], dtype));
         let device = x.device.index;
         enqueue([&x, &wg, &wu, &wd, &h, &wcat, &wdc, &s, &y], move |[px, pg, pu, pd, ph, pw, pwd, ps, py], stream| {
-            let cast = format!("cast_cols_{}", if dtype == DType::BF16 { "bf16" } else { "f32" });
             for (src, dst, rows, cols, ld, off) in [(pg, pw, d, f, 2 * f, 0), (pu, pw, d, f, 2 * f, f), (pd, pwd, f, d, d, 0)] {
-                let args = [Arg::Ptr(src), Arg::Ptr(dst), Arg::I64((rows * cols) as i64), Arg::I64(cols as i64), Arg::I64(ld as i64), Arg::I64(off as i64)];
-                launch(&cast, grid(rows * cols, 256).min(8192), 256, stream, &args);
+                cast_cols(dtype, [src, dst], [rows, cols, ld, off], stream);
             }
             let gemm = |m, n, k, a, b, c| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta: 0.0 }.run(device, stream as _);
             // h = x · [wg | wu]; y = (silu(a) ⊙ u) · wd
@@ -127,11 +125,7 @@ pub(super) mod cuda {
             let (a, b) = (side(px, Tr, d), Side { ptr: pdh, op: N, ld: f2, stride: f });
             RowGemm { batch: 2, m: d, n: f, k: n, a, b, c: Side { ptr: pdw, op: N, ld: f, stride: d * f }, dtype, out: w_dtype, beta: 0.0 }.run(device, stream as _);
         });
-        let half = |i: usize| {
-            let t = burn_cubecl::kernel::slice(dw.clone(), &[i..i + 1, 0..d, 0..f]);
-            CubeTensor::new_contiguous(t.client.clone(), t.device.clone(), burn::prelude::Shape::new([d, f]), t.handle, t.dtype)
-        };
-        [dx, half(0), half(1), dwd]
+        [dx, part(&dw, 0), part(&dw, 1), dwd]
     }
 
     /// Launches a `glu_*` kernel (cuda/gate.cu) over `n` elements of `[rows, F]`.

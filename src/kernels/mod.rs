@@ -8,6 +8,7 @@
 //! over by `Any` downcast ([`retype`]); the CPU keeps burn's ops, so its runs stay bit-exact.
 
 pub mod attention;
+pub mod attention_block;
 pub mod binary;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
@@ -259,6 +260,26 @@ pub fn linear_train<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3
     }
     let _ = (x, w);
     panic!("kernels::linear_train: {} has no fused path", std::any::type_name::<B>())
+}
+
+/// [`attention_block::attention_block_ad`] with its CUDA steps where they apply (the CUDA training
+/// backend, and the flash kernels take `h [b, L, d]`'s dtype and head dim): the whole attention
+/// sublayer of `h` with f32 weights `[wq, wk, wv, wo]`, q and k rotated by their tables, `bias`
+/// added if given. `None` where they do not apply.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_block<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], rot_q: &prims::Rot<B>, rot_k: &prims::Rot<B>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        let [b, l, d] = h.dims();
+        if !flash::supports(h.dtype(), [b * heads, l, d / heads]) {
+            return None;
+        }
+        let rot = |r: &prims::Rot<B>| r.as_ref().map(|(c, s)| (gt::inner(c.clone()), gt::inner(s.clone())));
+        let c = attention_block::Consts { rot: [rot(rot_q), rot(rot_k)], bias: bias.map(gt::inner), heads, scale };
+        return Some(gt::down(attention_block::attention_block_ad(gt::up(h), ws.map(gt::up), c, true)));
+    }
+    let _ = (h, ws, rot_q, rot_k, bias, heads, scale);
+    None
 }
 
 /// [`mlp::mlp_ad`] with its CUDA steps: `down(silu(x·wg) ⊙ (x·wu))` for `x [b, l, d]` and the f32

@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType, IndexingUpdateOp, TensorPrimitive};
 
 /// Whether `B` is the CUDA inner backend, where the kernels exist.
-fn on_gpu<B: Backend>(fused: bool) -> bool {
+pub(super) fn on_gpu<B: Backend>(fused: bool) -> bool {
     #[cfg(feature = "cuda")]
     return fused && std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::Gpu>();
     #[cfg(not(feature = "cuda"))]
@@ -19,7 +19,7 @@ fn on_gpu<B: Backend>(fused: bool) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-mod gpu {
+pub(super) mod gpu {
     //! `Tensor<B>` ⇄ `Gpu` primitives (`B` is `Gpu`, checked by `on_gpu`).
     use super::super::retype;
     use crate::backend::Gpu;

@@ -71,8 +71,16 @@ impl<B: Backend> Attention<B> {
     /// The same with the fused ops (`train.attention = "fused"`, CUDA): head split with the
     /// rotation, attention, head merge, one kernel or GEMM sequence each.
     fn forward_fused(&self, h: Tensor<B, 3>, t: &PosTables<B>, scale: f32) -> Tensor<B, 3> {
-        use crate::kernels::{attention, merge_heads, split_heads};
+        use crate::kernels::{attention, attention_block, merge_heads, split_heads};
         let (c, n) = (self.compute, self.n_heads);
+        // `train.attention = "block"` with the cuBLAS linears, and nothing added to k before the
+        // split: the whole sublayer as one op each way
+        if c.attention_block && c.blas && self.pos.is_none() {
+            let ws = [&self.q, &self.k, &self.v, &self.o].map(|l| l.weight.val());
+            if let Some(y) = attention_block(h.clone(), ws, &t.rot_q, &t.rot_k, t.biased().then(|| t.bias.clone()), n, scale) {
+                return y;
+            }
+        }
         let q = split_heads(c.linear(&self.q, h.clone()), &t.rot_q, n);
         let k = split_heads(self.k_proj(h.clone(), t), &t.rot_k, n);
         let v = split_heads(c.linear(&self.v, h), &None, n);

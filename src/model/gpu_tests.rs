@@ -38,8 +38,8 @@ pub(crate) fn rel(a: &[f32], b: &[f32]) -> f32 {
 
 /// Every branch's loss and gradients on the GPU against the CPU, with the default kernels in bf16
 /// (the training setting: flash attention); RoPE also with the GEMM + softmax attention, with the
-/// head + loss op over chunks that do not divide the batch's rows, with the defaults in f32 and
-/// with burn's ops throughout.
+/// head + loss op over chunks that do not divide the batch's rows, with the attention sublayer as
+/// one op (`train.attention = "block"`), with the defaults in f32 and with burn's ops throughout.
 #[test]
 fn gpu_every_branch_matches_the_cpu() {
     let gpu = burn::backend::cuda::CudaDevice::default();
@@ -59,6 +59,10 @@ fn gpu_every_branch_matches_the_cpu() {
     cases.push((config(PositionKind::Rope), rmt, train("bf16", "fused")));
     cases.push((ModelConfig { norm: "rmsnorm".into(), residual: "sequential".into(), ..config(PositionKind::Rope) }, no_memory.clone(), train("bf16", "fused")));
     cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { attention: "fused".into(), ..train("bf16", "fused") }));
+    // the attention sublayer as one op (xPos: q and k tables differ; ALiBi: a bias; linspace takes "flash")
+    for p in [PositionKind::Xpos, PositionKind::Alibi, PositionKind::Linspace] {
+        cases.push((config(p), no_memory.clone(), TrainConfig { attention: "block".into(), ..train("bf16", "fused") }));
+    }
     for ce in ["chunked", "fused"] {
         cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { ce: ce.into(), ce_chunk: 50, ..train("bf16", "fused") }));
     }

@@ -19,6 +19,8 @@ pub struct Compute {
     pub fused_attention: bool,
     /// With `fused_attention`: the flash kernels where they apply (`kernels::flash::supports`).
     pub flash: bool,
+    /// With `flash` and `blas`: the whole attention sublayer as one op (`kernels::attention_block`).
+    pub attention_block: bool,
     /// The embedding's backward as one CUDA kernel, likewise.
     pub fused_embedding: bool,
     /// LayerNorm/RMSNorm as one op with its kernels, likewise.
@@ -29,7 +31,7 @@ pub struct Compute {
 
 impl Default for Compute {
     fn default() -> Self {
-        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, flash: false, fused_embedding: false, fused_norm: false, fused_gate: false }
+        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, flash: false, attention_block: false, fused_embedding: false, fused_norm: false, fused_gate: false }
     }
 }
 
@@ -50,7 +52,8 @@ impl Compute {
             dtype: if t.dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 },
             blas: t.matmul == "cublas",
             fused_attention: t.attention != "burn",
-            flash: t.attention == "flash",
+            flash: t.attention == "flash" || t.attention == "block",
+            attention_block: t.attention == "block",
             fused_embedding: t.embedding == "fused",
             fused_norm: t.layernorm == "fused",
             fused_gate: t.gate == "fused",

@@ -127,18 +127,19 @@ __device__ void softmax_bwd_reg(const T* p, const T* dp, T* ds, long long rows, 
     }
 }
 
-// Head split with an optional rotation (RoPE, xPos): y [b·H, L, hd] from x [b, L, H·hd],
+// Head split with an optional rotation (RoPE, xPos): y [b·H, L, hd] from x [b, L, H·hd] (rows
+// ld elements apart: the fused attention op reads q, k, v side by side from one [b, L, 3·H·hd]),
 // y = x·c + rotate_half(x)·s with rotate_half([x1, x2]) = [−x2, x1] and tables c, s [L, hd];
 // rot = 0: a plain split (c, s unused). Each thread moves W consecutive elements of one head
 // (the host checks hd, and hd / 2 with a rotation, are multiples of W). Index math in 32 bits
 // where it fits (I = unsigned): 64-bit division is a software routine, and these kernels are all
 // index math and copies.
 template <typename T, typename I, int W>
-__device__ void heads_split(const T* x, const T* c, const T* s, T* y, I n, I L, I H, I hd, int rot) {
+__device__ void heads_split(const T* x, const T* c, const T* s, T* y, I n, I L, I H, I hd, I ld, int rot) {
     I e = ((I)blockIdx.x * blockDim.x + threadIdx.x) * W;
     if (e >= n) return;
     I j = e % hd, r = e / hd, t = r % L, bh = r / L;
-    I src = ((bh / H) * L + t) * H * hd + (bh % H) * hd;
+    I src = ((bh / H) * L + t) * ld + (bh % H) * hd;
     float v[W];
     Vec<T, W>::load(x + src + j, v);
     if (rot) {
@@ -153,10 +154,10 @@ __device__ void heads_split(const T* x, const T* c, const T* s, T* y, I n, I L, 
     Vec<T, W>::store(y + e, v);
 }
 
-// Its adjoint: the split's backward, and (rot = 0) the head merge. dx [b, L, H·hd] from
+// Its adjoint: the split's backward, and (rot = 0) the head merge. dx [b, L, H·hd] (rows ld apart) from
 // g [b·H, L, hd]: dx_j = g_j·c_j + (j < half ? g_{j+half}·s_{j+half} : −g_{j−half}·s_{j−half}).
 template <typename T, typename I, int W>
-__device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L, I H, I hd, int rot) {
+__device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L, I H, I hd, I ld, int rot) {
     I e = ((I)blockIdx.x * blockDim.x + threadIdx.x) * W;
     if (e >= n) return;
     I col = e % (H * hd), r = e / (H * hd);
@@ -173,7 +174,7 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L,
 #pragma unroll
         for (int k = 0; k < W; k++) v[k] = v[k] * cv[k] + sign * gp[k] * sp[k];
     }
-    Vec<T, W>::store(dx + e, v);
+    Vec<T, W>::store(dx + r * ld + col, v);
 }
 
 // NAME is the kernel suffix, W the elements per access (1, or 16 bytes' worth for `_v`).
@@ -190,14 +191,14 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L,
         else softmax_bwd<T>(p, dp, ds, rows, L, scale);                                                                 \
     }                                                                                                                  \
     extern "C" __global__ void heads_split_##NAME(const T* x, const T* c, const T* s, T* y, long long n, int L, int H,  \
-                                                  int hd, int rot) {                                                   \
-        if (n < 0xffff0000LL) heads_split<T, unsigned, W>(x, c, s, y, n, L, H, hd, rot);                                 \
-        else heads_split<T, long long, W>(x, c, s, y, n, L, H, hd, rot);                                                \
+                                                  int hd, int ld, int rot) {                                           \
+        if (n < 0xffff0000LL / 3) heads_split<T, unsigned, W>(x, c, s, y, n, L, H, hd, ld, rot);                         \
+        else heads_split<T, long long, W>(x, c, s, y, n, L, H, hd, ld, rot);                                            \
     }                                                                                                                  \
     extern "C" __global__ void heads_merge_##NAME(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, \
-                                                  int hd, int rot) {                                                   \
-        if (n < 0xffff0000LL) heads_merge<T, unsigned, W>(g, c, s, dx, n, L, H, hd, rot);                                \
-        else heads_merge<T, long long, W>(g, c, s, dx, n, L, H, hd, rot);                                               \
+                                                  int hd, int ld, int rot) {                                           \
+        if (n < 0xffff0000LL / 3) heads_merge<T, unsigned, W>(g, c, s, dx, n, L, H, hd, ld, rot);                        \
+        else heads_merge<T, long long, W>(g, c, s, dx, n, L, H, hd, ld, rot);                                           \
     }
 
 ATTENTION_KERNELS(float, f32, 1)
