@@ -265,7 +265,7 @@ mod tests {
         for kind in [PositionKind::Xpos, PositionKind::Alibi] {
             let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
             let t = PosTables::<burn::backend::NdArray>::new(&Layout::plain(l, 0), &p, &dev, burn::tensor::FloatDType::F32);
-            let data = |len: usize, k: u64| TensorData::new((0..len).map(|i| (((i as u64 * 2654435761 + k) % 1000) as f32 / 500.0) - 1.0).collect::<Vec<f32>>(), [len]);
+            let data = crate::kernels::test_values;
             let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
             let scale = 1.0 / (hd as f32).sqrt();
             let run = |ours: bool| {

@@ -65,7 +65,7 @@ mod tests {
     fn linear_op_matches_autodiff_of_the_matmul() {
         let dev = Default::default();
         let (b, l, d, n) = (2, 5, 4, 3);
-        let data = |len: usize, k: u64| TensorData::new((0..len).map(|i| (((i as u64 * 2654435761 + k) % 1000) as f32 / 500.0) - 1.0).collect::<Vec<f32>>(), [len]);
+        let data = crate::kernels::test_values;
         let x0 = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 1), &dev).reshape([b, l, d]);
         let w0 = Tensor::<CpuTrain, 1>::from_data(data(d * n, 2), &dev).reshape([d, n]);
         let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * n, 3), &dev).reshape([b, l, n]);

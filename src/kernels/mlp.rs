@@ -149,7 +149,7 @@ mod tests {
     fn mlp_op_matches_autodiff_of_the_formula() {
         let dev = Default::default();
         let (b, l, d, f) = (2, 3, 4, 6);
-        let data = |len: usize, k: u64| TensorData::new((0..len).map(|i| (((i as u64 * 2654435761 + k) % 1000) as f32 / 500.0) - 1.0).collect::<Vec<f32>>(), [len]);
+        let data = crate::kernels::test_values;
         let t = |len, k, shape: [usize; 2]| Tensor::<CpuTrain, 1>::from_data(data(len, k), &dev).reshape(shape).require_grad();
         let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
         let run = |ours: bool| {

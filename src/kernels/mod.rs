@@ -37,6 +37,13 @@ pub mod prims;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 
+/// `len` fixed pseudo-random values in [−1, 1) (a multiplicative hash of the index and `seed`):
+/// the inputs of the ops' CPU tests.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u64) -> TensorData {
+    TensorData::new((0..len).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect::<Vec<f32>>(), [len])
+}
+
 /// `t` as the type it is (`T` and `U` are the same type, checked by `TypeId` by the caller).
 #[cfg(feature = "cuda")]
 pub(crate) fn retype<T: 'static, U: 'static>(t: T) -> U {
