@@ -254,10 +254,23 @@ impl<B: Backend> BakaLM<B> {
     }
 
     /// A chunk of consecutive windows `[b, n·T]` (the last window may be shorter) → logits
-    /// `[b, n·T, vocab]` ([`Self::head`] of [`Self::forward_chunk_hidden`]).
+    /// `[b, n·T, vocab]`: the LM head over [`Self::forward_chunk_hidden`]'s states, in the shapes
+    /// the windows ran in (batched `[b·n, T, d]`, or window by window), so the CPU's matmuls sum
+    /// in the same order as they always did and runs stay bit-identical to earlier versions'.
     pub fn forward_chunk(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
+        let [b, len] = tokens.dims();
+        if !self.batched(len) {
+            return self.each_window(tokens, state, Self::forward_window);
+        }
         let h = self.forward_chunk_hidden(tokens, state);
-        self.head(h)
+        let (n, d) = (len / self.window, self.d_model());
+        self.head(h.reshape([b * n, self.window, d])).reshape([b, len, self.vocab()])
+    }
+
+    /// Whether a chunk of `len` tokens runs as independent windows batched together: no memory,
+    /// local positions, and more than one whole window.
+    fn batched(&self, len: usize) -> bool {
+        self.memory.is_none() && !self.global_positions && len.is_multiple_of(self.window) && len > self.window
     }
 
     /// A chunk of consecutive windows `[b, n·T]` → the final normed hidden states `[b, n·T, d]`,
@@ -266,7 +279,7 @@ impl<B: Backend> BakaLM<B> {
     pub fn forward_chunk_hidden(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let [b, len] = tokens.dims();
         let (w, d) = (self.window, self.d_model());
-        if self.memory.is_none() && !self.global_positions && len % w == 0 && len > w {
+        if self.batched(len) {
             let n = len / w;
             let h = self.forward_hidden(self.compute.cast(self.compute.embed(&self.embed, tokens.clone().reshape([b * n, w]))), &mut BakaState::new());
             state.window += n;
@@ -275,16 +288,18 @@ impl<B: Backend> BakaLM<B> {
             state.inputs = Some(tokens.narrow(1, len - w, w));
             return h.reshape([b, len, d]);
         }
-        let mut hs: Vec<Tensor<B, 3>> = (0..len.div_ceil(w))
-            .map(|i| {
-                let n = w.min(len - i * w);
-                self.window_hidden(tokens.clone().narrow(1, i * w, n), state)
-            })
-            .collect();
-        if hs.len() == 1 {
-            return hs.pop().expect("one window");
+        self.each_window(tokens, state, Self::window_hidden)
+    }
+
+    /// `f` over each window of `tokens [b, n·T]` in turn (the last may be shorter), carrying
+    /// `state`; the results concatenated along the sequence (one window: no copy).
+    fn each_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>, f: fn(&Self, Tensor<B, 2, Int>, &mut BakaState<B>) -> Tensor<B, 3>) -> Tensor<B, 3> {
+        let (len, w) = (tokens.dims()[1], self.window);
+        let mut outs: Vec<Tensor<B, 3>> = (0..len.div_ceil(w)).map(|i| f(self, tokens.clone().narrow(1, i * w, w.min(len - i * w)), state)).collect();
+        if outs.len() == 1 {
+            return outs.pop().expect("one window");
         }
-        Tensor::cat(hs, 1)
+        Tensor::cat(outs, 1)
     }
 }
 
