@@ -140,19 +140,15 @@ pub fn attention_block_ad<B: Backend, C: CheckpointStrategy>(h: Tensor<Autodiff<
 /// fused projection in place, and the flash kernels (`super::flash`).
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
-    use super::super::cublas::{RowGemm, Side};
+    use super::super::cublas::{side, RowGemm, Side};
     use super::super::fused::{cast_cols, empty, heads_launch, part};
-    use super::super::gemm::Trans::{self, N, T as Tr};
+    use super::super::gemm::Trans::{N, T as Tr};
     use super::super::nvrtc::{compact, enqueue, enqueue_all};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
     use cubecl::cuda::CudaRuntime;
 
     type T = CubeTensor<CudaRuntime>;
-
-    fn side(ptr: u64, op: Trans, ld: usize) -> Side {
-        Side { ptr, op, ld, stride: 0 }
-    }
 
     /// The pointers of the rotation tables of q and k (`[cos, sin]` each, if any) among `p`, in the
     /// order [`tables`] listed them.

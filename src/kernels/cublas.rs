@@ -134,6 +134,11 @@ pub(super) struct Side {
     pub stride: usize,
 }
 
+/// One matrix (no batch stride) as a [`RowGemm`] operand.
+pub(super) fn side(ptr: u64, op: Trans, ld: usize) -> Side {
+    Side { ptr, op, ld, stride: 0 }
+}
+
 /// `c[i] = a[i] · b[i] + beta · c[i]` on raw device pointers, row-major `[m, k] · [k, n]` in
 /// `dtype` into `out` (`dtype` or f32), `batch` times; `c.op` is ignored.
 pub(super) struct RowGemm {

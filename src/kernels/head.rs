@@ -13,7 +13,7 @@
 //! its logits' gradient in place, one GEMM for its rows of `dx` and one that adds its share of `dw`
 //! (f32, written by cuBLAS). Every GEMM is a cuBLAS call on the device thread, in stream order.
 
-use super::cublas::{RowGemm, Side};
+use super::cublas::{side, RowGemm};
 use super::fused::{empty, grid, int_name, kernel, CE_BLOCK};
 use super::gemm::Trans;
 use super::nvrtc::{compact, enqueue, launch, Arg};
@@ -40,7 +40,6 @@ pub fn head_ce(x: T, wc: T, w_dtype: DType, t: T, chunk: usize) -> [T; 3] {
     let scale = 1.0 / n as f32;
     enqueue([&x, &wc, &t, &losses, &dx, &dw, &logits], move |[px, pw, pt, pl, pdx, pdw, pz], stream| {
         let name = format!("{}_{}", kernel("ce_grad", dtype, &[pz], &[v]), ints);
-        let side = |ptr, op, ld| Side { ptr, op, ld, stride: 0 };
         let gemm = |m, n, k, a, b, c, out, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out, beta }.run(device, stream as _);
         for start in (0..n).step_by(rows) {
             let (r, s) = (rows.min(n - start), start as u64);

@@ -64,19 +64,15 @@ pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w
 /// and the kernels of cuda/gate.cu, queued as one task each way.
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
-    use super::super::cublas::{RowGemm, Side};
+    use super::super::cublas::{side, RowGemm, Side};
     use super::super::fused::{cast_cols, empty, grid, kernel, part};
-    use super::super::gemm::Trans::{self, N, T as Tr};
+    use super::super::gemm::Trans::{N, T as Tr};
     use super::super::nvrtc::{compact, enqueue, launch, Arg};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
     use cubecl::cuda::CudaRuntime;
 
     type T = CubeTensor<CudaRuntime>;
-
-    fn side(ptr: u64, op: Trans, ld: usize) -> Side {
-        Side { ptr, op, ld, stride: 0 }
-    }
 
     /// `[y [n, d], h [n, 2F], [wg | wu] [d, 2F], wd [F, d]]` (the last three kept for the backward,
     /// the weights cast to `x`'s dtype) of `x [n, d]` and f32 `wg, wu [d, F]`, `wd [F, d]`.
