@@ -121,7 +121,7 @@ mod tests {
     fn head_op_matches_autodiff_of_the_head_and_loss() {
         let dev = Default::default();
         let (n, d, v) = (7, 5, 13);
-        let data = |len: usize, k: u64| TensorData::new((0..len).map(|i| (((i as u64 * 2654435761 + k) % 1000) as f32 / 250.0) - 2.0).collect::<Vec<f32>>(), [len]);
+        let data = crate::kernels::test_values;
         let ts: Vec<i64> = (0..n as i64).map(|i| i * 5 % v as i64).collect();
         let run = |ours: bool| {
             let x = Tensor::<CpuTrain, 1>::from_data(data(n * d, 1), &dev).reshape([n, d]).require_grad();

@@ -75,11 +75,9 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let mut ins = vec![q, k, v];
         ins.extend(bias);
         custom::<B, 2>("flash_fwd", ins, outs, (&[scale], heads), |d, f, heads, h| {
-            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let mut ins = inputs::<B>(d, h);
             let [q, k, v] = [(); 3].map(|_| ins.next().expect("q, k, v"));
-            let [y, s] = B::flash_fwd(q, k, v, ins.next(), f[0], heads);
-            h.register_float_tensor::<B>(&d.outputs[0].id, y);
-            h.register_float_tensor::<B>(&d.outputs[1].id, s);
+            outputs::<B>(d, h, B::flash_fwd(q, k, v, ins.next(), f[0], heads));
         })
     }
 
@@ -89,12 +87,10 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         ins.push(lse);
         ins.extend(bias);
         custom::<B, 3>("flash_bwd", ins, [out.clone(), out.clone(), out], (&[scale], heads), |d, f, heads, h| {
-            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let mut ins = inputs::<B>(d, h);
             let qkvod = [(); 5].map(|_| ins.next().expect("q, k, v, o, dout"));
             let lse = ins.next().expect("lse");
-            for (o, t) in d.outputs.iter().zip(B::flash_bwd(qkvod, lse, ins.next(), f[0], heads)) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, B::flash_bwd(qkvod, lse, ins.next(), f[0], heads));
         })
     }
 
@@ -112,11 +108,9 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let ([n, d], v) = (x.shape.dims::<2>(), w.shape[1]);
         let outs = [(vec![n], DType::F32), (vec![n, d], x.dtype), (vec![d, v], w.dtype)];
         custom::<B, 3>("head_ce", vec![x, w, t], outs, (&[], chunk), |d, _, chunk, h| {
-            let ([x, w, t], outs) = d.as_fixed::<3, 3>();
+            let ([x, w, t], _) = d.as_fixed::<3, 3>();
             let got = B::head_ce(h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(w), h.get_int_tensor::<B>(t), chunk);
-            for (o, t) in outs.iter().zip(got) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, got);
         })
     }
 
@@ -125,19 +119,15 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let (bh, hd) = (b * heads, d / heads);
         let head = (vec![bh, l, hd], dt);
         let outs = [(vec![b, l, d], dt), head.clone(), head.clone(), head.clone(), head, (vec![bh, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt)];
-        let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, bias.is_some() as u8 as f32];
         let mut ins = vec![h];
         ins.extend(ws);
-        ins.extend(rot.into_iter().flatten().flatten());
-        ins.extend(bias);
+        let flags = attn_extras(&mut ins, rot, bias, scale);
         custom::<B, 8>("attn_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
-            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let mut ins = inputs::<B>(d, h);
             let x = ins.next().expect("h");
             let ws = [(); 4].map(|_| ins.next().expect("weights"));
             let (rot, bias) = attn_consts::<B>(f, &mut ins);
-            for (o, t) in d.outputs.iter().zip(B::attn_fwd(x, ws, rot, bias, heads, f[0])) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, B::attn_fwd(x, ws, rot, bias, heads, f[0]));
         })
     }
 
@@ -145,19 +135,15 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let ([b, l, d], dt) = (x.shape.dims::<3>(), x.dtype);
         // the weight gradients' dtype travels as the outputs' (read back in `run`)
         let outs = [(vec![b, l, d], dt), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype)];
-        let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, bias.is_some() as u8 as f32];
         let mut ins = vec![dy, x];
         ins.extend(saved);
-        ins.extend(rot.into_iter().flatten().flatten());
-        ins.extend(bias);
+        let flags = attn_extras(&mut ins, rot, bias, scale);
         custom::<B, 5>("attn_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
-            let mut ins = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let mut ins = inputs::<B>(d, h);
             let [dy, x] = [(); 2].map(|_| ins.next().expect("dy, h"));
             let saved = [(); 7].map(|_| ins.next().expect("saved"));
             let (rot, bias) = attn_consts::<B>(f, &mut ins);
-            for (o, t) in d.outputs.iter().zip(B::attn_bwd(dy, x, saved, rot, bias, heads, f[0], d.outputs[1].dtype)) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, B::attn_bwd(dy, x, saved, rot, bias, heads, f[0], d.outputs[1].dtype));
         })
     }
 
@@ -165,11 +151,9 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let ([n, d], f, dt) = (x.shape.dims::<2>(), wg.shape[1], x.dtype);
         let outs = [(vec![n, d], dt), (vec![n, 2 * f], dt), (vec![d, 2 * f], dt), (vec![f, d], dt)];
         custom::<B, 4>("mlp_fwd", vec![x, wg, wu, wd], outs, (&[], 0), |d, _, _, h| {
-            let ([x, wg, wu, wd], outs) = d.as_fixed::<4, 4>();
+            let ([x, wg, wu, wd], _) = d.as_fixed::<4, 4>();
             let got = B::mlp_fwd(h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(wg), h.get_float_tensor::<B>(wu), h.get_float_tensor::<B>(wd));
-            for (o, t) in outs.iter().zip(got) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, got);
         })
     }
 
@@ -181,9 +165,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
             let ([dy, x, hk, wcat, wdc], outs) = d.as_fixed::<5, 4>();
             let mut get = |t| h.get_float_tensor::<B>(t);
             let got = B::mlp_bwd(get(dy), get(x), get(hk), get(wcat), get(wdc), outs[1].dtype);
-            for (o, t) in outs.iter().zip(got) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, got);
         })
     }
 
@@ -240,9 +222,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
             let x = h.get_float_tensor::<B>(&d.inputs[0]);
             let w = h.get_float_tensor::<B>(&d.inputs[1]);
             let b = (d.inputs.len() == 3).then(|| h.get_float_tensor::<B>(&d.inputs[2]));
-            for (o, t) in d.outputs.iter().zip(B::norm_fwd(x, w, b, eps[0])) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, B::norm_fwd(x, w, b, eps[0]));
         }
         match b {
             Some(b) => custom::<B, 3>("norm_fwd", vec![x, w, b], outs, (&[eps], 0), run::<B>),
@@ -255,9 +235,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let dx = (vec![rows, d], x.dtype);
         fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: &[f32], layer: usize, h: &mut Handles<B>) {
             let [g, x, w, m, r] = std::array::from_fn(|i| h.get_float_tensor::<B>(&d.inputs[i]));
-            for (o, t) in d.outputs.iter().zip(B::norm_bwd(g, x, w, m, r, layer == 1)) {
-                h.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, h, B::norm_bwd(g, x, w, m, r, layer == 1));
         }
         let ins = [g, x, w, mean, rstd];
         if layer {
@@ -269,7 +247,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 
     fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
         fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: &[f32], _: usize, h: &mut Handles<B>) {
-            let ts = d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect();
+            let ts = inputs::<B>(d, h).collect();
             h.register_float_tensor::<B>(&d.outputs[0].id, B::sum_squares(ts));
         }
         let [s] = custom::<B, 1>("sum_squares", tensors, [(vec![1], DType::F32)], (&[], 0), run::<B>);
@@ -281,14 +259,12 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         /// g, [m and v of each], [stats]; the outputs p, m, v of each.
         fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, h: &[f32], size: usize, hs: &mut Handles<B>) {
             let k = size / 4;
-            let mut ins = d.inputs.iter().map(|t| hs.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter();
+            let mut ins = inputs::<B>(d, hs);
             let ps: Vec<_> = ins.by_ref().take(k).collect();
             let gs: Vec<_> = ins.by_ref().take(k).collect();
             let mvs = (size & 2 != 0).then(|| (0..k).map(|_| [ins.next().expect("m"), ins.next().expect("v")]).collect());
             let stats = (size & 1 != 0).then(|| ins.next().expect("stats"));
-            for (o, t) in d.outputs.iter().zip(B::adamw(ps, gs, mvs, stats, h.try_into().expect("11 AdamW scalars")).into_iter().flatten()) {
-                hs.register_float_tensor::<B>(&o.id, t);
-            }
+            outputs::<B>(d, hs, B::adamw(ps, gs, mvs, stats, h.try_into().expect("11 AdamW scalars")).into_iter().flatten());
         }
         let size = 4 * ps.len() + 2 * mvs.is_some() as usize + stats.is_some() as usize;
         let outs: Vec<(Vec<usize>, DType)> = ps.iter().flat_map(|p| [(); 3].map(|_| (p.shape.to_vec(), DType::F32))).collect();
@@ -354,6 +330,28 @@ fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRunti
         Some([c, s]) => custom::<B, 1>(name, vec![x, c, s], out, (&[], heads), run),
     };
     y
+}
+
+/// The inner tensors of a custom op's inputs, in order.
+fn inputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>) -> std::vec::IntoIter<B::FloatTensorPrimitive> {
+    d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter()
+}
+
+/// Registers `ts` as a custom op's outputs, in order.
+fn outputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>, ts: impl IntoIterator<Item = B::FloatTensorPrimitive>) {
+    for (o, t) in d.outputs.iter().zip(ts) {
+        h.register_float_tensor::<B>(&o.id, t);
+    }
+}
+
+/// Appends the attention sublayer's optional inputs (the rotation tables of q and k, the bias) to
+/// `ins`; returns the flags [`attn_consts`] reads them back by: scale, has q tables, has k tables,
+/// has bias.
+fn attn_extras<T>(ins: &mut Vec<T>, rot: [Option<[T; 2]>; 2], bias: Option<T>, scale: f32) -> [f32; 4] {
+    let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, bias.is_some() as u8 as f32];
+    ins.extend(rot.into_iter().flatten().flatten());
+    ins.extend(bias);
+    flags
 }
 
 /// The attention sublayer's optional inputs after the fixed ones, by the flags `f` (scale, has q
