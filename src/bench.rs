@@ -53,6 +53,18 @@ fn reserved_bytes(_device: &str) -> Option<u64> {
     None
 }
 
+/// Nanoseconds cubecl's runner threads have spent in tasks: `[upstream (burn-fusion), downstream
+/// (the compute server, which launches every kernel)]` (vendor/cubecl-common; zeros without CUDA).
+#[cfg(feature = "cuda")]
+fn runner_busy() -> [u64; 2] {
+    cubecl::device_handle::busy_ns()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn runner_busy() -> [u64; 2] {
+    [0; 2]
+}
+
 /// `nvrtc::host_counters` (zeros without CUDA).
 #[cfg(feature = "cuda")]
 fn kernel_host() -> [u64; 5] {
@@ -144,17 +156,23 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     B::sync(dev)?;
     let warm_s = t_warm.elapsed().as_secs_f64();
     let mut peak = reserved_bytes(&t.device).unwrap_or(0);
-    let t0 = Instant::now();
-    let mut last = f32::NAN;
+    let (t0, busy0) = (Instant::now(), runner_busy());
+    // each step's loss is read once the next is queued (`StepStats::later`), as `baka train` does
+    let mut pending = None;
     for i in 0..o.steps {
         let (x, y) = batch(o.warmup + i);
-        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t);
+        let (m, stats) = train_step_marked(model, &mut optim, x, y, t.lr, t, &mut |_| {});
         model = m;
-        last = loss;
+        if let Some(p) = pending.replace(stats.later()) {
+            p.wait(&mut optim);
+        }
         peak = peak.max(reserved_bytes(&t.device).unwrap_or(0));
     }
     B::sync(dev)?;
     let dt = t0.elapsed().as_secs_f64();
+    let busy1 = runner_busy();
+    let runner_ms = |i: usize| ((busy1[i] - busy0[i]) as f64 / 1e6 / o.steps as f64 * 100.0).round() / 100.0;
+    let last = pending.map_or(f32::NAN, |p| p.wait(&mut optim).0);
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
     // three more steps, untimed, with the in-use sampler running
     let (model, in_use) = peak_in_use(&t.device, || -> Result<BakaLM<B>> {
@@ -196,6 +214,8 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "loss_last": last,
     });
     if o.phases {
+        // per timed step: ms burn-fusion's thread and cubecl's device thread spent in tasks
+        line["runner_ms"] = serde_json::json!({"fusion": runner_ms(0), "device": runner_ms(1)});
         let mut next = o.warmup + o.steps + 3;
         for (key, sync) in [("phases_ms", false), ("phases_synced_ms", true)] {
             let ms;
@@ -229,7 +249,10 @@ fn phases<B: AutodiffBackend>(mut model: BakaLM<B>, optim: &mut AdamW<B>, steps:
                 None => sums.push((name, dt)),
             }
         };
-        (model, _, _) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark);
+        let stats;
+        (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark);
+        stats.now(optim);
+        mark("read");
     }
     B::sync(dev)?;
     let per_step = |v: f64| serde_json::json!((v / steps as f64 * 100.0).round() / 100.0);

@@ -67,6 +67,8 @@ pub trait FusedBackend: BlasBackend {
     fn silu_mul_fwd(a: FloatTensor<Self>, u: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Its `[da, du]` from the upstream `g`.
     fn silu_mul_bwd(a: FloatTensor<Self>, u: FloatTensor<Self>, g: FloatTensor<Self>) -> [FloatTensor<Self>; 2];
+    /// Queues the copy of `x` (f32) to the host into staged read `id` (`super::staged`).
+    fn stage_read(x: FloatTensor<Self>, id: usize);
 }
 
 /// `adamw_f32`'s `Adam` struct (cuda/optim.cu): lr, β1, 1−β1, β2, 1−β2, eps, 1−lr·wd, 1−β1ᵗ, 1−β2ᵗ,
@@ -271,6 +273,10 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
             launch_shared(&name, grid(rows, ROWS_PER_BLOCK), 256, shared, stream, &args)
         });
         if layer { vec![dx, dw, db] } else { vec![dx, dw] }
+    }
+
+    fn stage_read(x: T, id: usize) {
+        super::staged::cuda::stage_cube(x, id)
     }
 
     fn sum_squares(tensors: Vec<T>) -> T {

@@ -245,6 +245,10 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         }
     }
 
+    fn stage_read(x: FloatTensor<Self>, id: usize) {
+        custom_vec::<B>("stage_read", vec![x], vec![], (&[], id), |d, _, id, h| B::stage_read(h.get_float_tensor::<B>(&d.inputs[0]), id));
+    }
+
     fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
         fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: &[f32], _: usize, h: &mut Handles<B>) {
             let ts = inputs::<B>(d, h).collect();

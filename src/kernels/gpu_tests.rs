@@ -207,3 +207,59 @@ fn gpu_attention_block_kernels_match_burns_steps() {
         }
     }
 }
+
+/// `read_later`: reads queued behind more work, several in flight, give what a plain read gives;
+/// the last (nothing queued after it) arrives through the sync fallback. Then three training
+/// steps whose stats are read after the next step is queued (as `baka train` and `baka bench` do)
+/// against the same steps read at once: the same losses and norms, to the atomics' noise.
+#[test]
+fn gpu_read_later_matches_a_plain_read() {
+    use crate::backend::Gpu;
+    use crate::kernels::staged::read_later;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let mut x = Tensor::<Gpu, 2>::from_data(TensorData::new(crate::kernels::test_values(128 * 128, 5).to_vec::<f32>().unwrap(), [128, 128]), &dev);
+    let (mut pending, mut kept) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        x = (x.clone().matmul(x.clone()) * 0.05).tanh();
+        let s = Tensor::cat(vec![x.clone().sum().reshape([1]), x.clone().abs().max().reshape([1]), x.clone().slice([3..4, 0..5]).reshape([5])], 0);
+        pending.push(read_later(s.clone()));
+        kept.push(s);
+    }
+    let got: Vec<Vec<f32>> = pending.into_iter().map(|p| p.wait()).collect();
+    let want: Vec<Vec<f32>> = kept.into_iter().map(|s| s.into_data().to_vec::<f32>().unwrap()).collect();
+    eprintln!("read_later: {} reads of 7 values vs plain reads", got.len());
+    assert_eq!(got, want);
+
+    use crate::train::{adamw::AdamW, train_step_marked};
+    let (c, m) = (crate::model::ModelConfig { vocab: 256, d_model: 64, n_layers: 2, n_heads: 2, d_ff: 128, window: 32, ..Default::default() }, crate::config::MemoryConfig::default());
+    let t = crate::config::TrainConfig { device: "cuda".into(), dtype: "bf16".into(), clip: 0.5, ..Default::default() };
+    let batch = |i: u64| {
+        let v: Vec<i64> = (0..4 * 33).map(|j| ((j as u64 * 2654435761 + i * 977) % 256) as i64).collect();
+        let x = Tensor::<GpuTrain, 2, Int>::from_data(TensorData::new(v, [4, 33]), &dev);
+        (x.clone().narrow(1, 0, 32), x.narrow(1, 1, 32))
+    };
+    let run = |later: bool| {
+        let mut model = crate::model::BakaLM::<GpuTrain>::new(&c, &m, 3, &dev).with_compute(crate::model::precision::Compute::from_train(&t));
+        let mut optim = AdamW::<GpuTrain>::new(&t);
+        assert!(optim.clips_on_device(), "the fused AdamW clips on the device");
+        let (mut out, mut pending) = (Vec::new(), None);
+        for i in 0..3 {
+            let (x, y) = batch(i);
+            let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {});
+            model = next;
+            if !later {
+                out.push(stats.now(&mut optim));
+            } else if let Some(p) = pending.replace(stats.later()) {
+                out.push(crate::train::PendingStats::wait(p, &mut optim));
+            }
+        }
+        out.extend(pending.map(|p| p.wait(&mut optim)));
+        out
+    };
+    let (plain, piped) = (run(false), run(true));
+    eprintln!("three steps, (loss, norm) read at once {plain:?} vs after the next step {piped:?}");
+    for ((l0, n0), (l1, n1)) in plain.iter().zip(&piped) {
+        assert!((l0 - l1).abs() <= 1e-3 * l0.abs() && (n0 - n1).abs() <= 1e-2 * n0.abs(), "plain ({l0}, {n0}) vs pipelined ({l1}, {n1})");
+    }
+    assert_eq!(piped.len(), 3);
+}

@@ -33,6 +33,7 @@ pub mod norm;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod prims;
+pub mod staged;
 
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;

@@ -65,11 +65,14 @@ pub fn enqueue<const N: usize>(tensors: [&CubeTensor<CudaRuntime>; N], f: impl F
 pub fn enqueue_all(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], ds::CUstream) + Send + 'static) {
     check();
     let t0 = Instant::now();
+    let [delay_u, delay_d] = *DELAY.get_or_init(|| ["BAKA_DELAY_U_US", "BAKA_DELAY_D_US"].map(|k| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(0)));
+    spin_us(delay_u);
     let last = tensors.last().expect("enqueue: no tensors");
     let bindings: Vec<_> = tensors.iter().map(|t| t.handle.clone().binding()).collect();
     runner(&last.device).submit(move |server| {
         use cubecl::server::ComputeServer;
         let t1 = Instant::now();
+        spin_us(delay_d);
         let stream = cubecl::stream_id::StreamId::current();
         let run = || -> Result<(), String> {
             let res = bindings.into_iter().map(|b| server.get_resource(b, stream)).collect::<Result<Vec<_>, _>>().map_err(|e| format!("cubecl get_resource: {e:?}"))?;
@@ -84,6 +87,18 @@ pub fn enqueue_all(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], 
         HOST[3].fetch_add(t1.elapsed().as_nanos() as u64, Relaxed);
     });
     HOST[0].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+}
+
+/// Microseconds of busy work added to each [`enqueue_all`] on the thread that calls it (burn-fusion's)
+/// and in its task (cubecl's device thread), from `BAKA_DELAY_U_US` / `BAKA_DELAY_D_US`: if a step
+/// slows by what a thread was given, that thread is what the GPU waits for.
+static DELAY: OnceLock<[u64; 2]> = OnceLock::new();
+
+fn spin_us(us: u64) {
+    let t = Instant::now();
+    while us > 0 && t.elapsed().as_micros() < us as u128 {
+        std::hint::spin_loop();
+    }
 }
 
 /// `ptrs` with a null pointer inserted at `at` unless the optional operand there was given

@@ -9,4 +9,4 @@ pub mod metrics;
 pub mod optim;
 mod trainer;
 
-pub use trainer::{batch_loss, finished, prepare_run, train, train_step, train_step_marked, RunSummary, TrainOptions};
+pub use trainer::{batch_loss, finished, prepare_run, train, train_step, train_step_marked, PendingStats, RunSummary, StepStats, TrainOptions};

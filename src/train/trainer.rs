@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::data::{self, Prepared};
 use crate::eval::evaluate;
 use crate::fsutil::{create_dir, write_atomic};
+use crate::kernels::staged::Pending;
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::state::BakaState;
 use anyhow::{bail, Result};
@@ -175,36 +176,63 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         let st = CkptState { format: 1, step, tokens, elapsed_s: el, config_sha256: cfg_sha.clone(), model_sha256: String::new(), optim_sha256: String::new() };
         checkpoint::save(out, model, optim, st)
     };
-    for step in step0 + 1..=t.steps {
-        let t0 = Instant::now();
-        let (x, y) = load::<B>(&data.train, &train_offsets(t.seed, step, t.batch, data.train.len(), len + 1), len, dev);
-        let lr = lr_at(t, step);
-        let (next, loss_v, norm_v) = train_step(model, &mut optim, x, y, lr, t);
-        model = next;
-        let finite = loss_v.is_finite() && norm_v.is_finite();
-        if !finite && !t.skip_spikes {
+    // A step's stats are read after the next step is queued (`StepStats::later`), so the GPU never
+    // waits for the host between steps; an eval or checkpoint step, and the last, is read at once.
+    let mut pending: Option<(usize, f64, PendingStats)> = None;
+    // when the last (up to 8) steps were read, since the last eval or checkpoint: tok/s over them
+    let mut read_at: std::collections::VecDeque<Instant> = [Instant::now()].into();
+    // the step's metrics row; returns (loss, tok/s)
+    let finish = |step: usize, lr: f64, stats: PendingStats, optim: &mut AdamW<B>, tokens: &mut u64, metrics: &mut CsvLog, read_at: &mut std::collections::VecDeque<Instant>| -> Result<(f32, f64)> {
+        let (loss_v, norm_v) = stats.wait(optim);
+        if !(loss_v.is_finite() && norm_v.is_finite()) && !t.skip_spikes {
             let what = if loss_v.is_finite() { format!("gradient norm is {norm_v}") } else { format!("training loss is {loss_v}") };
             pb.abandon();
             bail!("{}: step {step}: {what}; stopped (last good checkpoint kept; lower train.lr, or set train.skip_spikes = true to skip such steps)", out.display());
         }
-        tokens += (t.batch * len) as u64;
-        let dt = t0.elapsed().as_secs_f64();
-        let tps = (t.batch * len) as f64 / dt;
+        *tokens += (t.batch * len) as u64;
+        read_at.push_back(Instant::now());
+        if read_at.len() > 9 {
+            read_at.pop_front();
+        }
+        let tps = ((read_at.len() - 1) * t.batch * len) as f64 / (read_at[read_at.len() - 1] - read_at[0]).as_secs_f64();
         crate::faults::hit("before-metrics-row");
         metrics.row(&[step.to_string(), tokens.to_string(), format!("{:.3}", elapsed()), "train".into(), f(loss_v), format!("{lr:e}"), f(norm_v), format!("{tps:.1}")])?;
         crate::faults::hit("after-metrics-row");
-        if step == t.steps || (t.eval_every > 0 && step % t.eval_every == 0) {
-            last_val = do_eval(&model, step, tokens, &mut metrics, &mut evals)?;
-        }
-        if step == t.steps || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
-            ckpt(&model, &optim, step, tokens, elapsed())?;
-            crate::faults::hit("after-checkpoint");
-        }
+        Ok((loss_v, tps))
+    };
+    let show = |step: usize, (loss_v, tps): (f32, f64), last_val: f64| {
         pb.set_message(format!("loss {loss_v:.3} | val {last_val:.3} | {:.0} tok/s", tps));
         pb.inc(1);
         if pb.is_hidden() && (step % plain_every == 0 || step == t.steps) {
             eprintln!("{} step {step}/{} loss {loss_v:.4} val {last_val:.4} {tps:.0} tok/s", opts.label, t.steps);
         }
+    };
+    for step in step0 + 1..=t.steps {
+        let (x, y) = load::<B>(&data.train, &train_offsets(t.seed, step, t.batch, data.train.len(), len + 1), len, dev);
+        let lr = lr_at(t, step);
+        let (next, stats) = train_step_marked(model, &mut optim, x, y, lr, t, &mut |_| {});
+        model = next;
+        if let Some((s, l, p)) = pending.take() {
+            let shown = finish(s, l, p, &mut optim, &mut tokens, &mut metrics, &mut read_at)?;
+            show(s, shown, last_val);
+        }
+        let eval_now = step == t.steps || (t.eval_every > 0 && step % t.eval_every == 0);
+        let ckpt_now = step == t.steps || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0);
+        if !(eval_now || ckpt_now) {
+            pending = Some((step, lr, stats.later()));
+            continue;
+        }
+        let read = stats.now(&mut optim);
+        let shown = finish(step, lr, PendingStats::read(read), &mut optim, &mut tokens, &mut metrics, &mut read_at)?;
+        if eval_now {
+            last_val = do_eval(&model, step, tokens, &mut metrics, &mut evals)?;
+        }
+        if ckpt_now {
+            ckpt(&model, &optim, step, tokens, elapsed())?;
+            crate::faults::hit("after-checkpoint");
+        }
+        read_at = [Instant::now()].into();
+        show(step, shown, last_val);
     }
     pb.finish_and_clear();
     if last_val.is_nan() {
@@ -243,13 +271,66 @@ pub fn batch_loss<B: AutodiffBackend>(model: &BakaLM<B>, x: Tensor<B, 2, Int>, y
 /// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
 pub fn train_step<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
-    train_step_marked(model, optim, x, y, lr, t, &mut |_| {})
+    let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {});
+    let (loss, norm) = stats.now(optim);
+    (model, loss, norm)
+}
+
+/// A step's (loss, grad norm) as [`train_step_marked`] leaves them: read already (the host clip
+/// needs the norm before the update), or still on the device (clipped there).
+pub enum StepStats<B: AutodiffBackend> {
+    Read(f32, f32),
+    OnDevice(Tensor<B::InnerBackend, 1>),
+}
+
+impl<B: AutodiffBackend> StepStats<B> {
+    /// The values now (a plain read: it waits for the device to finish the step).
+    pub fn now(self, optim: &mut AdamW<B>) -> (f32, f32) {
+        match self {
+            Self::Read(l, n) => (l, n),
+            Self::OnDevice(stats) => PendingStats { read: Pending::ready(stats.into_data().convert::<f32>().to_vec().expect("f32")), on_device: true }.wait(optim),
+        }
+    }
+
+    /// The values as a read queued behind the step ([`crate::kernels::staged`]): queue the next
+    /// step, then [`PendingStats::wait`], and the GPU never runs dry between the two.
+    pub fn later(self) -> PendingStats {
+        match self {
+            Self::Read(l, n) => PendingStats::read((l, n)),
+            Self::OnDevice(stats) => PendingStats { read: crate::kernels::staged::read_later(stats), on_device: true },
+        }
+    }
+}
+
+/// [`StepStats::later`]'s read.
+pub struct PendingStats {
+    read: Pending,
+    on_device: bool,
+}
+
+impl PendingStats {
+    /// (loss, grad norm) read already.
+    pub fn read((loss, norm): (f32, f32)) -> Self {
+        Self { read: Pending::ready(vec![loss, norm]), on_device: false }
+    }
+
+    /// (loss, grad norm). A non-finite pair whose step the device skipped takes back the
+    /// optimizer's step count ([`AdamW::unstep`]); a step queued before this call has already
+    /// counted it in its bias correction.
+    pub fn wait<B: AutodiffBackend>(self, optim: &mut AdamW<B>) -> (f32, f32) {
+        let v = self.read.wait();
+        let (loss, norm) = (v[0], v[1]);
+        if self.on_device && !(loss.is_finite() && norm.is_finite()) {
+            optim.unstep();
+        }
+        (loss, norm)
+    }
 }
 
 /// [`train_step`] calling `mark(phase)` as each phase has been issued: "forward", "backward",
-/// "norm", "read" (the loss and norm on the host), "optimizer" (`baka bench --phases`). With the
-/// fused AdamW the clip happens on the device and the read comes after the optimizer.
-pub fn train_step_marked<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig, mark: &mut dyn FnMut(&'static str)) -> (BakaLM<B>, f32, f32) {
+/// "norm", "read" (the loss and norm on the host, host clip only), "optimizer" (`baka bench
+/// --phases`). With the fused AdamW the clip happens on the device and the stats stay there.
+pub fn train_step_marked<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig, mark: &mut dyn FnMut(&'static str)) -> (BakaLM<B>, StepStats<B>) {
     let loss = batch_loss(&model, x, y, t);
     mark("forward");
     let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -257,29 +338,21 @@ pub fn train_step_marked<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW
     let norm = grad_norm(&model, &grads);
     mark("norm");
     let stats = Tensor::cat(vec![loss.inner(), norm], 0);
-    let read = |stats: Tensor<B::InnerBackend, 1>| -> (f32, f32) {
-        let both: Vec<f32> = stats.into_data().convert::<f32>().to_vec().expect("f32");
-        (both[0], both[1])
-    };
     if optim.clips_on_device() {
         // the update is queued before the host reads anything: the device clips, or skips the step
         let model = optim.step(lr, GradScale::Clip { stats: stats.clone(), max_norm: t.clip }, model, grads);
         mark("optimizer");
-        let (loss_v, norm_v) = read(stats);
-        mark("read");
-        if !(loss_v.is_finite() && norm_v.is_finite()) {
-            optim.unstep();
-        }
-        return (model, loss_v, norm_v);
+        return (model, StepStats::OnDevice(stats));
     }
-    let (loss_v, norm_v) = read(stats);
+    let both: Vec<f32> = stats.into_data().convert::<f32>().to_vec().expect("f32");
+    let (loss_v, norm_v) = (both[0], both[1]);
     mark("read");
     if !(loss_v.is_finite() && norm_v.is_finite()) {
-        return (model, loss_v, norm_v);
+        return (model, StepStats::Read(loss_v, norm_v));
     }
     let model = optim.step(lr, GradScale::By(clip_factor(norm_v as f64, t.clip)), model, grads);
     mark("optimizer");
-    (model, loss_v, norm_v)
+    (model, StepStats::Read(loss_v, norm_v))
 }
 
 /// Reads `<run>/run.json` if the run finished.
