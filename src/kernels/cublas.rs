@@ -169,6 +169,9 @@ impl RowGemm {
         assert!([b, m, n, k].iter().all(|&v| v <= i32::MAX as usize), "cublas matmul: dims exceed i32");
         let compute = if ty == cbs::cudaDataType::CUDA_R_32F { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F };
         let (alpha, t0, (a, w, c)) = (1.0f32, std::time::Instant::now(), (self.a, self.b, self.c));
+        if super::cublaslt::enabled() && super::cublaslt::run(self, device, stream as _) {
+            return super::nvrtc::count_blas(t0);
+        }
         with_handle(device, stream, |h| unsafe {
             // Cᵀ (n × m, ldc) = Bᵀ (n × k) · Aᵀ (k × m)
             cb::gemm_strided_batched_ex(

@@ -13,6 +13,8 @@ pub mod binary;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cublas;
+#[cfg(feature = "cuda")]
+mod cublaslt;
 pub mod embedding;
 #[cfg(feature = "cuda")]
 pub mod flash;
