@@ -176,8 +176,9 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         let st = CkptState { format: 1, step, tokens, elapsed_s: el, config_sha256: cfg_sha.clone(), model_sha256: String::new(), optim_sha256: String::new() };
         checkpoint::save(out, model, optim, st)
     };
-    // A step's stats are read after the next step is queued (`StepStats::later`), so the GPU never
-    // waits for the host between steps; an eval or checkpoint step, and the last, is read at once.
+    // A step's stats still on the device are read after the next step is queued
+    // (`StepStats::later`), so the GPU never waits for the host between steps; an eval or
+    // checkpoint step, and the last, is read at once (and on the CPU every step).
     let mut pending: Option<(usize, f64, PendingStats)> = None;
     // when the last (up to 8) steps were read, since the last eval or checkpoint: tok/s over them
     let mut read_at: std::collections::VecDeque<Instant> = [Instant::now()].into();
@@ -218,7 +219,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         }
         let eval_now = step == t.steps || (t.eval_every > 0 && step % t.eval_every == 0);
         let ckpt_now = step == t.steps || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0);
-        if !(eval_now || ckpt_now) {
+        if matches!(stats, StepStats::OnDevice(_)) && !(eval_now || ckpt_now) {
             pending = Some((step, lr, stats.later()));
             continue;
         }
