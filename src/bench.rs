@@ -251,7 +251,7 @@ fn phases<B: AutodiffBackend>(mut model: BakaLM<B>, optim: &mut AdamW<B>, steps:
         };
         let stats;
         (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark);
-        stats.now(optim);
+        stats.now().wait(optim);
         mark("read");
     }
     B::sync(dev)?;

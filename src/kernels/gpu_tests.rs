@@ -248,9 +248,9 @@ fn gpu_read_later_matches_a_plain_read() {
             let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {});
             model = next;
             if !later {
-                out.push(stats.now(&mut optim));
+                out.push(stats.now().wait(&mut optim));
             } else if let Some(p) = pending.replace(stats.later()) {
-                out.push(crate::train::PendingStats::wait(p, &mut optim));
+                out.push(p.wait(&mut optim));
             }
         }
         out.extend(pending.map(|p| p.wait(&mut optim)));

@@ -95,8 +95,11 @@ pub fn enqueue_all(tensors: &[&CubeTensor<CudaRuntime>], f: impl FnOnce(&[u64], 
 static DELAY: OnceLock<[u64; 2]> = OnceLock::new();
 
 fn spin_us(us: u64) {
+    if us == 0 {
+        return;
+    }
     let t = Instant::now();
-    while us > 0 && t.elapsed().as_micros() < us as u128 {
+    while t.elapsed().as_micros() < us as u128 {
         std::hint::spin_loop();
     }
 }

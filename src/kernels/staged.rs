@@ -25,7 +25,12 @@ pub fn read_later<B: Backend>(t: Tensor<B, 1>) -> Pending {
         let slot = cuda::stage::<B>(t);
         return Pending { staged: Some((slot, Box::new(move || drop(B::sync(&dev))))), ready: Vec::new() };
     }
-    Pending::ready(t.into_data().convert::<f32>().to_vec().expect("f32 values"))
+    Pending::ready(read_now(t))
+}
+
+/// The values of `t` now, as f32 (a plain read: it waits for the device to finish `t`).
+pub fn read_now<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 values")
 }
 
 /// The most values one staged read carries.

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::data::{self, Prepared};
 use crate::eval::evaluate;
 use crate::fsutil::{create_dir, write_atomic};
-use crate::kernels::staged::Pending;
+use crate::kernels::staged::{read_now, read_later, Pending};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::state::BakaState;
 use anyhow::{bail, Result};
@@ -223,8 +223,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
             pending = Some((step, lr, stats.later()));
             continue;
         }
-        let read = stats.now(&mut optim);
-        let shown = finish(step, lr, PendingStats::read(read), &mut optim, &mut tokens, &mut metrics, &mut read_at)?;
+        let shown = finish(step, lr, stats.now(), &mut optim, &mut tokens, &mut metrics, &mut read_at)?;
         if eval_now {
             last_val = do_eval(&model, step, tokens, &mut metrics, &mut evals)?;
         }
@@ -273,7 +272,7 @@ pub fn batch_loss<B: AutodiffBackend>(model: &BakaLM<B>, x: Tensor<B, 2, Int>, y
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
 pub fn train_step<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
     let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {});
-    let (loss, norm) = stats.now(optim);
+    let (loss, norm) = stats.now().wait(optim);
     (model, loss, norm)
 }
 
@@ -285,11 +284,11 @@ pub enum StepStats<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> StepStats<B> {
-    /// The values now (a plain read: it waits for the device to finish the step).
-    pub fn now(self, optim: &mut AdamW<B>) -> (f32, f32) {
+    /// The values read now (a plain read: it waits for the device to finish the step).
+    pub fn now(self) -> PendingStats {
         match self {
-            Self::Read(l, n) => (l, n),
-            Self::OnDevice(stats) => PendingStats { read: Pending::ready(stats.into_data().convert::<f32>().to_vec().expect("f32")), on_device: true }.wait(optim),
+            Self::Read(l, n) => PendingStats { read: Pending::ready(vec![l, n]), on_device: false },
+            Self::OnDevice(stats) => PendingStats { read: Pending::ready(read_now(stats)), on_device: true },
         }
     }
 
@@ -297,24 +296,19 @@ impl<B: AutodiffBackend> StepStats<B> {
     /// step, then [`PendingStats::wait`], and the GPU never runs dry between the two.
     pub fn later(self) -> PendingStats {
         match self {
-            Self::Read(l, n) => PendingStats::read((l, n)),
-            Self::OnDevice(stats) => PendingStats { read: crate::kernels::staged::read_later(stats), on_device: true },
+            Self::OnDevice(stats) => PendingStats { read: read_later(stats), on_device: true },
+            read => read.now(),
         }
     }
 }
 
-/// [`StepStats::later`]'s read.
+/// [`StepStats::now`]'s or [`StepStats::later`]'s read.
 pub struct PendingStats {
     read: Pending,
     on_device: bool,
 }
 
 impl PendingStats {
-    /// (loss, grad norm) read already.
-    pub fn read((loss, norm): (f32, f32)) -> Self {
-        Self { read: Pending::ready(vec![loss, norm]), on_device: false }
-    }
-
     /// (loss, grad norm). A non-finite pair whose step the device skipped takes back the
     /// optimizer's step count ([`AdamW::unstep`]); a step queued before this call has already
     /// counted it in its bias correction.
@@ -345,7 +339,7 @@ pub fn train_step_marked<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW
         mark("optimizer");
         return (model, StepStats::OnDevice(stats));
     }
-    let both: Vec<f32> = stats.into_data().convert::<f32>().to_vec().expect("f32");
+    let both = read_now(stats);
     let (loss_v, norm_v) = (both[0], both[1]);
     mark("read");
     if !(loss_v.is_finite() && norm_v.is_finite()) {
