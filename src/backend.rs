@@ -49,12 +49,13 @@ fn memory_pool(kind: &str) -> anyhow::Result<()> {
 /// size; larger ones get a page each (size classes 1.1× apart). cubecl's "sliced" pools grade
 /// pages by slice size (up to a quarter of the GPU per page), and pages of one grade serve no
 /// other: at the pristine shape they reserved 20–21 GiB for 9.4 GiB in use, these 12.3 GiB.
-/// Pages are never freed, as in cubecl's: each step reuses them.
+/// Pages are never freed, as in cubecl's: each step reuses them. `BAKA_PAGE_MIB` sets the shared
+/// page size (default 1024), to measure how much of the reserved memory is page granularity.
 #[cfg(feature = "cuda")]
 fn shared_pools() -> Vec<cubecl::cuda::MemoryPoolOptions> {
     use cubecl::cuda::{MemoryPoolOptions, PoolType};
     const MIB: u64 = 1 << 20;
-    let page = 1024 * MIB;
+    let page = std::env::var("BAKA_PAGE_MIB").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&v| v >= 32).unwrap_or(1024) * MIB;
     let pool = |pool_type| MemoryPoolOptions { pool_type, dealloc_period: None };
     // the first as in cubecl's own: allocations of 0 bytes, which can't take an offset
     let mut pools = vec![

@@ -120,7 +120,8 @@ fn system(t: &crate::config::TrainConfig) -> String {
     let ce = if t.ce == "chunked" { format!("chunked CE of {} rows", t.ce_chunk) } else { format!("{} CE", t.ce) };
     let default = crate::config::TrainConfig::default();
     let pool = format!("{} memory pool", t.memory_pool);
-    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention == "burn", "burn attention"), (t.attention == "block", "attention block"), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != default.ce || t.ce_chunk != default.ce_chunk, ce.as_str()), (t.memory_pool != default.memory_pool, pool.as_str())]
+    let attention = format!("{} attention", t.attention);
+    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention != default.attention, attention.as_str()), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != default.ce || t.ce_chunk != default.ce_chunk, ce.as_str()), (t.memory_pool != default.memory_pool, pool.as_str())]
         .into_iter()
         .filter(|x| x.0)
         .map(|x| x.1)
@@ -194,7 +195,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "matmul": if blas { "cublas" } else { "burn" },
         "ce": if gpu { t.ce.as_str() } else { "autodiff" },
         "ce_chunk": (gpu && t.ce == "chunked").then_some(t.ce_chunk),
-        "attention": if !gpu { "burn" } else if (t.attention == "flash" || t.attention == "block") && !crate::kernels::flash_fits(t.dtype == "bf16", cfg.model.d_model / cfg.model.n_heads) { "fused" } else { t.attention.as_str() },
+        "attention": if !gpu { "burn" } else if ["flash", "block", "layer"].contains(&t.attention.as_str()) && !crate::kernels::flash_fits(t.dtype == "bf16", cfg.model.d_model / cfg.model.n_heads) { "fused" } else { t.attention.as_str() },
         "embedding": if gpu { t.embedding.as_str() } else { "burn" },
         "layernorm": if gpu { t.layernorm.as_str() } else { "burn" },
         "gate": if gpu { t.gate.as_str() } else { "burn" },

@@ -76,8 +76,11 @@ pub struct TrainConfig {
     pub ce: String,
     /// Rows of logits per chunk with `ce = "chunked"`: `ce_chunk × vocab` logits exist at a time.
     pub ce_chunk: usize,
-    /// Attention on CUDA: "block" ("flash" with the whole sublayer, q/k/v/o projections included,
-    /// as one op each way: src/kernels/attention_block.rs; not linspace, which takes "flash"),
+    /// Attention on CUDA: "layer" (the default: "block" with the whole parallel-residual layer,
+    /// its norm, MLP and residual adds included, as one op each way: src/kernels/layer.rs; where
+    /// the residual is sequential or the norm or gate is "burn", it takes "block"), "block"
+    /// ("flash" with the whole sublayer, q/k/v/o projections included, as one op each way:
+    /// src/kernels/attention_block.rs; not linspace, which takes "flash"),
     /// "flash" (one tensor-core kernel each way, no `[L, L]` tensor in memory,
     /// src/kernels/flash.rs; bf16 with head dim 32 or 64, otherwise it takes "fused"), "fused"
     /// (one autodiff op: cuBLAS GEMMs and softmax kernels, src/kernels/attention.rs) or "burn"
@@ -130,7 +133,7 @@ impl Default for TrainConfig {
             matmul: "cublas".into(),
             ce: "chunked".into(),
             ce_chunk: 4096,
-            attention: "flash".into(),
+            attention: "layer".into(),
             embedding: "fused".into(),
             layernorm: "fused".into(),
             gate: "fused".into(),
@@ -343,8 +346,8 @@ impl Config {
         if t.ce_chunk == 0 {
             bail!("train.ce_chunk = 0: expected at least 1 row of logits per chunk");
         }
-        if !["block", "flash", "fused", "burn"].contains(&t.attention.as_str()) {
-            bail!("train.attention = {:?}: expected \"block\", \"flash\", \"fused\" or \"burn\"", t.attention);
+        if !["layer", "block", "flash", "fused", "burn"].contains(&t.attention.as_str()) {
+            bail!("train.attention = {:?}: expected \"layer\", \"block\", \"flash\", \"fused\" or \"burn\"", t.attention);
         }
         if !["shared", "sliced", "exclusive"].contains(&t.memory_pool.as_str()) {
             bail!("train.memory_pool = {:?}: expected \"shared\", \"sliced\" or \"exclusive\"", t.memory_pool);

@@ -141,7 +141,7 @@ pub fn attention_block_ad<B: Backend, C: CheckpointStrategy>(h: Tensor<Autodiff<
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::fused::{cast_cols, empty, heads_launch, part};
+    use super::super::fused::{cast_many, empty, heads3_launch, heads_launch, part};
     use super::super::gemm::Trans::{N, T as Tr};
     use super::super::nvrtc::{compact, enqueue, enqueue_all};
     use burn::tensor::DType;
@@ -166,8 +166,10 @@ pub(super) mod cuda {
         rot.iter().flatten().flatten().collect()
     }
 
-    /// `[y, q, k, v, o, lse, [wq | wk | wv], wo]` of `h [b, L, d]` and f32 `ws [d, d]`.
-    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32) -> [T; 8] {
+    /// `[y, q, k, v, o, lse, [wq | wk | wv], wo]` of `h [b, L, d]` and f32 `ws [d, d]`; `y` plus
+    /// `acc` `[b, L, d]` if given (the residual, added by the output projection's GEMM).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, acc: Option<T>) -> [T; 8] {
         let (h, ws) = (compact(h), ws.map(compact));
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
         let [b, l, d] = h.meta.shape().dims::<3>();
@@ -179,33 +181,36 @@ pub(super) mod cuda {
         let mut ts = vec![&h, &ws[0], &ws[1], &ws[2], &ws[3]];
         ts.extend(tables(&rot));
         ts.extend([&wqkv, &wo, &hqkv, &q, &k, &v]);
-        let (has, size) = (rot.each_ref().map(|r| r.is_some()), dt.size() as u64);
+        let has = rot.each_ref().map(|r| r.is_some());
         enqueue_all(&ts, move |p, stream| {
             let nt = p.len() - 11;
             let [ph, pwq, pwk, pwv, pwo] = p[..5].try_into().expect("5 inputs");
             let [pwqkv, pwoc, phqkv, pq, pk, pv] = p[5 + nt..].try_into().expect("6 outputs");
-            for (src, dst, ld, off) in [(pwq, pwqkv, 3 * d, 0), (pwk, pwqkv, 3 * d, d), (pwv, pwqkv, 3 * d, 2 * d), (pwo, pwoc, d, 0)] {
-                cast_cols(dt, [src, dst], [d, d, ld, off], stream);
-            }
+            cast_many(dt, &[([pwq, pwqkv], [d, d, 3 * d, 0]), ([pwk, pwqkv], [d, d, 3 * d, d]), ([pwv, pwqkv], [d, d, 3 * d, 2 * d]), ([pwo, pwoc], [d, d, d, 0])], stream);
             RowGemm { batch: 1, m: n, n: 3 * d, k: d, a: side(ph, N, d), b: side(pwqkv, N, 3 * d), c: side(phqkv, N, 3 * d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
-            let [rq, rk] = rot_ptrs(has, &p[5..5 + nt]);
-            for (i, dst, r) in [(0, pq, rq), (1, pk, rk), (2, pv, None)] {
-                heads_launch("heads_split", dt, [phqkv + i * d as u64 * size, dst], r, n * d, [l, heads, hd, 3 * d], stream);
-            }
+            heads3_launch("heads_split3", dt, phqkv, [pq, pk, pv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
         });
         let [o, lse] = super::super::flash::fwd(q.clone(), k.clone(), v.clone(), bias, scale, heads);
         let (m, y) = (empty(&h, vec![n, d], dt), empty(&h, vec![b, l, d], dt));
-        enqueue([&o, &wo, &m, &y], move |[po, pwo, pm, py], stream| {
+        let acc = acc.map(compact);
+        let mut ts = vec![&o, &wo];
+        ts.extend(&acc);
+        ts.extend([&m, &y]);
+        let summed = acc.is_some();
+        enqueue_all(&ts, move |p, stream| {
+            let (po, pwo, pm, py) = (p[0], p[1], p[p.len() - 2], p[p.len() - 1]);
             heads_launch("heads_merge", dt, [po, pm], None, n * d, [l, heads, hd, d], stream);
-            RowGemm { batch: 1, m: n, n: d, k: d, a: side(pm, N, d), b: side(pwo, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
+            let g = RowGemm { batch: 1, m: n, n: d, k: d, a: side(pm, N, d), b: side(pwo, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: summed as u8 as f32 };
+            g.run_from(if summed { p[2] } else { py }, device, stream as _);
         });
         [y, q, k, v, o, lse, wqkv, wo]
     }
 
     /// `[dh, dwq, dwk, dwv, dwo]` from `dy [b, L, d]`, `h` and the forward's
-    /// `[q, k, v, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`.
+    /// `[q, k, v, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `acc` (`[b, L, d]`,
+    /// h's other gradient, owned by the caller) `dh` is added to it in place and returned as `dh`.
     #[allow(clippy::too_many_arguments)]
-    pub fn bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
+    pub fn bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>) -> [T; 5] {
         let [dy, h] = [dy, h].map(compact);
         let [q, k, v, o, lse, wqkv, wo] = saved.map(compact);
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
@@ -221,22 +226,21 @@ pub(super) mod cuda {
             heads_launch("heads_split", dt, [pdm, pdout], None, n * d, [l, heads, hd, d], stream);
         });
         let [dq, dk, dv] = super::super::flash::bwd([q, k, v, o, dout], lse, bias, scale, heads);
-        let (dhqkv, dh, dw) = (empty(&h, vec![n, 3 * d], dt), empty(&h, vec![b, l, d], dt), empty(&h, vec![3, d, d], w_dtype));
+        let beta = acc.is_some() as u8 as f32;
+        let dh = acc.map(compact).unwrap_or_else(|| empty(&h, vec![b, l, d], dt));
+        let (dhqkv, dw) = (empty(&h, vec![n, 3 * d], dt), empty(&h, vec![3, d, d], w_dtype));
         let mut ts = vec![&dq, &dk, &dv, &h, &wqkv];
         ts.extend(tables(&rot));
         ts.extend([&dhqkv, &dh, &dw]);
-        let (has, size) = (rot.each_ref().map(|r| r.is_some()), dt.size() as u64);
+        let has = rot.each_ref().map(|r| r.is_some());
         enqueue_all(&ts, move |p, stream| {
             let nt = p.len() - 8;
             let [pdq, pdk, pdv, ph, pwqkv] = p[..5].try_into().expect("5 inputs");
             let [pdhqkv, pdh, pdw] = p[5 + nt..].try_into().expect("3 outputs");
-            let [rq, rk] = rot_ptrs(has, &p[5..5 + nt]);
             // the heads' gradients, unrotated, side by side as the fused projection's
-            for (i, src, r) in [(0, pdq, rq), (1, pdk, rk), (2, pdv, None)] {
-                heads_launch("heads_merge", dt, [src, pdhqkv + i * d as u64 * size], r, n * d, [l, heads, hd, 3 * d], stream);
-            }
-            // dh = dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]
-            gemm(n, d, 3 * d, side(pdhqkv, N, 3 * d), side(pwqkv, Tr, 3 * d), side(pdh, N, d), dt, stream);
+            heads3_launch("heads_merge3", dt, pdhqkv, [pdq, pdk, pdv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
+            // dh (+)= dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]
+            RowGemm { batch: 1, m: n, n: d, k: 3 * d, a: side(pdhqkv, N, 3 * d), b: side(pwqkv, Tr, 3 * d), c: side(pdh, N, d), dtype: dt, out: dt, beta }.run(device, stream as _);
             let (a, bm, c) = (side(ph, Tr, d), Side { ptr: pdhqkv, op: N, ld: 3 * d, stride: d }, Side { ptr: pdw, op: N, ld: d, stride: d * d });
             RowGemm { batch: 3, m: d, n: d, k: n, a, b: bm, c, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
         });

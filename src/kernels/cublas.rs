@@ -139,7 +139,7 @@ pub(super) fn side(ptr: u64, op: Trans, ld: usize) -> Side {
     Side { ptr, op, ld, stride: 0 }
 }
 
-/// `c[i] = a[i] · b[i] + beta · c[i]` on raw device pointers, row-major `[m, k] · [k, n]` in
+/// `c[i] = a[i] · b[i] + beta · c[i]` ([`RowGemm::run_from`]: `+ beta · src[i]`) on raw device pointers, row-major `[m, k] · [k, n]` in
 /// `dtype` into `out` (`dtype` or f32), `batch` times; `c.op` is ignored.
 pub(super) struct RowGemm {
     pub batch: usize,
@@ -157,6 +157,12 @@ pub(super) struct RowGemm {
 impl RowGemm {
     /// Queues it on `stream` with `device`'s cuBLAS handle (call from an [`enqueue`] task).
     pub fn run(&self, device: usize, stream: cbs::cudaStream_t) {
+        self.run_from(self.c.ptr, device, stream)
+    }
+
+    /// The same with `beta ·` the matrix at `src` instead of `c`'s (laid out as `c`): `c = a·b +
+    /// beta·src`, e.g. a residual added by the GEMM that writes a sublayer's output.
+    pub fn run_from(&self, src: u64, device: usize, stream: cbs::cudaStream_t) {
         let cuda = |d: DType| match d {
             DType::F32 | DType::Flex32 => cbs::cudaDataType::CUDA_R_32F,
             DType::BF16 => cbs::cudaDataType::CUDA_R_16BF,
@@ -169,8 +175,13 @@ impl RowGemm {
         assert!([b, m, n, k].iter().all(|&v| v <= i32::MAX as usize), "cublas matmul: dims exceed i32");
         let compute = if ty == cbs::cudaDataType::CUDA_R_32F { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { cbs::cublasComputeType_t::CUBLAS_COMPUTE_32F };
         let (alpha, t0, (a, w, c)) = (1.0f32, std::time::Instant::now(), (self.a, self.b, self.c));
-        if super::cublaslt::enabled() && super::cublaslt::run(self, device, stream as _) {
+        if super::cublaslt::enabled() && super::cublaslt::run(self, src, device, stream as _) {
             return super::nvrtc::count_blas(t0);
+        }
+        if src != c.ptr && self.beta != 0.0 {
+            // GemmEx reads and writes one C: copy `src` there first
+            assert!(b == 1 && c.ld == n, "cublas matmul: a separate C source needs one dense matrix");
+            unsafe { cudarc::driver::result::memcpy_dtod_async(c.ptr, src, m * n * out.size(), stream as _) }.expect("cuMemcpyDtoDAsync");
         }
         with_handle(device, stream, |h| unsafe {
             // Cᵀ (n × m, ldc) = Bᵀ (n × k) · Aᵀ (k × m)

@@ -3,7 +3,7 @@
 //! one does, and its reference in burn's ops, is in `super::prims`.
 
 use super::cublas::{gemm, BlasBackend};
-use super::nvrtc::{compact, enqueue, enqueue_all, launch, launch_2d, launch_shared, with_null, Arg};
+use super::nvrtc::{compact, enqueue, enqueue_all, launch, launch_2d, Arg};
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::DType;
@@ -120,7 +120,7 @@ pub(super) fn dim(v: usize, what: &str) -> i32 {
 
 /// Threads per block: four warps, one row each, for the attention softmax; 256 per row for the
 /// vocabulary-wide cross-entropy rows.
-const SOFTMAX_BLOCK: u32 = 128;
+pub(super) const SOFTMAX_BLOCK: u32 = 128;
 /// Tensors per `sum_squares_f32` launch (its `Tensors` parameter in cuda/optim.cu).
 const MT_MAX: usize = 64;
 /// Parameters per `adamw_f32` launch (its `AdamTensors` parameter: 2 KiB of the 4 KiB a launch's
@@ -229,50 +229,11 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
     }
 
     fn norm_fwd(x: T, w: T, b: Option<T>, eps: f32) -> [T; 3] {
-        let (x, w, b) = (compact(x), compact(w), b.map(compact));
-        let [rows, d] = x.meta.shape().dims::<2>();
-        assert!(w.dtype == DType::F32 && w.meta.shape().num_elements() == d, "norm_fwd: weight {:?} {:?} for D {d}", w.meta.shape(), w.dtype);
-        let (y, mean, rstd) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![rows], DType::F32), empty(&x, vec![rows], DType::F32));
-        let tail = [Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::F32(eps), Arg::I32(b.is_none() as i32)];
-        let blocks = grid(rows, SOFTMAX_BLOCK as usize / 32);
-        let mut ts = vec![&x, &w];
-        ts.extend(&b);
-        ts.extend([&y, &mean, &rstd]);
-        let layer = b.is_some();
-        enqueue_all(&ts, move |p, stream| {
-            // without a bias the pointers are x, w, y, mean, rstd; the kernel takes 0 as "RMSNorm"
-            let p = with_null(p, 2, layer);
-            let name = kernel("norm_fwd", x.dtype, &[p[0], p[3]], &[d]);
-            launch(&name, blocks, SOFTMAX_BLOCK, stream, &[p.into_iter().map(Arg::Ptr).collect(), tail.to_vec()].concat())
-        });
-        [y, mean, rstd]
+        super::norm::cuda::fwd(x, w, b, eps)
     }
 
     fn norm_bwd(g: T, x: T, w: T, mean: T, rstd: T, layer: bool) -> Vec<T> {
-        let [g, x, w, mean, rstd] = [g, x, w, mean, rstd].map(compact);
-        let [rows, d] = x.meta.shape().dims::<2>();
-        assert_eq!(g.meta.shape(), x.meta.shape(), "norm_bwd: gradient and input shapes differ");
-        let (dx, dw, db) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![d], DType::F32), empty(&x, vec![d], DType::F32));
-        const ROWS_PER_BLOCK: usize = 64;
-        let dtype = x.dtype;
-        assert!(d <= crate::config::MAX_FUSED_NORM_D, "norm_bwd: D = {d} exceeds the shared-memory sums ({} floats)", 2 * crate::config::MAX_FUSED_NORM_D);
-        enqueue([&g, &x, &w, &mean, &rstd, &dw, &db, &dx], move |[g, x, w, m, r, dw, db, dx], stream| {
-            let mut name = kernel("norm_bwd", dtype, &[g, x, dx], &[d]);
-            // the `_v` kernel pads its shared sums (one float per access, cuda/norm.cu): where that
-            // would pass the 48 KiB of shared memory a launch gets by default, the plain one runs
-            let padded = 2 * (d + d / width(dtype)) * 4;
-            if name.ends_with("_v") && padded > 48 * 1024 {
-                name.truncate(name.len() - 2);
-            }
-            let shared = if name.ends_with("_v") { padded } else { 2 * d * 4 } as u32;
-            unsafe {
-                cudarc::driver::result::memset_d8_async(dw, 0, d * 4, stream).expect("cuMemsetD8Async");
-                cudarc::driver::result::memset_d8_async(db, 0, d * 4, stream).expect("cuMemsetD8Async");
-            }
-            let args = [Arg::Ptr(g), Arg::Ptr(x), Arg::Ptr(w), Arg::Ptr(m), Arg::Ptr(r), Arg::Ptr(dx), Arg::Ptr(dw), Arg::Ptr(if layer { db } else { 0 }), Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::I32(!layer as i32), Arg::I32(ROWS_PER_BLOCK as i32)];
-            launch_shared(&name, grid(rows, ROWS_PER_BLOCK), 256, shared, stream, &args)
-        });
-        if layer { vec![dx, dw, db] } else { vec![dx, dw] }
+        super::norm::cuda::bwd(g, x, w, mean, rstd, layer, None)
     }
 
     fn stage_read(x: T, id: usize) {
@@ -381,15 +342,15 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
     }
 
     fn attn_fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32) -> [T; 8] {
-        super::attention_block::cuda::fwd(h, ws, rot, bias, heads, scale)
+        super::attention_block::cuda::fwd(h, ws, rot, bias, heads, scale, None)
     }
 
     fn attn_bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
-        super::attention_block::cuda::bwd(dy, h, saved, rot, bias, heads, scale, w_dtype)
+        super::attention_block::cuda::bwd(dy, h, saved, rot, bias, heads, scale, w_dtype, None)
     }
 
     fn mlp_fwd(x: T, wg: T, wu: T, wd: T) -> [T; 4] {
-        super::mlp::cuda::fwd(x, wg, wu, wd)
+        super::mlp::cuda::fwd(x, wg, wu, wd, None)
     }
 
     fn mlp_bwd(dy: T, x: T, h: T, wcat: T, wdc: T, w_dtype: DType) -> [T; 4] {
@@ -426,7 +387,7 @@ fn elementwise<const N: usize, const M: usize>(kind: &'static str, inputs: [T; N
 }
 
 /// Elements of `dtype` per 16-byte access.
-fn width(dtype: DType) -> usize {
+pub(super) fn width(dtype: DType) -> usize {
     16 / dtype.size()
 }
 
@@ -472,11 +433,45 @@ pub(super) fn heads_launch(kind: &str, dtype: DType, [src, dst]: [u64; 2], rot: 
     launch(&name, grid(n / per_thread, 256), 256, stream, &args)
 }
 
-/// Queues `cast_cols` (cuda/gate.cu): the f32 `src [rows, cols]` cast to `dtype` into columns
-/// `[off, off + cols)` of `dst [rows, ld]` (device pointers). Call from an `enqueue` task.
-pub(super) fn cast_cols(dtype: DType, [src, dst]: [u64; 2], [rows, cols, ld, off]: [usize; 4], stream: cudarc::driver::sys::CUstream) {
-    let args = [Arg::Ptr(src), Arg::Ptr(dst), Arg::I64((rows * cols) as i64), Arg::I64(cols as i64), Arg::I64(ld as i64), Arg::I64(off as i64)];
-    launch(&format!("cast_cols_{}", dtype_name(dtype)), grid(rows * cols, 256).min(8192), 256, stream, &args)
+/// Queues `cast_many` (cuda/gate.cu): each f32 `src [rows, cols]` of `jobs` (at most 8) cast
+/// to `dtype` into columns `[off, off + cols)` of its `dst [rows, ld]` (device pointers), one
+/// launch. Call from an `enqueue` task.
+pub(super) fn cast_many(dtype: DType, jobs: &[([u64; 2], [usize; 4])], stream: cudarc::driver::sys::CUstream) {
+    assert!(!jobs.is_empty() && jobs.len() <= 8, "cast_many: {} jobs (1 to 8)", jobs.len());
+    let u32_of = |v: usize| u32::try_from(v).expect("cast_many: a size over u32");
+    let ptrs: Vec<u64> = jobs.iter().flat_map(|(p, _)| *p).collect();
+    let dims: Vec<usize> = jobs.iter().flat_map(|(_, [_, cols, ld, off])| [*cols, *ld, *off]).collect();
+    // `_v` moves 8 elements a thread: bf16 only (the f32 kernel is plain)
+    let wide = dtype == DType::BF16 && ptrs.iter().all(|p| p % 16 == 0) && dims.iter().all(|d| d % 8 == 0);
+    let name = format!("cast_many_{}{}", dtype_name(dtype), if wide { "_v" } else { "" });
+    let w = if name.ends_with("_v") { 8 } else { 1 };
+    let mut bytes = Vec::with_capacity(8 * 32);
+    let mut most = 0;
+    for &([src, dst], [rows, cols, ld, off]) in jobs {
+        assert!(u32_of(rows) as u64 * u32_of(cols) as u64 <= u32::MAX as u64, "cast_many: [{rows}, {cols}] over u32 elements");
+        bytes.extend(src.to_le_bytes().into_iter().chain(dst.to_le_bytes()));
+        bytes.extend([rows, cols, ld, off].into_iter().flat_map(|v| u32_of(v).to_le_bytes()));
+        most = most.max(rows * cols / w);
+    }
+    bytes.resize(8 * 32, 0);
+    launch_2d(&name, (grid(most, 256).min(2048), jobs.len() as u32), 256, stream, &[Arg::Bytes(bytes)])
+}
+
+/// Queues `heads_split3` / `heads_merge3` (cuda/attention.cu): the three heads of the fused
+/// projection `[b, L, 3·heads·hd]` from or into `[q, k, v]` (device pointers, `[b·heads, L, hd]`
+/// each), q and k rotated by their tables if any; `n` elements per head. Call from an `enqueue` task.
+pub(super) fn heads3_launch(kind: &str, dtype: DType, fused: u64, qkv: [u64; 3], rot: [Option<[u64; 2]>; 2], n: usize, [l, heads, hd]: [usize; 3], stream: cudarc::driver::sys::CUstream) {
+    let [cq, sq] = rot[0].unwrap_or([0, 0]);
+    let [ck, sk] = rot[1].unwrap_or([0, 0]);
+    let ptrs: Vec<u64> = [fused].into_iter().chain(qkv).chain(rot.into_iter().flatten().flatten()).collect();
+    let name = kernel(kind, dtype, &ptrs, &[hd, 3 * heads * hd, if rot.iter().any(|r| r.is_some()) { hd / 2 } else { 0 }]);
+    let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
+    let [a, b, c] = qkv;
+    let heads_first = [Arg::Ptr(fused), Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(c)];
+    // split3 takes (x, yq, yk, yv), merge3 (gq, gk, gv, dx)
+    let first = if kind == "heads_split3" { heads_first } else { [Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(c), Arg::Ptr(fused)] };
+    let tail = [Arg::Ptr(cq), Arg::Ptr(sq), Arg::Ptr(ck), Arg::Ptr(sk), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
+    launch_2d(&name, (grid(n / per_thread, 256), 3), 256, stream, &[&first[..], &tail[..]].concat())
 }
 
 /// Item `i` of a `[k, rows, cols]` buffer as a `[rows, cols]` tensor (a view, no copy): weight

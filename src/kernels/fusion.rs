@@ -44,7 +44,7 @@ fn custom<B: FusionBackend, const M: usize>(
 }
 
 /// [`custom`] with as many outputs as `outputs` lists.
-fn custom_vec<B: FusionBackend>(
+pub(super) fn custom_vec<B: FusionBackend>(
     name: &'static str,
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
     outputs: Vec<(Vec<usize>, DType)>,
@@ -323,8 +323,8 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
 }
 
 /// What a custom op runs: its description, scalars, size and the stream's handles.
-type Run<B> = fn(&CustomOpIr, &[f32], usize, &mut Handles<B>);
-type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
+pub(super) type Run<B> = fn(&CustomOpIr, &[f32], usize, &mut Handles<B>);
+pub(super) type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
 /// Registers a head split/merge with 1 input (no rotation) or 3 (input, cos, sin).
 fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRuntime>, rot: Option<[FusionTensor<B::FusionRuntime>; 2]>, heads: usize, shape: Vec<usize>, run: Run<B>) -> FusionTensor<B::FusionRuntime> {
@@ -337,12 +337,12 @@ fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRunti
 }
 
 /// The inner tensors of a custom op's inputs, in order.
-fn inputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>) -> std::vec::IntoIter<B::FloatTensorPrimitive> {
+pub(super) fn inputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>) -> std::vec::IntoIter<B::FloatTensorPrimitive> {
     d.inputs.iter().map(|t| h.get_float_tensor::<B>(t)).collect::<Vec<_>>().into_iter()
 }
 
 /// Registers `ts` as a custom op's outputs, in order.
-fn outputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>, ts: impl IntoIterator<Item = B::FloatTensorPrimitive>) {
+pub(super) fn outputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>, ts: impl IntoIterator<Item = B::FloatTensorPrimitive>) {
     for (o, t) in d.outputs.iter().zip(ts) {
         h.register_float_tensor::<B>(&o.id, t);
     }
@@ -351,7 +351,7 @@ fn outputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>, ts: impl IntoIt
 /// Appends the attention sublayer's optional inputs (the rotation tables of q and k, the bias) to
 /// `ins`; returns the flags [`attn_consts`] reads them back by: scale, has q tables, has k tables,
 /// has bias.
-fn attn_extras<T>(ins: &mut Vec<T>, rot: [Option<[T; 2]>; 2], bias: Option<T>, scale: f32) -> [f32; 4] {
+pub(super) fn attn_extras<T>(ins: &mut Vec<T>, rot: [Option<[T; 2]>; 2], bias: Option<T>, scale: f32) -> [f32; 4] {
     let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, bias.is_some() as u8 as f32];
     ins.extend(rot.into_iter().flatten().flatten());
     ins.extend(bias);
@@ -361,7 +361,7 @@ fn attn_extras<T>(ins: &mut Vec<T>, rot: [Option<[T; 2]>; 2], bias: Option<T>, s
 /// The attention sublayer's optional inputs after the fixed ones, by the flags `f` (scale, has q
 /// tables, has k tables, has bias): the rotation tables of q and k and the bias.
 #[allow(clippy::type_complexity)]
-fn attn_consts<B: FusionBackend>(f: &[f32], ins: &mut impl Iterator<Item = B::FloatTensorPrimitive>) -> ([Option<[B::FloatTensorPrimitive; 2]>; 2], Option<B::FloatTensorPrimitive>) {
+pub(super) fn attn_consts<B: FusionBackend>(f: &[f32], ins: &mut impl Iterator<Item = B::FloatTensorPrimitive>) -> ([Option<[B::FloatTensorPrimitive; 2]>; 2], Option<B::FloatTensorPrimitive>) {
     let mut pair = |on: f32| (on != 0.0).then(|| [(); 2].map(|_| ins.next().expect("tables")));
     let rot = [pair(f[1]), pair(f[2])];
     (rot, (f[3] != 0.0).then(|| ins.next().expect("bias")))

@@ -127,7 +127,7 @@ fn gpu_head_ce_kernels_match_burns_steps() {
     }
 }
 
-/// The fused MLP's CUDA steps (`mlp::cuda`: cuBLAS GEMMs and the `glu`/`cast_cols` kernels) against
+/// The fused MLP's CUDA steps (`mlp::cuda`: cuBLAS GEMMs and the `glu`/`cast_many` kernels) against
 /// burn's steps of the same op in f32 on the CPU from the same rounded values: `y`, `h`, and the
 /// four gradients; `d_ff` a multiple of the 16-byte access and not, bf16 and f32.
 #[test]
@@ -204,6 +204,59 @@ fn gpu_attention_block_kernels_match_burns_steps() {
             let r = rel(&got, &want);
             eprintln!("attention block [{b}, {l}, {d}] {heads} heads {kind:?} {what}: kernels vs burn rel {r:.2e}");
             assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < 2e-2, "attention block [{b}, {l}, {d}] {kind:?} {what}: rel {r}");
+        }
+    }
+}
+
+/// The layer op's CUDA steps (`layer::cuda`: norm, attention and MLP steps with the residual
+/// folded into their GEMMs and the norm's backward) against burn's steps of the same op in f32
+/// on the CPU from the same bf16 values: `y` and every gradient; LayerNorm with RoPE, RMSNorm with
+/// ALiBi, a length off the 64-row tile.
+#[test]
+fn gpu_layer_kernels_match_burns_steps() {
+    use crate::kernels::attention_block::Consts as AttnConsts;
+    use crate::kernels::layer::{layer_bwd, layer_fwd, Consts, Weights};
+    use crate::model::positions::{Layout, PosParams, PosTables, PositionKind};
+    use burn::tensor::FloatDType::{BF16, F32};
+    type G = crate::backend::Gpu;
+    type C = crate::backend::Cpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (b, l, d, f, heads, kind, layer) in [(2, 100, 128, 192, 2, PositionKind::Rope, true), (1, 64, 64, 200, 2, PositionKind::Alibi, false)] {
+        let hd = d / heads;
+        let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
+        let t = PosTables::<G>::new(&Layout::plain(l, 0), &p, &dev, BF16);
+        let data = |len: usize, seed: u64, amp: f32| -> Vec<f32> { (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect() };
+        let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(data(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
+        let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
+        // weights as rounded to bf16, so both sides multiply the same values
+        let m = |shape: [usize; 2], k| Tensor::<G, 2>::from_data(TensorData::new(data(shape[0] * shape[1], k, 0.2), shape), &dev).cast(BF16).cast(F32);
+        let v1 = |k, off: f32| Tensor::<G, 1>::from_data(TensorData::new(data(d, k, 0.5), [d]), &dev).add_scalar(off);
+        let w = Weights { norm: (v1(11, 1.0), layer.then(|| v1(12, 0.0))), attn: [2, 3, 4, 5].map(|k| m([d, d], k)), mlp: [m([d, f], 8), m([d, f], 9), m([f, d], 10)] };
+        let attn = AttnConsts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased().then(|| t.bias.clone()), heads, scale: 1.0 / (hd as f32).sqrt() };
+        let c = Consts { attn, eps: 1e-5 };
+        fn cpu<const D: usize>(t: &Tensor<G, D>) -> Tensor<C, D> {
+            Tensor::from_data(t.clone().cast(F32).into_data().convert::<f32>(), &Default::default())
+        }
+        let w0 = Weights { norm: (cpu(&w.norm.0), w.norm.1.as_ref().map(cpu)), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu) };
+        let rot = |r: &Option<(Tensor<G, 4>, Tensor<G, 4>)>| r.as_ref().map(|(a, s)| (cpu(a), cpu(s)));
+        let c0 = Consts { attn: AttnConsts { rot: [rot(&c.attn.rot[0]), rot(&c.attn.rot[1])], bias: c.attn.bias.as_ref().map(cpu), heads, scale: c.attn.scale }, eps: c.eps };
+        let nw = w.norm.0.clone();
+        let (y, saved) = layer_fwd(h.clone(), w, &c, true);
+        let (dx, dn, dws) = layer_bwd(dy.clone(), h.clone(), nw.clone(), saved, &c, layer, burn::tensor::DType::F32, true);
+        let (y0, saved0) = layer_fwd(cpu(&h), w0, &c0, false);
+        let (dx0, dn0, dws0) = layer_bwd(cpu(&dy), cpu(&h), cpu(&nw), saved0, &c0, layer, burn::tensor::DType::F32, false);
+        let v = |t: TensorData| t.convert::<f32>().to_vec::<f32>().unwrap();
+        let mut pairs = vec![("y".to_string(), v(y.cast(F32).into_data()), v(y0.into_data())), ("dx".into(), v(dx.cast(F32).into_data()), v(dx0.into_data()))];
+        assert_eq!(dn.len(), 1 + layer as usize);
+        pairs.extend(dn.into_iter().zip(dn0).enumerate().map(|(i, (g, w))| (format!("norm grad {i}"), v(g.into_data()), v(w.into_data()))));
+        for (i, (g, w)) in dws.into_iter().zip(dws0).enumerate() {
+            assert_eq!(g.dtype(), burn::tensor::DType::F32, "weight gradient {i} lands in the master's dtype");
+            pairs.push((format!("weight grad {i}"), v(g.into_data()), v(w.into_data())));
+        }
+        for (what, got, want) in pairs {
+            let r = rel(&got, &want);
+            eprintln!("layer [{b}, {l}, {d}] d_ff {f} {kind:?} layernorm {layer} {what}: kernels vs burn rel {r:.2e}");
+            assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < 2e-2, "layer [{b}, {l}, {d}] {kind:?} {what}: rel {r}");
         }
     }
 }

@@ -65,7 +65,7 @@ pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::fused::{cast_cols, empty, grid, kernel, part};
+    use super::super::fused::{cast_many, empty, grid, kernel, part};
     use super::super::gemm::Trans::{N, T as Tr};
     use super::super::nvrtc::{compact, enqueue, launch, Arg};
     use burn::tensor::DType;
@@ -75,25 +75,25 @@ pub(super) mod cuda {
     type T = CubeTensor<CudaRuntime>;
 
     /// `[y [n, d], h [n, 2F], [wg | wu] [d, 2F], wd [F, d]]` (the last three kept for the backward,
-    /// the weights cast to `x`'s dtype) of `x [n, d]` and f32 `wg, wu [d, F]`, `wd [F, d]`.
-    pub fn fwd(x: T, wg: T, wu: T, wd: T) -> [T; 4] {
+    /// the weights cast to `x`'s dtype) of `x [n, d]` and f32 `wg, wu [d, F]`, `wd [F, d]`. With
+    /// `acc` (`[n, d]`, owned by the caller) `y` is added to it in place and returned as `y`.
+    pub fn fwd(x: T, wg: T, wu: T, wd: T, acc: Option<T>) -> [T; 4] {
         let [x, wg, wu, wd] = [x, wg, wu, wd].map(compact);
         let ([n, d], [_, f]) = (x.meta.shape().dims::<2>(), wg.meta.shape().dims::<2>());
         let ok = [&wg, &wu].iter().all(|w| w.meta.shape().dims::<2>() == [d, f]) && wd.meta.shape().dims::<2>() == [f, d];
         assert!(ok && [&wg, &wu, &wd].iter().all(|w| w.dtype == DType::F32), "mlp_fwd: x [{n}, {d}] with weights {:?} {:?} {:?} (f32 [d, F], [d, F], [F, d])", wg.meta.shape(), wu.meta.shape(), wd.meta.shape());
         let dtype = x.dtype;
         let (h, wcat, wdc) = (empty(&x, vec![n, 2 * f], dtype), empty(&x, vec![d, 2 * f], dtype), empty(&x, vec![f, d], dtype));
-        let (s, y) = (empty(&x, vec![n, f], dtype), empty(&x, vec![n, d], dtype));
+        let beta = acc.is_some() as u8 as f32;
+        let (s, y) = (empty(&x, vec![n, f], dtype), acc.map(compact).unwrap_or_else(|| empty(&x, vec![n, d], dtype)));
         let device = x.device.index;
         enqueue([&x, &wg, &wu, &wd, &h, &wcat, &wdc, &s, &y], move |[px, pg, pu, pd, ph, pw, pwd, ps, py], stream| {
-            for (src, dst, rows, cols, ld, off) in [(pg, pw, d, f, 2 * f, 0), (pu, pw, d, f, 2 * f, f), (pd, pwd, f, d, d, 0)] {
-                cast_cols(dtype, [src, dst], [rows, cols, ld, off], stream);
-            }
-            let gemm = |m, n, k, a, b, c| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta: 0.0 }.run(device, stream as _);
-            // h = x · [wg | wu]; y = (silu(a) ⊙ u) · wd
-            gemm(n, 2 * f, d, side(px, N, d), side(pw, N, 2 * f), side(ph, N, 2 * f));
+            cast_many(dtype, &[([pg, pw], [d, f, 2 * f, 0]), ([pu, pw], [d, f, 2 * f, f]), ([pd, pwd], [f, d, d, 0])], stream);
+            let gemm = |m, n, k, a, b, c, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta }.run(device, stream as _);
+            // h = x · [wg | wu]; y (+)= (silu(a) ⊙ u) · wd
+            gemm(n, 2 * f, d, side(px, N, d), side(pw, N, 2 * f), side(ph, N, 2 * f), 0.0);
             glu("glu_fwd", dtype, &[ph, ps], n * f, f, stream);
-            gemm(n, d, f, side(ps, N, f), side(pwd, N, d), side(py, N, d));
+            gemm(n, d, f, side(ps, N, f), side(pwd, N, d), side(py, N, d), beta);
         });
         [y, h, wcat, wdc]
     }

@@ -29,6 +29,7 @@ mod gpu_tests;
 #[cfg(feature = "cuda")]
 mod head;
 pub mod heads;
+pub mod layer;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
@@ -289,6 +290,25 @@ pub fn attention_block<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], rot_q
         return Some(gt::down(attention_block::attention_block_ad(gt::up(h), ws.map(gt::up), c, true)));
     }
     let _ = (h, ws, rot_q, rot_k, bias, heads, scale);
+    None
+}
+
+/// [`layer::layer_ad`] with its CUDA steps where they apply (as [`attention_block`]): the whole
+/// parallel-residual layer `x + attn(norm(x)) + mlp(norm(x))` of `x [b, L, d]` and its f32 weights.
+/// `None` where they do not apply.
+pub fn layer<B: Backend>(x: Tensor<B, 3>, w: layer::Weights<B>, rot_q: &prims::Rot<B>, rot_k: &prims::Rot<B>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32, eps: f64) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "cuda")]
+    if is_gpu_train::<B>() {
+        let [b, l, d] = x.dims();
+        if !flash::supports(x.dtype(), [b * heads, l, d / heads]) {
+            return None;
+        }
+        let rot = |r: &prims::Rot<B>| r.as_ref().map(|(c, s)| (gt::inner(c.clone()), gt::inner(s.clone())));
+        let attn = attention_block::Consts { rot: [rot(rot_q), rot(rot_k)], bias: bias.map(gt::inner), heads, scale };
+        let w = layer::Weights { norm: (gt::up(w.norm.0), w.norm.1.map(gt::up)), attn: w.attn.map(gt::up), mlp: w.mlp.map(gt::up) };
+        return Some(gt::down(layer::layer_ad(gt::up(x), w, layer::Consts { attn, eps: eps as f32 }, true)));
+    }
+    let _ = (x, w, rot_q, rot_k, bias, heads, scale, eps);
     None
 }
 

@@ -57,6 +57,78 @@ pub fn norm_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, 
     float(out)
 }
 
+/// The CUDA steps of [`norm_ad`] (`FusedBackend::norm_fwd`/`norm_bwd` on `CubeBackend`, and the
+/// layer op's): the kernels of cuda/norm.cu.
+#[cfg(feature = "cuda")]
+pub(super) mod cuda {
+    use super::super::fused::{dim, empty, grid, kernel, width, SOFTMAX_BLOCK};
+    use super::super::nvrtc::{compact, enqueue_all, launch, launch_shared, with_null, Arg};
+    use burn::tensor::DType;
+    use burn_cubecl::tensor::CubeTensor;
+    use cubecl::cuda::CudaRuntime;
+
+    type T = CubeTensor<CudaRuntime>;
+
+    /// `[y, mean, rstd]` of `x [rows, D]` with f32 `w`, `b` (`[D]`; no `b`: RMSNorm).
+    pub fn fwd(x: T, w: T, b: Option<T>, eps: f32) -> [T; 3] {
+        let (x, w, b) = (compact(x), compact(w), b.map(compact));
+        let [rows, d] = x.meta.shape().dims::<2>();
+        assert!(w.dtype == DType::F32 && w.meta.shape().num_elements() == d, "norm_fwd: weight {:?} {:?} for D {d}", w.meta.shape(), w.dtype);
+        let (y, mean, rstd) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![rows], DType::F32), empty(&x, vec![rows], DType::F32));
+        let tail = [Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::F32(eps), Arg::I32(b.is_none() as i32)];
+        let blocks = grid(rows, SOFTMAX_BLOCK as usize / 32);
+        let mut ts = vec![&x, &w];
+        ts.extend(&b);
+        ts.extend([&y, &mean, &rstd]);
+        let layer = b.is_some();
+        enqueue_all(&ts, move |p, stream| {
+            // without a bias the pointers are x, w, y, mean, rstd; the kernel takes 0 as "RMSNorm"
+            let p = with_null(p, 2, layer);
+            let name = kernel("norm_fwd", x.dtype, &[p[0], p[3]], &[d]);
+            launch(&name, blocks, SOFTMAX_BLOCK, stream, &[p.into_iter().map(Arg::Ptr).collect(), tail.to_vec()].concat())
+        });
+        [y, mean, rstd]
+    }
+
+    /// `[dx, dw]` plus `db` for LayerNorm (`layer`) from the upstream `g`; `dx` plus `res` if given
+    /// (the residual's gradient, in the layer op).
+    pub fn bwd(g: T, x: T, w: T, mean: T, rstd: T, layer: bool, res: Option<T>) -> Vec<T> {
+        let [g, x, w, mean, rstd] = [g, x, w, mean, rstd].map(compact);
+        let res = res.map(compact);
+        let [rows, d] = x.meta.shape().dims::<2>();
+        assert_eq!(g.meta.shape(), x.meta.shape(), "norm_bwd: gradient and input shapes differ");
+        assert!(res.as_ref().is_none_or(|r| r.meta.shape() == x.meta.shape() && r.dtype == x.dtype), "norm_bwd: residual gradient differs from the input");
+        let (dx, dw, db) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![d], DType::F32), empty(&x, vec![d], DType::F32));
+        const ROWS_PER_BLOCK: usize = 64;
+        let dtype = x.dtype;
+        assert!(d <= crate::config::MAX_FUSED_NORM_D, "norm_bwd: D = {d} exceeds the shared-memory sums ({} floats)", 2 * crate::config::MAX_FUSED_NORM_D);
+        let mut ts = vec![&g, &x, &w, &mean, &rstd];
+        ts.extend(&res);
+        ts.extend([&dw, &db, &dx]);
+        let summed = res.is_some();
+        enqueue_all(&ts, move |p, stream| {
+            let p = with_null(p, 5, summed);
+            let [g, x, w, m, r, res, dw, db, dx] = p[..].try_into().expect("9 pointers");
+            let mut name = kernel("norm_bwd", dtype, &[g, x, dx, res], &[d]);
+            // the `_v` kernel pads its shared sums (one float per access, cuda/norm.cu): where that
+            // would pass the 48 KiB of shared memory a launch gets by default, the plain one runs
+            let padded = 2 * (d + d / width(dtype)) * 4;
+            if name.ends_with("_v") && padded > 48 * 1024 {
+                name.truncate(name.len() - 2);
+            }
+            let shared = if name.ends_with("_v") { padded } else { 2 * d * 4 } as u32;
+            unsafe {
+                cudarc::driver::result::memset_d8_async(dw, 0, d * 4, stream).expect("cuMemsetD8Async");
+                cudarc::driver::result::memset_d8_async(db, 0, d * 4, stream).expect("cuMemsetD8Async");
+            }
+            let ptrs = [g, x, w, m, r, res, dx, dw, if layer { db } else { 0 }].map(Arg::Ptr);
+            let args = [&ptrs[..], &[Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::I32(!layer as i32), Arg::I32(ROWS_PER_BLOCK as i32)]].concat();
+            launch_shared(&name, grid(rows, ROWS_PER_BLOCK), 256, shared, stream, &args)
+        });
+        if layer { vec![dx, dw, db] } else { vec![dx, dw] }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::backend::CpuTrain;

@@ -37,13 +37,38 @@ impl<B: Backend> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>, t: &PosTables<B>) -> Tensor<B, 3> {
         match &self.mlp_norm {
             None => {
+                if let Some(y) = self.fused(x.clone(), t) {
+                    return y;
+                }
                 let h = self.attn_norm.forward(x.clone());
-                x + self.attn.forward(h.clone(), t) + self.mlp.forward(h)
+                // both sublayers before the two adds, so that fusion makes them one kernel
+                let (a, m) = (self.attn.forward(h.clone(), t), self.mlp.forward(h));
+                x + a + m
             }
             Some(mlp_norm) => {
                 let x = x.clone() + self.attn.forward(self.attn_norm.forward(x), t);
                 x.clone() + self.mlp.forward(mlp_norm.forward(x))
             }
         }
+    }
+
+    /// The parallel layer as one op (`train.attention = "layer"`, CUDA): `None` where it does not
+    /// apply (linspace adds to k before the head split; burn's norm or gate; the flash kernels'
+    /// dtype and head dims).
+    fn fused(&self, x: Tensor<B, 3>, t: &PosTables<B>) -> Option<Tensor<B, 3>> {
+        let (a, c) = (&self.attn, self.attn.compute);
+        let on = c.fused_layer && c.attention_block && c.blas && c.fused_gate && self.attn_norm.fused && a.pos.is_none();
+        let ln = self.attn_norm.layer.as_ref();
+        if !on || !crate::kernels::has_fused::<B>() || ln.is_none() && self.attn_norm.rms.is_none() {
+            return None;
+        }
+        let norm = match (ln, &self.attn_norm.rms) {
+            (Some(ln), _) => (ln.gamma.val(), ln.beta.as_ref().map(|b| b.val())),
+            (None, rms) => (rms.as_ref()?.gamma.val(), None),
+        };
+        let (m, d) = (&self.mlp, x.dims()[2]);
+        let w = crate::kernels::layer::Weights { norm, attn: [&a.q, &a.k, &a.v, &a.o].map(|l| l.weight.val()), mlp: [&m.gate, &m.up, &m.down].map(|l| l.weight.val()) };
+        let scale = 1.0 / ((d / a.n_heads) as f32).sqrt();
+        crate::kernels::layer(x, w, &t.rot_q, &t.rot_k, t.biased().then(|| t.bias.clone()), a.n_heads, scale, self.attn_norm.eps)
     }
 }

@@ -37,9 +37,11 @@ pub(crate) fn rel(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Every branch's loss and gradients on the GPU against the CPU, with the default kernels in bf16
-/// (the training setting: flash attention); RoPE also with the GEMM + softmax attention, with the
-/// head + loss op over chunks that do not divide the batch's rows, with the attention sublayer as
-/// one op (`train.attention = "block"`), with the defaults in f32 and with burn's ops throughout.
+/// (the training setting: each parallel layer one op, `train.attention = "layer"`; linspace and
+/// the sequential residual take the sublayer ops); RoPE also with the GEMM + softmax attention,
+/// with the head + loss op over chunks that do not divide the batch's rows, with the attention
+/// sublayer as one op (`"block"`) and each sublayer its ops (`"flash"`), with the defaults in f32
+/// and with burn's ops throughout.
 #[test]
 fn gpu_every_branch_matches_the_cpu() {
     let gpu = burn::backend::cuda::CudaDevice::default();
@@ -56,12 +58,17 @@ fn gpu_every_branch_matches_the_cpu() {
     let mut cases: Vec<(ModelConfig, MemoryConfig, TrainConfig)> = [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi]
         .map(|p| (config(p), no_memory.clone(), train("bf16", "fused")))
         .into();
-    cases.push((config(PositionKind::Rope), rmt, train("bf16", "fused")));
+    cases.push((config(PositionKind::Rope), rmt.clone(), train("bf16", "fused")));
     cases.push((ModelConfig { norm: "rmsnorm".into(), residual: "sequential".into(), ..config(PositionKind::Rope) }, no_memory.clone(), train("bf16", "fused")));
     cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { attention: "fused".into(), ..train("bf16", "fused") }));
     // the attention sublayer as one op (xPos: q and k tables differ; ALiBi: a bias; linspace takes "flash")
     for p in [PositionKind::Xpos, PositionKind::Alibi, PositionKind::Linspace] {
         cases.push((config(p), no_memory.clone(), TrainConfig { attention: "block".into(), ..train("bf16", "fused") }));
+    }
+    // the default "layer" with RMSNorm and memory; "flash" (each sublayer its ops) as it was
+    cases.push((ModelConfig { norm: "rmsnorm".into(), ..config(PositionKind::Xpos) }, rmt.clone(), train("bf16", "fused")));
+    for p in [PositionKind::Rope, PositionKind::Alibi] {
+        cases.push((config(p), no_memory.clone(), TrainConfig { attention: "flash".into(), ..train("bf16", "fused") }));
     }
     for ce in ["chunked", "fused"] {
         cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { ce: ce.into(), ce_chunk: 50, ..train("bf16", "fused") }));

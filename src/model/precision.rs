@@ -21,6 +21,9 @@ pub struct Compute {
     pub flash: bool,
     /// With `flash` and `blas`: the whole attention sublayer as one op (`kernels::attention_block`).
     pub attention_block: bool,
+    /// With `attention_block`, `fused_norm` and `fused_gate`: a parallel-residual layer as one op
+    /// (`kernels::layer`).
+    pub fused_layer: bool,
     /// The embedding's backward as one CUDA kernel, likewise.
     pub fused_embedding: bool,
     /// LayerNorm/RMSNorm as one op with its kernels, likewise.
@@ -31,7 +34,7 @@ pub struct Compute {
 
 impl Default for Compute {
     fn default() -> Self {
-        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, flash: false, attention_block: false, fused_embedding: false, fused_norm: false, fused_gate: false }
+        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, flash: false, attention_block: false, fused_layer: false, fused_embedding: false, fused_norm: false, fused_gate: false }
     }
 }
 
@@ -52,8 +55,9 @@ impl Compute {
             dtype: if t.dtype == "bf16" { FloatDType::BF16 } else { FloatDType::F32 },
             blas: t.matmul == "cublas",
             fused_attention: t.attention != "burn",
-            flash: t.attention == "flash" || t.attention == "block",
-            attention_block: t.attention == "block",
+            flash: ["flash", "block", "layer"].contains(&t.attention.as_str()),
+            attention_block: t.attention == "block" || t.attention == "layer",
+            fused_layer: t.attention == "layer",
             fused_embedding: t.embedding == "fused",
             fused_norm: t.layernorm == "fused",
             fused_gate: t.gate == "fused",

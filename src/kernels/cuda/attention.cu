@@ -177,6 +177,30 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L,
     Vec<T, W>::store(dx + r * ld + col, v);
 }
 
+// The fused projection's three heads in one launch, blockIdx.y picking q, k or v: the split of
+// x [b, L, 3·H·hd] into yq, yk, yv, with q and k rotated by their tables where given (cq / ck
+// null: not rotated); merge3 is its adjoint, dq, dk, dv into dx [b, L, 3·H·hd].
+template <typename T, int W>
+__device__ void heads_split3(const T* x, T* yq, T* yk, T* yv, const T* cq, const T* sq, const T* ck, const T* sk, long long n, int L, int H, int hd) {
+    int p = blockIdx.y, ld = 3 * H * hd;
+    T* y = p == 0 ? yq : p == 1 ? yk : yv;
+    const T* c = p == 0 ? cq : p == 1 ? ck : nullptr;
+    const T* s = p == 0 ? sq : sk;
+    const T* xp = x + (long long)p * H * hd;
+    if (n < 0xffff0000LL / 3) heads_split<T, unsigned, W>(xp, c, s, y, n, L, H, hd, ld, c != nullptr);
+    else heads_split<T, long long, W>(xp, c, s, y, n, L, H, hd, ld, c != nullptr);
+}
+template <typename T, int W>
+__device__ void heads_merge3(const T* gq, const T* gk, const T* gv, T* dx, const T* cq, const T* sq, const T* ck, const T* sk, long long n, int L, int H, int hd) {
+    int p = blockIdx.y, ld = 3 * H * hd;
+    const T* g = p == 0 ? gq : p == 1 ? gk : gv;
+    const T* c = p == 0 ? cq : p == 1 ? ck : nullptr;
+    const T* s = p == 0 ? sq : sk;
+    T* dp = dx + (long long)p * H * hd;
+    if (n < 0xffff0000LL / 3) heads_merge<T, unsigned, W>(g, c, s, dp, n, L, H, hd, ld, c != nullptr);
+    else heads_merge<T, long long, W>(g, c, s, dp, n, L, H, hd, ld, c != nullptr);
+}
+
 // NAME is the kernel suffix, W the elements per access (1, or 16 bytes' worth for `_v`).
 #define ATTENTION_KERNELS(T, NAME, W)                                                                                 \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
@@ -199,6 +223,15 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L,
                                                   int hd, int ld, int rot) {                                           \
         if (n < 0xffff0000LL / 3) heads_merge<T, unsigned, W>(g, c, s, dx, n, L, H, hd, ld, rot);                        \
         else heads_merge<T, long long, W>(g, c, s, dx, n, L, H, hd, ld, rot);                                           \
+    }                                                                                                                  \
+    extern "C" __global__ void heads_split3_##NAME(const T* x, T* yq, T* yk, T* yv, const T* cq, const T* sq,          \
+                                                   const T* ck, const T* sk, long long n, int L, int H, int hd) {      \
+        heads_split3<T, W>(x, yq, yk, yv, cq, sq, ck, sk, n, L, H, hd);                                                 \
+    }                                                                                                                  \
+    extern "C" __global__ void heads_merge3_##NAME(const T* gq, const T* gk, const T* gv, T* dx, const T* cq,          \
+                                                   const T* sq, const T* ck, const T* sk, long long n, int L, int H,   \
+                                                   int hd) {                                                           \
+        heads_merge3<T, W>(gq, gk, gv, dx, cq, sq, ck, sk, n, L, H, hd);                                                \
     }
 
 ATTENTION_KERNELS(float, f32, 1)

@@ -71,13 +71,36 @@ __device__ void glu_bwd(const T* h, T* g, T* dh, long long n, long long F) {
     }
 }
 
-// An f32 weight [rows, cols] cast into columns [off, off + cols) of dst [rows, ld] (T): the fused
-// MLP's and its projections' weights side by side in one GEMM operand; n = rows·cols.
-template <typename T>
-__device__ void cast_cols(const float* src, T* dst, long long n, long long cols, long long ld, long long off) {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        long long r = i / cols;
-        st(dst, r * ld + off + (i - r * cols), src[i]);
+// Up to 8 f32 weights [rows, cols] cast into columns [off, off + cols) of T [rows, ld], one per
+// blockIdx.y, in one launch: a sublayer's weights side by side in one GEMM operand (one launch
+// per sublayer instead of one per weight: Nsight Compute, pristine step, 84 launches 0.79 ms).
+// W consecutive columns per thread (W = 8: every cols, ld, off a multiple of 8, pointers
+// 16-byte aligned), 32-bit index math (64-bit division is a software routine).
+struct CastJob {
+    const float* src;
+    void* dst;
+    unsigned rows, cols, ld, off;
+};
+struct CastJobs {
+    CastJob j[8];
+};
+template <typename T, int W>
+__device__ void cast_many(const CastJobs& t) {
+    const CastJob& j = t.j[blockIdx.y];
+    unsigned per_row = j.cols / W, n = j.rows * per_row;
+    T* dst = reinterpret_cast<T*>(j.dst);
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        unsigned r = i / per_row, c = (i - r * per_row) * W;
+        const float* src = j.src + (size_t)r * j.cols + c;
+        float v[W];
+        if (W == 8) {
+            Vec<float, 4>::load(src, v);
+            Vec<float, 4>::load(src + 4, v + 4);
+        } else {
+#pragma unroll
+            for (int k = 0; k < W; k++) v[k] = src[k];
+        }
+        Vec<T, W>::store(dst + (size_t)r * j.ld + j.off + c, v);
     }
 }
 
@@ -97,9 +120,6 @@ GATE_KERNELS(float, f32, 1)
 GATE_KERNELS(bf16, bf16, 1)
 GATE_KERNELS(float, f32_v, 4)
 GATE_KERNELS(bf16, bf16_v, 8)
-extern "C" __global__ void cast_cols_f32(const float* s, float* d, long long n, long long c, long long ld, long long off) {
-    cast_cols<float>(s, d, n, c, ld, off);
-}
-extern "C" __global__ void cast_cols_bf16(const float* s, bf16* d, long long n, long long c, long long ld, long long off) {
-    cast_cols<bf16>(s, d, n, c, ld, off);
-}
+extern "C" __global__ void cast_many_f32(CastJobs t) { cast_many<float, 1>(t); }
+extern "C" __global__ void cast_many_bf16(CastJobs t) { cast_many<bf16, 1>(t); }
+extern "C" __global__ void cast_many_bf16_v(CastJobs t) { cast_many<bf16, 8>(t); }

@@ -35,7 +35,8 @@ __device__ void norm_fwd(const T* x, const float* w, const float* b, T* y, float
     if (lane == 0) { mean[row] = mu; rstd[row] = r; }
 }
 
-// Its backward: dx = rstd·(g·w − mean(g·w) − x̂·mean(g·w·x̂)) (RMSNorm: without the first mean),
+// Its backward: dx = rstd·(g·w − mean(g·w) − x̂·mean(g·w·x̂)) (+ res, if given: the residual's
+// gradient, in the layer op) (RMSNorm: without the first mean),
 // x̂ = (x − mean)·rstd; dw += Σ_rows g·x̂ and db += Σ_rows g into zeroed f32 [D] (a block's rows
 // summed in shared memory, then one atomic per column). Rows are split over warps. With W > 1 a
 // lane's W columns are consecutive, so the shared sums leave one float of padding after every W
@@ -44,7 +45,7 @@ __device__ void norm_fwd(const T* x, const float* w, const float* b, T* y, float
 template <int W>
 __device__ __forceinline__ int pad(int j) { return W > 1 ? j + j / W : j; }
 template <typename T, int W>
-__device__ void norm_bwd(const T* g, const T* x, const float* w, const float* mean, const float* rstd, T* dx, float* dw, float* db, long long rows, int D, int rms, int rows_per_block) {
+__device__ void norm_bwd(const T* g, const T* x, const float* w, const float* mean, const float* rstd, const T* res, T* dx, float* dw, float* db, long long rows, int D, int rms, int rows_per_block) {
     extern __shared__ float acc[];  // [2·pad(D)]: dw then db partial sums
     const int half = pad<W>(D);
     for (int j = threadIdx.x; j < 2 * half; j += blockDim.x) acc[j] = 0.f;
@@ -69,14 +70,16 @@ __device__ void norm_bwd(const T* g, const T* x, const float* w, const float* me
         s2 = warp_sum(s2) / D;
         T* dr = dx + row * D;
         for (int j = lane * W; j < D; j += 32 * W) {
+            float rv[W];
             Vec<T, W>::load(gr + j, gv);
             Vec<T, W>::load(xr + j, xv);
+            if (res) Vec<T, W>::load(res + row * D + j, rv);
 #pragma unroll
             for (int k = 0; k < W; k++) {
                 float xh = (xv[k] - mu) * r;
                 atomicAdd(acc + pad<W>(j) + k, gv[k] * xh);
                 atomicAdd(acc + half + pad<W>(j) + k, gv[k]);
-                xv[k] = r * (gv[k] * w[j + k] - s1 - xh * s2);
+                xv[k] = r * (gv[k] * w[j + k] - s1 - xh * s2) + (res ? rv[k] : 0.f);
             }
             Vec<T, W>::store(dr + j, xv);
         }
@@ -94,9 +97,9 @@ __device__ void norm_bwd(const T* g, const T* x, const float* w, const float* me
         norm_fwd<T, W>(x, w, b, y, mean, rstd, rows, D, eps, rms);                                                      \
     }                                                                                                                  \
     extern "C" __global__ void norm_bwd_##NAME(const T* g, const T* x, const float* w, const float* mean,              \
-                                               const float* rstd, T* dx, float* dw, float* db, long long rows, int D,  \
-                                               int rms, int rows_per_block) {                                          \
-        norm_bwd<T, W>(g, x, w, mean, rstd, dx, dw, db, rows, D, rms, rows_per_block);                                  \
+                                               const float* rstd, const T* res, T* dx, float* dw, float* db,           \
+                                               long long rows, int D, int rms, int rows_per_block) {                   \
+        norm_bwd<T, W>(g, x, w, mean, rstd, res, dx, dw, db, rows, D, rms, rows_per_block);                             \
     }
 
 NORM_KERNELS(float, f32, 1)
