@@ -3,8 +3,9 @@
 //! Why: `cublasGemmStridedBatchedEx` chooses its algorithm on every call, 13–17 µs of host time
 //! each on cubecl's device thread (255 calls per pristine step: 3.4–4.3 ms of the ~32 ms that
 //! thread spends per step, and the GPU waits on that thread at times: `BAKA_DELAY_D_US`, README).
-//! Here the descriptors and the heuristic's algorithm are kept per (shape, layout, dtypes,
-//! alignment); a call is one `cublasLtMatmul`. `BAKA_CUBLASLT=0` goes back to `GemmEx`.
+//! Here the descriptors and an algorithm are kept per (shape, layout, dtypes, alignment): the
+//! heuristic's first, or with `BAKA_CUBLASLT_TUNE=N` the fastest of its first N, timed on the
+//! shape's first call; a call is one `cublasLtMatmul`. `BAKA_CUBLASLT=0` goes back to `GemmEx`.
 
 use super::cublas::{RowGemm, Side};
 use super::gemm::Trans;
@@ -22,6 +23,13 @@ const WORKSPACE: usize = 32 << 20;
 pub(super) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("BAKA_CUBLASLT").map_or(true, |v| v != "0"))
+}
+
+/// How many of the heuristic's algorithms are timed on a shape's first call, the fastest kept
+/// (`BAKA_CUBLASLT_TUNE`, default 1: the heuristic's first, untimed; at most 16).
+fn candidates() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::env::var("BAKA_CUBLASLT_TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or(1).clamp(1, 16))
 }
 
 /// The descriptors and algorithm of one GEMM shape.
@@ -42,7 +50,7 @@ unsafe impl Send for Device {}
 
 /// Everything a plan depends on: sizes, ops, leading dims, batch strides, dtypes, pointer
 /// alignments (the heuristic may pick kernels that need 16-byte operands).
-type Key = ([usize; 4], [u8; 2], [usize; 6], [u8; 2], [u8; 3]);
+type Key = ([usize; 4], [u8; 2], [usize; 6], [u8; 2], [u8; 4]);
 
 fn cuda(d: DType) -> lt::cudaDataType {
     match d {
@@ -58,8 +66,9 @@ fn align(ptr: u64) -> u8 {
     (ptr | 256).trailing_zeros() as u8
 }
 
-/// Runs `g` on `stream`; false if cuBLASLt has no algorithm for it (the caller uses `GemmEx`).
-pub(super) fn run(g: &RowGemm, device: usize, stream: ds::CUstream) -> bool {
+/// Runs `g` on `stream` with C read from `src` (D is `g.c`); false if cuBLASLt has no algorithm
+/// for it (the caller uses `GemmEx`).
+pub(super) fn run(g: &RowGemm, src: u64, device: usize, stream: ds::CUstream) -> bool {
     static DEVICES: Mutex<Option<HashMap<usize, Device>>> = Mutex::new(None);
     let mut all = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
     let dev = all.get_or_insert_with(HashMap::new).entry(device).or_insert_with(|| {
@@ -71,9 +80,9 @@ pub(super) fn run(g: &RowGemm, device: usize, stream: ds::CUstream) -> bool {
         Device { handle, workspace, plans: HashMap::new() }
     });
     let (a, b, c) = (g.a, g.b, g.c);
-    let key: Key = ([g.batch, g.m, g.n, g.k], [a.op as u8, b.op as u8], [a.ld, b.ld, c.ld, a.stride, b.stride, c.stride], [cuda(g.dtype) as u8, cuda(g.out) as u8], [align(a.ptr), align(b.ptr), align(c.ptr)]);
-    let handle = dev.handle;
-    let plan = dev.plans.entry(key).or_insert_with(|| unsafe { plan(handle, g) });
+    let key: Key = ([g.batch, g.m, g.n, g.k], [a.op as u8, b.op as u8], [a.ld, b.ld, c.ld, a.stride, b.stride, c.stride], [cuda(g.dtype) as u8, cuda(g.out) as u8], [align(a.ptr), align(b.ptr), align(c.ptr), align(src)]);
+    let (handle, workspace) = (dev.handle, dev.workspace);
+    let plan = dev.plans.entry(key).or_insert_with(|| unsafe { plan(handle, g, src, workspace, stream) });
     let Some(p) = plan else { return false };
     let (alpha, beta) = (1.0f32, g.beta);
     // column-major, as cublas.rs: Cᵀ (n × m) = Bᵀ (n × k) · Aᵀ (k × m)
@@ -81,7 +90,7 @@ pub(super) fn run(g: &RowGemm, device: usize, stream: ds::CUstream) -> bool {
         lt::cublasLtMatmul(
             handle, p.desc, &alpha as *const f32 as *const c_void,
             b.ptr as *const c_void, p.layouts[0], a.ptr as *const c_void, p.layouts[1],
-            &beta as *const f32 as *const c_void, c.ptr as *const c_void, p.layouts[2], c.ptr as *mut c_void, p.layouts[2],
+            &beta as *const f32 as *const c_void, src as *const c_void, p.layouts[2], c.ptr as *mut c_void, p.layouts[2],
             &p.algo, dev.workspace as *mut c_void, WORKSPACE, stream as _,
         )
         .result()
@@ -90,8 +99,9 @@ pub(super) fn run(g: &RowGemm, device: usize, stream: ds::CUstream) -> bool {
     true
 }
 
-/// The descriptors of `g` and the heuristic's first algorithm (None if it has none).
-unsafe fn plan(handle: lt::cublasLtHandle_t, g: &RowGemm) -> Option<Plan> {
+/// The descriptors of `g` (C read from `src`) and the fastest of the heuristic's first
+/// [`candidates`] algorithms, timed on `stream` (None if it has none).
+unsafe fn plan(handle: lt::cublasLtHandle_t, g: &RowGemm, src: u64, workspace: u64, stream: ds::CUstream) -> Option<Plan> {
     use lt::cublasLtMatmulDescAttributes_t::{CUBLASLT_MATMUL_DESC_TRANSA, CUBLASLT_MATMUL_DESC_TRANSB};
     use lt::cublasLtMatrixLayoutAttribute_t::{CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET};
     use lt::cublasLtMatmulPreferenceAttributes_t::*;
@@ -121,16 +131,62 @@ unsafe fn plan(handle: lt::cublasLtHandle_t, g: &RowGemm) -> Option<Plan> {
     ok(lt::cublasLtMatmulPreferenceCreate(&mut pref), "cublasLtMatmulPreferenceCreate");
     let ws = WORKSPACE as u64;
     ok(lt::cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const u64 as *const c_void, 8), "workspace preference");
-    for (attr, ptr) in [(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, g.b.ptr), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, g.a.ptr), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, g.c.ptr), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, g.c.ptr)] {
+    for (attr, ptr) in [(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, g.b.ptr), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, g.a.ptr), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, src), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, g.c.ptr)] {
         let bytes = 1u32 << align(ptr);
         ok(lt::cublasLtMatmulPreferenceSetAttribute(pref, attr, &bytes as *const u32 as *const c_void, 4), "alignment preference");
     }
-    let mut result: lt::cublasLtMatmulHeuristicResult_t = std::mem::zeroed();
+    let mut results: Vec<lt::cublasLtMatmulHeuristicResult_t> = vec![std::mem::zeroed(); candidates()];
     let mut found = 0;
-    let status = lt::cublasLtMatmulAlgoGetHeuristic(handle, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref, 1, &mut result, &mut found);
+    let status = lt::cublasLtMatmulAlgoGetHeuristic(handle, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref, results.len() as i32, results.as_mut_ptr(), &mut found);
     lt::cublasLtMatmulPreferenceDestroy(pref);
     if status != lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS || found == 0 {
         return None;
     }
-    Some(Plan { desc, layouts, algo: result.algo })
+    results.truncate(found as usize);
+    let mut plan = Plan { desc, layouts, algo: results[0].algo };
+    if results.len() > 1 {
+        plan.algo = fastest(handle, &plan, &results, g, src, workspace, stream);
+    }
+    Some(plan)
+}
+
+/// The algorithm of `results` whose calls of `g` (into a scratch output, so an accumulating GEMM
+/// is not run twice on its output) take the least time on `stream`: each run once, then 3 times
+/// between events. Waits for the stream: once per shape, in the first step.
+unsafe fn fastest(handle: lt::cublasLtHandle_t, p: &Plan, results: &[lt::cublasLtMatmulHeuristicResult_t], g: &RowGemm, src: u64, workspace: u64, stream: ds::CUstream) -> lt::cublasLtMatmulAlgo_t {
+    let bytes = ((g.batch - 1) * g.c.stride + (g.m - 1) * g.c.ld + g.n) * g.out.size();
+    let (mut scratch, mut events) = (0, [std::ptr::null_mut(); 2]);
+    ds::cuMemAlloc_v2(&mut scratch, bytes).result().expect("cuMemAlloc (cuBLASLt timing scratch)");
+    for e in &mut events {
+        ds::cuEventCreate(e, 0).result().expect("cuEventCreate");
+    }
+    let (alpha, beta) = (1.0f32, g.beta);
+    let call = |algo: &lt::cublasLtMatmulAlgo_t| {
+        lt::cublasLtMatmul(
+            handle, p.desc, &alpha as *const f32 as *const c_void,
+            g.b.ptr as *const c_void, p.layouts[0], g.a.ptr as *const c_void, p.layouts[1],
+            &beta as *const f32 as *const c_void, src as *const c_void, p.layouts[2], scratch as *mut c_void, p.layouts[2],
+            algo, workspace as *mut c_void, WORKSPACE, stream as _,
+        ) == lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS
+    };
+    let mut best = (f32::INFINITY, results[0].algo);
+    for r in results {
+        if !call(&r.algo) {
+            continue;
+        }
+        ds::cuEventRecord(events[0], stream).result().expect("cuEventRecord");
+        let ok = (0..3).all(|_| call(&r.algo));
+        ds::cuEventRecord(events[1], stream).result().expect("cuEventRecord");
+        ds::cuEventSynchronize(events[1]).result().expect("cuEventSynchronize");
+        let mut ms = 0.0;
+        ds::cuEventElapsedTime_v2(&mut ms, events[0], events[1]).result().expect("cuEventElapsedTime");
+        if ok && ms < best.0 {
+            best = (ms, r.algo);
+        }
+    }
+    for e in events {
+        ds::cuEventDestroy_v2(e);
+    }
+    ds::cuMemFree_v2(scratch);
+    best.1
 }
