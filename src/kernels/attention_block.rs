@@ -141,7 +141,8 @@ pub fn attention_block_ad<B: Backend, C: CheckpointStrategy>(h: Tensor<Autodiff<
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::fused::{cast_many, empty, heads3_launch, heads_launch, part};
+    use super::super::fused::{cast_many, empty, part};
+    use super::super::heads::cuda::{launch as heads_launch, launch3 as heads3_launch};
     use super::super::gemm::Trans::{N, T as Tr};
     use super::super::nvrtc::{compact, enqueue, enqueue_all};
     use burn::tensor::DType;

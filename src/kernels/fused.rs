@@ -218,14 +218,14 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let x = compact(x);
         let [b, l, d] = x.meta.shape().dims::<3>();
         let y = empty(&x, vec![b * heads, l, d / heads], x.dtype);
-        heads_kernel("heads_split", x, rot, y, [l, heads, d / heads])
+        super::heads::cuda::run("heads_split", x, rot, y, [l, heads, d / heads])
     }
 
     fn heads_merge(g: T, rot: Option<[T; 2]>, heads: usize) -> T {
         let g = compact(g);
         let [bh, l, hd] = g.meta.shape().dims::<3>();
         let dx = empty(&g, vec![bh / heads, l, heads * hd], g.dtype);
-        heads_kernel("heads_merge", g, rot, dx, [l, heads, hd])
+        super::heads::cuda::run("heads_merge", g, rot, dx, [l, heads, hd])
     }
 
     fn norm_fwd(x: T, w: T, b: Option<T>, eps: f32) -> [T; 3] {
@@ -400,39 +400,6 @@ pub(super) fn kernel(kind: &str, dtype: DType, ptrs: &[u64], dims: &[usize]) -> 
     format!("{kind}_{}{}", dtype_name(dtype), if wide { "_v" } else { "" })
 }
 
-/// Launches `heads_split`/`heads_merge` from `input` into `out` (one thread per element).
-fn heads_kernel(kind: &'static str, input: T, rot: Option<[T; 2]>, out: T, [l, heads, hd]: [usize; 3]) -> T {
-    assert!(input.meta.shape().num_elements() == out.meta.shape().num_elements() && heads * hd > 0, "{kind}: {:?} with {heads} heads", input.meta.shape());
-    let n = out.meta.shape().num_elements();
-    let tables = rot.map(|t| t.map(compact));
-    if let Some([c, s]) = &tables {
-        assert!([c, s].iter().all(|t| t.meta.shape().num_elements() == l * hd && t.dtype == input.dtype), "{kind}: tables {:?} for L {l}, head dim {hd}", c.meta.shape());
-    }
-    let mut ts = vec![&input];
-    ts.extend(tables.iter().flatten());
-    ts.push(&out);
-    let (rotated, dtype) = (tables.is_some(), input.dtype);
-    enqueue_all(&ts, move |p, stream| {
-        let rot = rotated.then(|| [p[1], p[2]]);
-        heads_launch(kind, dtype, [p[0], p[p.len() - 1]], rot, n, [l, heads, hd, heads * hd], stream)
-    });
-    out
-}
-
-/// Queues `heads_split`/`heads_merge` (cuda/attention.cu) over `n` elements from `src` into `dst`
-/// (device pointers), rotated by the tables `rot` if given; the `[b, L, ·]` side's rows are `ld`
-/// elements apart. Call from an `enqueue` task.
-pub(super) fn heads_launch(kind: &str, dtype: DType, [src, dst]: [u64; 2], rot: Option<[u64; 2]>, n: usize, [l, heads, hd, ld]: [usize; 4], stream: cudarc::driver::sys::CUstream) {
-    let [c, s] = rot.unwrap_or([0, 0]);
-    let ptrs: Vec<u64> = [src, dst].into_iter().chain(rot.into_iter().flatten()).collect();
-    // a rotation reads the partner half as one access too, so the half must be whole accesses
-    let name = kernel(kind, dtype, &ptrs, &[hd, ld, if rot.is_some() { hd / 2 } else { 0 }]);
-    let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
-    let dims = [Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim")), Arg::I32(dim(ld, "row stride"))];
-    let args = [&[Arg::Ptr(src), Arg::Ptr(c), Arg::Ptr(s), Arg::Ptr(dst)], &dims[..], &[Arg::I32(rot.is_some() as i32)]].concat();
-    launch(&name, grid(n / per_thread, 256), 256, stream, &args)
-}
-
 /// Queues `cast_many` (cuda/gate.cu): each f32 `src [rows, cols]` of `jobs` (at most 8) cast
 /// to `dtype` into columns `[off, off + cols)` of its `dst [rows, ld]` (device pointers), one
 /// launch. Call from an `enqueue` task.
@@ -455,23 +422,6 @@ pub(super) fn cast_many(dtype: DType, jobs: &[([u64; 2], [usize; 4])], stream: c
     }
     bytes.resize(8 * 32, 0);
     launch_2d(&name, (grid(most, 256).min(2048), jobs.len() as u32), 256, stream, &[Arg::Bytes(bytes)])
-}
-
-/// Queues `heads_split3` / `heads_merge3` (cuda/attention.cu): the three heads of the fused
-/// projection `[b, L, 3·heads·hd]` from or into `[q, k, v]` (device pointers, `[b·heads, L, hd]`
-/// each), q and k rotated by their tables if any; `n` elements per head. Call from an `enqueue` task.
-pub(super) fn heads3_launch(kind: &str, dtype: DType, fused: u64, qkv: [u64; 3], rot: [Option<[u64; 2]>; 2], n: usize, [l, heads, hd]: [usize; 3], stream: cudarc::driver::sys::CUstream) {
-    let [cq, sq] = rot[0].unwrap_or([0, 0]);
-    let [ck, sk] = rot[1].unwrap_or([0, 0]);
-    let ptrs: Vec<u64> = [fused].into_iter().chain(qkv).chain(rot.into_iter().flatten().flatten()).collect();
-    let name = kernel(kind, dtype, &ptrs, &[hd, 3 * heads * hd, if rot.iter().any(|r| r.is_some()) { hd / 2 } else { 0 }]);
-    let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
-    let [a, b, c] = qkv;
-    let heads_first = [Arg::Ptr(fused), Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(c)];
-    // split3 takes (x, yq, yk, yv), merge3 (gq, gk, gv, dx)
-    let first = if kind == "heads_split3" { heads_first } else { [Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(c), Arg::Ptr(fused)] };
-    let tail = [Arg::Ptr(cq), Arg::Ptr(sq), Arg::Ptr(ck), Arg::Ptr(sk), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
-    launch_2d(&name, (grid(n / per_thread, 256), 3), 256, stream, &[&first[..], &tail[..]].concat())
 }
 
 /// Item `i` of a `[k, rows, cols]` buffer as a `[rows, cols]` tensor (a view, no copy): weight

@@ -5,6 +5,14 @@ use crate::backend::GpuTrain;
 use crate::model::gpu_tests::rel;
 use burn::prelude::*;
 
+/// Prints `what`'s relative L2 error of the kernels' `got` against burn's `want` and asserts it
+/// is below `tol`, with the same length and every value finite.
+fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let r = rel(got, want);
+    eprintln!("{what}: kernels vs burn rel {r:.2e}");
+    assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < tol, "{what}: rel {r}");
+}
+
 /// The fused attention's CUDA kernels against the same op with burn's steps (`prims`), forward and
 /// the three gradients: a causal + per-head (ALiBi-like) bias, rows that are not a multiple of the
 /// warp and rows of all three kernel sizes, f32 and bf16.
@@ -86,9 +94,7 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
             pairs.push((what, vec(got), cvec(want)));
         }
         for (what, got, want) in pairs {
-            let r = rel(&got, &want);
-            eprintln!("flash [{b}·{h}, {l}, {hd}] bias {biased} {what}: kernels vs burn rel {r:.2e}");
-            assert!(got.iter().all(|x| x.is_finite()) && r < 1e-2, "flash [{b}·{h}, {l}, {hd}] bias {biased} {what}: rel {r}");
+            close(&format!("flash [{b}·{h}, {l}, {hd}] bias {biased} {what}"), &got, &want, 1e-2);
         }
     }
 }
@@ -120,9 +126,7 @@ fn gpu_head_ce_kernels_match_burns_steps() {
         assert_eq!(dw.dtype(), burn::tensor::DType::F32, "dw lands in the master weight's dtype");
         let pairs = [("losses", vec(l.unsqueeze_dim(1)), cvec(l0.unsqueeze_dim(1))), ("dx", vec(dx), cvec(dx0)), ("dw", vec(dw), cvec(dw0))];
         for (what, got, want) in pairs {
-            let r = rel(&got, &want);
-            eprintln!("head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} {what}: kernels vs burn rel {r:.2e}");
-            assert!(got.iter().all(|x| x.is_finite()) && r < 1e-2, "head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} {what}: rel {r}");
+            close(&format!("head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} {what}"), &got, &want, 1e-2);
         }
     }
 }
@@ -153,10 +157,7 @@ fn gpu_mlp_kernels_match_burns_steps() {
         assert!([&dwg, &dwu, &dwd].iter().all(|w| w.dtype() == burn::tensor::DType::F32), "weight gradients land in the masters' dtype");
         let pairs = [("y", y, y0), ("h", h, h0), ("dx", dx, dx0), ("dwg", dwg, dwg0), ("dwu", dwu, dwu0), ("dwd", dwd, dwd0)];
         for (what, got, want) in pairs {
-            let (got, want) = (vec(got), cvec(want));
-            let r = rel(&got, &want);
-            eprintln!("mlp [{n}, {d}] d_ff {f} {dt:?} {what}: kernels vs burn rel {r:.2e}");
-            assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < 2e-2, "mlp [{n}, {d}] d_ff {f} {dt:?} {what}: rel {r}");
+            close(&format!("mlp [{n}, {d}] d_ff {f} {dt:?} {what}"), &vec(got), &cvec(want), 2e-2);
         }
     }
 }
@@ -201,9 +202,7 @@ fn gpu_attention_block_kernels_match_burns_steps() {
             pairs.push((what, g.into_data().to_vec::<f32>().unwrap(), w.into_data().to_vec::<f32>().unwrap()));
         }
         for (what, got, want) in pairs {
-            let r = rel(&got, &want);
-            eprintln!("attention block [{b}, {l}, {d}] {heads} heads {kind:?} {what}: kernels vs burn rel {r:.2e}");
-            assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < 2e-2, "attention block [{b}, {l}, {d}] {kind:?} {what}: rel {r}");
+            close(&format!("attention block [{b}, {l}, {d}] {heads} heads {kind:?} {what}"), &got, &want, 2e-2);
         }
     }
 }
@@ -254,9 +253,7 @@ fn gpu_layer_kernels_match_burns_steps() {
             pairs.push((format!("weight grad {i}"), v(g.into_data()), v(w.into_data())));
         }
         for (what, got, want) in pairs {
-            let r = rel(&got, &want);
-            eprintln!("layer [{b}, {l}, {d}] d_ff {f} {kind:?} layernorm {layer} {what}: kernels vs burn rel {r:.2e}");
-            assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < 2e-2, "layer [{b}, {l}, {d}] {kind:?} {what}: rel {r}");
+            close(&format!("layer [{b}, {l}, {d}] d_ff {f} {kind:?} layernorm {layer} {what}"), &got, &want, 2e-2);
         }
     }
 }

@@ -280,17 +280,23 @@ pub fn linear_train<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3
 #[allow(clippy::too_many_arguments)]
 pub fn attention_block<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], rot_q: &prims::Rot<B>, rot_k: &prims::Rot<B>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "cuda")]
-    if is_gpu_train::<B>() {
-        let [b, l, d] = h.dims();
-        if !flash::supports(h.dtype(), [b * heads, l, d / heads]) {
-            return None;
-        }
-        let rot = |r: &prims::Rot<B>| r.as_ref().map(|(c, s)| (gt::inner(c.clone()), gt::inner(s.clone())));
-        let c = attention_block::Consts { rot: [rot(rot_q), rot(rot_k)], bias: bias.map(gt::inner), heads, scale };
+    if let Some(c) = block_consts(&h, rot_q, rot_k, bias.clone(), heads, scale) {
         return Some(gt::down(attention_block::attention_block_ad(gt::up(h), ws.map(gt::up), c, true)));
     }
     let _ = (h, ws, rot_q, rot_k, bias, heads, scale);
     None
+}
+
+/// The attention sublayer's constants on the CUDA training backend, where the flash kernels take
+/// `x [b, L, d]`'s dtype and head dim; `None` elsewhere.
+#[cfg(feature = "cuda")]
+fn block_consts<B: Backend>(x: &Tensor<B, 3>, rot_q: &prims::Rot<B>, rot_k: &prims::Rot<B>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32) -> Option<attention_block::Consts<crate::backend::Gpu>> {
+    let [b, l, d] = x.dims();
+    if !is_gpu_train::<B>() || !flash::supports(x.dtype(), [b * heads, l, d / heads]) {
+        return None;
+    }
+    let rot = |r: &prims::Rot<B>| r.as_ref().map(|(c, s)| (gt::inner(c.clone()), gt::inner(s.clone())));
+    Some(attention_block::Consts { rot: [rot(rot_q), rot(rot_k)], bias: bias.map(gt::inner), heads, scale })
 }
 
 /// [`layer::layer_ad`] with its CUDA steps where they apply (as [`attention_block`]): the whole
@@ -298,13 +304,7 @@ pub fn attention_block<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], rot_q
 /// `None` where they do not apply.
 pub fn layer<B: Backend>(x: Tensor<B, 3>, w: layer::Weights<B>, rot_q: &prims::Rot<B>, rot_k: &prims::Rot<B>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32, eps: f64) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "cuda")]
-    if is_gpu_train::<B>() {
-        let [b, l, d] = x.dims();
-        if !flash::supports(x.dtype(), [b * heads, l, d / heads]) {
-            return None;
-        }
-        let rot = |r: &prims::Rot<B>| r.as_ref().map(|(c, s)| (gt::inner(c.clone()), gt::inner(s.clone())));
-        let attn = attention_block::Consts { rot: [rot(rot_q), rot(rot_k)], bias: bias.map(gt::inner), heads, scale };
+    if let Some(attn) = block_consts(&x, rot_q, rot_k, bias.clone(), heads, scale) {
         let w = layer::Weights { norm: (gt::up(w.norm.0), w.norm.1.map(gt::up)), attn: w.attn.map(gt::up), mlp: w.mlp.map(gt::up) };
         return Some(gt::down(layer::layer_ad(gt::up(x), w, layer::Consts { attn, eps: eps as f32 }, true)));
     }

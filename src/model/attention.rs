@@ -56,11 +56,16 @@ impl<B: Backend> Attention<B> {
         [q, k, heads(c.linear(&self.v, h))]
     }
 
+    /// The softmax scale `1/√head_dim` at width `d`.
+    pub fn scale(&self, d: usize) -> f32 {
+        (1.0 / ((d / self.n_heads) as f64).sqrt()) as f32
+    }
+
     pub fn forward(&self, h: Tensor<B, 3>, t: &PosTables<B>) -> Tensor<B, 3> {
         let [b, l, d] = h.dims();
-        let scale = 1.0 / ((d / self.n_heads) as f64).sqrt();
+        let scale = self.scale(d);
         if self.compute.fused_attention && crate::kernels::has_fused::<B>() {
-            return self.forward_fused(h, t, scale as f32);
+            return self.forward_fused(h, t, scale);
         }
         let [q, k, v] = self.qkv(h, t);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + t.bias.clone();

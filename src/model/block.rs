@@ -58,17 +58,15 @@ impl<B: Backend> Block<B> {
     fn fused(&self, x: Tensor<B, 3>, t: &PosTables<B>) -> Option<Tensor<B, 3>> {
         let (a, c) = (&self.attn, self.attn.compute);
         let on = c.fused_layer && c.attention_block && c.blas && c.fused_gate && self.attn_norm.fused && a.pos.is_none();
-        let ln = self.attn_norm.layer.as_ref();
-        if !on || !crate::kernels::has_fused::<B>() || ln.is_none() && self.attn_norm.rms.is_none() {
+        if !on || !crate::kernels::has_fused::<B>() {
             return None;
         }
-        let norm = match (ln, &self.attn_norm.rms) {
+        let norm = match (&self.attn_norm.layer, &self.attn_norm.rms) {
             (Some(ln), _) => (ln.gamma.val(), ln.beta.as_ref().map(|b| b.val())),
             (None, rms) => (rms.as_ref()?.gamma.val(), None),
         };
-        let (m, d) = (&self.mlp, x.dims()[2]);
+        let m = &self.mlp;
         let w = crate::kernels::layer::Weights { norm, attn: [&a.q, &a.k, &a.v, &a.o].map(|l| l.weight.val()), mlp: [&m.gate, &m.up, &m.down].map(|l| l.weight.val()) };
-        let scale = 1.0 / ((d / a.n_heads) as f32).sqrt();
-        crate::kernels::layer(x, w, &t.rot_q, &t.rot_k, t.biased().then(|| t.bias.clone()), a.n_heads, scale, self.attn_norm.eps)
+        crate::kernels::layer(x.clone(), w, &t.rot_q, &t.rot_k, t.biased().then(|| t.bias.clone()), a.n_heads, a.scale(x.dims()[2]), self.attn_norm.eps)
     }
 }
