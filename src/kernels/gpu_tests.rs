@@ -2,8 +2,34 @@
 //! kernels' tests in `model::gpu_tests` (run them with `cargo test --release --features cuda --lib gpu_`).
 
 use crate::backend::GpuTrain;
+use crate::kernels::attention_block::Consts as AttnConsts;
 use crate::model::gpu_tests::rel;
 use burn::prelude::*;
+
+type G = crate::backend::Gpu;
+type C = crate::backend::Cpu;
+
+/// `len` fixed values in [−amp, amp) (a multiplicative hash of the index and `seed`).
+fn values(len: usize, seed: u64, amp: f32) -> Vec<f32> {
+    (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect()
+}
+
+/// `t` in f32 on the CPU: the reference steps' input, from the same (rounded) values.
+fn cpu<const D: usize>(t: &Tensor<G, D>) -> Tensor<C, D> {
+    Tensor::from_data(t.clone().cast(burn::tensor::FloatDType::F32).into_data().convert::<f32>(), &Default::default())
+}
+
+/// The attention sublayer's constants for positions `kind` at length `l` (`heads` of `hd`): q and
+/// k tables in bf16 on the GPU, the bias if any, `1/√hd`; and the same on the CPU.
+fn attn_consts(kind: crate::model::positions::PositionKind, l: usize, heads: usize, hd: usize) -> (AttnConsts<G>, AttnConsts<C>) {
+    use crate::model::positions::{Layout, PosParams, PosTables};
+    let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
+    let t = PosTables::<G>::new(&Layout::plain(l, 0), &p, &Default::default(), burn::tensor::FloatDType::BF16);
+    let c = AttnConsts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased().then(|| t.bias.clone()), heads, scale: 1.0 / (hd as f32).sqrt() };
+    let rot = |r: &Option<(Tensor<G, 4>, Tensor<G, 4>)>| r.as_ref().map(|(a, s)| (cpu(a), cpu(s)));
+    let c0 = AttnConsts { rot: [rot(&c.rot[0]), rot(&c.rot[1])], bias: c.bias.as_ref().map(cpu), heads, scale: c.scale };
+    (c, c0)
+}
 
 /// Prints `what`'s relative L2 error of the kernels' `got` against burn's `want` and asserts it
 /// is below `tol`, with the same length and every value finite.
@@ -111,16 +137,14 @@ fn gpu_head_ce_kernels_match_burns_steps() {
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
     for (n, d, v, chunk, dt) in [(300, 64, 1000, 128, BF16), (300, 64, 1001, 300, BF16), (257, 32, 1000, 64, F32), (64, 48, 517, 1000, BF16), (40, 32, 50304, 32, BF16), (40, 32, 40000, 32, F32)] {
-        let data = |len: usize, seed: u64, amp: f32| -> Vec<f32> { (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect() };
         // the weight as rounded to x's dtype, so both sides multiply the same values
-        let x = Tensor::<G, 2>::from_data(TensorData::new(data(n * d, 1, 2.0), [n, d]), &dev).cast(dt);
-        let w = Tensor::<G, 2>::from_data(TensorData::new(data(d * v, 2, 0.3), [d, v]), &dev).cast(dt).cast(F32);
+        let x = Tensor::<G, 2>::from_data(TensorData::new(values(n * d, 1, 2.0), [n, d]), &dev).cast(dt);
+        let w = Tensor::<G, 2>::from_data(TensorData::new(values(d * v, 2, 0.3), [d, v]), &dev).cast(dt).cast(F32);
         let ts: Vec<i64> = (0..n).map(|i| (i as i64 * 7919) % v as i64).collect();
         let t = Tensor::<G, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
         let (l, dx, dw) = head_ce(x.clone(), w.clone(), t, chunk, true);
-        let cpu = |t: Tensor<G, 2>| Tensor::<C, 2>::from_data(t.cast(F32).into_data().convert::<f32>(), &Default::default());
         let tc = Tensor::<C, 1, Int>::from_data(TensorData::new(ts, [n]), &Default::default());
-        let (l0, dx0, dw0) = head_ce(cpu(x), cpu(w), tc, chunk, false);
+        let (l0, dx0, dw0) = head_ce(cpu(&x), cpu(&w), tc, chunk, false);
         let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
         let cvec = |t: Tensor<C, 2>| t.into_data().to_vec::<f32>().unwrap();
         assert_eq!(dw.dtype(), burn::tensor::DType::F32, "dw lands in the master weight's dtype");
@@ -142,14 +166,12 @@ fn gpu_mlp_kernels_match_burns_steps() {
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
     for (n, d, f, dt) in [(300, 64, 96, BF16), (200, 32, 100, BF16), (130, 48, 64, F32)] {
-        let data = |len: usize, seed: u64, amp: f32| -> Vec<f32> { (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect() };
-        let t = |shape: [usize; 2], seed, amp| Tensor::<G, 2>::from_data(TensorData::new(data(shape[0] * shape[1], seed, amp), shape), &dev).cast(dt);
+        let t = |shape: [usize; 2], seed, amp| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], seed, amp), shape), &dev).cast(dt);
         // weights as rounded to the compute dtype, so both sides multiply the same values
         let (x, dy) = (t([n, d], 1, 2.0), t([n, d], 5, 1.0));
         let [wg, wu, wd] = [([d, f], 2), ([d, f], 3), ([f, d], 4)].map(|(s, k)| t(s, k, 0.3).cast(F32));
         let (y, h, wcat, wdc) = mlp_fwd(x.clone(), wg.clone(), wu.clone(), wd.clone(), true);
         let (dx, dwg, dwu, dwd) = mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat, wdc, burn::tensor::DType::F32, true);
-        let cpu = |t: &Tensor<G, 2>| Tensor::<C, 2>::from_data(t.clone().cast(F32).into_data().convert::<f32>(), &Default::default());
         let (y0, h0, wcat0, wdc0) = mlp_fwd(cpu(&x), cpu(&wg), cpu(&wu), cpu(&wd), false);
         let (dx0, dwg0, dwu0, dwd0) = mlp_bwd(cpu(&dy), cpu(&x), h0.clone(), wcat0, wdc0, burn::tensor::DType::F32, false);
         let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
@@ -169,29 +191,18 @@ fn gpu_mlp_kernels_match_burns_steps() {
 /// and off the 64-row tile.
 #[test]
 fn gpu_attention_block_kernels_match_burns_steps() {
-    use crate::kernels::attention_block::{block_bwd, block_fwd, Consts};
-    use crate::model::positions::{Layout, PosParams, PosTables, PositionKind};
+    use crate::kernels::attention_block::{block_bwd, block_fwd};
+    use crate::model::positions::PositionKind;
     use burn::tensor::FloatDType::{BF16, F32};
-    type G = crate::backend::Gpu;
-    type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
     for (b, l, d, heads, kind) in [(2, 100, 128, 2, PositionKind::Xpos), (2, 64, 64, 2, PositionKind::Alibi), (1, 200, 64, 2, PositionKind::Rope)] {
-        let hd = d / heads;
-        let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
-        let t = PosTables::<G>::new(&Layout::plain(l, 0), &p, &dev, BF16);
-        let data = |len: usize, seed: u64, amp: f32| -> Vec<f32> { (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect() };
-        let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(data(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
+        let (c, c0) = attn_consts(kind, l, heads, d / heads);
+        let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(values(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
         let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
         // weights as rounded to bf16, so both sides multiply the same values
-        let ws = [2, 3, 4, 5].map(|k| Tensor::<G, 2>::from_data(TensorData::new(data(d * d, k, 0.2), [d, d]), &dev).cast(BF16).cast(F32));
-        let c = Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased().then(|| t.bias.clone()), heads, scale: 1.0 / (hd as f32).sqrt() };
+        let ws = [2, 3, 4, 5].map(|k| Tensor::<G, 2>::from_data(TensorData::new(values(d * d, k, 0.2), [d, d]), &dev).cast(BF16).cast(F32));
         let (y, saved) = block_fwd(h.clone(), ws.clone(), &c, true);
         let (dh, dws) = block_bwd(dy.clone(), h.clone(), saved, &c, burn::tensor::DType::F32, true);
-        fn cpu<const D: usize>(t: &Tensor<G, D>) -> Tensor<C, D> {
-            Tensor::from_data(t.clone().cast(F32).into_data().convert::<f32>(), &Default::default())
-        }
-        let rot = |r: &Option<(Tensor<G, 4>, Tensor<G, 4>)>| r.as_ref().map(|(a, s)| (cpu(a), cpu(s)));
-        let c0 = Consts { rot: [rot(&c.rot[0]), rot(&c.rot[1])], bias: c.bias.as_ref().map(cpu), heads, scale: c.scale };
         let (y0, saved0) = block_fwd(cpu(&h), ws.each_ref().map(cpu), &c0, false);
         let (dh0, dws0) = block_bwd(cpu(&dy), cpu(&h), saved0, &c0, burn::tensor::DType::F32, false);
         let v3 = |t: Tensor<G, 3>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
@@ -213,32 +224,20 @@ fn gpu_attention_block_kernels_match_burns_steps() {
 /// ALiBi, a length off the 64-row tile.
 #[test]
 fn gpu_layer_kernels_match_burns_steps() {
-    use crate::kernels::attention_block::Consts as AttnConsts;
     use crate::kernels::layer::{layer_bwd, layer_fwd, Consts, Weights};
-    use crate::model::positions::{Layout, PosParams, PosTables, PositionKind};
+    use crate::model::positions::PositionKind;
     use burn::tensor::FloatDType::{BF16, F32};
-    type G = crate::backend::Gpu;
-    type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
     for (b, l, d, f, heads, kind, layer) in [(2, 100, 128, 192, 2, PositionKind::Rope, true), (1, 64, 64, 200, 2, PositionKind::Alibi, false)] {
-        let hd = d / heads;
-        let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
-        let t = PosTables::<G>::new(&Layout::plain(l, 0), &p, &dev, BF16);
-        let data = |len: usize, seed: u64, amp: f32| -> Vec<f32> { (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect() };
-        let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(data(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
+        let (attn, attn0) = attn_consts(kind, l, heads, d / heads);
+        let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(values(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
         let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
         // weights as rounded to bf16, so both sides multiply the same values
-        let m = |shape: [usize; 2], k| Tensor::<G, 2>::from_data(TensorData::new(data(shape[0] * shape[1], k, 0.2), shape), &dev).cast(BF16).cast(F32);
-        let v1 = |k, off: f32| Tensor::<G, 1>::from_data(TensorData::new(data(d, k, 0.5), [d]), &dev).add_scalar(off);
+        let m = |shape: [usize; 2], k| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], k, 0.2), shape), &dev).cast(BF16).cast(F32);
+        let v1 = |k, off: f32| Tensor::<G, 1>::from_data(TensorData::new(values(d, k, 0.5), [d]), &dev).add_scalar(off);
         let w = Weights { norm: (v1(11, 1.0), layer.then(|| v1(12, 0.0))), attn: [2, 3, 4, 5].map(|k| m([d, d], k)), mlp: [m([d, f], 8), m([d, f], 9), m([f, d], 10)] };
-        let attn = AttnConsts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased().then(|| t.bias.clone()), heads, scale: 1.0 / (hd as f32).sqrt() };
-        let c = Consts { attn, eps: 1e-5 };
-        fn cpu<const D: usize>(t: &Tensor<G, D>) -> Tensor<C, D> {
-            Tensor::from_data(t.clone().cast(F32).into_data().convert::<f32>(), &Default::default())
-        }
+        let (c, c0) = (Consts { attn, eps: 1e-5 }, Consts { attn: attn0, eps: 1e-5 });
         let w0 = Weights { norm: (cpu(&w.norm.0), w.norm.1.as_ref().map(cpu)), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu) };
-        let rot = |r: &Option<(Tensor<G, 4>, Tensor<G, 4>)>| r.as_ref().map(|(a, s)| (cpu(a), cpu(s)));
-        let c0 = Consts { attn: AttnConsts { rot: [rot(&c.attn.rot[0]), rot(&c.attn.rot[1])], bias: c.attn.bias.as_ref().map(cpu), heads, scale: c.attn.scale }, eps: c.eps };
         let nw = w.norm.0.clone();
         let (y, saved) = layer_fwd(h.clone(), w, &c, true);
         let (dx, dn, dws) = layer_bwd(dy.clone(), h.clone(), nw.clone(), saved, &c, layer, burn::tensor::DType::F32, true);
