@@ -2,7 +2,7 @@
 //! the step-range zoom. Each function only prepares layers; [`Layers`] draws them all.
 
 use super::geom;
-use super::style::{self, color, frame_of, range_of, Chart, Entry, Plot, Swatch, INK, MUTED};
+use super::style::{self, color, frame_of, range_of, Chart, Entry, Plot, Swatch, XAxis, INK, MUTED};
 use super::summary::{self, across_seeds, BandKind, Branch, MeanCurve};
 use super::PlotOptions;
 use crate::stats::{self, VolatilityOpts};
@@ -41,7 +41,7 @@ impl Chart for Layers {
             &self.x_desc,
             Some(&self.y_desc),
             78,
-            false,
+            XAxis::Num,
         )?;
         for (c, m) in &self.bands {
             p.band(&m.x, &m.lo, &m.hi, *c, 0.22)?;
@@ -117,12 +117,8 @@ pub fn loss_vs_tokens(branches: &[Branch], out: &Path, o: &PlotOptions) -> Resul
             );
             l.faint.push((c, geom::decimate(&raw, 2400), 0.10));
         }
-        let emas: Vec<_> = b
-            .runs
-            .iter()
-            .map(|r| summary::train_ema(r, o.ema_alpha))
-            .collect();
-        let mut m = across_seeds(&emas, BandKind::MinMax);
+        let trends: Vec<_> = b.runs.iter().map(|r| summary::train_trend(r)).collect();
+        let mut m = across_seeds(&trends, BandKind::MinMax);
         m.x.iter_mut().for_each(|x| *x = mtok(*x));
         for (s, v) in m.step.iter().zip(&m.mean) {
             if s * 10 >= max_step {
@@ -147,7 +143,7 @@ pub fn loss_vs_tokens(branches: &[Branch], out: &Path, o: &PlotOptions) -> Resul
     l.yr = range_of([lo, top], 0.05);
     l.xr = (0.0, xmax.max(1e-6));
     l.caption = vec![
-        format!("Bold: zero-phase EMA (α = {}, no lag) of the training loss, mean over seeds; band: min–max of the seeds' EMAs; faint: raw per-step loss.", o.ema_alpha),
+        format!("Bold: trend of the training loss (local-linear fit over {:.0}% of the steps), mean over seeds; band: min–max of the seeds' trends; faint: raw per-step loss.", stats::TREND_FRAC * 100.0),
         format!("y-axis fitted to the curves after the first 10% of steps; the initial descent (from {first:.1}) runs off the top."),
     ];
     l.legend
@@ -228,94 +224,59 @@ pub fn val_loss(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<
     style::save(out, "val_loss", &l)
 }
 
-/// EMA(NoPE) − EMA(RoPE) per seed and its seed mean: the chart for the blog's question.
+/// NoPE − RoPE on the same batches, per seed: the raw per-step difference (faint) and its trend
+/// (bold). The chart for the blog's question.
 pub fn nope_vs_rope(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     let vo = VolatilityOpts::default();
-    let Some(nr) = summary::nope_rope(branches, &vo) else {
+    let cmp = summary::compare(branches, &vo);
+    let Some(nr) = summary::nope_rope(branches, &cmp) else {
         return Ok(vec![]);
     };
-    let c = color(nr.nope_color);
+    let c = color(nr.color);
     let mut l = Layers {
-        title: format!(
-            "{}: {} − {} (smoothed training loss)",
-            o.title, nr.nope, nr.rope
-        ),
+        title: format!("{}: {} − {} (training loss, same batch)", o.title, nr.branch, nr.baseline),
         x_desc: "training step".into(),
         y_desc: "loss difference (nats/token)".into(),
         hlines: vec![0.0],
         ..Default::default()
     };
-    let curves: Vec<Vec<(u64, f64, f64)>> = nr
-        .pairs
-        .iter()
-        .map(|(_, p)| {
-            p.steps
-                .iter()
-                .zip(&p.d)
-                .map(|(&s, &d)| (s, s as f64, d))
-                .collect()
-        })
-        .collect();
-    for (_, p) in &nr.pairs {
-        l.faint.push((
-            c,
-            p.steps
-                .iter()
-                .map(|&s| s as f64)
-                .zip(p.d.iter().copied())
-                .collect(),
-            0.45,
-        ));
+    let shades = [1.0, 0.75, 0.55, 0.4, 0.3];
+    let (mut raw_all, mut trend_all, mut xs) = (vec![], vec![], vec![]);
+    for (i, (_, d)) in nr.steps.iter().enumerate() {
+        let x: Vec<f64> = d.steps.iter().map(|&s| s as f64).collect();
+        let shade = shades[i % shades.len()];
+        let sc = RGBColor((c.0 as f64 * shade) as u8, (c.1 as f64 * shade) as u8, (c.2 as f64 * shade) as u8);
+        l.faint.push((sc, geom::decimate(&x.iter().copied().zip(d.d.iter().copied()).collect::<Vec<_>>(), 2400), 0.18));
+        l.bold.push((sc, geom::thin(&x.iter().copied().zip(d.trend.iter().copied()).collect::<Vec<_>>(), 500), false));
+        raw_all.extend(d.d.iter().copied().filter(|v| v.is_finite()));
+        trend_all.extend(d.trend.iter().copied().filter(|v| v.is_finite()));
+        xs.extend(x);
     }
-    let m = across_seeds(&curves, BandKind::MinMax);
-    l.bold.push((
-        c,
-        geom::thin(
-            &m.x.iter()
-                .copied()
-                .zip(m.mean.iter().copied())
-                .collect::<Vec<_>>(),
-            500,
-        ),
-        false,
-    ));
-    let all = nr
-        .pairs
-        .iter()
-        .flat_map(|(_, p)| p.d.iter().copied())
-        .chain([0.0]);
-    l.yr = range_of(all, 0.08);
-    l.xr = range_of(m.x.iter().copied(), 0.0);
-    let means: Vec<f64> = nr.pairs.iter().map(|(_, p)| p.mean).collect();
-    let (mm, mh) = stats::mean_ci95(&means);
-    let ci = if mh.is_finite() {
-        format!("{mm:+.4} ± {mh:.4}")
-    } else {
-        format!("{mm:+.4} (n=1)")
+    raw_all.sort_by(f64::total_cmp);
+    let q = |f: f64| raw_all.get(((raw_all.len() as f64 - 1.0) * f).round() as usize).copied().unwrap_or(0.0);
+    l.yr = range_of(trend_all.iter().copied().chain([0.0, q(0.02), q(0.98)]), 0.06);
+    l.xr = range_of(xs, 0.0);
+    let gaps: Vec<f64> = nr.steps.iter().map(|(_, d)| d.tail_mean).collect();
+    let flips: Vec<String> = nr.steps.iter().map(|(s, d)| format!("s{s}: {}", d.flips)).collect();
+    let noise: Vec<f64> = nr.noise();
+    let ci = |xs: &[f64], sign: bool| {
+        let (m, h) = stats::mean_ci95(xs);
+        let m = if sign { format!("{m:+.4}") } else { format!("{m:.4}") };
+        if h.is_finite() { format!("{m} ± {h:.4}") } else { format!("{m} (n=1)") }
     };
-    let flips: Vec<String> = nr
-        .pairs
-        .iter()
-        .map(|(s, p)| format!("s{s}: {}", p.flips))
-        .collect();
     l.caption = vec![
-        format!("d = EMA({}) − EMA({}), α = {}, same seed, common steps, first {:.0}% skipped. Above 0: {} has the higher (worse) loss.", nr.nope, nr.rope, vo.ema_alpha, vo.pair_skip_frac * 100.0, nr.nope),
-        format!("mean d = {ci} nats (95% CI over seeds) · sign changes of d per seed: {}", flips.join(", ")),
+        format!("d = loss({}) − loss({}) at each step on the same batch (same seed); faint: raw d, bold: its trend (local-linear over {:.0}% of the steps), one shade per seed.", nr.branch, nr.baseline, stats::TREND_FRAC * 100.0),
+        format!("late gap (mean d over the last {:.0}%): {} nats · paired noise: {} · sign changes of the trend after the first {:.0}%: {}", vo.tail_frac * 100.0, ci(&gaps, true), ci(&noise, false), vo.pair_skip_frac * 100.0, flips.join(", ")),
     ];
     l.legend = vec![
-        Entry::new(
-            format!("each seed (n={})", nr.pairs.len()),
-            c,
-            Swatch::Faint,
-        ),
-        Entry::new("mean over seeds", c, Swatch::Line),
+        Entry::new(format!("raw d, each seed (n={})", nr.steps.len()), c, Swatch::Faint),
+        Entry::new("trend of d, each seed", c, Swatch::Line),
         Entry::new("0: equal loss", INK, Swatch::Faint),
     ];
-    l.notes = vec![
-        format!("above 0: {} worse", nr.nope),
-        format!("below 0: {} better", nr.nope),
-    ];
-    l.notes.extend(nr.note.clone());
+    l.notes = vec![format!("above 0: {} worse", nr.branch), format!("below 0: {} better", nr.branch)];
+    if l.yr.0 > q(0.0) || l.yr.1 < q(1.0) {
+        l.notes.push("y-axis fitted to 96% of the raw differences".into());
+    }
     style::save(out, "nope_vs_rope", &l)
 }
 
@@ -348,12 +309,8 @@ pub fn zoom(
             raw_all.extend(raw.iter().map(|p| p.1).filter(|v| v.is_finite()));
             l.faint.push((c, geom::decimate(&raw, 2400), 0.22));
         }
-        let emas: Vec<_> = br
-            .runs
-            .iter()
-            .map(|r| summary::train_ema(r, o.ema_alpha))
-            .collect();
-        let m = across_seeds(&emas, BandKind::MinMax);
+        let trends: Vec<_> = br.runs.iter().map(|r| summary::train_trend(r)).collect();
+        let m = across_seeds(&trends, BandKind::MinMax);
         let pts: Pts = m
             .step
             .iter()
@@ -389,7 +346,7 @@ pub fn zoom(
     } else {
         let last = seen.iter().max().copied().unwrap_or(b);
         let end = if last < b { format!(" Runs end at step {last}.") } else { String::new() };
-        format!("Faint: raw per-step loss of each seed; bold: zero-phase EMA (α = {}, over the whole run) averaged over seeds; y-axis fitted to this range.{end}", o.ema_alpha)
+        format!("Faint: raw per-step loss of each seed; bold: its trend (local-linear fit over {:.0}% of the whole run) averaged over seeds; y-axis fitted to this range.{end}", stats::TREND_FRAC * 100.0)
     }];
     l.legend
         .push(Entry::new("raw loss, each seed", MUTED, Swatch::Faint));

@@ -2,7 +2,7 @@
 //! volatility, and loss per window index. Seeds are shown as small hollow dots so a
 //! reader sees n and the spread, not only the interval.
 
-use super::style::{self, color, frame_of, range_of, Chart, Entry, Plot, Px, Swatch, FONT, INK};
+use super::style::{self, color, frame_of, range_of, Chart, Entry, Plot, Px, Swatch, XAxis, FONT, INK};
 use super::summary::{self, branch_stats, Branch};
 use super::PlotOptions;
 use crate::stats::{self, VolatilityOpts};
@@ -12,11 +12,27 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
-/// One branch in a dot panel.
+/// One branch in a dot panel: its seeds' values, and the interval drawn (mean ± 95% CI of
+/// the seeds unless `interval` gives another `(centre, lo, hi)`, e.g. a std and its CI).
 struct Row {
     label: String,
     color: RGBColor,
     seeds: Vec<f64>,
+    interval: Option<(f64, f64, f64)>,
+}
+
+impl Row {
+    fn new(label: String, color: RGBColor, seeds: Vec<f64>) -> Self {
+        Self { label, color, seeds, interval: None }
+    }
+
+    /// (centre, lo, hi); lo/hi NaN where there is no interval.
+    fn interval(&self) -> (f64, f64, f64) {
+        self.interval.unwrap_or_else(|| {
+            let (m, h) = stats::mean_ci95(&self.seeds);
+            (m, m - h, m + h)
+        })
+    }
 }
 
 /// One horizontal dot plot: rows top to bottom, x = the measured value.
@@ -29,17 +45,10 @@ impl Panel {
     /// x range: seeds and means always visible; whiskers shown up to one data span beyond
     /// them (a 2-seed CI can be 10× the spread) and marked with arrow-heads when cut.
     fn x_range(&self) -> (f64, f64) {
-        let ci: Vec<(f64, f64)> = self
-            .rows
-            .iter()
-            .map(|r| stats::mean_ci95(&r.seeds))
-            .collect();
-        let core = range_of(self.rows.iter().flat_map(|r| r.seeds.iter().copied()), 0.0);
+        let ci: Vec<(f64, f64, f64)> = self.rows.iter().map(Row::interval).collect();
+        let core = range_of(self.rows.iter().flat_map(|r| r.seeds.iter().copied().chain([r.interval().0])), 0.0);
         let span = (core.1 - core.0).max(1e-9);
-        let ends = ci
-            .iter()
-            .filter(|c| c.1.is_finite())
-            .flat_map(|c| [c.0 - c.1, c.0 + c.1]);
+        let ends = ci.iter().filter(|c| c.1.is_finite()).flat_map(|c| [c.1, c.2]);
         let full = range_of(ends.chain([core.0, core.1]), 0.0);
         let (lo, hi) = (full.0.max(core.0 - span), full.1.min(core.1 + span));
         range_of([lo, hi], 0.06)
@@ -100,7 +109,7 @@ fn draw_panel<DB: DrawingBackend>(
         &panel.x_desc,
         None,
         lw,
-        false,
+        XAxis::Num,
     )?;
     let label = TextStyle::from((FONT, 16).into_font())
         .color(&INK)
@@ -108,9 +117,9 @@ fn draw_panel<DB: DrawingBackend>(
     for (i, r) in panel.rows.iter().enumerate() {
         let y = (n - 1 - i) as f64;
         p.line(&[(p.xr.0, y), (p.xr.1, y)], BLACK.mix(0.08).stroke_width(1))?;
-        let (m, h) = stats::mean_ci95(&r.seeds);
-        if h.is_finite() {
-            p.whisker((m - h, y), (m + h, y), r.color)?;
+        let (m, lo, hi) = r.interval();
+        if lo.is_finite() && hi.is_finite() {
+            p.whisker((lo, y), (hi, y), r.color)?;
         }
         for &s in &r.seeds {
             p.dot((s, y + 0.18), 4, r.color.mix(0.9).stroke_width(2))?;
@@ -137,28 +146,21 @@ fn ci_text(xs: &[f64], digits: usize) -> String {
 const WHISKER_NOTE: &str =
     "big dot: mean over seeds; bar: 95% CI (Student t); small hollow dots: individual seeds";
 
-/// Final validation loss per branch, best (lowest) at the top.
+/// Final loss per branch (test where every seed has it, else validation), best at the top.
 pub fn val_final(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     let vo = VolatilityOpts::default();
     let mut rows: Vec<(f64, Row, Entry)> = vec![];
-    let mut missing = vec![];
+    let (mut missing, mut splits) = (vec![], std::collections::BTreeSet::new());
     for b in branches {
         let s = branch_stats(b, &vo);
-        if s.final_val.is_empty() {
+        let (split, finals) = s.final_loss();
+        if finals.is_empty() {
             missing.push(b.name.clone());
             continue;
         }
-        let label = format!("{}  {}", b.name, ci_text(&s.final_val, 3));
-        let row = Row {
-            label,
-            color: color(b.color),
-            seeds: s.final_val.clone(),
-        };
-        rows.push((
-            stats::mean(&s.final_val),
-            row,
-            Entry::new(b.label(), color(b.color), Swatch::Dot),
-        ));
+        splits.insert(split);
+        let label = format!("{}  {}", b.name, ci_text(finals, 3));
+        rows.push((stats::mean(finals), Row::new(label, color(b.color), finals.to_vec()), Entry::new(b.label(), color(b.color), Swatch::Dot)));
     }
     if rows.is_empty() {
         return Ok(vec![]);
@@ -168,61 +170,72 @@ pub fn val_final(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec
     if !missing.is_empty() {
         notes.push(format!("no val rows: {}", missing.join(", ")));
     }
+    let what = match (splits.contains("test"), splits.contains("val")) {
+        (true, false) => "test",
+        (false, _) => "validation",
+        (true, true) => "test (validation where a run has no test row)",
+    };
     let chart = DotChart {
-        title: format!("{}: final validation loss", o.title),
-        caption: vec!["Last validation loss of each seed; branches sorted best (top) to worst. Labels: mean ± 95% CI half-width.".into()],
+        title: format!("{}: final {} loss", o.title, what.split(' ').next().unwrap_or(what)),
+        caption: vec![format!("Final {what} loss of each seed; branches sorted best (top) to worst. Labels: mean ± 95% CI half-width.")],
         legend: rows.iter().map(|r| r.2.clone()).collect(),
         notes,
-        panels: vec![Panel { x_desc: "final validation loss (nats/token)".into(), rows: rows.into_iter().map(|r| r.1).collect() }],
+        panels: vec![Panel { x_desc: format!("final {} loss (nats/token)", what.split(' ').next().unwrap_or(what)), rows: rows.into_iter().map(|r| r.1).collect() }],
     };
     style::save(out, "val_final", &chart)
 }
 
-/// Roughness and detrended std per branch, side by side, same row order.
+/// Volatility per branch: paired noise against the baseline, seed spread of the final loss,
+/// and raw roughness for context; same row order in every panel.
 pub fn volatility(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     let vo = VolatilityOpts::default();
     let stats: Vec<_> = branches.iter().map(|b| branch_stats(b, &vo)).collect();
-    let rows = |f: &dyn Fn(&summary::BranchStats) -> Vec<f64>| -> Vec<Row> {
-        branches
-            .iter()
-            .zip(&stats)
-            .map(|(b, s)| Row {
-                label: b.name.clone(),
-                color: color(b.color),
-                seeds: f(s),
-            })
-            .collect()
+    let cmp = summary::compare(branches, &vo);
+    let base = summary::baseline(branches).map(|b| b.name.clone()).unwrap_or_default();
+    let noise = |b: &Branch| cmp.iter().find(|c| c.branch == b.name).map(|c| c.noise()).unwrap_or_default();
+    let row = |b: &Branch, seeds: Vec<f64>| Row::new(b.name.clone(), color(b.color), seeds);
+    let spread_row = |b: &Branch, s: &summary::BranchStats| {
+        let (_, finals) = s.final_loss();
+        let (sd, lo, hi) = stats::std_ci95(finals);
+        let m = stats::mean(finals);
+        Row { interval: Some((sd, lo, hi)), ..row(b, finals.iter().map(|v| (v - m).abs()).collect()) }
     };
     let tail = vo.tail_frac * 100.0;
     let chart = DotChart {
-        title: format!("{}: training-loss volatility", o.title),
+        title: format!("{}: volatility", o.title),
         caption: vec![
-            format!("Left: roughness = std of step-to-step differences of the raw training loss over the last {tail:.0}% of steps."),
-            format!("Right: detrended std = std of (loss − EMA(loss), α = {}) over the same steps. Higher = noisier.", vo.ema_alpha),
+            format!("Left: paired noise = std of the detrended per-step difference of raw training losses against {base} on the same batches (last {tail:.0}% of steps), per seed."),
+            "Middle: seed spread = std of the final loss across seeds (big dot), 95% χ² CI; small dots: each seed's distance from the mean.".into(),
+            "Right, context only: roughness = std of step-to-step differences of the raw loss; mostly batch-to-batch difficulty, shared by all branches.".into(),
         ],
         legend: branches.iter().map(|b| Entry::new(b.label(), color(b.color), Swatch::Dot)).collect(),
         notes: vec![WHISKER_NOTE.to_string()],
         panels: vec![
-            Panel { x_desc: "roughness (nats/token per step)".into(), rows: rows(&|s| s.roughness.clone()) },
-            Panel { x_desc: "detrended std (nats/token)".into(), rows: rows(&|s| s.detrended.clone()) },
+            Panel { x_desc: format!("paired noise vs {base} (nats/token)"), rows: branches.iter().map(|b| row(b, noise(b))).collect() },
+            Panel { x_desc: "seed spread of final loss (nats/token)".into(), rows: branches.iter().zip(&stats).map(|(b, s)| spread_row(b, s)).collect() },
+            Panel { x_desc: "roughness (nats/token per step)".into(), rows: branches.iter().zip(&stats).map(|(b, s)| row(b, s.roughness.clone())).collect() },
         ],
     };
     style::save(out, "volatility", &chart)
 }
 
-/// (window index + dodge, mean loss, 95% CI half-width).
-type WindowPoint = (f64, f64, f64);
+/// (x + dodge, mean loss, 95% CI half-width).
+pub(super) type WindowPoint = (f64, f64, f64);
 
-/// Per-branch loss per window at each run's last eval step.
-struct WindowChart {
-    title: String,
-    caption: Vec<String>,
-    legend: Vec<Entry>,
-    notes: Vec<String>,
-    /// Per branch: colour and (x, mean, CI half-width) per window.
-    series: Vec<(RGBColor, Vec<WindowPoint>)>,
-    xr: (f64, f64),
-    yr: (f64, f64),
+/// Per-branch points with whiskers joined by lines: loss per window index, or per evaluation
+/// length.
+pub(super) struct WindowChart {
+    pub x_desc: String,
+    pub y_desc: String,
+    pub x_axis: XAxis,
+    pub title: String,
+    pub caption: Vec<String>,
+    pub legend: Vec<Entry>,
+    pub notes: Vec<String>,
+    /// Per branch: colour and (x, mean, CI half-width) per point.
+    pub series: Vec<(RGBColor, Vec<WindowPoint>)>,
+    pub xr: (f64, f64),
+    pub yr: (f64, f64),
 }
 
 impl Chart for WindowChart {
@@ -232,10 +245,10 @@ impl Chart for WindowChart {
             &area,
             self.xr,
             self.yr,
-            "window index in the sample (0 = first window)",
-            Some("validation loss (nats/token)"),
+            &self.x_desc,
+            Some(&self.y_desc),
             78,
-            true,
+            self.x_axis,
         )?;
         for (c, pts) in &self.series {
             let line: Vec<(f64, f64)> = pts.iter().map(|q| (q.0, q.1)).collect();
@@ -254,6 +267,9 @@ impl Chart for WindowChart {
 /// Validation loss per window index: do later windows (more context/memory) get better?
 pub fn loss_per_window(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
     let mut c = WindowChart {
+        x_desc: "window index in the sample (0 = first window)".into(),
+        y_desc: "validation loss (nats/token)".into(),
+        x_axis: XAxis::Int,
         title: format!("{}: validation loss per window", o.title),
         caption: vec![],
         legend: vec![],

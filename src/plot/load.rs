@@ -32,8 +32,8 @@ pub fn load_run_by(dir: &Path, by: &[String]) -> Result<Run> {
     if !metrics.is_file() {
         bail!("{}: no metrics.csv (not a run directory?)", dir.display());
     }
-    let (branch, seed, positions, memory_tokens) = read_config(dir, by)?;
-    let (train, val) = read_metrics(&metrics)?;
+    let (branch, seed, positions, memory_tokens, window) = read_config(dir, by)?;
+    let (train, val, test) = read_metrics(&metrics)?;
     if train.is_empty() {
         bail!("{}: no train rows (run not started?)", metrics.display());
     }
@@ -49,13 +49,38 @@ pub fn load_run_by(dir: &Path, by: &[String]) -> Result<Run> {
         seed,
         positions,
         memory_tokens,
+        window,
         train,
         val,
         windows,
+        test,
+        test_bpb: read_summary(dir)?,
+        extrapolation: read_extrapolation(dir)?,
     })
 }
 
-type Config = (String, u64, Option<String>, usize);
+/// `test_bits_per_byte` of run.json, if the file has it (older runs and unfinished ones do not).
+fn read_summary(dir: &Path) -> Result<Option<f64>> {
+    let path = dir.join("run.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(v.get("test_bits_per_byte").and_then(|x| x.as_f64()))
+}
+
+/// The points of `extrapolation.json` (written by `baka experiment` for `extrapolation = [...]`).
+fn read_extrapolation(dir: &Path) -> Result<Vec<super::ExtraPoint>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        points: Vec<super::ExtraPoint>,
+    }
+    let path = dir.join("extrapolation.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(vec![]) };
+    let mut f: File = serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    f.points.sort_by_key(|p| p.length);
+    Ok(f.points)
+}
+
+type Config = (String, u64, Option<String>, usize, Option<usize>);
 
 /// The value of a dotted key (`train.dtype`) in a parsed config.toml, if it is a setting.
 fn setting<'a>(v: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
@@ -96,7 +121,7 @@ fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
         if let Some(key) = by.first() {
             bail!("{}: no config.toml, so the run cannot be grouped --by {key}", dir.display());
         }
-        return Ok((dir_branch, dir_seed, None, 0));
+        return Ok((dir_branch, dir_seed, None, 0, None));
     }
     let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let v: toml::Value = text.parse().map_err(|e: toml::de::Error| {
@@ -138,7 +163,8 @@ fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
         .and_then(|t| t.as_integer())
         .unwrap_or(0)
         .max(0);
-    Ok((branch, seed, positions, memory as usize))
+    let window = get(Some("model"), "window").and_then(|w| w.as_integer()).and_then(|w| usize::try_from(w).ok());
+    Ok((branch, seed, positions, memory as usize, window))
 }
 
 /// A CSV file whose columns are found by header name.
@@ -242,11 +268,11 @@ impl Table {
     }
 }
 
-/// Train and val rows, each sorted by step; if a step repeats (a resumed run appending
+/// Train, val and test rows, each sorted by step; if a step repeats (a resumed run appending
 /// to its log) the last row written wins.
-fn read_metrics(path: &Path) -> Result<(Vec<TrainRow>, Vec<ValRow>)> {
+fn read_metrics(path: &Path) -> Result<(Vec<TrainRow>, Vec<ValRow>, Vec<ValRow>)> {
     let t = read_table(path, &METRICS_COLS)?;
-    let (mut train, mut val) = (vec![], vec![]);
+    let (mut train, mut val, mut test) = (vec![], vec![], vec![]);
     for (line, r) in &t.records {
         let l = *line;
         let step = t.int(l, r, 0, "step")?;
@@ -263,21 +289,21 @@ fn read_metrics(path: &Path) -> Result<(Vec<TrainRow>, Vec<ValRow>)> {
                 grad_norm: t.num(l, r, 6, "grad_norm", Some(f64::NAN))?,
                 tok_per_s: t.num(l, r, 7, "tok_per_s", Some(f64::NAN))?,
             }),
-            "val" => val.push(ValRow {
-                step,
-                tokens,
-                elapsed_s,
-                loss,
-            }),
-            other => bail!(
-                "{} line {l}: split '{other}' is neither 'train' nor 'val'",
-                t.path
-            ),
+            split @ ("val" | "test") => {
+                let row = ValRow { step, tokens, elapsed_s, loss };
+                if split == "val" {
+                    val.push(row)
+                } else {
+                    test.push(row)
+                }
+            }
+            other => bail!("{} line {l}: split '{other}' is not 'train', 'val' or 'test'", t.path),
         }
     }
     dedup_by_step(&mut train, |r| r.step);
     dedup_by_step(&mut val, |r| r.step);
-    Ok((train, val))
+    dedup_by_step(&mut test, |r| r.step);
+    Ok((train, val, test))
 }
 
 fn read_eval(path: &Path) -> Result<Vec<WindowRow>> {

@@ -8,6 +8,7 @@
 
 mod charts;
 mod dots;
+mod extrapolation;
 mod geom;
 mod load;
 mod style;
@@ -15,6 +16,7 @@ pub mod summary;
 #[cfg(test)]
 pub(crate) mod testdata;
 
+pub use extrapolation::table as extrapolation_table;
 pub use load::load_run;
 
 use anyhow::{bail, Context, Result};
@@ -30,12 +32,28 @@ pub struct Run {
     pub positions: Option<String>,
     /// `[memory] tokens`; > 0 is an RMT memory branch.
     pub memory_tokens: usize,
+    /// `[model] window`: the trained window length.
+    pub window: Option<usize>,
     /// Sorted by step.
     pub train: Vec<TrainRow>,
     /// Sorted by step; step 0 (before training) may be present.
     pub val: Vec<ValRow>,
     /// Sorted by (step, window).
     pub windows: Vec<WindowRow>,
+    /// `test` rows of metrics.csv (the held-out split, evaluated when the run finished).
+    pub test: Vec<ValRow>,
+    /// Bits per byte on the test split, from run.json (runs from before the test split lack it).
+    pub test_bpb: Option<f64>,
+    /// Loss at other evaluation lengths (`extrapolation.json`), sorted by length.
+    pub extrapolation: Vec<ExtraPoint>,
+}
+
+/// One evaluation length of `extrapolation.json`.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct ExtraPoint {
+    pub length: usize,
+    pub loss: f64,
+    pub bits_per_byte: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,16 +82,13 @@ pub struct WindowRow {
     pub loss: f64,
 }
 
-/// What to draw. `ema_alpha` smooths the displayed training curves only; the
-/// volatility numbers and the NoPE−RoPE chart use [`crate::stats::METRIC_EMA_ALPHA`]
-/// so that they match the report.
+/// What to draw. Every bold training curve is the [`crate::stats::trend`] the report uses.
 #[derive(Debug, Clone)]
 pub struct PlotOptions {
     /// Experiment name, shown in every chart title.
     pub title: String,
     /// Draw the `zoom_<a>_<b>` chart for training steps a..=b.
     pub steps: Option<(u64, u64)>,
-    pub ema_alpha: f64,
 }
 
 /// Parses `--steps A..B` (both inclusive step numbers, A < B).
@@ -94,13 +109,13 @@ pub fn parse_step_range(s: &str) -> Result<(u64, u64)> {
 }
 
 /// Loads run directories (series split by the config keys in `by`, see [`load::load_run_by`]) and
-/// draws all their charts with the display smoothing (α = 0.05); returns the runs and the files.
+/// draws all their charts; returns the runs and the files.
 pub fn draw_dirs(dirs: &[PathBuf], by: &[String], out_dir: &Path, title: &str, steps: Option<(u64, u64)>) -> Result<(Vec<Run>, Vec<PathBuf>)> {
     for key in by {
         load::check_setting(dirs, key)?;
     }
     let runs = dirs.iter().map(|d| load::load_run_by(d, by)).collect::<Result<Vec<_>>>()?;
-    let opts = PlotOptions { title: title.to_string(), steps, ema_alpha: 0.05 };
+    let opts = PlotOptions { title: title.to_string(), steps };
     let files = draw_all(&runs, out_dir, &opts)?;
     Ok((runs, files))
 }
@@ -125,6 +140,7 @@ pub fn draw_all(runs: &[Run], out_dir: &Path, opts: &PlotOptions) -> Result<Vec<
         files.extend(charts::zoom(&branches, range, out_dir, opts)?);
     }
     files.extend(dots::loss_per_window(&branches, out_dir, opts)?);
+    files.extend(extrapolation::chart(&branches, out_dir, opts)?);
     Ok(files)
 }
 
@@ -275,7 +291,6 @@ mod tests {
         PlotOptions {
             title: "Synthetic p4".into(),
             steps,
-            ema_alpha: 0.02,
         }
     }
 

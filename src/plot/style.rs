@@ -252,6 +252,14 @@ pub fn range_of(vals: impl IntoIterator<Item = f64>, pad: f64) -> (f64, f64) {
 }
 
 /// A 2-D f64 chart inside a frame, with clipped drawing helpers.
+/// How the x axis is labelled: plain numbers, whole numbers only, or x = log2(v) labelled v.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum XAxis {
+    Num,
+    Int,
+    Log2,
+}
+
 pub struct Plot<'a, DB: DrawingBackend> {
     pub ctx: ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     pub xr: (f64, f64),
@@ -269,7 +277,7 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
         x_desc: &str,
         y_desc: Option<&str>,
         y_label_w: u32,
-        x_int: bool,
+        x_axis: XAxis,
     ) -> Result<Self> {
         let mut ctx = ChartBuilder::on(area)
             .margin_top(8)
@@ -279,16 +287,19 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
             .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)
             .px()?;
         let (xs, ys) = (xr.1 - xr.0, yr.1 - yr.0);
-        let xf = move |v: &f64| match x_int {
-            true if (v - v.round()).abs() > 1e-9 => String::new(),
-            true => format!("{}", v.round()),
-            false => tick(*v, xs),
+        let xf = move |v: &f64| match x_axis {
+            XAxis::Int | XAxis::Log2 if (v - v.round()).abs() > 1e-9 => String::new(),
+            XAxis::Int => format!("{}", v.round()),
+            XAxis::Log2 => format!("{}", 2f64.powf(v.round())),
+            XAxis::Num => tick(*v, xs),
         };
         let yf = move |v: &f64| tick(*v, ys);
-        let n_x = if x_int {
+        // about one label per 90 pixels, so narrow panels do not run their labels together
+        let room = (area.dim_in_pixel().0 as usize / 90).clamp(3, 10);
+        let n_x = if x_axis != XAxis::Num {
             (xs.ceil() as usize + 1).min(20)
         } else {
-            10
+            room
         };
         let mut mesh = ctx.configure_mesh();
         mesh.x_desc(x_desc)

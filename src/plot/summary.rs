@@ -2,7 +2,7 @@
 //! report show (so a chart and its table can never disagree).
 
 use super::Run;
-use crate::stats::{self, PairDiff, VolatilityOpts};
+use crate::stats::{self, Paired, StepDiff, VolatilityOpts, Welch};
 use std::collections::BTreeMap;
 
 /// All seeds of one branch. `color` is its palette slot (see [`group`]).
@@ -75,15 +75,11 @@ pub fn train_pairs(run: &Run) -> Vec<(u64, f64)> {
     run.train.iter().map(|r| (r.step, r.loss)).collect()
 }
 
-/// (step, tokens, EMA of training loss) for a run.
-pub fn train_ema(run: &Run, alpha: f64) -> Vec<(u64, f64, f64)> {
+/// (step, tokens, trend of the training loss) for a run ([`stats::trend`]).
+pub fn train_trend(run: &Run) -> Vec<(u64, f64, f64)> {
     let loss: Vec<f64> = run.train.iter().map(|r| r.loss).collect();
-    let e = stats::smooth(&loss, alpha);
-    run.train
-        .iter()
-        .zip(e)
-        .map(|(r, e)| (r.step, r.tokens as f64, e))
-        .collect()
+    let t = stats::trend(&loss, stats::TREND_FRAC);
+    run.train.iter().zip(t).map(|(r, e)| (r.step, r.tokens as f64, e)).collect()
 }
 
 /// What the shaded band around a mean curve shows.
@@ -151,15 +147,28 @@ pub struct BranchStats {
     pub seeds: Vec<u64>,
     /// Last finite validation loss of each seed that has one.
     pub final_val: Vec<f64>,
+    /// Test loss of each seed that has one (written at the end of a run).
+    pub final_test: Vec<f64>,
+    /// Bits per byte on the test split, of each seed whose run.json has it.
+    pub test_bpb: Vec<f64>,
     pub roughness: Vec<f64>,
-    pub detrended: Vec<f64>,
-    /// Training tokens and wall-clock seconds at the end of each seed.
+    /// Training tokens at the end of each seed.
     pub tokens: Vec<f64>,
-    pub wall_s: Vec<f64>,
     /// Loss of the last window minus window 0 at each seed's last eval step (eval.csv).
     pub window_gain: Vec<f64>,
     /// Non-finite training losses (diverged steps) left out of every number.
     pub nonfinite: usize,
+}
+
+impl BranchStats {
+    /// The final losses the report states: test where every seed has one, else validation.
+    pub fn final_loss(&self) -> (&'static str, &[f64]) {
+        if !self.final_test.is_empty() && self.final_test.len() == self.final_val.len() {
+            ("test", &self.final_test)
+        } else {
+            ("val", &self.final_val)
+        }
+    }
 }
 
 pub fn branch_stats(b: &Branch, opts: &VolatilityOpts) -> BranchStats {
@@ -169,10 +178,10 @@ pub fn branch_stats(b: &Branch, opts: &VolatilityOpts) -> BranchStats {
         memory_tokens: b.memory_tokens(),
         seeds: b.runs.iter().map(|r| r.seed).collect(),
         final_val: vec![],
+        final_test: vec![],
+        test_bpb: vec![],
         roughness: vec![],
-        detrended: vec![],
         tokens: vec![],
-        wall_s: vec![],
         window_gain: vec![],
         nonfinite: 0,
     };
@@ -180,20 +189,10 @@ pub fn branch_stats(b: &Branch, opts: &VolatilityOpts) -> BranchStats {
         let loss: Vec<f64> = r.train.iter().map(|t| t.loss).collect();
         s.nonfinite += loss.iter().filter(|l| !l.is_finite()).count();
         s.roughness.push(stats::roughness(&loss, opts.tail_frac));
-        s.detrended
-            .push(stats::detrended_std(&loss, opts.ema_alpha, opts.tail_frac));
-        if let Some(v) = r.val.iter().rev().find(|v| v.loss.is_finite()) {
-            s.final_val.push(v.loss);
-        }
-        s.tokens
-            .push(r.train.last().map_or(f64::NAN, |t| t.tokens as f64));
-        let times = r
-            .train
-            .iter()
-            .map(|t| t.elapsed_s)
-            .chain(r.val.iter().map(|v| v.elapsed_s));
-        s.wall_s
-            .push(times.filter(|t| t.is_finite()).fold(f64::NAN, f64::max));
+        s.final_val.extend(final_val(r));
+        s.final_test.extend(final_test(r));
+        s.test_bpb.extend(r.test_bpb.filter(|v| v.is_finite()));
+        s.tokens.push(r.train.last().map_or(f64::NAN, |t| t.tokens as f64));
         if let Some(last) = last_window_losses(r) {
             if last.len() > 1 {
                 s.window_gain.push(last[last.len() - 1] - last[0]);
@@ -201,6 +200,16 @@ pub fn branch_stats(b: &Branch, opts: &VolatilityOpts) -> BranchStats {
         }
     }
     s
+}
+
+/// The run's last finite validation loss.
+pub fn final_val(r: &Run) -> Option<f64> {
+    r.val.iter().rev().find(|v| v.loss.is_finite()).map(|v| v.loss)
+}
+
+/// The run's last finite test loss.
+pub fn final_test(r: &Run) -> Option<f64> {
+    r.test.iter().rev().find(|v| v.loss.is_finite()).map(|v| v.loss)
 }
 
 /// Validation loss per window index at the run's last eval step (index = window).
@@ -215,56 +224,108 @@ pub fn last_window_losses(r: &Run) -> Option<Vec<f64>> {
     Some(out)
 }
 
-/// NoPE and RoPE branches (no memory) paired seed by seed.
-#[derive(Debug, Clone)]
-pub struct NopeRope {
-    pub nope: String,
-    pub rope: String,
-    pub nope_color: usize,
-    /// (seed, difference) for each seed present in both branches.
-    pub pairs: Vec<(u64, PairDiff)>,
-    /// Says which branches were left out when several qualify.
-    pub note: Option<String>,
+/// The branch every other one is compared with: `001_pristine` if present, else the
+/// memory-free RoPE branch with most seeds (then first by name), else the first branch.
+pub fn baseline<'a, 'b>(branches: &'b [Branch<'a>]) -> Option<&'b Branch<'a>> {
+    if let Some(b) = branches.iter().find(|b| b.name == "001_pristine") {
+        return Some(b);
+    }
+    let mut rope: Vec<&Branch> = branches.iter().filter(|b| b.positions() == Some("rope") && b.memory_tokens() == 0).collect();
+    rope.sort_by_key(|b| std::cmp::Reverse(b.runs.len())); // stable: name order among ties
+    rope.first().copied().or(branches.first())
 }
 
-/// The NoPE−RoPE pairing, if branches with `positions` "nope" and "rope" and no memory
-/// exist. With several candidates the one with most seeds (then first by name) is used.
-pub fn nope_rope(branches: &[Branch], opts: &VolatilityOpts) -> Option<NopeRope> {
-    let pick = |p: &str| {
-        let mut c: Vec<&Branch> = branches
-            .iter()
-            .filter(|b| b.positions() == Some(p) && b.memory_tokens() == 0)
-            .collect();
-        c.sort_by_key(|b| std::cmp::Reverse(b.runs.len())); // stable: name order among ties
-        let others: Vec<String> = c.iter().skip(1).map(|b| b.name.clone()).collect();
-        c.first().map(|b| (*b, others))
-    };
-    let ((nope, on), (rope, or)) = (pick("nope")?, pick("rope")?);
-    let pairs: Vec<(u64, PairDiff)> = nope
-        .runs
-        .iter()
-        .filter_map(|n| {
-            let r = rope.runs.iter().find(|r| r.seed == n.seed)?;
-            Some((
-                n.seed,
-                stats::pair_diff(&train_pairs(n), &train_pairs(r), opts),
-            ))
-        })
-        .filter(|(_, p)| !p.d.is_empty())
-        .collect();
-    if pairs.is_empty() {
+/// One branch compared with the baseline, seed by seed.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub branch: String,
+    pub baseline: String,
+    pub color: usize,
+    /// Seeds present in both, in order.
+    pub seeds: Vec<u64>,
+    /// Final validation / test loss, branch − baseline, per shared seed.
+    pub val: Option<Paired>,
+    pub test: Option<Paired>,
+    /// The per-step difference of raw training losses, per shared seed.
+    pub steps: Vec<(u64, StepDiff)>,
+    /// Late-training gap (mean d over the tail) across seeds.
+    pub gap: Option<Paired>,
+    /// Which final loss the verdict tests ("test" when both sides have it for every shared seed).
+    pub metric: &'static str,
+    /// The paired p-value of `metric`, and after Holm's correction over all comparisons.
+    pub p: f64,
+    pub p_holm: f64,
+    /// Welch on the final losses, only when the two branches share fewer than two seeds.
+    pub unpaired: Option<Welch>,
+}
+
+impl Comparison {
+    /// The paired result the verdict uses.
+    pub fn primary(&self) -> Option<&Paired> {
+        if self.metric == "test" {
+            self.test.as_ref()
+        } else {
+            self.val.as_ref()
+        }
+    }
+
+    /// Paired noise per seed (std of the detrended per-step difference).
+    pub fn noise(&self) -> Vec<f64> {
+        self.steps.iter().map(|(_, d)| d.noise).collect()
+    }
+}
+
+/// Every branch but the baseline compared with it (in branch order), Holm-corrected together.
+pub fn compare(branches: &[Branch], opts: &VolatilityOpts) -> Vec<Comparison> {
+    let Some(base) = baseline(branches) else { return vec![] };
+    let mut out: Vec<Comparison> = branches.iter().filter(|b| b.name != base.name).map(|b| compare_pair(b, base, opts)).collect();
+    let adjusted = stats::holm(&out.iter().map(|c| c.p).collect::<Vec<_>>());
+    for (c, p) in out.iter_mut().zip(adjusted) {
+        c.p_holm = p;
+    }
+    out
+}
+
+fn compare_pair(b: &Branch, base: &Branch, opts: &VolatilityOpts) -> Comparison {
+    let mut seeds = vec![];
+    let (mut dv, mut dt, mut steps) = (vec![], vec![], vec![]);
+    for r in &b.runs {
+        let Some(q) = base.runs.iter().find(|q| q.seed == r.seed) else { continue };
+        seeds.push(r.seed);
+        if let (Some(x), Some(y)) = (final_val(r), final_val(q)) {
+            dv.push(x - y);
+        }
+        if let (Some(x), Some(y)) = (final_test(r), final_test(q)) {
+            dt.push(x - y);
+        }
+        let d = stats::step_diff(&train_pairs(r), &train_pairs(q), opts.tail_frac, opts.pair_skip_frac);
+        if !d.d.is_empty() {
+            steps.push((r.seed, d));
+        }
+    }
+    let (val, test) = (stats::paired_t(&dv), stats::paired_t(&dt));
+    let metric = if !dt.is_empty() && dt.len() == seeds.len() { "test" } else { "val" };
+    let p = if metric == "test" { &test } else { &val }.as_ref().map_or(f64::NAN, |p| p.p);
+    let gap = stats::paired_t(&steps.iter().map(|(_, d)| d.tail_mean).collect::<Vec<_>>());
+    let unpaired = (seeds.len() < 2).then(|| {
+        let finals = |br: &Branch| -> Vec<f64> {
+            br.runs.iter().filter_map(|r| if metric == "test" { final_test(r) } else { final_val(r) }).collect()
+        };
+        stats::welch(&finals(b), &finals(base))
+    });
+    Comparison { branch: b.name.clone(), baseline: base.name.clone(), color: b.color, seeds, val, test, steps, gap, metric, p, p_holm: f64::NAN, unpaired: unpaired.flatten() }
+}
+
+/// The comparison of the memory-free NoPE branch with a RoPE baseline, if both exist.
+pub fn nope_rope<'c>(branches: &[Branch], cmp: &'c [Comparison]) -> Option<&'c Comparison> {
+    let base = baseline(branches)?;
+    if base.positions() != Some("rope") || base.memory_tokens() != 0 {
         return None;
     }
-    let left: Vec<String> = on.into_iter().chain(or).collect();
-    let note =
-        (!left.is_empty()).then(|| format!("also nope/rope but not compared: {}", left.join(", ")));
-    Some(NopeRope {
-        nope: nope.name.clone(),
-        rope: rope.name.clone(),
-        nope_color: nope.color,
-        pairs,
-        note,
-    })
+    let mut nope: Vec<&Branch> = branches.iter().filter(|b| b.positions() == Some("nope") && b.memory_tokens() == 0).collect();
+    nope.sort_by_key(|b| std::cmp::Reverse(b.runs.len()));
+    let name = &nope.first()?.name;
+    cmp.iter().find(|c| &c.branch == name && !c.steps.is_empty())
 }
 
 /// Where one branch ranks among all memory-free branches by seed-mean smoothed training
@@ -294,7 +355,7 @@ pub fn rank_track(branches: &[Branch], target: &str, opts: &VolatilityOpts) -> O
             let c: Vec<_> = b
                 .runs
                 .iter()
-                .map(|r| train_ema(r, opts.ema_alpha))
+                .map(|r| train_trend(r))
                 .collect();
             let m = across_seeds(&c, BandKind::MinMax);
             m.step.into_iter().zip(m.mean).collect()

@@ -12,87 +12,75 @@ fn report(runs: &[Run], out: &Path, charts: &[PathBuf]) -> String {
     std::fs::read_to_string(p).unwrap()
 }
 
-#[test]
-fn tables_links_and_volatility_verdict_flips() {
-    let root = TempDir::new("report");
-    let noisy_nope = runs_from(&standard_set(&root.path().join("a"), 0.2, 0.05));
-    let out = root.path().join("out");
-    let charts = draw_all(
-        &noisy_nope,
-        &out,
-        &PlotOptions {
-            title: "Synthetic p4".into(),
-            steps: None,
-            ema_alpha: 0.02,
-        },
-    )
-    .unwrap();
-    let md = report(&noisy_nope, &out, &charts);
-    for b in [
-        "001_rope",
-        "002_nope",
-        "003_xpos",
-        "004_linspace",
-        "005_alibi",
-        "006_rmt",
-    ] {
-        assert!(md.contains(&format!("| {b} | ")), "no table row for {b}");
-    }
-    assert!(
-        md.contains("![val_final](val_final.png)") && md.contains("[svg](nope_vs_rope.svg)")
-    );
-    assert!(md.contains("| **mean ± 95% CI** |"));
-    assert!(md.contains(stats::DEFINITIONS[0]));
-    assert!(
-        md.contains("002_nope's roughness") && md.contains("is higher than 001_rope's"),
-        "{md}"
-    );
-    assert!(
-        md.contains("Lowest final validation loss: **006_rmt**"),
-        "{md}"
-    );
-    assert!(md.contains("consistently worse than 001_rope"), "{md}");
-
-    let noisy_rope = runs_from(&standard_set(&root.path().join("b"), 0.05, 0.2));
-    let md2 = report(&noisy_rope, &root.path().join("out2"), &[]);
-    assert!(
-        md2.contains("002_nope's roughness") && md2.contains("is lower than 001_rope's"),
-        "{md2}"
-    );
-    let line = |m: &str| {
-        m.lines()
-            .find(|l| l.contains("'s roughness"))
-            .unwrap()
-            .to_string()
-    };
-    assert!(
-        line(&md).contains("beyond the 95% CI") && line(&md2).contains("beyond the 95% CI")
-    );
+fn line_with<'a>(md: &'a str, needle: &str) -> &'a str {
+    md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle:?} in\n{md}"))
 }
 
 #[test]
-fn bounce_verdict_follows_the_gap() {
+fn tables_links_and_paired_noise_follows_the_model() {
+    let root = TempDir::new("report");
+    let noisy_nope = runs_from(&standard_set(&root.path().join("a"), 0.2, 0.03));
+    let out = root.path().join("out");
+    let charts = draw_all(&noisy_nope, &out, &PlotOptions { title: "Synthetic p4".into(), steps: None }).unwrap();
+    let md = report(&noisy_nope, &out, &charts);
+    for b in ["001_rope", "002_nope", "003_xpos", "004_linspace", "005_alibi", "006_rmt"] {
+        assert!(md.contains(&format!("| {b} | ")), "no table row for {b}");
+    }
+    assert!(md.contains("![val_final](val_final.png)") && md.contains("[svg](nope_vs_rope.svg)"));
+    assert!(md.contains("## Each branch against 001_rope (paired by seed)") && md.contains("| **mean ± 95% CI** |"));
+    assert!(md.contains(stats::DEFINITIONS[0]));
+    assert!(md.contains("Lowest final val loss: **006_rmt**"), "{md}");
+    // NoPE is 0.1 worse with a small wobble: beyond noise, and behind at every step
+    assert!(line_with(&md, "| 002_nope | 3 | +0.09").contains("(val)"), "{md}");
+    assert!(md.contains("002_nope is behind 001_rope throughout"), "{md}");
+    // NoPE's own noise is 0.2 against 0.03 for every other model: it moves apart from RoPE more
+    assert!(line_with(&md, "Volatility:").contains("more than the other branches'"), "{md}");
+    // when RoPE itself is the noisy one, every branch moves apart from it alike
+    let noisy_rope = runs_from(&standard_set(&root.path().join("b"), 0.03, 0.2));
+    let md2 = report(&noisy_rope, &root.path().join("out2"), &[]);
+    assert!(line_with(&md2, "Volatility:").contains("within the range of the other branches'"), "{md2}");
+    // a wall-time column would make identical reruns rewrite the file
+    assert!(!md.contains("wall time"));
+    assert!(md.contains("No run has a test row"));
+}
+
+#[test]
+fn paired_comparison_finds_an_offset_welch_cannot() {
+    // NoPE 0.01 worse at every seed; the seeds' levels spread by 0.1 (shared by both branches)
+    let root = TempDir::new("report-paired");
+    let mut dirs = vec![];
+    for seed in 1..=3 {
+        for (b, pos, extra) in [("001_rope", "rope", 0.0), ("002_nope", "nope", 0.01)] {
+            let mut s = Spec::new(b, seed, Some(pos));
+            s.final_loss += extra;
+            s.seed_spread = 0.1;
+            s.val_noise = 0.0005;
+            dirs.push(write_run(root.path(), &s));
+        }
+    }
+    let runs = runs_from(&dirs);
+    let md = report(&runs, root.path(), &[]);
+    assert!(line_with(&md, "Against 001_rope").contains("beyond noise: **002_nope** is worse (Δ +0.010"), "{md}");
+    let finals = |b: &str| runs.iter().filter(|r| r.branch == b).map(|r| summary::final_val(r).unwrap()).collect::<Vec<_>>();
+    assert!(!stats::welch(&finals("002_nope"), &finals("001_rope")).unwrap().significant());
+}
+
+#[test]
+fn crossing_verdict_follows_the_gap() {
     let root = TempDir::new("report-bounce");
-    // NoPE as good as RoPE on average, with a slow wobble: d must change sign
+    // NoPE as good as RoPE on average, with a slow wobble: the trend of d must change sign
     let mut dirs = vec![];
     for seed in 1..=3 {
         let mut n = Spec::new("002_nope", seed, Some("nope"));
         n.wobble = 0.05;
         dirs.push(write_run(root.path(), &n));
-        dirs.push(write_run(
-            root.path(),
-            &Spec::new("001_rope", seed, Some("rope")),
-        ));
+        dirs.push(write_run(root.path(), &Spec::new("001_rope", seed, Some("rope"))));
     }
     let runs = runs_from(&dirs);
     let md = report(&runs, root.path(), &[]);
-    assert!(
-        md.contains("difference changes sign") && md.contains("does reach 001_rope's level"),
-        "{md}"
-    );
-    assert!(!md.contains("consistently"), "{md}");
-    // no wobble, NoPE better in seeds 1-2 and worse in seed 3 by a constant: no flip within a
-    // seed, the side depends on the seed
+    assert!(md.contains("002_nope − 001_rope changes sign") && md.contains("does reach 001_rope's level"), "{md}");
+    assert!(!md.contains("throughout"), "{md}");
+    // no wobble, NoPE better in seeds 1-2 and worse in seed 3 by a constant
     let root2 = TempDir::new("report-seed-side");
     let mut dirs = vec![];
     for seed in 1..=3 {
@@ -103,40 +91,46 @@ fn bounce_verdict_follows_the_gap() {
     }
     let md2 = report(&runs_from(&dirs), root2.path(), &[]);
     assert!(md2.contains("never changes sign within a seed") && md2.contains("ahead in 2 of 3 seeds"), "{md2}");
-    // only one branch with val rows, no NoPE/RoPE pair
+    // only one branch, no NoPE/RoPE pair
     let one = vec![runs[0].clone()];
     let md = report(&one, &root.path().join("one"), &[]);
-    assert!(
-        md.contains("Only **002_nope** has validation rows")
-            && md.contains("question is not addressed"),
-        "{md}"
-    );
+    assert!(md.contains("Only **002_nope** has a final loss") && md.contains("question is not addressed"), "{md}");
+}
+
+#[test]
+fn equal_values_are_called_equal_and_plurals_agree() {
+    let root = TempDir::new("report-equal");
+    let mut dirs = vec![];
+    for seed in 1..=2 {
+        for b in ["001_rope", "002_rope"] {
+            dirs.push(write_run(root.path(), &Spec::new(b, seed, Some("rope"))));
+        }
+    }
+    let mut runs = runs_from(&dirs);
+    // identical final losses in both branches
+    for r in runs.iter_mut() {
+        r.val.last_mut().unwrap().loss = 3.5 + r.seed as f64 * 0.01;
+    }
+    let md = report(&runs, root.path(), &[]);
+    assert!(md.contains("equal to four decimals with"), "{md}");
+    assert!(md.contains("Holm-corrected over 1 comparison)"), "{md}");
 }
 
 #[test]
 fn diverged_run_is_reported_not_fatal() {
     let root = TempDir::new("report-nan");
-    let mut runs = runs_from(&standard_set(root.path(), 0.08, 0.08));
+    let mut runs = runs_from(&standard_set(root.path(), 0.03, 0.03));
     let r = runs.iter_mut().find(|r| r.branch == "003_xpos").unwrap();
     let n = r.train.len();
-    r.train[n - 300..]
-        .iter_mut()
-        .for_each(|t| t.loss = f64::NAN);
+    r.train[n - 300..].iter_mut().for_each(|t| t.loss = f64::NAN);
     r.train[n - 400].loss = f64::INFINITY;
     r.val.last_mut().unwrap().loss = f64::NAN;
     let out = root.path().join("out");
-    let o = PlotOptions {
-        title: "NaN".into(),
-        steps: Some((1500, 2000)),
-        ema_alpha: 0.02,
-    };
+    let o = PlotOptions { title: "NaN".into(), steps: Some((1500, 2000)) };
     let charts = draw_all(&runs, &out, &o).unwrap();
     assert_eq!(charts.len(), 14);
     let md = report(&runs, &out, &charts);
-    assert!(
-        md.contains("003_xpos: 301 non-finite training losses"),
-        "{md}"
-    );
+    assert!(md.contains("003_xpos: 301 non-finite training losses"), "{md}");
     let row = md.lines().find(|l| l.starts_with("| 003_xpos |")).unwrap();
     assert!(!row.contains("NaN"), "{row}");
 }

@@ -1,0 +1,91 @@
+//! "Train short, test long": loss against the length of one attention window at evaluation,
+//! one line per branch (ALiBi paper, Figure 1), from each run's `extrapolation.json`.
+
+use super::dots::{WindowChart, WindowPoint};
+use super::style::{self, color, range_of, Entry, Swatch, XAxis};
+use super::summary::Branch;
+use super::PlotOptions;
+use crate::stats;
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Seed means and 95% CIs per (branch, evaluation length): loss and bits per byte.
+pub fn table(branches: &[Branch]) -> Vec<(String, BTreeMap<usize, (Vec<f64>, Vec<f64>)>)> {
+    branches
+        .iter()
+        .map(|b| {
+            let mut at: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+            for r in &b.runs {
+                for p in &r.extrapolation {
+                    let e = at.entry(p.length).or_default();
+                    e.0.push(p.loss);
+                    e.1.push(p.bits_per_byte);
+                }
+            }
+            (b.name.clone(), at)
+        })
+        .filter(|(_, at)| !at.is_empty())
+        .collect()
+}
+
+/// `extrapolation.png`/`.svg`: bits per byte against evaluation length (log scale), or nothing
+/// when no run has `extrapolation.json`.
+pub fn chart(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
+    let t = table(branches);
+    if t.is_empty() {
+        return Ok(vec![]);
+    }
+    let trained: Vec<usize> = branches.iter().flat_map(|b| &b.runs).filter_map(|r| r.window).collect();
+    let mut c = WindowChart {
+        x_desc: "tokens in the attention window at evaluation (log scale)".into(),
+        y_desc: "test loss (bits per byte)".into(),
+        x_axis: XAxis::Log2,
+        title: format!("{}: train short, test long", o.title),
+        caption: vec![],
+        legend: vec![],
+        notes: vec![],
+        series: vec![],
+        xr: (0.0, 0.0),
+        yr: (0.0, 0.0),
+    };
+    let (mut xs, mut ys) = (vec![], vec![]);
+    let dodge = 0.05 / branches.len().max(1) as f64;
+    for (bi, b) in branches.iter().enumerate() {
+        let Some((_, at)) = t.iter().find(|(n, _)| *n == b.name) else { continue };
+        let off = (bi as f64 - (branches.len() as f64 - 1.0) / 2.0) * dodge;
+        let pts: Vec<WindowPoint> = at
+            .iter()
+            .map(|(len, (_, bpb))| {
+                let (m, h) = stats::mean_ci95(bpb);
+                let x = (*len as f64).log2();
+                xs.push(x);
+                ys.push(m);
+                (x + off, m, h)
+            })
+            .collect();
+        c.series.push((color(b.color), pts));
+        c.legend.push(Entry::new(b.label(), color(b.color), Swatch::Line));
+    }
+    // a branch that falls apart at long lengths must not squash the others into a line
+    let mut sorted = ys.clone();
+    sorted.sort_by(f64::total_cmp);
+    let cap = sorted.get(sorted.len() * 3 / 4).copied().unwrap_or(f64::NAN) * 1.6;
+    let clipped = ys.iter().any(|y| *y > cap);
+    c.yr = range_of(ys.into_iter().filter(|y| *y <= cap), 0.08);
+    let (lo, hi) = range_of(xs, 0.0);
+    c.xr = (lo - 0.3, hi + 0.3);
+    let trained = match (trained.iter().min(), trained.iter().max()) {
+        (Some(a), Some(b)) if a == b => format!("trained with windows of {a} tokens"),
+        (Some(a), Some(b)) => format!("trained with windows of {a}–{b} tokens"),
+        _ => "trained window unknown".into(),
+    };
+    c.caption = vec![
+        format!("Each model ({trained}) scored on the test split with one attention window of each length; mean over seeds, bars: 95% CI."),
+        "Flat to the right = the position scheme extrapolates; rising = it does not.".into(),
+    ];
+    if clipped {
+        c.notes.push("points above the top of the axis are off the chart (see the report's table)".into());
+    }
+    style::save(out, "extrapolation", &c)
+}
