@@ -97,3 +97,30 @@ macro_rules! with_train_backend {
         }
     }};
 }
+
+/// Runs `$body` with `$B` bound to the inference backend named by `$device` ("cpu" or "cuda")
+/// and `$dev` to its device (evaluation: no autodiff).
+#[macro_export]
+macro_rules! with_infer_backend {
+    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
+        match $device {
+            "cuda" => {
+                #[cfg(feature = "cuda")]
+                {
+                    type $B = $crate::backend::Gpu;
+                    let $dev = burn::backend::cuda::CudaDevice::default();
+                    $body
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    anyhow::bail!($crate::backend::NEEDS_CUDA)
+                }
+            }
+            _ => {
+                type $B = $crate::backend::Cpu;
+                let $dev = burn::backend::ndarray::NdArrayDevice::Cpu;
+                $body
+            }
+        }
+    }};
+}

@@ -84,12 +84,28 @@ pub fn report(path: &Path, steps: Option<&str>) -> Result<()> {
 }
 
 /// `baka eval`.
-pub fn eval(source: &Path, windows: Option<usize>, samples: Option<usize>) -> Result<()> {
-    let (r, out) = crate::eval::eval_command(source, windows, samples)?;
-    println!("{}: {} windows x {} samples, {} tokens", r.source, r.windows, r.samples, r.tokens);
-    println!("val loss {:.4} nats/token, ppl {:.2}, {:.4} bits/byte", r.loss, r.ppl, r.bits_per_byte);
-    for (i, l) in r.per_window.iter().enumerate() {
-        println!("  window {i}: {l:.4}");
+pub fn eval(args: &crate::eval::command::EvalArgs) -> Result<()> {
+    use crate::eval::command::Outcome;
+    let (r, out, replaced) = crate::eval::command::eval_command(args)?;
+    match r {
+        Outcome::Windows(r) => {
+            println!("{}: {} split, {} windows x {} samples, {} tokens", r.source, r.split, r.windows, r.samples, r.tokens);
+            println!("loss {:.4} nats/token, ppl {:.2}, {:.4} bits/byte", r.loss, r.ppl, r.bits_per_byte);
+            for (i, l) in r.per_window.iter().enumerate() {
+                println!("  window {i}: {l:.4}");
+            }
+        }
+        Outcome::Long(r) => {
+            let x = &r.result;
+            println!("{}: {} scored with one window of {} tokens (trained: {}), {} samples, {} tokens, {} bytes", r.source, r.scored, x.length, r.trained_window, x.samples, x.tokens, x.bytes);
+            println!("loss {:.4} nats/token, ppl {:.2}, {:.4} bits/byte", x.loss, r.ppl, x.bits_per_byte);
+            for b in &x.buckets {
+                println!("  positions {:>6}..{:<6} {:.4}", b.start, b.end, b.loss);
+            }
+        }
+    }
+    if let Some(r) = replaced {
+        println!("{r}");
     }
     println!("wrote {}", out.display());
     Ok(())

@@ -19,9 +19,9 @@ pub struct MemoryConfig {
     pub tokens: usize,
     /// Gradients flow through memory inside groups of this many windows, then it is detached.
     pub bptt_windows: usize,
-    /// Inputs of the write slots: "learned" (the paper: the learned init every window) or
-    /// "previous" (BakaLLM: the memory read from the previous window).
-    pub write_init: String,
+    /// Inputs of the write slots after window 0: the memory just read (the RMT paper's scheme,
+    /// and BakaLLM's) or the learned init every window.
+    pub write_init: WriteInit,
     /// "none": memory tokens get no positional signal; "window": they are positioned by their
     /// index in the [read ; window ; write] sequence like ordinary tokens.
     pub positions: String,
@@ -29,8 +29,19 @@ pub struct MemoryConfig {
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        Self { tokens: 0, bptt_windows: 2, write_init: "learned".into(), positions: "none".into() }
+        Self { tokens: 0, bptt_windows: 2, write_init: WriteInit::Previous, positions: "none".into() }
     }
+}
+
+/// `memory.write_init`: what the write slots of window k > 0 take as input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteInit {
+    /// The memory read from the previous window: the same memory tokens are read and written
+    /// (Bulatov et al. 2022, and BakaLLM's 005_rmt).
+    Previous,
+    /// The learned `memory.init` vectors in every window (not the paper's scheme).
+    Learned,
 }
 
 /// Optimisation and bookkeeping. Defaults are BakaLLM's recipe: AdamW lr 1e-3, constant, clip 1.0.
@@ -57,6 +68,8 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Validation samples (each `n_windows` windows) in the fixed validation set.
     pub eval_samples: usize,
+    /// Test samples (each `n_windows` windows), scored once when the run finishes.
+    pub test_samples: usize,
     /// Write a resumable checkpoint every this many steps (and at the end); 0 = only at the end.
     pub checkpoint_every: usize,
     /// On a non-finite loss or gradient: false stops the run; true skips that step's update.
@@ -126,6 +139,7 @@ impl Default for TrainConfig {
             clip: 1.0,
             eval_every: 100,
             eval_samples: 16,
+            test_samples: 64,
             checkpoint_every: 0,
             skip_spikes: false,
             device: "cpu".into(),
@@ -299,9 +313,6 @@ impl Config {
         self.model.validate()?;
         self.data.validate()?;
         let m = &self.memory;
-        if !["learned", "previous"].contains(&m.write_init.as_str()) {
-            bail!("memory.write_init = {:?}: expected \"learned\" or \"previous\"", m.write_init);
-        }
         if !["none", "window"].contains(&m.positions.as_str()) {
             bail!("memory.positions = {:?}: expected \"none\" or \"window\"", m.positions);
         }
@@ -309,7 +320,7 @@ impl Config {
             bail!("memory.bptt_windows = 0: expected at least 1");
         }
         let t = &self.train;
-        for (k, v) in [("train.steps", t.steps), ("train.batch", t.batch), ("train.n_windows", t.n_windows), ("train.eval_samples", t.eval_samples)] {
+        for (k, v) in [("train.steps", t.steps), ("train.batch", t.batch), ("train.n_windows", t.n_windows), ("train.eval_samples", t.eval_samples), ("train.test_samples", t.test_samples)] {
             if v == 0 {
                 bail!("{k} = 0: expected a positive integer");
             }

@@ -22,6 +22,10 @@ pub struct Experiment {
     /// Optional step range for the zoom chart, e.g. "200..300".
     #[serde(default)]
     pub zoom: Option<String>,
+    /// Evaluation lengths for "train short, test long": every finished run is scored on the test
+    /// split with one attention window of each length (`extrapolation.json`, chart and table).
+    #[serde(default)]
+    pub extrapolation: Vec<usize>,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -40,6 +44,9 @@ impl Experiment {
         }
         for b in &e.branches {
             find_branch(b).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        }
+        if let Some(l) = e.extrapolation.iter().find(|l| **l == 0 || **l > 65536) {
+            bail!("{}: extrapolation = {l}: expected lengths from 1 to 65536 tokens", path.display());
         }
         // the overrides must be a valid config layer on their own
         Config::from_layers(&[(self_source(path), e.overrides.clone())])?;
@@ -102,6 +109,13 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
         }
         eprintln!("{label}: training into {}", dir.display());
         crate::train::train(cfg, &crate::train::TrainOptions { out: dir, resume: partial, label })?;
+    }
+    if !e.extrapolation.is_empty() {
+        for (i, (b, s)) in plan.iter().enumerate() {
+            let dir = e.run_dir(b, *s);
+            eprintln!("[{}/{n}] {b} s{s}: test loss at lengths {:?}", i + 1, e.extrapolation);
+            crate::eval::command::extrapolate(&dir, &e.extrapolation, &mut |line| eprintln!("  {line}"))?;
+        }
     }
     // The runs are safe on disk by now; say so if only the drawing fails (e.g. no fonts on a bare GPU box).
     let files = draw(e, None).with_context(|| {

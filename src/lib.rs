@@ -7,6 +7,7 @@ pub mod config;
 pub mod kernels;
 pub mod model;
 pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod stats;
 pub mod state;

@@ -98,18 +98,39 @@ enum Cmd {
         #[arg(long)]
         steps: Option<String>,
     },
-    /// Validation loss, perplexity, bits per byte and loss per window index (also for more windows than trained).
+    /// Loss, perplexity and bits per byte of a run on the test (or validation) split or any text.
     ///
-    /// Example: baka eval experiments/quickstart/runs/002_nope-s1 --windows 8
+    /// Default: samples of the trained number of windows, loss per window index (--windows N
+    /// carries memory through more windows: the recurrence test). --window L: one attention window
+    /// of L tokens per sample, positions from 0, loss by position (train short, test long).
+    /// --text FILE|DIR: score any UTF-8 text (a file or a folder of .txt) with the run's tokenizer.
+    ///
+    /// Examples: baka eval experiments/quickstart/runs/002_nope-s1 --window 256
+    ///           baka eval experiments/quickstart/runs/002_nope-s1 --text README.md
     Eval {
         /// A run directory or a weights/*.safetensors export.
         source: PathBuf,
-        /// Windows per sample (default: as trained); more than trained tests length extrapolation.
+        /// Windows per sample, carried through memory (default: as trained).
         #[arg(long)]
         windows: Option<usize>,
-        /// Validation samples (default: train.eval_samples).
+        /// One attention window of this many tokens per sample (e.g. 2048 for a model trained at 512).
+        #[arg(long)]
+        window: Option<usize>,
+        /// Samples for --windows mode (default: train.eval_samples).
         #[arg(long)]
         samples: Option<usize>,
+        /// Score this UTF-8 text file or folder of .txt files instead of a split.
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// The held-out split to score.
+        #[arg(long, value_enum, default_value = "test")]
+        split: bakallm::eval::command::Split,
+        /// At most this many tokens with --window or --text.
+        #[arg(long, default_value_t = 65536)]
+        max_tokens: usize,
+        /// cpu, or cuda (a binary built with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Export a run's weights to weights/<run>.safetensors (+ .json config, .tokenizer.json).
     ///
@@ -253,7 +274,9 @@ fn main() {
             cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops, phases })
         }
         Cmd::Encode { source, text } => cli::encode(&source, &text),
-        Cmd::Eval { source, windows, samples } => cli::eval(&source, windows, samples),
+        Cmd::Eval { source, windows, window, samples, text, split, max_tokens, device } => {
+            cli::eval(&bakallm::eval::command::EvalArgs { source, windows, window, samples, text, split, max_tokens, device })
+        }
         Cmd::Export { run, out, force } => cli::export(&run, out, force),
         Cmd::Logits { source, tokens, windows_of } => cli::logits(&source, &tokens, windows_of),
         Cmd::Generate { source, prompt, max_tokens, temperature, top_k, seed } => {

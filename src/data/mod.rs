@@ -46,9 +46,12 @@ pub struct DataConfig {
     pub tokenizer: Option<String>,
     /// where npm tarballs, tokenizers and token files are cached
     pub cache_dir: String,
-    /// share of blocks held out for validation, chosen by a stable hash
+    /// share of the corpus's bytes held out for validation (the curves), by a stable hash
     pub val_fraction: f64,
-    /// documents are cut into blocks of about this many bytes before the split
+    /// share held out for the test split (the final numbers), by the same hash
+    pub test_fraction: f64,
+    /// held-out units are whole documents up to this size; longer ones are cut into spans of
+    /// about this many bytes at paragraph boundaries
     pub block_bytes: usize,
     /// decode non-UTF-8 files of a user corpus folder as Latin-1 instead of failing
     pub latin1_fallback: bool,
@@ -62,7 +65,8 @@ impl Default for DataConfig {
             tokenizer: None,
             cache_dir: "data".into(),
             val_fraction: 0.02,
-            block_bytes: 65536,
+            test_fraction: 0.02,
+            block_bytes: 262_144,
             latin1_fallback: false,
         }
     }
@@ -88,6 +92,12 @@ impl DataConfig {
         if !(self.val_fraction > 0.0 && self.val_fraction <= 0.5) {
             bail!("data.val_fraction = {} is out of range (expected 0 < val_fraction <= 0.5)", self.val_fraction);
         }
+        if !(self.test_fraction > 0.0 && self.test_fraction <= 0.5) {
+            bail!("data.test_fraction = {} is out of range (expected 0 < test_fraction <= 0.5)", self.test_fraction);
+        }
+        if self.val_fraction + self.test_fraction > 0.6 {
+            bail!("data.val_fraction + data.test_fraction = {} leaves too little for training (expected at most 0.6)", self.val_fraction + self.test_fraction);
+        }
         if self.block_bytes < 1024 {
             bail!("data.block_bytes = {} is too small (expected >= 1024)", self.block_bytes);
         }
@@ -102,6 +112,10 @@ pub struct Prepared {
     pub tokenizer_path: PathBuf,
     pub train: TokenFile,
     pub val: TokenFile,
+    /// Held out like `val`, for the final numbers.
+    pub test: TokenFile,
+    /// UTF-8 bytes each token id stands for (0 for special tokens), for bits per byte.
+    pub token_bytes: Vec<u32>,
     /// Embedding size to use; every token id is below it. `data.vocab_size` for a trained
     /// tokenizer (the trainer may learn fewer on a tiny corpus), else the loaded one's size.
     pub vocab_size: usize,
@@ -119,6 +133,7 @@ struct FileMeta {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct SplitMeta {
     documents: usize,
+    /// Held-out units: whole documents, or spans of long ones.
     blocks: usize,
     /// UTF-8 bytes of decoded text.
     bytes: u64,
@@ -142,6 +157,7 @@ struct Meta {
     corpus_id: String,
     corpus_source: String,
     val_fraction: f64,
+    test_fraction: f64,
     block_bytes: usize,
     vocab_size: usize,
     tokenizer_source: String,
@@ -149,12 +165,14 @@ struct Meta {
     eot_id: Option<u32>,
     train: SplitMeta,
     val: SplitMeta,
+    test: SplitMeta,
     latin1_files: Vec<String>,
     files: Vec<FileMeta>,
     seconds: Seconds,
 }
 
-const META_FORMAT: u32 = 1;
+/// 2: whole documents (or long spans) held out for validation and test.
+const META_FORMAT: u32 = 2;
 
 impl Meta {
     /// Cache hit test: same corpus, split, vocabulary and tokenizer bytes.
@@ -162,6 +180,7 @@ impl Meta {
         self.format == META_FORMAT
             && self.corpus_id == corpus_id
             && self.val_fraction == cfg.val_fraction
+            && self.test_fraction == cfg.test_fraction
             && self.block_bytes == cfg.block_bytes
             && self.vocab_size == vocab_size
             && self.tokenizer_sha256 == tok_sha
@@ -178,14 +197,15 @@ fn split_meta(blocks: &[Block], tokens: u64) -> SplitMeta {
     SplitMeta { documents, blocks: blocks.len(), bytes: blocks.iter().map(|b| b.range.len() as u64).sum(), tokens }
 }
 
-/// Cache sub-folder for the tokenizer and split settings. Non-default split settings
-/// get a suffix so changing them never reuses (or clobbers) another split's files.
+/// Cache sub-folder for the tokenizer and split settings: `<tok_part>-docsplit`, and a suffix
+/// for non-default split settings, so changing them never reuses (or clobbers) another split's
+/// files, nor the caches of the older block split (whose tokenizer saw today's held-out text).
 fn variant_dir(cfg: &DataConfig, tok_part: &str) -> String {
     let d = DataConfig::default();
-    if cfg.val_fraction == d.val_fraction && cfg.block_bytes == d.block_bytes {
-        tok_part.to_string()
+    if cfg.val_fraction == d.val_fraction && cfg.test_fraction == d.test_fraction && cfg.block_bytes == d.block_bytes {
+        format!("{tok_part}-docsplit")
     } else {
-        format!("{tok_part}-val{}-blk{}", cfg.val_fraction, cfg.block_bytes)
+        format!("{tok_part}-docsplit-val{}-test{}-blk{}", cfg.val_fraction, cfg.test_fraction, cfg.block_bytes)
     }
 }
 
@@ -268,12 +288,12 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         },
         Err(_) => None,
     };
-    let mut reuse: [Option<TokenFile>; 2] = [None, None];
+    let mut reuse: [Option<TokenFile>; 3] = [None, None, None];
     if let (Some(t), Some(m)) = (&tok, &meta) {
         let vocab_size = if given.is_some() { tokenizer_vocab_size(t) } else { cfg.vocab_size };
         if m.matches(&corpus_id, cfg, vocab_size, &crate::fsutil::sha256_file(&tok_path)?) {
             for (slot, (name, expect)) in
-                reuse.iter_mut().zip([("train.tok", m.train.tokens), ("val.tok", m.val.tokens)])
+                reuse.iter_mut().zip([("train.tok", m.train.tokens), ("val.tok", m.val.tokens), ("test.tok", m.test.tokens)])
             {
                 // A missing file is simply built; a damaged or foreign one is an error, so bad
                 // data is never used and never silently replaced.
@@ -297,11 +317,12 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
             log(&format!("{}: made with other settings; rebuilding token files", meta_path.display()));
         }
     }
-    if let (Some(t), [Some(_), Some(_)]) = (&tok, &reuse) {
-        let [Some(train), Some(val)] = reuse else { unreachable!() };
+    if let (Some(t), [Some(_), Some(_), Some(_)]) = (&tok, &reuse) {
+        let [Some(train), Some(val), Some(test)] = reuse else { unreachable!() };
         let vocab_size = if given.is_some() { tokenizer_vocab_size(t) } else { cfg.vocab_size };
         log(&format!("data ready: {} (nothing to do)", dir.display()));
-        return Ok(Prepared { tokenizer_path: tok_path, train, val, vocab_size, eot_id: tokenizer::eot_id(t), dir });
+        let token_bytes = tokenizer::token_byte_lengths(t, vocab_size);
+        return Ok(Prepared { tokenizer_path: tok_path, train, val, test, token_bytes, vocab_size, eot_id: tokenizer::eot_id(t), dir });
     }
 
     // Build: corpus, split, tokenizer, token files, meta.json (last).
@@ -323,16 +344,14 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         total_bytes as f64 / 1e6,
         corpus.source
     ));
-    let split = split::split_corpus(docs, cfg.block_bytes, cfg.val_fraction)?;
-    let blocks = [&split.train, &split.val];
+    let split = split::split_corpus(docs, cfg.block_bytes, cfg.val_fraction, cfg.test_fraction)?;
+    let blocks = [&split.train, &split.val, &split.test];
     let mb = |b: &[Block]| b.iter().map(|b| b.range.len()).sum::<usize>() as f64 / 1e6;
-    log(&format!(
-        "split: {} train blocks ({:.2} MB), {} validation blocks ({:.2} MB)",
-        split.train.len(),
-        mb(&split.train),
-        split.val.len(),
-        mb(&split.val)
-    ));
+    let part = |name: &str, b: &[Block]| {
+        let m = split_meta(b, 0);
+        format!("{name} {:.2} MB in {} documents ({} units)", mb(b), m.documents, m.blocks)
+    };
+    log(&format!("split: {}, {}, {}", part("train", &split.train), part("validation", &split.val), part("test", &split.test)));
 
     let mut train_time = None;
     let tok = match tok {
@@ -367,8 +386,8 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     }
 
     let t_enc = Instant::now();
-    let names = ["train.tok", "val.tok"];
-    let mut files: Vec<TokenFile> = Vec::with_capacity(2);
+    let names = ["train.tok", "val.tok", "test.tok"];
+    let mut files: Vec<TokenFile> = Vec::with_capacity(3);
     for ((name, blocks), slot) in names.iter().zip(blocks).zip(reuse) {
         if let Some(f) = slot {
             log(&format!("{}: valid, kept", f.path().display()));
@@ -389,6 +408,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         files.push(TokenFile::open(&path)?);
     }
     let encode_time = t_enc.elapsed().as_secs_f64();
+    let test = files.pop().unwrap();
     let val = files.pop().unwrap();
     let train = files.pop().unwrap();
 
@@ -397,6 +417,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         corpus_id: corpus.id.clone(),
         corpus_source: corpus.source.clone(),
         val_fraction: cfg.val_fraction,
+        test_fraction: cfg.test_fraction,
         block_bytes: cfg.block_bytes,
         vocab_size,
         tokenizer_source: match &given {
@@ -407,6 +428,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         eot_id,
         train: split_meta(&split.train, train.len() as u64),
         val: split_meta(&split.val, val.len() as u64),
+        test: split_meta(&split.test, test.len() as u64),
         latin1_files: docs.iter().filter(|d| d.latin1).map(|d| d.name.clone()).collect(),
         files: docs.iter().map(|d| FileMeta { name: d.name.clone(), bytes: d.raw_bytes, latin1: d.latin1 }).collect(),
         seconds: Seconds {
@@ -419,13 +441,15 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     let json = serde_json::to_string_pretty(&meta)?;
     crate::fsutil::write_atomic(&meta_path, json.as_bytes())?;
     log(&format!(
-        "data ready: {} ({} train + {} val tokens, vocab {vocab_size}, {:.1}s)",
+        "data ready: {} ({} train + {} validation + {} test tokens, vocab {vocab_size}, {:.1}s)",
         dir.display(),
         train.len(),
         val.len(),
+        test.len(),
         meta.seconds.total
     ));
-    Ok(Prepared { dir, tokenizer_path: tok_path, train, val, vocab_size, eot_id })
+    let token_bytes = tokenizer::token_byte_lengths(&tok, vocab_size);
+    Ok(Prepared { dir, tokenizer_path: tok_path, train, val, test, token_bytes, vocab_size, eot_id })
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
-//! Cutting documents into blocks and assigning blocks to train/validation.
+//! Cutting documents into held-out units and assigning them to train / validation / test.
 //!
-//! Documents are few and long (whole books), so splitting by document would make the
-//! validation set a handful of books; instead each document is cut into ~`block_bytes`
-//! blocks at natural boundaries, and each block goes to a split by a stable hash of its
-//! name, so the split is identical on every machine and across runs.
+//! A unit is a whole document, or — for a document longer than `span_bytes` (a whole book) —
+//! a long contiguous span of it cut at a paragraph boundary. Units are taken in the order of a
+//! stable hash of `"{name}#{index}"` into the test split, then the validation split, until each
+//! holds its share of the corpus's bytes (a unit that would take a split past 1.5× its share is
+//! left for the next), and the rest is training text. So the choice is the same on every
+//! machine, whole short documents are held out, and a split never takes more than its share by
+//! more than half of it (or one unit when it would be empty otherwise).
 
 use super::corpus::Document;
 use anyhow::{bail, Result};
@@ -47,21 +50,22 @@ pub fn split_document(text: &str, block_bytes: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// A block of one document.
+/// A held-out unit: a document or one span of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     /// Index into `Corpus::docs`.
     pub doc: usize,
-    /// Position of the block within its document.
+    /// Position of the span within its document (0 for a whole document).
     pub index: usize,
     pub range: Range<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Split {
-    /// Blocks in document order.
+    /// Units in document order.
     pub train: Vec<Block>,
     pub val: Vec<Block>,
+    pub test: Vec<Block>,
 }
 
 /// Stable 64-bit hash of `"{name}#{index}"`: first 8 bytes of SHA-256, big-endian.
@@ -70,38 +74,56 @@ pub fn block_hash(name: &str, index: usize) -> u64 {
     u64::from_be_bytes(d[..8].try_into().unwrap())
 }
 
-/// Splits every document into blocks and sends a block to validation iff its hash lies
-/// in the lowest `val_fraction` of the u64 range. Guarantees >= 1 block on each side
-/// (moving the smallest-hash block to validation, or the largest-hash one to training).
-pub fn split_corpus(docs: &[Document], block_bytes: usize, val_fraction: f64) -> Result<Split> {
-    let threshold = (val_fraction * 18_446_744_073_709_551_616.0) as u64;
-    let mut all: Vec<(Block, u64, bool)> = Vec::new();
+/// Splits the corpus into units (see the module doc) and assigns them: test gets
+/// `test_fraction` of the bytes, validation `val_fraction`, training the rest; each of the
+/// three gets at least one unit.
+pub fn split_corpus(docs: &[Document], span_bytes: usize, val_fraction: f64, test_fraction: f64) -> Result<Split> {
+    let mut units: Vec<(Block, u64)> = Vec::new();
     for (d, doc) in docs.iter().enumerate() {
-        for (index, range) in split_document(&doc.text, block_bytes).into_iter().enumerate() {
-            let h = block_hash(&doc.name, index);
-            all.push((Block { doc: d, index, range }, h, h < threshold));
+        for (index, range) in split_document(&doc.text, span_bytes).into_iter().enumerate() {
+            units.push((Block { doc: d, index, range }, block_hash(&doc.name, index)));
         }
     }
-    if all.len() < 2 {
+    if units.len() < 3 {
         bail!(
-            "corpus has {} block(s) of text; need at least 2 (one for training, one for validation): add text or lower data.block_bytes",
-            all.len()
+            "corpus has {} unit(s) of text; need at least 3 (training, validation, test): add text or lower data.block_bytes",
+            units.len()
         );
     }
-    if !all.iter().any(|b| b.2) {
-        let i = (0..all.len()).min_by_key(|&i| all[i].1).unwrap();
-        all[i].2 = true;
+    let total: usize = units.iter().map(|u| u.0.range.len()).sum();
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by_key(|&i| (units[i].1, i));
+    // 0 = train, 1 = val, 2 = test
+    let mut side = vec![0u8; units.len()];
+    let targets = [(2u8, test_fraction), (1u8, val_fraction)];
+    let mut held = [0usize; 3];
+    for &i in &order {
+        let len = units[i].0.range.len();
+        for &(s, frac) in &targets {
+            let target = frac * total as f64;
+            if (held[s as usize] as f64) < target && (held[s as usize] + len) as f64 <= 1.5 * target {
+                side[i] = s;
+                held[s as usize] += len;
+                break;
+            }
+        }
     }
-    if all.iter().all(|b| b.2) {
-        let i = (0..all.len()).max_by_key(|&i| all[i].1).unwrap();
-        all[i].2 = false;
+    // a split that no unit fit gets the smallest training unit (hash order among equals)
+    for s in [2u8, 1] {
+        if !side.contains(&s) {
+            let i = order.iter().copied().filter(|&i| side[i] == 0).min_by_key(|&i| units[i].0.range.len()).expect("3 units");
+            side[i] = s;
+        }
+    }
+    if !side.contains(&0) {
+        bail!("corpus has too little text for a training split after holding out validation and test: add text or lower data.block_bytes");
     }
     let mut split = Split::default();
-    for (block, _, is_val) in all {
-        if is_val {
-            split.val.push(block)
-        } else {
-            split.train.push(block)
+    for ((block, _), s) in units.into_iter().zip(side) {
+        match s {
+            0 => split.train.push(block),
+            1 => split.val.push(block),
+            _ => split.test.push(block),
         }
     }
     Ok(split)
@@ -193,41 +215,53 @@ mod tests {
     }
 
     #[test]
-    fn split_is_stable_deterministic_and_roughly_proportional() {
+    fn split_is_stable_whole_documents_and_proportional() {
         // Pinned value: if this changes, every cached split on every machine changes.
         assert_eq!(block_hash("a.txt", 0), 0xd1f0c837c3b34d5f);
-        let docs: Vec<Document> =
-            (0..40).map(|i| doc(&format!("d{i:02}.txt"), prose(i, 100_000, "\n\n", "\n"))).collect();
-        let s1 = split_corpus(&docs, 2048, 0.1).unwrap();
-        let s2 = split_corpus(&docs, 2048, 0.1).unwrap();
-        assert_eq!((&s1.train, &s1.val), (&s2.train, &s2.val));
-        let total = s1.train.len() + s1.val.len();
-        assert!(total > 1500, "{total}");
-        let frac = s1.val.len() as f64 / total as f64;
-        assert!((0.07..0.13).contains(&frac), "val fraction {frac}");
-        for part in [&s1.train, &s1.val] {
+        // 300 short documents (speeches) and 4 long ones (books)
+        let mut docs: Vec<Document> = (0..300).map(|i| doc(&format!("s{i:03}.txt"), prose(i, 20_000 + (i as usize % 7) * 3000, "\n\n", "\n"))).collect();
+        docs.extend((0..4).map(|i| doc(&format!("book{i}.txt"), prose(1000 + i, 1_500_000, "\n\n", "\n"))));
+        let total: usize = docs.iter().map(|d| d.text.len()).sum();
+        let s1 = split_corpus(&docs, 262_144, 0.02, 0.03).unwrap();
+        let s2 = split_corpus(&docs, 262_144, 0.02, 0.03).unwrap();
+        assert_eq!((&s1.train, &s1.val, &s1.test), (&s2.train, &s2.val, &s2.test));
+        let bytes = |b: &[Block]| b.iter().map(|b| b.range.len()).sum::<usize>();
+        let largest = |b: &[Block]| b.iter().map(|b| b.range.len()).max().unwrap_or(0);
+        for (part, frac) in [(&s1.val, 0.02), (&s1.test, 0.03)] {
+            let got = bytes(part) as f64;
+            let want = frac * total as f64;
+            assert!(got >= want - largest(&s1.train) as f64 && got <= 1.5 * want, "{got} vs share {want}");
+        }
+        // every unit in exactly one split, in document order; short documents held out whole
+        let mut all: Vec<&Block> = s1.train.iter().chain(&s1.val).chain(&s1.test).collect();
+        assert_eq!(bytes(&s1.train) + bytes(&s1.val) + bytes(&s1.test), total);
+        all.sort_by_key(|b| (b.doc, b.index));
+        all.dedup();
+        assert_eq!(all.len(), s1.train.len() + s1.val.len() + s1.test.len());
+        for part in [&s1.train, &s1.val, &s1.test] {
             for w in part.windows(2) {
-                assert!((w[0].doc, w[0].index) < (w[1].doc, w[1].index), "blocks out of document order");
+                assert!((w[0].doc, w[0].index) < (w[1].doc, w[1].index), "units out of document order");
             }
         }
-        let s3 = split_corpus(&docs, 2048, 0.3).unwrap();
-        let frac = s3.val.len() as f64 / total as f64;
-        assert!((0.26..0.34).contains(&frac), "val fraction {frac}");
-        // Growing the fraction only adds validation blocks (threshold rule).
-        assert!(s1.val.iter().all(|b| s3.val.contains(b)));
+        for b in s1.val.iter().chain(&s1.test).filter(|b| b.doc < 300) {
+            assert_eq!(b.range, 0..docs[b.doc].text.len(), "a short document is held out whole");
+        }
+        assert!(s1.val.iter().chain(&s1.test).any(|b| b.doc < 300));
     }
 
     #[test]
-    fn split_guarantees_one_block_each_side() {
-        let docs = vec![doc("a.txt", prose(7, 1500, "\n\n", "\n")), doc("b.txt", prose(8, 1500, "\n\n", "\n"))];
-        for frac in [1e-9, 0.5] {
-            let s = split_corpus(&docs, 100_000, frac).unwrap();
-            assert_eq!((s.train.len(), s.val.len()), (1, 1), "val_fraction {frac}");
+    fn split_guarantees_one_unit_each_and_refuses_tiny_corpora() {
+        let docs: Vec<Document> = (0..3).map(|i| doc(&format!("{i}.txt"), prose(7 + i, 1500, "\n\n", "\n"))).collect();
+        for frac in [1e-9, 0.3] {
+            let s = split_corpus(&docs, 100_000, frac, frac).unwrap();
+            assert_eq!((s.train.len(), s.val.len(), s.test.len()), (1, 1, 1), "fraction {frac}");
         }
-        let s = split_corpus(&docs, 100_000, 1e-9).unwrap();
-        let smallest = if block_hash("a.txt", 0) < block_hash("b.txt", 0) { 0 } else { 1 };
-        assert_eq!(s.val[0].doc, smallest);
-        let e = split_corpus(&docs[..1], 100_000, 0.5).unwrap_err().to_string();
-        assert!(e.contains("need at least 2"), "{e}");
+        // a folder of one small and one large file: the split takes at most its share ±1 unit
+        let docs = vec![doc("a.jsonl.txt", prose(1, 64_000, "\n\n", "\n")), doc("b.txt", prose(2, 137_000, "\n\n", "\n"))];
+        let s = split_corpus(&docs, 4096, 0.02, 0.02).unwrap();
+        let held: usize = s.val.iter().chain(&s.test).map(|b| b.range.len()).sum();
+        assert!(held <= 3 * 4096 + (0.04 * 201_000.0) as usize, "held out {held} bytes");
+        let e = split_corpus(&docs[..1], 100_000, 0.02, 0.02).unwrap_err().to_string();
+        assert!(e.contains("need at least 3"), "{e}");
     }
 }

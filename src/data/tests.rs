@@ -91,7 +91,7 @@ fn read_all(f: &TokenFile) -> Vec<u32> {
 fn config_defaults_parse_and_validation() {
     let d = DataConfig::default();
     assert_eq!((d.corpus.as_str(), d.vocab_size, d.cache_dir.as_str()), ("default", 8192, "data"));
-    assert_eq!((d.val_fraction, d.block_bytes, d.latin1_fallback, d.tokenizer.clone()), (0.02, 65536, false, None));
+    assert_eq!((d.val_fraction, d.test_fraction, d.block_bytes, d.latin1_fallback, d.tokenizer.clone()), (0.02, 0.02, 262_144, false, None));
     d.validate().unwrap();
     let c: DataConfig = toml::from_str("corpus = \"/x\"\nvocab_size = 4096\n").unwrap();
     assert_eq!(c, DataConfig { corpus: "/x".into(), vocab_size: 4096, ..DataConfig::default() });
@@ -106,6 +106,8 @@ fn config_defaults_parse_and_validation() {
         (DataConfig { val_fraction: 0.6, ..d.clone() }, "data.val_fraction = 0.6"),
         (DataConfig { val_fraction: f64::NAN, ..d.clone() }, "data.val_fraction = NaN"),
         (DataConfig { block_bytes: 1023, ..d.clone() }, "data.block_bytes = 1023"),
+        (DataConfig { test_fraction: 0.0, ..d.clone() }, "data.test_fraction = 0"),
+        (DataConfig { val_fraction: 0.4, test_fraction: 0.4, ..d.clone() }, "leaves too little for training"),
         (DataConfig { corpus: "".into(), ..d.clone() }, "data.corpus is empty"),
         (DataConfig { tokenizer: Some(" ".into()), ..d.clone() }, "data.tokenizer is empty"),
     ] {
@@ -126,15 +128,15 @@ fn prepare_folder_corpus_end_to_end_and_idempotent() {
     let p = p.unwrap();
     assert!(lines.iter().any(|l| l.starts_with("trained tokenizer: 300 tokens")), "{lines:#?}");
     assert_eq!(p.dir.parent().unwrap().parent().unwrap(), &*cache);
-    assert!(p.dir.ends_with("bpe300-val0.2-blk1024"), "{}", p.dir.display());
+    assert!(p.dir.ends_with("bpe300-docsplit-val0.2-test0.02-blk1024"), "{}", p.dir.display());
     assert!(p.dir.parent().unwrap().file_name().unwrap().to_string_lossy().starts_with("bakadata-corpus-"));
-    for f in ["tokenizer.json", "train.tok", "val.tok", "meta.json"] {
+    for f in ["tokenizer.json", "train.tok", "val.tok", "test.tok", "meta.json"] {
         assert!(p.dir.join(f).is_file(), "{f} missing");
     }
     assert!(std::fs::read_dir(&p.dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
     assert_eq!((p.vocab_size, p.eot_id), (300, Some(0)));
     assert!(!p.train.is_empty() && !p.val.is_empty());
-    assert!(p.train.len() > 3 * p.val.len(), "train {} val {}", p.train.len(), p.val.len());
+    assert!(p.train.len() > p.val.len() + p.test.len(), "train {} val {} test {}", p.train.len(), p.val.len(), p.test.len());
 
     // The tokenizer loads back and round-trips text, and the token files decode to
     // exactly the split's text with one <|endoftext|> after each document's last block.
@@ -145,17 +147,20 @@ fn prepare_folder_corpus_end_to_end_and_idempotent() {
     assert_eq!(tok.decode(&ids, false).unwrap(), text);
     let train = read_all(&p.train);
     let val = read_all(&p.val);
-    assert!(train.iter().chain(&val).all(|&t| (t as usize) < p.vocab_size));
-    let decoded = tok.decode(&train, false).unwrap() + &tok.decode(&val, false).unwrap();
+    let test = read_all(&p.test);
+    assert!(train.iter().chain(&val).chain(&test).all(|&t| (t as usize) < p.vocab_size));
+    let decoded = tok.decode(&train, false).unwrap() + &tok.decode(&val, false).unwrap() + &tok.decode(&test, false).unwrap();
     let all_text: usize =
         ["a.txt", "b.txt", "part2/c.txt"].iter().map(|n| std::fs::read(root.join(n)).unwrap().len()).sum();
-    let eots = train.iter().chain(&val).filter(|&&t| t == 0).count();
-    assert!((3..=6).contains(&eots), "{eots} separators for 3 documents");
+    // one after each document's last unit, and one where a split skips a held-out span
+    let eots = train.iter().chain(&val).chain(&test).filter(|&&t| t == 0).count();
+    assert!((3..=12).contains(&eots), "{eots} separators for 3 documents");
     assert_eq!(decoded.replace("<|endoftext|>", "").len(), all_text, "every byte in exactly one split");
 
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(p.dir.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["train"]["tokens"], p.train.len() as u64);
     assert_eq!(meta["val"]["tokens"], p.val.len() as u64);
+    assert_eq!(meta["test"]["tokens"], p.test.len() as u64);
     assert_eq!(meta["files"].as_array().unwrap().len(), 3);
     assert_eq!(meta["files"][2]["name"], "part2/c.txt");
     assert_eq!(meta["tokenizer_sha256"], crate::fsutil::sha256_file(&p.tokenizer_path).unwrap());
@@ -219,7 +224,7 @@ fn prepare_with_given_tokenizer() {
     let (p, lines) = run(&cfg);
     let p = p.unwrap();
     let sha = crate::fsutil::sha256_file(&tok_file).unwrap();
-    assert!(p.dir.ends_with(format!("tok-{}-val0.2-blk1024", &sha[..12])), "{}", p.dir.display());
+    assert!(p.dir.ends_with(format!("tok-{}-docsplit-val0.2-test0.02-blk1024", &sha[..12])), "{}", p.dir.display());
     assert_eq!(p.vocab_size, 281);
     assert_eq!(p.eot_id, None);
     assert!(lines.iter().any(|l| l.contains("no <|endoftext|>")), "{lines:#?}");

@@ -94,7 +94,8 @@ pub fn encode_split(tok: &Tokenizer, docs: &[Document], blocks: &[Block], eot: O
         for (k, enc) in encodings.iter().enumerate() {
             out.extend_from_slice(enc.get_ids());
             let b = i + k;
-            let last_of_doc = b + 1 == blocks.len() || blocks[b + 1].doc != blocks[b].doc;
+            // a document ends, or the next unit of the split is not the next span of this one
+            let last_of_doc = b + 1 == blocks.len() || blocks[b + 1].doc != blocks[b].doc || blocks[b + 1].index != blocks[b].index + 1;
             if let (true, Some(eot)) = (last_of_doc, eot) {
                 out.push(eot);
             }

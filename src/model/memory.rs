@@ -13,7 +13,8 @@ use burn::prelude::*;
 pub struct Memory<B: Backend> {
     /// Learned write-slot inputs `[M, d]` (`memory.init` in the export).
     pub init: Param<Tensor<B, 2>>,
-    /// BakaLLM's variant: the write slots' inputs are the memory just read (after window 0).
+    /// The write slots' inputs after window 0 are the memory just read (the RMT paper's scheme and
+    /// BakaLLM's); false: the learned init in every window.
     pub write_previous: bool,
     /// `memory.positions = "window"`: memory slots are positioned like tokens.
     pub positioned: bool,

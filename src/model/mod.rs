@@ -162,7 +162,7 @@ impl<B: Backend> BakaLM<B> {
         let norm = Norm::new(&c.norm, c.d_model, c.norm_eps, device);
         let lm_head = init.linear(c.d_model, c.vocab, c.init_std);
         let memory = (mem.tokens > 0)
-            .then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == "previous", mem.positions == "window", &mut init));
+            .then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == crate::config::WriteInit::Previous, mem.positions == "window", &mut init));
         Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params(), compute: Compute::default() }
     }
 

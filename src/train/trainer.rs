@@ -8,7 +8,7 @@ use super::adamw::{AdamW, GradScale};
 use super::optim::{clip_factor, grad_norm, lr_at};
 use crate::config::Config;
 use crate::data::{self, Prepared};
-use crate::eval::evaluate;
+use crate::eval::{bits_per_byte, evaluate, target_bytes};
 use crate::fsutil::{create_dir, write_atomic};
 use crate::kernels::staged::{read_now, read_later, Pending};
 use crate::model::{padded_vocab, param_count, BakaLM};
@@ -18,9 +18,8 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -44,6 +43,13 @@ pub struct RunSummary {
     pub final_val_loss: f64,
     pub params: usize,
     pub config_sha256: String,
+    /// Loss on the test split (`train.test_samples` samples), and bits per byte of both splits.
+    #[serde(default)]
+    pub test_loss: Option<f64>,
+    #[serde(default)]
+    pub val_bits_per_byte: Option<f64>,
+    #[serde(default)]
+    pub test_bits_per_byte: Option<f64>,
 }
 
 fn sha256_text(s: &str) -> String {
@@ -61,7 +67,7 @@ pub fn prepare_run(mut cfg: Config) -> Result<(Config, Prepared)> {
         bail!("model.vocab = {} is smaller than the vocab of {} ({tok_vocab} ids)", cfg.model.vocab, prepared.train.path().display());
     }
     let need = cfg.train.n_windows * cfg.model.window + 1;
-    for (name, file) in [("train", &prepared.train), ("validation", &prepared.val)] {
+    for (name, file) in [("train", &prepared.train), ("validation", &prepared.val), ("test", &prepared.test)] {
         if file.len() < need {
             bail!(
                 "{}: the {name} split has {} tokens, fewer than one sample needs (train.n_windows × model.window + 1 = {need})",
@@ -130,11 +136,8 @@ fn config_diff(old: &str, new: &str) -> String {
 }
 
 fn progress(steps: usize, start: usize, label: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(steps as u64).with_position(start as u64).with_prefix(label.to_string());
-    pb.set_style(ProgressStyle::with_template("{prefix} {bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").expect("template"));
+    let pb = crate::progress::bar(steps as u64, label);
+    pb.set_position(start as u64);
     pb
 }
 
@@ -239,6 +242,12 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         // resumed after the final step: recompute for the summary
         last_val = evaluate(&model.valid(), &data.val, t.eval_samples, t.n_windows, eval_batch, dev).loss;
     }
+    // the final numbers: the held-out test split, once, and bits per byte of both splits
+    let test = evaluate(&model.valid(), &data.test, t.test_samples, t.n_windows, eval_batch, dev);
+    metrics.row(&[t.steps.to_string(), tokens.to_string(), format!("{:.3}", elapsed()), "test".into(), f(test.loss as f32), format!("{:e}", lr_at(t, t.steps.max(1))), String::new(), String::new()])?;
+    let test_bpb = bits_per_byte(test.loss, test.tokens, target_bytes(&data.test, &test.offsets, len, &data.token_bytes));
+    let val_offsets = super::batches::val_offsets(t.eval_samples, data.val.len(), len + 1);
+    let val_bpb = bits_per_byte(last_val, val_offsets.len() * len, target_bytes(&data.val, &val_offsets, len, &data.token_bytes));
     let summary = RunSummary {
         branch: cfg.branch.clone(),
         seed: t.seed,
@@ -249,6 +258,9 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         final_val_loss: last_val,
         params: param_count(&cfg.model, &cfg.memory),
         config_sha256: cfg_sha,
+        test_loss: Some(test.loss),
+        val_bits_per_byte: Some(val_bpb),
+        test_bits_per_byte: Some(test_bpb),
     };
     write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
