@@ -76,7 +76,9 @@ pub fn generate<B: Backend>(model: &BakaLM<B>, tok: &tokenizers::Tokenizer, prom
     let (w, n_real) = (model.window, tok.get_vocab_size(true));
     let mut state = BakaState::new();
     let mut rng = StdRng::seed_from_u64(o.seed);
-    let (mut new_ids, mut shown) = (Vec::new(), 0usize);
+    let token_bytes = crate::utf8_stream::TokenBytes::new(tok);
+    let mut stream = crate::utf8_stream::Utf8Stream::default();
+    let mut new_ids = Vec::new();
     write!(out, "{prompt}")?;
     for _ in 0..o.max_tokens {
         while cur.len() > w {
@@ -88,14 +90,14 @@ pub fn generate<B: Backend>(model: &BakaLM<B>, tok: &tokenizers::Tokenizer, prom
         let next = sample(&last, n_real, o, &mut rng);
         cur.push(next);
         new_ids.push(next);
-        let text = tok.decode(&new_ids, false).map_err(|e| anyhow::anyhow!("cannot decode ({e})"))?;
-        if !text.ends_with('\u{FFFD}') && text.len() > shown {
-            write!(out, "{}", &text[shown..])?;
+        // only whole characters: a token that ends inside one waits for the next
+        let text = stream.push(token_bytes.of(next));
+        if !text.is_empty() {
+            write!(out, "{text}")?;
             out.flush()?;
-            shown = text.len();
         }
     }
-    writeln!(out)?;
+    writeln!(out, "{}", stream.finish())?;
     Ok(tok.decode(&new_ids, false).unwrap_or_default())
 }
 

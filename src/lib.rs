@@ -21,3 +21,4 @@ pub mod faults;
 pub mod generate;
 pub mod fsutil;
 pub mod train;
+pub mod utf8_stream;

@@ -213,11 +213,12 @@ pub struct ExtraPoint {
     pub buckets: Vec<(usize, usize, f64)>,
 }
 
-/// Tokens of the test split scored at every length: the same prefix for every length (a multiple
-/// of the longest), so the lengths are compared on the same text.
-pub fn extrapolation_budget(lengths: &[usize]) -> usize {
+/// Tokens of the test split scored at every length: as many as the run's final test loss uses
+/// (`train.test_samples` samples), rounded up to a multiple of the longest length, so every
+/// length is scored on the same prefix of the test split.
+pub fn extrapolation_budget(lengths: &[usize], test_tokens: usize) -> usize {
     let longest = lengths.iter().copied().max().unwrap_or(1).max(1);
-    longest * 65_536usize.div_ceil(longest)
+    longest * test_tokens.max(1).div_ceil(longest)
 }
 
 /// Scores a finished run on the test split at each of `lengths` missing from its
@@ -234,7 +235,7 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
     }
     let (cfg, _) = source_config(run)?;
     let device = cfg.train.device.clone();
-    let budget = extrapolation_budget(lengths);
+    let budget = extrapolation_budget(lengths, cfg.train.test_samples * cfg.train.n_windows * cfg.model.window);
     let points: Vec<ExtraPoint> = crate::with_infer_backend!(device.as_str(), |B, dev| {
         let (cfg, model) = load::<B>(run, &dev)?;
         let data = crate::data::prepare(&cfg.data, &mut |_| {})?;
