@@ -142,7 +142,13 @@ pub fn generate(source: &Path, prompt: &str, o: &crate::generate::GenOptions) ->
 
 /// The tokenizer of a run (its data cache) or of exported weights (`<name>.tokenizer.json`).
 fn tokenizer_for(source: &Path, cfg: &Config) -> Result<tokenizers::Tokenizer> {
-    let path = if source.is_file() { source.with_extension("tokenizer.json") } else { crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?.tokenizer_path };
+    let path = if source.is_file() {
+        source.with_extension("tokenizer.json")
+    } else if source.join("tokenizer.json").is_file() {
+        source.join("tokenizer.json") // the tokenizer the run was trained with
+    } else {
+        crate::data::for_run(&cfg.data, source, &mut |s| eprintln!("{s}"))?.tokenizer_path
+    };
     crate::data::load_tokenizer(&path)
 }
 

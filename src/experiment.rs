@@ -96,6 +96,8 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     // Resolve every config first, so a bad branch or override fails before hours of training.
     let configs = plan.iter().map(|(b, s)| e.config(b, *s, &opts.sets)).collect::<Result<Vec<_>>>()?;
     let n = plan.len();
+    let started = std::time::Instant::now();
+    let mut trained = 0usize;
     for (i, ((b, s), cfg)) in plan.iter().zip(configs).enumerate() {
         let dir = e.run_dir(b, *s);
         let label = format!("[{}/{n}] {b} s{s}", i + 1);
@@ -108,7 +110,11 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
             bail!("{}: unfinished run; pass --resume to continue it (or delete the directory to start over)", dir.display());
         }
         eprintln!("{label}: training into {}", dir.display());
-        crate::train::train(cfg, &crate::train::TrainOptions { out: dir, resume: partial, label })?;
+        crate::train::train(cfg, &crate::train::TrainOptions { out: dir, resume: partial, label: label.clone() })?;
+        trained += 1;
+        let per = started.elapsed().as_secs_f64() / trained as f64;
+        let left = n - i - 1;
+        eprintln!("{label}: done; {} of {n} runs finished, about {} left for the other {left}", i + 1, crate::progress::duration(per * left as f64));
     }
     if !e.extrapolation.is_empty() {
         for (i, (b, s)) in plan.iter().enumerate() {

@@ -138,7 +138,7 @@ pub fn export(run: &Path, out: Option<PathBuf>, force: bool) -> Result<PathBuf> 
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::fsutil::create_dir(dir)?;
     }
-    let tok_src = crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?.tokenizer_path;
+    let tok_src = if run.join("tokenizer.json").is_file() { run.join("tokenizer.json") } else { crate::data::for_run(&cfg.data, run, &mut |s| eprintln!("{s}"))?.tokenizer_path };
     let tok_bytes = std::fs::read(&tok_src).with_context(|| format!("{}: cannot read tokenizer", tok_src.display()))?;
     crate::fsutil::write_atomic(&out, &data)?;
     crate::fsutil::write_atomic(&json, serde_json::to_string_pretty(&cfg)?.as_bytes())?;

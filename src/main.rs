@@ -58,6 +58,7 @@ enum Cmd {
     ///
     /// Example: baka experiment experiments/quickstart.toml --only 002_nope
     Experiment {
+        /// The experiment file, e.g. experiments/quickstart.toml.
         experiment: PathBuf,
         /// Only this branch (repeatable).
         #[arg(long)]
@@ -93,6 +94,7 @@ enum Cmd {
     ///
     /// Example: baka report experiments/quickstart.toml
     Report {
+        /// The experiment file, e.g. experiments/posenc.toml (reads its runs/ or shipped results/).
         experiment: PathBuf,
         /// Also draw a zoom of this training-step range.
         #[arg(long)]
@@ -136,6 +138,7 @@ enum Cmd {
     ///
     /// Example: baka export experiments/quickstart/runs/002_nope-s1
     Export {
+        /// The run directory to export.
         run: PathBuf,
         /// Output file (default weights/<run dir name>.safetensors).
         #[arg(long)]
@@ -148,6 +151,7 @@ enum Cmd {
     ///
     /// Example: baka logits weights/002_nope-s1.safetensors --tokens 5,17,300 --windows-of 2
     Logits {
+        /// A run directory or a weights/*.safetensors export.
         source: PathBuf,
         /// Comma-separated token ids.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -160,9 +164,12 @@ enum Cmd {
     ///
     /// Example: baka generate experiments/quickstart/runs/001_pristine-s1 --prompt "It was a dark" --max-tokens 50 --temperature 0.8 --top-k 40
     Generate {
+        /// A run directory or a weights/*.safetensors export.
         source: PathBuf,
+        /// Text to continue (empty: start from the end-of-document token).
         #[arg(long, default_value = "")]
         prompt: String,
+        /// Tokens to sample.
         #[arg(long, default_value_t = 100)]
         max_tokens: usize,
         /// 0 = greedy.
@@ -171,6 +178,7 @@ enum Cmd {
         /// 0 = no top-k filter.
         #[arg(long, default_value_t = 40)]
         top_k: usize,
+        /// Seed of the sampler (the same seed gives the same text).
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -178,7 +186,9 @@ enum Cmd {
     ///
     /// Example: baka encode weights/002_nope-s1.safetensors --text "It was a dark and stormy night."
     Encode {
+        /// A run directory or a weights/*.safetensors export.
         source: PathBuf,
+        /// The text to encode.
         #[arg(long)]
         text: String,
     },
@@ -186,16 +196,20 @@ enum Cmd {
     ///
     /// Example: baka bench --branch 001_pristine --batch 32 --steps 20 --device cuda
     Bench {
+        /// Branch name (001_pristine or pristine) or path to a branch TOML.
         #[arg(long)]
         branch: String,
         /// Windows per step (sets train.batch, with train.n_windows = 1); the JSON's "batch" is
         /// always windows per step (train.batch × train.n_windows).
         #[arg(long)]
         batch: Option<usize>,
+        /// Timed steps.
         #[arg(long, default_value_t = 20)]
         steps: usize,
+        /// Untimed steps first (autotuning, allocation).
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// cpu or cuda (default: the branch's train.device).
         #[arg(long)]
         device: Option<String>,
         /// Dense bf16 peak for the MFU column (H100/H200: 989).
@@ -205,6 +219,7 @@ enum Cmd {
         /// host sees them, once with a device sync after each ("phases_ms", "phases_synced_ms").
         #[arg(long)]
         phases: bool,
+        /// Override any setting by its dotted key, e.g. --set train.dtype=bf16 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
@@ -287,5 +302,22 @@ fn main() {
         let msg = format!("{e:#}").replace('\n', " ");
         eprintln!("error: {msg}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_argument_has_help_text() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            assert!(sub.get_about().is_some(), "baka {} has no description", sub.get_name());
+            for arg in sub.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
+                assert!(arg.get_help().is_some(), "baka {} {}: no help text", sub.get_name(), arg.get_id());
+            }
+        }
     }
 }

@@ -12,3 +12,13 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
     pb.set_style(ProgressStyle::with_template("{prefix} {bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").expect("template"));
     pb
 }
+
+/// "45 s", "3 min 20 s", "1 h 05 min".
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}

@@ -117,10 +117,10 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
 
     // --- damaged data cache (a copy of it): detected, named, never used or silently replaced
     let copy = base.join("cache-copy");
-    let src = data.join("default").join("bpe1024");
-    let dst = copy.join("default").join("bpe1024");
+    let src = data.join("default").join("bpe1024-docsplit");
+    let dst = copy.join("default").join("bpe1024-docsplit");
     std::fs::create_dir_all(&dst).unwrap();
-    for f in ["tokenizer.json", "train.tok", "val.tok", "meta.json"] {
+    for f in ["tokenizer.json", "train.tok", "val.tok", "test.tok", "meta.json"] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
     let cd = format!("data.cache_dir=\"{}\"", copy.display());

@@ -59,7 +59,7 @@ fn a_tiny_model_learns_real_text_below_unigram_entropy() {
     ok(&o);
     let (_, rows) = read_csv(&out.join("metrics.csv"));
     let final_val: f64 = rows.iter().rev().find(|r| r[3] == "val").unwrap()[4].parse().unwrap();
-    let val_tok = cache().join("default").join("bpe1024").join("val.tok");
+    let val_tok = cache().join("default").join("bpe1024-docsplit").join("val.tok");
     let h = unigram_entropy(&val_tok);
     eprintln!("final val loss {final_val:.4} nats, unigram entropy {h:.4} nats");
     assert!(final_val < h - 0.25, "val loss {final_val} not clearly below the unigram entropy {h}");

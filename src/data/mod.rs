@@ -6,10 +6,12 @@
 //! `tokenizer` (BPE) and `tokens` (file format).
 
 pub mod corpus;
+pub mod run_cache;
 pub mod split;
 pub mod tokenizer;
 pub mod tokens;
 
+pub use run_cache::for_run;
 pub use tokenizer::load_tokenizer;
 pub use tokens::{write_token_file, TokenFile};
 
@@ -320,7 +322,13 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     if let (Some(t), [Some(_), Some(_), Some(_)]) = (&tok, &reuse) {
         let [Some(train), Some(val), Some(test)] = reuse else { unreachable!() };
         let vocab_size = if given.is_some() { tokenizer_vocab_size(t) } else { cfg.vocab_size };
-        log(&format!("data ready: {} (nothing to do)", dir.display()));
+        // said once per process: an experiment prepares for every run
+        static SAID: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+        if !said.contains(&dir) {
+            log(&format!("data ready: {} (nothing to do)", dir.display()));
+            said.push(dir.clone());
+        }
         let token_bytes = tokenizer::token_byte_lengths(t, vocab_size);
         return Ok(Prepared { tokenizer_path: tok_path, train, val, test, token_bytes, vocab_size, eot_id: tokenizer::eot_id(t), dir });
     }

@@ -105,7 +105,7 @@ pub fn eval_command(a: &EvalArgs) -> Result<(Outcome, PathBuf, Option<String>)> 
 
 fn run<B: Backend>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, Option<String>)> {
     let (cfg, model) = load::<B>(&a.source, dev)?;
-    let data = crate::data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?;
+    let data = data_of(&a.source, &cfg, &mut |s| eprintln!("{s}"))?;
     let stem = if a.source.is_dir() { a.source.clone() } else { a.source.with_extension("") };
     if a.window.is_none() && a.text.is_none() {
         let n_windows = a.windows.unwrap_or(cfg.train.n_windows);
@@ -146,6 +146,19 @@ fn run<B: Backend>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, O
     let out = out_path(&stem, &name);
     let replaced = write_json(&out, &report)?;
     Ok((Outcome::Long(report), out, replaced))
+}
+
+/// The data of a run directory (its project's cache, its own tokenizer checked) or of an export.
+fn data_of(source: &Path, cfg: &Config, log: &mut dyn FnMut(&str)) -> Result<Prepared> {
+    if source.is_dir() {
+        return crate::data::for_run(&cfg.data, source, log);
+    }
+    let p = crate::data::prepare(&cfg.data, log)?;
+    let own = source.with_extension("tokenizer.json");
+    if own.is_file() && crate::fsutil::sha256_file(&own)? != crate::fsutil::sha256_file(&p.tokenizer_path)? {
+        bail!("{}: the data cache's tokenizer differs from the export's {}", p.tokenizer_path.display(), own.display());
+    }
+    Ok(p)
 }
 
 /// The config of a run directory or an export, without loading the weights.
@@ -238,7 +251,7 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
     let budget = extrapolation_budget(lengths, cfg.train.test_samples * cfg.train.n_windows * cfg.model.window);
     let points: Vec<ExtraPoint> = crate::with_infer_backend!(device.as_str(), |B, dev| {
         let (cfg, model) = load::<B>(run, &dev)?;
-        let data = crate::data::prepare(&cfg.data, &mut |_| {})?;
+        let data = crate::data::for_run(&cfg.data, run, &mut |_| {})?;
         let mut ids = vec![0u32; data.test.len()];
         data.test.read_into(0, &mut ids);
         let batch_tokens = cfg.train.batch.max(8) * cfg.train.n_windows * cfg.model.window;

@@ -107,6 +107,8 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
         None
     };
     create_dir(out)?;
+    // the run keeps the tokenizer it is trained with; a resumed run must find the same one
+    data::run_cache::keep_tokenizer(out, &prepared.tokenizer_path)?;
     write_atomic(&out.join("config.toml"), text.as_bytes())?;
     let device = cfg.train.device.clone();
     crate::with_train_backend!(device.as_str(), |B, dev| run::<B>(&cfg, &prepared, opts, resume_from, cfg_sha, &dev))
@@ -169,7 +171,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         }
         Ok(r.loss)
     };
-    let mut last_val = f64::NAN;
+    let (mut last_val, mut val_step) = (f64::NAN, step0);
     if step0 == 0 {
         last_val = do_eval(&model, 0, 0, &mut metrics, &mut evals)?;
     }
@@ -204,11 +206,13 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         crate::faults::hit("after-metrics-row");
         Ok((loss_v, tps))
     };
-    let show = |step: usize, (loss_v, tps): (f32, f64), last_val: f64| {
-        pb.set_message(format!("loss {loss_v:.3} | val {last_val:.3} | {:.0} tok/s", tps));
+    // the validation loss is only as new as the last eval: its step is shown with it
+    let show = |step: usize, (loss_v, tps): (f32, f64), last_val: f64, val_step: usize| {
+        let val = if last_val.is_nan() { "val –".to_string() } else { format!("val {last_val:.3} @{val_step}") };
+        pb.set_message(format!("loss {loss_v:.3} | {val} | {:.0} tok/s", tps));
         pb.inc(1);
         if pb.is_hidden() && (step % plain_every == 0 || step == t.steps) {
-            eprintln!("{} step {step}/{} loss {loss_v:.4} val {last_val:.4} {tps:.0} tok/s", opts.label, t.steps);
+            eprintln!("{} step {step}/{} loss {loss_v:.4} {val} {tps:.0} tok/s", opts.label, t.steps);
         }
     };
     for step in step0 + 1..=t.steps {
@@ -218,7 +222,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         model = next;
         if let Some((s, l, p)) = pending.take() {
             let shown = finish(s, l, p, &mut optim, &mut tokens, &mut metrics, &mut read_at)?;
-            show(s, shown, last_val);
+            show(s, shown, last_val, val_step);
         }
         let eval_now = step == t.steps || (t.eval_every > 0 && step % t.eval_every == 0);
         let ckpt_now = step == t.steps || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0);
@@ -229,13 +233,14 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         let shown = finish(step, lr, stats.now(), &mut optim, &mut tokens, &mut metrics, &mut read_at)?;
         if eval_now {
             last_val = do_eval(&model, step, tokens, &mut metrics, &mut evals)?;
+            val_step = step;
         }
         if ckpt_now {
             ckpt(&model, &optim, step, tokens, elapsed())?;
             crate::faults::hit("after-checkpoint");
         }
         read_at = [Instant::now()].into();
-        show(step, shown, last_val);
+        show(step, shown, last_val, val_step);
     }
     pb.finish_and_clear();
     if last_val.is_nan() {

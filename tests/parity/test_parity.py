@@ -254,11 +254,11 @@ def tokenizer_checks(bin_, cache, exported):
     print("tokenizer")
     src = exported.get("rope") or next(iter(exported.values()), None)
     tok_path = Path(str(src).removesuffix(".safetensors") + ".tokenizer.json")
-    cached = cache / "default" / "bpe1024" / "tokenizer.json"
+    cached = cache / "default" / "bpe1024-docsplit" / "tokenizer.json"
     if tok_path.read_bytes() != cached.read_bytes():
         fail(f"{tok_path.name} differs from the data cache's {cached}")
     tok = tokenizers.Tokenizer.from_file(str(tok_path))
-    vocab, ids = read_tok(cache / "default" / "bpe1024" / "val.tok")
+    vocab, ids = read_tok(cache / "default" / "bpe1024-docsplit" / "val.tok")
     if vocab != 1024 or tok.get_vocab_size() != vocab or int(ids.max()) >= vocab:
         fail(f"val.tok vocab {vocab}, tokenizer vocab {tok.get_vocab_size()}, max id {int(ids.max())}")
 
