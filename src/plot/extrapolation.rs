@@ -67,6 +67,20 @@ pub fn chart(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<Pat
         c.series.push((color(b.color), pts));
         c.legend.push(Entry::new(b.label(), color(b.color), Swatch::Line));
     }
+    // seed-to-seed differences of level can dwarf the differences between lengths: such bars
+    // would cover the chart, so they are left out (the report's table has every CI)
+    let span = range_of(ys.iter().copied(), 0.0);
+    let wide = (span.1 - span.0).max(1e-9) * 0.5;
+    let mut hidden = false;
+    for (_, pts) in c.series.iter_mut() {
+        for p in pts.iter_mut().filter(|p| p.2 > wide) {
+            p.2 = f64::NAN;
+            hidden = true;
+        }
+    }
+    if hidden {
+        c.notes.push("95% CI bars wider than half the chart are left out: the seeds differ more in level than the lengths do (see the report's table)".into());
+    }
     // a branch that falls apart at long lengths must not squash the others into a line
     let mut sorted = ys.clone();
     sorted.sort_by(f64::total_cmp);
@@ -81,7 +95,7 @@ pub fn chart(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<Pat
         _ => "trained window unknown".into(),
     };
     c.caption = vec![
-        format!("Each model ({trained}) scored on the test split with one attention window of each length; mean over seeds, bars: 95% CI."),
+        format!("Each model ({trained}) scored on the test split with one attention window of each length; mean over seeds, bars: 95% CI over seeds."),
         "Flat to the right = the position scheme extrapolates; rising = it does not.".into(),
     ];
     if clipped {
