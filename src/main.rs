@@ -69,6 +69,13 @@ enum Cmd {
         /// Override a setting for every run, e.g. --set train.device=cuda (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Runs trained at once, one thread each (default: one per core on the CPU, one on CUDA);
+        /// the results are identical to one at a time.
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        /// Train only this BRANCH:SEED (what each job runs).
+        #[arg(long, hide = true)]
+        one: Option<String>,
     },
     /// Draw charts from CSVs alone: an experiment's runs, or any run directories.
     ///
@@ -278,7 +285,7 @@ fn main() {
                 .collect();
             cli::train(&branch, &all, out, resume)
         }
-        Cmd::Experiment { experiment, only, resume, sets } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets }),
+        Cmd::Experiment { experiment, only, resume, sets, jobs, one } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets, jobs, one }),
         Cmd::Plot { inputs, out, steps, by } => cli::plot(&inputs, out, steps.as_deref(), &by),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
         Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, sets } => {

@@ -3,9 +3,10 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
-/// A bar of `len` items prefixed by `label`, with elapsed time and ETA.
+/// A bar of `len` items prefixed by `label`, with elapsed time and ETA (hidden also when
+/// `BAKA_PLAIN_PROGRESS` is set: the jobs of an experiment print plain lines).
 pub fn bar(len: u64, label: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
+    if !std::io::stderr().is_terminal() || std::env::var_os("BAKA_PLAIN_PROGRESS").is_some() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len).with_prefix(label.to_string());

@@ -1,6 +1,8 @@
 //! Experiments: `experiments/<name>.toml` names branches × seeds and shared overrides; each run
 //! goes to `experiments/<name>/runs/<branch>-s<seed>/`, then the charts and report are drawn.
 
+mod jobs;
+
 use crate::config::{find_branch, read_toml, Config, Source};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -82,46 +84,65 @@ pub struct RunOptions {
     pub only: Vec<String>,
     pub resume: bool,
     pub sets: Vec<String>,
+    /// Runs trained at once, each in its own single-threaded process (0 = one per core on the
+    /// CPU, one on CUDA). Results are identical to one at a time.
+    pub jobs: usize,
+    /// Train only this `BRANCH:SEED` and score its extrapolation lengths (what each job runs).
+    pub one: Option<String>,
 }
 
-/// Trains every unfinished run of the experiment, then draws its charts and report.
+/// Trains every unfinished run of the experiment (`opts.jobs` at a time), scores the
+/// extrapolation lengths, then draws its charts and report.
 pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     for b in &opts.only {
         if !e.branches.contains(b) {
             bail!("--only {b}: not a branch of {} (its branches: {})", e.path.display(), e.branches.join(", "));
         }
     }
-    let plan: Vec<(&String, u64)> =
-        e.branches.iter().filter(|b| opts.only.is_empty() || opts.only.contains(b)).flat_map(|b| e.seeds.iter().map(move |&s| (b, s))).collect();
+    let plan: Vec<(String, u64)> =
+        e.branches.iter().filter(|b| opts.only.is_empty() || opts.only.contains(b)).flat_map(|b| e.seeds.iter().map(move |&s| (b.clone(), s))).collect();
+    if let Some(one) = &opts.one {
+        let (b, s) = one.rsplit_once(':').and_then(|(b, s)| Some((b.to_string(), s.parse::<u64>().ok()?))).ok_or_else(|| anyhow::anyhow!("--one {one}: expected BRANCH:SEED"))?;
+        let i = plan.iter().position(|p| *p == (b.clone(), s)).ok_or_else(|| anyhow::anyhow!("--one {one}: not a run of {}", e.path.display()))?;
+        return train_one(e, &plan[i].0, s, e.config(&b, s, &opts.sets)?, opts.resume, format!("[{}/{}] {b} s{s}", i + 1, plan.len()));
+    }
     // Resolve every config first, so a bad branch or override fails before hours of training.
     let configs = plan.iter().map(|(b, s)| e.config(b, *s, &opts.sets)).collect::<Result<Vec<_>>>()?;
     let n = plan.len();
-    let started = std::time::Instant::now();
-    let mut trained = 0usize;
-    for (i, ((b, s), cfg)) in plan.iter().zip(configs).enumerate() {
+    let mut todo = vec![];
+    for (i, ((b, s), cfg)) in plan.iter().zip(&configs).enumerate() {
         let dir = e.run_dir(b, *s);
-        let label = format!("[{}/{n}] {b} s{s}", i + 1);
         if let Some(done) = crate::train::finished(&dir).filter(|d| d.steps == cfg.train.steps) {
-            eprintln!("{label}: finished earlier ({} steps, val loss {:.4}), skipping", done.steps, done.final_val_loss);
+            eprintln!("[{}/{n}] {b} s{s}: finished earlier ({} steps, val loss {:.4}), skipping", i + 1, done.steps, done.final_val_loss);
             continue;
         }
-        let partial = dir.join("metrics.csv").exists();
-        if partial && !opts.resume {
+        if dir.join("metrics.csv").exists() && !opts.resume {
             bail!("{}: unfinished run; pass --resume to continue it (or delete the directory to start over)", dir.display());
         }
-        eprintln!("{label}: training into {}", dir.display());
-        crate::train::train(cfg, &crate::train::TrainOptions { out: dir, resume: partial, label: label.clone() })?;
-        trained += 1;
-        let per = started.elapsed().as_secs_f64() / trained as f64;
-        let left = n - i - 1;
-        eprintln!("{label}: done; {} of {n} runs finished, about {} left for the other {left}", i + 1, crate::progress::duration(per * left as f64));
+        todo.push(i);
     }
-    if !e.extrapolation.is_empty() {
-        for (i, (b, s)) in plan.iter().enumerate() {
-            let dir = e.run_dir(b, *s);
-            eprintln!("[{}/{n}] {b} s{s}: test loss at lengths {:?}", i + 1, e.extrapolation);
-            crate::eval::command::extrapolate(&dir, &e.extrapolation, &mut |line| eprintln!("  {line}"))?;
+    let on_gpu = configs.iter().any(|c| c.train.device == "cuda");
+    let jobs = match opts.jobs {
+        0 if on_gpu => 1,
+        0 => std::thread::available_parallelism().map_or(1, |c| c.get()),
+        j => j,
+    };
+    if jobs > 1 && todo.len() > 1 {
+        jobs::run_parallel(e, &plan, &todo, opts, jobs.min(todo.len()))?;
+    } else {
+        let started = std::time::Instant::now();
+        for (k, &i) in todo.iter().enumerate() {
+            let (b, s) = &plan[i];
+            let label = format!("[{}/{n}] {b} s{s}", i + 1);
+            train_one(e, b, *s, configs[i].clone(), opts.resume, label.clone())?;
+            let left = todo.len() - k - 1;
+            let per = started.elapsed().as_secs_f64() / (k + 1) as f64;
+            eprintln!("{label}: done; {} of {} runs to train finished, about {} left", k + 1, todo.len(), crate::progress::duration(per * left as f64));
         }
+    }
+    // runs finished earlier may still lack an extrapolation length
+    for (b, s) in &plan {
+        crate::eval::command::extrapolate(&e.run_dir(b, *s), &e.extrapolation, &mut |line| eprintln!("  {line}"))?;
     }
     // The runs are safe on disk by now; say so if only the drawing fails (e.g. no fonts on a bare GPU box).
     let files = draw(e, None).with_context(|| {
@@ -129,6 +150,24 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
             e.dir().join("runs").display(), e.path.display())
     })?;
     eprintln!("charts and report: {}", files.display());
+    Ok(())
+}
+
+/// Trains (or resumes) one run and scores its extrapolation lengths.
+fn train_one(e: &Experiment, branch: &str, seed: u64, cfg: Config, resume: bool, label: String) -> Result<()> {
+    let dir = e.run_dir(branch, seed);
+    if crate::train::finished(&dir).filter(|d| d.steps == cfg.train.steps).is_none() {
+        let partial = dir.join("metrics.csv").exists();
+        if partial && !resume {
+            bail!("{}: unfinished run; pass --resume to continue it (or delete the directory to start over)", dir.display());
+        }
+        eprintln!("{label}: training into {}", dir.display());
+        crate::train::train(cfg, &crate::train::TrainOptions { out: dir.clone(), resume: partial, label: label.clone() })?;
+    }
+    if !e.extrapolation.is_empty() {
+        eprintln!("{label}: test loss at lengths {:?}", e.extrapolation);
+        crate::eval::command::extrapolate(&dir, &e.extrapolation, &mut |line| eprintln!("  {line}"))?;
+    }
     Ok(())
 }
 
