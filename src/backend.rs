@@ -71,16 +71,16 @@ fn shared_pools() -> Vec<cubecl::cuda::MemoryPoolOptions> {
     pools
 }
 
-/// Runs `$body` with `$B` bound to the training (autodiff) backend named by `$device`
-/// ("cpu" or "cuda") and `$dev` to its device; a generic function is the usual body.
+/// Runs `$body` with `$B` bound to the backend named by `$device` ("cpu" or "cuda"): `$cpu` or
+/// `$gpu` (the latter only in a build with the `cuda` feature), and `$dev` to its device.
 #[macro_export]
-macro_rules! with_train_backend {
-    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
+macro_rules! with_backend {
+    ($device:expr, $cpu:ty, $gpu:ty, |$B:ident, $dev:ident| $body:expr) => {{
         match $device {
             "cuda" => {
                 #[cfg(feature = "cuda")]
                 {
-                    type $B = $crate::backend::GpuTrain;
+                    type $B = $gpu;
                     let $dev = burn::backend::cuda::CudaDevice::default();
                     $body
                 }
@@ -90,7 +90,7 @@ macro_rules! with_train_backend {
                 }
             }
             _ => {
-                type $B = $crate::backend::CpuTrain;
+                type $B = $cpu;
                 let $dev = burn::backend::ndarray::NdArrayDevice::Cpu;
                 $body
             }
@@ -98,29 +98,18 @@ macro_rules! with_train_backend {
     }};
 }
 
-/// Runs `$body` with `$B` bound to the inference backend named by `$device` ("cpu" or "cuda")
-/// and `$dev` to its device (evaluation: no autodiff).
+/// [`with_backend!`] with the training (autodiff) backends; a generic function is the usual body.
+#[macro_export]
+macro_rules! with_train_backend {
+    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {
+        $crate::with_backend!($device, $crate::backend::CpuTrain, $crate::backend::GpuTrain, |$B, $dev| $body)
+    };
+}
+
+/// [`with_backend!`] with the inference backends (evaluation: no autodiff).
 #[macro_export]
 macro_rules! with_infer_backend {
-    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
-        match $device {
-            "cuda" => {
-                #[cfg(feature = "cuda")]
-                {
-                    type $B = $crate::backend::Gpu;
-                    let $dev = burn::backend::cuda::CudaDevice::default();
-                    $body
-                }
-                #[cfg(not(feature = "cuda"))]
-                {
-                    anyhow::bail!($crate::backend::NEEDS_CUDA)
-                }
-            }
-            _ => {
-                type $B = $crate::backend::Cpu;
-                let $dev = burn::backend::ndarray::NdArrayDevice::Cpu;
-                $body
-            }
-        }
-    }};
+    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {
+        $crate::with_backend!($device, $crate::backend::Cpu, $crate::backend::Gpu, |$B, $dev| $body)
+    };
 }

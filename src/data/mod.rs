@@ -13,7 +13,7 @@ pub mod tokens;
 
 pub use run_cache::for_run;
 pub use tokenizer::load_tokenizer;
-pub use tokens::{write_token_file, TokenFile};
+pub use tokens::{write_token_file, TokenFile, Tokens};
 
 use anyhow::{anyhow, bail, Result};
 use corpus::Corpus;

@@ -223,6 +223,31 @@ impl TokenFile {
     }
 }
 
+/// A sequence of token ids: a token file or tokens in memory.
+pub trait Tokens {
+    fn count(&self) -> usize;
+    /// Copies tokens `[start, start + out.len())` into `out`.
+    fn read_into(&self, start: usize, out: &mut [u32]);
+}
+
+impl Tokens for TokenFile {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn read_into(&self, start: usize, out: &mut [u32]) {
+        TokenFile::read_into(self, start, out)
+    }
+}
+
+impl Tokens for Vec<u32> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn read_into(&self, start: usize, out: &mut [u32]) {
+        out.copy_from_slice(&self[start..start + out.len()]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::TestDir;

@@ -5,10 +5,10 @@
 pub mod command;
 pub mod text;
 
-use crate::data::TokenFile;
+pub use crate::data::Tokens;
 use crate::model::{token_losses, BakaLM};
 use crate::state::BakaState;
-use crate::train::batches::val_offsets;
+use crate::train::batches::{load, val_offsets};
 use burn::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -43,19 +43,6 @@ pub fn evaluate<B: Backend>(model: &BakaLM<B>, tokens: &dyn Tokens, samples: usi
     EvalResult { loss, per_window, tokens: offsets.len() * len, offsets }
 }
 
-/// Reads `len + 1` tokens at each offset into (inputs `[b, len]`, targets `[b, len]`).
-fn load<B: Backend>(tokens: &dyn Tokens, offsets: &[usize], len: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let mut buf = vec![0u32; len + 1];
-    let (mut x, mut y) = (Vec::with_capacity(offsets.len() * len), Vec::with_capacity(offsets.len() * len));
-    for &o in offsets {
-        tokens.read_into(o, &mut buf);
-        x.extend(buf[..len].iter().map(|&t| t as i64));
-        y.extend(buf[1..].iter().map(|&t| t as i64));
-    }
-    let b = offsets.len();
-    (Tensor::from_data(TensorData::new(x, [b, len]), device), Tensor::from_data(TensorData::new(y, [b, len]), device))
-}
-
 /// UTF-8 bytes of the targets of samples of `len` tokens at `offsets` (tokens `o+1 ..= o+len`).
 pub fn target_bytes(file: &dyn Tokens, offsets: &[usize], len: usize, token_bytes: &[u32]) -> u64 {
     let mut buf = vec![0u32; len];
@@ -71,30 +58,6 @@ pub fn target_bytes(file: &dyn Tokens, offsets: &[usize], len: usize, token_byte
 /// Bits per byte of a mean loss (nats/token) over `tokens` tokens that stand for `bytes` bytes.
 pub fn bits_per_byte(loss: f64, tokens: usize, bytes: u64) -> f64 {
     loss * tokens as f64 / std::f64::consts::LN_2 / bytes.max(1) as f64
-}
-
-/// A sequence of token ids: a token file or tokens in memory.
-pub trait Tokens {
-    fn count(&self) -> usize;
-    fn read_into(&self, start: usize, out: &mut [u32]);
-}
-
-impl Tokens for TokenFile {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn read_into(&self, start: usize, out: &mut [u32]) {
-        TokenFile::read_into(self, start, out)
-    }
-}
-
-impl Tokens for Vec<u32> {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn read_into(&self, start: usize, out: &mut [u32]) {
-        out.copy_from_slice(&self[start..start + out.len()]);
-    }
 }
 
 /// The result of [`evaluate_long`].

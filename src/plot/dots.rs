@@ -238,6 +238,13 @@ pub(super) struct WindowChart {
     pub yr: (f64, f64),
 }
 
+impl WindowChart {
+    /// An empty chart; the caller fills caption, legend, notes, series and ranges.
+    pub fn new(title: String, x_desc: &str, y_desc: &str, x_axis: XAxis) -> Self {
+        Self { x_desc: x_desc.into(), y_desc: y_desc.into(), x_axis, title, caption: vec![], legend: vec![], notes: vec![], series: vec![], xr: (0.0, 0.0), yr: (0.0, 0.0) }
+    }
+}
+
 impl Chart for WindowChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let area = frame_of!(self).draw(root)?;
@@ -266,18 +273,7 @@ impl Chart for WindowChart {
 
 /// Validation loss per window index: do later windows (more context/memory) get better?
 pub fn loss_per_window(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
-    let mut c = WindowChart {
-        x_desc: "window index in the sample (0 = first window)".into(),
-        y_desc: "validation loss (nats/token)".into(),
-        x_axis: XAxis::Int,
-        title: format!("{}: validation loss per window", o.title),
-        caption: vec![],
-        legend: vec![],
-        notes: vec![],
-        series: vec![],
-        xr: (0.0, 0.0),
-        yr: (0.0, 0.0),
-    };
+    let mut c = WindowChart::new(format!("{}: validation loss per window", o.title), "window index in the sample (0 = first window)", "validation loss (nats/token)", XAxis::Int);
     let (mut nwin, mut ys, mut missing) = (0usize, vec![], vec![]);
     let dodge = 0.12 / branches.len().max(1) as f64;
     for (bi, b) in branches.iter().enumerate() {

@@ -37,18 +37,7 @@ pub fn chart(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<Pat
         return Ok(vec![]);
     }
     let trained: Vec<usize> = branches.iter().flat_map(|b| &b.runs).filter_map(|r| r.window).collect();
-    let mut c = WindowChart {
-        x_desc: "tokens in the attention window at evaluation (log scale)".into(),
-        y_desc: "test loss (bits per byte)".into(),
-        x_axis: XAxis::Log2,
-        title: format!("{}: train short, test long", o.title),
-        caption: vec![],
-        legend: vec![],
-        notes: vec![],
-        series: vec![],
-        xr: (0.0, 0.0),
-        yr: (0.0, 0.0),
-    };
+    let mut c = WindowChart::new(format!("{}: train short, test long", o.title), "tokens in the attention window at evaluation (log scale)", "test loss (bits per byte)", XAxis::Log2);
     let (mut xs, mut ys) = (vec![], vec![]);
     let dodge = 0.05 / branches.len().max(1) as f64;
     for (bi, b) in branches.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! The offset of sample `i` at step `s` is a pure function of (seed, s, i), so a resumed run
 //! draws exactly the batches an uninterrupted run would, with no sampler state to save.
 
-use crate::data::TokenFile;
+use crate::data::Tokens;
 use burn::prelude::*;
 
 /// splitmix64: a tiny, well-mixed hash so offsets do not depend on any RNG crate's internals.
@@ -27,7 +27,7 @@ pub fn val_offsets(n: usize, tokens: usize, chunk: usize) -> Vec<usize> {
 }
 
 /// Reads `chunk = len + 1` tokens at each offset into (inputs `[b, len]`, targets `[b, len]`).
-pub fn load<B: Backend>(file: &TokenFile, offsets: &[usize], len: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+pub fn load<B: Backend>(file: &dyn Tokens, offsets: &[usize], len: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let mut buf = vec![0u32; len + 1];
     let (mut x, mut y) = (Vec::with_capacity(offsets.len() * len), Vec::with_capacity(offsets.len() * len));
     for &o in offsets {
