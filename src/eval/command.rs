@@ -1,7 +1,7 @@
 //! `baka eval` and the experiment's extrapolation evaluations: load a run or an export, score it,
 //! write the JSON next to it (saying what it replaced).
 
-use super::{bits_per_byte, evaluate, evaluate_long, target_bytes, LongResult};
+use super::{bits_per_byte, evaluate, evaluate_long, long_samples, target_bytes, LongResult, Tokens};
 use crate::config::Config;
 use crate::data::Prepared;
 use crate::model::BakaLM;
@@ -124,23 +124,19 @@ fn run<B: Backend>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, O
     }
     let length = a.window.unwrap_or(model.window);
     let batch_tokens = cfg.train.batch.max(8) * cfg.train.n_windows * cfg.model.window;
-    let (tokens, scored, name) = match &a.text {
+    let text_ids;
+    let (tokens, scored, name): (&dyn Tokens, String, String) = match &a.text {
         Some(t) => {
             let tok = crate::data::load_tokenizer(&data.tokenizer_path)?;
-            let ids = super::text::tokens_of(t, &tok, data.eot_id)?;
+            text_ids = super::text::tokens_of(t, &tok, data.eot_id)?;
             let label = t.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "text".into());
-            (ids, t.display().to_string(), format!("eval-text-{label}-L{length}.json"))
+            (&text_ids, t.display().to_string(), format!("eval-text-{label}-L{length}.json"))
         }
-        None => {
-            let f = a.split.file(&data);
-            let mut ids = vec![0u32; f.len()];
-            f.read_into(0, &mut ids);
-            (ids, a.split.name().to_string(), format!("eval-{}-L{length}.json", a.split.name()))
-        }
+        None => (a.split.file(&data), a.split.name().to_string(), format!("eval-{}-L{length}.json", a.split.name())),
     };
-    let n = ((tokens.len().saturating_sub(1)) / length.max(1)).clamp(1, (a.max_tokens / length).max(1));
+    let (_, n) = long_samples(tokens.count(), length, a.max_tokens);
     let pb = crate::progress::bar(n as u64, &format!("eval L={length}"));
-    let result = evaluate_long(&model, &tokens, length, a.max_tokens, batch_tokens, &data.token_bytes, dev, &mut |done| pb.set_position(done as u64));
+    let result = evaluate_long(&model, tokens, length, a.max_tokens, batch_tokens, &data.token_bytes, dev, &mut |done| pb.set_position(done as u64));
     pb.finish_and_clear();
     let report = LongReport { source: a.source.display().to_string(), scored, trained_window: cfg.model.window, ppl: result.loss.exp(), result };
     let out = out_path(&stem, &name);
@@ -252,12 +248,10 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
     let points: Vec<ExtraPoint> = crate::with_infer_backend!(device.as_str(), |B, dev| {
         let (cfg, model) = load::<B>(run, &dev)?;
         let data = crate::data::for_run(&cfg.data, run, &mut |_| {})?;
-        let mut ids = vec![0u32; data.test.len()];
-        data.test.read_into(0, &mut ids);
         let batch_tokens = cfg.train.batch.max(8) * cfg.train.n_windows * cfg.model.window;
         let mut out = vec![];
         for &l in &todo {
-            let r = evaluate_long(&model, &ids, l, budget, batch_tokens, &data.token_bytes, &dev, &mut |_| {});
+            let r = evaluate_long(&model, &data.test, l, budget, batch_tokens, &data.token_bytes, &dev, &mut |_| {});
             log(&format!("{}: L = {l}: {:.4} nats/token, {:.4} bits/byte", run.display(), r.loss, r.bits_per_byte));
             out.push(ExtraPoint { length: r.length, samples: r.samples, tokens: r.tokens, loss: r.loss, bits_per_byte: r.bits_per_byte, buckets: r.buckets.iter().map(|b| (b.start, b.end, b.loss)).collect() });
         }

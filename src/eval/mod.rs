@@ -82,14 +82,20 @@ pub struct Bucket {
     pub loss: f64,
 }
 
+/// (window length, samples) of [`evaluate_long`] over `count` tokens: at most `length` (less when
+/// the text is shorter), at least one sample, at most `max_tokens` tokens.
+pub fn long_samples(count: usize, length: usize, max_tokens: usize) -> (usize, usize) {
+    let len = length.min(count.saturating_sub(1)).max(1);
+    (len, (count.saturating_sub(1) / len).min((max_tokens / len).max(1)).max(1))
+}
+
 /// Scores `tokens` with one attention window of `length` tokens per sample, positions restarting
 /// at 0 in each: consecutive non-overlapping samples from the start, at most `max_tokens` tokens
 /// (at least one sample; a text shorter than `length` + 1 is one shorter sample), `batch_tokens`
 /// tokens per forward pass. `progress` is called with the samples done so far.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_long<B: Backend>(model: &BakaLM<B>, tokens: &dyn Tokens, length: usize, max_tokens: usize, batch_tokens: usize, token_bytes: &[u32], device: &B::Device, progress: &mut dyn FnMut(usize)) -> LongResult {
-    let len = length.min(tokens.count().saturating_sub(1)).max(1);
-    let n = ((tokens.count() - 1) / len).min((max_tokens / len).max(1)).max(1);
+    let (len, n) = long_samples(tokens.count(), length, max_tokens);
     let offsets: Vec<usize> = (0..n).map(|i| i * len).collect();
     let mut m = model.clone();
     m.window = len;
