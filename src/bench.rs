@@ -8,8 +8,8 @@
 use crate::config::Config;
 use crate::model::precision::Compute;
 use crate::model::{padded_vocab, param_count, BakaLM};
-use crate::train::batches::mix;
 use crate::train::adamw::AdamW;
+use crate::train::batches::mix;
 use crate::train::{train_step, train_step_marked};
 use anyhow::Result;
 use burn::prelude::*;
@@ -121,11 +121,20 @@ fn system(t: &crate::config::TrainConfig) -> String {
     let default = crate::config::TrainConfig::default();
     let pool = format!("{} memory pool", t.memory_pool);
     let attention = format!("{} attention", t.attention);
-    let differ: Vec<&str> = [(t.matmul == "burn", "burn matmul"), (t.attention != default.attention, attention.as_str()), (t.embedding == "burn", "burn embedding"), (t.layernorm == "burn", "burn layernorm"), (t.gate == "burn", "burn gate"), (t.adamw == "burn", "burn adamw"), (t.ce != default.ce || t.ce_chunk != default.ce_chunk, ce.as_str()), (t.memory_pool != default.memory_pool, pool.as_str())]
-        .into_iter()
-        .filter(|x| x.0)
-        .map(|x| x.1)
-        .collect();
+    let differ: Vec<&str> = [
+        (t.matmul == "burn", "burn matmul"),
+        (t.attention != default.attention, attention.as_str()),
+        (t.embedding == "burn", "burn embedding"),
+        (t.layernorm == "burn", "burn layernorm"),
+        (t.gate == "burn", "burn gate"),
+        (t.adamw == "burn", "burn adamw"),
+        (t.ce != default.ce || t.ce_chunk != default.ce_chunk, ce.as_str()),
+        (t.memory_pool != default.memory_pool, pool.as_str()),
+    ]
+    .into_iter()
+    .filter(|x| x.0)
+    .map(|x| x.1)
+    .collect();
     if differ.is_empty() {
         "baka-cuda".into()
     } else {
@@ -233,7 +242,15 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
 /// Mean milliseconds per phase of [`train_step_marked`] over `steps` steps. Without `sync` they are
 /// the host's: where it spends the step ("read" includes waiting for the device to catch up); with a
 /// device sync after each phase, each is that phase's device time (or its host time, if longer).
-fn phases<B: AutodiffBackend>(mut model: BakaLM<B>, optim: &mut AdamW<B>, steps: usize, sync: bool, t: &crate::config::TrainConfig, dev: &B::Device, mut batch: impl FnMut(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>)) -> Result<(BakaLM<B>, serde_json::Value)> {
+fn phases<B: AutodiffBackend>(
+    mut model: BakaLM<B>,
+    optim: &mut AdamW<B>,
+    steps: usize,
+    sync: bool,
+    t: &crate::config::TrainConfig,
+    dev: &B::Device,
+    mut batch: impl FnMut(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+) -> Result<(BakaLM<B>, serde_json::Value)> {
     let mut sums: Vec<(&'static str, f64)> = Vec::new();
     let k0 = kernel_host();
     for i in 0..steps {

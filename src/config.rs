@@ -200,10 +200,8 @@ fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
 
 /// Parses a TOML file into a table, with a one-line error naming the file.
 pub fn read_toml(path: &Path) -> Result<toml::Table> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-    toml::from_str::<toml::Table>(&text)
-        .map_err(|e| anyhow::anyhow!("{}: invalid TOML, {}", path.display(), toml_error_line(&text, &e)))
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| anyhow::anyhow!("{}: invalid TOML, {}", path.display(), toml_error_line(&text, &e)))
 }
 
 /// Parses `key=value` of `--set`; the value is TOML (`128`, `1e-3`, `true`, `"rope"`), and a bare

@@ -98,9 +98,7 @@ impl<B: Backend> ModuleMapper<B> for Assign<'_, '_, B> {
         let loaded = match self.st.tensor(&name) {
             Err(_) => Err(anyhow::anyhow!("{}: missing tensor {name} (weights of another branch?)", self.file.display())),
             Ok(v) if v.dtype() != Dtype::F32 => Err(anyhow::anyhow!("{}: tensor {name} is {:?}, expected F32", self.file.display(), v.dtype())),
-            Ok(v) if v.shape() != want.as_slice() => {
-                Err(anyhow::anyhow!("{}: tensor {name} has shape {:?}, expected {:?} (weights of another config?)", self.file.display(), v.shape(), want))
-            }
+            Ok(v) if v.shape() != want.as_slice() => Err(anyhow::anyhow!("{}: tensor {name} has shape {:?}, expected {:?} (weights of another config?)", self.file.display(), v.shape(), want)),
             Ok(v) => Ok(v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect::<Vec<f32>>()),
         };
         let (id, old, mapper) = param.consume();

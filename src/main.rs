@@ -278,21 +278,16 @@ fn main() {
         Cmd::Prepare { experiment, sets } => cli::prepare(experiment.as_deref(), &sets),
         Cmd::Branches => cli::branches(),
         Cmd::Train { branch, steps, seed, device, sets, out, resume } => {
-            let all: Vec<String> = (steps.map(|v| format!("train.steps={v}")).into_iter())
-                .chain(seed.map(|v| format!("train.seed={v}")))
-                .chain(device.map(|v| format!("train.device=\"{v}\"")))
-                .chain(sets)
-                .collect();
+            let all: Vec<String> =
+                (steps.map(|v| format!("train.steps={v}")).into_iter()).chain(seed.map(|v| format!("train.seed={v}"))).chain(device.map(|v| format!("train.device=\"{v}\""))).chain(sets).collect();
             cli::train(&branch, &all, out, resume)
         }
         Cmd::Experiment { experiment, only, resume, sets, jobs, one } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets, jobs, one }),
         Cmd::Plot { inputs, out, steps, by } => cli::plot(&inputs, out, steps.as_deref(), &by),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
         Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, sets } => {
-            let all: Vec<String> = (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()]))
-                .chain(device.map(|v| format!("train.device=\"{v}\"")))
-                .chain(sets)
-                .collect();
+            let all: Vec<String> =
+                (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()])).chain(device.map(|v| format!("train.device=\"{v}\""))).chain(sets).collect();
             cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops, phases })
         }
         Cmd::Encode { source, text } => cli::encode(&source, &text),
@@ -301,9 +296,7 @@ fn main() {
         }
         Cmd::Export { run, out, force } => cli::export(&run, out, force),
         Cmd::Logits { source, tokens, windows_of } => cli::logits(&source, &tokens, windows_of),
-        Cmd::Generate { source, prompt, max_tokens, temperature, top_k, seed } => {
-            cli::generate(&source, &prompt, &bakallm::generate::GenOptions { max_tokens, temperature, top_k, seed })
-        }
+        Cmd::Generate { source, prompt, max_tokens, temperature, top_k, seed } => cli::generate(&source, &prompt, &bakallm::generate::GenOptions { max_tokens, temperature, top_k, seed }),
     };
     if let Err(e) = res {
         let msg = format!("{e:#}").replace('\n', " ");

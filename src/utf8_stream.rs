@@ -126,7 +126,7 @@ mod tests {
         let corpus = "café naïve — 日本語の本 door’s café naïve 日本 ".repeat(50);
         let tok = crate::data::tokenizer::train_bpe([corpus.as_str()].into_iter(), 300).unwrap();
         let tb = TokenBytes::new(&tok);
-        let text = "a café door’s 日本語 猫";  // 猫 is unseen: three byte tokens
+        let text = "a café door’s 日本語 猫"; // 猫 is unseen: three byte tokens
         let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
         let mut s = Utf8Stream::default();
         let streamed: String = ids.iter().map(|&id| s.push(tb.of(id))).collect::<String>() + &s.finish();

@@ -88,7 +88,13 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     run_case("odd head dim with RoPE", &train_args("001_pristine", &fresh, &["--set", "model.n_heads=64"]), &[], &["even head dim"], &protect);
     run_case("unknown position scheme", &train_args("002_nope", &fresh, &["--set", "model.positions=rotary"]), &[], &["--set model.positions=rotary", "rotary"], &protect);
     run_case("window larger than the model allows", &train_args("002_nope", &fresh, &["--set", "model.window=100000"]), &[], &["model.window = 100000"], &protect);
-    run_case("sample longer than the validation split", &train_args("002_nope", &fresh, &["--set", "model.window=4096", "--set", "train.n_windows=64"]), &[], &["val.tok", "fewer than one sample"], &protect);
+    run_case(
+        "sample longer than the validation split",
+        &train_args("002_nope", &fresh, &["--set", "model.window=4096", "--set", "train.n_windows=64"]),
+        &[],
+        &["val.tok", "fewer than one sample"],
+        &protect,
+    );
     run_case("negative learning rate", &train_args("002_nope", &fresh, &["--set", "train.lr=-1.0"]), &[], &["train.lr = -1"], &protect);
     run_case("bf16 on the CPU", &train_args("002_nope", &fresh, &["--set", "train.dtype=bf16"]), &[], &["train.dtype", "bf16"], &protect);
     run_case("unknown matmul", &train_args("002_nope", &fresh, &["--set", "train.matmul=cutlass"]), &[], &["train.matmul", "cutlass", "cublas"], &protect);
@@ -162,7 +168,13 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     bytes[mid] ^= 0xFF;
     std::fs::write(&model_bin, &bytes).unwrap();
     run_case("corrupted checkpoint on resume", &train_args("002_nope", &corrupt, &["--resume"]), &[], &["model.bin", "checksum"], &[&run, &data, &corrupt]);
-    run_case("corrupted checkpoint on export", &["export".to_string(), corrupt.display().to_string(), "--out".into(), base.join("w/x.safetensors").display().to_string()], &[], &["model.bin", "checksum"], &[&run, &data, &corrupt]);
+    run_case(
+        "corrupted checkpoint on export",
+        &["export".to_string(), corrupt.display().to_string(), "--out".into(), base.join("w/x.safetensors").display().to_string()],
+        &[],
+        &["model.bin", "checksum"],
+        &[&run, &data, &corrupt],
+    );
 
     // --- other commands
     let w2 = base.join("w2");
@@ -174,7 +186,13 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     run_case("experiment naming an unknown branch", &["experiment".to_string(), exp.display().to_string()], &[], &["exp.toml", "777_ghost"], &protect);
     std::fs::write(&exp, "branches = [\"002_nope\"]\nseeds = [1]\n[overrides.model]\nd_model = \"big\"\n").unwrap();
     run_case("experiment override of the wrong type", &["experiment".to_string(), exp.display().to_string()], &[], &["exp.toml"], &protect);
-    run_case("plot with --steps 10..5", &["plot".to_string(), run.display().to_string(), "--steps".into(), "10..5".into(), "--out".into(), base.join("p").display().to_string()], &[], &["10..5"], &protect);
+    run_case(
+        "plot with --steps 10..5",
+        &["plot".to_string(), run.display().to_string(), "--steps".into(), "10..5".into(), "--out".into(), base.join("p").display().to_string()],
+        &[],
+        &["10..5"],
+        &protect,
+    );
     let empty = base.join("empty-run");
     std::fs::create_dir_all(&empty).unwrap();
     run_case("plot of an empty run dir", &["plot".to_string(), empty.display().to_string(), "--out".into(), base.join("p").display().to_string()], &[], &["empty-run"], &protect);

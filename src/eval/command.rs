@@ -117,7 +117,17 @@ fn run<B: Backend>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, O
         }
         let r = evaluate(&model, file, samples, n_windows, cfg.train.batch.max(8), dev);
         let bytes = target_bytes(file, &r.offsets, n_windows * model.window, &data.token_bytes);
-        let report = EvalReport { source: a.source.display().to_string(), split: a.split.name().into(), windows: n_windows, samples: r.offsets.len(), tokens: r.tokens, loss: r.loss, ppl: r.loss.exp(), bits_per_byte: bits_per_byte(r.loss, r.tokens, bytes), per_window: r.per_window };
+        let report = EvalReport {
+            source: a.source.display().to_string(),
+            split: a.split.name().into(),
+            windows: n_windows,
+            samples: r.offsets.len(),
+            tokens: r.tokens,
+            loss: r.loss,
+            ppl: r.loss.exp(),
+            bits_per_byte: bits_per_byte(r.loss, r.tokens, bytes),
+            per_window: r.per_window,
+        };
         let out = out_path(&stem, &format!("eval-{}-w{n_windows}.json", a.split.name()));
         let replaced = write_json(&out, &report)?;
         return Ok((Outcome::Windows(report), out, replaced));
@@ -253,7 +263,14 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
         for &l in &todo {
             let r = evaluate_long(&model, &data.test, l, budget, batch_tokens, &data.token_bytes, &dev, &mut |_| {});
             log(&format!("{}: L = {l}: {:.4} nats/token, {:.4} bits/byte", run.display(), r.loss, r.bits_per_byte));
-            out.push(ExtraPoint { length: r.length, samples: r.samples, tokens: r.tokens, loss: r.loss, bits_per_byte: r.bits_per_byte, buckets: r.buckets.iter().map(|b| (b.start, b.end, b.loss)).collect() });
+            out.push(ExtraPoint {
+                length: r.length,
+                samples: r.samples,
+                tokens: r.tokens,
+                loss: r.loss,
+                bits_per_byte: r.bits_per_byte,
+                buckets: r.buckets.iter().map(|b| (b.start, b.end, b.loss)).collect(),
+            });
         }
         Ok::<_, anyhow::Error>(out)
     })?;

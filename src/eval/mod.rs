@@ -94,7 +94,16 @@ pub fn long_samples(count: usize, length: usize, max_tokens: usize) -> (usize, u
 /// (at least one sample; a text shorter than `length` + 1 is one shorter sample), `batch_tokens`
 /// tokens per forward pass. `progress` is called with the samples done so far.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_long<B: Backend>(model: &BakaLM<B>, tokens: &dyn Tokens, length: usize, max_tokens: usize, batch_tokens: usize, token_bytes: &[u32], device: &B::Device, progress: &mut dyn FnMut(usize)) -> LongResult {
+pub fn evaluate_long<B: Backend>(
+    model: &BakaLM<B>,
+    tokens: &dyn Tokens,
+    length: usize,
+    max_tokens: usize,
+    batch_tokens: usize,
+    token_bytes: &[u32],
+    device: &B::Device,
+    progress: &mut dyn FnMut(usize),
+) -> LongResult {
     let (len, n) = long_samples(tokens.count(), length, max_tokens);
     let offsets: Vec<usize> = (0..n).map(|i| i * len).collect();
     let mut m = model.clone();

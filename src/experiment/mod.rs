@@ -35,8 +35,7 @@ pub struct Experiment {
 impl Experiment {
     pub fn load(path: &Path) -> Result<Self> {
         let table = read_toml(path)?;
-        let mut e = Experiment::deserialize(toml::Value::Table(table))
-            .map_err(|err| anyhow::anyhow!("{}: {}", path.display(), err.message().trim().replace('\n', " ")))?;
+        let mut e = Experiment::deserialize(toml::Value::Table(table)).map_err(|err| anyhow::anyhow!("{}: {}", path.display(), err.message().trim().replace('\n', " ")))?;
         e.path = path.to_path_buf();
         if e.name.is_empty() {
             e.name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("experiment").to_string();
@@ -99,8 +98,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
             bail!("--only {b}: not a branch of {} (its branches: {})", e.path.display(), e.branches.join(", "));
         }
     }
-    let plan: Vec<(String, u64)> =
-        e.branches.iter().filter(|b| opts.only.is_empty() || opts.only.contains(b)).flat_map(|b| e.seeds.iter().map(move |&s| (b.clone(), s))).collect();
+    let plan: Vec<(String, u64)> = e.branches.iter().filter(|b| opts.only.is_empty() || opts.only.contains(b)).flat_map(|b| e.seeds.iter().map(move |&s| (b.clone(), s))).collect();
     if let Some(one) = &opts.one {
         let (b, s) = one.rsplit_once(':').and_then(|(b, s)| Some((b.to_string(), s.parse::<u64>().ok()?))).ok_or_else(|| anyhow::anyhow!("--one {one}: expected BRANCH:SEED"))?;
         let i = plan.iter().position(|p| *p == (b.clone(), s)).ok_or_else(|| anyhow::anyhow!("--one {one}: not a run of {}", e.path.display()))?;
@@ -146,8 +144,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     }
     // The runs are safe on disk by now; say so if only the drawing fails (e.g. no fonts on a bare GPU box).
     let files = draw(e, None).with_context(|| {
-        format!("all runs finished (in {}), but drawing the charts failed; draw them later with `baka report {}` where fonts are installed",
-            e.dir().join("runs").display(), e.path.display())
+        format!("all runs finished (in {}), but drawing the charts failed; draw them later with `baka report {}` where fonts are installed", e.dir().join("runs").display(), e.path.display())
     })?;
     eprintln!("charts and report: {}", files.display());
     Ok(())

@@ -30,7 +30,16 @@ pub enum Path {
 /// `q, k, v [b·heads, L, hd]`, `bias [1|b, 1|heads, L, L]` → `[b·heads, L, hd]`, on a training
 /// backend (`Autodiff<B, C>`); `fused` picks the CUDA kernels where `B` has them.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_ad<B: Backend, C: CheckpointStrategy>(q: Tensor<Autodiff<B, C>, 3>, k: Tensor<Autodiff<B, C>, 3>, v: Tensor<Autodiff<B, C>, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32, fused: bool, path: Path) -> Tensor<Autodiff<B, C>, 3> {
+pub fn attention_ad<B: Backend, C: CheckpointStrategy>(
+    q: Tensor<Autodiff<B, C>, 3>,
+    k: Tensor<Autodiff<B, C>, 3>,
+    v: Tensor<Autodiff<B, C>, 3>,
+    bias: Tensor<B, 4>,
+    heads: usize,
+    scale: f32,
+    fused: bool,
+    path: Path,
+) -> Tensor<Autodiff<B, C>, 3> {
     if let Path::Flash { biased } = path {
         return flash_ad(q, k, v, biased.then_some(bias), heads, scale, fused);
     }
@@ -78,7 +87,15 @@ pub fn attention_ad<B: Backend, C: CheckpointStrategy>(q: Tensor<Autodiff<B, C>,
 
 /// [`attention_ad`]'s flash path: the forward keeps `o` and each row's log-sum-exp, the backward
 /// recomputes the probabilities from them.
-fn flash_ad<B: Backend, C: CheckpointStrategy>(q: Tensor<Autodiff<B, C>, 3>, k: Tensor<Autodiff<B, C>, 3>, v: Tensor<Autodiff<B, C>, 3>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+fn flash_ad<B: Backend, C: CheckpointStrategy>(
+    q: Tensor<Autodiff<B, C>, 3>,
+    k: Tensor<Autodiff<B, C>, 3>,
+    v: Tensor<Autodiff<B, C>, 3>,
+    bias: Option<Tensor<B, 4>>,
+    heads: usize,
+    scale: f32,
+    fused: bool,
+) -> Tensor<Autodiff<B, C>, 3> {
     #[derive(Debug)]
     struct FlashBackward {
         scale: f32,
@@ -158,7 +175,10 @@ mod tests {
             [y.into_data().to_vec::<f32>().unwrap(), vec(q), vec(k), vec(v)]
         };
         // the unbiased flash path reads no bias: the formula's is the causal mask alone
-        let causal = Tensor::<crate::backend::Cpu, 4>::from_data(TensorData::new(bias.clone().into_data().to_vec::<f32>().unwrap().iter().map(|&x| if x.is_finite() { 0.0 } else { x }).collect(), [1, h, l, l]), &dev);
+        let causal = Tensor::<crate::backend::Cpu, 4>::from_data(
+            TensorData::new(bias.clone().into_data().to_vec::<f32>().unwrap().iter().map(|&x| if x.is_finite() { 0.0 } else { x }).collect(), [1, h, l, l]),
+            &dev,
+        );
         let zeros = causal.clone().zeros_like();
         let (want, want_causal) = (run(None, bias.clone()), run(None, causal));
         let cases = [(Path::Gemm, &want, bias.clone()), (Path::Flash { biased: true }, &want, bias.clone()), (Path::Flash { biased: false }, &want_causal, zeros)];

@@ -142,8 +142,8 @@ pub fn attention_block_ad<B: Backend, C: CheckpointStrategy>(h: Tensor<Autodiff<
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
     use super::super::fused::{cast_many, empty, part};
-    use super::super::heads::cuda::{launch as heads_launch, launch3 as heads3_launch};
     use super::super::gemm::Trans::{N, T as Tr};
+    use super::super::heads::cuda::{launch as heads_launch, launch3 as heads3_launch};
     use super::super::nvrtc::{compact, enqueue, enqueue_all};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
@@ -277,7 +277,8 @@ mod tests {
                     super::attention_block_ad(h.clone(), ws.clone(), c, false)
                 } else {
                     let split = |x: Tensor<CpuTrain, 3>| x.reshape([b, l, heads, hd]).swap_dims(1, 2);
-                    let lift = |r: &Option<(Tensor<burn::backend::NdArray, 4>, Tensor<burn::backend::NdArray, 4>)>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
+                    let lift =
+                        |r: &Option<(Tensor<burn::backend::NdArray, 4>, Tensor<burn::backend::NdArray, 4>)>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
                     let proj = |i: usize| h.clone().matmul(ws[i].clone().unsqueeze::<3>());
                     let (q, k, v) = (rotate(split(proj(0)), &lift(&t.rot_q)), rotate(split(proj(1)), &lift(&t.rot_k)), split(proj(2)));
                     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + Tensor::from_inner(t.bias.clone());

@@ -14,7 +14,13 @@ pub type Fwd<B, const DX: usize, const DY: usize, const DO: usize> = fn(Tensor<B
 pub type Bwd<B, const DX: usize, const DY: usize, const DO: usize> = fn(Tensor<B, DO>, Tensor<B, DX>, Tensor<B, DY>, bool) -> (Tensor<B, DX>, Tensor<B, DY>);
 
 /// `fwd(x, y)` as one node of `Autodiff<B, C>`'s graph, differentiated by `bwd`.
-pub fn binary_ad<B: Backend, C: CheckpointStrategy, const DX: usize, const DY: usize, const DO: usize>(x: Tensor<Autodiff<B, C>, DX>, y: Tensor<Autodiff<B, C>, DY>, fwd: Fwd<B, DX, DY, DO>, bwd: Bwd<B, DX, DY, DO>, fused: bool) -> Tensor<Autodiff<B, C>, DO> {
+pub fn binary_ad<B: Backend, C: CheckpointStrategy, const DX: usize, const DY: usize, const DO: usize>(
+    x: Tensor<Autodiff<B, C>, DX>,
+    y: Tensor<Autodiff<B, C>, DY>,
+    fwd: Fwd<B, DX, DY, DO>,
+    bwd: Bwd<B, DX, DY, DO>,
+    fused: bool,
+) -> Tensor<Autodiff<B, C>, DO> {
     #[derive(Debug)]
     struct Step<B: Backend, const DX: usize, const DY: usize, const DO: usize> {
         bwd: Bwd<B, DX, DY, DO>,

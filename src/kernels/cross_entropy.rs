@@ -99,11 +99,7 @@ mod tests {
         let run = |closed: bool| {
             let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(xs.clone(), [n, v]), &dev).require_grad();
             let t = Tensor::<CpuTrain, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
-            let l = if closed {
-                super::token_losses(x.clone(), t.inner(), true)
-            } else {
-                log_softmax(x.clone(), 1).gather(1, t.reshape([n, 1])).reshape([n]).neg()
-            };
+            let l = if closed { super::token_losses(x.clone(), t.inner(), true) } else { log_softmax(x.clone(), 1).gather(1, t.reshape([n, 1])).reshape([n]).neg() };
             let loss = (l.clone() * Tensor::from_data(TensorData::new(w.clone(), [n]), &dev)).sum();
             let g = x.grad(&loss.backward()).unwrap();
             (l.into_data().to_vec::<f32>().unwrap(), g.into_data().to_vec::<f32>().unwrap())
@@ -127,11 +123,7 @@ mod tests {
             let x = Tensor::<CpuTrain, 1>::from_data(data(n * d, 1), &dev).reshape([n, d]).require_grad();
             let w = Tensor::<CpuTrain, 1>::from_data(data(d * v, 2), &dev).reshape([d, v]).require_grad();
             let t = Tensor::<CpuTrain, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
-            let loss = if ours {
-                super::head_ce_mean(x.clone(), w.clone(), t.inner(), 3, true)
-            } else {
-                log_softmax(x.clone().matmul(w.clone()), 1).gather(1, t.reshape([n, 1])).neg().mean()
-            };
+            let loss = if ours { super::head_ce_mean(x.clone(), w.clone(), t.inner(), 3, true) } else { log_softmax(x.clone().matmul(w.clone()), 1).gather(1, t.reshape([n, 1])).neg().mean() };
             let grads = (loss.clone() * 3.0).backward();
             let v = |t: Tensor<_, 2>| t.into_data().to_vec::<f32>().unwrap();
             (loss.into_scalar(), v(x.grad(&grads).unwrap()), v(w.grad(&grads).unwrap()))

@@ -9,6 +9,8 @@
 //! bf16/f16 accumulate in f32. Views whose last or middle stride is 1 are passed as-is (OP_N/OP_T);
 //! anything else is made contiguous first.
 
+use super::gemm::{layout, Trans};
+use super::nvrtc::enqueue;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -21,8 +23,6 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 use cubecl::cuda::CudaRuntime;
-use super::gemm::{layout, Trans};
-use super::nvrtc::enqueue;
 use cudarc::cublas::{result as cb, sys as cbs};
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -186,11 +186,29 @@ impl RowGemm {
         with_handle(device, stream, |h| unsafe {
             // Cᵀ (n × m, ldc) = Bᵀ (n × k) · Aᵀ (k × m)
             cb::gemm_strided_batched_ex(
-                h, op(w.op), op(a.op), n as i32, m as i32, k as i32,
-                &alpha as *const f32 as _, w.ptr as _, ty, w.ld as i32, w.stride as i64,
-                a.ptr as _, ty, a.ld as i32, a.stride as i64,
-                &self.beta as *const f32 as _, c.ptr as _, out_ty, c.ld as i32, c.stride as i64,
-                b as i32, compute, cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                h,
+                op(w.op),
+                op(a.op),
+                n as i32,
+                m as i32,
+                k as i32,
+                &alpha as *const f32 as _,
+                w.ptr as _,
+                ty,
+                w.ld as i32,
+                w.stride as i64,
+                a.ptr as _,
+                ty,
+                a.ld as i32,
+                a.stride as i64,
+                &self.beta as *const f32 as _,
+                c.ptr as _,
+                out_ty,
+                c.ld as i32,
+                c.stride as i64,
+                b as i32,
+                compute,
+                cbs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
             .unwrap_or_else(|e| panic!("cublasGemmStridedBatchedEx: {e:?} (b {b} m {m} k {k} n {n} {dtype:?} → {out:?})"));
         });

@@ -81,7 +81,13 @@ pub(super) fn run(g: &RowGemm, src: u64, device: usize, stream: ds::CUstream) ->
         Device { handle, workspace, plans: HashMap::new() }
     });
     let (a, b, c) = (g.a, g.b, g.c);
-    let key: Key = ([g.batch, g.m, g.n, g.k], [a.op as u8, b.op as u8], [a.ld, b.ld, c.ld, a.stride, b.stride, c.stride], [cuda(g.dtype) as u8, cuda(g.out) as u8], [align(a.ptr), align(b.ptr), align(c.ptr), align(src)]);
+    let key: Key = (
+        [g.batch, g.m, g.n, g.k],
+        [a.op as u8, b.op as u8],
+        [a.ld, b.ld, c.ld, a.stride, b.stride, c.stride],
+        [cuda(g.dtype) as u8, cuda(g.out) as u8],
+        [align(a.ptr), align(b.ptr), align(c.ptr), align(src)],
+    );
     let (handle, workspace) = (dev.handle, dev.workspace);
     let plan = dev.plans.entry(key).or_insert_with(|| unsafe { plan(handle, g, src, workspace, stream) });
     let Some(p) = plan else { return false };
@@ -89,10 +95,22 @@ pub(super) fn run(g: &RowGemm, src: u64, device: usize, stream: ds::CUstream) ->
     // column-major, as cublas.rs: Cᵀ (n × m) = Bᵀ (n × k) · Aᵀ (k × m)
     unsafe {
         lt::cublasLtMatmul(
-            handle, p.desc, &alpha as *const f32 as *const c_void,
-            b.ptr as *const c_void, p.layouts[0], a.ptr as *const c_void, p.layouts[1],
-            &beta as *const f32 as *const c_void, src as *const c_void, p.layouts[2], c.ptr as *mut c_void, p.layouts[2],
-            &p.algo, dev.workspace as *mut c_void, WORKSPACE, stream as _,
+            handle,
+            p.desc,
+            &alpha as *const f32 as *const c_void,
+            b.ptr as *const c_void,
+            p.layouts[0],
+            a.ptr as *const c_void,
+            p.layouts[1],
+            &beta as *const f32 as *const c_void,
+            src as *const c_void,
+            p.layouts[2],
+            c.ptr as *mut c_void,
+            p.layouts[2],
+            &p.algo,
+            dev.workspace as *mut c_void,
+            WORKSPACE,
+            stream as _,
         )
         .result()
         .unwrap_or_else(|e| panic!("cublasLtMatmul: {e:?} (b {} m {} k {} n {})", g.batch, g.m, g.k, g.n));
@@ -104,14 +122,20 @@ pub(super) fn run(g: &RowGemm, src: u64, device: usize, stream: ds::CUstream) ->
 /// [`candidates`] algorithms, timed on `stream` (None if it has none).
 unsafe fn plan(handle: lt::cublasLtHandle_t, g: &RowGemm, src: u64, workspace: u64, stream: ds::CUstream) -> Option<Plan> {
     use lt::cublasLtMatmulDescAttributes_t::{CUBLASLT_MATMUL_DESC_TRANSA, CUBLASLT_MATMUL_DESC_TRANSB};
-    use lt::cublasLtMatrixLayoutAttribute_t::{CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET};
     use lt::cublasLtMatmulPreferenceAttributes_t::*;
+    use lt::cublasLtMatrixLayoutAttribute_t::{CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET};
     let ok = |s: lt::cublasStatus_t, what: &str| s.result().unwrap_or_else(|e| panic!("{what}: {e:?}"));
     let (ty, out) = (cuda(g.dtype), cuda(g.out));
     let compute = if ty == lt::cudaDataType::CUDA_R_32F { lt::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32 } else { lt::cublasComputeType_t::CUBLAS_COMPUTE_32F };
     let mut desc = std::ptr::null_mut();
     ok(lt::cublasLtMatmulDescCreate(&mut desc, compute, lt::cudaDataType::CUDA_R_32F), "cublasLtMatmulDescCreate");
-    let trans = |t: Trans| -> i32 { if t == Trans::N { 0 } else { 1 } };
+    let trans = |t: Trans| -> i32 {
+        if t == Trans::N {
+            0
+        } else {
+            1
+        }
+    };
     let set_desc = |attr, v: i32| ok(lt::cublasLtMatmulDescSetAttribute(desc, attr, &v as *const i32 as *const c_void, 4), "cublasLtMatmulDescSetAttribute");
     set_desc(CUBLASLT_MATMUL_DESC_TRANSA, trans(g.b.op));
     set_desc(CUBLASLT_MATMUL_DESC_TRANSB, trans(g.a.op));
@@ -132,7 +156,12 @@ unsafe fn plan(handle: lt::cublasLtHandle_t, g: &RowGemm, src: u64, workspace: u
     ok(lt::cublasLtMatmulPreferenceCreate(&mut pref), "cublasLtMatmulPreferenceCreate");
     let ws = WORKSPACE as u64;
     ok(lt::cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const u64 as *const c_void, 8), "workspace preference");
-    for (attr, ptr) in [(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, g.b.ptr), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, g.a.ptr), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, src), (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, g.c.ptr)] {
+    for (attr, ptr) in [
+        (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, g.b.ptr),
+        (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, g.a.ptr),
+        (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, src),
+        (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, g.c.ptr),
+    ] {
         let bytes = 1u32 << align(ptr);
         ok(lt::cublasLtMatmulPreferenceSetAttribute(pref, attr, &bytes as *const u32 as *const c_void, 4), "alignment preference");
     }
@@ -164,10 +193,22 @@ unsafe fn fastest(handle: lt::cublasLtHandle_t, p: &Plan, results: &[lt::cublasL
     let (alpha, beta) = (1.0f32, g.beta);
     let call = |algo: &lt::cublasLtMatmulAlgo_t| {
         lt::cublasLtMatmul(
-            handle, p.desc, &alpha as *const f32 as *const c_void,
-            g.b.ptr as *const c_void, p.layouts[0], g.a.ptr as *const c_void, p.layouts[1],
-            &beta as *const f32 as *const c_void, src as *const c_void, p.layouts[2], scratch as *mut c_void, p.layouts[2],
-            algo, workspace as *mut c_void, WORKSPACE, stream as _,
+            handle,
+            p.desc,
+            &alpha as *const f32 as *const c_void,
+            g.b.ptr as *const c_void,
+            p.layouts[0],
+            g.a.ptr as *const c_void,
+            p.layouts[1],
+            &beta as *const f32 as *const c_void,
+            src as *const c_void,
+            p.layouts[2],
+            scratch as *mut c_void,
+            p.layouts[2],
+            algo,
+            workspace as *mut c_void,
+            WORKSPACE,
+            stream as _,
         ) == lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS
     };
     let mut best = (f32::INFINITY, results[0].algo);

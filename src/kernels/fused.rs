@@ -58,7 +58,16 @@ pub trait FusedBackend: BlasBackend {
     fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 8];
     /// Its `[dh, dwq, dwk, dwv, dwo]` from `dy` and `saved = [q, k, v, o, lse, wqkv, wo]`.
     #[allow(clippy::too_many_arguments)]
-    fn attn_bwd(dy: FloatTensor<Self>, h: FloatTensor<Self>, saved: [FloatTensor<Self>; 7], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, w_dtype: DType) -> [FloatTensor<Self>; 5];
+    fn attn_bwd(
+        dy: FloatTensor<Self>,
+        h: FloatTensor<Self>,
+        saved: [FloatTensor<Self>; 7],
+        rot: [Option<[FloatTensor<Self>; 2]>; 2],
+        bias: Option<FloatTensor<Self>>,
+        heads: usize,
+        scale: f32,
+        w_dtype: DType,
+    ) -> [FloatTensor<Self>; 5];
     /// The gated MLP (`super::mlp`): `[y, h, [wg | wu], wd]` of `x [n, d]`, the weights cast.
     fn mlp_fwd(x: FloatTensor<Self>, wg: FloatTensor<Self>, wu: FloatTensor<Self>, wd: FloatTensor<Self>) -> [FloatTensor<Self>; 4];
     /// Its `[dx, dwg, dwu, dwd]` from `dy [n, d]` and what the forward kept; weight gradients in `w_dtype`.
@@ -139,7 +148,8 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let (rows, dtype) = (bh * l, s.dtype);
         enqueue([&s, &bias, &p], move |[s, b, p], stream| {
             let name = kernel("softmax_fwd", dtype, &[s, b, p], &[l, strides[0] as usize, strides[1] as usize]);
-            let args = [Arg::Ptr(s), Arg::Ptr(b), Arg::Ptr(p), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)];
+            let args =
+                [Arg::Ptr(s), Arg::Ptr(b), Arg::Ptr(p), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale)];
             launch(&name, grid(rows, SOFTMAX_BLOCK as usize / 32), SOFTMAX_BLOCK, stream, &args)
         });
         p

@@ -131,7 +131,16 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         })
     }
 
-    fn attn_bwd(dy: FloatTensor<Self>, x: FloatTensor<Self>, saved: [FloatTensor<Self>; 7], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, w_dtype: DType) -> [FloatTensor<Self>; 5] {
+    fn attn_bwd(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        saved: [FloatTensor<Self>; 7],
+        rot: [Option<[FloatTensor<Self>; 2]>; 2],
+        bias: Option<FloatTensor<Self>>,
+        heads: usize,
+        scale: f32,
+        w_dtype: DType,
+    ) -> [FloatTensor<Self>; 5] {
         let ([b, l, d], dt) = (x.shape.dims::<3>(), x.dtype);
         // the weight gradients' dtype travels as the outputs' (read back in `run`)
         let outs = [(vec![b, l, d], dt), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype)];
@@ -327,7 +336,14 @@ pub(super) type Run<B> = fn(&CustomOpIr, &[f32], usize, &mut Handles<B>);
 pub(super) type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
 /// Registers a head split/merge with 1 input (no rotation) or 3 (input, cos, sin).
-fn heads_op<B: FusionBackend>(name: &'static str, x: FusionTensor<B::FusionRuntime>, rot: Option<[FusionTensor<B::FusionRuntime>; 2]>, heads: usize, shape: Vec<usize>, run: Run<B>) -> FusionTensor<B::FusionRuntime> {
+fn heads_op<B: FusionBackend>(
+    name: &'static str,
+    x: FusionTensor<B::FusionRuntime>,
+    rot: Option<[FusionTensor<B::FusionRuntime>; 2]>,
+    heads: usize,
+    shape: Vec<usize>,
+    run: Run<B>,
+) -> FusionTensor<B::FusionRuntime> {
     let out = [(shape, x.dtype)];
     let [y] = match rot {
         None => custom::<B, 1>(name, vec![x], out, (&[], heads), run),

@@ -28,7 +28,8 @@ mod tests {
     fn gate_op_matches_autodiff_of_the_formula() {
         let dev = Default::default();
         let n = 40;
-        let data = |k: u64| Tensor::<CpuTrain, 1>::from_data(TensorData::new((0..n).map(|i| (((i as u64 * 2654435761 + k) % 1000) as f32 / 125.0) - 4.0).collect::<Vec<f32>>(), [n]), &dev).reshape([2, 4, 5]);
+        let data =
+            |k: u64| Tensor::<CpuTrain, 1>::from_data(TensorData::new((0..n).map(|i| (((i as u64 * 2654435761 + k) % 1000) as f32 / 125.0) - 4.0).collect::<Vec<f32>>(), [n]), &dev).reshape([2, 4, 5]);
         let up = data(3);
         let run = |ours: bool| {
             let (a, u) = (data(1).require_grad(), data(2).require_grad());

@@ -62,7 +62,7 @@ pub fn merge_heads_ad<B: Backend, C: CheckpointStrategy>(y: Tensor<Autodiff<B, C
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::fused::{dim, grid, kernel, width};
-    use super::super::nvrtc::{compact, enqueue_all, launch_2d, launch as launch_1d, Arg};
+    use super::super::nvrtc::{compact, enqueue_all, launch as launch_1d, launch_2d, Arg};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
     use cubecl::cuda::CudaRuntime;

@@ -73,7 +73,16 @@ pub fn layer_fwd<B: Backend>(x: Tensor<B, 3>, w: Weights<B>, c: &Consts<B>, fuse
 /// Its gradients from `dy [b, L, d]`: `dx`, the norm's `[dw, db]` (`db` for LayerNorm, `layer`)
 /// and the seven matrices' (in `w_dtype`); `norm_w` is the norm's weight.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_bwd<B: Backend>(dy: Tensor<B, 3>, x: Tensor<B, 3>, norm_w: Tensor<B, 1>, s: Saved<B>, c: &Consts<B>, layer: bool, w_dtype: DType, fused: bool) -> (Tensor<B, 3>, Vec<Tensor<B, 1>>, [Tensor<B, 2>; 7]) {
+pub fn layer_bwd<B: Backend>(
+    dy: Tensor<B, 3>,
+    x: Tensor<B, 3>,
+    norm_w: Tensor<B, 1>,
+    s: Saved<B>,
+    c: &Consts<B>,
+    layer: bool,
+    w_dtype: DType,
+    fused: bool,
+) -> (Tensor<B, 3>, Vec<Tensor<B, 1>>, [Tensor<B, 2>; 7]) {
     let [b, l, d] = dy.dims();
     if prims::on_gpu::<B>(fused) {
         #[cfg(feature = "cuda")]
@@ -176,7 +185,18 @@ mod cuda {
         /// `[dx, dw, (db,) dwq, dwk, dwv, dwo, dwg, dwu, dwd]` from `dy`, `x`, the norm's weight
         /// and the forward's outputs after `y`.
         #[allow(clippy::too_many_arguments)]
-        fn layer_bwd(dy: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, saved: Vec<FloatTensor<Self>>, rot: Rot<Self>, bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, layer: bool, w_dtype: DType) -> Vec<FloatTensor<Self>>;
+        fn layer_bwd(
+            dy: FloatTensor<Self>,
+            x: FloatTensor<Self>,
+            w: FloatTensor<Self>,
+            saved: Vec<FloatTensor<Self>>,
+            rot: Rot<Self>,
+            bias: Option<FloatTensor<Self>>,
+            heads: usize,
+            scale: f32,
+            layer: bool,
+            w_dtype: DType,
+        ) -> Vec<FloatTensor<Self>>;
     }
 
     /// `t` (compact) seen as `shape`.
@@ -219,7 +239,22 @@ mod cuda {
             let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
             let (rows, bh, hd, has_b) = (b * l, b * heads, d / heads, ws.len() == 9);
             let head = (vec![bh, l, hd], dt);
-            let outs = vec![(vec![b, l, d], dt), (vec![rows, d], dt), (vec![rows], DType::F32), (vec![rows], DType::F32), head.clone(), head.clone(), head.clone(), head, (vec![bh, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt), (vec![rows, 2 * f], dt), (vec![d, 2 * f], dt), (vec![f, d], dt)];
+            let outs = vec![
+                (vec![b, l, d], dt),
+                (vec![rows, d], dt),
+                (vec![rows], DType::F32),
+                (vec![rows], DType::F32),
+                head.clone(),
+                head.clone(),
+                head.clone(),
+                head,
+                (vec![bh, l], DType::F32),
+                (vec![d, 3 * d], dt),
+                (vec![d, d], dt),
+                (vec![rows, 2 * f], dt),
+                (vec![d, 2 * f], dt),
+                (vec![f, d], dt),
+            ];
             let mut ins = vec![x];
             ins.extend(ws);
             let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
@@ -233,7 +268,18 @@ mod cuda {
             })
         }
 
-        fn layer_bwd(dy: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, saved: Vec<FloatTensor<Self>>, rot: Rot<Self>, bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, layer: bool, w_dtype: DType) -> Vec<FloatTensor<Self>> {
+        fn layer_bwd(
+            dy: FloatTensor<Self>,
+            x: FloatTensor<Self>,
+            w: FloatTensor<Self>,
+            saved: Vec<FloatTensor<Self>>,
+            rot: Rot<Self>,
+            bias: Option<FloatTensor<Self>>,
+            heads: usize,
+            scale: f32,
+            layer: bool,
+            w_dtype: DType,
+        ) -> Vec<FloatTensor<Self>> {
             let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, saved[12].shape[0]);
             // the weight gradients' dtype travels as the outputs' (read back in `run`)
             let mut outs = vec![(vec![b, l, d], dt)];

@@ -20,7 +20,13 @@ use burn::tensor::DType;
 
 /// `down(silu(x·wg) ⊙ (x·wu))` for `x [b, l, d]` (compute dtype) and f32 master weights `wg, wu
 /// [d, F]`, `wd [F, d]`, on a training backend; `fused` picks the CUDA steps where `B` has them.
-pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, wg: Tensor<Autodiff<B, C>, 2>, wu: Tensor<Autodiff<B, C>, 2>, wd: Tensor<Autodiff<B, C>, 2>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 3>,
+    wg: Tensor<Autodiff<B, C>, 2>,
+    wu: Tensor<Autodiff<B, C>, 2>,
+    wd: Tensor<Autodiff<B, C>, 2>,
+    fused: bool,
+) -> Tensor<Autodiff<B, C>, 3> {
     #[derive(Debug)]
     struct MlpBackward {
         fused: bool,
@@ -81,7 +87,13 @@ pub(super) mod cuda {
         let [x, wg, wu, wd] = [x, wg, wu, wd].map(compact);
         let ([n, d], [_, f]) = (x.meta.shape().dims::<2>(), wg.meta.shape().dims::<2>());
         let ok = [&wg, &wu].iter().all(|w| w.meta.shape().dims::<2>() == [d, f]) && wd.meta.shape().dims::<2>() == [f, d];
-        assert!(ok && [&wg, &wu, &wd].iter().all(|w| w.dtype == DType::F32), "mlp_fwd: x [{n}, {d}] with weights {:?} {:?} {:?} (f32 [d, F], [d, F], [F, d])", wg.meta.shape(), wu.meta.shape(), wd.meta.shape());
+        assert!(
+            ok && [&wg, &wu, &wd].iter().all(|w| w.dtype == DType::F32),
+            "mlp_fwd: x [{n}, {d}] with weights {:?} {:?} {:?} (f32 [d, F], [d, F], [F, d])",
+            wg.meta.shape(),
+            wu.meta.shape(),
+            wd.meta.shape()
+        );
         let dtype = x.dtype;
         let (h, wcat, wdc) = (empty(&x, vec![n, 2 * f], dtype), empty(&x, vec![d, 2 * f], dtype), empty(&x, vec![f, d], dtype));
         let beta = acc.is_some() as u8 as f32;

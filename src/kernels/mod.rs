@@ -290,7 +290,14 @@ pub fn attention_block<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], rot_q
 /// The attention sublayer's constants on the CUDA training backend, where the flash kernels take
 /// `x [b, L, d]`'s dtype and head dim; `None` elsewhere.
 #[cfg(feature = "cuda")]
-fn block_consts<B: Backend>(x: &Tensor<B, 3>, rot_q: &prims::Rot<B>, rot_k: &prims::Rot<B>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32) -> Option<attention_block::Consts<crate::backend::Gpu>> {
+fn block_consts<B: Backend>(
+    x: &Tensor<B, 3>,
+    rot_q: &prims::Rot<B>,
+    rot_k: &prims::Rot<B>,
+    bias: Option<Tensor<B, 4>>,
+    heads: usize,
+    scale: f32,
+) -> Option<attention_block::Consts<crate::backend::Gpu>> {
     let [b, l, d] = x.dims();
     if !is_gpu_train::<B>() || !flash::supports(x.dtype(), [b * heads, l, d / heads]) {
         return None;

@@ -28,7 +28,14 @@ impl<B: Backend, const N: usize> Backward<B, N> for NormBackward {
         // parents: x, then the [D] weight and bias (their gradients come as [1, D])
         for (i, (node, d)) in ops.parents.into_iter().zip(d).enumerate() {
             if let Some(node) = node {
-                let d = if i == 0 { d.into_primitive().tensor() } else { { let n = d.dims()[1]; d.reshape([n]).into_primitive().tensor() } };
+                let d = if i == 0 {
+                    d.into_primitive().tensor()
+                } else {
+                    {
+                        let n = d.dims()[1];
+                        d.reshape([n]).into_primitive().tensor()
+                    }
+                };
                 grads.register::<B>(node.id, d);
             }
         }
@@ -37,7 +44,13 @@ impl<B: Backend, const N: usize> Backward<B, N> for NormBackward {
 
 /// LayerNorm (`b` given) or RMSNorm of `x [rows, D]` (any float dtype; output in it) with f32
 /// `w`, `b [D]`, on a training backend; `fused` picks the CUDA kernels where `B` has them.
-pub fn norm_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, w: Tensor<Autodiff<B, C>, 1>, b: Option<Tensor<Autodiff<B, C>, 1>>, eps: f32, fused: bool) -> Tensor<Autodiff<B, C>, 2> {
+pub fn norm_ad<B: Backend, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 2>,
+    w: Tensor<Autodiff<B, C>, 1>,
+    b: Option<Tensor<Autodiff<B, C>, 1>>,
+    eps: f32,
+    fused: bool,
+) -> Tensor<Autodiff<B, C>, 2> {
     let x = x.into_primitive().tensor();
     let w = w.into_primitive().tensor();
     let b = b.map(|b| b.into_primitive().tensor());
@@ -125,7 +138,11 @@ pub(super) mod cuda {
             let args = [&ptrs[..], &[Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::I32(!layer as i32), Arg::I32(ROWS_PER_BLOCK as i32)]].concat();
             launch_shared(&name, grid(rows, ROWS_PER_BLOCK), 256, shared, stream, &args)
         });
-        if layer { vec![dx, dw, db] } else { vec![dx, dw] }
+        if layer {
+            vec![dx, dw, db]
+        } else {
+            vec![dx, dw]
+        }
     }
 }
 

@@ -107,7 +107,11 @@ fn spin_us(us: u64) {
 /// `ptrs` with a null pointer inserted at `at` unless the optional operand there was given
 /// (`present`): the kernels take 0 for an absent operand (a bias, LayerNorm's shift).
 pub fn with_null(ptrs: &[u64], at: usize, present: bool) -> Vec<u64> {
-    if present { ptrs.to_vec() } else { [&ptrs[..at], &[0], &ptrs[at..]].concat() }
+    if present {
+        ptrs.to_vec()
+    } else {
+        [&ptrs[..at], &[0], &ptrs[at..]].concat()
+    }
 }
 
 /// The first failure of a queued [`enqueue`] task, not yet reported.
@@ -165,9 +169,7 @@ fn source() -> String {
         assert!(names.iter().any(|n| d.join(n).is_file()), "BAKA_CUDA_SRC={}: holds none of {}", d.display(), names.join(", "));
     }
     let file = |(name, built_in): &(&str, &str)| match &dir {
-        Some(d) if d.join(name).is_file() => {
-            std::fs::read_to_string(d.join(name)).unwrap_or_else(|e| panic!("BAKA_CUDA_SRC: cannot read {}: {e}", d.join(name).display()))
-        }
+        Some(d) if d.join(name).is_file() => std::fs::read_to_string(d.join(name)).unwrap_or_else(|e| panic!("BAKA_CUDA_SRC: cannot read {}: {e}", d.join(name).display())),
         _ => built_in.to_string(),
     };
     FILES.iter().map(file).collect::<Vec<_>>().join("\n")
@@ -192,8 +194,8 @@ fn function(name: &str) -> ds::CUfunction {
         (module as usize, HashMap::new())
     });
     let module = *module as ds::CUmodule;
-    *fns.entry(name.to_string())
-        .or_insert_with(|| unsafe { dr::module::get_function(module, CString::new(name).expect("kernel name")) }.unwrap_or_else(|e| panic!("kernel {name}: {e:?}")) as usize) as ds::CUfunction
+    *fns.entry(name.to_string()).or_insert_with(|| unsafe { dr::module::get_function(module, CString::new(name).expect("kernel name")) }.unwrap_or_else(|e| panic!("kernel {name}: {e:?}")) as usize)
+        as ds::CUfunction
 }
 
 /// Device 0's compute capability (cubecl's device) as `(major, minor)`.
@@ -272,8 +274,7 @@ pub fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream
         })
         .collect();
     let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr() as *mut c_void).collect();
-    unsafe { dr::launch_kernel(f, (grid.0, grid.1, 1), (block, 1, 1), shared, stream, &mut params) }
-        .unwrap_or_else(|e| panic!("launch {name} (grid {grid:?}, block {block}): {e:?}"));
+    unsafe { dr::launch_kernel(f, (grid.0, grid.1, 1), (block, 1, 1), shared, stream, &mut params) }.unwrap_or_else(|e| panic!("launch {name} (grid {grid:?}, block {block}): {e:?}"));
     HOST[1].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
     HOST[2].fetch_add(1, Relaxed);
 }

@@ -66,7 +66,8 @@ pub fn softmax_fwd<B: Backend>(s: Tensor<B, 3>, bias: Tensor<B, 4>, scale: f32, 
 fn masked<B: Backend>(s: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, heads: usize) -> Tensor<B, 3> {
     let [bh, l, _] = s.dims();
     let future = Tensor::<B, 2, Bool>::tril_mask([l, l], 0, &s.device()) // true above the diagonal
-       .reshape([1, 1, l, l]).expand([bh / heads, heads, l, l]);
+        .reshape([1, 1, l, l])
+        .expand([bh / heads, heads, l, l]);
     let s = s.reshape([bh / heads, heads, l, l]).mul_scalar(scale);
     let s = match bias {
         Some(b) => {
@@ -106,7 +107,18 @@ pub fn flash_fwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, 
 /// recomputed as `p = exp(masked scores − lse)`, `ds = scale · p ⊙ (dout·vᵀ − rowsum(dout ⊙ o))`,
 /// `dq = ds·k`, `dk = dsᵀ·q`, `dv = pᵀ·dout`.
 #[allow(clippy::too_many_arguments)]
-pub fn flash_bwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, o: Tensor<B, 3>, lse: Tensor<B, 2>, dout: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, heads: usize, fused: bool) -> [Tensor<B, 3>; 3] {
+pub fn flash_bwd<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    o: Tensor<B, 3>,
+    lse: Tensor<B, 2>,
+    dout: Tensor<B, 3>,
+    bias: Option<Tensor<B, 4>>,
+    scale: f32,
+    heads: usize,
+    fused: bool,
+) -> [Tensor<B, 3>; 3] {
     if on_gpu::<B>(fused) {
         #[cfg(feature = "cuda")]
         {
@@ -208,7 +220,15 @@ pub fn mlp_fwd<B: Backend>(x: Tensor<B, 2>, wg: Tensor<B, 2>, wu: Tensor<B, 2>, 
 
 /// Its gradients `(dx, dwg, dwu, dwd)` from `dy [n, d]` and what the forward kept; the weight
 /// gradients in `w_dtype`.
-pub fn mlp_bwd<B: Backend>(dy: Tensor<B, 2>, x: Tensor<B, 2>, h: Tensor<B, 2>, wcat: Tensor<B, 2>, wdc: Tensor<B, 2>, w_dtype: DType, fused: bool) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+pub fn mlp_bwd<B: Backend>(
+    dy: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    h: Tensor<B, 2>,
+    wcat: Tensor<B, 2>,
+    wdc: Tensor<B, 2>,
+    w_dtype: DType,
+    fused: bool,
+) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
     if on_gpu::<B>(fused) {
         #[cfg(feature = "cuda")]
         {

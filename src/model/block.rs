@@ -26,12 +26,7 @@ impl<B: Backend> Block<B> {
         let norm = || Norm::new(&c.norm, c.d_model, c.norm_eps, init.device);
         let attn_norm = norm();
         let mlp_norm = (c.residual == "sequential").then(norm);
-        Self {
-            attn_norm,
-            mlp_norm,
-            attn: Attention::new(c.d_model, c.n_heads, linspace, c.init_std, out_std, init),
-            mlp: Mlp::new(c.d_model, c.d_ff, c.init_std, out_std, init),
-        }
+        Self { attn_norm, mlp_norm, attn: Attention::new(c.d_model, c.n_heads, linspace, c.init_std, out_std, init), mlp: Mlp::new(c.d_model, c.d_ff, c.init_std, out_std, init) }
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, t: &PosTables<B>) -> Tensor<B, 3> {

@@ -55,9 +55,8 @@ fn gpu_every_branch_matches_the_cpu() {
         let burn = || "burn".to_string();
         TrainConfig { matmul: burn(), attention: burn(), embedding: burn(), layernorm: burn(), gate: burn(), ce: "autodiff".into(), ..t }
     };
-    let mut cases: Vec<(ModelConfig, MemoryConfig, TrainConfig)> = [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi]
-        .map(|p| (config(p), no_memory.clone(), train("bf16", "fused")))
-        .into();
+    let mut cases: Vec<(ModelConfig, MemoryConfig, TrainConfig)> =
+        [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi].map(|p| (config(p), no_memory.clone(), train("bf16", "fused"))).into();
     cases.push((config(PositionKind::Rope), rmt.clone(), train("bf16", "fused")));
     cases.push((ModelConfig { norm: "rmsnorm".into(), residual: "sequential".into(), ..config(PositionKind::Rope) }, no_memory.clone(), train("bf16", "fused")));
     cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { attention: "fused".into(), ..train("bf16", "fused") }));
@@ -111,11 +110,7 @@ fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
             let w = data(y0.dims(), 3).cast(dt);
             let (g0, g1) = ((y0.clone() * w.clone()).sum().backward(), (y1.clone() * w).sum().backward());
             let tol = if dt == burn::tensor::FloatDType::F32 { 2e-3 } else { 2e-2 };
-            let pairs = [
-                ("out", vec(y0), vec(y1)),
-                ("d lhs", vec(a.grad(&g0).unwrap()), vec(a.grad(&g1).unwrap())),
-                ("d rhs", vec(b.grad(&g0).unwrap()), vec(b.grad(&g1).unwrap())),
-            ];
+            let pairs = [("out", vec(y0), vec(y1)), ("d lhs", vec(a.grad(&g0).unwrap()), vec(a.grad(&g1).unwrap())), ("d rhs", vec(b.grad(&g0).unwrap()), vec(b.grad(&g1).unwrap()))];
             for (what, want, got) in pairs {
                 let r = rel(&got, &want);
                 eprintln!("{ls:?}·{rs:?} t={t} {dt:?} {what}: cublas vs burn rel {r:.2e}");

@@ -161,8 +161,7 @@ impl<B: Backend> BakaLM<B> {
         let layers = (0..c.n_layers).map(|_| Block::new(c, &mut init)).collect();
         let norm = Norm::new(&c.norm, c.d_model, c.norm_eps, device);
         let lm_head = init.linear(c.d_model, c.vocab, c.init_std);
-        let memory = (mem.tokens > 0)
-            .then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == crate::config::WriteInit::Previous, mem.positions == "window", &mut init));
+        let memory = (mem.tokens > 0).then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == crate::config::WriteInit::Previous, mem.positions == "window", &mut init));
         Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params(), compute: Compute::default() }
     }
 
@@ -309,7 +308,7 @@ pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>
     log_softmax(precision::to(logits, burn::tensor::FloatDType::F32), 2).gather(2, targets.reshape([b, n, 1])).reshape([b, n]).neg()
 }
 
-#[cfg(test)]
-mod tests;
 #[cfg(all(test, feature = "cuda"))]
 pub(crate) mod gpu_tests;
+#[cfg(test)]
+mod tests;

@@ -39,7 +39,11 @@ impl<B: Backend> Norm<B> {
             (None, Some(rms)) => rms.forward(x),
             (None, None) => x,
         };
-        if dt == burn::tensor::DType::F32 { y } else { y.cast(dt) }
+        if dt == burn::tensor::DType::F32 {
+            y
+        } else {
+            y.cast(dt)
+        }
     }
 }
 

@@ -67,26 +67,13 @@ impl Chart for DotChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let area = frame_of!(self).draw(root)?;
         let font = TextStyle::from((FONT, 16).into_font());
-        let label_w = self.panels[0]
-            .rows
-            .iter()
-            .map(|r| {
-                root.estimate_text_size(&r.label, &font)
-                    .map_or(200, |d| d.0)
-            })
-            .max()
-            .unwrap_or(0)
-            + 24;
+        let label_w = self.panels[0].rows.iter().map(|r| root.estimate_text_size(&r.label, &font).map_or(200, |d| d.0)).max().unwrap_or(0) + 24;
         let (w, _) = area.dim_in_pixel();
         let mut rest = area.clone();
         for (i, panel) in self.panels.iter().enumerate() {
             let lw = if i == 0 { label_w } else { 14 };
             let left = self.panels.len() - i;
-            let pw = if left == 1 {
-                rest.dim_in_pixel().0
-            } else {
-                lw + (w - label_w - 14 * (self.panels.len() as u32 - 1)) / self.panels.len() as u32
-            };
+            let pw = if left == 1 { rest.dim_in_pixel().0 } else { lw + (w - label_w - 14 * (self.panels.len() as u32 - 1)) / self.panels.len() as u32 };
             let (this, next) = rest.split_horizontally(pw);
             draw_panel(&this, panel, lw, i == 0)?;
             rest = next;
@@ -95,25 +82,10 @@ impl Chart for DotChart {
     }
 }
 
-fn draw_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    panel: &Panel,
-    lw: u32,
-    labels: bool,
-) -> Result<()> {
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel, lw: u32, labels: bool) -> Result<()> {
     let n = panel.rows.len();
-    let mut p = Plot::new(
-        area,
-        panel.x_range(),
-        (-0.6, n as f64 - 0.4),
-        &panel.x_desc,
-        None,
-        lw,
-        XAxis::Num,
-    )?;
-    let label = TextStyle::from((FONT, 16).into_font())
-        .color(&INK)
-        .pos(Pos::new(HPos::Right, VPos::Center));
+    let mut p = Plot::new(area, panel.x_range(), (-0.6, n as f64 - 0.4), &panel.x_desc, None, lw, XAxis::Num)?;
+    let label = TextStyle::from((FONT, 16).into_font()).color(&INK).pos(Pos::new(HPos::Right, VPos::Center));
     for (i, r) in panel.rows.iter().enumerate() {
         let y = (n - 1 - i) as f64;
         p.line(&[(p.xr.0, y), (p.xr.1, y)], BLACK.mix(0.08).stroke_width(1))?;
@@ -126,8 +98,7 @@ fn draw_panel<DB: DrawingBackend>(
         }
         p.dot((m, y), 7, r.color.filled())?;
         if labels {
-            let el =
-                EmptyElement::at((p.xr.0, y)) + Text::new(r.label.clone(), (-12, 0), label.clone());
+            let el = EmptyElement::at((p.xr.0, y)) + Text::new(r.label.clone(), (-12, 0), label.clone());
             p.ctx.draw_series(std::iter::once(el)).px()?;
         }
     }
@@ -143,8 +114,7 @@ fn ci_text(xs: &[f64], digits: usize) -> String {
     }
 }
 
-const WHISKER_NOTE: &str =
-    "big dot: mean over seeds; bar: 95% CI (Student t); small hollow dots: individual seeds";
+const WHISKER_NOTE: &str = "big dot: mean over seeds; bar: 95% CI (Student t); small hollow dots: individual seeds";
 
 /// Final loss per branch (test where every seed has it, else validation), best at the top.
 pub fn val_final(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Vec<PathBuf>> {
@@ -248,15 +218,7 @@ impl WindowChart {
 impl Chart for WindowChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         let area = frame_of!(self).draw(root)?;
-        let mut p = Plot::new(
-            &area,
-            self.xr,
-            self.yr,
-            &self.x_desc,
-            Some(&self.y_desc),
-            78,
-            self.x_axis,
-        )?;
+        let mut p = Plot::new(&area, self.xr, self.yr, &self.x_desc, Some(&self.y_desc), 78, self.x_axis)?;
         for (c, pts) in &self.series {
             let line: Vec<(f64, f64)> = pts.iter().map(|q| (q.0, q.1)).collect();
             p.line(&line, c.stroke_width(3))?;
@@ -277,11 +239,7 @@ pub fn loss_per_window(branches: &[Branch], out: &Path, o: &PlotOptions) -> Resu
     let (mut nwin, mut ys, mut missing) = (0usize, vec![], vec![]);
     let dodge = 0.12 / branches.len().max(1) as f64;
     for (bi, b) in branches.iter().enumerate() {
-        let per_run: Vec<Vec<f64>> = b
-            .runs
-            .iter()
-            .filter_map(|r| summary::last_window_losses(r))
-            .collect();
+        let per_run: Vec<Vec<f64>> = b.runs.iter().filter_map(|r| summary::last_window_losses(r)).collect();
         let w = per_run.iter().map(Vec::len).max().unwrap_or(0);
         if w == 0 {
             missing.push(b.name.clone());
@@ -301,8 +259,7 @@ pub fn loss_per_window(branches: &[Branch], out: &Path, o: &PlotOptions) -> Resu
             })
             .collect();
         c.series.push((color(b.color), pts));
-        c.legend
-            .push(Entry::new(b.label(), color(b.color), Swatch::Line));
+        c.legend.push(Entry::new(b.label(), color(b.color), Swatch::Line));
     }
     if c.series.is_empty() {
         return Ok(vec![]);
@@ -313,12 +270,9 @@ pub fn loss_per_window(branches: &[Branch], out: &Path, o: &PlotOptions) -> Resu
         "Validation loss of each window index at each run's last eval step; mean over seeds, bars: 95% CI.".into(),
         "Falling to the right = later windows profit from earlier context (what memory should do).".into(),
     ];
-    c.notes.push(
-        "points of different branches are shifted slightly sideways so bars do not overlap".into(),
-    );
+    c.notes.push("points of different branches are shifted slightly sideways so bars do not overlap".into());
     if !missing.is_empty() {
-        c.notes
-            .push(format!("no eval.csv windows: {}", missing.join(", ")));
+        c.notes.push(format!("no eval.csv windows: {}", missing.join(", ")));
     }
     style::save(out, "loss_per_window", &c)
 }

@@ -10,11 +10,7 @@ pub fn clip_polyline(pts: &[(f64, f64)], xr: (f64, f64), yr: (f64, f64)) -> Vec<
     let finite = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
     for w in pts.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let clipped = if finite(&a) && finite(&b) {
-            clip_segment(a, b, xr, yr)
-        } else {
-            None
-        };
+        let clipped = if finite(&a) && finite(&b) { clip_segment(a, b, xr, yr) } else { None };
         match clipped {
             Some((p, q)) => {
                 if cur.last() != Some(&p) {
@@ -42,20 +38,10 @@ pub fn clip_polyline(pts: &[(f64, f64)], xr: (f64, f64), yr: (f64, f64)) -> Vec<
     out
 }
 
-fn clip_segment(
-    a: (f64, f64),
-    b: (f64, f64),
-    xr: (f64, f64),
-    yr: (f64, f64),
-) -> Option<((f64, f64), (f64, f64))> {
+fn clip_segment(a: (f64, f64), b: (f64, f64), xr: (f64, f64), yr: (f64, f64)) -> Option<((f64, f64), (f64, f64))> {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let (mut t0, mut t1) = (0.0f64, 1.0f64);
-    for (p, q) in [
-        (-dx, a.0 - xr.0),
-        (dx, xr.1 - a.0),
-        (-dy, a.1 - yr.0),
-        (dy, yr.1 - a.1),
-    ] {
+    for (p, q) in [(-dx, a.0 - xr.0), (dx, xr.1 - a.0), (-dy, a.1 - yr.0), (dy, yr.1 - a.1)] {
         if p == 0.0 {
             if q < 0.0 {
                 return None;
@@ -92,10 +78,7 @@ pub fn thin(pts: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     }
     let avg = |c: &[(f64, f64)]| {
         let n = c.len() as f64;
-        (
-            c.iter().map(|p| p.0).sum::<f64>() / n,
-            c.iter().map(|p| p.1).sum::<f64>() / n,
-        )
+        (c.iter().map(|p| p.0).sum::<f64>() / n, c.iter().map(|p| p.1).sum::<f64>() / n)
     };
     let mut out = vec![pts[0]];
     out.extend(pts.chunks(pts.len().div_ceil(max)).map(avg));
@@ -112,16 +95,8 @@ pub fn decimate(pts: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     let bucket = pts.len().div_ceil(max / 2);
     let mut out = Vec::with_capacity(max + 2);
     for c in pts.chunks(bucket) {
-        let lo = c
-            .iter()
-            .enumerate()
-            .filter(|p| p.1 .1.is_finite())
-            .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
-        let hi = c
-            .iter()
-            .enumerate()
-            .filter(|p| p.1 .1.is_finite())
-            .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
+        let lo = c.iter().enumerate().filter(|p| p.1 .1.is_finite()).min_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
+        let hi = c.iter().enumerate().filter(|p| p.1 .1.is_finite()).max_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
         match (lo, hi) {
             (Some(l), Some(h)) if l.0 <= h.0 => out.extend([*l.1, *h.1]),
             (Some(l), Some(h)) => out.extend([*h.1, *l.1]),
@@ -137,36 +112,19 @@ mod tests {
 
     #[test]
     fn clipping_splits_at_edges() {
-        let segs = clip_polyline(
-            &[(0.0, 0.0), (1.0, 2.0), (2.0, 0.0), (3.0, 0.5)],
-            (0.0, 3.0),
-            (0.0, 1.0),
-        );
+        let segs = clip_polyline(&[(0.0, 0.0), (1.0, 2.0), (2.0, 0.0), (3.0, 0.5)], (0.0, 3.0), (0.0, 1.0));
         assert_eq!(segs.len(), 2, "{segs:?}");
         assert_eq!(segs[0], vec![(0.0, 0.0), (0.5, 1.0)]);
         assert_eq!(segs[1], vec![(1.5, 1.0), (2.0, 0.0), (3.0, 0.5)]);
         assert!(clip_polyline(&[(0.0, 5.0), (1.0, 6.0)], (0.0, 1.0), (0.0, 1.0)).is_empty());
-        assert_eq!(
-            clip_polyline(
-                &[(0.0, 0.5), (f64::NAN, 0.5), (0.2, 0.5), (0.4, 0.5)],
-                (0.0, 1.0),
-                (0.0, 1.0)
-            )
-            .len(),
-            1
-        );
+        assert_eq!(clip_polyline(&[(0.0, 0.5), (f64::NAN, 0.5), (0.2, 0.5), (0.4, 0.5)], (0.0, 1.0), (0.0, 1.0)).len(), 1);
     }
 
     #[test]
     fn decimation_keeps_spikes_and_thin_keeps_ends() {
-        let pts: Vec<(f64, f64)> = (0..1000)
-            .map(|i| (i as f64, if i == 500 { 9.0 } else { 0.0 }))
-            .collect();
+        let pts: Vec<(f64, f64)> = (0..1000).map(|i| (i as f64, if i == 500 { 9.0 } else { 0.0 })).collect();
         let d = decimate(&pts, 100);
-        assert!(
-            d.len() <= 102 && d.iter().any(|p| p.1 == 9.0),
-            "spike must survive thinning"
-        );
+        assert!(d.len() <= 102 && d.iter().any(|p| p.1 == 9.0), "spike must survive thinning");
         let t = thin(&pts, 50);
         assert!(t.len() <= 52 && t[0] == pts[0] && t[t.len() - 1] == pts[999]);
     }

@@ -6,16 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use std::path::Path;
 use std::str::FromStr;
 
-const METRICS_COLS: [&str; 8] = [
-    "step",
-    "tokens",
-    "elapsed_s",
-    "split",
-    "loss",
-    "lr",
-    "grad_norm",
-    "tok_per_s",
-];
+const METRICS_COLS: [&str; 8] = ["step", "tokens", "elapsed_s", "split", "loss", "lr", "grad_norm", "tok_per_s"];
 const EVAL_COLS: [&str; 3] = ["step", "window", "loss"];
 
 /// Loads one run directory. eval.csv is optional (a run killed before its first eval
@@ -38,25 +29,8 @@ pub fn load_run_by(dir: &Path, by: &[String]) -> Result<Run> {
         bail!("{}: no train rows (run not started?)", metrics.display());
     }
     let eval = dir.join("eval.csv");
-    let windows = if eval.is_file() {
-        read_eval(&eval)?
-    } else {
-        vec![]
-    };
-    Ok(Run {
-        dir: dir.to_path_buf(),
-        branch,
-        seed,
-        positions,
-        memory_tokens,
-        window,
-        train,
-        val,
-        windows,
-        test,
-        test_bpb: read_summary(dir)?,
-        extrapolation: read_extrapolation(dir)?,
-    })
+    let windows = if eval.is_file() { read_eval(&eval)? } else { vec![] };
+    Ok(Run { dir: dir.to_path_buf(), branch, seed, positions, memory_tokens, window, train, val, windows, test, test_bpb: read_summary(dir)?, extrapolation: read_extrapolation(dir)? })
 }
 
 /// `test_bits_per_byte` of run.json, if the file has it (older runs and unfinished ones do not).
@@ -104,16 +78,9 @@ pub fn check_setting(dirs: &[std::path::PathBuf], key: &str) -> Result<()> {
 /// Branch/seed/positions/memory from config.toml; branch and seed fall back to the
 /// directory name `<branch>-s<seed>` when the file (or the key) is missing.
 fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
-    let name = dir
-        .canonicalize()
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.display().to_string());
+    let name = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
     let (dir_branch, dir_seed) = match name.rsplit_once("-s") {
-        Some((b, s)) if !b.is_empty() && s.parse::<u64>().is_ok() => {
-            (b.to_string(), s.parse().unwrap())
-        }
+        Some((b, s)) if !b.is_empty() && s.parse::<u64>().is_ok() => (b.to_string(), s.parse().unwrap()),
         _ => (name.clone(), 0),
     };
     let path = dir.join("config.toml");
@@ -125,9 +92,7 @@ fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
     }
     let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let v: toml::Value = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
         let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
         anyhow!("{}{at}: {}", path.display(), e.message().replace('\n', " "))
     })?;
@@ -135,34 +100,18 @@ fn read_config(dir: &Path, by: &[String]) -> Result<Config> {
         Some(t) => v.get(t).and_then(|t| t.get(key)),
         None => v.get(key),
     };
-    let mut branch = get(None, "branch")
-        .and_then(|b| b.as_str())
-        .map(str::to_string)
-        .unwrap_or(dir_branch);
+    let mut branch = get(None, "branch").and_then(|b| b.as_str()).map(str::to_string).unwrap_or(dir_branch);
     for key in by {
         // a run from before the setting existed shows "unset" (draw_dirs checks that some run has it)
         let shown = setting(&v, key).map_or_else(|| "unset".to_string(), |val| val.as_str().map_or_else(|| val.to_string(), str::to_string));
         branch = format!("{branch} {}={shown}", key.rsplit('.').next().unwrap_or(key));
     }
     let seed = match get(Some("train"), "seed") {
-        Some(s) => s
-            .as_integer()
-            .and_then(|s| u64::try_from(s).ok())
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: [train] seed must be a non-negative integer, got {s}",
-                    path.display()
-                )
-            })?,
+        Some(s) => s.as_integer().and_then(|s| u64::try_from(s).ok()).ok_or_else(|| anyhow!("{}: [train] seed must be a non-negative integer, got {s}", path.display()))?,
         None => dir_seed,
     };
-    let positions = get(Some("model"), "positions")
-        .and_then(|p| p.as_str())
-        .map(str::to_lowercase);
-    let memory = get(Some("memory"), "tokens")
-        .and_then(|t| t.as_integer())
-        .unwrap_or(0)
-        .max(0);
+    let positions = get(Some("model"), "positions").and_then(|p| p.as_str()).map(str::to_lowercase);
+    let memory = get(Some("memory"), "tokens").and_then(|t| t.as_integer()).unwrap_or(0).max(0);
     let window = get(Some("model"), "window").and_then(|w| w.as_integer()).and_then(|w| usize::try_from(w).ok());
     Ok((branch, seed, positions, memory as usize, window))
 }
@@ -180,32 +129,13 @@ fn read_table(path: &Path, expected: &[&str]) -> Result<Table> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         bail!("{p}: empty file (expected header {})", expected.join(","));
     }
-    let mut rd = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(&bytes[..]);
-    let header = rd
-        .headers()
-        .map_err(|e| anyhow!("{p} line 1: {e}"))?
-        .clone();
-    let cols = expected
-        .iter()
-        .map(|c| {
-            header.iter().position(|h| h == *c).ok_or_else(|| {
-                anyhow!(
-                    "{p}: missing column '{c}' (expected {})",
-                    expected.join(",")
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut rd = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(&bytes[..]);
+    let header = rd.headers().map_err(|e| anyhow!("{p} line 1: {e}"))?.clone();
+    let cols = expected.iter().map(|c| header.iter().position(|h| h == *c).ok_or_else(|| anyhow!("{p}: missing column '{c}' (expected {})", expected.join(",")))).collect::<Result<Vec<_>>>()?;
     let mut records = vec![];
     for rec in rd.records() {
         let rec = rec.map_err(|e| {
-            let line = e
-                .position()
-                .map(|q| format!(" line {}", q.line()))
-                .unwrap_or_default();
+            let line = e.position().map(|q| format!(" line {}", q.line())).unwrap_or_default();
             anyhow!("{p}{line}: {e}")
         })?;
         let line = rec.position().map_or(0, |q| q.line());
@@ -213,57 +143,31 @@ fn read_table(path: &Path, expected: &[&str]) -> Result<Table> {
             continue; // blank line
         }
         if rec.len() < header.len() {
-            bail!(
-                "{p} line {line}: {} of {} fields (truncated?)",
-                rec.len(),
-                header.len()
-            );
+            bail!("{p} line {line}: {} of {} fields (truncated?)", rec.len(), header.len());
         }
         if rec.len() > header.len() {
-            bail!(
-                "{p} line {line}: {} fields, header has {}",
-                rec.len(),
-                header.len()
-            );
+            bail!("{p} line {line}: {} fields, header has {}", rec.len(), header.len());
         }
         records.push((line, rec));
     }
-    Ok(Table {
-        path: p,
-        cols,
-        records,
-    })
+    Ok(Table { path: p, cols, records })
 }
 
 impl Table {
     /// Field `i` (index into the expected columns) of a record, parsed; empty → `empty`.
-    fn num<T: FromStr>(
-        &self,
-        line: u64,
-        rec: &csv::StringRecord,
-        i: usize,
-        name: &str,
-        empty: Option<T>,
-    ) -> Result<T> {
+    fn num<T: FromStr>(&self, line: u64, rec: &csv::StringRecord, i: usize, name: &str, empty: Option<T>) -> Result<T> {
         let s = &rec[self.cols[i]];
         if s.is_empty() {
             return empty.ok_or_else(|| anyhow!("{} line {line}: empty '{name}'", self.path));
         }
-        s.parse::<T>().map_err(|_| {
-            anyhow!(
-                "{} line {line}: '{name}' = '{s}' is not a number",
-                self.path
-            )
-        })
+        s.parse::<T>().map_err(|_| anyhow!("{} line {line}: '{name}' = '{s}' is not a number", self.path))
     }
 
     /// Integer fields written as e.g. `1.6e7` are accepted when they are whole numbers.
     fn int(&self, line: u64, rec: &csv::StringRecord, i: usize, name: &str) -> Result<u64> {
-        self.num::<u64>(line, rec, i, name, None).or_else(|e| {
-            match self.num::<f64>(line, rec, i, name, None) {
-                Ok(f) if f >= 0.0 && f.fract() == 0.0 && f.is_finite() => Ok(f as u64),
-                _ => Err(e),
-            }
+        self.num::<u64>(line, rec, i, name, None).or_else(|e| match self.num::<f64>(line, rec, i, name, None) {
+            Ok(f) if f >= 0.0 && f.fract() == 0.0 && f.is_finite() => Ok(f as u64),
+            _ => Err(e),
         })
     }
 }
@@ -311,13 +215,7 @@ fn read_eval(path: &Path) -> Result<Vec<WindowRow>> {
     let mut rows = t
         .records
         .iter()
-        .map(|(l, r)| {
-            Ok(WindowRow {
-                step: t.int(*l, r, 0, "step")?,
-                window: t.int(*l, r, 1, "window")? as usize,
-                loss: t.num(*l, r, 2, "loss", None)?,
-            })
-        })
+        .map(|(l, r)| Ok(WindowRow { step: t.int(*l, r, 0, "step")?, window: t.int(*l, r, 1, "window")? as usize, loss: t.num(*l, r, 2, "loss", None)? }))
         .collect::<Result<Vec<_>>>()?;
     rows.sort_by_key(|r| (r.step, r.window));
     Ok(rows)

@@ -96,12 +96,7 @@ pub fn parse_step_range(s: &str) -> Result<(u64, u64)> {
     let bad = || format!("--steps '{s}': expected A..B with whole step numbers, e.g. 8000..9000");
     let (a, b) = s.trim().split_once("..").with_context(bad)?;
     let a: u64 = a.trim().parse().ok().with_context(bad)?;
-    let b: u64 = b
-        .trim()
-        .trim_start_matches('=')
-        .parse()
-        .ok()
-        .with_context(bad)?;
+    let b: u64 = b.trim().trim_start_matches('=').parse().ok().with_context(bad)?;
     if a >= b {
         bail!("--steps {a}..{b}: start must be below end");
     }
@@ -127,8 +122,7 @@ pub fn draw_all(runs: &[Run], out_dir: &Path, opts: &PlotOptions) -> Result<Vec<
     if runs.is_empty() {
         bail!("no runs to plot");
     }
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("{}: cannot create", out_dir.display()))?;
     let branches = summary::group(runs);
     let mut files = vec![];
     files.extend(charts::loss_vs_tokens(&branches, out_dir, opts)?);
@@ -153,10 +147,7 @@ mod tests {
     fn step_range_parsing() {
         assert_eq!(parse_step_range("8000..9000").unwrap(), (8000, 9000));
         assert_eq!(parse_step_range(" 10 ..=20").unwrap(), (10, 20));
-        assert_eq!(
-            parse_step_range("10..5").unwrap_err().to_string(),
-            "--steps 10..5: start must be below end"
-        );
+        assert_eq!(parse_step_range("10..5").unwrap_err().to_string(), "--steps 10..5: start must be below end");
         let e = parse_step_range("8k-9k").unwrap_err().to_string();
         assert!(e.contains("'8k-9k'") && e.contains("A..B"), "{e}");
         assert!(parse_step_range("1..x").is_err());
@@ -168,10 +159,7 @@ mod tests {
         let dirs = standard_set(root.path(), 0.08, 0.08);
         let runs: Vec<Run> = dirs.iter().map(|d| load_run(d).unwrap()).collect();
         assert_eq!(runs.len(), 18);
-        let nope = runs
-            .iter()
-            .find(|r| r.branch == "002_nope" && r.seed == 2)
-            .unwrap();
+        let nope = runs.iter().find(|r| r.branch == "002_nope" && r.seed == 2).unwrap();
         assert_eq!(nope.positions.as_deref(), Some("nope"));
         assert_eq!(nope.train.len(), 2000);
         assert_eq!(nope.train[9].step, 10);
@@ -181,28 +169,13 @@ mod tests {
         let rmt = runs.iter().find(|r| r.branch == "006_rmt").unwrap();
         assert_eq!(rmt.memory_tokens, 16);
         // colours follow the scheme, not the set of branches present
-        let colours = |runs: &[Run]| -> Vec<(String, usize)> {
-            summary::group(runs)
-                .iter()
-                .map(|b| (b.name.clone(), b.color))
-                .collect()
-        };
+        let colours = |runs: &[Run]| -> Vec<(String, usize)> { summary::group(runs).iter().map(|b| (b.name.clone(), b.color)).collect() };
         let all = colours(&runs);
-        assert!(
-            all.contains(&("002_nope".into(), 1)) && all.contains(&("006_rmt".into(), 5)),
-            "{all:?}"
-        );
-        let no_rope: Vec<Run> = runs
-            .iter()
-            .filter(|r| r.branch != "001_rope")
-            .cloned()
-            .collect();
+        assert!(all.contains(&("002_nope".into(), 1)) && all.contains(&("006_rmt".into(), 5)), "{all:?}");
+        let no_rope: Vec<Run> = runs.iter().filter(|r| r.branch != "001_rope").cloned().collect();
         assert!(colours(&no_rope).contains(&("002_nope".into(), 1)));
         // no config.toml: branch and seed come from the directory name
-        let alibi = runs
-            .iter()
-            .find(|r| r.branch == "005_alibi" && r.seed == 3)
-            .unwrap();
+        let alibi = runs.iter().find(|r| r.branch == "005_alibi" && r.seed == 3).unwrap();
         assert_eq!(alibi.positions, None);
         assert_eq!(alibi.train.len(), 1500);
     }
@@ -226,19 +199,13 @@ mod tests {
         std::fs::write(&m, &text[..cut]).unwrap();
         let lines = text[..cut].lines().count();
         let e = err_of(&dir);
-        assert_eq!(
-            e,
-            format!("{} line {lines}: 6 of 8 fields (truncated?)", m.display())
-        );
+        assert_eq!(e, format!("{} line {lines}: 6 of 8 fields (truncated?)", m.display()));
 
         // unparsable number
         std::fs::write(&m, text.replacen("train,", "train,abc", 1)).unwrap();
         let l = text.lines().position(|x| x.contains("train,")).unwrap() + 1;
         let e = err_of(&dir);
-        assert!(
-            e.starts_with(&format!("{} line {l}: 'loss' = 'abc", m.display())),
-            "{e}"
-        );
+        assert!(e.starts_with(&format!("{} line {l}: 'loss' = 'abc", m.display())), "{e}");
 
         // missing column, columns in another order otherwise fine
         let renamed = text.replacen("loss", "los", 1);
@@ -257,10 +224,7 @@ mod tests {
         // a directory without metrics.csv
         let empty = root.path().join("empty");
         std::fs::create_dir_all(&empty).unwrap();
-        assert_eq!(
-            err_of(&empty),
-            format!("{}: no metrics.csv (not a run directory?)", empty.display())
-        );
+        assert_eq!(err_of(&empty), format!("{}: no metrics.csv (not a run directory?)", empty.display()));
 
         // broken eval.csv names its own file
         std::fs::write(&m, &text).unwrap();
@@ -288,17 +252,11 @@ mod tests {
     }
 
     fn opts(steps: Option<(u64, u64)>) -> PlotOptions {
-        PlotOptions {
-            title: "Synthetic p4".into(),
-            steps,
-        }
+        PlotOptions { title: "Synthetic p4".into(), steps }
     }
 
     fn names(files: &[PathBuf]) -> Vec<String> {
-        let mut v: Vec<String> = files
-            .iter()
-            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     }
@@ -306,47 +264,22 @@ mod tests {
     #[test]
     fn draw_all_writes_every_chart() {
         let root = TempDir::new("charts");
-        let runs: Vec<Run> = standard_set(root.path(), 0.08, 0.08)
-            .iter()
-            .map(|d| load_run(d).unwrap())
-            .collect();
+        let runs: Vec<Run> = standard_set(root.path(), 0.08, 0.08).iter().map(|d| load_run(d).unwrap()).collect();
         // PLOT_SAMPLE_DIR=... keeps the charts for looking at them.
-        let out = std::env::var("PLOT_SAMPLE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or(root.path().join("charts"));
+        let out = std::env::var("PLOT_SAMPLE_DIR").map(PathBuf::from).unwrap_or(root.path().join("charts"));
         let files = draw_all(&runs, &out, &opts(Some((800, 1200)))).unwrap();
-        let stems = [
-            "loss_per_window",
-            "loss_vs_tokens",
-            "nope_vs_rope",
-            "val_final",
-            "val_loss",
-            "volatility",
-            "zoom_800_1200",
-        ];
-        let mut want: Vec<String> = stems
-            .iter()
-            .flat_map(|s| [format!("{s}.png"), format!("{s}.svg")])
-            .collect();
+        let stems = ["loss_per_window", "loss_vs_tokens", "nope_vs_rope", "val_final", "val_loss", "volatility", "zoom_800_1200"];
+        let mut want: Vec<String> = stems.iter().flat_map(|s| [format!("{s}.png"), format!("{s}.svg")]).collect();
         want.sort();
         assert_eq!(names(&files), want);
         for f in &files {
             let bytes = std::fs::read(f).unwrap();
             if f.extension().unwrap() == "png" {
                 assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", f.display());
-                assert!(
-                    bytes.len() > 10_000,
-                    "{} is only {} bytes",
-                    f.display(),
-                    bytes.len()
-                );
+                assert!(bytes.len() > 10_000, "{} is only {} bytes", f.display(), bytes.len());
             } else {
                 let text = String::from_utf8(bytes).unwrap();
-                assert!(
-                    text.contains("Synthetic p4"),
-                    "{} lacks the title",
-                    f.display()
-                );
+                assert!(text.contains("Synthetic p4"), "{} lacks the title", f.display());
             }
         }
         let svg = std::fs::read_to_string(out.join("nope_vs_rope.svg")).unwrap();
@@ -359,10 +292,7 @@ mod tests {
     #[test]
     fn optional_charts_follow_the_data() {
         let root = TempDir::new("charts-opt");
-        let mut runs: Vec<Run> = standard_set(root.path(), 0.08, 0.08)
-            .iter()
-            .map(|d| load_run(d).unwrap())
-            .collect();
+        let mut runs: Vec<Run> = standard_set(root.path(), 0.08, 0.08).iter().map(|d| load_run(d).unwrap()).collect();
         let out = root.path().join("a");
         let files = names(&draw_all(&runs, &out, &opts(None)).unwrap());
         assert!(files.contains(&"nope_vs_rope.png".to_string()));
@@ -370,21 +300,14 @@ mod tests {
         // no RoPE without memory: no NoPE-vs-RoPE chart; single seed, no val rows, no windows
         runs.retain(|r| r.positions.as_deref() != Some("rope") || r.memory_tokens > 0);
         runs.retain(|r| r.branch != "003_xpos" || r.seed == 1);
-        runs.iter_mut()
-            .filter(|r| r.branch == "004_linspace")
-            .for_each(|r| {
-                r.val.clear();
-                r.windows.clear();
-            });
-        let out = std::env::var("PLOT_SAMPLE_DIR")
-            .map(|d| PathBuf::from(d).join("edge"))
-            .unwrap_or(root.path().join("b"));
+        runs.iter_mut().filter(|r| r.branch == "004_linspace").for_each(|r| {
+            r.val.clear();
+            r.windows.clear();
+        });
+        let out = std::env::var("PLOT_SAMPLE_DIR").map(|d| PathBuf::from(d).join("edge")).unwrap_or(root.path().join("b"));
         let files = names(&draw_all(&runs, &out, &opts(Some((1900, 2500)))).unwrap());
         assert!(!files.iter().any(|f| f.starts_with("nope_vs_rope")));
-        assert!(
-            files.contains(&"zoom_1900_2500.svg".to_string())
-                && files.contains(&"val_final.png".to_string())
-        );
+        assert!(files.contains(&"zoom_1900_2500.svg".to_string()) && files.contains(&"val_final.png".to_string()));
         let svg = std::fs::read_to_string(out.join("val_loss.svg")).unwrap();
         assert!(svg.contains("no val rows: 004_linspace") && svg.contains("003_xpos (n=1)"));
     }

@@ -52,10 +52,7 @@ pub trait Chart {
 
 /// Renders `chart` to `<out_dir>/<name>.png` and `.svg`; returns both paths.
 pub fn save(out_dir: &Path, name: &str, chart: &impl Chart) -> Result<Vec<PathBuf>> {
-    let (png, svg) = (
-        out_dir.join(format!("{name}.png")),
-        out_dir.join(format!("{name}.svg")),
-    );
+    let (png, svg) = (out_dir.join(format!("{name}.png")), out_dir.join(format!("{name}.svg")));
     let ctx = |p: &Path, e: anyhow::Error| anyhow!("{}: {e}", p.display());
     crate::faults::io("chart").map_err(|e| ctx(&png, e.into()))?;
     render(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart).map_err(|e| ctx(&png, e))?;
@@ -86,11 +83,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(label: impl Into<String>, color: RGBColor, swatch: Swatch) -> Self {
-        Self {
-            label: label.into(),
-            color,
-            swatch,
-        }
+        Self { label: label.into(), color, swatch }
     }
 }
 
@@ -111,64 +104,37 @@ pub struct Frame<'a> {
 }
 
 fn text_w<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, s: &str, size: f64) -> u32 {
-    root.estimate_text_size(s, &TextStyle::from((FONT, size).into_font()))
-        .map_or(s.len() as u32 * 9, |d| d.0)
+    root.estimate_text_size(s, &TextStyle::from((FONT, size).into_font())).map_or(s.len() as u32 * 9, |d| d.0)
 }
 
 impl Frame<'_> {
     /// Draws the frame and returns the area left for the plot.
-    pub fn draw<DB: DrawingBackend>(
-        &self,
-        root: &DrawingArea<DB, Shift>,
-    ) -> Result<DrawingArea<DB, Shift>> {
+    pub fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<DrawingArea<DB, Shift>> {
         let (w, _) = root.dim_in_pixel();
         let top = 58 + 22 * self.caption.len() as u32;
         let title = TextStyle::from((FONT, 26).into_font().style(FontStyle::Bold)).color(&INK);
-        root.draw(&Text::new(self.title.to_string(), (24, 16), title))
-            .px()?;
+        root.draw(&Text::new(self.title.to_string(), (24, 16), title)).px()?;
         for (i, c) in self.caption.iter().enumerate() {
             let st = TextStyle::from((FONT, 16).into_font()).color(&MUTED);
-            root.draw(&Text::new(c.clone(), (24, 54 + 22 * i as i32), st))
-                .px()?;
+            root.draw(&Text::new(c.clone(), (24, 54 + 22 * i as i32), st)).px()?;
         }
-        let widest = self
-            .legend
-            .iter()
-            .map(|e| text_w(root, &e.label, 16.0) + 48)
-            .max()
-            .unwrap_or(0);
-        let lw = widest
-            .clamp(190, 420)
-            .max(if self.notes.is_empty() { 0 } else { 230 });
+        let widest = self.legend.iter().map(|e| text_w(root, &e.label, 16.0) + 48).max().unwrap_or(0);
+        let lw = widest.clamp(190, 420).max(if self.notes.is_empty() { 0 } else { 230 });
         let (_, body) = root.split_vertically(top);
         let (plot, panel) = body.split_horizontally(w - lw - 10);
         self.draw_legend(&panel, lw)?;
         Ok(plot)
     }
 
-    fn draw_legend<DB: DrawingBackend>(
-        &self,
-        panel: &DrawingArea<DB, Shift>,
-        lw: u32,
-    ) -> Result<()> {
+    fn draw_legend<DB: DrawingBackend>(&self, panel: &DrawingArea<DB, Shift>, lw: u32) -> Result<()> {
         let mut y = 24;
-        let label = TextStyle::from((FONT, 16).into_font())
-            .color(&INK)
-            .pos(Pos::new(HPos::Left, VPos::Center));
+        let label = TextStyle::from((FONT, 16).into_font()).color(&INK).pos(Pos::new(HPos::Left, VPos::Center));
         for e in self.legend {
             let c = e.color;
             match e.swatch {
-                Swatch::Line => {
-                    panel.draw(&PathElement::new(vec![(6, y), (36, y)], c.stroke_width(3)))
-                }
-                Swatch::Faint => panel.draw(&PathElement::new(
-                    vec![(6, y), (36, y)],
-                    c.mix(0.35).stroke_width(1),
-                )),
-                Swatch::Band => panel.draw(&Rectangle::new(
-                    [(6, y - 7), (36, y + 7)],
-                    c.mix(0.25).filled(),
-                )),
+                Swatch::Line => panel.draw(&PathElement::new(vec![(6, y), (36, y)], c.stroke_width(3))),
+                Swatch::Faint => panel.draw(&PathElement::new(vec![(6, y), (36, y)], c.mix(0.35).stroke_width(1))),
+                Swatch::Band => panel.draw(&Rectangle::new([(6, y - 7), (36, y + 7)], c.mix(0.25).filled())),
                 Swatch::Dot => panel.draw(&Circle::new((21, y), 5, c.filled())),
             }
             .px()?;
@@ -238,12 +204,7 @@ pub fn tick(v: f64, span: f64) -> String {
 
 /// Padded range covering `vals` (finite ones), never empty.
 pub fn range_of(vals: impl IntoIterator<Item = f64>, pad: f64) -> (f64, f64) {
-    let (lo, hi) = vals
-        .into_iter()
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
+    let (lo, hi) = vals.into_iter().filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -270,22 +231,8 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
     /// Axes with tick labels sized to the span. `y_desc: None` makes the y axis
     /// categorical (rows drawn by the caller: no y ticks or grid); `y_label_w` is the
     /// width left of the plot for y labels; `x_int` keeps only whole-number x ticks.
-    pub fn new(
-        area: &'a DrawingArea<DB, Shift>,
-        xr: (f64, f64),
-        yr: (f64, f64),
-        x_desc: &str,
-        y_desc: Option<&str>,
-        y_label_w: u32,
-        x_axis: XAxis,
-    ) -> Result<Self> {
-        let mut ctx = ChartBuilder::on(area)
-            .margin_top(8)
-            .margin_right(16)
-            .x_label_area_size(62)
-            .y_label_area_size(y_label_w)
-            .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)
-            .px()?;
+    pub fn new(area: &'a DrawingArea<DB, Shift>, xr: (f64, f64), yr: (f64, f64), x_desc: &str, y_desc: Option<&str>, y_label_w: u32, x_axis: XAxis) -> Result<Self> {
+        let mut ctx = ChartBuilder::on(area).margin_top(8).margin_right(16).x_label_area_size(62).y_label_area_size(y_label_w).build_cartesian_2d(xr.0..xr.1, yr.0..yr.1).px()?;
         let (xs, ys) = (xr.1 - xr.0, yr.1 - yr.0);
         let xf = move |v: &f64| match x_axis {
             XAxis::Int | XAxis::Log2 if (v - v.round()).abs() > 1e-9 => String::new(),
@@ -296,11 +243,7 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
         let yf = move |v: &f64| tick(*v, ys);
         // about one label per 90 pixels, so narrow panels do not run their labels together
         let room = (area.dim_in_pixel().0 as usize / 90).clamp(3, 10);
-        let n_x = if x_axis != XAxis::Num {
-            (xs.ceil() as usize + 1).min(20)
-        } else {
-            room
-        };
+        let n_x = if x_axis != XAxis::Num { (xs.ceil() as usize + 1).min(20) } else { room };
         let mut mesh = ctx.configure_mesh();
         mesh.x_desc(x_desc)
             .axis_desc_style((FONT, 18))
@@ -323,9 +266,7 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
     /// A polyline, clipped to the plot; non-finite points break it.
     pub fn line(&mut self, pts: &[(f64, f64)], style: ShapeStyle) -> Result<()> {
         for seg in clip_polyline(pts, self.xr, self.yr) {
-            self.ctx
-                .draw_series(std::iter::once(PathElement::new(seg, style)))
-                .px()?;
+            self.ctx.draw_series(std::iter::once(PathElement::new(seg, style))).px()?;
         }
         Ok(())
     }
@@ -333,22 +274,9 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
     /// Shaded band between `lo` and `hi` over `x`. Stretches wholly outside the y range
     /// are dropped (a clamped band would collapse into a line along the edge); the rest is
     /// clamped to the range, which for a band is the same as clipping it.
-    pub fn band(
-        &mut self,
-        x: &[f64],
-        lo: &[f64],
-        hi: &[f64],
-        color: RGBColor,
-        alpha: f64,
-    ) -> Result<()> {
+    pub fn band(&mut self, x: &[f64], lo: &[f64], hi: &[f64], color: RGBColor, alpha: f64) -> Result<()> {
         let (y0, y1) = self.yr;
-        let show = |i: usize| {
-            [x[i], lo[i], hi[i]].iter().all(|v| v.is_finite())
-                && x[i] >= self.xr.0
-                && x[i] <= self.xr.1
-                && hi[i] >= y0
-                && lo[i] <= y1
-        };
+        let show = |i: usize| [x[i], lo[i], hi[i]].iter().all(|v| v.is_finite()) && x[i] >= self.xr.0 && x[i] <= self.xr.1 && hi[i] >= y0 && lo[i] <= y1;
         let mut i = 0;
         while i < x.len() {
             let start = i;
@@ -356,15 +284,9 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
                 i += 1;
             }
             if i - start >= 2 {
-                let mut poly: Vec<(f64, f64)> =
-                    (start..i).map(|k| (x[k], hi[k].clamp(y0, y1))).collect();
+                let mut poly: Vec<(f64, f64)> = (start..i).map(|k| (x[k], hi[k].clamp(y0, y1))).collect();
                 poly.extend((start..i).rev().map(|k| (x[k], lo[k].clamp(y0, y1))));
-                self.ctx
-                    .draw_series(std::iter::once(Polygon::new(
-                        poly,
-                        color.mix(alpha).filled(),
-                    )))
-                    .px()?;
+                self.ctx.draw_series(std::iter::once(Polygon::new(poly, color.mix(alpha).filled()))).px()?;
             }
             i += 1;
         }
@@ -373,9 +295,7 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
 
     pub fn dot(&mut self, p: (f64, f64), r: u32, style: ShapeStyle) -> Result<()> {
         if p.0 >= self.xr.0 && p.0 <= self.xr.1 && p.1 >= self.yr.0 && p.1 <= self.yr.1 {
-            self.ctx
-                .draw_series(std::iter::once(Circle::new(p, r, style)))
-                .px()?;
+            self.ctx.draw_series(std::iter::once(Circle::new(p, r, style))).px()?;
         }
         Ok(())
     }
@@ -386,18 +306,12 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
         let style = color.stroke_width(2);
         for seg in clip_polyline(&[a, b], self.xr, self.yr) {
             let (s, e) = (seg[0], seg[seg.len() - 1]);
-            self.ctx
-                .draw_series(std::iter::once(PathElement::new(vec![s, e], style)))
-                .px()?;
+            self.ctx.draw_series(std::iter::once(PathElement::new(vec![s, e], style))).px()?;
             let (ps, pe) = (self.ctx.backend_coord(&s), self.ctx.backend_coord(&e));
             let horizontal = (pe.0 - ps.0).abs() >= (pe.1 - ps.1).abs();
             for (end, orig, p, q) in [(s, a, ps, pe), (e, b, pe, ps)] {
                 let cut = (end.0 - orig.0).abs() + (end.1 - orig.1).abs() > 1e-12;
-                let dir = if horizontal {
-                    (p.0 - q.0).signum()
-                } else {
-                    (p.1 - q.1).signum()
-                };
+                let dir = if horizontal { (p.0 - q.0).signum() } else { (p.1 - q.1).signum() };
                 let pts: Vec<(i32, i32)> = match (cut, horizontal) {
                     (false, true) => vec![(0, -6), (0, 6)],
                     (false, false) => vec![(-6, 0), (6, 0)],

@@ -43,27 +43,19 @@ pub fn group(runs: &[Run]) -> Vec<Branch<'_>> {
         .into_iter()
         .map(|(name, mut runs)| {
             runs.sort_by_key(|r| r.seed);
-            Branch {
-                name: name.to_string(),
-                color: usize::MAX,
-                runs,
-            }
+            Branch { name: name.to_string(), color: usize::MAX, runs }
         })
         .collect();
     let mut used = vec![];
     for b in out.iter_mut().filter(|b| b.memory_tokens() == 0) {
-        let slot = b
-            .positions()
-            .and_then(|p| SCHEME_SLOTS.iter().position(|s| *s == p));
+        let slot = b.positions().and_then(|p| SCHEME_SLOTS.iter().position(|s| *s == p));
         if let Some(slot) = slot.filter(|s| !used.contains(s)) {
             b.color = slot;
             used.push(slot);
         }
     }
     for b in out.iter_mut().filter(|b| b.color == usize::MAX) {
-        let slot = (SCHEME_SLOTS.len()..)
-            .find(|s| !used.contains(s))
-            .unwrap_or(0);
+        let slot = (SCHEME_SLOTS.len()..).find(|s| !used.contains(s)).unwrap_or(0);
         b.color = slot;
         used.push(slot);
     }
@@ -118,11 +110,7 @@ pub fn across_seeds(curves: &[Vec<(u64, f64, f64)>], kind: BandKind) -> MeanCurv
         let m = stats::mean(&ys);
         let (lo, hi) = match kind {
             _ if ys.len() < 2 => (m, m),
-            BandKind::MinMax => ys
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| {
-                    (a.min(y), b.max(y))
-                }),
+            BandKind::MinMax => ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y))),
             BandKind::Ci95 => {
                 let (_, h) = stats::mean_ci95(&ys);
                 (m - h, m + h)
@@ -308,9 +296,7 @@ fn compare_pair(b: &Branch, base: &Branch, opts: &VolatilityOpts) -> Comparison 
     let p = if metric == "test" { &test } else { &val }.as_ref().map_or(f64::NAN, |p| p.p);
     let gap = stats::paired_t(&steps.iter().map(|(_, d)| d.tail_mean).collect::<Vec<_>>());
     let unpaired = (seeds.len() < 2).then(|| {
-        let finals = |br: &Branch| -> Vec<f64> {
-            br.runs.iter().filter_map(|r| if metric == "test" { final_test(r) } else { final_val(r) }).collect()
-        };
+        let finals = |br: &Branch| -> Vec<f64> { br.runs.iter().filter_map(|r| if metric == "test" { final_test(r) } else { final_val(r) }).collect() };
         stats::welch(&finals(b), &finals(base))
     });
     Comparison { branch: b.name.clone(), baseline: base.name.clone(), color: b.color, seeds, val, test, steps, gap, metric, p, p_holm: f64::NAN, unpaired: unpaired.flatten() }
@@ -352,20 +338,12 @@ pub fn rank_track(branches: &[Branch], target: &str, opts: &VolatilityOpts) -> O
     let curves: Vec<BTreeMap<u64, f64>> = field
         .iter()
         .map(|b| {
-            let c: Vec<_> = b
-                .runs
-                .iter()
-                .map(|r| train_trend(r))
-                .collect();
+            let c: Vec<_> = b.runs.iter().map(|r| train_trend(r)).collect();
             let m = across_seeds(&c, BandKind::MinMax);
             m.step.into_iter().zip(m.mean).collect()
         })
         .collect();
-    let common: Vec<u64> = curves[0]
-        .keys()
-        .copied()
-        .filter(|s| curves.iter().all(|c| c.contains_key(s)))
-        .collect();
+    let common: Vec<u64> = curves[0].keys().copied().filter(|s| curves.iter().all(|c| c.contains_key(s))).collect();
     let skip = (common.len() as f64 * opts.pair_skip_frac) as usize;
     let ranks: Vec<usize> = common[skip..]
         .iter()
@@ -383,20 +361,9 @@ pub fn rank_track(branches: &[Branch], target: &str, opts: &VolatilityOpts) -> O
     }
     let changes = ranks.windows(2).filter(|w| w[0] != w[1]).count();
     let last = common[common.len() - 1];
-    let mut order: Vec<(f64, String)> = field
-        .iter()
-        .zip(&curves)
-        .map(|(b, c)| (c[&last], b.name.clone()))
-        .collect();
+    let mut order: Vec<(f64, String)> = field.iter().zip(&curves).map(|(b, c)| (c[&last], b.name.clone())).collect();
     order.sort_by(|a, b| a.0.total_cmp(&b.0));
     let final_order = order.into_iter().map(|o| o.1).collect();
     let field = field.iter().map(|b| b.name.clone()).collect();
-    Some(RankTrack {
-        branch: target.to_string(),
-        field,
-        share,
-        changes,
-        steps: ranks.len(),
-        final_order,
-    })
+    Some(RankTrack { branch: target.to_string(), field, share, changes, steps: ranks.len(), final_order })
 }

@@ -93,23 +93,12 @@ impl Rng {
 pub fn write_run(root: &Path, s: &Spec) -> PathBuf {
     let dir = root.join(format!("{}-s{}", s.branch, s.seed));
     std::fs::create_dir_all(&dir).unwrap();
-    let h = s
-        .branch
-        .bytes()
-        .fold(s.seed.wrapping_mul(1_000_003), |h, b| {
-            h.wrapping_mul(31).wrapping_add(b as u64)
-        });
+    let h = s.branch.bytes().fold(s.seed.wrapping_mul(1_000_003), |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
     let mut rng = Rng(h);
     let mut shared = Rng(s.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xBA7C);
     let offset = s.seed_spread * shared.normal() + 0.002 * rng.normal(); // seed-to-seed spread
     let phase = rng.next() * 6.0;
-    let clean = |t: f64| {
-        s.final_loss
-            + offset
-            + (1.0 + t / 200.0).powf(-0.5)
-            + 6.0 * (-t / 40.0).exp()
-            + s.wobble * (std::f64::consts::TAU * t / 450.0 + phase).sin()
-    };
+    let clean = |t: f64| s.final_loss + offset + (1.0 + t / 200.0).powf(-0.5) + 6.0 * (-t / 40.0).exp() + s.wobble * (std::f64::consts::TAU * t / 450.0 + phase).sin();
     let tok = 16_384u64;
     let mut m = String::from("step,tokens,elapsed_s,split,loss,lr,grad_norm,tok_per_s\n");
     let mut e = String::from("step,window,loss\n");
@@ -117,18 +106,10 @@ pub fn write_run(root: &Path, s: &Spec) -> PathBuf {
         let t = step as f64;
         let elapsed = t * 0.21;
         if step > 0 {
-            let lr = 6e-4
-                * (t / 100.0).min(1.0)
-                * (0.5 + 0.5 * (std::f64::consts::PI * t / s.steps as f64).cos());
+            let lr = 6e-4 * (t / 100.0).min(1.0) * (0.5 + 0.5 * (std::f64::consts::PI * t / s.steps as f64).cos());
             let loss = clean(t) + s.batch_noise * shared.normal() + s.noise * rng.normal();
             let gn = 0.6 + 0.1 * rng.normal().abs();
-            writeln!(
-                m,
-                "{step},{},{elapsed},train,{loss},{lr},{gn},{}",
-                step * tok,
-                tok as f64 / 0.21
-            )
-            .unwrap();
+            writeln!(m, "{step},{},{elapsed},train,{loss},{lr},{gn},{}", step * tok, tok as f64 / 0.21).unwrap();
         }
         if step % s.eval_every == 0 || step == s.steps {
             let val = clean(t) + 0.03 + s.val_noise * rng.normal();
@@ -142,10 +123,7 @@ pub fn write_run(root: &Path, s: &Spec) -> PathBuf {
     std::fs::write(dir.join("metrics.csv"), m).unwrap();
     std::fs::write(dir.join("eval.csv"), e).unwrap();
     if let Some(p) = &s.positions {
-        let cfg = format!(
-            "branch = \"{}\"\n\n[train]\nseed = {}\nsteps = {}\n\n[model]\npositions = \"{p}\"\nd_model = 256\n\n[memory]\ntokens = {}\n",
-            s.branch, s.seed, s.steps, s.memory_tokens
-        );
+        let cfg = format!("branch = \"{}\"\n\n[train]\nseed = {}\nsteps = {}\n\n[model]\npositions = \"{p}\"\nd_model = 256\n\n[memory]\ntokens = {}\n", s.branch, s.seed, s.steps, s.memory_tokens);
         std::fs::write(dir.join("config.toml"), cfg).unwrap();
     }
     dir

@@ -164,16 +164,28 @@ fn branch_table(bs: &[BranchStats]) -> String {
 }
 
 fn paired_table(cmp: &[Comparison]) -> String {
-    let mut t = String::from("| branch | seeds paired | Δ final loss (mean ± 95% CI) | per seed | p (paired t) | p (Holm) | beyond noise | late training gap | paired noise |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut t = String::from(
+        "| branch | seeds paired | Δ final loss (mean ± 95% CI) | per seed | p (paired t) | p (Holm) | beyond noise | late training gap | paired noise |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
     for c in cmp {
         let (d, per, verdict) = match c.primary() {
             Some(p) => {
                 let per: Vec<String> = p.diffs.iter().map(|d| format!("{d:+.4}")).collect();
-                let v = if c.p_holm < 0.05 { if p.mean < 0.0 { "yes, better" } else { "yes, worse" } } else { "no" };
+                let v = if c.p_holm < 0.05 {
+                    if p.mean < 0.0 {
+                        "yes, better"
+                    } else {
+                        "yes, worse"
+                    }
+                } else {
+                    "no"
+                };
                 (format!("{} ({})", ci_signed(p.mean, p.half_width, 4), c.metric), per.join(" "), v.to_string())
             }
             None => match &c.unpaired {
-                Some(w) => (format!("{} ({}, unpaired Welch)", ci_signed(w.diff, w.half_width, 4), c.metric), "–".into(), if w.significant() { "yes (unpaired)".into() } else { "no (unpaired)".into() }),
+                Some(w) => {
+                    (format!("{} ({}, unpaired Welch)", ci_signed(w.diff, w.half_width, 4), c.metric), "–".into(), if w.significant() { "yes (unpaired)".into() } else { "no (unpaired)".into() })
+                }
                 None => ("–".into(), "–".into(), "cannot be tested".into()),
             },
         };

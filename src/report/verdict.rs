@@ -59,7 +59,12 @@ fn ranking(bs: &[BranchStats]) -> Option<String> {
             let order: Vec<String> = ranked.iter().map(|b| b.name.clone()).collect();
             let same = (stats::mean(a) * 1e4).round() == (stats::mean(b) * 1e4).round();
             let lead = if same { format!("equal to four decimals with **{}** ({})", second.name, ci(b, 4)) } else { format!("ahead of **{}** ({})", second.name, ci(b, 4)) };
-            format!("Lowest final {split} loss: **{}** ({}), {lead}. Order: {}. Whether a gap is real is in the paired comparisons, not in overlapping intervals.", best.name, ci(a, 4), order.join(" < "))
+            format!(
+                "Lowest final {split} loss: **{}** ({}), {lead}. Order: {}. Whether a gap is real is in the paired comparisons, not in overlapping intervals.",
+                best.name,
+                ci(a, 4),
+                order.join(" < ")
+            )
         }
     })
 }
@@ -112,7 +117,13 @@ fn volatility_sentence(nr: &Comparison, cmp: &[Comparison], bs: &[BranchStats]) 
     if !others.is_empty() {
         let (lo, hi) = others.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let m = stats::mean(&noise);
-        let cmp_word = if m > hi { "more than" } else if m < lo { "less than" } else { "within the range of" };
+        let cmp_word = if m > hi {
+            "more than"
+        } else if m < lo {
+            "less than"
+        } else {
+            "within the range of"
+        };
         let _ = write!(s, ", {cmp_word} the other branches' against {} ({lo:.4}–{hi:.4})", nr.baseline);
     }
     let find = |n: &str| bs.iter().find(|b| b.name == n);
@@ -160,10 +171,19 @@ fn crossing_sentence(nr: &Comparison, runs: &[Run], vo: &VolatilityOpts) -> Stri
         format!("{n} is ahead of {r} throughout: after the first {skip:.0}% of steps the trend of their per-step difference stays below 0 in every seed (from {lo:+.4} to {hi:+.4}); late in training the gap is {} nats.", ci(&gaps, 4))
     } else if total == 0 {
         let ahead = gaps.iter().filter(|m| **m < 0.0).count();
-        format!("The trend of {n} − {r} never changes sign within a seed after the first {skip:.0}%, but its side depends on the seed ({n} ahead in {ahead} of {} seeds; late gap {} nats).", gaps.len(), ci(&gaps, 4))
+        format!(
+            "The trend of {n} − {r} never changes sign within a seed after the first {skip:.0}%, but its side depends on the seed ({n} ahead in {ahead} of {} seeds; late gap {} nats).",
+            gaps.len(),
+            ci(&gaps, 4)
+        )
     } else {
         let ahead = stats::mean(&nr.steps.iter().map(|(_, d)| d.ahead).collect::<Vec<_>>());
-        format!("The trend of {n} − {r} changes sign ({}): {n} does reach {r}'s level, being ahead on {:.0}% of the compared steps; late in training the gap is {} nats.", flips.join(", "), ahead * 100.0, ci(&gaps, 4))
+        format!(
+            "The trend of {n} − {r} changes sign ({}): {n} does reach {r}'s level, being ahead on {:.0}% of the compared steps; late in training the gap is {} nats.",
+            flips.join(", "),
+            ahead * 100.0,
+            ci(&gaps, 4)
+        )
     };
     // how visible the gap is in a raw-loss chart: |gap| against the raw loss's own wobble
     let raw_noise: Vec<f64> = runs.iter().filter(|x| &x.branch == n).map(|x| stats::detrended_std(&x.train.iter().map(|t| t.loss).collect::<Vec<_>>(), vo.tail_frac)).collect();

@@ -29,7 +29,13 @@ pub fn paired_t(diffs: &[f64]) -> Option<Paired> {
     }
     let (m, h) = mean_ci95(&d);
     let se = std(&d) / (d.len() as f64).sqrt();
-    let t = if se > 0.0 { m / se } else if m == 0.0 { 0.0 } else { m.signum() * f64::INFINITY };
+    let t = if se > 0.0 {
+        m / se
+    } else if m == 0.0 {
+        0.0
+    } else {
+        m.signum() * f64::INFINITY
+    };
     let p = t_p_value(t, (d.len() - 1) as f64);
     Some(Paired { diffs: d, mean: m, half_width: h, t, p })
 }

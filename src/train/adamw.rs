@@ -124,7 +124,14 @@ impl<B: AutodiffBackend> AdamW<B> {
     }
 
     /// One parameter's step: `(p, state)` after it (`state` is `None` before the first).
-    pub fn update<const D: usize>(&self, lr: f64, scale: &GradScale<B::InnerBackend>, p: Tensor<B::InnerBackend, D>, g: Tensor<B::InnerBackend, D>, state: Option<AdamWState<B::InnerBackend, D>>) -> (Tensor<B::InnerBackend, D>, AdamWState<B::InnerBackend, D>) {
+    pub fn update<const D: usize>(
+        &self,
+        lr: f64,
+        scale: &GradScale<B::InnerBackend>,
+        p: Tensor<B::InnerBackend, D>,
+        g: Tensor<B::InnerBackend, D>,
+        state: Option<AdamWState<B::InnerBackend, D>>,
+    ) -> (Tensor<B::InnerBackend, D>, AdamWState<B::InnerBackend, D>) {
         if self.fused {
             let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
             let prim = |t: Tensor<B::InnerBackend, D>| t.into_primitive().tensor();

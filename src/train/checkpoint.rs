@@ -4,11 +4,11 @@
 //! swapped in with renames: `checkpoint` → `checkpoint.old`, `checkpoint.tmp` → `checkpoint`,
 //! then `checkpoint.old` is removed. At every instant one complete checkpoint exists on disk.
 
+use super::adamw::AdamW;
 use crate::fsutil::{create_dir, sha256_file, sync_dir, write_atomic};
 use crate::model::BakaLM;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use super::adamw::AdamW;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};

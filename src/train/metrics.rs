@@ -39,10 +39,7 @@ impl CsvLog {
     }
 
     pub fn row(&mut self, fields: &[String]) -> Result<()> {
-        crate::faults::io("csv-row")
-            .and_then(|_| writeln!(self.file, "{}", fields.join(",")))
-            .and_then(|_| self.file.flush())
-            .with_context(|| format!("{}: write failed", self.path.display()))
+        crate::faults::io("csv-row").and_then(|_| writeln!(self.file, "{}", fields.join(","))).and_then(|_| self.file.flush()).with_context(|| format!("{}: write failed", self.path.display()))
     }
 }
 

@@ -1,16 +1,16 @@
 //! The training loop: sample → forward over the windows → loss → backward → clip → AdamW,
 //! with evaluation, CSV rows, checkpoints and resume.
 
+use super::adamw::{AdamW, GradScale};
 use super::batches::{load, train_offsets};
 use super::checkpoint::{self, CkptState};
 use super::metrics::{f, CsvLog, EVAL_HEADER, METRICS_HEADER};
-use super::adamw::{AdamW, GradScale};
 use super::optim::{clip_factor, grad_norm, lr_at};
 use crate::config::Config;
 use crate::data::{self, Prepared};
 use crate::eval::{bits_per_byte, evaluate, target_bytes};
 use crate::fsutil::{create_dir, write_atomic};
-use crate::kernels::staged::{read_now, read_later, Pending};
+use crate::kernels::staged::{read_later, read_now, Pending};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::state::BakaState;
 use anyhow::{bail, Result};
@@ -69,11 +69,7 @@ pub fn prepare_run(mut cfg: Config) -> Result<(Config, Prepared)> {
     let need = cfg.train.n_windows * cfg.model.window + 1;
     for (name, file) in [("train", &prepared.train), ("validation", &prepared.val), ("test", &prepared.test)] {
         if file.len() < need {
-            bail!(
-                "{}: the {name} split has {} tokens, fewer than one sample needs (train.n_windows × model.window + 1 = {need})",
-                file.path().display(),
-                file.len()
-            );
+            bail!("{}: the {name} split has {} tokens, fewer than one sample needs (train.n_windows × model.window + 1 = {need})", file.path().display(), file.len());
         }
     }
     Ok((cfg, prepared))
@@ -249,7 +245,16 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     }
     // the final numbers: the held-out test split, once, and bits per byte of both splits
     let test = evaluate(&model.valid(), &data.test, t.test_samples, t.n_windows, eval_batch, dev);
-    metrics.row(&[t.steps.to_string(), tokens.to_string(), format!("{:.3}", elapsed()), "test".into(), f(test.loss as f32), format!("{:e}", lr_at(t, t.steps.max(1))), String::new(), String::new()])?;
+    metrics.row(&[
+        t.steps.to_string(),
+        tokens.to_string(),
+        format!("{:.3}", elapsed()),
+        "test".into(),
+        f(test.loss as f32),
+        format!("{:e}", lr_at(t, t.steps.max(1))),
+        String::new(),
+        String::new(),
+    ])?;
     let test_bpb = bits_per_byte(test.loss, test.tokens, target_bytes(&data.test, &test.offsets, len, &data.token_bytes));
     let val_offsets = super::batches::val_offsets(t.eval_samples, data.val.len(), len + 1);
     let val_bpb = bits_per_byte(last_val, val_offsets.len() * len, target_bytes(&data.val, &val_offsets, len, &data.token_bytes));
@@ -342,7 +347,15 @@ impl PendingStats {
 /// [`train_step`] calling `mark(phase)` as each phase has been issued: "forward", "backward",
 /// "norm", "read" (the loss and norm on the host, host clip only), "optimizer" (`baka bench
 /// --phases`). With the fused AdamW the clip happens on the device and the stats stay there.
-pub fn train_step_marked<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig, mark: &mut dyn FnMut(&'static str)) -> (BakaLM<B>, StepStats<B>) {
+pub fn train_step_marked<B: AutodiffBackend>(
+    model: BakaLM<B>,
+    optim: &mut AdamW<B>,
+    x: Tensor<B, 2, Int>,
+    y: Tensor<B, 2, Int>,
+    lr: f64,
+    t: &crate::config::TrainConfig,
+    mark: &mut dyn FnMut(&'static str),
+) -> (BakaLM<B>, StepStats<B>) {
     let loss = batch_loss(&model, x, y, t);
     mark("forward");
     let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -64,13 +64,11 @@ pub fn prepared() {
 
 /// `--set` arguments for a tiny CPU model.
 pub fn tiny_sets() -> Vec<String> {
-    let mut v: Vec<String> = [
-        "model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.d_ff=128", "model.window=32",
-        "train.n_windows=2", "train.batch=4", "train.eval_every=5", "train.eval_samples=4",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut v: Vec<String> =
+        ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.d_ff=128", "model.window=32", "train.n_windows=2", "train.batch=4", "train.eval_every=5", "train.eval_samples=4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     v.extend(data_sets());
     v
 }
