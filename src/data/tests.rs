@@ -205,7 +205,7 @@ fn prepare_with_given_tokenizer() {
     let cache = TestDir::new("given-cache");
     write_corpus(&root);
     // Make a "foreign" tokenizer.json without <|endoftext|> and with a sparse high id.
-    let docs = corpus::read_folder(&root, false, &mut |_| {}).unwrap().docs;
+    let docs = corpus::read_folder(&root, &super::records::ReadOptions::default(), &mut |_| {}).unwrap().docs;
     let mut tok = tokenizer::train_bpe(docs.iter().map(|d| d.text.as_str()), 280).unwrap();
     tok.add_special_tokens(&[tokenizers::AddedToken::from("<pad>", true)]);
     let json = tok.to_string(false).unwrap().replace("<|endoftext|>", "<|notthis|>");

@@ -104,7 +104,7 @@ pub fn eval_command(a: &EvalArgs) -> Result<(Outcome, PathBuf, Option<String>)> 
 }
 
 fn run<B: Backend>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, Option<String>)> {
-    let (cfg, model) = load::<B>(&a.source, dev)?;
+    let (cfg, model) = load::<B>(&a.source, &a.device, dev)?;
     let data = data_of(&a.source, &cfg, &mut |s| eprintln!("{s}"))?;
     let stem = if a.source.is_dir() { a.source.clone() } else { a.source.with_extension("") };
     if a.window.is_none() && a.text.is_none() {
@@ -184,10 +184,12 @@ fn source_config(source: &Path) -> Result<(Config, bool)> {
     }
 }
 
-/// The model of a run or export, computing in the dtype it was trained with.
-fn load<B: Backend>(source: &Path, dev: &B::Device) -> Result<(Config, BakaLM<B>)> {
+/// The model of a run or export, computing in the dtype it was trained with (on the CPU with the
+/// LM head and the loss as one pass).
+fn load<B: Backend>(source: &Path, device: &str, dev: &B::Device) -> Result<(Config, BakaLM<B>)> {
     let (cfg, model) = crate::export::load_any::<B>(source, dev)?;
-    let compute = crate::model::precision::Compute { dtype: crate::model::precision::Compute::from_train(&cfg.train).dtype, ..Default::default() };
+    let dtype = crate::model::precision::Compute::from_train(&cfg.train).dtype;
+    let compute = crate::model::precision::Compute { dtype, host_head: device == "cpu", ..Default::default() };
     Ok((cfg, model.with_compute(compute)))
 }
 
@@ -256,7 +258,7 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
     let device = cfg.train.device.clone();
     let budget = extrapolation_budget(lengths, cfg.train.test_samples * cfg.train.n_windows * cfg.model.window);
     let points: Vec<ExtraPoint> = crate::with_infer_backend!(device.as_str(), |B, dev| {
-        let (cfg, model) = load::<B>(run, &dev)?;
+        let (cfg, model) = load::<B>(run, &device, &dev)?;
         let data = crate::data::for_run(&cfg.data, run, &mut |_| {})?;
         let batch_tokens = cfg.train.batch.max(8) * cfg.train.n_windows * cfg.model.window;
         let mut out = vec![];

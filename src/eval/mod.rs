@@ -6,7 +6,7 @@ pub mod command;
 pub mod text;
 
 pub use crate::data::Tokens;
-use crate::model::{token_losses, BakaLM};
+use crate::model::BakaLM;
 use crate::state::BakaState;
 use crate::train::batches::{load, val_offsets};
 use burn::prelude::*;
@@ -33,8 +33,7 @@ pub fn evaluate<B: Backend>(model: &BakaLM<B>, tokens: &dyn Tokens, samples: usi
     for group in offsets.chunks(batch.max(1)) {
         let (x, y) = load::<B>(tokens, group, len, device);
         let b = group.len();
-        let logits = model.forward_chunk(x, &mut BakaState::new());
-        let per = token_losses(logits, y).reshape([b, n_windows, w]).sum_dim(2).sum_dim(0).reshape([n_windows]);
+        let per = model.chunk_losses(x, y, &mut BakaState::new()).reshape([b, n_windows, w]).sum_dim(2).sum_dim(0).reshape([n_windows]);
         let per: Vec<f32> = per.into_data().convert::<f32>().to_vec().expect("f32 data");
         sums.iter_mut().zip(per).for_each(|(s, v)| *s += v as f64);
     }
@@ -113,8 +112,7 @@ pub fn evaluate_long<B: Backend>(
     for (i, group) in offsets.chunks(batch).enumerate() {
         let b = group.len();
         let (x, y) = load::<B>(tokens, group, len, device);
-        let logits = m.forward_chunk(x, &mut BakaState::new());
-        let per: Vec<f32> = token_losses(logits, y).sum_dim(0).reshape([len]).into_data().convert::<f32>().to_vec().expect("f32 data");
+        let per: Vec<f32> = m.chunk_losses(x, y, &mut BakaState::new()).sum_dim(0).reshape([len]).into_data().convert::<f32>().to_vec().expect("f32 data");
         pos.iter_mut().zip(per).for_each(|(s, v)| *s += v as f64);
         progress((i * batch + b).min(n));
     }

@@ -1,4 +1,4 @@
-//! Any UTF-8 text (a file, or a folder of `.txt` files) as token ids, with the run's tokenizer.
+//! Any UTF-8 text (a file, or a folder of `.txt` / JSON-lines files) as token ids, with the run's tokenizer.
 
 use anyhow::{anyhow, bail, Result};
 use std::path::Path;
@@ -8,11 +8,12 @@ use std::path::Path;
 /// naming it.
 pub fn tokens_of(path: &Path, tok: &tokenizers::Tokenizer, eot: Option<u32>) -> Result<Vec<u32>> {
     let docs: Vec<(String, String)> = if path.is_dir() {
-        let corpus = crate::data::corpus::read_folder(path, false, &mut |_| {}).map_err(|e| anyhow!("{}", e.to_string().replace("(data.corpus)", "(--text)")))?;
+        let corpus = crate::data::corpus::read_folder(path, &Default::default(), &mut |_| {}).map_err(|e| anyhow!("{}", e.to_string().replace("(data.corpus)", "(--text)")))?;
         corpus.docs.into_iter().map(|d| (d.name, d.text)).collect()
     } else if path.is_file() {
         let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read ({e}) (--text)", path.display()))?;
-        let (text, _) = crate::data::corpus::decode(&path.display().to_string(), bytes, false)?;
+        let (text, _) = crate::data::corpus::decode(&path.display().to_string(), bytes, false)
+            .map_err(|e| anyhow!("{}", e.to_string().replace("re-encode it or set data.latin1_fallback = true", "re-encode it as UTF-8 (--text)")))?;
         vec![(path.display().to_string(), text)]
     } else {
         bail!("{}: no such file or folder (--text)", path.display());

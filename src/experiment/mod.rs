@@ -126,6 +126,14 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
         j => j,
     };
     if jobs > 1 && todo.len() > 1 {
+        // each child would prepare the same data at once: do it here, once per data config
+        let mut ready: Vec<&crate::data::DataConfig> = vec![];
+        for &i in &todo {
+            if !ready.contains(&&configs[i].data) {
+                crate::data::prepare(&configs[i].data, &mut |s| eprintln!("{s}"))?;
+                ready.push(&configs[i].data);
+            }
+        }
         jobs::run_parallel(e, &plan, &todo, opts, jobs.min(todo.len()))?;
     } else {
         let started = std::time::Instant::now();

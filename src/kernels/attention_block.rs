@@ -265,7 +265,7 @@ mod tests {
         let hd = d / heads;
         for kind in [PositionKind::Xpos, PositionKind::Alibi] {
             let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
-            let t = PosTables::<burn::backend::NdArray>::new(&Layout::plain(l, 0), &p, &dev, burn::tensor::FloatDType::F32);
+            let t = PosTables::<crate::backend::Cpu>::new(&Layout::plain(l, 0), &p, &dev, burn::tensor::FloatDType::F32);
             let data = crate::kernels::test_values;
             let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
             let scale = 1.0 / (hd as f32).sqrt();
@@ -277,8 +277,7 @@ mod tests {
                     super::attention_block_ad(h.clone(), ws.clone(), c, false)
                 } else {
                     let split = |x: Tensor<CpuTrain, 3>| x.reshape([b, l, heads, hd]).swap_dims(1, 2);
-                    let lift =
-                        |r: &Option<(Tensor<burn::backend::NdArray, 4>, Tensor<burn::backend::NdArray, 4>)>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
+                    let lift = |r: &Option<(Tensor<crate::backend::Cpu, 4>, Tensor<crate::backend::Cpu, 4>)>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
                     let proj = |i: usize| h.clone().matmul(ws[i].clone().unsqueeze::<3>());
                     let (q, k, v) = (rotate(split(proj(0)), &lift(&t.rot_q)), rotate(split(proj(1)), &lift(&t.rot_k)), split(proj(2)));
                     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + Tensor::from_inner(t.bias.clone());

@@ -317,7 +317,7 @@ mod tests {
         let data = crate::kernels::test_values;
         for (kind, layer) in [(PositionKind::Rope, true), (PositionKind::Alibi, false)] {
             let p = PosParams { kind, n_heads: heads, head_dim: d / heads, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
-            let t = PosTables::<burn::backend::NdArray>::new(&Layout::plain(l, 0), &p, &dev, burn::tensor::FloatDType::F32);
+            let t = PosTables::<crate::backend::Cpu>::new(&Layout::plain(l, 0), &p, &dev, burn::tensor::FloatDType::F32);
             let ac = super::attn::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased().then(|| t.bias.clone()), heads, scale: 0.5 };
             let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
             let run = |ours: bool| {

@@ -57,7 +57,7 @@ pub(crate) fn retype<T: 'static, U: 'static>(t: T) -> U {
 /// `train.ce`: how the token cross-entropy and its gradient are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ce {
-    /// burn's `log_softmax` + gather, differentiated by autodiff (always on the CPU).
+    /// burn's `log_softmax` + gather, differentiated by autodiff (the reference).
     Autodiff,
     /// [`cross_entropy::token_losses`] with burn's ops: the same values, a closed-form backward.
     ClosedForm,
@@ -309,6 +309,7 @@ fn block_consts<B: Backend>(
 /// [`layer::layer_ad`] with its CUDA steps where they apply (as [`attention_block`]): the whole
 /// parallel-residual layer `x + attn(norm(x)) + mlp(norm(x))` of `x [b, L, d]` and its f32 weights.
 /// `None` where they do not apply.
+#[allow(clippy::too_many_arguments)]
 pub fn layer<B: Backend>(x: Tensor<B, 3>, w: layer::Weights<B>, rot_q: &prims::Rot<B>, rot_k: &prims::Rot<B>, bias: Option<Tensor<B, 4>>, heads: usize, scale: f32, eps: f64) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "cuda")]
     if let Some(attn) = block_consts(&x, rot_q, rot_k, bias.clone(), heads, scale) {

@@ -180,8 +180,8 @@ mod tests {
                     m.forward(x.clone())
                 };
                 let g = (y.clone() * Tensor::from_data(TensorData::new(up.clone(), [rows, d]), &dev)).sum().backward();
-                let v = |t: Option<Tensor<burn::backend::NdArray, 2>>| t.map(|t| t.into_data().to_vec::<f32>().unwrap()).unwrap_or_default();
-                let v1 = |t: Option<Tensor<burn::backend::NdArray, 1>>| t.map(|t| t.into_data().to_vec::<f32>().unwrap()).unwrap_or_default();
+                let v = |t: Option<Tensor<crate::backend::Cpu, 2>>| t.map(|t| t.into_data().to_vec::<f32>().unwrap()).unwrap_or_default();
+                let v1 = |t: Option<Tensor<crate::backend::Cpu, 1>>| t.map(|t| t.into_data().to_vec::<f32>().unwrap()).unwrap_or_default();
                 [y.into_data().to_vec::<f32>().unwrap(), v(x.grad(&g)), v1(w.grad(&g)), if layer { v1(b.grad(&g)) } else { vec![] }]
             };
             let (want, got) = (run(false), run(true));

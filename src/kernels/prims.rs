@@ -8,6 +8,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType, IndexingUpdateOp, TensorPrimitive};
 
 /// Whether `B` is the CUDA inner backend, where the kernels exist.
+#[cfg_attr(not(feature = "cuda"), allow(clippy::extra_unused_type_parameters))]
 pub(super) fn on_gpu<B: Backend>(fused: bool) -> bool {
     #[cfg(feature = "cuda")]
     return fused && std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::Gpu>();

@@ -50,10 +50,13 @@ impl<B: Backend> Attention<B> {
         let [b, l, d] = h.dims();
         let c = self.compute;
         let k = self.k_proj(h.clone(), t);
-        let heads = |x: Tensor<B, 3>| x.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2);
-        let q = rotate(heads(c.linear(&self.q, h.clone())), &t.rot_q);
-        let k = rotate(heads(k), &t.rot_k);
-        [q, k, heads(c.linear(&self.v, h))]
+        // rotated while still `[b, L, H, hd]` (contiguous; the tables as `[1, L, 1, hd]`), then
+        // viewed as `[b, H, L, hd]`: elementwise ops on the swapped view are slow on the CPU
+        let heads = |x: Tensor<B, 3>| x.reshape([b, l, self.n_heads, d / self.n_heads]);
+        let by_token = |r: &Option<(Tensor<B, 4>, Tensor<B, 4>)>| r.as_ref().map(|(c, s)| (c.clone().swap_dims(1, 2), s.clone().swap_dims(1, 2)));
+        let q = rotate(heads(c.linear(&self.q, h.clone())), &by_token(&t.rot_q)).swap_dims(1, 2);
+        let k = rotate(heads(k), &by_token(&t.rot_k)).swap_dims(1, 2);
+        [q, k, heads(c.linear(&self.v, h)).swap_dims(1, 2)]
     }
 
     /// The softmax scale `1/√head_dim` at width `d`.

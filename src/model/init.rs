@@ -1,7 +1,7 @@
 //! Deterministic, device-independent parameter initialisation.
 //!
 //! Values are drawn on the host from a seeded RNG in a fixed order, so the same seed gives the
-//! same initial weights on ndarray and CUDA, in any thread, whatever else runs in the process.
+//! same initial weights on the CPU and CUDA, in any thread, whatever else runs in the process.
 
 use burn::module::Param;
 use burn::nn::Linear;

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod host_loss;
 pub mod init;
 pub mod memory;
 pub mod mlp;
@@ -253,9 +254,7 @@ impl<B: Backend> BakaLM<B> {
     }
 
     /// A chunk of consecutive windows `[b, n·T]` (the last window may be shorter) → logits
-    /// `[b, n·T, vocab]`: the LM head over [`Self::forward_chunk_hidden`]'s states, in the shapes
-    /// the windows ran in (batched `[b·n, T, d]`, or window by window), so the CPU's matmuls sum
-    /// in the same order as they always did and runs stay bit-identical to earlier versions'.
+    /// `[b, n·T, vocab]`: the LM head over [`Self::forward_chunk_hidden`]'s states.
     pub fn forward_chunk(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let [b, len] = tokens.dims();
         if !self.batched(len) {
@@ -264,6 +263,17 @@ impl<B: Backend> BakaLM<B> {
         let h = self.forward_chunk_hidden(tokens, state);
         let (n, d) = (len / self.window, self.d_model());
         self.head(h.reshape([b * n, self.window, d])).reshape([b, len, self.vocab()])
+    }
+
+    /// Per-token losses `[b, n·T]` (nats) of a chunk of windows `[b, n·T]` against `targets`:
+    /// the LM head and the loss as one CPU pass with `compute.host_head`, else [`token_losses`]
+    /// of [`Self::forward_chunk`]'s logits.
+    pub fn chunk_losses(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 2> {
+        if self.compute.host_head {
+            let h = self.forward_chunk_hidden(tokens, state);
+            return host_loss::head_token_losses(h, self.lm_head.weight.val(), targets);
+        }
+        token_losses(self.forward_chunk(tokens, state), targets)
     }
 
     /// Whether a chunk of `len` tokens runs as independent windows batched together: no memory,
@@ -292,7 +302,7 @@ impl<B: Backend> BakaLM<B> {
 
     /// `f` over each window of `tokens [b, n·T]` in turn (the last may be shorter), carrying
     /// `state`; the results concatenated along the sequence (one window: no copy).
-    fn each_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>, f: fn(&Self, Tensor<B, 2, Int>, &mut BakaState<B>) -> Tensor<B, 3>) -> Tensor<B, 3> {
+    fn each_window(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>, f: WindowFn<B>) -> Tensor<B, 3> {
         let (len, w) = (tokens.dims()[1], self.window);
         let mut outs: Vec<Tensor<B, 3>> = (0..len.div_ceil(w)).map(|i| f(self, tokens.clone().narrow(1, i * w, w.min(len - i * w)), state)).collect();
         if outs.len() == 1 {
@@ -301,6 +311,9 @@ impl<B: Backend> BakaLM<B> {
         Tensor::cat(outs, 1)
     }
 }
+
+/// One window's pass: tokens `[b, T]` → `[b, T, ·]`, carrying the state.
+type WindowFn<B> = fn(&BakaLM<B>, Tensor<B, 2, Int>, &mut BakaState<B>) -> Tensor<B, 3>;
 
 /// Per-token cross-entropy `[b, N]` (nats) of logits `[b, N, V]` against targets `[b, N]`.
 pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {

@@ -30,11 +30,25 @@ pub struct Compute {
     pub fused_norm: bool,
     /// The MLP's gated SiLU as one op with its kernels, likewise.
     pub fused_gate: bool,
+    /// The LM head and the loss as one CPU pass (`train.ce = "chunked"` on the CPU,
+    /// src/model/host_loss.rs) for training and evaluation.
+    pub host_head: bool,
 }
 
 impl Default for Compute {
     fn default() -> Self {
-        Self { dtype: FloatDType::F32, blas: false, fused_attention: false, flash: false, attention_block: false, fused_layer: false, fused_embedding: false, fused_norm: false, fused_gate: false }
+        Self {
+            dtype: FloatDType::F32,
+            blas: false,
+            fused_attention: false,
+            flash: false,
+            attention_block: false,
+            fused_layer: false,
+            fused_embedding: false,
+            fused_norm: false,
+            fused_gate: false,
+            host_head: false,
+        }
     }
 }
 
@@ -61,6 +75,7 @@ impl Compute {
             fused_embedding: t.embedding == "fused",
             fused_norm: t.layernorm == "fused",
             fused_gate: t.gate == "fused",
+            host_head: t.device == "cpu" && t.ce == "chunked",
         }
     }
 
@@ -80,10 +95,12 @@ impl Compute {
         if self.blas && crate::kernels::has_blas::<B>() {
             return crate::kernels::linear(x, self.cast(l.weight.val()));
         }
-        if self.is_f32() {
-            return l.forward(x);
-        }
-        x.matmul(self.cast(l.weight.val()).unsqueeze::<3>())
+        // one [b·T, d] × [d, n] product: one GEMM each way and a weight gradient without a
+        // per-batch copy to sum (burn's 3-D linear runs b small GEMMs)
+        let [b, t, d] = x.dims();
+        let w = self.cast(l.weight.val());
+        let n = w.dims()[1];
+        x.reshape([b * t, d]).matmul(w).reshape([b, t, n])
     }
 
     /// The embedding rows of `ids` (f32, the weight's dtype).

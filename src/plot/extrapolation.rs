@@ -10,12 +10,15 @@ use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Per evaluation length: each seed's loss and bits per byte.
+pub type ByLength = BTreeMap<usize, (Vec<f64>, Vec<f64>)>;
+
 /// Seed means and 95% CIs per (branch, evaluation length): loss and bits per byte.
-pub fn table(branches: &[Branch]) -> Vec<(String, BTreeMap<usize, (Vec<f64>, Vec<f64>)>)> {
+pub fn table(branches: &[Branch]) -> Vec<(String, ByLength)> {
     branches
         .iter()
         .map(|b| {
-            let mut at: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+            let mut at: ByLength = BTreeMap::new();
             for r in &b.runs {
                 for p in &r.extrapolation {
                     let e = at.entry(p.length).or_default();

@@ -16,7 +16,7 @@ pub mod summary;
 #[cfg(test)]
 pub(crate) mod testdata;
 
-pub use extrapolation::table as extrapolation_table;
+pub use extrapolation::{table as extrapolation_table, ByLength};
 pub use load::load_run;
 
 use anyhow::{bail, Context, Result};

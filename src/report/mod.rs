@@ -218,7 +218,7 @@ fn steps_table(nr: &Comparison) -> String {
     t
 }
 
-pub(crate) type ExtraTable = [(String, std::collections::BTreeMap<usize, (Vec<f64>, Vec<f64>)>)];
+pub(crate) type ExtraTable = [(String, crate::plot::ByLength)];
 
 fn extrapolation_table(extra: &ExtraTable) -> String {
     let lens: std::collections::BTreeSet<usize> = extra.iter().flat_map(|(_, at)| at.keys().copied()).collect();

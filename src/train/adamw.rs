@@ -195,10 +195,13 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
     }
 }
 
+/// A parameter's stepped value, its two moments and its step count.
+type Stepped<B> = ([FloatTensor<<B as AutodiffBackend>::InnerBackend>; 3], usize);
+
 /// Puts the stepped values and their new state in place of the [`Item`]s.
 struct Replace<'a, B: AutodiffBackend> {
     records: &'a mut AdamRecord<B>,
-    new: HashMap<ParamId, ([FloatTensor<B::InnerBackend>; 3], usize)>,
+    new: HashMap<ParamId, Stepped<B>>,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Replace<'_, B> {

@@ -186,7 +186,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     // the step's metrics row; returns (loss, tok/s)
     let finish = |step: usize, lr: f64, stats: PendingStats, optim: &mut AdamW<B>, tokens: &mut u64, metrics: &mut CsvLog, read_at: &mut std::collections::VecDeque<Instant>| -> Result<(f32, f64)> {
         let (loss_v, norm_v) = stats.wait(optim);
-        if !(loss_v.is_finite() && norm_v.is_finite()) && !t.skip_spikes {
+        if (!loss_v.is_finite() || !norm_v.is_finite()) && !t.skip_spikes {
             let what = if loss_v.is_finite() { format!("gradient norm is {norm_v}") } else { format!("training loss is {loss_v}") };
             pb.abandon();
             bail!("{}: step {step}: {what}; stopped (last good checkpoint kept; lower train.lr, or set train.skip_spikes = true to skip such steps)", out.display());
@@ -207,7 +207,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
         let val = if last_val.is_nan() { "val –".to_string() } else { format!("val {last_val:.3} @{val_step}") };
         pb.set_message(format!("loss {loss_v:.3} | {val} | {:.0} tok/s", tps));
         pb.inc(1);
-        if pb.is_hidden() && (step % plain_every == 0 || step == t.steps) {
+        if pb.is_hidden() && (step.is_multiple_of(plain_every) || step == t.steps) {
             eprintln!("{} step {step}/{} loss {loss_v:.4} {val} {tps:.0} tok/s", opts.label, t.steps);
         }
     };
@@ -285,6 +285,10 @@ pub fn batch_loss<B: AutodiffBackend>(model: &BakaLM<B>, x: Tensor<B, 2, Int>, y
     if ce == Ce::Chunked && kernels::has_fused::<B>() {
         let h = model.forward_chunk_hidden(x, &mut BakaState::new());
         return kernels::head_loss(h, model.lm_head.weight.val(), y, t.ce_chunk);
+    }
+    if model.compute.host_head {
+        let h = model.forward_chunk_hidden(x, &mut BakaState::new());
+        return crate::model::host_loss::head_loss(h, model.lm_head.weight.val(), y);
     }
     kernels::token_losses(model.forward_chunk(x, &mut BakaState::new()), y, ce).mean()
 }
