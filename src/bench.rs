@@ -202,7 +202,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "branch": cfg.branch,
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-flex 0.21" },
         "matmul": if blas { "cublas" } else { "burn" },
-        "ce": if gpu { t.ce.as_str() } else { "autodiff" },
+        "ce": if gpu || model.compute.host_head { t.ce.as_str() } else { "autodiff" },
         "ce_chunk": (gpu && t.ce == "chunked").then_some(t.ce_chunk),
         "attention": if !gpu { "burn" } else if ["flash", "block", "layer"].contains(&t.attention.as_str()) && !crate::kernels::flash_fits(t.dtype == "bf16", cfg.model.d_model / cfg.model.n_heads) { "fused" } else { t.attention.as_str() },
         "embedding": if gpu { t.embedding.as_str() } else { "burn" },

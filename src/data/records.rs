@@ -3,6 +3,7 @@
 //! `data.text_field` string field), the format HF dataset dumps come in.
 
 use anyhow::{anyhow, bail, Result};
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
@@ -70,14 +71,14 @@ pub struct Skipped {
 /// with a string `field` is an error naming `shown` and the line, or with `skip` is counted in
 /// `skipped`.
 pub fn json_lines(shown: &str, bytes: &[u8], compression: Compression, field: &str, skip: bool, skipped: &mut Skipped) -> Result<Vec<(usize, String)>> {
-    let raw = match compression {
-        Compression::None => bytes.to_vec(),
+    let raw: Cow<[u8]> = match compression {
+        Compression::None => Cow::Borrowed(bytes),
         Compression::Gzip => {
             let mut out = Vec::new();
             flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| anyhow!("{shown}: not a readable gzip file ({e})"))?;
-            out
+            Cow::Owned(out)
         }
-        Compression::Zstd => zstd::decode_all(bytes).map_err(|e| anyhow!("{shown}: not a readable zstd file ({e})"))?,
+        Compression::Zstd => Cow::Owned(zstd::decode_all(bytes).map_err(|e| anyhow!("{shown}: not a readable zstd file ({e})"))?),
     };
     let mut out = Vec::new();
     for (i, line) in raw.split(|&b| b == b'\n').enumerate() {

@@ -14,6 +14,7 @@
 //! `(dx, dw)` (see [`head_loss`]); the reference is `token_losses(x · w, targets).mean()`
 //! (`train.ce = "autodiff"`), against which the tests check the values and both gradients.
 
+use crate::kernels::staged::read_now;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
@@ -175,9 +176,7 @@ pub fn head_loss<B: AutodiffBackend>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: 
     let [b, n, d] = h.dims();
     let dev = h.device();
     let h = h.reshape([b * n, d]);
-    let values = |t: Tensor<B::InnerBackend, 2>| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
-    let t: Vec<usize> = targets.inner().into_data().convert::<i64>().into_vec::<i64>().expect("int data").into_iter().map(|k| k as usize).collect();
-    let (losses, dx, dw) = head_ce(&values(h.clone().inner()), &values(w.clone().inner()), &t, d, true);
+    let (losses, dx, dw) = head_ce(&read_now(h.clone().inner()), &read_now(w.clone().inner()), &ids(targets.inner()), d, true);
     let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
     let constant = |v: Vec<f32>, shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(v, shape), &dev);
     let s = (h * constant(dx, [b * n, d])).sum() + (w.clone() * constant(dw, w.dims())).sum();
@@ -189,10 +188,13 @@ pub fn head_loss<B: AutodiffBackend>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: 
 pub fn head_token_losses<B: Backend>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, n, d] = h.dims();
     let dev = h.device();
-    let values = |t: Tensor<B, 2>| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
-    let t: Vec<usize> = targets.into_data().convert::<i64>().into_vec::<i64>().expect("int data").into_iter().map(|k| k as usize).collect();
-    let (losses, _, _) = head_ce(&values(h.reshape([b * n, d])), &values(w), &t, d, false);
+    let (losses, _, _) = head_ce(&read_now(h.reshape([b * n, d])), &read_now(w), &ids(targets), d, false);
     Tensor::from_data(TensorData::new(losses, [b, n]), &dev)
+}
+
+/// Token ids as indices.
+fn ids<B: Backend>(t: Tensor<B, 2, Int>) -> Vec<usize> {
+    t.into_data().convert::<i64>().into_vec::<i64>().expect("int data").into_iter().map(|k| k as usize).collect()
 }
 
 #[cfg(test)]
