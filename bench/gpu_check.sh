@@ -3,8 +3,12 @@
 # model for a few hundred steps in f32 and in bf16 on the real corpus, and the final validation
 # losses are printed side by side (bf16 with f32 master weights should agree within noise).
 #
-#   BAKA=./baka STEPS=200 OUT_DIR=gpu-check bench/gpu_check.sh
-# Needs the data cache (data/default/bpe8192/) next to it or network for npm.
+#   BAKA=target/release/baka STEPS=200 OUT_DIR=gpu-check bench/gpu_check.sh
+#   BAKA     a `cargo build --release --features cuda` binary (default ./baka)
+#   STEPS    steps per run (default 200)
+#   OUT_DIR  one run folder and log per branch and dtype (default gpu-check)
+# Uses the data cache in the working directory (data/default/bpe8192/, made by
+# `baka prepare --set data.vocab_size=8192`); without it the first run builds it, which needs npm.
 set -euo pipefail
 BAKA="${BAKA:-./baka}"
 STEPS="${STEPS:-200}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time per kernel name and training step from Nsight Compute CSVs (bench/gpu_ncu.sh), one column
+"""Time per kernel name and training step from Nsight Compute CSVs (bench/profile_ncu.sh), one column
 per CSV, slowest first, with the total: where the GPU's time goes, and what changed between runs.
 
     python3 bench/ncu_sum.py [--steps N] [--top 40] A.csv [B.csv ...]

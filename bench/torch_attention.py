@@ -5,7 +5,7 @@
 bench/torch_reference.py's model calls), forward alone and forward + backward, timed with CUDA
 events over --iters calls after a warm-up; prints one JSON line with the backend PyTorch chose
 and ms per call of one layer, and per training step (× layers). bakallm's own per-kernel times come
-from Nsight Compute (bench/gpu_ncu.sh).
+from Nsight Compute (bench/profile_ncu.sh).
 
     python3 bench/torch_attention.py [--batch 32] [--heads 12] [--seq 512] [--hd 64] [--layers 12]
 """

@@ -1,24 +1,18 @@
 //! Backends: burn-flex on the CPU (default, tests) and CUDA behind the crate's `cuda` feature.
 
-pub type Cpu = burn::backend::Flex;
-pub type CpuTrain = burn::backend::Autodiff<Cpu>;
-
-#[cfg(feature = "cuda")]
-pub type Gpu = burn::backend::Cuda<f32, i32>;
-#[cfg(feature = "cuda")]
-pub type GpuTrain = burn::backend::Autodiff<Gpu>;
+pub use crate::kernels::backend::*;
 
 pub const NEEDS_CUDA: &str = "train.device = \"cuda\" needs a binary built with `cargo build --release --features cuda`";
 
 /// Fails early (before any file is written) when `t.device` needs a feature this binary lacks;
 /// on CUDA, chooses the memory pools before the device's first use.
 pub fn check_device(t: &crate::config::TrainConfig) -> anyhow::Result<()> {
-    if t.device == "cuda" && !cfg!(feature = "cuda") {
+    if t.device.is_cuda() && !cfg!(feature = "cuda") {
         anyhow::bail!(NEEDS_CUDA);
     }
     #[cfg(feature = "cuda")]
-    if t.device == "cuda" {
-        memory_pool(&t.memory_pool)?;
+    if t.device.is_cuda() {
+        memory_pool(t.memory_pool)?;
     }
     Ok(())
 }
@@ -26,21 +20,22 @@ pub fn check_device(t: &crate::config::TrainConfig) -> anyhow::Result<()> {
 /// Sets cubecl's CUDA memory pools (`train.memory_pool`), once per process: they are built when
 /// the device is first used, and a later run with other pools would silently get the first ones.
 #[cfg(feature = "cuda")]
-fn memory_pool(kind: &str) -> anyhow::Result<()> {
+fn memory_pool(kind: crate::config::MemoryPool) -> anyhow::Result<()> {
+    use crate::config::MemoryPool;
     use cubecl::MemoryConfiguration;
-    static CHOSEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    static CHOSEN: std::sync::Mutex<Option<MemoryPool>> = std::sync::Mutex::new(None);
     let mut chosen = CHOSEN.lock().unwrap();
-    match chosen.as_deref() {
-        Some(k) if k == kind => return Ok(()),
+    match chosen.as_ref() {
+        Some(k) if *k == kind => return Ok(()),
         Some(k) => anyhow::bail!("train.memory_pool = {kind:?}: this process's CUDA pools are already {k:?} (one kind per process)"),
         None => {}
     }
     cubecl::cuda::set_memory_config(match kind {
-        "sliced" => MemoryConfiguration::SubSlices,
-        "exclusive" => MemoryConfiguration::ExclusivePages,
-        _ => MemoryConfiguration::Custom { pool_options: shared_pools() },
+        MemoryPool::Sliced => MemoryConfiguration::SubSlices,
+        MemoryPool::Exclusive => MemoryConfiguration::ExclusivePages,
+        MemoryPool::Shared => MemoryConfiguration::Custom { pool_options: shared_pools() },
     });
-    *chosen = Some(kind.into());
+    *chosen = Some(kind);
     Ok(())
 }
 
@@ -77,7 +72,7 @@ fn shared_pools() -> Vec<cubecl::cuda::MemoryPoolOptions> {
 macro_rules! with_backend {
     ($device:expr, $cpu:ty, $gpu:ty, |$B:ident, $dev:ident| $body:expr) => {{
         match $device {
-            "cuda" => {
+            $crate::config::Device::Cuda => {
                 #[cfg(feature = "cuda")]
                 {
                     type $B = $gpu;
@@ -89,7 +84,7 @@ macro_rules! with_backend {
                     anyhow::bail!($crate::backend::NEEDS_CUDA)
                 }
             }
-            _ => {
+            $crate::config::Device::Cpu => {
                 type $B = $cpu;
                 let $dev = burn::backend::flex::FlexDevice;
                 $body

@@ -5,15 +5,14 @@
 //! `bench/torch_reference.py`: flops/token = 6·(N − V·d) + 12·layers·d·T, against the GPU's
 //! dense bf16 peak (989 TFLOP/s for H100/H200 unless `--peak-tflops` says otherwise).
 
-use crate::config::Config;
-use crate::model::precision::Compute;
+use crate::config::{serde_name, Config, Device, TrainConfig};
+use crate::kernels::ops::{AttnKernel, Ce, Kernels, TrainOps};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::adamw::AdamW;
 use crate::train::batches::mix;
 use crate::train::{train_step, train_step_marked};
 use anyhow::Result;
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -38,31 +37,19 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
         cfg.model.vocab = padded_vocab(cfg.data.vocab_size);
     }
     crate::backend::check_device(&cfg.train)?;
-    let device = cfg.train.device.clone();
-    crate::with_train_backend!(device.as_str(), |B, dev| run::<B>(&cfg, o, &dev))
+    let device = cfg.train.device;
+    crate::with_train_backend!(device, |B, dev| run::<B>(&cfg, o, &dev))
 }
 
 #[cfg(feature = "cuda")]
-fn reserved_bytes(device: &str) -> Option<u64> {
+fn reserved_bytes(device: Device) -> Option<u64> {
     use cubecl::Runtime;
-    (device == "cuda").then(|| cubecl::cuda::CudaRuntime::client(&Default::default()).memory_usage().map(|m| m.bytes_reserved).unwrap_or(0))
+    device.is_cuda().then(|| cubecl::cuda::CudaRuntime::client(&Default::default()).memory_usage().map(|m| m.bytes_reserved).unwrap_or(0))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn reserved_bytes(_device: &str) -> Option<u64> {
+fn reserved_bytes(_device: Device) -> Option<u64> {
     None
-}
-
-/// Nanoseconds cubecl's runner threads have spent in tasks: `[upstream (burn-fusion), downstream
-/// (the compute server, which launches every kernel)]` (vendor/cubecl-common; zeros without CUDA).
-#[cfg(feature = "cuda")]
-fn runner_busy() -> [u64; 2] {
-    cubecl::device_handle::busy_ns()
-}
-
-#[cfg(not(feature = "cuda"))]
-fn runner_busy() -> [u64; 2] {
-    [0; 2]
 }
 
 /// `nvrtc::host_counters` (zeros without CUDA).
@@ -81,10 +68,10 @@ fn kernel_host() -> [u64; 5] {
 /// reserved bytes include its slack, while PyTorch reports `max_memory_allocated`; this is the
 /// like-for-like figure (a lower bound: a peak shorter than the interval can be missed).
 #[cfg(feature = "cuda")]
-fn peak_in_use<R>(device: &str, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+fn peak_in_use<R>(device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
     use cubecl::Runtime;
     use std::sync::atomic::{AtomicBool, Ordering};
-    if device != "cuda" {
+    if !device.is_cuda() {
         return (f(), None);
     }
     let (stream, client) = (cubecl::stream_id::StreamId::current(), cubecl::cuda::CudaRuntime::client(&Default::default()));
@@ -107,29 +94,43 @@ fn peak_in_use<R>(device: &str, f: impl FnOnce() -> R) -> (R, Option<u64>) {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn peak_in_use<R>(_device: &str, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+fn peak_in_use<R>(_device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
     (f(), None)
+}
+
+/// The kernels a run on `t.device` uses, as they run: on the CPU burn's ops but the loss; on
+/// CUDA the flash-based attention takes "fused" where the flash kernels do not fit (bf16, head dim
+/// 32 or 64).
+fn kernels_run(t: &TrainConfig, head_dim: usize) -> Kernels {
+    let k = t.kernels();
+    if !t.device.is_cuda() {
+        return Kernels { ce: k.ce, ..Kernels::REFERENCE };
+    }
+    let flash = t.dtype == crate::config::Dtype::Bf16 && (head_dim == 32 || head_dim == 64);
+    let attention = if matches!(k.attention, AttnKernel::Flash | AttnKernel::Block | AttnKernel::Layer) && !flash { AttnKernel::Fused } else { k.attention };
+    Kernels { attention, ..k }
 }
 
 /// "baka-cpu", or "baka-cuda" plus the kernel settings that differ from the defaults, e.g.
 /// "baka-cuda (burn matmul)", so rows of one comparison stay apart in `bench/compare.py`.
-fn system(t: &crate::config::TrainConfig) -> String {
-    if t.device != "cuda" {
+fn system(t: &TrainConfig) -> String {
+    if !t.device.is_cuda() {
         return "baka-cpu".into();
     }
-    let ce = if t.ce == "chunked" { format!("chunked CE of {} rows", t.ce_chunk) } else { format!("{} CE", t.ce) };
-    let default = crate::config::TrainConfig::default();
-    let pool = format!("{} memory pool", t.memory_pool);
-    let attention = format!("{} attention", t.attention);
-    let differ: Vec<&str> = [
-        (t.matmul == "burn", "burn matmul"),
-        (t.attention != default.attention, attention.as_str()),
-        (t.embedding == "burn", "burn embedding"),
-        (t.layernorm == "burn", "burn layernorm"),
-        (t.gate == "burn", "burn gate"),
-        (t.adamw == "burn", "burn adamw"),
-        (t.ce != default.ce || t.ce_chunk != default.ce_chunk, ce.as_str()),
-        (t.memory_pool != default.memory_pool, pool.as_str()),
+    let (k, fast) = (t.kernels(), Kernels { ce_chunk: TrainConfig::default().ce_chunk, ..Kernels::FAST });
+    let ce = if k.ce == Ce::Chunked { format!("chunked CE of {} rows", k.ce_chunk) } else { format!("{} CE", serde_name(&k.ce)) };
+    let pool = format!("{} memory pool", serde_name(&t.memory_pool));
+    let attention = format!("{} attention", serde_name(&k.attention));
+    let burn = |a: bool, what: &'static str| (a, what.to_string());
+    let differ: Vec<String> = [
+        burn(k.matmul != fast.matmul, "burn matmul"),
+        (k.attention != fast.attention, attention),
+        burn(k.embedding != fast.embedding, "burn embedding"),
+        burn(k.norm != fast.norm, "burn layernorm"),
+        burn(k.gate != fast.gate, "burn gate"),
+        burn(!t.fused_adamw(), "burn adamw"),
+        (k.ce != fast.ce || k.ce_chunk != fast.ce_chunk, ce),
+        (t.memory_pool != TrainConfig::default().memory_pool, pool),
     ]
     .into_iter()
     .filter(|x| x.0)
@@ -142,7 +143,7 @@ fn system(t: &crate::config::TrainConfig) -> String {
     }
 }
 
-fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<serde_json::Value> {
+fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<serde_json::Value> {
     let t = &cfg.train;
     let len = t.n_windows * cfg.model.window;
     let v = cfg.model.vocab as u64;
@@ -151,7 +152,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         let all = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [t.batch, len + 1]), dev);
         (all.clone().narrow(1, 0, len), all.narrow(1, 1, len))
     };
-    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(Compute::from_train(t));
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_kernels(t.dtype.float(), t.kernels());
     let mut optim = AdamW::<B>::new(t);
     let t_warm = Instant::now();
     let mut first = f32::NAN;
@@ -165,8 +166,8 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
     }
     B::sync(dev)?;
     let warm_s = t_warm.elapsed().as_secs_f64();
-    let mut peak = reserved_bytes(&t.device).unwrap_or(0);
-    let (t0, busy0) = (Instant::now(), runner_busy());
+    let mut peak = reserved_bytes(t.device).unwrap_or(0);
+    let t0 = Instant::now();
     // each step's loss is read once the next is queued (`StepStats::later`), as `baka train` does
     let mut pending = None;
     for i in 0..o.steps {
@@ -176,16 +177,14 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         if let Some(p) = pending.replace(stats.later()) {
             p.wait(&mut optim);
         }
-        peak = peak.max(reserved_bytes(&t.device).unwrap_or(0));
+        peak = peak.max(reserved_bytes(t.device).unwrap_or(0));
     }
     B::sync(dev)?;
     let dt = t0.elapsed().as_secs_f64();
-    let busy1 = runner_busy();
-    let runner_ms = |i: usize| ((busy1[i] - busy0[i]) as f64 / 1e6 / o.steps as f64 * 100.0).round() / 100.0;
     let last = pending.map_or(f32::NAN, |p| p.wait(&mut optim).0);
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
     // three more steps, untimed, with the in-use sampler running
-    let (model, in_use) = peak_in_use(&t.device, || -> Result<BakaLM<B>> {
+    let (model, in_use) = peak_in_use(t.device, || -> Result<BakaLM<B>> {
         let mut model = model;
         for i in 0..3 {
             let (x, y) = batch(o.warmup + o.steps + i);
@@ -195,22 +194,24 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         Ok(model)
     });
     let mut model = model?;
-    let gpu = t.device == "cuda";
-    let blas = gpu && t.matmul == "cublas";
+    let gpu = t.device.is_cuda();
+    let k = kernels_run(t, cfg.model.head_dim());
+    let fused = |f: crate::kernels::ops::Fusion| serde_name(&f);
     let mut line = serde_json::json!({
         "system": system(t),
         "branch": cfg.branch,
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-flex 0.21" },
-        "matmul": if blas { "cublas" } else { "burn" },
-        "ce": if gpu || model.compute.host_head { t.ce.as_str() } else { "autodiff" },
-        "ce_chunk": (gpu && t.ce == "chunked").then_some(t.ce_chunk),
-        "attention": if !gpu { "burn" } else if ["flash", "block", "layer"].contains(&t.attention.as_str()) && !crate::kernels::flash_fits(t.dtype == "bf16", cfg.model.d_model / cfg.model.n_heads) { "fused" } else { t.attention.as_str() },
-        "embedding": if gpu { t.embedding.as_str() } else { "burn" },
-        "layernorm": if gpu { t.layernorm.as_str() } else { "burn" },
-        "gate": if gpu { t.gate.as_str() } else { "burn" },
-        "adamw": if gpu { t.adamw.as_str() } else { "burn" },
-        "memory_pool": gpu.then_some(t.memory_pool.as_str()),
-        "dtype": t.dtype,
+        "kernels": serde_name(&t.kernels),
+        "matmul": serde_name(&k.matmul),
+        "ce": serde_name(&k.ce),
+        "ce_chunk": (gpu && k.ce == Ce::Chunked).then_some(k.ce_chunk),
+        "attention": serde_name(&k.attention),
+        "embedding": fused(k.embedding),
+        "layernorm": fused(k.norm),
+        "gate": fused(k.gate),
+        "adamw": if gpu && t.fused_adamw() { "fused" } else { "burn" },
+        "memory_pool": gpu.then(|| serde_name(&t.memory_pool)),
+        "dtype": t.dtype.name(),
         "batch": t.batch * t.n_windows,
         "seq": cfg.model.window,
         "params": param_count(&cfg.model, &cfg.memory),
@@ -224,8 +225,6 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
         "loss_last": last,
     });
     if o.phases {
-        // per timed step: ms burn-fusion's thread and cubecl's device thread spent in tasks
-        line["runner_ms"] = serde_json::json!({"fusion": runner_ms(0), "device": runner_ms(1)});
         let mut next = o.warmup + o.steps + 3;
         for (key, sync) in [("phases_ms", false), ("phases_synced_ms", true)] {
             let ms;
@@ -242,7 +241,7 @@ fn run<B: AutodiffBackend>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> R
 /// Mean milliseconds per phase of [`train_step_marked`] over `steps` steps. Without `sync` they are
 /// the host's: where it spends the step ("read" includes waiting for the device to catch up); with a
 /// device sync after each phase, each is that phase's device time (or its host time, if longer).
-fn phases<B: AutodiffBackend>(
+fn phases<B: TrainOps>(
     mut model: BakaLM<B>,
     optim: &mut AdamW<B>,
     steps: usize,

@@ -5,8 +5,11 @@
 //! error names the layer (file or `--set`) and the dotted key that is wrong.
 
 use crate::data::DataConfig;
+use crate::kernels::ops::{AttnKernel, Ce, Fusion, KernelSet, Kernels, Matmul};
+use crate::kernels::MAX_FUSED_NORM_D;
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
+use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::Value;
@@ -75,51 +78,117 @@ pub struct TrainConfig {
     /// On a non-finite loss or gradient: false stops the run; true skips that step's update.
     pub skip_spikes: bool,
     /// "cpu" (burn-flex) or "cuda" (needs a binary built with `--features cuda`).
-    pub device: String,
-    /// "f32" or "bf16" (bf16 only on cuda).
-    pub dtype: String,
-    /// Matmul of the linear layers on CUDA: "cublas" (stream-ordered cuBLAS, src/kernels/) or
-    /// "burn" (burn's own autotuned kernels). The CPU always uses burn's.
-    pub matmul: String,
-    /// The LM head's cross-entropy: "chunked" (the head and the loss as one op, gradients formed
-    /// in the forward: on CUDA over `ce_chunk` rows at a time so the full logits never exist,
-    /// src/kernels/head.rs; on the CPU src/model/host_loss.rs), "fused" (CUDA: one kernel each
-    /// way, src/kernels/), "closed-form" (CUDA: the same softmax − onehot backward in burn's ops)
-    /// or "autodiff" (through burn's log_softmax: the reference; the CPU's only other choice).
-    pub ce: String,
-    /// Rows of logits per chunk with `ce = "chunked"`: `ce_chunk × vocab` logits exist at a time.
+    pub device: Device,
+    /// "f32" or "bf16" (bf16 only on cuda): the activations' dtype; weights stay f32.
+    pub dtype: Dtype,
+    /// "fast": bakallm's kernels where the device has them (CUDA: cuBLAS linears, the whole
+    /// parallel layer as one op, fused norm, gate, embedding, AdamW, and the LM head + loss in
+    /// chunks; CPU: the LM head + loss as one pass); "reference": burn's ops everywhere.
+    pub kernels: KernelSet,
+    /// Rows of logits per chunk of the LM head's loss on CUDA: `ce_chunk × vocab` logits exist
+    /// at a time.
     pub ce_chunk: usize,
-    /// Attention on CUDA: "layer" (the default: "block" with the whole parallel-residual layer,
-    /// its norm, MLP and residual adds included, as one op each way: src/kernels/layer.rs; where
-    /// the residual is sequential or the norm or gate is "burn", it takes "block"), "block"
-    /// ("flash" with the whole sublayer, q/k/v/o projections included, as one op each way:
-    /// src/kernels/attention_block.rs; not linspace, which takes "flash"),
-    /// "flash" (one tensor-core kernel each way, no `[L, L]` tensor in memory,
-    /// src/kernels/flash.rs; bf16 with head dim 32 or 64, otherwise it takes "fused"), "fused"
-    /// (one autodiff op: cuBLAS GEMMs and softmax kernels, src/kernels/attention.rs) or "burn"
-    /// (burn's ops through autodiff). CPU: always burn's.
-    pub attention: String,
-    /// Embedding backward on CUDA: "fused" (one scatter-add kernel) or "burn" (burn's
-    /// select_assign). CPU: always burn's.
-    pub embedding: String,
-    /// LayerNorm/RMSNorm on CUDA: "fused" (one kernel each way, src/kernels/norm.rs) or "burn".
-    /// CPU: always burn's.
-    pub layernorm: String,
-    /// The MLP's gated SiLU on CUDA: "fused" (one kernel each way, src/kernels/gate.rs) or
-    /// "burn". CPU: always burn's.
-    pub gate: String,
-    /// AdamW update on CUDA: "fused" (one kernel per 32 parameters, the clip folded in,
-    /// src/train/adamw.rs) or "burn" (burn's AdamW ops). CPU: always burn's.
-    pub adamw: String,
     /// CUDA memory pools (set once per process, src/backend.rs): "shared" (tensors over 1 MiB
     /// sliced out of shared 1 GiB pages), "sliced" (cubecl's default: pages graded by slice size,
-    /// up to a quarter of the GPU each) or "exclusive" (cubecl's: a page per tensor, 24 size
-    /// classes). CPU: unused.
-    pub memory_pool: String,
+    /// up to a quarter of the GPU each) or "exclusive" (cubecl's: a page per tensor). CPU: unused.
+    pub memory_pool: MemoryPool,
+    /// Developer overrides of single kernels (unset: as `kernels` says), for tests and for
+    /// benchmarking one kernel against burn's ops; documented in docs/kernels.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matmul: Option<Matmul>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttnKernel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Fusion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layernorm: Option<Fusion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Fusion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adamw: Option<Fusion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ce: Option<Ce>,
 }
 
-/// Widest `model.d_model` the fused norm kernel takes (`train.layernorm`).
-pub const MAX_FUSED_NORM_D: usize = 6144;
+/// `train.device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+    pub fn is_cuda(self) -> bool {
+        self == Self::Cuda
+    }
+}
+
+/// `train.dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+    pub fn float(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::Bf16 => FloatDType::BF16,
+        }
+    }
+}
+
+/// `train.memory_pool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryPool {
+    #[default]
+    Shared,
+    Sliced,
+    Exclusive,
+}
+
+impl TrainConfig {
+    /// The kernels this run uses: `kernels` with the developer overrides applied. On the CPU only
+    /// the loss has a choice (the one-pass LM head + loss, or autodiff).
+    pub fn kernels(&self) -> Kernels {
+        let base = match self.kernels {
+            KernelSet::Fast => Kernels::FAST,
+            KernelSet::Reference => Kernels::REFERENCE,
+        };
+        Kernels {
+            matmul: self.matmul.unwrap_or(base.matmul),
+            attention: self.attention.unwrap_or(base.attention),
+            embedding: self.embedding.unwrap_or(base.embedding),
+            norm: self.layernorm.unwrap_or(base.norm),
+            gate: self.gate.unwrap_or(base.gate),
+            ce: self.ce.unwrap_or(base.ce),
+            ce_chunk: self.ce_chunk,
+        }
+    }
+
+    /// Whether the optimizer step runs as bakallm's fused kernel (CUDA).
+    pub fn fused_adamw(&self) -> bool {
+        self.adamw.unwrap_or(if self.kernels == KernelSet::Fast { Fusion::Fused } else { Fusion::Burn }) == Fusion::Fused
+    }
+}
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -142,17 +211,18 @@ impl Default for TrainConfig {
             test_samples: 64,
             checkpoint_every: 0,
             skip_spikes: false,
-            device: "cpu".into(),
-            dtype: "f32".into(),
-            matmul: "cublas".into(),
-            ce: "chunked".into(),
+            device: Device::Cpu,
+            dtype: Dtype::F32,
+            kernels: KernelSet::Fast,
             ce_chunk: 4096,
-            attention: "layer".into(),
-            embedding: "fused".into(),
-            layernorm: "fused".into(),
-            gate: "fused".into(),
-            adamw: "fused".into(),
-            memory_pool: "shared".into(),
+            memory_pool: MemoryPool::Shared,
+            matmul: None,
+            attention: None,
+            embedding: None,
+            layernorm: None,
+            gate: None,
+            adamw: None,
+            ce: None,
         }
     }
 }
@@ -168,6 +238,11 @@ pub struct Config {
     pub memory: MemoryConfig,
     pub train: TrainConfig,
     pub data: DataConfig,
+}
+
+/// The TOML spelling of a unit enum variant (its serde name).
+pub fn serde_name<T: Serialize>(v: &T) -> String {
+    toml::Value::try_from(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Where a layer of settings came from, for error messages.
@@ -340,40 +415,49 @@ impl Config {
         if t.eps <= 0.0 || t.weight_decay < 0.0 || t.clip < 0.0 {
             bail!("train.eps must be > 0, train.weight_decay and train.clip >= 0 (got {}, {}, {})", t.eps, t.weight_decay, t.clip);
         }
-        if !["cpu", "cuda"].contains(&t.device.as_str()) {
-            bail!("train.device = {:?}: expected \"cpu\" or \"cuda\"", t.device);
-        }
-        if !["f32", "bf16"].contains(&t.dtype.as_str()) {
-            bail!("train.dtype = {:?}: expected \"f32\" or \"bf16\"", t.dtype);
-        }
-        if !["cublas", "burn"].contains(&t.matmul.as_str()) {
-            bail!("train.matmul = {:?}: expected \"cublas\" or \"burn\"", t.matmul);
-        }
-        if !["chunked", "fused", "closed-form", "autodiff"].contains(&t.ce.as_str()) {
-            bail!("train.ce = {:?}: expected \"chunked\", \"fused\", \"closed-form\" or \"autodiff\"", t.ce);
-        }
         if t.ce_chunk == 0 {
             bail!("train.ce_chunk = 0: expected at least 1 row of logits per chunk");
         }
-        if !["layer", "block", "flash", "fused", "burn"].contains(&t.attention.as_str()) {
-            bail!("train.attention = {:?}: expected \"layer\", \"block\", \"flash\", \"fused\" or \"burn\"", t.attention);
-        }
-        if !["shared", "sliced", "exclusive"].contains(&t.memory_pool.as_str()) {
-            bail!("train.memory_pool = {:?}: expected \"shared\", \"sliced\" or \"exclusive\"", t.memory_pool);
-        }
-        for (k, v) in [("train.embedding", &t.embedding), ("train.layernorm", &t.layernorm), ("train.gate", &t.gate), ("train.adamw", &t.adamw)] {
-            if !["fused", "burn"].contains(&v.as_str()) {
-                bail!("{k} = {v:?}: expected \"fused\" or \"burn\"");
-            }
-        }
-        if t.dtype == "bf16" && t.device == "cpu" {
+        if t.dtype == Dtype::Bf16 && !t.device.is_cuda() {
             bail!("train.dtype = \"bf16\" needs train.device = \"cuda\" (the CPU backend computes in f32)");
         }
+        if !t.device.is_cuda() {
+            if let Some(ce @ (Ce::Fused | Ce::ClosedForm)) = t.ce {
+                bail!("train.ce = {:?} needs train.device = \"cuda\": the CPU has \"chunked\" and \"autodiff\"", serde_name(&ce));
+            }
+        }
         // the norm kernel's backward sums dw and db of a block in shared memory (2·d f32, 48 KiB)
-        if t.device == "cuda" && t.layernorm == "fused" && self.model.d_model > MAX_FUSED_NORM_D {
+        if t.device.is_cuda() && t.kernels().norm == Fusion::Fused && self.model.d_model > MAX_FUSED_NORM_D {
             bail!("train.layernorm = \"fused\" supports model.d_model up to {MAX_FUSED_NORM_D}, got {}: set train.layernorm = \"burn\"", self.model.d_model);
         }
         Ok(())
+    }
+
+    /// Where this model does not take the kernels `train.kernels` and the overrides ask for (CUDA),
+    /// and what runs instead: said once when a run starts, so a run is never silently slower.
+    pub fn kernel_fallbacks(&self) -> Vec<String> {
+        let (t, m) = (&self.train, &self.model);
+        let k = t.kernels();
+        if !t.device.is_cuda() {
+            return vec![];
+        }
+        let mut notes = vec![];
+        let flash_based = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block | AttnKernel::Flash);
+        let hd = m.head_dim();
+        if flash_based && !(t.dtype == Dtype::Bf16 && (hd == 32 || hd == 64)) {
+            notes.push(format!("the flash kernels need train.dtype = \"bf16\" and a head dim of 32 or 64 (got {}, {hd}): attention runs as GEMMs and softmax kernels", t.dtype.name()));
+        } else if matches!(k.attention, AttnKernel::Layer | AttnKernel::Block) {
+            if m.positions == crate::model::PositionKind::Linspace {
+                notes.push("linspace adds its ramp to k before the head split: the attention runs as flash kernels between the projections, not as one op".into());
+            } else if k.matmul == Matmul::Burn {
+                notes.push("train.matmul = \"burn\": the attention runs as flash kernels between burn's linears, not as one op".into());
+            } else if k.attention == AttnKernel::Layer && m.residual == "sequential" {
+                notes.push("model.residual = \"sequential\": each sublayer runs as its own op (no single-op layer)".into());
+            } else if k.attention == AttnKernel::Layer && (k.norm == Fusion::Burn || k.gate == Fusion::Burn) {
+                notes.push("the single-op layer needs the fused norm and gate: the attention sublayer runs as one op, the rest as their ops".into());
+            }
+        }
+        notes
     }
 
     /// Fully resolved TOML, as written to `<run>/config.toml`.
@@ -462,6 +546,20 @@ mod tests {
         assert_eq!(parse_set("a.b=nope").unwrap().1, Value::String("nope".into()));
         assert_eq!(parse_set("a.b=true").unwrap().1, Value::Boolean(true));
         assert!(parse_set("novalue").is_err());
+    }
+
+    #[test]
+    fn kernel_fallbacks_are_said_on_cuda_only() {
+        let cuda = "[train]\ndevice = \"cuda\"";
+        let notes = |extra: &str| Config::from_layers(&[layer(&format!("{cuda}\n{extra}"))]).unwrap().kernel_fallbacks();
+        let bf16 = |extra: &str| notes(&format!("dtype = \"bf16\"\n{extra}"));
+        assert!(bf16("").is_empty(), "pristine (head dim 64, bf16) takes every kernel");
+        assert!(notes("")[0].contains("bf16"), "f32 keeps the flash kernels out");
+        assert!(bf16("[model]\npositions = \"linspace\"")[0].contains("linspace"));
+        assert!(bf16("[model]\nresidual = \"sequential\"")[0].contains("sequential"));
+        assert!(bf16("attention = \"flash\"\n[model]\nresidual = \"sequential\"").is_empty());
+        assert!(notes("kernels = \"reference\"").is_empty());
+        assert!(Config::from_layers(&[layer("[model]\npositions = \"linspace\"")]).unwrap().kernel_fallbacks().is_empty());
     }
 
     #[test]

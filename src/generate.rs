@@ -1,5 +1,6 @@
 //! Inference: `baka logits` (JSON logits, for parity checks) and `baka generate` (sampling).
 
+use crate::kernels::ops::BakaOps;
 use crate::model::BakaLM;
 use crate::state::BakaState;
 use anyhow::{bail, Result};
@@ -13,7 +14,7 @@ fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> 
 }
 
 /// Logits `[n, vocab]` of `ids`, read in windows of `window` tokens with the state carried.
-pub fn logits<B: Backend>(model: &BakaLM<B>, ids: &[u32], window: usize, device: &B::Device) -> Result<Vec<Vec<f32>>> {
+pub fn logits<B: BakaOps>(model: &BakaLM<B>, ids: &[u32], window: usize, device: &B::Device) -> Result<Vec<Vec<f32>>> {
     let v = model.vocab();
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= v) {
         bail!("--tokens: id {bad} is out of range (vocab {v})");
@@ -67,7 +68,7 @@ fn sample(logits: &[f32], n_real: usize, o: &GenOptions, rng: &mut StdRng) -> u3
 
 /// Samples `max_tokens` after `prompt`, streaming decoded text to `out` as it comes. Full windows
 /// are committed to the state (memory, offset); the open window is re-read for every token.
-pub fn generate<B: Backend>(model: &BakaLM<B>, tok: &tokenizers::Tokenizer, prompt: &str, o: &GenOptions, device: &B::Device, out: &mut dyn Write) -> Result<String> {
+pub fn generate<B: BakaOps>(model: &BakaLM<B>, tok: &tokenizers::Tokenizer, prompt: &str, o: &GenOptions, device: &B::Device, out: &mut dyn Write) -> Result<String> {
     let enc = tok.encode(prompt, false).map_err(|e| anyhow::anyhow!("--prompt: cannot encode ({e})"))?;
     let mut cur: Vec<u32> = enc.get_ids().to_vec();
     if cur.is_empty() {

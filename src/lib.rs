@@ -4,7 +4,8 @@
 pub mod backend;
 pub mod bench;
 pub mod config;
-pub mod kernels;
+/// The model's operations and their kernels (the workspace crate `crates/bakallm-kernels`).
+pub use bakallm_kernels as kernels;
 pub mod model;
 pub mod plot;
 pub mod progress;

@@ -43,7 +43,7 @@ enum Cmd {
         seed: Option<u64>,
         /// Shorthand for --set train.device=D (cpu or cuda).
         #[arg(long)]
-        device: Option<String>,
+        device: Option<bakallm::config::Device>,
         /// Override any setting by its dotted key, e.g. --set model.d_model=128 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
@@ -139,7 +139,7 @@ enum Cmd {
         max_tokens: usize,
         /// cpu, or cuda (a binary built with --features cuda).
         #[arg(long, default_value = "cpu")]
-        device: String,
+        device: bakallm::config::Device,
     },
     /// Export a run's weights to weights/<run>.safetensors (+ .json config, .tokenizer.json).
     ///
@@ -218,7 +218,7 @@ enum Cmd {
         warmup: usize,
         /// cpu or cuda (default: the branch's train.device).
         #[arg(long)]
-        device: Option<String>,
+        device: Option<bakallm::config::Device>,
         /// Dense bf16 peak for the MFU column (H100/H200: 989).
         #[arg(long, default_value_t = 989.0)]
         peak_tflops: f64,
@@ -278,8 +278,11 @@ fn main() {
         Cmd::Prepare { experiment, sets } => cli::prepare(experiment.as_deref(), &sets),
         Cmd::Branches => cli::branches(),
         Cmd::Train { branch, steps, seed, device, sets, out, resume } => {
-            let all: Vec<String> =
-                (steps.map(|v| format!("train.steps={v}")).into_iter()).chain(seed.map(|v| format!("train.seed={v}"))).chain(device.map(|v| format!("train.device=\"{v}\""))).chain(sets).collect();
+            let all: Vec<String> = (steps.map(|v| format!("train.steps={v}")).into_iter())
+                .chain(seed.map(|v| format!("train.seed={v}")))
+                .chain(device.map(|v| format!("train.device=\"{}\"", v.name())))
+                .chain(sets)
+                .collect();
             cli::train(&branch, &all, out, resume)
         }
         Cmd::Experiment { experiment, only, resume, sets, jobs, one } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets, jobs, one }),
@@ -287,7 +290,7 @@ fn main() {
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
         Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, sets } => {
             let all: Vec<String> =
-                (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()])).chain(device.map(|v| format!("train.device=\"{v}\""))).chain(sets).collect();
+                (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()])).chain(device.map(|v| format!("train.device=\"{}\"", v.name()))).chain(sets).collect();
             cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops, phases })
         }
         Cmd::Encode { source, text } => cli::encode(&source, &text),

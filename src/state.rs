@@ -8,17 +8,13 @@ pub struct BakaState<B: Backend> {
     pub offset: usize,
     /// Index of the next window to process.
     pub window: usize,
-    /// The last window's token ids `[b, T]`.
-    pub inputs: Option<Tensor<B, 2, Int>>,
-    /// The last window's final (normed) hidden states `[b, T, d]`.
-    pub outputs: Option<Tensor<B, 3>>,
     /// RMT memory read by the next window `[b, M, d]`; `None` before window 0 or without memory.
     pub memory: Option<Tensor<B, 3>>,
 }
 
 impl<B: Backend> Default for BakaState<B> {
     fn default() -> Self {
-        Self { offset: 0, window: 0, inputs: None, outputs: None, memory: None }
+        Self { offset: 0, window: 0, memory: None }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The flash-attention kernels (`src/kernels/cuda/flash.cu`) checked without a GPU: compiled as
+//! The flash-attention kernels (`crates/bakallm-kernels/src/cuda/flash.cu`) checked without a GPU: compiled as
 //! C++ with g++ against a CPU emulation of the CUDA they use (`tests/emu/emu.h`: threads and
 //! barriers for the block and warp, the tensor-core and shared-memory instructions from the PTX
 //! ISA's fragment layouts) and compared with attention in f64 (`tests/emu/flash_check.cpp`). The
@@ -35,7 +35,7 @@ fn emulated(src: &str) -> String {
 #[test]
 fn flash_kernels_match_f64_attention_in_the_emulator() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let read = |f: &str| std::fs::read_to_string(root.join("src/kernels/cuda").join(f)).unwrap();
+    let read = |f: &str| std::fs::read_to_string(root.join("crates/bakallm-kernels/src/cuda").join(f)).unwrap();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flash-emulator");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("kernels.cu"), emulated(&format!("{}\n{}", read("common.cu"), read("flash.cu")))).unwrap();

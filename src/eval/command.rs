@@ -4,6 +4,7 @@
 use super::{bits_per_byte, evaluate, evaluate_long, long_samples, target_bytes, LongResult, Tokens};
 use crate::config::Config;
 use crate::data::Prepared;
+use crate::kernels::ops::{BakaOps, Ce, Kernels};
 use crate::model::BakaLM;
 use anyhow::{bail, Result};
 use burn::prelude::*;
@@ -49,7 +50,7 @@ pub struct EvalArgs {
     pub split: Split,
     /// At most this many tokens in `--window`/`--text` mode.
     pub max_tokens: usize,
-    pub device: String,
+    pub device: crate::config::Device,
 }
 
 /// The samples-of-windows result, as written to `eval-<split>-w<N>.json`.
@@ -99,12 +100,12 @@ pub fn eval_command(a: &EvalArgs) -> Result<(Outcome, PathBuf, Option<String>)> 
         bail!("--max-tokens 0: expected a positive number");
     }
     let (cfg, _) = source_config(&a.source)?;
-    crate::backend::check_device(&crate::config::TrainConfig { device: a.device.clone(), ..cfg.train.clone() })?;
-    crate::with_infer_backend!(a.device.as_str(), |B, dev| run::<B>(a, &dev))
+    crate::backend::check_device(&crate::config::TrainConfig { device: a.device, ..cfg.train.clone() })?;
+    crate::with_infer_backend!(a.device, |B, dev| run::<B>(a, &dev))
 }
 
-fn run<B: Backend>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, Option<String>)> {
-    let (cfg, model) = load::<B>(&a.source, &a.device, dev)?;
+fn run<B: BakaOps>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, Option<String>)> {
+    let (cfg, model) = load::<B>(&a.source, dev)?;
     let data = data_of(&a.source, &cfg, &mut |s| eprintln!("{s}"))?;
     let stem = if a.source.is_dir() { a.source.clone() } else { a.source.with_extension("") };
     if a.window.is_none() && a.text.is_none() {
@@ -186,11 +187,10 @@ fn source_config(source: &Path) -> Result<(Config, bool)> {
 
 /// The model of a run or export, computing in the dtype it was trained with (on the CPU with the
 /// LM head and the loss as one pass).
-fn load<B: Backend>(source: &Path, device: &str, dev: &B::Device) -> Result<(Config, BakaLM<B>)> {
+fn load<B: Backend>(source: &Path, dev: &B::Device) -> Result<(Config, BakaLM<B>)> {
     let (cfg, model) = crate::export::load_any::<B>(source, dev)?;
-    let dtype = crate::model::precision::Compute::from_train(&cfg.train).dtype;
-    let compute = crate::model::precision::Compute { dtype, host_head: device == "cpu", ..Default::default() };
-    Ok((cfg, model.with_compute(compute)))
+    let kernels = Kernels { ce: Ce::Chunked, ..Kernels::REFERENCE };
+    Ok((cfg.clone(), model.with_kernels(cfg.train.dtype.float(), kernels)))
 }
 
 fn out_path(stem: &Path, name: &str) -> PathBuf {
@@ -255,10 +255,10 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
         return Ok(());
     }
     let (cfg, _) = source_config(run)?;
-    let device = cfg.train.device.clone();
+    let device = cfg.train.device;
     let budget = extrapolation_budget(lengths, cfg.train.test_samples * cfg.train.n_windows * cfg.model.window);
-    let points: Vec<ExtraPoint> = crate::with_infer_backend!(device.as_str(), |B, dev| {
-        let (cfg, model) = load::<B>(run, &device, &dev)?;
+    let points: Vec<ExtraPoint> = crate::with_infer_backend!(device, |B, dev| {
+        let (cfg, model) = load::<B>(run, &dev)?;
         let data = crate::data::for_run(&cfg.data, run, &mut |_| {})?;
         let batch_tokens = cfg.train.batch.max(8) * cfg.train.n_windows * cfg.model.window;
         let mut out = vec![];

@@ -6,10 +6,10 @@ pub mod command;
 pub mod text;
 
 pub use crate::data::Tokens;
+use crate::kernels::ops::BakaOps;
 use crate::model::BakaLM;
 use crate::state::BakaState;
 use crate::train::batches::{load, val_offsets};
-use burn::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct EvalResult {
@@ -25,7 +25,7 @@ pub struct EvalResult {
 
 /// Evaluates `samples` chunks of `n_windows` windows, spread evenly over `tokens`, `batch`
 /// samples at a time.
-pub fn evaluate<B: Backend>(model: &BakaLM<B>, tokens: &dyn Tokens, samples: usize, n_windows: usize, batch: usize, device: &B::Device) -> EvalResult {
+pub fn evaluate<B: BakaOps>(model: &BakaLM<B>, tokens: &dyn Tokens, samples: usize, n_windows: usize, batch: usize, device: &B::Device) -> EvalResult {
     let w = model.window;
     let len = n_windows * w;
     let offsets = val_offsets(samples, tokens.count(), len + 1);
@@ -93,7 +93,7 @@ pub fn long_samples(count: usize, length: usize, max_tokens: usize) -> (usize, u
 /// (at least one sample; a text shorter than `length` + 1 is one shorter sample), `batch_tokens`
 /// tokens per forward pass. `progress` is called with the samples done so far.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_long<B: Backend>(
+pub fn evaluate_long<B: BakaOps>(
     model: &BakaLM<B>,
     tokens: &dyn Tokens,
     length: usize,

@@ -119,7 +119,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
         }
         todo.push(i);
     }
-    let on_gpu = configs.iter().any(|c| c.train.device == "cuda");
+    let on_gpu = configs.iter().any(|c| c.train.device.is_cuda());
     let jobs = match opts.jobs {
         0 if on_gpu => 1,
         0 => std::thread::available_parallelism().map_or(1, |c| c.get()),

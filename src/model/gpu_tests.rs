@@ -7,8 +7,19 @@
 
 use super::*;
 use crate::backend::{CpuTrain, GpuTrain};
-use crate::config::TrainConfig;
+use crate::config::{Device, Dtype, TrainConfig};
+use crate::kernels::ops::{AttnKernel, Ce, Fusion, KernelSet, TrainOps};
 use burn::tensor::backend::AutodiffBackend;
+
+/// Mean cross-entropy of `logits [b, n, v]` with the loss kernels of `ce` (the autodiff reference,
+/// or the closed form in burn's ops or fused kernels).
+fn ce_loss(logits: Tensor<GpuTrain, 3>, targets: Tensor<GpuTrain, 2, Int>, ce: Ce) -> Tensor<GpuTrain, 1> {
+    let [b, n, v] = logits.dims();
+    match ce {
+        Ce::Autodiff | Ce::Chunked => crate::kernels::reference::token_losses(logits, targets).mean(),
+        Ce::Fused | Ce::ClosedForm => crate::kernels::cross_entropy::token_losses(logits.reshape([b * n, v]), targets.inner().reshape([b * n]), ce == Ce::Fused).mean(),
+    }
+}
 
 /// Head dim 32: the flash kernels' smallest (the default `train.attention = "flash"`).
 fn config(positions: PositionKind) -> ModelConfig {
@@ -18,11 +29,11 @@ fn config(positions: PositionKind) -> ModelConfig {
 /// Mean loss over 3 windows of a fixed batch as training computes it (`train::batch_loss`), and
 /// the gradients of the embedding (it sums every path) and of the LM head, with the kernels of `t`
 /// (dtype, matmul, attention, ce, embedding, layernorm, gate).
-fn loss_and_grad<B: AutodiffBackend>(c: &ModelConfig, m: &MemoryConfig, t: &TrainConfig, dev: &B::Device) -> (f32, [Vec<f32>; 2]) {
-    let model = BakaLM::<B>::new(c, m, 7, dev).with_compute(precision::Compute::from_train(t));
+fn loss_and_grad<B: TrainOps>(c: &ModelConfig, m: &MemoryConfig, t: &TrainConfig, dev: &B::Device) -> (f32, [Vec<f32>; 2]) {
+    let model = BakaLM::<B>::new(c, m, 7, dev).with_kernels(t.dtype.float(), t.kernels());
     let v: Vec<i64> = (0..2 * 97).map(|i| ((i as u64 * 2654435761) % 256) as i64).collect();
     let x = Tensor::<B, 2, Int>::from_data(TensorData::new(v, [2, 97]), dev);
-    let loss = crate::train::batch_loss(&model, x.clone().narrow(1, 0, 96), x.narrow(1, 1, 96), t);
+    let loss = crate::train::batch_loss(&model, x.clone().narrow(1, 0, 96), x.narrow(1, 1, 96));
     let grads = loss.backward();
     let embed = model.embed.weight.val().grad(&grads).expect("embedding gradient").into_data().convert::<f32>().to_vec().unwrap();
     let head = model.lm_head.weight.val().grad(&grads).expect("LM head gradient").into_data().convert::<f32>().to_vec().unwrap();
@@ -47,40 +58,34 @@ fn gpu_every_branch_matches_the_cpu() {
     let gpu = burn::backend::cuda::CudaDevice::default();
     let no_memory = MemoryConfig { tokens: 0, ..Default::default() };
     let rmt = MemoryConfig { tokens: 4, bptt_windows: 2, ..Default::default() };
-    let train = |dtype: &str, kernels: &str| {
-        let t = TrainConfig { dtype: dtype.into(), ..Default::default() };
-        if kernels == "fused" {
-            return t;
-        }
-        let burn = || "burn".to_string();
-        TrainConfig { matmul: burn(), attention: burn(), embedding: burn(), layernorm: burn(), gate: burn(), ce: "autodiff".into(), ..t }
-    };
+    let train = |dtype: Dtype, kernels: KernelSet| TrainConfig { dtype, kernels, ..Default::default() };
+    let (bf16, f32) = (|| train(Dtype::Bf16, KernelSet::Fast), || train(Dtype::F32, KernelSet::Fast));
     let mut cases: Vec<(ModelConfig, MemoryConfig, TrainConfig)> =
-        [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi].map(|p| (config(p), no_memory.clone(), train("bf16", "fused"))).into();
-    cases.push((config(PositionKind::Rope), rmt.clone(), train("bf16", "fused")));
-    cases.push((ModelConfig { norm: "rmsnorm".into(), residual: "sequential".into(), ..config(PositionKind::Rope) }, no_memory.clone(), train("bf16", "fused")));
-    cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { attention: "fused".into(), ..train("bf16", "fused") }));
+        [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi].map(|p| (config(p), no_memory.clone(), bf16())).into();
+    cases.push((config(PositionKind::Rope), rmt.clone(), bf16()));
+    cases.push((ModelConfig { norm: "rmsnorm".into(), residual: "sequential".into(), ..config(PositionKind::Rope) }, no_memory.clone(), bf16()));
+    cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { attention: Some(AttnKernel::Fused), ..bf16() }));
     // the attention sublayer as one op (xPos: q and k tables differ; ALiBi: a bias; linspace takes "flash")
     for p in [PositionKind::Xpos, PositionKind::Alibi, PositionKind::Linspace] {
-        cases.push((config(p), no_memory.clone(), TrainConfig { attention: "block".into(), ..train("bf16", "fused") }));
+        cases.push((config(p), no_memory.clone(), TrainConfig { attention: Some(AttnKernel::Block), ..bf16() }));
     }
     // the default "layer" with RMSNorm and memory; "flash" (each sublayer its ops) as it was
-    cases.push((ModelConfig { norm: "rmsnorm".into(), ..config(PositionKind::Xpos) }, rmt.clone(), train("bf16", "fused")));
+    cases.push((ModelConfig { norm: "rmsnorm".into(), ..config(PositionKind::Xpos) }, rmt.clone(), bf16()));
     for p in [PositionKind::Rope, PositionKind::Alibi] {
-        cases.push((config(p), no_memory.clone(), TrainConfig { attention: "flash".into(), ..train("bf16", "fused") }));
+        cases.push((config(p), no_memory.clone(), TrainConfig { attention: Some(AttnKernel::Flash), ..bf16() }));
     }
-    for ce in ["chunked", "fused"] {
-        cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { ce: ce.into(), ce_chunk: 50, ..train("bf16", "fused") }));
+    for ce in [Ce::Chunked, Ce::Fused] {
+        cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { ce: Some(ce), ce_chunk: 50, ..bf16() }));
     }
-    cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { ce: "chunked".into(), ce_chunk: 50, ..train("f32", "fused") }));
-    cases.push((config(PositionKind::Rope), no_memory.clone(), train("f32", "fused")));
-    cases.push((config(PositionKind::Rope), no_memory, train("bf16", "burn")));
+    cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { ce: Some(Ce::Chunked), ce_chunk: 50, ..f32() }));
+    cases.push((config(PositionKind::Rope), no_memory.clone(), f32()));
+    cases.push((config(PositionKind::Rope), no_memory, train(Dtype::Bf16, KernelSet::Reference)));
     for (c, m, t) in cases {
         let (l_cpu, g_cpu) = loss_and_grad::<CpuTrain>(&c, &m, &TrainConfig::default(), &Default::default());
         let (l, g) = loss_and_grad::<GpuTrain>(&c, &m, &t, &gpu);
-        let (tol_loss, tol_grad) = if t.dtype == "f32" { (2e-3, 2e-2) } else { (2e-2, 1e-1) };
+        let (tol_loss, tol_grad) = if t.dtype == Dtype::F32 { (2e-3, 2e-2) } else { (2e-2, 1e-1) };
         let (dl, de, dh) = ((l - l_cpu).abs() / l_cpu, rel(&g[0], &g_cpu[0]), rel(&g[1], &g_cpu[1]));
-        let what = format!("{:?} {} memory {} {} matmul {} attention {} ce {}", c.positions, c.norm, m.tokens, t.dtype, t.matmul, t.attention, t.ce);
+        let what = format!("{:?} {} memory {} {:?} {:?}", c.positions, c.norm, m.tokens, t.dtype, t.kernels());
         eprintln!("{what}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel: embedding {de:.2e}, head {dh:.2e}");
         assert!(l.is_finite() && dl < tol_loss, "{what}: loss {l} vs {l_cpu}");
         assert!(de < tol_grad && dh < tol_grad, "{what}: gradient rel error: embedding {de}, head {dh}");
@@ -124,7 +129,6 @@ fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
 /// the GPU, f32 and bf16 logits (bf16 as in training), a vocabulary that is not a multiple of 256.
 #[test]
 fn gpu_cross_entropy_kernels_match_autodiff() {
-    use crate::kernels::Ce;
     let dev = burn::backend::cuda::CudaDevice::default();
     // a vocabulary of a multiple of 8 takes the 16-byte-access (`_v`) kernels
     for (v, dt) in [1000, 1001].into_iter().flat_map(|v| [(v, burn::tensor::FloatDType::F32), (v, burn::tensor::FloatDType::BF16)]) {
@@ -134,7 +138,7 @@ fn gpu_cross_entropy_kernels_match_autodiff() {
         let run = |ce: Ce| {
             let x = Tensor::<GpuTrain, 3>::from_data(TensorData::new(xs.clone(), [b, n, v]), &dev).cast(dt).require_grad();
             let t = Tensor::<GpuTrain, 2, Int>::from_data(TensorData::new(ts.clone(), [b, n]), &dev);
-            let loss = crate::kernels::token_losses(x.clone(), t, ce).mean();
+            let loss = ce_loss(x.clone(), t, ce);
             let g = x.grad(&loss.backward()).unwrap().cast(burn::tensor::FloatDType::F32);
             (loss.into_scalar().elem::<f32>(), g.into_data().to_vec::<f32>().unwrap())
         };
@@ -173,7 +177,7 @@ fn gpu_embedding_kernel_matches_burns() {
 #[test]
 fn gpu_heads_kernels_match_burns_steps() {
     use crate::kernels::heads::{merge_heads_ad, split_heads_ad};
-    use positions::{Layout, PosTables};
+    use positions::{tables, Layout};
     let dev = burn::backend::cuda::CudaDevice::default();
     let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect() };
     // head dim 16 takes the 16-byte-access (`_v`) kernels; 12 the one-element ones for bf16, and
@@ -183,7 +187,7 @@ fn gpu_heads_kernels_match_burns_steps() {
         let d = heads * hd;
         for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
             let p = PosParams { kind, n_heads: heads, head_dim: hd, rope_base: 1e4, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 };
-            let rot = PosTables::<crate::backend::Gpu>::new(&Layout::plain(l, 100), &p, &dev, dt).rot_k;
+            let rot = tables::<crate::backend::Gpu>(&Layout::plain(l, 100), &p, &dev, dt).rot_k;
             let run = |fused: bool| {
                 let x = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(1, b * l * d), [b, l, d]), &dev).cast(dt).require_grad();
                 let w = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(2, b * l * d), [b * heads, l, hd]), &dev).cast(dt);
@@ -328,8 +332,8 @@ fn gpu_adamw_kernel_matches_burns() {
     let n = 1_200_001;
     let stats = |norm: f32| Tensor::<Gpu, 1>::from_data(TensorData::new(vec![2.5f32, norm], [2]), &dev);
     let data = |seed: u64| Tensor::<Gpu, 1>::from_data(TensorData::new((0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect::<Vec<f32>>(), [n]), &dev);
-    let t = TrainConfig { device: "cuda".into(), weight_decay: 0.1, ..Default::default() };
-    let (fused, plain) = (AdamW::<GpuTrain>::new(&t), AdamW::<GpuTrain>::new(&TrainConfig { adamw: "burn".into(), ..t.clone() }));
+    let t = TrainConfig { device: Device::Cuda, weight_decay: 0.1, ..Default::default() };
+    let (fused, plain) = (AdamW::<GpuTrain>::new(&t), AdamW::<GpuTrain>::new(&TrainConfig { adamw: Some(Fusion::Burn), ..t.clone() }));
     let (mut a, mut b) = ((data(1), None), (data(1), None));
     let v = |t: &Tensor<Gpu, 1>| t.clone().into_data().to_vec::<f32>().unwrap();
     for (step, device, host) in [(1, GradScale::By(1.0), 1.0), (2, GradScale::By(0.25), 0.25), (3, GradScale::Clip { stats: stats(4.0), max_norm: 1.0 }, 1.0 / (4.0 + 1e-6))] {
@@ -363,12 +367,12 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
     use burn::optim::GradientsParams;
     let dev = burn::backend::cuda::CudaDevice::default();
     let c = config(PositionKind::Rope);
-    let t = TrainConfig { device: "cuda".into(), weight_decay: 0.1, ..Default::default() };
+    let t = TrainConfig { device: Device::Cuda, weight_decay: 0.1, ..Default::default() };
     let grads = |model: &BakaLM<GpuTrain>| {
         let v: Vec<i64> = (0..2 * 33).map(|i| ((i as u64 * 2654435761) % 256) as i64).collect();
         let x = Tensor::<GpuTrain, 2, Int>::from_data(TensorData::new(v, [2, 33]), &dev);
         let logits = model.forward_chunk(x.clone().narrow(1, 0, 32), &mut BakaState::new());
-        let loss = crate::kernels::token_losses(logits, x.narrow(1, 1, 32), crate::kernels::Ce::Fused).mean();
+        let loss = ce_loss(logits, x.narrow(1, 1, 32), Ce::Fused);
         GradientsParams::from_grads(loss.backward(), model)
     };
     struct All(Vec<f32>);
@@ -393,7 +397,7 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
     };
     let start = BakaLM::<GpuTrain>::new(&c, &MemoryConfig::default(), 3, &dev);
     let p0 = values(&start);
-    let (mut fused, mut plain) = (AdamW::<GpuTrain>::new(&t), AdamW::<GpuTrain>::new(&TrainConfig { adamw: "burn".into(), ..t.clone() }));
+    let (mut fused, mut plain) = (AdamW::<GpuTrain>::new(&t), AdamW::<GpuTrain>::new(&TrainConfig { adamw: Some(Fusion::Burn), ..t.clone() }));
     let (mut a, mut b) = (start.clone(), start);
     for scale in [1.0, 0.25] {
         let ga = grads(&a);
@@ -408,4 +412,60 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
         eprintln!("adamw step over the model (scale {scale}): multi-tensor kernel vs burn rel {r:.2e} over {} values", va.len());
         assert!(r < 1e-4, "adamw over the model, scale {scale}: rel {r}");
     }
+}
+
+/// `read_later`: reads queued behind more work, several in flight, give what a plain read gives;
+/// the last (nothing queued after it) arrives through the sync fallback. Then three training
+/// steps whose stats are read after the next step is queued (as `baka train` and `baka bench` do)
+/// against the same steps read at once: the same losses and norms, to the atomics' noise.
+#[test]
+fn gpu_read_later_matches_a_plain_read() {
+    use crate::backend::Gpu;
+    use crate::staged::read_later;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let mut x = Tensor::<Gpu, 2>::from_data(TensorData::new(crate::test_values(128 * 128, 5).to_vec::<f32>().unwrap(), [128, 128]), &dev);
+    let (mut pending, mut kept) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        x = (x.clone().matmul(x.clone()) * 0.05).tanh();
+        let s = Tensor::cat(vec![x.clone().sum().reshape([1]), x.clone().abs().max().reshape([1]), x.clone().slice([3..4, 0..5]).reshape([5])], 0);
+        pending.push(read_later(s.clone()));
+        kept.push(s);
+    }
+    let got: Vec<Vec<f32>> = pending.into_iter().map(|p| p.wait()).collect();
+    let want: Vec<Vec<f32>> = kept.into_iter().map(|s| s.into_data().to_vec::<f32>().unwrap()).collect();
+    eprintln!("read_later: {} reads of 7 values vs plain reads", got.len());
+    assert_eq!(got, want);
+
+    use crate::train::{adamw::AdamW, train_step_marked};
+    let (c, m) = (crate::model::ModelConfig { vocab: 256, d_model: 64, n_layers: 2, n_heads: 2, d_ff: 128, window: 32, ..Default::default() }, crate::config::MemoryConfig::default());
+    let t = crate::config::TrainConfig { device: crate::config::Device::Cuda, dtype: crate::config::Dtype::Bf16, clip: 0.5, ..Default::default() };
+    let batch = |i: u64| {
+        let v: Vec<i64> = (0..4 * 33).map(|j| ((j as u64 * 2654435761 + i * 977) % 256) as i64).collect();
+        let x = Tensor::<GpuTrain, 2, Int>::from_data(TensorData::new(v, [4, 33]), &dev);
+        (x.clone().narrow(1, 0, 32), x.narrow(1, 1, 32))
+    };
+    let run = |later: bool| {
+        let mut model = crate::model::BakaLM::<GpuTrain>::new(&c, &m, 3, &dev).with_kernels(t.dtype.float(), t.kernels());
+        let mut optim = AdamW::<GpuTrain>::new(&t);
+        assert!(optim.clips_on_device(), "the fused AdamW clips on the device");
+        let (mut out, mut pending) = (Vec::new(), None);
+        for i in 0..3 {
+            let (x, y) = batch(i);
+            let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {});
+            model = next;
+            if !later {
+                out.push(stats.now().wait(&mut optim));
+            } else if let Some(p) = pending.replace(stats.later()) {
+                out.push(p.wait(&mut optim));
+            }
+        }
+        out.extend(pending.map(|p| p.wait(&mut optim)));
+        out
+    };
+    let (plain, piped) = (run(false), run(true));
+    eprintln!("three steps, (loss, norm) read at once {plain:?} vs after the next step {piped:?}");
+    for ((l0, n0), (l1, n1)) in plain.iter().zip(&piped) {
+        assert!((l0 - l1).abs() <= 1e-3 * l0.abs() && (n0 - n1).abs() <= 1e-2 * n0.abs(), "plain ({l0}, {n0}) vs pipelined ({l1}, {n1})");
+    }
+    assert_eq!(piped.len(), 3);
 }

@@ -5,7 +5,6 @@
 
 use super::init::Init;
 use super::positions::Layout;
-use super::precision::Compute;
 use burn::module::Param;
 use burn::prelude::*;
 
@@ -18,12 +17,11 @@ pub struct Memory<B: Backend> {
     pub write_previous: bool,
     /// `memory.positions = "window"`: memory slots are positioned like tokens.
     pub positioned: bool,
-    pub compute: Compute,
 }
 
 impl<B: Backend> Memory<B> {
     pub fn new(m: usize, d: usize, std: f64, write_previous: bool, positioned: bool, init: &mut Init<B>) -> Self {
-        Self { init: init.param([m, d], std), write_previous, positioned, compute: Compute::default() }
+        Self { init: init.param([m, d], std), write_previous, positioned }
     }
 
     pub fn tokens(&self) -> usize {
@@ -31,11 +29,12 @@ impl<B: Backend> Memory<B> {
     }
 
     /// Builds `[read? ; x ; write]` and its layout. `base` is the first token's position,
-    /// `ramp_start` the linspace start for this window.
+    /// `ramp_start` the linspace start for this window. The learned slots are cast to `x`'s dtype.
     pub fn assemble(&self, x: Tensor<B, 3>, read: Option<Tensor<B, 3>>, base: usize, ramp_start: f64) -> (Tensor<B, 3>, Layout) {
         let [b, t, d] = x.dims();
         let m = self.tokens();
-        let learned = || self.compute.cast(self.init.val()).unsqueeze::<3>().expand([b, m, d]);
+        let dt = x.dtype().into();
+        let learned = || crate::kernels::reference::to(self.init.val(), dt).unsqueeze::<3>().expand([b, m, d]);
         let write = match (&read, self.write_previous) {
             (Some(r), true) => r.clone(),
             _ => learned(),

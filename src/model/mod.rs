@@ -3,27 +3,27 @@
 
 pub mod attention;
 pub mod block;
-pub mod host_loss;
 pub mod init;
 pub mod memory;
 pub mod mlp;
 pub mod norm;
 pub mod positions;
-pub mod precision;
 
 use crate::config::MemoryConfig;
+use crate::kernels::ops::{BakaOps, Kernels};
+use crate::kernels::reference::to;
+pub use crate::kernels::reference::token_losses;
 use crate::state::BakaState;
 use anyhow::{bail, Result};
 use block::Block;
 use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::FloatDType;
 use init::Init;
 use memory::Memory;
 use norm::Norm;
 pub use positions::PositionKind;
-use positions::{Layout, PosParams, PosTables};
-use precision::Compute;
+use positions::{Layout, PosParams};
 use serde::{Deserialize, Serialize};
 
 /// `[model]`: defaults are BakaLLM's 001_pristine (Pythia-160m dims).
@@ -150,7 +150,10 @@ pub struct BakaLM<B: Backend> {
     pub bptt_windows: usize,
     pub global_positions: bool,
     pub pos: PosParams,
-    pub compute: Compute,
+    /// The activations' dtype (the weights stay f32): F32, or BF16 on CUDA.
+    pub dtype: FloatDType,
+    /// Which of the backend's kernels run ([`BakaOps`]).
+    pub kernels: Kernels,
 }
 
 impl<B: Backend> BakaLM<B> {
@@ -163,25 +166,25 @@ impl<B: Backend> BakaLM<B> {
         let norm = Norm::new(&c.norm, c.d_model, c.norm_eps, device);
         let lm_head = init.linear(c.d_model, c.vocab, c.init_std);
         let memory = (mem.tokens > 0).then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == crate::config::WriteInit::Previous, mem.positions == "window", &mut init));
-        Self { embed, layers, norm, lm_head, memory, window: c.window, bptt_windows: mem.bptt_windows.max(1), global_positions: c.global_positions, pos: c.pos_params(), compute: Compute::default() }
+        Self {
+            embed,
+            layers,
+            norm,
+            lm_head,
+            memory,
+            window: c.window,
+            bptt_windows: mem.bptt_windows.max(1),
+            global_positions: c.global_positions,
+            pos: c.pos_params(),
+            dtype: FloatDType::F32,
+            kernels: Kernels::REFERENCE,
+        }
     }
 
-    /// Sets how activations are computed everywhere: dtype ("f32" or "bf16"; the weights stay
-    /// f32) and kernels (`train.matmul`, `train.attention`, `train.embedding`).
-    pub fn with_compute(mut self, c: Compute) -> Self {
-        self.compute = c;
-        self.norm.fused = c.fused_norm;
-        for l in &mut self.layers {
-            l.attn.compute = c;
-            l.mlp.compute = c;
-            l.attn_norm.fused = c.fused_norm;
-            if let Some(n) = &mut l.mlp_norm {
-                n.fused = c.fused_norm;
-            }
-        }
-        if let Some(m) = &mut self.memory {
-            m.compute = c;
-        }
+    /// Sets the activations' dtype (f32 or bf16; the weights stay f32) and the kernels.
+    pub fn with_kernels(mut self, dtype: FloatDType, kernels: Kernels) -> Self {
+        self.dtype = dtype;
+        self.kernels = kernels;
         self
     }
 
@@ -191,6 +194,13 @@ impl<B: Backend> BakaLM<B> {
 
     pub fn d_model(&self) -> usize {
         self.lm_head.weight.dims()[0]
+    }
+}
+
+impl<B: BakaOps> BakaLM<B> {
+    /// The embedding rows of `tokens [b, T]`, in the activations' dtype.
+    fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        to(B::embed(self.embed.weight.val(), tokens, &self.kernels), self.dtype)
     }
 
     /// Layout of one window's sequence and the hidden input `[read? ; x ; write]`.
@@ -218,9 +228,9 @@ impl<B: Backend> BakaLM<B> {
     pub fn forward_hidden(&self, x: Tensor<B, 3>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let t = x.dims()[1];
         let (mut h, layout, had_read) = self.assemble(x, state);
-        let tables = PosTables::new(&layout, &self.pos, &h.device(), self.compute.dtype);
+        let pos = positions::tables(&layout, &self.pos, &h.device(), self.dtype);
         for layer in &self.layers {
-            h = layer.forward(h, &tables);
+            h = layer.forward(h, &pos, &self.kernels);
         }
         let (tokens, write) = match &self.memory {
             None => (h, None),
@@ -230,16 +240,13 @@ impl<B: Backend> BakaLM<B> {
             }
         };
         state.advance(t, write, self.bptt_windows);
-        self.norm.forward(tokens)
+        self.norm.forward(tokens, &self.kernels)
     }
 
     /// One window `[b, T]` → its final normed hidden states `[b, T, d]`, carrying `state` to the
     /// next window.
     fn window_hidden(&self, tokens: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 3> {
-        let h = self.forward_hidden(self.compute.cast(self.compute.embed(&self.embed, tokens.clone())), state);
-        state.inputs = Some(tokens);
-        state.outputs = Some(h.clone());
-        h
+        self.forward_hidden(self.embed(tokens), state)
     }
 
     /// One window `[b, T]` → logits `[b, T, vocab]`, carrying `state` to the next window.
@@ -250,7 +257,7 @@ impl<B: Backend> BakaLM<B> {
 
     /// The LM head: hidden states `[b, T, d]` → logits `[b, T, vocab]`.
     pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.compute.linear(&self.lm_head, h)
+        B::dense(h, self.lm_head.weight.val(), &self.kernels)
     }
 
     /// A chunk of consecutive windows `[b, n·T]` (the last window may be shorter) → logits
@@ -265,15 +272,16 @@ impl<B: Backend> BakaLM<B> {
         self.head(h.reshape([b * n, self.window, d])).reshape([b, len, self.vocab()])
     }
 
-    /// Per-token losses `[b, n·T]` (nats) of a chunk of windows `[b, n·T]` against `targets`:
-    /// the LM head and the loss as one CPU pass with `compute.host_head`, else [`token_losses`]
-    /// of [`Self::forward_chunk`]'s logits.
+    /// Per-token losses `[b, n·T]` (nats) of a chunk of windows `[b, n·T]` against `targets`.
     pub fn chunk_losses(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 2> {
-        if self.compute.host_head {
-            let h = self.forward_chunk_hidden(tokens, state);
-            return host_loss::head_token_losses(h, self.lm_head.weight.val(), targets);
-        }
-        token_losses(self.forward_chunk(tokens, state), targets)
+        let h = self.forward_chunk_hidden(tokens, state);
+        B::head_token_losses(h, self.lm_head.weight.val(), targets, &self.kernels)
+    }
+
+    /// Mean loss `[1]` of a chunk of windows `[b, n·T]` against `targets` (training).
+    pub fn chunk_loss(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>, state: &mut BakaState<B>) -> Tensor<B, 1> {
+        let h = self.forward_chunk_hidden(tokens, state);
+        B::head_loss(h, self.lm_head.weight.val(), targets, &self.kernels)
     }
 
     /// Whether a chunk of `len` tokens runs as independent windows batched together: no memory,
@@ -290,11 +298,9 @@ impl<B: Backend> BakaLM<B> {
         let (w, d) = (self.window, self.d_model());
         if self.batched(len) {
             let n = len / w;
-            let h = self.forward_hidden(self.compute.cast(self.compute.embed(&self.embed, tokens.clone().reshape([b * n, w]))), &mut BakaState::new());
+            let h = self.forward_hidden(self.embed(tokens.reshape([b * n, w])), &mut BakaState::new());
             state.window += n;
             state.offset += len;
-            state.outputs = Some(h.clone().reshape([b, n, w, d]).narrow(1, n - 1, 1).reshape([b, w, d]));
-            state.inputs = Some(tokens.narrow(1, len - w, w));
             return h.reshape([b, len, d]);
         }
         self.each_window(tokens, state, Self::window_hidden)
@@ -314,12 +320,6 @@ impl<B: Backend> BakaLM<B> {
 
 /// One window's pass: tokens `[b, T]` → `[b, T, ·]`, carrying the state.
 type WindowFn<B> = fn(&BakaLM<B>, Tensor<B, 2, Int>, &mut BakaState<B>) -> Tensor<B, 3>;
-
-/// Per-token cross-entropy `[b, N]` (nats) of logits `[b, N, V]` against targets `[b, N]`.
-pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-    let [b, n, _] = logits.dims();
-    log_softmax(precision::to(logits, burn::tensor::FloatDType::F32), 2).gather(2, targets.reshape([b, n, 1])).reshape([b, n]).neg()
-}
 
 #[cfg(all(test, feature = "cuda"))]
 pub(crate) mod gpu_tests;

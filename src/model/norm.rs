@@ -1,5 +1,7 @@
-//! The pre-norm: LayerNorm (BakaLLM, GPT-NeoX) or RMSNorm, chosen by `model.norm`.
+//! The pre-norm: LayerNorm (BakaLLM, GPT-NeoX) or RMSNorm, chosen by `model.norm`. The weights;
+//! the computation is [`BakaOps::norm`] (reference: `kernels::reference::norm`).
 
+use crate::kernels::ops::{BakaOps, Kernels, NormWeights};
 use burn::nn::{LayerNorm, LayerNormConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 
@@ -9,41 +11,31 @@ pub struct Norm<B: Backend> {
     pub layer: Option<LayerNorm<B>>,
     pub rms: Option<RmsNorm<B>>,
     pub eps: f64,
-    /// One fused op where the backend has it (`train.layernorm = "fused"`, CUDA).
-    pub fused: bool,
 }
 
 impl<B: Backend> Norm<B> {
     /// `kind` is "layernorm" (weight 1, bias 0) or "rmsnorm" (weight 1); validated by the config.
     pub fn new(kind: &str, d: usize, eps: f64, device: &B::Device) -> Self {
         if kind == "rmsnorm" {
-            Self { layer: None, rms: Some(RmsNormConfig::new(d).with_epsilon(eps).init(device)), eps, fused: false }
+            Self { layer: None, rms: Some(RmsNormConfig::new(d).with_epsilon(eps).init(device)), eps }
         } else {
-            Self { layer: Some(LayerNormConfig::new(d).with_epsilon(eps).init(device)), rms: None, eps, fused: false }
+            Self { layer: Some(LayerNormConfig::new(d).with_epsilon(eps).init(device)), rms: None, eps }
         }
     }
 
+    pub fn weights(&self) -> NormWeights<B> {
+        match (&self.layer, &self.rms) {
+            (Some(ln), _) => NormWeights { weight: ln.gamma.val(), bias: ln.beta.as_ref().map(|b| b.val()), eps: self.eps },
+            (None, Some(rms)) => NormWeights { weight: rms.gamma.val(), bias: None, eps: self.eps },
+            (None, None) => unreachable!("a norm has a layer or an rms"),
+        }
+    }
+}
+
+impl<B: BakaOps> Norm<B> {
     /// Normalises in f32 whatever the input dtype, and returns the input's dtype.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        if self.fused && crate::kernels::has_fused::<B>() {
-            return match (&self.layer, &self.rms) {
-                (Some(ln), _) => crate::kernels::norm(x, ln.gamma.val(), ln.beta.as_ref().map(|b| b.val()), self.eps),
-                (None, Some(rms)) => crate::kernels::norm(x, rms.gamma.val(), None, self.eps),
-                (None, None) => x,
-            };
-        }
-        let dt = x.dtype();
-        let x = super::precision::to(x, burn::tensor::FloatDType::F32);
-        let y = match (&self.layer, &self.rms) {
-            (Some(ln), _) => ln.forward(x),
-            (None, Some(rms)) => rms.forward(x),
-            (None, None) => x,
-        };
-        if dt == burn::tensor::DType::F32 {
-            y
-        } else {
-            y.cast(dt)
-        }
+    pub fn forward(&self, x: Tensor<B, 3>, k: &Kernels) -> Tensor<B, 3> {
+        B::norm(x, &self.weights(), k)
     }
 }
 
@@ -55,12 +47,12 @@ mod tests {
     #[test]
     fn layernorm_and_rmsnorm_formulas() {
         let dev = Default::default();
-        let x = Tensor::<Cpu, 2>::from_data([[1.0, 2.0, 3.0, 6.0]], &dev);
-        let ln: Vec<f32> = Norm::<Cpu>::new("layernorm", 4, 1e-12, &dev).forward(x.clone()).into_data().to_vec().unwrap();
+        let x = Tensor::<Cpu, 3>::from_data([[[1.0, 2.0, 3.0, 6.0]]], &dev);
+        let ln: Vec<f32> = Norm::<Cpu>::new("layernorm", 4, 1e-12, &dev).forward(x.clone(), &Kernels::REFERENCE).into_data().to_vec().unwrap();
         // mean 3, var (4+1+0+9)/4 = 3.5
         let want: Vec<f32> = [-2.0f32, -1.0, 0.0, 3.0].iter().map(|v| v / 3.5f32.sqrt()).collect();
         ln.iter().zip(&want).for_each(|(a, b)| assert!((a - b).abs() < 1e-5, "{ln:?}"));
-        let rms: Vec<f32> = Norm::<Cpu>::new("rmsnorm", 4, 1e-12, &dev).forward(x).into_data().to_vec().unwrap();
+        let rms: Vec<f32> = Norm::<Cpu>::new("rmsnorm", 4, 1e-12, &dev).forward(x, &Kernels::REFERENCE).into_data().to_vec().unwrap();
         let r = (50.0f32 / 4.0).sqrt();
         [1.0f32, 2.0, 3.0, 6.0].iter().zip(&rms).for_each(|(a, b)| assert!((a / r - b).abs() < 1e-5, "{rms:?}"));
     }

@@ -2,8 +2,11 @@
 //!
 //! A window's sequence (tokens, plus RMT memory slots) is described by a [`Layout`]: each slot
 //! either has a position `p` or none (memory tokens are a summary, not tokens at a place).
-//! [`PosTables`] turns a layout into the tensors every layer of that window shares.
+//! [`tables`] turns a layout into the [`Positions`] every layer of that window shares: the one
+//! description of a scheme that the reference and the kernels both consume.
 
+use crate::kernels::ops::Positions;
+use crate::kernels::reference::to;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -99,118 +102,83 @@ pub fn alibi_slopes(h: usize) -> Vec<f64> {
     s
 }
 
-/// Per-window tensors shared by all layers.
-#[derive(Debug, Clone)]
-pub struct PosTables<B: Backend> {
-    pub kind: PositionKind,
-    /// RoPE/xPos: `[1, 1, L, hd]` multipliers for q (cos·ζ^p', sin·ζ^p') and k (cos·ζ^−p', sin·ζ^−p').
-    pub rot_q: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
-    pub rot_k: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
-    /// linspace: `[1, L, 1]` ramp added (times the layer's scale) to K.
-    pub ramp: Option<Tensor<B, 3>>,
-    /// Additive attention bias `[1, 1 or H, L, L]`: causal −∞ above the diagonal (+ ALiBi).
-    pub bias: Tensor<B, 4>,
-}
-
-impl<B: Backend> PosTables<B> {
-    /// Whether `bias` holds more than the causal mask (ALiBi's slopes), so a kernel that applies
-    /// the causal mask itself must still read it.
-    pub fn biased(&self) -> bool {
-        self.kind == PositionKind::Alibi
-    }
-
-    /// Tables for `layout`, in the float dtype `dt` of the activations they meet.
-    pub fn new(layout: &Layout, p: &PosParams, device: &B::Device, dt: burn::tensor::FloatDType) -> Self {
-        let l = layout.len();
-        let (hd, half) = (p.head_dim, p.head_dim / 2);
-        let rot = |sign: f64| {
-            let (mut c, mut s) = (vec![0f32; l * hd], vec![0f32; l * hd]);
-            for (t, pos) in layout.pos.iter().enumerate() {
-                for i in 0..half {
-                    let (cv, sv) = match pos {
-                        None => (1.0, 0.0),
-                        Some(pos) => {
-                            let theta = pos * p.rope_base.powf(-2.0 * i as f64 / hd as f64);
-                            let decay = if p.kind == PositionKind::Xpos {
-                                let zeta = (2.0 * i as f64 / hd as f64 + p.xpos_gamma) / (1.0 + p.xpos_gamma);
-                                zeta.powf(sign * (pos - layout.centre) / p.xpos_scale_base)
-                            } else {
-                                1.0
-                            };
-                            (theta.cos() * decay, theta.sin() * decay)
-                        }
-                    };
-                    for j in [i, i + half] {
-                        c[t * hd + j] = cv as f32;
-                        s[t * hd + j] = sv as f32;
+/// The tables of `layout` under scheme `p`, in the float dtype `dt` of the activations they meet:
+/// q/k rotations (RoPE, xPos), the logits' bias (causal mask, ALiBi) and k's ramp (linspace).
+pub fn tables<B: Backend>(layout: &Layout, p: &PosParams, device: &B::Device, dt: burn::tensor::FloatDType) -> Positions<B> {
+    let l = layout.len();
+    let (hd, half) = (p.head_dim, p.head_dim / 2);
+    let rot = |sign: f64| {
+        let (mut c, mut s) = (vec![0f32; l * hd], vec![0f32; l * hd]);
+        for (t, pos) in layout.pos.iter().enumerate() {
+            for i in 0..half {
+                let (cv, sv) = match pos {
+                    None => (1.0, 0.0),
+                    Some(pos) => {
+                        let theta = pos * p.rope_base.powf(-2.0 * i as f64 / hd as f64);
+                        let decay = if p.kind == PositionKind::Xpos {
+                            let zeta = (2.0 * i as f64 / hd as f64 + p.xpos_gamma) / (1.0 + p.xpos_gamma);
+                            zeta.powf(sign * (pos - layout.centre) / p.xpos_scale_base)
+                        } else {
+                            1.0
+                        };
+                        (theta.cos() * decay, theta.sin() * decay)
                     }
-                }
-            }
-            let mk = |v: Vec<f32>| super::precision::to(Tensor::<B, 4>::from_data(TensorData::new(v, [1, 1, l, hd]), device), dt);
-            (mk(c), mk(s))
-        };
-        let (rot_q, rot_k) = if p.kind.rotates() { (Some(rot(1.0)), Some(rot(-1.0))) } else { (None, None) };
-
-        let ramp = (p.kind == PositionKind::Linspace).then(|| {
-            let n = layout.n_positioned.max(1);
-            let step = if n > 1 { p.linspace_edge / (n - 1) as f64 } else { 0.0 };
-            let mut k = 0usize;
-            let v: Vec<f32> = layout
-                .pos
-                .iter()
-                .map(|pos| match pos {
-                    None => 0.0,
-                    Some(_) => {
-                        k += 1;
-                        (layout.linspace_start + step * (k - 1) as f64) as f32
-                    }
-                })
-                .collect();
-            super::precision::to(Tensor::<B, 3>::from_data(TensorData::new(v, [1, l, 1]), device), dt)
-        });
-
-        let slopes = if p.kind == PositionKind::Alibi { alibi_slopes(p.n_heads) } else { vec![0.0] };
-        let hb = slopes.len();
-        let mut bias = vec![0f32; hb * l * l];
-        for (h, m) in slopes.iter().enumerate() {
-            for i in 0..l {
-                for j in 0..l {
-                    bias[(h * l + i) * l + j] = if j > i {
-                        f32::NEG_INFINITY
-                    } else {
-                        match (layout.pos[i], layout.pos[j]) {
-                            (Some(pi), Some(pj)) => (-m * (pi - pj)) as f32,
-                            _ => 0.0,
-                        }
-                    };
+                };
+                for j in [i, i + half] {
+                    c[t * hd + j] = cv as f32;
+                    s[t * hd + j] = sv as f32;
                 }
             }
         }
-        let bias = super::precision::to(Tensor::from_data(TensorData::new(bias, [1, hb, l, l]), device), dt);
-        Self { kind: p.kind, rot_q, rot_k, ramp, bias }
-    }
-}
+        let mk = |v: Vec<f32>| to(Tensor::<B, 4>::from_data(TensorData::new(v, [1, 1, l, hd]), device), dt);
+        (mk(c), mk(s))
+    };
+    let (rot_q, rot_k) = if p.kind.rotates() { (Some(rot(1.0)), Some(rot(-1.0))) } else { (None, None) };
 
-/// Rotate-half: `[x1, x2] -> [-x2, x1]` along the last dim.
-fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let hd = x.dims()[3];
-    let x1 = x.clone().narrow(3, 0, hd / 2);
-    let x2 = x.narrow(3, hd / 2, hd / 2);
-    Tensor::cat(vec![x2.neg(), x1], 3)
-}
+    let ramp = (p.kind == PositionKind::Linspace).then(|| {
+        let n = layout.n_positioned.max(1);
+        let step = if n > 1 { p.linspace_edge / (n - 1) as f64 } else { 0.0 };
+        let mut k = 0usize;
+        let v: Vec<f32> = layout
+            .pos
+            .iter()
+            .map(|pos| match pos {
+                None => 0.0,
+                Some(_) => {
+                    k += 1;
+                    (layout.linspace_start + step * (k - 1) as f64) as f32
+                }
+            })
+            .collect();
+        to(Tensor::<B, 3>::from_data(TensorData::new(v, [1, l, 1]), device), dt)
+    });
 
-/// Applies the rotation tables (RoPE, or xPos with its decay folded in) to `[b, H, L, hd]`.
-pub fn rotate<B: Backend>(x: Tensor<B, 4>, tables: &Option<(Tensor<B, 4>, Tensor<B, 4>)>) -> Tensor<B, 4> {
-    match tables {
-        None => x,
-        Some((c, s)) => x.clone() * c.clone() + rotate_half(x) * s.clone(),
+    let slopes = if p.kind == PositionKind::Alibi { alibi_slopes(p.n_heads) } else { vec![0.0] };
+    let hb = slopes.len();
+    let mut bias = vec![0f32; hb * l * l];
+    for (h, m) in slopes.iter().enumerate() {
+        for i in 0..l {
+            for j in 0..l {
+                bias[(h * l + i) * l + j] = if j > i {
+                    f32::NEG_INFINITY
+                } else {
+                    match (layout.pos[i], layout.pos[j]) {
+                        (Some(pi), Some(pj)) => (-m * (pi - pj)) as f32,
+                        _ => 0.0,
+                    }
+                };
+            }
+        }
     }
+    let bias = to(Tensor::from_data(TensorData::new(bias, [1, hb, l, l]), device), dt);
+    Positions { rot_q, rot_k, bias, biased: p.kind == PositionKind::Alibi, k_ramp: ramp }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::Cpu;
+    use crate::kernels::reference::rotate;
 
     fn params(kind: PositionKind, n_heads: usize, head_dim: usize) -> PosParams {
         PosParams { kind, n_heads, head_dim, rope_base: 10000.0, xpos_gamma: 0.4, xpos_scale_base: 512.0, linspace_edge: 0.1 }
@@ -220,7 +188,7 @@ mod tests {
     fn score(kind: PositionKind, m: usize, n: usize, q: &[f32], k: &[f32], seq: usize) -> f32 {
         let dev = Default::default();
         let hd = q.len();
-        let t = PosTables::<Cpu>::new(&Layout::plain(seq, 0), &params(kind, 1, hd), &dev, burn::tensor::FloatDType::F32);
+        let t = tables::<Cpu>(&Layout::plain(seq, 0), &params(kind, 1, hd), &dev, burn::tensor::FloatDType::F32);
         let at = |v: &[f32], p: usize| {
             let mut full = vec![0f32; seq * hd];
             full[p * hd..(p + 1) * hd].copy_from_slice(v);
@@ -258,8 +226,8 @@ mod tests {
     #[test]
     fn linspace_ramp_is_exact() {
         let dev = Default::default();
-        let t = PosTables::<Cpu>::new(&Layout::plain(5, 0), &params(PositionKind::Linspace, 2, 4), &dev, burn::tensor::FloatDType::F32);
-        let v: Vec<f32> = t.ramp.unwrap().into_data().to_vec().unwrap();
+        let t = tables::<Cpu>(&Layout::plain(5, 0), &params(PositionKind::Linspace, 2, 4), &dev, burn::tensor::FloatDType::F32);
+        let v: Vec<f32> = t.k_ramp.unwrap().into_data().to_vec().unwrap();
         let want = [0.0, 0.025, 0.05, 0.075, 0.1];
         for (a, b) in v.iter().zip(want) {
             assert!((a - b).abs() < 1e-7, "{v:?}");
@@ -284,7 +252,7 @@ mod tests {
     #[test]
     fn alibi_bias_is_minus_slope_times_distance_and_causal() {
         let dev = Default::default();
-        let t = PosTables::<Cpu>::new(&Layout::plain(4, 0), &params(PositionKind::Alibi, 2, 4), &dev, burn::tensor::FloatDType::F32);
+        let t = tables::<Cpu>(&Layout::plain(4, 0), &params(PositionKind::Alibi, 2, 4), &dev, burn::tensor::FloatDType::F32);
         let b: Vec<f32> = t.bias.into_data().to_vec().unwrap();
         // slopes for 2 heads: 2^-4, 2^-8. Head 0, query 3, key 0 → −3/16; head 1, query 1, key 0 → −1/256
         assert_eq!(b[3 * 4], -3.0 / 16.0);
@@ -301,18 +269,18 @@ mod tests {
         for kind in [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi] {
             let mut layout = Layout::plain(6, 0);
             layout.pos[0] = None; // a memory slot
-            let t = PosTables::<Cpu>::new(&layout, &params(kind, 2, 4), &dev, burn::tensor::FloatDType::F32);
+            let t = tables::<Cpu>(&layout, &params(kind, 2, 4), &dev, burn::tensor::FloatDType::F32);
             let b: Vec<f32> = t.bias.clone().into_data().to_vec().unwrap();
             let causal_only = b.iter().enumerate().all(|(e, &x)| if e % 6 > (e / 6) % 6 { x == f32::NEG_INFINITY } else { x == 0.0 });
-            assert_eq!(causal_only, !t.biased(), "{kind:?}");
+            assert_eq!(causal_only, !t.biased, "{kind:?}");
         }
     }
 
     #[test]
     fn nope_changes_nothing() {
         let dev = Default::default();
-        let t = PosTables::<Cpu>::new(&Layout::plain(6, 0), &params(PositionKind::Nope, 2, 4), &dev, burn::tensor::FloatDType::F32);
-        assert!(t.rot_q.is_none() && t.ramp.is_none());
+        let t = tables::<Cpu>(&Layout::plain(6, 0), &params(PositionKind::Nope, 2, 4), &dev, burn::tensor::FloatDType::F32);
+        assert!(t.rot_q.is_none() && t.k_ramp.is_none());
         let x = Tensor::<Cpu, 4>::random([1, 2, 6, 4], burn::tensor::Distribution::Default, &dev);
         assert_eq!(rotate(x.clone(), &t.rot_q).into_data(), x.into_data());
         let b: Vec<f32> = t.bias.into_data().to_vec().unwrap();
@@ -323,7 +291,7 @@ mod tests {
     fn unpositioned_slots_are_left_alone() {
         let dev = Default::default();
         let layout = Layout::new(vec![None, Some(0.0), Some(1.0), None], 0.0, 0.0);
-        let t = PosTables::<Cpu>::new(&layout, &params(PositionKind::Rope, 1, 4), &dev, burn::tensor::FloatDType::F32);
+        let t = tables::<Cpu>(&layout, &params(PositionKind::Rope, 1, 4), &dev, burn::tensor::FloatDType::F32);
         let (c, s) = t.rot_q.unwrap();
         let c: Vec<f32> = c.into_data().to_vec().unwrap();
         let s: Vec<f32> = s.into_data().to_vec().unwrap();

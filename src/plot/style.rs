@@ -12,8 +12,19 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
 
 pub const SIZE: (u32, u32) = (1200, 700);
-/// Resolved through fontconfig (DejaVu Sans here).
+/// DejaVu Sans, carried by the binary (registered by [`fonts`]).
 pub const FONT: &str = "sans-serif";
+
+/// Registers the embedded DejaVu Sans (regular and bold) as [`FONT`], once per process.
+pub fn fonts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (style, bytes) in [(FontStyle::Normal, dejavu::sans::regular()), (FontStyle::Bold, dejavu::sans::bold())] {
+            // the bytes are a valid TrueType font (the dejavu crate's own file)
+            let _ = plotters::style::register_font(FONT, style, bytes);
+        }
+    });
+}
 pub const INK: RGBColor = RGBColor(40, 40, 40);
 pub const MUTED: RGBColor = RGBColor(110, 110, 110);
 
@@ -55,6 +66,7 @@ pub fn save(out_dir: &Path, name: &str, chart: &impl Chart) -> Result<Vec<PathBu
     let (png, svg) = (out_dir.join(format!("{name}.png")), out_dir.join(format!("{name}.svg")));
     let ctx = |p: &Path, e: anyhow::Error| anyhow!("{}: {e}", p.display());
     crate::faults::io("chart").map_err(|e| ctx(&png, e.into()))?;
+    fonts();
     render(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart).map_err(|e| ctx(&png, e))?;
     render(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart).map_err(|e| ctx(&svg, e))?;
     Ok(vec![png, svg])
@@ -232,7 +244,7 @@ impl<'a, DB: DrawingBackend> Plot<'a, DB> {
     /// categorical (rows drawn by the caller: no y ticks or grid); `y_label_w` is the
     /// width left of the plot for y labels; `x_int` keeps only whole-number x ticks.
     pub fn new(area: &'a DrawingArea<DB, Shift>, xr: (f64, f64), yr: (f64, f64), x_desc: &str, y_desc: Option<&str>, y_label_w: u32, x_axis: XAxis) -> Result<Self> {
-        let mut ctx = ChartBuilder::on(area).margin_top(8).margin_right(16).x_label_area_size(62).y_label_area_size(y_label_w).build_cartesian_2d(xr.0..xr.1, yr.0..yr.1).px()?;
+        let mut ctx = ChartBuilder::on(area).margin_top(8).margin_right(16).margin_left(14).x_label_area_size(62).y_label_area_size(y_label_w).build_cartesian_2d(xr.0..xr.1, yr.0..yr.1).px()?;
         let (xs, ys) = (xr.1 - xr.0, yr.1 - yr.0);
         let xf = move |v: &f64| match x_axis {
             XAxis::Int | XAxis::Log2 if (v - v.round()).abs() > 1e-9 => String::new(),

@@ -52,7 +52,7 @@ impl<B: AutodiffBackend> AdamW<B> {
     pub fn new(t: &TrainConfig) -> Self {
         let (beta1, beta2, eps, weight_decay) = (t.beta1 as f32, t.beta2 as f32, t.eps as f32, t.weight_decay as f32);
         let burn = AdamWConfig::new().with_beta_1(beta1).with_beta_2(beta2).with_epsilon(eps).with_weight_decay(weight_decay).build();
-        let fused = t.adamw == "fused" && crate::kernels::has_optim_kernels::<B::InnerBackend>();
+        let fused = t.fused_adamw() && crate::kernels::has_optim_kernels::<B::InnerBackend>();
         Self { burn, beta1, beta2, eps, weight_decay, fused, records: HashMap::new() }
     }
 

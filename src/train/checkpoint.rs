@@ -94,8 +94,14 @@ pub fn read_state(ckpt: &Path) -> Result<CkptState> {
 /// Loads model weights from a checkpoint directory into `model` (same config).
 pub fn load_model<B: Backend>(ckpt: &Path, model: BakaLM<B>, device: &B::Device) -> Result<BakaLM<B>> {
     let path = ckpt.join("model");
-    let record = Rec::new().load(path.clone(), device).map_err(|e| anyhow::anyhow!("{}.bin: cannot load model ({})", path.display(), one_line(&e.to_string())))?;
-    Ok(model.load_record(record))
+    match Rec::new().load(path.clone(), device) {
+        Ok(record) => Ok(model.load_record(record)),
+        // a checkpoint written before 2026-12-03 (another record layout)
+        Err(e) => match Rec::new().load::<<super::legacy::OldBakaLM<B> as Module<B>>::Record>(path.clone(), device) {
+            Ok(record) => Ok(super::legacy::restore(super::legacy::split(model.clone()).load_record(record), model)),
+            Err(_) => Err(anyhow::anyhow!("{}.bin: cannot load model ({})", path.display(), one_line(&e.to_string()))),
+        },
+    }
 }
 
 pub fn load_optim<B: AutodiffBackend>(ckpt: &Path, optim: AdamW<B>, device: &B::Device) -> Result<AdamW<B>> {

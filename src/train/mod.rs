@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod batches;
 pub mod checkpoint;
+mod legacy;
 pub mod metrics;
 pub mod optim;
 mod trainer;

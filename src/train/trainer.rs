@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::data::{self, Prepared};
 use crate::eval::{bits_per_byte, evaluate, target_bytes};
 use crate::fsutil::{create_dir, write_atomic};
+use crate::kernels::ops::{BakaOps, TrainOps};
 use crate::kernels::staged::{read_later, read_now, Pending};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::state::BakaState;
@@ -106,8 +107,8 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
     // the run keeps the tokenizer it is trained with; a resumed run must find the same one
     data::run_cache::keep_tokenizer(out, &prepared.tokenizer_path)?;
     write_atomic(&out.join("config.toml"), text.as_bytes())?;
-    let device = cfg.train.device.clone();
-    crate::with_train_backend!(device.as_str(), |B, dev| run::<B>(&cfg, &prepared, opts, resume_from, cfg_sha, &dev))
+    let device = cfg.train.device;
+    crate::with_train_backend!(device, |B, dev| run::<B>(&cfg, &prepared, opts, resume_from, cfg_sha, &dev))
 }
 
 /// Names the first keys whose values differ between two resolved configs.
@@ -139,11 +140,11 @@ fn progress(steps: usize, start: usize, label: &str) -> ProgressBar {
     pb
 }
 
-fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: Option<(PathBuf, CkptState)>, cfg_sha: String, dev: &B::Device) -> Result<RunSummary> {
+fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: Option<(PathBuf, CkptState)>, cfg_sha: String, dev: &B::Device) -> Result<RunSummary> {
     let t = &cfg.train;
     let (out, w) = (&opts.out, cfg.model.window);
     let len = t.n_windows * w;
-    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_compute(crate::model::precision::Compute::from_train(t));
+    let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_kernels(t.dtype.float(), t.kernels());
     let mut optim = AdamW::<B>::new(t);
     let (mut step0, mut tokens, mut elapsed0) = (0usize, 0u64, 0f64);
     if let Some((dir, st)) = &resume {
@@ -170,6 +171,9 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     let (mut last_val, mut val_step) = (f64::NAN, step0);
     if step0 == 0 {
         last_val = do_eval(&model, 0, 0, &mut metrics, &mut evals)?;
+    }
+    for note in cfg.kernel_fallbacks() {
+        eprintln!("{} kernels: {note}", opts.label);
     }
     let pb = progress(t.steps, step0, &opts.label);
     let plain_every = (t.steps / 10).max(1);
@@ -276,27 +280,15 @@ fn run<B: AutodiffBackend>(cfg: &Config, data: &Prepared, opts: &TrainOptions, r
     Ok(summary)
 }
 
-/// Mean cross-entropy `[1]` of the model on a batch `x [b, n·T]` against `y`, with the loss kernels
-/// of `t.ce`: with "chunked" on the CUDA training backend the LM head and the loss are one op
-/// (`kernels::head_loss`), elsewhere the logits go to `kernels::token_losses`.
-pub fn batch_loss<B: AutodiffBackend>(model: &BakaLM<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, t: &crate::config::TrainConfig) -> Tensor<B, 1> {
-    use crate::kernels::{self, Ce};
-    let ce = Ce::from_name(&t.ce);
-    if ce == Ce::Chunked && kernels::has_fused::<B>() {
-        let h = model.forward_chunk_hidden(x, &mut BakaState::new());
-        return kernels::head_loss(h, model.lm_head.weight.val(), y, t.ce_chunk);
-    }
-    if model.compute.host_head {
-        let h = model.forward_chunk_hidden(x, &mut BakaState::new());
-        return crate::model::host_loss::head_loss(h, model.lm_head.weight.val(), y);
-    }
-    kernels::token_losses(model.forward_chunk(x, &mut BakaState::new()), y, ce).mean()
+/// Mean cross-entropy `[1]` of the model on a batch `x [b, n·T]` against `y`.
+pub fn batch_loss<B: AutodiffBackend + BakaOps>(model: &BakaLM<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    model.chunk_loss(x, y, &mut BakaState::new())
 }
 
 /// One optimisation step on a batch: forward over the windows, mean cross-entropy, backward,
 /// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
-pub fn train_step<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
+pub fn train_step<B: TrainOps>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
     let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {});
     let (loss, norm) = stats.now().wait(optim);
     (model, loss, norm)
@@ -304,12 +296,12 @@ pub fn train_step<B: AutodiffBackend>(model: BakaLM<B>, optim: &mut AdamW<B>, x:
 
 /// A step's (loss, grad norm) as [`train_step_marked`] leaves them: read already (the host clip
 /// needs the norm before the update), or still on the device (clipped there).
-pub enum StepStats<B: AutodiffBackend> {
+pub enum StepStats<B: TrainOps> {
     Read(f32, f32),
     OnDevice(Tensor<B::InnerBackend, 1>),
 }
 
-impl<B: AutodiffBackend> StepStats<B> {
+impl<B: TrainOps> StepStats<B> {
     /// The values read now (a plain read: it waits for the device to finish the step).
     pub fn now(self) -> PendingStats {
         match self {
@@ -338,7 +330,7 @@ impl PendingStats {
     /// (loss, grad norm). A non-finite pair whose step the device skipped takes back the
     /// optimizer's step count ([`AdamW::unstep`]); a step queued before this call has already
     /// counted it in its bias correction.
-    pub fn wait<B: AutodiffBackend>(self, optim: &mut AdamW<B>) -> (f32, f32) {
+    pub fn wait<B: TrainOps>(self, optim: &mut AdamW<B>) -> (f32, f32) {
         let v = self.read.wait();
         let (loss, norm) = (v[0], v[1]);
         if self.on_device && !(loss.is_finite() && norm.is_finite()) {
@@ -351,7 +343,7 @@ impl PendingStats {
 /// [`train_step`] calling `mark(phase)` as each phase has been issued: "forward", "backward",
 /// "norm", "read" (the loss and norm on the host, host clip only), "optimizer" (`baka bench
 /// --phases`). With the fused AdamW the clip happens on the device and the stats stay there.
-pub fn train_step_marked<B: AutodiffBackend>(
+pub fn train_step_marked<B: TrainOps>(
     model: BakaLM<B>,
     optim: &mut AdamW<B>,
     x: Tensor<B, 2, Int>,
@@ -360,7 +352,7 @@ pub fn train_step_marked<B: AutodiffBackend>(
     t: &crate::config::TrainConfig,
     mark: &mut dyn FnMut(&'static str),
 ) -> (BakaLM<B>, StepStats<B>) {
-    let loss = batch_loss(&model, x, y, t);
+    let loss = batch_loss(&model, x, y);
     mark("forward");
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     mark("backward");

@@ -1,0 +1,300 @@
+//! The attention sublayer `o(flash(split(h·Wq), split(h·Wk), split(h·Wv)))` as one autodiff op:
+//! one CUDA op each way (`block_fwd`, `block_bwd`; the CUDA steps below).
+//!
+//! Why: as four linear ops, three head splits, the flash op and a head merge, each layer's
+//! attention was nine autodiff ops each way, eight GEMMs (four forward, eight backward: each linear
+//! two) and two adds of the three projections' input gradients. Here the q, k, v weights are cast
+//! side by side into one `[d, 3d]` operand: one GEMM forward, one for the input gradient and one
+//! batched call for the three weight gradients; the head split reads q, k, v from the fused
+//! projection and the merges write their gradients back side by side. The forward keeps what the
+//! ops did (q, k, v, o, the log-sum-exp, the cast weights), less the merged `o`, which the backward
+//! recomputes from `o` for the output projection's weight gradient.
+//! Used where the flash kernels apply and positions add nothing before the split (not linspace).
+
+use super::prims::{self, Rot};
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// What the backward needs from the forward: the heads `q, k, v` (rotated) and `o` `[b·H, L, hd]`,
+/// the log-sum-exp `[b·H, L]`, the cast weights `[wq | wk | wv]` `[d, 3d]` and `wo` `[d, d]`.
+#[derive(Debug, Clone)]
+pub struct Saved<B: Backend> {
+    pub q: Tensor<B, 3>,
+    pub k: Tensor<B, 3>,
+    pub v: Tensor<B, 3>,
+    pub o: Tensor<B, 3>,
+    pub lse: Tensor<B, 2>,
+    pub wqkv: Tensor<B, 2>,
+    pub wo: Tensor<B, 2>,
+}
+
+/// The sublayer's constants: the rotation tables of q and k, the bias (if more than causal), the
+/// head count and the softmax scale.
+#[derive(Debug, Clone)]
+pub struct Consts<B: Backend> {
+    pub rot: [Rot<B>; 2],
+    pub bias: Option<Tensor<B, 4>>,
+    pub heads: usize,
+    pub scale: f32,
+}
+
+/// `h [b, L, d]` (bf16) and f32 weights `[wq, wk, wv, wo]` (`[d, d]`) → `y [b, L, d]` and what the
+/// backward needs; one CUDA op with `fused` on the CUDA backend, burn's steps (`prims`) elsewhere.
+pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], c: &Consts<B>, fused: bool) -> (Tensor<B, 3>, Saved<B>) {
+    if prims::on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            use prims::gpu::{down, up, up_rot};
+            let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
+            let [y, q, k, v, o, lse, wqkv, wo] = <crate::backend::Gpu as super::fused::FusedBackend>::attn_fwd(up(h), ws.map(up), rot, c.bias.clone().map(up), c.heads, c.scale);
+            return (down(y), Saved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) });
+        }
+    }
+    let [b, l, d] = h.dims();
+    let dt = h.dtype().into();
+    let [wq, wk, wv, wo] = ws;
+    let (wqkv, wo) = (super::reference::to(Tensor::cat(vec![wq, wk, wv], 1), dt), super::reference::to(wo, dt));
+    let hqkv = h.reshape([b * l, d]).matmul(wqkv.clone()).reshape([b, l, 3 * d]);
+    let split = |i: usize, rot: &Rot<B>| prims::heads_split(hqkv.clone().narrow(2, i * d, d), rot, c.heads, false);
+    let (q, k, v) = (split(0, &c.rot[0]), split(1, &c.rot[1]), split(2, &None));
+    let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads, false);
+    let y = prims::heads_merge(o.clone(), &None, c.heads, false).reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
+    (y, Saved { q, k, v, o, lse, wqkv, wo })
+}
+
+/// Its gradients `(dh, [dwq, dwk, dwv, dwo])` from `dy [b, L, d]`, the input `h` and `s`; the
+/// weight gradients in `w_dtype` (the masters').
+pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: &Consts<B>, w_dtype: DType, fused: bool) -> (Tensor<B, 3>, [Tensor<B, 2>; 4]) {
+    if prims::on_gpu::<B>(fused) {
+        #[cfg(feature = "cuda")]
+        {
+            use prims::gpu::{down, up, up_rot};
+            let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
+            let saved = [up(s.q), up(s.k), up(s.v), up(s.o), up(s.lse), up(s.wqkv), up(s.wo)];
+            let [dh, dwq, dwk, dwv, dwo] = <crate::backend::Gpu as super::fused::FusedBackend>::attn_bwd(up(dy), up(h), saved, rot, c.bias.clone().map(up), c.heads, c.scale, w_dtype);
+            return (down(dh), [down(dwq), down(dwk), down(dwv), down(dwo)]);
+        }
+    }
+    let [b, l, d] = dy.dims();
+    let (n, heads) = (b * l, c.heads);
+    let dy = dy.reshape([n, d]);
+    let m = prims::heads_merge(s.o.clone(), &None, heads, false).reshape([n, d]);
+    let dwo = m.transpose().matmul(dy.clone());
+    let dout = prims::heads_split(dy.matmul(s.wo.transpose()).reshape([b, l, d]), &None, heads, false);
+    let [dq, dk, dv] = prims::flash_bwd(s.q, s.k, s.v, s.o, s.lse, dout, c.bias.clone(), c.scale, heads, false);
+    let merged = [(dq, &c.rot[0]), (dk, &c.rot[1]), (dv, &None)].map(|(g, rot)| prims::heads_merge(g, rot, heads, false));
+    let dhqkv = Tensor::cat(merged.into(), 2).reshape([n, 3 * d]);
+    let dw = h.reshape([n, d]).transpose().matmul(dhqkv.clone());
+    let w = |t: Tensor<B, 2>| super::reference::to(t, w_dtype.into());
+    let dws = [w(dw.clone().narrow(1, 0, d)), w(dw.clone().narrow(1, d, d)), w(dw.narrow(1, 2 * d, d)), w(dwo)];
+    (dhqkv.matmul(s.wqkv.transpose()).reshape([b, l, d]), dws)
+}
+
+/// The sublayer as one node of `Autodiff<B, C>`'s graph: `h [b, L, d]` and the f32 weights
+/// `[wq, wk, wv, wo]` tracked, the constants `c` not.
+pub fn attention_block_ad<B: Backend, C: CheckpointStrategy>(h: Tensor<Autodiff<B, C>, 3>, ws: [Tensor<Autodiff<B, C>, 2>; 4], c: Consts<B>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+    #[derive(Debug)]
+    struct BlockBackward {
+        fused: bool,
+        w_dtype: DType,
+    }
+    impl<B: Backend> Backward<B, 5> for BlockBackward {
+        /// (h's node, what the forward kept, the constants)
+        type State = (NodeId, Saved<B>, Consts<B>);
+        fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, ck: &mut Checkpointer) {
+            let dy = prims::float::<B, 3>(grads.consume::<B>(&ops.node));
+            let (h, saved, c) = ops.state;
+            let h = prims::float::<B, 3>(ck.retrieve_node_output(h));
+            let (dh, [dwq, dwk, dwv, dwo]) = block_bwd(dy, h, saved, &c, self.w_dtype, self.fused);
+            let ds = [dh.into_primitive().tensor(), dwq.into_primitive().tensor(), dwk.into_primitive().tensor(), dwv.into_primitive().tensor(), dwo.into_primitive().tensor()];
+            for (node, d) in ops.parents.into_iter().zip(ds) {
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, d);
+                }
+            }
+        }
+    }
+    let h = h.into_primitive().tensor();
+    let ws = ws.map(|w| w.into_primitive().tensor());
+    let inner = ws.clone().map(|w| prims::float::<B, 2>(w.primitive));
+    let w_dtype = inner[0].dtype();
+    let (y, saved) = block_fwd(prims::float::<B, 3>(h.primitive.clone()), inner, &c, fused);
+    let y = y.into_primitive().tensor();
+    let parents = [h.node.clone(), ws[0].node.clone(), ws[1].node.clone(), ws[2].node.clone(), ws[3].node.clone()];
+    let out = match (BlockBackward { fused, w_dtype }).prepare::<C>(parents).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&h), saved, c);
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    prims::float(out)
+}
+
+/// The CUDA steps of [`block_fwd`]/[`block_bwd`] (`FusedBackend::attn_fwd`/`attn_bwd` on
+/// `CubeBackend`): cuBLAS GEMMs, the head kernels of cuda/attention.cu reading and writing the
+/// fused projection in place, and the flash kernels (`super::flash`).
+#[cfg(feature = "cuda")]
+pub(super) mod cuda {
+    use super::super::cublas::{side, RowGemm, Side};
+    use super::super::fused::{cast_many, empty, part};
+    use super::super::gemm::Trans::{N, T as Tr};
+    use super::super::heads::cuda::{launch as heads_launch, launch3 as heads3_launch};
+    use super::super::nvrtc::{compact, enqueue, enqueue_all};
+    use burn::tensor::DType;
+    use burn_cubecl::tensor::CubeTensor;
+    use cubecl::cuda::CudaRuntime;
+
+    type T = CubeTensor<CudaRuntime>;
+
+    /// The pointers of the rotation tables of q and k (`[cos, sin]` each, if any) among `p`, in the
+    /// order [`tables`] listed them.
+    fn rot_ptrs(has: [bool; 2], p: &[u64]) -> [Option<[u64; 2]>; 2] {
+        let mut at = 0;
+        has.map(|h| {
+            h.then(|| {
+                at += 2;
+                [p[at - 2], p[at - 1]]
+            })
+        })
+    }
+
+    fn tables(rot: &[Option<[T; 2]>; 2]) -> Vec<&T> {
+        rot.iter().flatten().flatten().collect()
+    }
+
+    /// `[y, q, k, v, o, lse, [wq | wk | wv], wo]` of `h [b, L, d]` and f32 `ws [d, d]`; `y` plus
+    /// `acc` `[b, L, d]` if given (the residual, added by the output projection's GEMM).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, acc: Option<T>) -> [T; 8] {
+        let (h, ws) = (compact(h), ws.map(compact));
+        let rot = rot.map(|r| r.map(|t| t.map(compact)));
+        let [b, l, d] = h.meta.shape().dims::<3>();
+        let (n, hd, dt, device) = (b * l, d / heads, h.dtype, h.device.index);
+        assert!(ws.iter().all(|w| w.dtype == DType::F32 && w.meta.shape().dims::<2>() == [d, d]), "attn_fwd: weights must be f32 [{d}, {d}]");
+        let (wqkv, wo, hqkv) = (empty(&h, vec![d, 3 * d], dt), empty(&h, vec![d, d], dt), empty(&h, vec![n, 3 * d], dt));
+        let [q, k, v] = [(); 3].map(|_| empty(&h, vec![b * heads, l, hd], dt));
+        // the tables before the outputs: the task runs on the last tensor's stream, a fresh output's
+        let mut ts = vec![&h, &ws[0], &ws[1], &ws[2], &ws[3]];
+        ts.extend(tables(&rot));
+        ts.extend([&wqkv, &wo, &hqkv, &q, &k, &v]);
+        let has = rot.each_ref().map(|r| r.is_some());
+        enqueue_all(&ts, move |p, stream| {
+            let nt = p.len() - 11;
+            let [ph, pwq, pwk, pwv, pwo] = p[..5].try_into().expect("5 inputs");
+            let [pwqkv, pwoc, phqkv, pq, pk, pv] = p[5 + nt..].try_into().expect("6 outputs");
+            cast_many(dt, &[([pwq, pwqkv], [d, d, 3 * d, 0]), ([pwk, pwqkv], [d, d, 3 * d, d]), ([pwv, pwqkv], [d, d, 3 * d, 2 * d]), ([pwo, pwoc], [d, d, d, 0])], stream);
+            RowGemm { batch: 1, m: n, n: 3 * d, k: d, a: side(ph, N, d), b: side(pwqkv, N, 3 * d), c: side(phqkv, N, 3 * d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
+            heads3_launch("heads_split3", dt, phqkv, [pq, pk, pv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
+        });
+        let [o, lse] = super::super::flash::fwd(q.clone(), k.clone(), v.clone(), bias, scale, heads);
+        let (m, y) = (empty(&h, vec![n, d], dt), empty(&h, vec![b, l, d], dt));
+        let acc = acc.map(compact);
+        let mut ts = vec![&o, &wo];
+        ts.extend(&acc);
+        ts.extend([&m, &y]);
+        let summed = acc.is_some();
+        enqueue_all(&ts, move |p, stream| {
+            let (po, pwo, pm, py) = (p[0], p[1], p[p.len() - 2], p[p.len() - 1]);
+            heads_launch("heads_merge", dt, [po, pm], None, n * d, [l, heads, hd, d], stream);
+            let g = RowGemm { batch: 1, m: n, n: d, k: d, a: side(pm, N, d), b: side(pwo, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: summed as u8 as f32 };
+            g.run_from(if summed { p[2] } else { py }, device, stream as _);
+        });
+        [y, q, k, v, o, lse, wqkv, wo]
+    }
+
+    /// `[dh, dwq, dwk, dwv, dwo]` from `dy [b, L, d]`, `h` and the forward's
+    /// `[q, k, v, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `acc` (`[b, L, d]`,
+    /// h's other gradient, owned by the caller) `dh` is added to it in place and returned as `dh`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>) -> [T; 5] {
+        let [dy, h] = [dy, h].map(compact);
+        let [q, k, v, o, lse, wqkv, wo] = saved.map(compact);
+        let rot = rot.map(|r| r.map(|t| t.map(compact)));
+        let [b, l, d] = h.meta.shape().dims::<3>();
+        let (n, hd, dt, device) = (b * l, d / heads, h.dtype, h.device.index);
+        let (dm, m, dout, dwo) = (empty(&h, vec![n, d], dt), empty(&h, vec![n, d], dt), empty(&h, vec![b * heads, l, hd], dt), empty(&h, vec![d, d], w_dtype));
+        let gemm = move |m, nn, k, a, b, c, out, stream: cudarc::driver::sys::CUstream| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype: dt, out, beta: 0.0 }.run(device, stream as _);
+        enqueue([&dy, &o, &wo, &dm, &m, &dout, &dwo], move |[pdy, po, pwo, pdm, pm, pdout, pdwo], stream| {
+            // dm = dy · woᵀ; dwo = mᵀ · dy with m = merge(o) recomputed
+            gemm(n, d, d, side(pdy, N, d), side(pwo, Tr, d), side(pdm, N, d), dt, stream);
+            heads_launch("heads_merge", dt, [po, pm], None, n * d, [l, heads, hd, d], stream);
+            gemm(d, d, n, side(pm, Tr, d), side(pdy, N, d), side(pdwo, N, d), w_dtype, stream);
+            heads_launch("heads_split", dt, [pdm, pdout], None, n * d, [l, heads, hd, d], stream);
+        });
+        let [dq, dk, dv] = super::super::flash::bwd([q, k, v, o, dout], lse, bias, scale, heads);
+        let beta = acc.is_some() as u8 as f32;
+        let dh = acc.map(compact).unwrap_or_else(|| empty(&h, vec![b, l, d], dt));
+        let (dhqkv, dw) = (empty(&h, vec![n, 3 * d], dt), empty(&h, vec![3, d, d], w_dtype));
+        let mut ts = vec![&dq, &dk, &dv, &h, &wqkv];
+        ts.extend(tables(&rot));
+        ts.extend([&dhqkv, &dh, &dw]);
+        let has = rot.each_ref().map(|r| r.is_some());
+        enqueue_all(&ts, move |p, stream| {
+            let nt = p.len() - 8;
+            let [pdq, pdk, pdv, ph, pwqkv] = p[..5].try_into().expect("5 inputs");
+            let [pdhqkv, pdh, pdw] = p[5 + nt..].try_into().expect("3 outputs");
+            // the heads' gradients, unrotated, side by side as the fused projection's
+            heads3_launch("heads_merge3", dt, pdhqkv, [pdq, pdk, pdv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
+            // dh (+)= dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]
+            RowGemm { batch: 1, m: n, n: d, k: 3 * d, a: side(pdhqkv, N, 3 * d), b: side(pwqkv, Tr, 3 * d), c: side(pdh, N, d), dtype: dt, out: dt, beta }.run(device, stream as _);
+            let (a, bm, c) = (side(ph, Tr, d), Side { ptr: pdhqkv, op: N, ld: 3 * d, stride: d }, Side { ptr: pdw, op: N, ld: d, stride: d * d });
+            RowGemm { batch: 3, m: d, n: d, k: n, a, b: bm, c, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+        });
+        [dh, part(&dw, 0), part(&dw, 1), part(&dw, 2), dwo]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::CpuTrain;
+    use crate::reference::rotate;
+    use crate::test_positions::{positions, Scheme};
+    use burn::prelude::*;
+    use burn::tensor::activation::softmax;
+
+    /// The op (burn reference steps) equals burn's autodiff of the sublayer's formula (xPos: q and
+    /// k rotated by different tables; ALiBi: a per-head bias): output and the five gradients.
+    #[test]
+    fn block_op_matches_autodiff_of_the_formula() {
+        let dev = Default::default();
+        let (b, l, d, heads) = (2, 5, 8, 2);
+        let hd = d / heads;
+        for kind in [Scheme::Xpos, Scheme::Alibi] {
+            let t = positions::<crate::backend::Cpu>(kind, l, 0, heads, hd, 1e4, 512.0, burn::tensor::FloatDType::F32, &dev);
+            let data = crate::test_values;
+            let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
+            let scale = 1.0 / (hd as f32).sqrt();
+            let run = |ours: bool| {
+                let h = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 1), &dev).reshape([b, l, d]).require_grad();
+                let ws = [2, 3, 4, 5].map(|k| Tensor::<CpuTrain, 1>::from_data(data(d * d, k), &dev).reshape([d, d]).require_grad());
+                let y = if ours {
+                    let c = super::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased.then(|| t.bias.clone()), heads, scale };
+                    super::attention_block_ad(h.clone(), ws.clone(), c, false)
+                } else {
+                    let split = |x: Tensor<CpuTrain, 3>| x.reshape([b, l, heads, hd]).swap_dims(1, 2);
+                    let lift = |r: &Option<(Tensor<crate::backend::Cpu, 4>, Tensor<crate::backend::Cpu, 4>)>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
+                    let proj = |i: usize| h.clone().matmul(ws[i].clone().unsqueeze::<3>());
+                    let (q, k, v) = (rotate(split(proj(0)), &lift(&t.rot_q)), rotate(split(proj(1)), &lift(&t.rot_k)), split(proj(2)));
+                    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + Tensor::from_inner(t.bias.clone());
+                    let o = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, l, d]);
+                    o.matmul(ws[3].clone().unsqueeze::<3>())
+                };
+                let grads = (y.clone() * up.clone()).sum().backward();
+                let v3 = |t: Tensor<_, 3>| t.into_data().to_vec::<f32>().unwrap();
+                let mut all = vec![v3(y.inner()), v3(h.grad(&grads).unwrap())];
+                all.extend(ws.iter().map(|w| w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap()));
+                all
+            };
+            let (ours, theirs) = (run(true), run(false));
+            for (name, (a, b)) in ["y", "dh", "dwq", "dwk", "dwv", "dwo"].iter().zip(ours.iter().zip(&theirs)) {
+                assert!(a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-4 * (1.0 + q.abs())), "{kind:?} {name}: {a:?} vs {b:?}");
+                assert!(a.iter().any(|v| v.abs() > 1e-3), "{kind:?} {name} must not vanish");
+            }
+        }
+    }
+}

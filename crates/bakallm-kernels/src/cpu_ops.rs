@@ -1,0 +1,33 @@
+//! [`BakaOps`] on the CPU: the reference, with the LM head and its loss as one CPU pass
+//! ([`super::host_loss`]) where `train.ce = "chunked"` (the default).
+
+use super::host_loss;
+use super::ops::{BakaOps, Ce, Kernels};
+use super::reference as r;
+use crate::backend::{Cpu, CpuTrain};
+use burn::prelude::*;
+
+impl BakaOps for Cpu {
+    fn head_token_losses(h: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, targets: Tensor<Cpu, 2, Int>, k: &Kernels) -> Tensor<Cpu, 2> {
+        match k.ce {
+            Ce::Chunked => host_loss::head_token_losses(h, w, targets),
+            _ => r::token_losses(Self::dense(h, w, k), targets),
+        }
+    }
+}
+
+impl BakaOps for CpuTrain {
+    fn head_loss(h: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, targets: Tensor<CpuTrain, 2, Int>, k: &Kernels) -> Tensor<CpuTrain, 1> {
+        match k.ce {
+            Ce::Chunked => host_loss::head_loss(h, w, targets),
+            _ => r::token_losses(Self::dense(h, w, k), targets).mean(),
+        }
+    }
+
+    fn head_token_losses(h: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, targets: Tensor<CpuTrain, 2, Int>, k: &Kernels) -> Tensor<CpuTrain, 2> {
+        match k.ce {
+            Ce::Chunked => host_loss::head_token_losses(h, w, targets),
+            _ => r::token_losses(Self::dense(h, w, k), targets),
+        }
+    }
+}

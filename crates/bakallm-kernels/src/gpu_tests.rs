@@ -1,0 +1,261 @@
+//! The attention kernels on CUDA against burn's steps of the same ops (`prims`), like the other
+//! kernels' tests in `model::gpu_tests` (run them with `cargo test --release --features cuda --lib gpu_`).
+
+use crate::attention_block::Consts as AttnConsts;
+use crate::backend::GpuTrain;
+use crate::test_positions::{positions, Scheme};
+use burn::prelude::*;
+
+type G = crate::backend::Gpu;
+type C = crate::backend::Cpu;
+
+/// `len` fixed values in [−amp, amp) (a multiplicative hash of the index and `seed`).
+fn values(len: usize, seed: u64, amp: f32) -> Vec<f32> {
+    (0..len).map(|i| ((((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0) * amp).collect()
+}
+
+/// `t` in f32 on the CPU: the reference steps' input, from the same (rounded) values.
+fn cpu<const D: usize>(t: &Tensor<G, D>) -> Tensor<C, D> {
+    Tensor::from_data(t.clone().cast(burn::tensor::FloatDType::F32).into_data().convert::<f32>(), &Default::default())
+}
+
+/// The attention sublayer's constants for positions `kind` at length `l` (`heads` of `hd`): q and
+/// k tables in bf16 on the GPU, the bias if any, `1/√hd`; and the same on the CPU.
+fn attn_consts(kind: Scheme, l: usize, heads: usize, hd: usize) -> (AttnConsts<G>, AttnConsts<C>) {
+    let t = positions::<G>(kind, l, 0, heads, hd, 1e4, 512.0, burn::tensor::FloatDType::BF16, &Default::default());
+    let c = AttnConsts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased.then(|| t.bias.clone()), heads, scale: 1.0 / (hd as f32).sqrt() };
+    let rot = |r: &Option<(Tensor<G, 4>, Tensor<G, 4>)>| r.as_ref().map(|(a, s)| (cpu(a), cpu(s)));
+    let c0 = AttnConsts { rot: [rot(&c.rot[0]), rot(&c.rot[1])], bias: c.bias.as_ref().map(cpu), heads, scale: c.scale };
+    (c, c0)
+}
+
+/// The relative L2 error of `a` against `b`.
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    let d: f32 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let n: f32 = b.iter().map(|y| y * y).sum();
+    (d / n).sqrt()
+}
+
+/// Prints `what`'s relative L2 error of the kernels' `got` against burn's `want` and asserts it
+/// is below `tol`, with the same length and every value finite.
+fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let r = rel(got, want);
+    eprintln!("{what}: kernels vs burn rel {r:.2e}");
+    assert!(got.len() == want.len() && got.iter().all(|x| x.is_finite()) && r < tol, "{what}: rel {r}");
+}
+
+/// The fused attention's CUDA kernels against the same op with burn's steps (`prims`), forward and
+/// the three gradients: a causal + per-head (ALiBi-like) bias, rows that are not a multiple of the
+/// warp and rows of all three kernel sizes, f32 and bf16.
+#[test]
+fn gpu_attention_kernels_match_burns_steps() {
+    use crate::attention::attention_ad;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    // rows of ≤ 512 and ≤ 1024 keys take the register kernels, longer ones the looping ones; rows
+    // of a multiple of 8 keys the 16-byte-access (`_v`) kernels
+    for (b, h, l, hd, per_head) in [(2, 3, 37, 16, true), (3, 4, 70, 8, false), (2, 2, 64, 16, true), (1, 2, 600, 8, true), (1, 1, 1100, 8, false)] {
+        let hb = if per_head { h } else { 1 };
+        let mut bias = vec![0f32; hb * l * l];
+        for (hh, i, j) in (0..hb).flat_map(|hh| (0..l).flat_map(move |i| (0..l).map(move |j| (hh, i, j)))) {
+            bias[(hh * l + i) * l + j] = if j > i { f32::NEG_INFINITY } else { -0.05 * (hh + 1) as f32 * (i - j) as f32 };
+        }
+        let data = |seed: u64| -> Vec<f32> { (0..b * h * l * hd).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect() };
+        for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
+            let bias_t = Tensor::<crate::backend::Gpu, 4>::from_data(TensorData::new(bias.clone(), [1, hb, l, l]), &dev).cast(dt);
+            let run = |fused: bool| {
+                let t = |s| Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(s), [b * h, l, hd]), &dev).cast(dt).require_grad();
+                let (q, k, v) = (t(1), t(2), t(3));
+                let y = attention_ad(q.clone(), k.clone(), v.clone(), bias_t.clone(), h, 0.3, fused, crate::attention::Path::Gemm);
+                let w = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(4), [b * h, l, hd]), &dev).cast(dt);
+                let g = (y.clone() * w).sum().backward();
+                let v32 = |t: Tensor<crate::backend::Gpu, 3>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
+                [v32(y.inner()), v32(q.grad(&g).unwrap()), v32(k.grad(&g).unwrap()), v32(v.grad(&g).unwrap())]
+            };
+            let (want, got) = (run(false), run(true));
+            let tol = if dt == burn::tensor::FloatDType::F32 { 2e-3 } else { 3e-2 };
+            for (what, (a, g)) in ["y", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
+                let r = rel(g, a);
+                eprintln!("attention [{b}·{h}, {l}, {hd}] {dt:?} {what}: kernels vs burn rel {r:.2e}");
+                assert!(g.iter().all(|x| x.is_finite()) && r < tol, "attention {dt:?} {what}: rel {r}");
+            }
+        }
+    }
+}
+
+/// The flash-attention kernels (bf16) against burn's steps of the same op in f32 on the CPU (the
+/// GPU's f32 matmul is TF32, too coarse for peaked softmaxes) from the same bf16 values: output,
+/// log-sum-exp and the three gradients; head dims 32 and 64, lengths that are and are not
+/// multiples of the 64-row tile, with a per-head or shared bias with extra −∞ masks, or none.
+#[test]
+fn gpu_flash_attention_kernels_match_burns_steps() {
+    use crate::prims::{flash_bwd, flash_fwd};
+    use burn::tensor::FloatDType::{BF16, F32};
+    type G = crate::backend::Gpu;
+    type C = crate::backend::Cpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    // (b, heads, L, hd, bias: 0 none, 1 shared, 2 per head)
+    for (b, h, l, hd, biased) in [(2, 3, 37, 64, 2), (2, 2, 200, 32, 1), (1, 4, 512, 64, 0), (3, 2, 128, 64, 2), (2, 2, 100, 32, 0)] {
+        let hb = if biased == 2 { h } else { 1 };
+        let mut bias = vec![0f32; hb * l * l];
+        for (hh, i, j) in (0..hb).flat_map(|hh| (0..l).flat_map(move |i| (0..l).map(move |j| (hh, i, j)))) {
+            let masked = j > i || (j != i && (i * 7 + j * 3) % 11 == 0);
+            bias[(hh * l + i) * l + j] = if masked { f32::NEG_INFINITY } else { -0.05 * (hh + 1) as f32 * (i - j) as f32 };
+        }
+        let bias = (biased > 0).then(|| Tensor::<G, 4>::from_data(TensorData::new(bias, [1, hb, l, l]), &dev).cast(BF16));
+        let data = |seed: u64| {
+            let v: Vec<f32> = (0..b * h * l * hd).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect();
+            Tensor::<G, 3>::from_data(TensorData::new(v, [b * h, l, hd]), &dev).cast(BF16)
+        };
+        let [q, k, v, dout] = [1, 2, 3, 4].map(data);
+        fn to_cpu<const D: usize>(t: &Tensor<G, D>) -> Tensor<C, D> {
+            Tensor::from_data(t.clone().cast(F32).into_data().convert::<f32>(), &Default::default())
+        }
+        let vec = |t: Tensor<G, 3>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
+        let cvec = |t: Tensor<C, 3>| t.into_data().to_vec::<f32>().unwrap();
+        let (o, lse) = flash_fwd(q.clone(), k.clone(), v.clone(), bias.clone(), 0.3, h, true);
+        let g = flash_bwd(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), dout.clone(), bias.clone(), 0.3, h, true);
+        let [qc, kc, vc, dc] = [&q, &k, &v, &dout].map(to_cpu);
+        let bc = bias.as_ref().map(to_cpu);
+        let (o_ref, lse_ref) = flash_fwd(qc.clone(), kc.clone(), vc.clone(), bc.clone(), 0.3, h, false);
+        // the backward's reference from the kernel's (bf16) output: its own contract, and delta's
+        // rounding cancels where a peaked row makes dP − delta small
+        let g_ref = flash_bwd(qc, kc, vc, to_cpu(&o), lse_ref.clone(), dc, bc, 0.3, h, false);
+        let mut pairs = vec![("o", vec(o), cvec(o_ref)), ("lse", vec(lse.unsqueeze_dim(2)), cvec(lse_ref.unsqueeze_dim(2)))];
+        for ((what, got), want) in ["dq", "dk", "dv"].into_iter().zip(g).zip(g_ref) {
+            pairs.push((what, vec(got), cvec(want)));
+        }
+        for (what, got, want) in pairs {
+            close(&format!("flash [{b}·{h}, {l}, {hd}] bias {biased} {what}"), &got, &want, 1e-2);
+        }
+    }
+}
+
+/// The LM head + cross-entropy op's kernels (`head::head_ce`: cuBLAS GEMMs and `ce_grad` over row
+/// chunks) against burn's steps of the same op in f32 on the CPU from the same rounded values:
+/// losses, `dx` and `dw`; chunks that do and do not divide the rows, vocabularies that are and are
+/// not a multiple of the 16-byte access, bf16 and f32, up to the pristine vocabulary (50304).
+#[test]
+fn gpu_head_ce_kernels_match_burns_steps() {
+    use crate::prims::head_ce;
+    use burn::tensor::FloatDType::{BF16, F32};
+    type G = crate::backend::Gpu;
+    type C = crate::backend::Cpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (n, d, v, chunk, dt) in [(300, 64, 1000, 128, BF16), (300, 64, 1001, 300, BF16), (257, 32, 1000, 64, F32), (64, 48, 517, 1000, BF16), (40, 32, 50304, 32, BF16), (40, 32, 40000, 32, F32)] {
+        // the weight as rounded to x's dtype, so both sides multiply the same values
+        let x = Tensor::<G, 2>::from_data(TensorData::new(values(n * d, 1, 2.0), [n, d]), &dev).cast(dt);
+        let w = Tensor::<G, 2>::from_data(TensorData::new(values(d * v, 2, 0.3), [d, v]), &dev).cast(dt).cast(F32);
+        let ts: Vec<i64> = (0..n).map(|i| (i as i64 * 7919) % v as i64).collect();
+        let t = Tensor::<G, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
+        let (l, dx, dw) = head_ce(x.clone(), w.clone(), t, chunk, true);
+        let tc = Tensor::<C, 1, Int>::from_data(TensorData::new(ts, [n]), &Default::default());
+        let (l0, dx0, dw0) = head_ce(cpu(&x), cpu(&w), tc, chunk, false);
+        let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
+        let cvec = |t: Tensor<C, 2>| t.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(dw.dtype(), burn::tensor::DType::F32, "dw lands in the master weight's dtype");
+        let pairs = [("losses", vec(l.unsqueeze_dim(1)), cvec(l0.unsqueeze_dim(1))), ("dx", vec(dx), cvec(dx0)), ("dw", vec(dw), cvec(dw0))];
+        for (what, got, want) in pairs {
+            close(&format!("head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} {what}"), &got, &want, 1e-2);
+        }
+    }
+}
+
+/// The fused MLP's CUDA steps (`mlp::cuda`: cuBLAS GEMMs and the `glu`/`cast_many` kernels) against
+/// burn's steps of the same op in f32 on the CPU from the same rounded values: `y`, `h`, and the
+/// four gradients; `d_ff` a multiple of the 16-byte access and not, bf16 and f32.
+#[test]
+fn gpu_mlp_kernels_match_burns_steps() {
+    use crate::prims::{mlp_bwd, mlp_fwd};
+    use burn::tensor::FloatDType::{BF16, F32};
+    type G = crate::backend::Gpu;
+    type C = crate::backend::Cpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (n, d, f, dt) in [(300, 64, 96, BF16), (200, 32, 100, BF16), (130, 48, 64, F32)] {
+        let t = |shape: [usize; 2], seed, amp| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], seed, amp), shape), &dev).cast(dt);
+        // weights as rounded to the compute dtype, so both sides multiply the same values
+        let (x, dy) = (t([n, d], 1, 2.0), t([n, d], 5, 1.0));
+        let [wg, wu, wd] = [([d, f], 2), ([d, f], 3), ([f, d], 4)].map(|(s, k)| t(s, k, 0.3).cast(F32));
+        let (y, h, wcat, wdc) = mlp_fwd(x.clone(), wg.clone(), wu.clone(), wd.clone(), true);
+        let (dx, dwg, dwu, dwd) = mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat, wdc, burn::tensor::DType::F32, true);
+        let (y0, h0, wcat0, wdc0) = mlp_fwd(cpu(&x), cpu(&wg), cpu(&wu), cpu(&wd), false);
+        let (dx0, dwg0, dwu0, dwd0) = mlp_bwd(cpu(&dy), cpu(&x), h0.clone(), wcat0, wdc0, burn::tensor::DType::F32, false);
+        let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
+        let cvec = |t: Tensor<C, 2>| t.into_data().to_vec::<f32>().unwrap();
+        assert!([&dwg, &dwu, &dwd].iter().all(|w| w.dtype() == burn::tensor::DType::F32), "weight gradients land in the masters' dtype");
+        let pairs = [("y", y, y0), ("h", h, h0), ("dx", dx, dx0), ("dwg", dwg, dwg0), ("dwu", dwu, dwu0), ("dwd", dwd, dwd0)];
+        for (what, got, want) in pairs {
+            close(&format!("mlp [{n}, {d}] d_ff {f} {dt:?} {what}"), &vec(got), &cvec(want), 2e-2);
+        }
+    }
+}
+
+/// The attention sublayer's CUDA steps (`attention_block::cuda`: the fused q/k/v GEMM, head
+/// kernels reading and writing it in place, flash, the batched weight gradients) against burn's
+/// steps of the same op in f32 on the CPU from the same bf16 values: `y` and the five gradients;
+/// head dims 64 and 32, RoPE, xPos (q and k tables differ) and ALiBi (a per-head bias), lengths on
+/// and off the 64-row tile.
+#[test]
+fn gpu_attention_block_kernels_match_burns_steps() {
+    use crate::attention_block::{block_bwd, block_fwd};
+    use burn::tensor::FloatDType::{BF16, F32};
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (b, l, d, heads, kind) in [(2, 100, 128, 2, Scheme::Xpos), (2, 64, 64, 2, Scheme::Alibi), (1, 200, 64, 2, Scheme::Rope)] {
+        let (c, c0) = attn_consts(kind, l, heads, d / heads);
+        let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(values(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
+        let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
+        // weights as rounded to bf16, so both sides multiply the same values
+        let ws = [2, 3, 4, 5].map(|k| Tensor::<G, 2>::from_data(TensorData::new(values(d * d, k, 0.2), [d, d]), &dev).cast(BF16).cast(F32));
+        let (y, saved) = block_fwd(h.clone(), ws.clone(), &c, true);
+        let (dh, dws) = block_bwd(dy.clone(), h.clone(), saved, &c, burn::tensor::DType::F32, true);
+        let (y0, saved0) = block_fwd(cpu(&h), ws.each_ref().map(cpu), &c0, false);
+        let (dh0, dws0) = block_bwd(cpu(&dy), cpu(&h), saved0, &c0, burn::tensor::DType::F32, false);
+        let v3 = |t: Tensor<G, 3>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
+        let c3 = |t: Tensor<C, 3>| t.into_data().to_vec::<f32>().unwrap();
+        let mut pairs = vec![("y", v3(y), c3(y0)), ("dh", v3(dh), c3(dh0))];
+        for ((what, g), w) in ["dwq", "dwk", "dwv", "dwo"].into_iter().zip(dws).zip(dws0) {
+            assert_eq!(g.dtype(), burn::tensor::DType::F32, "{what} lands in the master weight's dtype");
+            pairs.push((what, g.into_data().to_vec::<f32>().unwrap(), w.into_data().to_vec::<f32>().unwrap()));
+        }
+        for (what, got, want) in pairs {
+            close(&format!("attention block [{b}, {l}, {d}] {heads} heads {kind:?} {what}"), &got, &want, 2e-2);
+        }
+    }
+}
+
+/// The layer op's CUDA steps (`layer::cuda`: norm, attention and MLP steps with the residual
+/// folded into their GEMMs and the norm's backward) against burn's steps of the same op in f32
+/// on the CPU from the same bf16 values: `y` and every gradient; LayerNorm with RoPE, RMSNorm with
+/// ALiBi, a length off the 64-row tile.
+#[test]
+fn gpu_layer_kernels_match_burns_steps() {
+    use crate::layer::{layer_bwd, layer_fwd, Consts, Weights};
+    use burn::tensor::FloatDType::{BF16, F32};
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (b, l, d, f, heads, kind, layer) in [(2, 100, 128, 192, 2, Scheme::Rope, true), (1, 64, 64, 200, 2, Scheme::Alibi, false)] {
+        let (attn, attn0) = attn_consts(kind, l, heads, d / heads);
+        let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(values(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
+        let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
+        // weights as rounded to bf16, so both sides multiply the same values
+        let m = |shape: [usize; 2], k| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], k, 0.2), shape), &dev).cast(BF16).cast(F32);
+        let v1 = |k, off: f32| Tensor::<G, 1>::from_data(TensorData::new(values(d, k, 0.5), [d]), &dev).add_scalar(off);
+        let w = Weights { norm: (v1(11, 1.0), layer.then(|| v1(12, 0.0))), attn: [2, 3, 4, 5].map(|k| m([d, d], k)), mlp: [m([d, f], 8), m([d, f], 9), m([f, d], 10)] };
+        let (c, c0) = (Consts { attn, eps: 1e-5 }, Consts { attn: attn0, eps: 1e-5 });
+        let w0 = Weights { norm: (cpu(&w.norm.0), w.norm.1.as_ref().map(cpu)), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu) };
+        let nw = w.norm.0.clone();
+        let (y, saved) = layer_fwd(h.clone(), w, &c, true);
+        let (dx, dn, dws) = layer_bwd(dy.clone(), h.clone(), nw.clone(), saved, &c, layer, burn::tensor::DType::F32, true);
+        let (y0, saved0) = layer_fwd(cpu(&h), w0, &c0, false);
+        let (dx0, dn0, dws0) = layer_bwd(cpu(&dy), cpu(&h), cpu(&nw), saved0, &c0, layer, burn::tensor::DType::F32, false);
+        let v = |t: TensorData| t.convert::<f32>().to_vec::<f32>().unwrap();
+        let mut pairs = vec![("y".to_string(), v(y.cast(F32).into_data()), v(y0.into_data())), ("dx".into(), v(dx.cast(F32).into_data()), v(dx0.into_data()))];
+        assert_eq!(dn.len(), 1 + layer as usize);
+        pairs.extend(dn.into_iter().zip(dn0).enumerate().map(|(i, (g, w))| (format!("norm grad {i}"), v(g.into_data()), v(w.into_data()))));
+        for (i, (g, w)) in dws.into_iter().zip(dws0).enumerate() {
+            assert_eq!(g.dtype(), burn::tensor::DType::F32, "weight gradient {i} lands in the master's dtype");
+            pairs.push((format!("weight grad {i}"), v(g.into_data()), v(w.into_data())));
+        }
+        for (what, got, want) in pairs {
+            close(&format!("layer [{b}, {l}, {d}] d_ff {f} {kind:?} layernorm {layer} {what}"), &got, &want, 2e-2);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The gated MLP `down(silu(x·Wg) ⊙ (x·Wu))` as one autodiff op: one CUDA op each way
+//! (`prims::mlp_fwd`, `prims::mlp_bwd`; the CUDA steps below).
+//!
+//! Why: as three linear ops and a gate op the MLP kept `silu(a) ⊙ u` (`[tokens, d_ff]`, 100 MB per
+//! layer at the pristine shape) for the down projection's weight gradient, and ran the gate and up
+//! projections as two GEMMs each way plus an add of their input gradients. Here the gate and up
+//! weights are cast side by side into one `[d, 2·d_ff]` operand: one GEMM forward, one for the
+//! input gradient, one batched call for both weight gradients; and the gate's backward kernel
+//! recomputes `silu(a) ⊙ u` for the down projection's weight gradient, so the forward keeps only
+//! the projections `h = [a | u]`, as before.
+
+use super::prims::{self, float};
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::DType;
+
+/// `down(silu(x·wg) ⊙ (x·wu))` for `x [b, l, d]` (compute dtype) and f32 master weights `wg, wu
+/// [d, F]`, `wd [F, d]`, on a training backend; `fused` picks the CUDA steps where `B` has them.
+pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 3>,
+    wg: Tensor<Autodiff<B, C>, 2>,
+    wu: Tensor<Autodiff<B, C>, 2>,
+    wd: Tensor<Autodiff<B, C>, 2>,
+    fused: bool,
+) -> Tensor<Autodiff<B, C>, 3> {
+    #[derive(Debug)]
+    struct MlpBackward {
+        fused: bool,
+        w_dtype: DType,
+    }
+    impl<B: Backend> Backward<B, 4> for MlpBackward {
+        /// (x's node, h = [a | u], the cast weights [wg | wu] and wd)
+        type State = (NodeId, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+        fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, ck: &mut Checkpointer) {
+            let g = float::<B, 3>(grads.consume::<B>(&ops.node));
+            let [b, l, d] = g.dims();
+            let (x, h, wcat, wdc) = ops.state;
+            let x = float::<B, 3>(ck.retrieve_node_output(x)).reshape([b * l, d]);
+            let (dx, dwg, dwu, dwd) = prims::mlp_bwd(g.reshape([b * l, d]), x, float(h), float(wcat), float(wdc), self.w_dtype, self.fused);
+            let ds = [dx.reshape([b, l, d]).into_primitive().tensor(), dwg.into_primitive().tensor(), dwu.into_primitive().tensor(), dwd.into_primitive().tensor()];
+            for (node, d) in ops.parents.into_iter().zip(ds) {
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, d);
+                }
+            }
+        }
+    }
+    let [b, l, d] = x.dims();
+    let [x, wg, wu, wd] = [x.into_primitive().tensor(), wg.into_primitive().tensor(), wu.into_primitive().tensor(), wd.into_primitive().tensor()];
+    let (g, u, dn) = (float::<B, 2>(wg.primitive.clone()), float::<B, 2>(wu.primitive.clone()), float::<B, 2>(wd.primitive.clone()));
+    let w_dtype = g.dtype();
+    let (y, h, wcat, wdc) = prims::mlp_fwd(float::<B, 3>(x.primitive.clone()).reshape([b * l, d]), g, u, dn, fused);
+    let y = y.reshape([b, l, d]).into_primitive().tensor();
+    let parents = [x.node.clone(), wg.node.clone(), wu.node.clone(), wd.node.clone()];
+    let out = match (MlpBackward { fused, w_dtype }).prepare::<C>(parents).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&x), h.into_primitive().tensor(), wcat.into_primitive().tensor(), wdc.into_primitive().tensor());
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    float(out)
+}
+
+/// The CUDA steps of [`mlp_ad`] (`FusedBackend::mlp_fwd`/`mlp_bwd` on `CubeBackend`): cuBLAS GEMMs
+/// and the kernels of cuda/gate.cu, queued as one task each way.
+#[cfg(feature = "cuda")]
+pub(super) mod cuda {
+    use super::super::cublas::{side, RowGemm, Side};
+    use super::super::fused::{cast_many, empty, grid, kernel, part};
+    use super::super::gemm::Trans::{N, T as Tr};
+    use super::super::nvrtc::{compact, enqueue, launch, Arg};
+    use burn::tensor::DType;
+    use burn_cubecl::tensor::CubeTensor;
+    use cubecl::cuda::CudaRuntime;
+
+    type T = CubeTensor<CudaRuntime>;
+
+    /// `[y [n, d], h [n, 2F], [wg | wu] [d, 2F], wd [F, d]]` (the last three kept for the backward,
+    /// the weights cast to `x`'s dtype) of `x [n, d]` and f32 `wg, wu [d, F]`, `wd [F, d]`. With
+    /// `acc` (`[n, d]`, owned by the caller) `y` is added to it in place and returned as `y`.
+    pub fn fwd(x: T, wg: T, wu: T, wd: T, acc: Option<T>) -> [T; 4] {
+        let [x, wg, wu, wd] = [x, wg, wu, wd].map(compact);
+        let ([n, d], [_, f]) = (x.meta.shape().dims::<2>(), wg.meta.shape().dims::<2>());
+        let ok = [&wg, &wu].iter().all(|w| w.meta.shape().dims::<2>() == [d, f]) && wd.meta.shape().dims::<2>() == [f, d];
+        assert!(
+            ok && [&wg, &wu, &wd].iter().all(|w| w.dtype == DType::F32),
+            "mlp_fwd: x [{n}, {d}] with weights {:?} {:?} {:?} (f32 [d, F], [d, F], [F, d])",
+            wg.meta.shape(),
+            wu.meta.shape(),
+            wd.meta.shape()
+        );
+        let dtype = x.dtype;
+        let (h, wcat, wdc) = (empty(&x, vec![n, 2 * f], dtype), empty(&x, vec![d, 2 * f], dtype), empty(&x, vec![f, d], dtype));
+        let beta = acc.is_some() as u8 as f32;
+        let (s, y) = (empty(&x, vec![n, f], dtype), acc.map(compact).unwrap_or_else(|| empty(&x, vec![n, d], dtype)));
+        let device = x.device.index;
+        enqueue([&x, &wg, &wu, &wd, &h, &wcat, &wdc, &s, &y], move |[px, pg, pu, pd, ph, pw, pwd, ps, py], stream| {
+            cast_many(dtype, &[([pg, pw], [d, f, 2 * f, 0]), ([pu, pw], [d, f, 2 * f, f]), ([pd, pwd], [f, d, d, 0])], stream);
+            let gemm = |m, n, k, a, b, c, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta }.run(device, stream as _);
+            // h = x · [wg | wu]; y (+)= (silu(a) ⊙ u) · wd
+            gemm(n, 2 * f, d, side(px, N, d), side(pw, N, 2 * f), side(ph, N, 2 * f), 0.0);
+            glu("glu_fwd", dtype, &[ph, ps], n * f, f, stream);
+            gemm(n, d, f, side(ps, N, f), side(pwd, N, d), side(py, N, d), beta);
+        });
+        [y, h, wcat, wdc]
+    }
+
+    /// `[dx, dwg, dwu, dwd]` from `dy [n, d]` and the forward's `x`, `h`, cast weights; the weight
+    /// gradients in `w_dtype` (the masters').
+    pub fn bwd(dy: T, x: T, h: T, wcat: T, wdc: T, w_dtype: DType) -> [T; 4] {
+        let [dy, x, h, wcat, wdc] = [dy, x, h, wcat, wdc].map(compact);
+        let ([n, d], [_, f2]) = (x.meta.shape().dims::<2>(), h.meta.shape().dims::<2>());
+        let f = f2 / 2;
+        assert!(dy.meta.shape().dims::<2>() == [n, d] && wcat.meta.shape().dims::<2>() == [d, f2] && wdc.meta.shape().dims::<2>() == [f, d], "mlp_bwd: shapes");
+        let dtype = x.dtype;
+        let (gs, dh, dx) = (empty(&x, vec![n, f], dtype), empty(&x, vec![n, f2], dtype), empty(&x, vec![n, d], dtype));
+        let (dw, dwd) = (empty(&x, vec![2, d, f], w_dtype), empty(&x, vec![f, d], w_dtype));
+        let device = x.device.index;
+        enqueue([&dy, &x, &h, &wcat, &wdc, &gs, &dh, &dx, &dw, &dwd], move |[pdy, px, ph, pw, pwd, pgs, pdh, pdx, pdw, pdwd], stream| {
+            let gemm = |m, n, k, a, b, c, out| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out, beta: 0.0 }.run(device, stream as _);
+            // gs = dy · wdᵀ; then dh = [da | du] and gs ← silu(a) ⊙ u
+            gemm(n, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dtype);
+            glu("glu_bwd", dtype, &[ph, pgs, pdh], n * f, f, stream);
+            // dwd = (silu(a) ⊙ u)ᵀ · dy; dx = dh · [wg | wu]ᵀ
+            gemm(f, d, n, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
+            gemm(n, d, f2, side(pdh, N, f2), side(pw, Tr, f2), side(pdx, N, d), dtype);
+            // [dwg, dwu][i] = xᵀ · dh[:, i·F..(i+1)·F], one batched call
+            let (a, b) = (side(px, Tr, d), Side { ptr: pdh, op: N, ld: f2, stride: f });
+            RowGemm { batch: 2, m: d, n: f, k: n, a, b, c: Side { ptr: pdw, op: N, ld: f, stride: d * f }, dtype, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+        });
+        [dx, part(&dw, 0), part(&dw, 1), dwd]
+    }
+
+    /// Launches a `glu_*` kernel (cuda/gate.cu) over `n` elements of `[rows, F]`.
+    fn glu(kind: &str, dtype: DType, ptrs: &[u64], n: usize, f: usize, stream: cudarc::driver::sys::CUstream) {
+        let name = kernel(kind, dtype, ptrs, &[f]);
+        let w = if name.ends_with("_v") { 16 / dtype.size() } else { 1 };
+        let args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64((n / w) as i64), Arg::I64(f as i64)]).collect();
+        launch(&name, grid(n / w, 256).min(8192), 256, stream, &args);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::CpuTrain;
+    use burn::prelude::*;
+    use burn::tensor::activation::silu;
+
+    /// The op (burn reference steps) equals burn's autodiff of the formula: output and the four
+    /// gradients.
+    #[test]
+    fn mlp_op_matches_autodiff_of_the_formula() {
+        let dev = Default::default();
+        let (b, l, d, f) = (2, 3, 4, 6);
+        let data = crate::test_values;
+        let t = |len, k, shape: [usize; 2]| Tensor::<CpuTrain, 1>::from_data(data(len, k), &dev).reshape(shape).require_grad();
+        let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
+        let run = |ours: bool| {
+            let x = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 1), &dev).reshape([b, l, d]).require_grad();
+            let (wg, wu, wd) = (t(d * f, 2, [d, f]), t(d * f, 3, [d, f]), t(f * d, 4, [f, d]));
+            let y = if ours {
+                super::mlp_ad(x.clone(), wg.clone(), wu.clone(), wd.clone(), false)
+            } else {
+                let w3 = |w: &Tensor<CpuTrain, 2>| w.clone().unsqueeze::<3>();
+                (silu(x.clone().matmul(w3(&wg))) * x.clone().matmul(w3(&wu))).matmul(w3(&wd))
+            };
+            let grads = (y.clone() * up.clone()).sum().backward();
+            let v2 = |w: &Tensor<CpuTrain, 2>| w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let v3 = |t: Tensor<_, 3>| t.into_data().to_vec::<f32>().unwrap();
+            [v3(y.inner()), v3(x.grad(&grads).unwrap()), v2(&wg), v2(&wu), v2(&wd)]
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (name, (a, b)) in ["y", "dx", "dwg", "dwu", "dwd"].iter().zip(ours.iter().zip(&theirs)) {
+            assert!(a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-5 * (1.0 + q.abs())), "{name}: {a:?} vs {b:?}");
+            assert!(a.iter().any(|v| v.abs() > 1e-3), "{name} must not vanish");
+        }
+    }
+}
