@@ -4,15 +4,17 @@
 //! file ← experiment overrides ← `--set key=value`. Every layer is checked key by key, so an
 //! error names the layer (file or `--set`) and the dotted key that is wrong.
 
+mod train;
+
 use crate::data::DataConfig;
-use crate::kernels::ops::{AttnKernel, Ce, Fusion, KernelSet, Kernels, Matmul};
+use crate::kernels::ops::{AttnKernel, Ce, Fusion, Matmul};
 use crate::kernels::MAX_FUSED_NORM_D;
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
-use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::Value;
+pub use train::{Device, Dtype, MemoryPool, TrainConfig};
 
 /// RMT memory (Bulatov et al. 2022); `tokens = 0` switches it off.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,186 +47,6 @@ pub enum WriteInit {
     Previous,
     /// The learned `memory.init` vectors in every window (not the paper's scheme).
     Learned,
-}
-
-/// Optimisation and bookkeeping. Defaults are BakaLLM's recipe: AdamW lr 1e-3, constant, clip 1.0.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    pub seed: u64,
-    pub steps: usize,
-    /// Samples per step; each sample is `n_windows` consecutive windows of real text.
-    pub batch: usize,
-    pub n_windows: usize,
-    pub lr: f64,
-    /// "constant" or "cosine" (decays to `lr * min_lr_ratio` at the last step).
-    pub schedule: String,
-    pub warmup_steps: usize,
-    pub min_lr_ratio: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (as torch.nn.utils.clip_grad_norm_); 0 switches it off.
-    pub clip: f64,
-    /// Evaluate every this many steps (and at the end); 0 = only at the end.
-    pub eval_every: usize,
-    /// Validation samples (each `n_windows` windows) in the fixed validation set.
-    pub eval_samples: usize,
-    /// Test samples (each `n_windows` windows), scored once when the run finishes.
-    pub test_samples: usize,
-    /// Write a resumable checkpoint every this many steps (and at the end); 0 = only at the end.
-    pub checkpoint_every: usize,
-    /// On a non-finite loss or gradient: false stops the run; true skips that step's update.
-    pub skip_spikes: bool,
-    /// "cpu" (burn-flex) or "cuda" (needs a binary built with `--features cuda`).
-    pub device: Device,
-    /// "f32" or "bf16" (bf16 only on cuda): the activations' dtype; weights stay f32.
-    pub dtype: Dtype,
-    /// "fast": bakallm's kernels where the device has them (CUDA: cuBLAS linears, the whole
-    /// parallel layer as one op, fused norm, gate, embedding, AdamW, and the LM head + loss in
-    /// chunks; CPU: the LM head + loss as one pass); "reference": burn's ops everywhere.
-    pub kernels: KernelSet,
-    /// Rows of logits per chunk of the LM head's loss on CUDA: `ce_chunk × vocab` logits exist
-    /// at a time.
-    pub ce_chunk: usize,
-    /// CUDA memory pools (set once per process, src/backend.rs): "shared" (tensors over 1 MiB
-    /// sliced out of shared 1 GiB pages), "sliced" (cubecl's default: pages graded by slice size,
-    /// up to a quarter of the GPU each) or "exclusive" (cubecl's: a page per tensor). CPU: unused.
-    pub memory_pool: MemoryPool,
-    /// Developer overrides of single kernels (unset: as `kernels` says), for tests and for
-    /// benchmarking one kernel against burn's ops; documented in docs/kernels.md.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub matmul: Option<Matmul>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attention: Option<AttnKernel>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding: Option<Fusion>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub layernorm: Option<Fusion>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gate: Option<Fusion>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub adamw: Option<Fusion>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ce: Option<Ce>,
-}
-
-/// `train.device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    #[default]
-    Cpu,
-    Cuda,
-}
-
-impl Device {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Cpu => "cpu",
-            Self::Cuda => "cuda",
-        }
-    }
-    pub fn is_cuda(self) -> bool {
-        self == Self::Cuda
-    }
-}
-
-/// `train.dtype`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    #[default]
-    F32,
-    Bf16,
-}
-
-impl Dtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-        }
-    }
-    pub fn float(self) -> FloatDType {
-        match self {
-            Self::F32 => FloatDType::F32,
-            Self::Bf16 => FloatDType::BF16,
-        }
-    }
-}
-
-/// `train.memory_pool`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MemoryPool {
-    #[default]
-    Shared,
-    Sliced,
-    Exclusive,
-}
-
-impl TrainConfig {
-    /// The kernels this run uses: `kernels` with the developer overrides applied. On the CPU only
-    /// the loss has a choice (the one-pass LM head + loss, or autodiff).
-    pub fn kernels(&self) -> Kernels {
-        let base = match self.kernels {
-            KernelSet::Fast => Kernels::FAST,
-            KernelSet::Reference => Kernels::REFERENCE,
-        };
-        Kernels {
-            matmul: self.matmul.unwrap_or(base.matmul),
-            attention: self.attention.unwrap_or(base.attention),
-            embedding: self.embedding.unwrap_or(base.embedding),
-            norm: self.layernorm.unwrap_or(base.norm),
-            gate: self.gate.unwrap_or(base.gate),
-            ce: self.ce.unwrap_or(base.ce),
-            ce_chunk: self.ce_chunk,
-        }
-    }
-
-    /// Whether the optimizer step runs as bakallm's fused kernel (CUDA).
-    pub fn fused_adamw(&self) -> bool {
-        self.adamw.unwrap_or(if self.kernels == KernelSet::Fast { Fusion::Fused } else { Fusion::Burn }) == Fusion::Fused
-    }
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            steps: 1000,
-            batch: 6,
-            n_windows: 4,
-            lr: 1e-3,
-            schedule: "constant".into(),
-            warmup_steps: 0,
-            min_lr_ratio: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-            clip: 1.0,
-            eval_every: 100,
-            eval_samples: 16,
-            test_samples: 64,
-            checkpoint_every: 0,
-            skip_spikes: false,
-            device: Device::Cpu,
-            dtype: Dtype::F32,
-            kernels: KernelSet::Fast,
-            ce_chunk: 4096,
-            memory_pool: MemoryPool::Shared,
-            matmul: None,
-            attention: None,
-            embedding: None,
-            layernorm: None,
-            gate: None,
-            adamw: None,
-            ce: None,
-        }
-    }
 }
 
 /// Everything a run needs; written fully resolved to `<run>/config.toml`.
@@ -509,80 +331,4 @@ pub fn find_branch(arg: &str) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn layer(src: &str) -> (Source, toml::Table) {
-        (Source::File(PathBuf::from("test.toml")), toml::from_str(src).unwrap())
-    }
-
-    #[test]
-    fn defaults_are_bakallm_pristine() {
-        let c = Config::from_layers(&[]).unwrap();
-        assert_eq!((c.model.d_model, c.model.n_layers, c.model.n_heads, c.model.d_ff, c.model.window), (768, 12, 12, 3072, 512));
-        assert_eq!((c.train.lr, c.train.clip, c.train.schedule.as_str()), (1e-3, 1.0, "constant"));
-    }
-
-    #[test]
-    fn unknown_key_names_layer_and_key() {
-        let e = Config::from_layers(&[layer("[model]\nd_modle = 3")]).unwrap_err().to_string();
-        assert!(e.contains("test.toml") && e.contains("d_modle"), "{e}");
-        assert!(!e.contains('\n'));
-    }
-
-    #[test]
-    fn wrong_type_names_layer() {
-        let (k, v) = parse_set("model.d_model=abc").unwrap();
-        let mut t = toml::Table::new();
-        set_dotted(&mut t, &k, v);
-        let e = Config::from_layers(&[(Source::Set("model.d_model=abc".into()), t)]).unwrap_err().to_string();
-        assert!(e.starts_with("--set model.d_model=abc"), "{e}");
-    }
-
-    #[test]
-    fn set_parses_numbers_strings_and_bools() {
-        assert_eq!(parse_set("a.b=128").unwrap().1, Value::Integer(128));
-        assert_eq!(parse_set("a.b=1e-3").unwrap().1, Value::Float(1e-3));
-        assert_eq!(parse_set("a.b=nope").unwrap().1, Value::String("nope".into()));
-        assert_eq!(parse_set("a.b=true").unwrap().1, Value::Boolean(true));
-        assert!(parse_set("novalue").is_err());
-    }
-
-    #[test]
-    fn kernel_fallbacks_are_said_on_cuda_only() {
-        let cuda = "[train]\ndevice = \"cuda\"";
-        let notes = |extra: &str| Config::from_layers(&[layer(&format!("{cuda}\n{extra}"))]).unwrap().kernel_fallbacks();
-        let bf16 = |extra: &str| notes(&format!("dtype = \"bf16\"\n{extra}"));
-        assert!(bf16("").is_empty(), "pristine (head dim 64, bf16) takes every kernel");
-        assert!(notes("")[0].contains("bf16"), "f32 keeps the flash kernels out");
-        assert!(bf16("[model]\npositions = \"linspace\"")[0].contains("linspace"));
-        assert!(bf16("[model]\nresidual = \"sequential\"")[0].contains("sequential"));
-        assert!(bf16("attention = \"flash\"\n[model]\nresidual = \"sequential\"").is_empty());
-        assert!(notes("kernels = \"reference\"").is_empty());
-        assert!(Config::from_layers(&[layer("[model]\npositions = \"linspace\"")]).unwrap().kernel_fallbacks().is_empty());
-    }
-
-    #[test]
-    fn fused_layernorm_width_is_checked_on_cuda_only() {
-        let wide = "[model]\nd_model = 8192\nn_heads = 64\n[train]\ndevice = \"cuda\"";
-        let e = Config::from_layers(&[layer(wide)]).unwrap_err().to_string();
-        assert!(e.contains("train.layernorm") && e.contains("8192") && e.contains("burn"), "{e}");
-        assert!(Config::from_layers(&[layer(&format!("{wide}\nlayernorm = \"burn\""))]).is_ok());
-        assert!(Config::from_layers(&[layer("[model]\nd_model = 8192\nn_heads = 64")]).is_ok());
-    }
-
-    #[test]
-    fn semantic_errors_name_the_key() {
-        let e = Config::from_layers(&[layer("[model]\nd_model = 100\nn_heads = 12")]).unwrap_err().to_string();
-        assert!(e.contains("model.n_heads") || e.contains("model.d_model"), "{e}");
-        let e = Config::from_layers(&[layer("[train]\nbatch = 0")]).unwrap_err().to_string();
-        assert!(e.contains("train.batch"), "{e}");
-    }
-
-    #[test]
-    fn resolved_config_round_trips() {
-        let c = Config::from_layers(&[layer("[model]\npositions = \"alibi\"\n[memory]\ntokens = 4")]).unwrap();
-        let back: Config = toml::from_str(&c.to_toml()).unwrap();
-        assert_eq!(c, back);
-    }
-}
+mod tests;
