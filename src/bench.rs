@@ -6,10 +6,10 @@
 //! dense bf16 peak (989 TFLOP/s for H100/H200 unless `--peak-tflops` says otherwise).
 
 use crate::config::{serde_name, Config, Device, TrainConfig};
+use crate::data::batches::mix;
 use crate::kernels::ops::{AttnKernel, Ce, Kernels, TrainOps};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::adamw::AdamW;
-use crate::train::batches::mix;
 use crate::train::{train_step, train_step_marked};
 use anyhow::Result;
 use burn::prelude::*;

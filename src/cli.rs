@@ -122,7 +122,7 @@ pub fn export(run: &Path, out: Option<PathBuf>, force: bool) -> Result<()> {
 pub fn logits(source: &Path, tokens: &[u32], windows_of: Option<usize>) -> Result<()> {
     type B = crate::backend::Cpu;
     let device = Default::default();
-    let (_, model) = crate::export::load_any::<B>(source, &device)?;
+    let (_, model) = crate::weights::load_any::<B>(source, &device)?;
     let window = windows_of.unwrap_or(model.window);
     let l = crate::generate::logits(&model, tokens, window, &device)?;
     let j = serde_json::json!({ "vocab": model.vocab(), "window": window, "tokens": tokens, "logits": l });
@@ -134,7 +134,7 @@ pub fn logits(source: &Path, tokens: &[u32], windows_of: Option<usize>) -> Resul
 pub fn generate(source: &Path, prompt: &str, o: &crate::generate::GenOptions) -> Result<()> {
     type B = crate::backend::Cpu;
     let device = Default::default();
-    let (cfg, model) = crate::export::load_any::<B>(source, &device)?;
+    let (cfg, model) = crate::weights::load_any::<B>(source, &device)?;
     let tok = tokenizer_for(source, &cfg)?;
     crate::generate::generate(&model, &tok, prompt, o, &device, &mut std::io::stdout())?;
     Ok(())
@@ -154,7 +154,7 @@ fn tokenizer_for(source: &Path, cfg: &Config) -> Result<tokenizers::Tokenizer> {
 
 /// `baka encode SOURCE --text T`: `{"ids": [...]}` with the run's or export's tokenizer.
 pub fn encode(source: &Path, text: &str) -> Result<()> {
-    let cfg = if source.is_file() { crate::export::weights_config(source)? } else { Config::from_file(&source.join("config.toml"))? };
+    let cfg = if source.is_file() { crate::weights::weights_config(source)? } else { Config::from_file(&source.join("config.toml"))? };
     let tok = tokenizer_for(source, &cfg)?;
     let enc = tok.encode(text, false).map_err(|e| anyhow::anyhow!("--text: cannot encode ({e})"))?;
     println!("{}", serde_json::json!({ "ids": enc.get_ids() }));

@@ -5,7 +5,7 @@
 //! residual (every module kind), and that version's `baka export` of it.
 
 use bakallm::backend::{Cpu, CpuTrain};
-use bakallm::export::{load_run, load_weights, named_tensors};
+use bakallm::weights::{load_run, load_weights, named_tensors};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use std::path::Path;
@@ -26,7 +26,7 @@ fn a_checkpoint_of_the_old_layout_loads_with_every_parameter() {
     }
     // the optimizer state is keyed by the parameters' ids, which the old record carries
     let ckpt = dir.join("run/checkpoint");
-    let model = bakallm::train::checkpoint::load_model::<CpuTrain>(&ckpt, bakallm::model::BakaLM::new(&cfg.model, &cfg.memory, cfg.train.seed, &dev), &dev).unwrap();
+    let model = bakallm::weights::checkpoint::load_model::<CpuTrain>(&ckpt, bakallm::model::BakaLM::new(&cfg.model, &cfg.memory, cfg.train.seed, &dev), &dev).unwrap();
     let optim = bakallm::train::checkpoint::load_optim(&ckpt, bakallm::train::adamw::AdamW::<CpuTrain>::new(&cfg.train), &dev).expect("the old optimizer state loads");
     struct Ids(Vec<ParamId>);
     impl<B: Backend> ModuleVisitor<B> for Ids {

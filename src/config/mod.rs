@@ -9,45 +9,13 @@ mod train;
 use crate::data::DataConfig;
 use crate::kernels::ops::{AttnKernel, Ce, Fusion, Matmul};
 use crate::kernels::MAX_FUSED_NORM_D;
+pub use crate::model::memory::{MemoryConfig, WriteInit};
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::Value;
 pub use train::{Device, Dtype, MemoryPool, TrainConfig};
-
-/// RMT memory (Bulatov et al. 2022); `tokens = 0` switches it off.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MemoryConfig {
-    /// Number of memory tokens M (BakaLLM used 16).
-    pub tokens: usize,
-    /// Gradients flow through memory inside groups of this many windows, then it is detached.
-    pub bptt_windows: usize,
-    /// Inputs of the write slots after window 0: the memory just read (the RMT paper's scheme,
-    /// and BakaLLM's) or the learned init every window.
-    pub write_init: WriteInit,
-    /// "none": memory tokens get no positional signal; "window": they are positioned by their
-    /// index in the [read ; window ; write] sequence like ordinary tokens.
-    pub positions: String,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        Self { tokens: 0, bptt_windows: 2, write_init: WriteInit::Previous, positions: "none".into() }
-    }
-}
-
-/// `memory.write_init`: what the write slots of window k > 0 take as input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WriteInit {
-    /// The memory read from the previous window: the same memory tokens are read and written
-    /// (Bulatov et al. 2022, and BakaLLM's 005_rmt).
-    Previous,
-    /// The learned `memory.init` vectors in every window (not the paper's scheme).
-    Learned,
-}
 
 /// Everything a run needs; written fully resolved to `<run>/config.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

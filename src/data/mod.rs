@@ -5,6 +5,7 @@
 //! presence means the build finished). See `corpus` (documents), `split` (blocks, train/val),
 //! `tokenizer` (BPE) and `tokens` (file format).
 
+pub mod batches;
 pub mod corpus;
 pub mod records;
 pub mod run_cache;

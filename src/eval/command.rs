@@ -177,7 +177,7 @@ fn source_config(source: &Path) -> Result<(Config, bool)> {
         }
         Ok((Config::from_file(&p)?, true))
     } else if source.extension().is_some_and(|e| e == "safetensors") && source.is_file() {
-        Ok((crate::export::weights_config(source)?, false))
+        Ok((crate::weights::weights_config(source)?, false))
     } else if !source.exists() {
         bail!("{}: no such run directory or weights file", source.display())
     } else {
@@ -188,7 +188,7 @@ fn source_config(source: &Path) -> Result<(Config, bool)> {
 /// The model of a run or export, computing in the dtype it was trained with (on the CPU with the
 /// LM head and the loss as one pass).
 fn load<B: Backend>(source: &Path, dev: &B::Device) -> Result<(Config, BakaLM<B>)> {
-    let (cfg, model) = crate::export::load_any::<B>(source, dev)?;
+    let (cfg, model) = crate::weights::load_any::<B>(source, dev)?;
     let kernels = Kernels { ce: Ce::Chunked, ..Kernels::REFERENCE };
     Ok((cfg.clone(), model.with_kernels(cfg.train.dtype.float(), kernels)))
 }

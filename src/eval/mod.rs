@@ -5,11 +5,11 @@
 pub mod command;
 pub mod text;
 
+use crate::data::batches::{load, val_offsets};
 pub use crate::data::Tokens;
 use crate::kernels::ops::BakaOps;
 use crate::model::BakaLM;
 use crate::state::BakaState;
-use crate::train::batches::{load, val_offsets};
 
 #[derive(Debug, Clone)]
 pub struct EvalResult {

@@ -9,7 +9,6 @@ pub mod mlp;
 pub mod norm;
 pub mod positions;
 
-use crate::config::MemoryConfig;
 use crate::kernels::ops::{BakaOps, Kernels};
 use crate::kernels::reference::to;
 pub use crate::kernels::reference::token_losses;
@@ -21,6 +20,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use init::Init;
 use memory::Memory;
+pub use memory::{MemoryConfig, WriteInit};
 use norm::Norm;
 pub use positions::PositionKind;
 use positions::{Layout, PosParams};
@@ -165,7 +165,7 @@ impl<B: Backend> BakaLM<B> {
         let layers = (0..c.n_layers).map(|_| Block::new(c, &mut init)).collect();
         let norm = Norm::new(&c.norm, c.d_model, c.norm_eps, device);
         let lm_head = init.linear(c.d_model, c.vocab, c.init_std);
-        let memory = (mem.tokens > 0).then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == crate::config::WriteInit::Previous, mem.positions == "window", &mut init));
+        let memory = (mem.tokens > 0).then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == WriteInit::Previous, mem.positions == "window", &mut init));
         Self {
             embed,
             layers,

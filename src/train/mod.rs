@@ -3,9 +3,7 @@
 //! burn supplies the autodiff, AdamW's math and state, and the record (checkpoint) format.
 
 pub mod adamw;
-pub mod batches;
 pub mod checkpoint;
-mod legacy;
 pub mod metrics;
 pub mod optim;
 mod trainer;

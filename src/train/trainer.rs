@@ -2,11 +2,11 @@
 //! with evaluation, CSV rows, checkpoints and resume.
 
 use super::adamw::{AdamW, GradScale};
-use super::batches::{load, train_offsets};
 use super::checkpoint::{self, CkptState};
 use super::metrics::{f, CsvLog, EVAL_HEADER, METRICS_HEADER};
 use super::optim::{clip_factor, grad_norm, lr_at};
 use crate::config::Config;
+use crate::data::batches::{load, train_offsets};
 use crate::data::{self, Prepared};
 use crate::eval::{bits_per_byte, evaluate, target_bytes};
 use crate::fsutil::{create_dir, write_atomic};
@@ -260,7 +260,7 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
         String::new(),
     ])?;
     let test_bpb = bits_per_byte(test.loss, test.tokens, target_bytes(&data.test, &test.offsets, len, &data.token_bytes));
-    let val_offsets = super::batches::val_offsets(t.eval_samples, data.val.len(), len + 1);
+    let val_offsets = crate::data::batches::val_offsets(t.eval_samples, data.val.len(), len + 1);
     let val_bpb = bits_per_byte(last_val, val_offsets.len() * len, target_bytes(&data.val, &val_offsets, len, &data.token_bytes));
     let summary = RunSummary {
         branch: cfg.branch.clone(),
