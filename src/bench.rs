@@ -7,7 +7,7 @@
 
 use crate::config::{serde_name, Config, Device, TrainConfig};
 use crate::data::batches::mix;
-use crate::kernels::ops::{AttnKernel, Ce, Kernels, TrainOps};
+use crate::kernels::ops::{Ce, Kernels, TrainOps};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::adamw::AdamW;
 use crate::train::{train_step, train_step_marked};
@@ -98,17 +98,14 @@ fn peak_in_use<R>(_device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
     (f(), None)
 }
 
-/// The kernels a run on `t.device` uses, as they run: on the CPU burn's ops but the loss; on
-/// CUDA the flash-based attention takes "fused" where the flash kernels do not fit (bf16, head dim
-/// 32 or 64).
-fn kernels_run(t: &TrainConfig, head_dim: usize) -> Kernels {
-    let k = t.kernels();
-    if !t.device.is_cuda() {
+/// The kernels a run uses, as they run: on the CPU burn's ops but the loss; on CUDA with the
+/// attention the model can take ([`Config::attention_as_run`]).
+fn kernels_run(cfg: &Config) -> Kernels {
+    let k = cfg.train.kernels();
+    if !cfg.train.device.is_cuda() {
         return Kernels { ce: k.ce, ..Kernels::REFERENCE };
     }
-    let flash = t.dtype == crate::config::Dtype::Bf16 && (head_dim == 32 || head_dim == 64);
-    let attention = if matches!(k.attention, AttnKernel::Flash | AttnKernel::Block | AttnKernel::Layer) && !flash { AttnKernel::Fused } else { k.attention };
-    Kernels { attention, ..k }
+    Kernels { attention: cfg.attention_as_run().0, ..k }
 }
 
 /// "baka-cpu", or "baka-cuda" plus the kernel settings that differ from the defaults, e.g.
@@ -195,7 +192,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     });
     let mut model = model?;
     let gpu = t.device.is_cuda();
-    let k = kernels_run(t, cfg.model.head_dim());
+    let k = kernels_run(cfg);
     let fused = |f: crate::kernels::ops::Fusion| serde_name(&f);
     let mut line = serde_json::json!({
         "system": system(t),

@@ -223,31 +223,37 @@ impl Config {
         Ok(())
     }
 
-    /// Where this model does not take the kernels `train.kernels` and the overrides ask for (CUDA),
-    /// and what runs instead: said once when a run starts, so a run is never silently slower.
-    pub fn kernel_fallbacks(&self) -> Vec<String> {
+    /// The attention kernel this model runs on CUDA and, where that is not the one
+    /// `train.kernels` and the overrides ask for, why: said once when a run starts
+    /// ([`Self::kernel_fallbacks`]) and in `baka bench`'s line, so a run is never silently slower.
+    pub fn attention_as_run(&self) -> (AttnKernel, Option<String>) {
         let (t, m) = (&self.train, &self.model);
         let k = t.kernels();
-        if !t.device.is_cuda() {
+        let hd = m.head_dim();
+        let flash_based = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block | AttnKernel::Flash);
+        let one_op = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block);
+        if flash_based && !(t.dtype == Dtype::Bf16 && (hd == 32 || hd == 64)) {
+            let why = format!("the flash kernels need train.dtype = \"bf16\" and a head dim of 32 or 64 (got {}, {hd}): attention runs as GEMMs and softmax kernels", t.dtype.name());
+            (AttnKernel::Fused, Some(why))
+        } else if one_op && m.positions == crate::model::PositionKind::Linspace {
+            (AttnKernel::Flash, Some("linspace adds its ramp to k before the head split: the attention runs as flash kernels between the projections, not as one op".into()))
+        } else if one_op && k.matmul == Matmul::Burn {
+            (AttnKernel::Flash, Some("train.matmul = \"burn\": the attention runs as flash kernels between burn's linears, not as one op".into()))
+        } else if k.attention == AttnKernel::Layer && m.residual == "sequential" {
+            (AttnKernel::Block, Some("model.residual = \"sequential\": each sublayer runs as its own op (no single-op layer)".into()))
+        } else if k.attention == AttnKernel::Layer && (k.norm == Fusion::Burn || k.gate == Fusion::Burn) {
+            (AttnKernel::Block, Some("the single-op layer needs the fused norm and gate: the attention sublayer runs as one op, the rest as their ops".into()))
+        } else {
+            (k.attention, None)
+        }
+    }
+
+    /// Where this model does not take the kernels asked for on CUDA, and what runs instead.
+    pub fn kernel_fallbacks(&self) -> Vec<String> {
+        if !self.train.device.is_cuda() {
             return vec![];
         }
-        let mut notes = vec![];
-        let flash_based = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block | AttnKernel::Flash);
-        let hd = m.head_dim();
-        if flash_based && !(t.dtype == Dtype::Bf16 && (hd == 32 || hd == 64)) {
-            notes.push(format!("the flash kernels need train.dtype = \"bf16\" and a head dim of 32 or 64 (got {}, {hd}): attention runs as GEMMs and softmax kernels", t.dtype.name()));
-        } else if matches!(k.attention, AttnKernel::Layer | AttnKernel::Block) {
-            if m.positions == crate::model::PositionKind::Linspace {
-                notes.push("linspace adds its ramp to k before the head split: the attention runs as flash kernels between the projections, not as one op".into());
-            } else if k.matmul == Matmul::Burn {
-                notes.push("train.matmul = \"burn\": the attention runs as flash kernels between burn's linears, not as one op".into());
-            } else if k.attention == AttnKernel::Layer && m.residual == "sequential" {
-                notes.push("model.residual = \"sequential\": each sublayer runs as its own op (no single-op layer)".into());
-            } else if k.attention == AttnKernel::Layer && (k.norm == Fusion::Burn || k.gate == Fusion::Burn) {
-                notes.push("the single-op layer needs the fused norm and gate: the attention sublayer runs as one op, the rest as their ops".into());
-            }
-        }
-        notes
+        self.attention_as_run().1.into_iter().collect()
     }
 
     /// Fully resolved TOML, as written to `<run>/config.toml`.
