@@ -16,7 +16,7 @@ fn a_checkpoint_of_the_old_layout_loads_with_every_parameter() {
     let dev = Default::default();
     let (cfg, from_ckpt) = load_run::<Cpu>(&dir.join("run"), &dev).expect("the old checkpoint loads");
     let (_, from_export) = load_weights::<Cpu>(&dir.join("weights.safetensors"), &dev).expect("the old export loads");
-    assert!(cfg.memory.tokens > 0 && cfg.model.residual == "sequential" && cfg.model.norm == "rmsnorm");
+    assert!(cfg.memory.tokens > 0 && cfg.model.residual == bakallm::model::Residual::Sequential && cfg.model.norm == bakallm::model::NormKind::Rmsnorm);
     let (a, b) = (named_tensors(&from_ckpt), named_tensors(&from_export));
     assert_eq!(a.len(), b.len());
     assert!(a.iter().any(|t| t.0.contains("pos.scale")) && a.iter().any(|t| t.0.contains("memory")) && a.iter().any(|t| t.0.contains("mlp_norm")));

@@ -9,13 +9,13 @@ mod train;
 use crate::data::DataConfig;
 use crate::kernels::ops::{AttnKernel, Ce, Fusion, Matmul};
 use crate::kernels::MAX_FUSED_NORM_D;
-pub use crate::model::memory::{MemoryConfig, WriteInit};
+pub use crate::model::memory::{MemoryConfig, MemoryPositions, WriteInit};
 use crate::model::ModelConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::Value;
-pub use train::{Device, Dtype, MemoryPool, TrainConfig};
+pub use train::{Device, Dtype, MemoryPool, Schedule, TrainConfig};
 
 /// Everything a run needs; written fully resolved to `<run>/config.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -126,17 +126,38 @@ pub fn merge(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
-/// Turns a serde error on a layer into one line naming the layer and key.
-fn layer_error(src: &Source, e: toml::de::Error) -> anyhow::Error {
+/// Turns a serde error on a layer into one line naming the layer, and the key and value at fault
+/// where one key alone fails (`model.norm = "batchnorm": unknown variant …`).
+fn layer_error(src: &Source, layer: &toml::Table, e: toml::de::Error) -> anyhow::Error {
     let msg = e.message().trim().replace('\n', " ");
-    anyhow::anyhow!("{src}: {msg}")
+    match culprit(layer, "") {
+        Some((key, value)) if !msg.contains(&key) => anyhow::anyhow!("{src}: {key} = {value}: {msg}"),
+        _ => anyhow::anyhow!("{src}: {msg}"),
+    }
+}
+
+/// The first leaf key of `layer` that fails on its own against the defaults, with its value.
+fn culprit(layer: &toml::Table, prefix: &str) -> Option<(String, Value)> {
+    layer.iter().find_map(|(k, v)| {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Table(t) => culprit(t, &key),
+            _ => {
+                let mut alone = toml::Table::new();
+                set_dotted(&mut alone, &key, v.clone());
+                let mut t = Value::try_from(Config::default()).ok()?.as_table().cloned()?;
+                merge(&mut t, &alone);
+                Config::deserialize(Value::Table(t)).is_err().then(|| (key, v.clone()))
+            }
+        }
+    })
 }
 
 /// Checks one layer on its own against the defaults, so the error names the right culprit.
 fn check_layer(src: &Source, layer: &toml::Table) -> Result<()> {
     let mut t = Value::try_from(Config::default())?.as_table().cloned().expect("table");
     merge(&mut t, layer);
-    Config::deserialize(Value::Table(t)).map(|_| ()).map_err(|e| layer_error(src, e))
+    Config::deserialize(Value::Table(t)).map(|_| ()).map_err(|e| layer_error(src, layer, e))
 }
 
 impl Config {
@@ -176,9 +197,6 @@ impl Config {
         self.model.validate()?;
         self.data.validate()?;
         let m = &self.memory;
-        if !["none", "window"].contains(&m.positions.as_str()) {
-            bail!("memory.positions = {:?}: expected \"none\" or \"window\"", m.positions);
-        }
         if m.tokens > 0 && m.bptt_windows == 0 {
             bail!("memory.bptt_windows = 0: expected at least 1");
         }
@@ -190,9 +208,6 @@ impl Config {
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             bail!("train.lr = {}: expected a positive number", t.lr);
-        }
-        if !["constant", "cosine"].contains(&t.schedule.as_str()) {
-            bail!("train.schedule = {:?}: expected \"constant\" or \"cosine\"", t.schedule);
         }
         if !(0.0..=1.0).contains(&t.min_lr_ratio) {
             bail!("train.min_lr_ratio = {}: expected a number in [0, 1]", t.min_lr_ratio);
@@ -239,7 +254,7 @@ impl Config {
             (AttnKernel::Flash, Some("linspace adds its ramp to k before the head split: the attention runs as flash kernels between the projections, not as one op".into()))
         } else if one_op && k.matmul == Matmul::Burn {
             (AttnKernel::Flash, Some("train.matmul = \"burn\": the attention runs as flash kernels between burn's linears, not as one op".into()))
-        } else if k.attention == AttnKernel::Layer && m.residual == "sequential" {
+        } else if k.attention == AttnKernel::Layer && m.residual == crate::model::Residual::Sequential {
             (AttnKernel::Block, Some("model.residual = \"sequential\": each sublayer runs as its own op (no single-op layer)".into()))
         } else if k.attention == AttnKernel::Layer && (k.norm == Fusion::Burn || k.gate == Fusion::Burn) {
             (AttnKernel::Block, Some("the single-op layer needs the fused norm and gate: the attention sublayer runs as one op, the rest as their ops".into()))

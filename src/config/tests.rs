@@ -8,7 +8,7 @@ fn layer(src: &str) -> (Source, toml::Table) {
 fn defaults_are_bakallm_pristine() {
     let c = Config::from_layers(&[]).unwrap();
     assert_eq!((c.model.d_model, c.model.n_layers, c.model.n_heads, c.model.d_ff, c.model.window), (768, 12, 12, 3072, 512));
-    assert_eq!((c.train.lr, c.train.clip, c.train.schedule.as_str()), (1e-3, 1.0, "constant"));
+    assert_eq!((c.train.lr, c.train.clip, c.train.schedule), (1e-3, 1.0, Schedule::Constant));
 }
 
 #[test]
@@ -72,4 +72,12 @@ fn resolved_config_round_trips() {
     let c = Config::from_layers(&[layer("[model]\npositions = \"alibi\"\n[memory]\ntokens = 4")]).unwrap();
     let back: Config = toml::from_str(&c.to_toml()).unwrap();
     assert_eq!(c, back);
+}
+
+#[test]
+fn a_bad_value_in_a_file_names_its_key() {
+    let e = Config::from_layers(&[layer("[model]\nnorm = \"batchnorm\"")]).unwrap_err().to_string();
+    assert!(e.contains("test.toml") && e.contains("model.norm") && e.contains("batchnorm") && e.contains("rmsnorm"), "{e}");
+    let e = Config::from_layers(&[layer("[train]\nschedule = \"linear\"\nsteps = 5")]).unwrap_err().to_string();
+    assert!(e.contains("train.schedule") && e.contains("cosine"), "{e}");
 }

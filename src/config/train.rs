@@ -15,7 +15,7 @@ pub struct TrainConfig {
     pub n_windows: usize,
     pub lr: f64,
     /// "constant" or "cosine" (decays to `lr * min_lr_ratio` at the last step).
-    pub schedule: String,
+    pub schedule: Schedule,
     pub warmup_steps: usize,
     pub min_lr_ratio: f64,
     pub beta1: f64,
@@ -65,6 +65,16 @@ pub struct TrainConfig {
     pub adamw: Option<Fusion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ce: Option<Ce>,
+}
+
+/// `train.schedule`: the learning rate after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// Cosine decay to `lr · min_lr_ratio` at the last step.
+    Cosine,
 }
 
 /// `train.device`.
@@ -155,7 +165,7 @@ impl Default for TrainConfig {
             batch: 6,
             n_windows: 4,
             lr: 1e-3,
-            schedule: "constant".into(),
+            schedule: Schedule::Constant,
             warmup_steps: 0,
             min_lr_ratio: 0.1,
             beta1: 0.9,

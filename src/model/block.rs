@@ -23,9 +23,9 @@ impl<B: Backend> Block<B> {
     pub fn new(c: &ModelConfig, init: &mut Init<B>) -> Self {
         let out_std = c.init_std / (2.0 * c.n_layers as f64).sqrt();
         let linspace = c.positions == super::PositionKind::Linspace;
-        let norm = || Norm::new(&c.norm, c.d_model, c.norm_eps, init.device);
+        let norm = || Norm::new(c.norm, c.d_model, c.norm_eps, init.device);
         let attn_norm = norm();
-        let mlp_norm = (c.residual == "sequential").then(norm);
+        let mlp_norm = (c.residual == super::Residual::Sequential).then(norm);
         Self { attn_norm, mlp_norm, attn: Attention::new(c.d_model, c.n_heads, linspace, c.init_std, out_std, init), mlp: Mlp::new(c.d_model, c.d_ff, c.init_std, out_std, init) }
     }
 }

@@ -62,14 +62,14 @@ fn gpu_every_branch_matches_the_cpu() {
     let mut cases: Vec<(ModelConfig, MemoryConfig, TrainConfig)> =
         [PositionKind::Nope, PositionKind::Rope, PositionKind::Xpos, PositionKind::Linspace, PositionKind::Alibi].map(|p| (config(p), no_memory.clone(), bf16())).into();
     cases.push((config(PositionKind::Rope), rmt.clone(), bf16()));
-    cases.push((ModelConfig { norm: "rmsnorm".into(), residual: "sequential".into(), ..config(PositionKind::Rope) }, no_memory.clone(), bf16()));
+    cases.push((ModelConfig { norm: NormKind::Rmsnorm, residual: Residual::Sequential, ..config(PositionKind::Rope) }, no_memory.clone(), bf16()));
     cases.push((config(PositionKind::Rope), no_memory.clone(), TrainConfig { attention: Some(AttnKernel::Fused), ..bf16() }));
     // the attention sublayer as one op (xPos: q and k tables differ; ALiBi: a bias; linspace takes "flash")
     for p in [PositionKind::Xpos, PositionKind::Alibi, PositionKind::Linspace] {
         cases.push((config(p), no_memory.clone(), TrainConfig { attention: Some(AttnKernel::Block), ..bf16() }));
     }
     // the default "layer" with RMSNorm and memory; "flash" (each sublayer its ops) as it was
-    cases.push((ModelConfig { norm: "rmsnorm".into(), ..config(PositionKind::Xpos) }, rmt.clone(), bf16()));
+    cases.push((ModelConfig { norm: NormKind::Rmsnorm, ..config(PositionKind::Xpos) }, rmt.clone(), bf16()));
     for p in [PositionKind::Rope, PositionKind::Alibi] {
         cases.push((config(p), no_memory.clone(), TrainConfig { attention: Some(AttnKernel::Flash), ..bf16() }));
     }
@@ -84,7 +84,7 @@ fn gpu_every_branch_matches_the_cpu() {
         let (l, g) = loss_and_grad::<GpuTrain>(&c, &m, &t, &gpu);
         let (tol_loss, tol_grad) = if t.dtype == Dtype::F32 { (2e-3, 2e-2) } else { (2e-2, 1e-1) };
         let (dl, de, dh) = ((l - l_cpu).abs() / l_cpu, rel(&g[0], &g_cpu[0]), rel(&g[1], &g_cpu[1]));
-        let what = format!("{:?} {} memory {} {:?} {:?}", c.positions, c.norm, m.tokens, t.dtype, t.kernels());
+        let what = format!("{:?} {:?} memory {} {:?} {:?}", c.positions, c.norm, m.tokens, t.dtype, t.kernels());
         eprintln!("{what}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel: embedding {de:.2e}, head {dh:.2e}");
         assert!(l.is_finite() && dl < tol_loss, "{what}: loss {l} vs {l_cpu}");
         assert!(de < tol_grad && dh < tol_grad, "{what}: gradient rel error: embedding {de}, head {dh}");

@@ -20,15 +20,23 @@ pub struct MemoryConfig {
     /// Inputs of the write slots after window 0: the memory just read (the RMT paper's scheme,
     /// and BakaLLM's) or the learned init every window.
     pub write_init: WriteInit,
-    /// "none": memory tokens get no positional signal; "window": they are positioned by their
-    /// index in the [read ; window ; write] sequence like ordinary tokens.
-    pub positions: String,
+    pub positions: MemoryPositions,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        Self { tokens: 0, bptt_windows: 2, write_init: WriteInit::Previous, positions: "none".into() }
+        Self { tokens: 0, bptt_windows: 2, write_init: WriteInit::Previous, positions: MemoryPositions::None }
     }
+}
+
+/// `memory.positions`: the memory slots' positional signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryPositions {
+    /// None: memory is a summary, not tokens at a place.
+    None,
+    /// Positioned by their index in the `[read ; window ; write]` sequence like ordinary tokens.
+    Window,
 }
 
 /// `memory.write_init`: what the write slots of window k > 0 take as input.

@@ -38,10 +38,8 @@ pub struct ModelConfig {
     pub d_ff: usize,
     /// Tokens per window (BakaLLM: 512); no attention crosses windows.
     pub window: usize,
-    /// "layernorm" or "rmsnorm".
-    pub norm: String,
-    /// "parallel" (one shared pre-norm) or "sequential".
-    pub residual: String,
+    pub norm: NormKind,
+    pub residual: Residual,
     pub positions: PositionKind,
     /// Positions are global (`offset + t`) instead of within the window.
     pub global_positions: bool,
@@ -63,8 +61,8 @@ impl Default for ModelConfig {
             n_heads: 12,
             d_ff: 3072,
             window: 512,
-            norm: "layernorm".into(),
-            residual: "parallel".into(),
+            norm: NormKind::Layernorm,
+            residual: Residual::Parallel,
             positions: PositionKind::Rope,
             global_positions: false,
             rope_base: 10000.0,
@@ -89,12 +87,6 @@ impl ModelConfig {
         }
         if self.positions.rotates() && !(self.d_model / self.n_heads).is_multiple_of(2) {
             bail!("model.positions = \"{}\" needs an even head dim, got d_model/n_heads = {}", self.positions.name(), self.d_model / self.n_heads);
-        }
-        if !["layernorm", "rmsnorm"].contains(&self.norm.as_str()) {
-            bail!("model.norm = {:?}: expected \"layernorm\" or \"rmsnorm\"", self.norm);
-        }
-        if !["parallel", "sequential"].contains(&self.residual.as_str()) {
-            bail!("model.residual = {:?}: expected \"parallel\" or \"sequential\"", self.residual);
         }
         if self.window > 65536 {
             bail!("model.window = {}: expected at most 65536 tokens", self.window);
@@ -124,11 +116,30 @@ impl ModelConfig {
     }
 }
 
+/// `model.norm`: the pre-norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// LayerNorm with its bias (BakaLLM, GPT-NeoX).
+    Layernorm,
+    Rmsnorm,
+}
+
+/// `model.residual`: how a layer adds its sublayers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Residual {
+    /// `x + attn(norm(x)) + mlp(norm(x))`, one shared pre-norm (GPT-NeoX, BakaLLM pristine).
+    Parallel,
+    /// `x + attn(norm(x))`, then `+ mlp(norm(·))` with its own norm (GPT-2).
+    Sequential,
+}
+
 /// Number of parameters of a model with this config (checked against burn's count in tests).
 pub fn param_count(c: &ModelConfig, mem: &MemoryConfig) -> usize {
     let d = c.d_model;
-    let norm = if c.norm == "layernorm" { 2 * d } else { d };
-    let norms = if c.residual == "sequential" { 2 * norm } else { norm };
+    let norm = if c.norm == NormKind::Layernorm { 2 * d } else { d };
+    let norms = if c.residual == Residual::Sequential { 2 * norm } else { norm };
     let linspace = if c.positions == PositionKind::Linspace { d } else { 0 };
     let layer = 4 * d * d + 3 * d * c.d_ff + norms + linspace;
     2 * c.vocab * d + c.n_layers * layer + norm + mem.tokens * d
@@ -163,9 +174,9 @@ impl<B: Backend> BakaLM<B> {
         let mut init = Init::new(seed, device);
         let embed = Embedding { weight: init.param([c.vocab, c.d_model], c.init_std) };
         let layers = (0..c.n_layers).map(|_| Block::new(c, &mut init)).collect();
-        let norm = Norm::new(&c.norm, c.d_model, c.norm_eps, device);
+        let norm = Norm::new(c.norm, c.d_model, c.norm_eps, device);
         let lm_head = init.linear(c.d_model, c.vocab, c.init_std);
-        let memory = (mem.tokens > 0).then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == WriteInit::Previous, mem.positions == "window", &mut init));
+        let memory = (mem.tokens > 0).then(|| Memory::new(mem.tokens, c.d_model, c.init_std, mem.write_init == WriteInit::Previous, mem.positions == memory::MemoryPositions::Window, &mut init));
         Self {
             embed,
             layers,

@@ -14,9 +14,9 @@ pub struct Norm<B: Backend> {
 }
 
 impl<B: Backend> Norm<B> {
-    /// `kind` is "layernorm" (weight 1, bias 0) or "rmsnorm" (weight 1); validated by the config.
-    pub fn new(kind: &str, d: usize, eps: f64, device: &B::Device) -> Self {
-        if kind == "rmsnorm" {
+    /// LayerNorm starts at weight 1 and bias 0, RMSNorm at weight 1.
+    pub fn new(kind: super::NormKind, d: usize, eps: f64, device: &B::Device) -> Self {
+        if kind == super::NormKind::Rmsnorm {
             Self { layer: None, rms: Some(RmsNormConfig::new(d).with_epsilon(eps).init(device)), eps }
         } else {
             Self { layer: Some(LayerNormConfig::new(d).with_epsilon(eps).init(device)), rms: None, eps }
@@ -48,11 +48,11 @@ mod tests {
     fn layernorm_and_rmsnorm_formulas() {
         let dev = Default::default();
         let x = Tensor::<Cpu, 3>::from_data([[[1.0, 2.0, 3.0, 6.0]]], &dev);
-        let ln: Vec<f32> = Norm::<Cpu>::new("layernorm", 4, 1e-12, &dev).forward(x.clone(), &Kernels::REFERENCE).into_data().to_vec().unwrap();
+        let ln: Vec<f32> = Norm::<Cpu>::new(super::super::NormKind::Layernorm, 4, 1e-12, &dev).forward(x.clone(), &Kernels::REFERENCE).into_data().to_vec().unwrap();
         // mean 3, var (4+1+0+9)/4 = 3.5
         let want: Vec<f32> = [-2.0f32, -1.0, 0.0, 3.0].iter().map(|v| v / 3.5f32.sqrt()).collect();
         ln.iter().zip(&want).for_each(|(a, b)| assert!((a - b).abs() < 1e-5, "{ln:?}"));
-        let rms: Vec<f32> = Norm::<Cpu>::new("rmsnorm", 4, 1e-12, &dev).forward(x, &Kernels::REFERENCE).into_data().to_vec().unwrap();
+        let rms: Vec<f32> = Norm::<Cpu>::new(super::super::NormKind::Rmsnorm, 4, 1e-12, &dev).forward(x, &Kernels::REFERENCE).into_data().to_vec().unwrap();
         let r = (50.0f32 / 4.0).sqrt();
         [1.0f32, 2.0, 3.0, 6.0].iter().zip(&rms).for_each(|(a, b)| assert!((a / r - b).abs() < 1e-5, "{rms:?}"));
     }

@@ -14,14 +14,14 @@ pub fn lr_at(t: &TrainConfig, step: usize) -> f64 {
     if t.warmup_steps > 0 && step <= t.warmup_steps {
         return t.lr * step as f64 / t.warmup_steps as f64;
     }
-    match t.schedule.as_str() {
-        "cosine" => {
+    match t.schedule {
+        crate::config::Schedule::Cosine => {
             let span = t.steps.saturating_sub(t.warmup_steps).max(1) as f64;
             let progress = ((step - t.warmup_steps) as f64 / span).min(1.0);
             let min = t.lr * t.min_lr_ratio;
             min + (t.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
         }
-        _ => t.lr,
+        crate::config::Schedule::Constant => t.lr,
     }
 }
 
@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn schedule_warmup_then_cosine() {
-        let t = TrainConfig { lr: 1.0, steps: 110, warmup_steps: 10, schedule: "cosine".into(), min_lr_ratio: 0.1, ..Default::default() };
+        let t = TrainConfig { lr: 1.0, steps: 110, warmup_steps: 10, schedule: crate::config::Schedule::Cosine, min_lr_ratio: 0.1, ..Default::default() };
         assert_eq!(lr_at(&t, 1), 0.1);
         assert_eq!(lr_at(&t, 10), 1.0);
         assert!((lr_at(&t, 60) - 0.55).abs() < 1e-12);

@@ -70,6 +70,14 @@ mod tests {
         for (a, b) in want.1.iter().zip(&got.1) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
+        // written out: row k of the gradient is the sum of the upstream rows at the positions of id k
+        let ids_v = [1usize, 4, 1, 6, 0, 1];
+        for k in 0..vocab {
+            for c in 0..d {
+                let sum: f32 = ids_v.iter().enumerate().filter(|(_, &id)| id == k).map(|(p, _)| gw[p * d + c]).sum();
+                assert!((got.1[k * d + c] - sum).abs() < 1e-6, "row {k} col {c}: {} vs {sum}", got.1[k * d + c]);
+            }
+        }
         assert!(got.1[d..2 * d].iter().any(|x| x.abs() > 1.0), "id 1 appears three times: its row sums three gradients");
     }
 }

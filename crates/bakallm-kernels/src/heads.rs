@@ -156,6 +156,25 @@ mod tests {
                 [split.into_data().to_vec::<f32>().unwrap(), merged.into_data().to_vec::<f32>().unwrap(), g.into_data().to_vec::<f32>().unwrap()]
             };
             let (want, got) = (run(false), run(true));
+            // the split written out element by element: y[j] = x[j]·cos[t, j] + x̃[j]·sin[t, j], with
+            // x̃ = [−x₂, x₁] (rotate-half), in the `[b·heads, L, hd]` layout
+            let table = |i: usize| rot.as_ref().map(|r| [&r.0, &r.1][i].clone().into_data().to_vec::<f32>().unwrap());
+            let (cos, sin) = (table(0), table(1));
+            for bh in 0..b * heads {
+                let (bi, h) = (bh / heads, bh % heads);
+                for t in 0..l {
+                    for j in 0..hd {
+                        let x = |j: usize| xs[(bi * l + t) * d + h * hd + j];
+                        let partner = if j < hd / 2 { -x(j + hd / 2) } else { x(j - hd / 2) };
+                        let y = match (&cos, &sin) {
+                            (Some(c), Some(s)) => x(j) * c[t * hd + j] + partner * s[t * hd + j],
+                            _ => x(j),
+                        };
+                        let op = got[0][(bh * l + t) * hd + j];
+                        assert!((op - y).abs() < 1e-5 * (1.0 + y.abs()), "{kind:?} split [{bh}, {t}, {j}]: {op} vs {y}");
+                    }
+                }
+            }
             for (what, (a, g)) in ["split", "merge", "dx"].iter().zip(want.iter().zip(&got)) {
                 for (x, y) in a.iter().zip(g) {
                     assert!((x - y).abs() < 1e-4 * (1.0 + x.abs()), "{kind:?} {what}: {x} vs {y}");

@@ -305,13 +305,15 @@ mod cuda {
 #[cfg(test)]
 mod tests {
     use crate::backend::CpuTrain;
+    use crate::ops::{AttnWeights, Kernels, MlpWeights, NormWeights, Positions, Rot};
     use crate::test_positions::{positions, Scheme};
     use burn::prelude::*;
 
-    /// The op (burn reference steps) equals burn's autodiff of the three ops it replaces and the
-    /// two adds, for LayerNorm with RoPE and RMSNorm with ALiBi: output and every gradient.
+    /// The op (its burn steps and hand-written backward) equals the reference layer in burn's ops
+    /// (`reference::parallel_layer`) through autodiff, for LayerNorm with RoPE and RMSNorm with
+    /// ALiBi: output and every gradient.
     #[test]
-    fn layer_op_matches_the_three_ops_and_adds() {
+    fn layer_op_matches_the_reference_layer() {
         let dev = Default::default();
         let (b, l, d, f, heads) = (2, 5, 8, 12, 2);
         let data = crate::test_values;
@@ -330,9 +332,13 @@ mod tests {
                     let w = super::Weights { norm: (nw.clone(), nb.clone()), attn: attn.clone(), mlp: mlp.clone() };
                     super::layer_ad(x.clone(), w, super::Consts { attn: ac.clone(), eps: 1e-5 }, false)
                 } else {
-                    let n = super::super::norm::norm_ad(x.clone().reshape([b * l, d]), nw.clone(), nb.clone(), 1e-5, false).reshape([b, l, d]);
-                    let a = super::attn::attention_block_ad(n.clone(), attn.clone(), ac.clone(), false);
-                    x.clone() + a + super::super::mlp::mlp_ad(n, mlp[0].clone(), mlp[1].clone(), mlp[2].clone(), false)
+                    // the reference (`reference::parallel_layer`, burn's ops), differentiated by autodiff
+                    let lift = |r: &Rot<crate::backend::Cpu>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
+                    let pos = Positions::<CpuTrain> { rot_q: lift(&t.rot_q), rot_k: lift(&t.rot_k), bias: Tensor::from_inner(t.bias.clone()), biased: t.biased, k_ramp: None };
+                    let n = NormWeights { weight: nw.clone(), bias: nb.clone(), eps: 1e-5 };
+                    let a = AttnWeights { q: attn[0].clone(), k: attn[1].clone(), v: attn[2].clone(), o: attn[3].clone(), k_scale: None, heads };
+                    let m = MlpWeights { gate: mlp[0].clone(), up: mlp[1].clone(), down: mlp[2].clone() };
+                    crate::reference::parallel_layer(x.clone(), &n, &a, &m, &pos, &Kernels::REFERENCE)
                 };
                 let grads = (y.clone() * up.clone()).sum().backward();
                 let v = |t: TensorData| t.to_vec::<f32>().unwrap();
