@@ -88,7 +88,7 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
         match checkpoint::latest(out) {
             Some(dir) => {
                 let state = checkpoint::read_state(&dir)?;
-                if state.config_sha256 != cfg_sha {
+                if state.config_sha256 != cfg_sha && !same_run_as_written(out, &cfg) {
                     let old = std::fs::read_to_string(out.join("config.toml")).unwrap_or_default();
                     bail!("{}: cannot resume with a changed config ({}); use the same settings or a new --out", out.display(), config_diff(&old, &text));
                 }
@@ -112,6 +112,19 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
 }
 
 /// Names the first keys whose values differ between two resolved configs.
+/// Whether the run's own `config.toml` (written by an earlier version, whose resolved config
+/// spelled the kernel settings out one by one) describes the same run as `cfg`: equal once the
+/// kernels are resolved and `train.steps` is left out.
+fn same_run_as_written(out: &Path, cfg: &Config) -> bool {
+    let normal = |c: &Config| {
+        let t = &c.train;
+        let train =
+            crate::config::TrainConfig { steps: 0, kernels: Default::default(), matmul: None, attention: None, embedding: None, layernorm: None, gate: None, adamw: None, ce: None, ..t.clone() };
+        (Config { train, ..c.clone() }, t.kernels(), t.fused_adamw())
+    };
+    Config::from_file(&out.join("config.toml")).is_ok_and(|old| normal(&old) == normal(cfg))
+}
+
 fn config_diff(old: &str, new: &str) -> String {
     let flat = |s: &str| -> Vec<(String, String)> {
         let mut v = Vec::new();
@@ -380,4 +393,25 @@ pub fn train_step_marked<B: TrainOps>(
 pub fn finished(run: &Path) -> Option<RunSummary> {
     let s = std::fs::read_to_string(run.join("run.json")).ok()?;
     serde_json::from_str::<RunSummary>(&s).ok().filter(|s| s.finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run written before 2026-12-03 spelled every kernel out (`matmul = "cublas"`, …); resumed
+    /// with today's defaults (`kernels = "fast"`, nothing spelled out) it is the same run.
+    #[test]
+    fn a_run_written_with_the_old_kernel_keys_is_the_same_run() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-2026-12-02/run");
+        let old = Config::from_file(&dir.join("config.toml")).unwrap();
+        assert!(old.train.matmul.is_some() && old.train.attention.is_some(), "the fixture spells its kernels out");
+        let t = crate::config::TrainConfig { matmul: None, attention: None, embedding: None, layernorm: None, gate: None, adamw: None, ce: None, ..old.train.clone() };
+        let now = Config { train: t.clone(), ..old.clone() };
+        assert!(same_run_as_written(&dir, &now));
+        assert!(same_run_as_written(&dir, &Config { train: crate::config::TrainConfig { steps: 99, ..t.clone() }, ..old.clone() }), "steps may grow on resume");
+        assert!(!same_run_as_written(&dir, &Config { train: crate::config::TrainConfig { lr: 0.5, ..t.clone() }, ..old.clone() }));
+        let reference = crate::config::TrainConfig { kernels: crate::kernels::ops::KernelSet::Reference, ..t };
+        assert!(!same_run_as_written(&dir, &Config { train: reference, ..old }), "other kernels are another run");
+    }
 }
