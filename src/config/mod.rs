@@ -247,7 +247,7 @@ impl Config {
         let hd = m.head_dim();
         let flash_based = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block | AttnKernel::Flash);
         let one_op = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block);
-        if flash_based && !(t.dtype == Dtype::Bf16 && (hd == 32 || hd == 64)) {
+        if flash_based && !crate::kernels::flash_fits(t.dtype == Dtype::Bf16, hd) {
             let why = format!("the flash kernels need train.dtype = \"bf16\" and a head dim of 32 or 64 (got {}, {hd}): attention runs as GEMMs and softmax kernels", t.dtype.name());
             (AttnKernel::Fused, Some(why))
         } else if one_op && m.positions == crate::model::PositionKind::Linspace {

@@ -34,11 +34,7 @@ pub fn parquet_rows(shown: &str, bytes: Vec<u8>, field: &str, skip: bool, skippe
                 Some(other) => format!("column {field:?} is not a string but {other}"),
             },
         };
-        if !skip {
-            bail!("{shown}: row {}: {why} (set data.skip_bad_records = true to skip and count such rows)", i + 1);
-        }
-        skipped.count += 1;
-        skipped.first.get_or_insert_with(|| format!("{shown}: row {}: {why}", i + 1));
+        skipped.bad(skip, format!("{shown}: row {}", i + 1), why, "rows")?;
     }
     Ok(out)
 }

@@ -70,6 +70,18 @@ pub struct Skipped {
     pub first: Option<String>,
 }
 
+impl Skipped {
+    /// A bad `what` (record, row) at `place` for `why`: counted with `skip`, else the error.
+    pub fn bad(&mut self, skip: bool, place: String, why: String, what: &str) -> Result<()> {
+        if !skip {
+            bail!("{place}: {why} (set data.skip_bad_records = true to skip and count such {what})");
+        }
+        self.count += 1;
+        self.first.get_or_insert_with(|| format!("{place}: {why}"));
+        Ok(())
+    }
+}
+
 /// The records of a JSON-lines file (`bytes` as stored, decompressed here) as `(line, text)`,
 /// line numbers from 1; blank lines are not records. A line that is not UTF-8 or not a JSON object
 /// with a string `field` is an error naming `shown` and the line, or with `skip` is counted in
@@ -92,11 +104,7 @@ pub fn json_lines(shown: &str, bytes: &[u8], compression: Compression, field: &s
         }
         match record(line, field) {
             Ok(text) => out.push((i + 1, text)),
-            Err(why) if skip => {
-                skipped.count += 1;
-                skipped.first.get_or_insert_with(|| format!("{shown}:{}: {why}", i + 1));
-            }
-            Err(why) => bail!("{shown}:{}: {why} (set data.skip_bad_records = true to skip and count such records)", i + 1),
+            Err(why) => skipped.bad(skip, format!("{shown}:{}", i + 1), why, "records")?,
         }
     }
     Ok(out)

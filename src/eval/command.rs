@@ -190,7 +190,8 @@ fn source_config(source: &Path) -> Result<(Config, bool)> {
 fn load<B: Backend>(source: &Path, dev: &B::Device) -> Result<(Config, BakaLM<B>)> {
     let (cfg, model) = crate::weights::load_any::<B>(source, dev)?;
     let kernels = Kernels { ce: Ce::Chunked, ..Kernels::REFERENCE };
-    Ok((cfg.clone(), model.with_kernels(cfg.train.dtype.float(), kernels)))
+    let dtype = cfg.train.dtype.float();
+    Ok((cfg, model.with_kernels(dtype, kernels)))
 }
 
 fn out_path(stem: &Path, name: &str) -> PathBuf {

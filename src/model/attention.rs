@@ -1,5 +1,5 @@
 //! Causal multi-head self-attention over one window's sequence, with the branch's positions:
-//! the weights; the computation is [`BakaOps::attention`] (reference:
+//! the weights; the computation is [`BakaOps::self_attention`] (reference:
 //! `kernels::reference::attention`).
 
 use super::init::Init;

@@ -7,12 +7,18 @@ use super::reference as r;
 use crate::backend::{Cpu, CpuTrain};
 use burn::prelude::*;
 
+/// Per-token losses of the LM head on either CPU backend: one pass with `Ce::Chunked`, else the
+/// reference.
+fn token_losses<B: BakaOps>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B, 2, Int>, k: &Kernels) -> Tensor<B, 2> {
+    match k.ce {
+        Ce::Chunked => host_loss::head_token_losses(h, w, targets),
+        _ => r::head_token_losses(h, w, targets, k),
+    }
+}
+
 impl BakaOps for Cpu {
     fn head_token_losses(h: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, targets: Tensor<Cpu, 2, Int>, k: &Kernels) -> Tensor<Cpu, 2> {
-        match k.ce {
-            Ce::Chunked => host_loss::head_token_losses(h, w, targets),
-            _ => r::token_losses(Self::dense(h, w, k), targets),
-        }
+        token_losses(h, w, targets, k)
     }
 }
 
@@ -20,14 +26,11 @@ impl BakaOps for CpuTrain {
     fn head_loss(h: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, targets: Tensor<CpuTrain, 2, Int>, k: &Kernels) -> Tensor<CpuTrain, 1> {
         match k.ce {
             Ce::Chunked => host_loss::head_loss(h, w, targets),
-            _ => r::token_losses(Self::dense(h, w, k), targets).mean(),
+            _ => r::head_token_losses(h, w, targets, k).mean(),
         }
     }
 
     fn head_token_losses(h: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, targets: Tensor<CpuTrain, 2, Int>, k: &Kernels) -> Tensor<CpuTrain, 2> {
-        match k.ce {
-            Ce::Chunked => host_loss::head_token_losses(h, w, targets),
-            _ => r::token_losses(Self::dense(h, w, k), targets),
-        }
+        token_losses(h, w, targets, k)
     }
 }

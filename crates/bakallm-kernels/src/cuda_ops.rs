@@ -104,7 +104,7 @@ impl BakaOps for GpuTrain {
         let t = targets.clone().inner().reshape([b * n]);
         match k.ce {
             Ce::Chunked => cross_entropy::head_ce_mean(h.reshape([b * n, d]), w, t, k.ce_chunk, true),
-            Ce::Autodiff => r::token_losses(Self::dense(h, w, k), targets).mean(),
+            Ce::Autodiff => r::head_token_losses(h, w, targets, k).mean(),
             Ce::Fused | Ce::ClosedForm => {
                 let logits = Self::dense(h, w, k);
                 let v = logits.dims()[2];

@@ -143,12 +143,6 @@ impl Kernels {
     pub const FAST: Self = Self { matmul: Matmul::Cublas, attention: AttnKernel::Layer, embedding: Fusion::Fused, norm: Fusion::Fused, gate: Fusion::Fused, ce: Ce::Chunked, ce_chunk: 8192 };
 }
 
-impl Default for Kernels {
-    fn default() -> Self {
-        Self::REFERENCE
-    }
-}
-
 /// The fused operations the model needs. Every default body is the reference in burn's ops; the
 /// CUDA training backend overrides them with its kernels where `k` asks for them.
 pub trait BakaOps: Backend {
@@ -187,12 +181,12 @@ pub trait BakaOps: Backend {
 
     /// Mean cross-entropy `[1]` of the LM head `h [b, n, d] · w [d, V]` against `targets [b, n]`.
     fn head_loss(h: Tensor<Self, 3>, w: Tensor<Self, 2>, targets: Tensor<Self, 2, Int>, k: &Kernels) -> Tensor<Self, 1> {
-        r::token_losses(Self::dense(h, w, k), targets).mean()
+        r::head_token_losses(h, w, targets, k).mean()
     }
 
     /// Per-token cross-entropy `[b, n]` (nats) of the LM head, for evaluation.
     fn head_token_losses(h: Tensor<Self, 3>, w: Tensor<Self, 2>, targets: Tensor<Self, 2, Int>, k: &Kernels) -> Tensor<Self, 2> {
-        r::token_losses(Self::dense(h, w, k), targets)
+        r::head_token_losses(h, w, targets, k)
     }
 }
 

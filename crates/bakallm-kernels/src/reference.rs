@@ -112,6 +112,12 @@ pub fn parallel_layer<B: BakaOps>(x: Tensor<B, 3>, n: &NormWeights<B>, a: &AttnW
     x + att + mlp
 }
 
+/// Per-token cross-entropy `[b, N]` (nats) of the LM head `h [b, N, d] · w [d, V]` against
+/// `targets [b, N]`: the logits in full, then [`token_losses`].
+pub fn head_token_losses<B: BakaOps>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B, 2, Int>, k: &Kernels) -> Tensor<B, 2> {
+    token_losses(B::dense(h, w, k), targets)
+}
+
 /// Per-token cross-entropy `[b, N]` (nats) of logits `[b, N, V]` against targets `[b, N]`.
 pub fn token_losses<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, n, _] = logits.dims();
