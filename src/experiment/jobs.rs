@@ -1,7 +1,7 @@
 //! Several runs of an experiment at once, each a single-threaded `baka experiment --one` process
 //! (the CPU's kernels give the same bits with one thread as with several, tested).
 
-use super::{Experiment, RunOptions};
+use super::{Experiment, Planned, RunOptions};
 use anyhow::{bail, Context, Result};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -17,7 +17,7 @@ struct Job {
 
 /// Trains `plan[i]` for every i in `todo`, `jobs` at a time; on a failure the other jobs finish,
 /// then the first failure is the error.
-pub fn run_parallel(e: &Experiment, plan: &[(String, u64)], todo: &[usize], opts: &RunOptions, jobs: usize) -> Result<()> {
+pub fn run_parallel(e: &Experiment, plan: &[Planned], todo: &[usize], opts: &RunOptions, jobs: usize) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the baka binary to start jobs")?;
     let n = plan.len();
     eprintln!("training {} runs, {jobs} at a time (one thread each)", todo.len());
@@ -26,9 +26,9 @@ pub fn run_parallel(e: &Experiment, plan: &[(String, u64)], todo: &[usize], opts
     loop {
         while running.len() < jobs && failed.is_none() {
             let Some(&i) = queue.next() else { break };
-            let (b, s) = &plan[i];
+            let (name, s) = (e.run_name(&plan[i]), plan[i].seed);
             let mut cmd = Command::new(&exe);
-            cmd.arg("experiment").arg(&e.path).arg("--one").arg(format!("{b}:{s}"));
+            cmd.arg("experiment").arg(&e.path).arg("--one").arg(format!("{name}:{s}"));
             if opts.resume {
                 cmd.arg("--resume");
             }
@@ -48,7 +48,7 @@ pub fn run_parallel(e: &Experiment, plan: &[(String, u64)], todo: &[usize], opts
                 }
                 error
             });
-            running.push(Job { label: format!("[{}/{n}] {b} s{s}", i + 1), child, reader });
+            running.push(Job { label: format!("[{}/{n}] {name} s{s}", i + 1), child, reader });
         }
         if running.is_empty() {
             break;

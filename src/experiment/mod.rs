@@ -28,8 +28,29 @@ pub struct Experiment {
     /// split with one attention window of each length (`extrapolation.json`, chart and table).
     #[serde(default)]
     pub extrapolation: Vec<usize>,
+    /// One setting tried at several values: every branch × value × seed is a run.
+    #[serde(default)]
+    pub sweep: Option<Sweep>,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `[sweep] key = "train.lr"`, `values = [3e-4, 1e-3]`: runs `<branch>-<leaf><value>-s<seed>`,
+/// drawn as series `<branch> <leaf>=<value>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// A dotted config key, e.g. "train.lr".
+    pub key: String,
+    pub values: Vec<toml::Value>,
+}
+
+/// One run of an experiment: a branch, the sweep's value (index) if any, a seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub branch: String,
+    pub value: Option<usize>,
+    pub seed: u64,
 }
 
 impl Experiment {
@@ -49,9 +70,47 @@ impl Experiment {
         if let Some(l) = e.extrapolation.iter().find(|l| **l == 0 || **l > 65536) {
             bail!("{}: extrapolation = {l}: expected lengths from 1 to 65536 tokens", path.display());
         }
-        // the overrides must be a valid config layer on their own
+        // the overrides must be a valid config layer on their own, and so must each sweep value
         Config::from_layers(&[(self_source(path), e.overrides.clone())])?;
+        if let Some(sw) = &e.sweep {
+            if sw.values.is_empty() {
+                bail!("{}: sweep.values is empty (expected the values of {} to try)", path.display(), sw.key);
+            }
+            for i in 0..sw.values.len() {
+                Config::from_layers(&[e.sweep_layer(i)])?;
+            }
+        }
         Ok(e)
+    }
+
+    /// Every run: branches × sweep values × seeds, in that order.
+    pub fn plan(&self) -> Vec<Planned> {
+        let values: Vec<Option<usize>> = match &self.sweep {
+            Some(sw) => (0..sw.values.len()).map(Some).collect(),
+            None => vec![None],
+        };
+        let mut plan = vec![];
+        for b in &self.branches {
+            for &value in &values {
+                plan.extend(self.seeds.iter().map(|&seed| Planned { branch: b.clone(), value, seed }));
+            }
+        }
+        plan
+    }
+
+    /// `001_pristine`, or `001_pristine-lr0.001` for a sweep value: the run's name without its seed.
+    pub fn run_name(&self, p: &Planned) -> String {
+        match (&self.sweep, p.value) {
+            (Some(sw), Some(i)) => format!("{}-{}{}", p.branch, sw.key.rsplit('.').next().unwrap_or(&sw.key), sw.values[i]),
+            _ => p.branch.clone(),
+        }
+    }
+
+    fn sweep_layer(&self, i: usize) -> (Source, toml::Table) {
+        let sw = self.sweep.as_ref().expect("a sweep");
+        let mut t = toml::Table::new();
+        crate::config::set_dotted(&mut t, &sw.key, sw.values[i].clone());
+        (Source::Set(format!("{}={} (sweep)", sw.key, sw.values[i])), t)
     }
 
     /// Directory holding this experiment's outputs (`experiments/<name>/`).
@@ -59,16 +118,20 @@ impl Experiment {
         self.path.parent().unwrap_or(Path::new(".")).join(&self.name)
     }
 
-    pub fn run_dir(&self, branch: &str, seed: u64) -> PathBuf {
-        self.dir().join("runs").join(format!("{branch}-s{seed}"))
+    pub fn run_dir(&self, p: &Planned) -> PathBuf {
+        self.dir().join("runs").join(format!("{}-s{}", self.run_name(p), p.seed))
     }
 
-    /// The resolved config of one run (branch file ← overrides ← seed ← `--set`).
-    pub fn config(&self, branch: &str, seed: u64, sets: &[String]) -> Result<Config> {
+    /// The resolved config of one run (branch file ← overrides ← sweep value ← seed ← `--set`).
+    pub fn config(&self, p: &Planned, sets: &[String]) -> Result<Config> {
         let mut seed_layer = toml::Table::new();
-        crate::config::set_dotted(&mut seed_layer, "train.seed", toml::Value::Integer(seed as i64));
-        let layers = [(self_source(&self.path), self.overrides.clone()), (Source::Set(format!("train.seed={seed}")), seed_layer)];
-        Config::load(branch, &layers, sets)
+        crate::config::set_dotted(&mut seed_layer, "train.seed", toml::Value::Integer(p.seed as i64));
+        let mut layers = vec![(self_source(&self.path), self.overrides.clone())];
+        if let Some(i) = p.value {
+            layers.push(self.sweep_layer(i));
+        }
+        layers.push((Source::Set(format!("train.seed={}", p.seed)), seed_layer));
+        Config::load(&p.branch, &layers, sets)
     }
 }
 
@@ -86,7 +149,7 @@ pub struct RunOptions {
     /// Runs trained at once, each in its own single-threaded process (0 = one per core on the
     /// CPU, one on CUDA). Results are identical to one at a time.
     pub jobs: usize,
-    /// Train only this `BRANCH:SEED` and score its extrapolation lengths (what each job runs).
+    /// Train only this `NAME:SEED` (`001_pristine:1`, with a sweep `001_pristine-lr0.001:1`) and score its extrapolation lengths (what each job runs).
     pub one: Option<String>,
 }
 
@@ -98,20 +161,21 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
             bail!("--only {b}: not a branch of {} (its branches: {})", e.path.display(), e.branches.join(", "));
         }
     }
-    let plan: Vec<(String, u64)> = e.branches.iter().filter(|b| opts.only.is_empty() || opts.only.contains(b)).flat_map(|b| e.seeds.iter().map(move |&s| (b.clone(), s))).collect();
+    let plan: Vec<Planned> = e.plan().into_iter().filter(|p| opts.only.is_empty() || opts.only.contains(&p.branch)).collect();
+    let n = plan.len();
+    let label = |i: usize| format!("[{}/{n}] {} s{}", i + 1, e.run_name(&plan[i]), plan[i].seed);
     if let Some(one) = &opts.one {
-        let (b, s) = one.rsplit_once(':').and_then(|(b, s)| Some((b.to_string(), s.parse::<u64>().ok()?))).ok_or_else(|| anyhow::anyhow!("--one {one}: expected BRANCH:SEED"))?;
-        let i = plan.iter().position(|p| *p == (b.clone(), s)).ok_or_else(|| anyhow::anyhow!("--one {one}: not a run of {}", e.path.display()))?;
-        return train_one(e, &plan[i].0, s, e.config(&b, s, &opts.sets)?, opts.resume, format!("[{}/{}] {b} s{s}", i + 1, plan.len()));
+        let (name, s) = one.rsplit_once(':').and_then(|(b, s)| Some((b.to_string(), s.parse::<u64>().ok()?))).ok_or_else(|| anyhow::anyhow!("--one {one}: expected NAME:SEED"))?;
+        let i = plan.iter().position(|p| e.run_name(p) == name && p.seed == s).ok_or_else(|| anyhow::anyhow!("--one {one}: not a run of {}", e.path.display()))?;
+        return train_one(e, &plan[i], e.config(&plan[i], &opts.sets)?, opts.resume, label(i));
     }
     // Resolve every config first, so a bad branch or override fails before hours of training.
-    let configs = plan.iter().map(|(b, s)| e.config(b, *s, &opts.sets)).collect::<Result<Vec<_>>>()?;
-    let n = plan.len();
+    let configs = plan.iter().map(|p| e.config(p, &opts.sets)).collect::<Result<Vec<_>>>()?;
     let mut todo = vec![];
-    for (i, ((b, s), cfg)) in plan.iter().zip(&configs).enumerate() {
-        let dir = e.run_dir(b, *s);
+    for (i, (p, cfg)) in plan.iter().zip(&configs).enumerate() {
+        let dir = e.run_dir(p);
         if let Some(done) = crate::train::finished(&dir).filter(|d| d.steps == cfg.train.steps) {
-            eprintln!("[{}/{n}] {b} s{s}: finished earlier ({} steps, val loss {:.4}), skipping", i + 1, done.steps, done.final_val_loss);
+            eprintln!("{}: finished earlier ({} steps, val loss {:.4}), skipping", label(i), done.steps, done.final_val_loss);
             continue;
         }
         if dir.join("metrics.csv").exists() && !opts.resume {
@@ -138,17 +202,16 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     } else {
         let started = std::time::Instant::now();
         for (k, &i) in todo.iter().enumerate() {
-            let (b, s) = &plan[i];
-            let label = format!("[{}/{n}] {b} s{s}", i + 1);
-            train_one(e, b, *s, configs[i].clone(), opts.resume, label.clone())?;
+            let label = label(i);
+            train_one(e, &plan[i], configs[i].clone(), opts.resume, label.clone())?;
             let left = todo.len() - k - 1;
             let per = started.elapsed().as_secs_f64() / (k + 1) as f64;
             eprintln!("{label}: done; {} of {} runs to train finished, about {} left", k + 1, todo.len(), crate::progress::duration(per * left as f64));
         }
     }
     // runs finished earlier may still lack an extrapolation length
-    for (b, s) in &plan {
-        crate::eval::command::extrapolate(&e.run_dir(b, *s), &e.extrapolation, &mut |line| eprintln!("  {line}"))?;
+    for p in &plan {
+        crate::eval::command::extrapolate(&e.run_dir(p), &e.extrapolation, &mut |line| eprintln!("  {line}"))?;
     }
     // The runs are safe on disk by now; say so if only the drawing fails (e.g. no fonts on a bare GPU box).
     let files = draw(e, None).with_context(|| {
@@ -159,8 +222,8 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
 }
 
 /// Trains (or resumes) one run and scores its extrapolation lengths.
-fn train_one(e: &Experiment, branch: &str, seed: u64, cfg: Config, resume: bool, label: String) -> Result<()> {
-    let dir = e.run_dir(branch, seed);
+fn train_one(e: &Experiment, p: &Planned, cfg: Config, resume: bool, label: String) -> Result<()> {
+    let dir = e.run_dir(p);
     if crate::train::finished(&dir).filter(|d| d.steps == cfg.train.steps).is_none() {
         let partial = dir.join("metrics.csv").exists();
         if partial && !resume {
@@ -197,6 +260,7 @@ pub fn draw(e: &Experiment, steps: Option<(u64, u64)>) -> Result<PathBuf> {
         (None, Some(z)) => Some(crate::plot::parse_step_range(z).map_err(|err| anyhow::anyhow!("{}: zoom: {err}", e.path.display()))?),
         (None, None) => None,
     };
-    let (runs, charts) = crate::plot::draw_dirs(&run_dirs(e)?, &[], &out, &e.name, steps)?;
+    let by: Vec<String> = e.sweep.iter().map(|sw| sw.key.clone()).collect();
+    let (runs, charts) = crate::plot::draw_dirs(&run_dirs(e)?, &by, &out, &e.name, steps)?;
     crate::report::write_report(&e.name, &runs, &out, &charts)
 }
