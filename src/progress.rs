@@ -14,6 +14,13 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
     pb
 }
 
+/// A bar of `len` bytes (shown in MB, with the rate), hidden like [`bar`].
+pub fn bytes_bar(len: u64, label: &str) -> ProgressBar {
+    let pb = bar(len, label);
+    pb.set_style(ProgressStyle::with_template("{prefix} {bar:28.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} [{elapsed_precise} < {eta_precise}]").expect("template"));
+    pb
+}
+
 /// "45 s", "3 min 20 s", "1 h 05 min".
 pub fn duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;

@@ -46,18 +46,34 @@ pub fn decode(shown_name: &str, bytes: Vec<u8>, latin1_allowed: bool) -> Result<
     Ok((text, latin1))
 }
 
-fn log_latin1(docs: &[Document], log: &mut dyn FnMut(&str)) {
-    let latin1: Vec<&str> = docs.iter().filter(|d| d.latin1).map(|d| d.name.as_str()).collect();
-    if !latin1.is_empty() {
-        log(&format!("decoded as Latin-1 (not valid UTF-8): {}", latin1.join(", ")));
-    }
+/// A user corpus folder: its files, sorted by relative path, read anew on every pass, so a corpus
+/// of any size is never held in memory.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    /// Cache key: `<folder name>-<12 hex of SHA-256 over paths + contents>`.
+    pub id: String,
+    pub source: String,
+    root: PathBuf,
+    files: Vec<(String, PathBuf)>,
+    opts: ReadOptions,
 }
 
-/// Reads every corpus file under `root` (recursive, sorted by relative path): a `.txt` file is one
-/// document, a JSON-lines file one document per record (named `file:line`; `records.rs`). Other
-/// files are listed in one log line as skipped. Hidden entries (names starting with `.`) are
-/// skipped; symlinks to files are followed, symlinks to folders are not (no cycles).
-pub fn read_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -> Result<Corpus> {
+/// What one pass over a folder found.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub documents: usize,
+    /// Documents dropped because an earlier one has the same text.
+    pub duplicates: usize,
+    pub skipped: records::Skipped,
+    /// Per file: name, bytes as stored, decoded as Latin-1.
+    pub files: Vec<(String, u64, bool)>,
+}
+
+/// Lists the corpus files under `root` (recursive, sorted by relative path) and hashes their
+/// names and contents into the corpus id, without parsing them. Other files are listed in one log
+/// line as skipped. Hidden entries (names starting with `.`) are skipped; symlinks to files are
+/// followed, symlinks to folders are not (no cycles).
+pub fn scan_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -> Result<Folder> {
     if !root.exists() {
         bail!("corpus folder {} does not exist (data.corpus)", root.display());
     }
@@ -77,52 +93,21 @@ pub fn read_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -
         bail!("corpus folder {} contains no {} files (data.corpus)", root.display(), records::KNOWN);
     }
     let mut hasher = Sha256::new();
-    let mut docs = Vec::with_capacity(files.len());
-    let (mut skipped, mut json) = (records::Skipped::default(), false);
-    for (name, path) in files {
-        let bytes = std::fs::read(&path).one_line(|| format!("cannot read {}", path.display()))?;
+    for (name, path) in &files {
+        let mut f = std::fs::File::open(path).one_line(|| format!("cannot read {}", path.display()))?;
+        let len = f.metadata().one_line(|| format!("cannot read {}", path.display()))?.len();
         hasher.update(name.as_bytes());
         hasher.update([0u8]);
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
-        let raw_bytes = bytes.len() as u64;
-        let shown = path.display().to_string();
-        match Format::of(&name) {
-            Some(Format::JsonLines(c)) => {
-                json = true;
-                for (line, text) in records::json_lines(&shown, &bytes, c, &opts.text_field, opts.skip_bad_records, &mut skipped)? {
-                    docs.push(Document { name: format!("{name}:{line}"), raw_bytes: text.len() as u64, text, latin1: false });
-                }
-            }
-            Some(Format::Parquet) => {
-                json = true;
-                for (row, text) in super::parquet::parquet_rows(&shown, bytes, &opts.text_field, opts.skip_bad_records, &mut skipped)? {
-                    docs.push(Document { name: format!("{name}:{row}"), raw_bytes: text.len() as u64, text, latin1: false });
-                }
-            }
-            _ => {
-                let (text, latin1) = decode(&shown, bytes, opts.latin1_fallback)?;
-                docs.push(Document { name, text, raw_bytes, latin1 });
-            }
+        hasher.update(len.to_le_bytes());
+        let copied = std::io::copy(&mut f, &mut hasher).one_line(|| format!("cannot read {}", path.display()))?;
+        if copied != len {
+            bail!("{}: changed while being read ({len} bytes, then {copied})", path.display());
         }
     }
-    // the same text twice (a file and its compressed copy, a repeated record) is one document
-    let (mut seen, before) = (std::collections::HashSet::new(), docs.len());
-    docs.retain(|d| seen.insert(Sha256::digest(d.text.as_bytes())));
-    if docs.len() < before {
-        log(&format!("dropped {} documents whose text repeats an earlier one", before - docs.len()));
-    }
-    if json {
+    if files.iter().any(|(n, _)| !matches!(Format::of(n), Some(Format::Text))) {
         // the same files read with another field or skip rule are another corpus
         hasher.update(format!("text_field={}; skip_bad_records={}", opts.text_field, opts.skip_bad_records).as_bytes());
     }
-    if let Some(first) = &skipped.first {
-        log(&format!("skipped {} bad records (data.skip_bad_records); the first: {first}", skipped.count));
-    }
-    if docs.is_empty() {
-        bail!("corpus folder {} holds no documents: every record was skipped (data.corpus)", root.display());
-    }
-    log_latin1(&docs, log);
     let hash = hex(&hasher.finalize());
     let folder: String = std::fs::canonicalize(root)
         .ok()
@@ -133,7 +118,80 @@ pub fn read_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -
         .take(40)
         .collect();
     let id = if folder.is_empty() { hash[..12].to_string() } else { format!("{folder}-{}", &hash[..12]) };
-    Ok(Corpus { id, source: format!("folder {}", root.display()), docs, sources: Vec::new() })
+    Ok(Folder { id, source: format!("folder {}", root.display()), root: root.to_path_buf(), files, opts: opts.clone() })
+}
+
+impl Folder {
+    /// Reads every file and hands each document to `each`, in a fixed order: a `.txt` file is one
+    /// document, a JSON-lines file one per record (named `file:line`), a parquet file one per row
+    /// (`file:row`); a text that repeats an earlier one is dropped.
+    pub fn for_each(&self, each: &mut dyn FnMut(&Document) -> Result<()>) -> Result<Pass> {
+        let mut pass = Pass::default();
+        let mut seen = std::collections::HashSet::new();
+        let opts = &self.opts;
+        for (name, path) in &self.files {
+            let shown = path.display().to_string();
+            let file = std::fs::File::open(path).one_line(|| format!("cannot read {shown}"))?;
+            let raw = file.metadata().one_line(|| format!("cannot read {shown}"))?.len();
+            let mut latin1 = false;
+            let mut doc = |d: Document| -> Result<()> {
+                if seen.insert(Sha256::digest(d.text.as_bytes())) {
+                    pass.documents += 1;
+                    each(&d)
+                } else {
+                    pass.duplicates += 1;
+                    Ok(())
+                }
+            };
+            match Format::of(name) {
+                Some(Format::JsonLines(c)) => records::json_lines(&shown, file, c, &opts.text_field, opts.skip_bad_records, &mut pass.skipped, &mut |line, text| {
+                    doc(Document { name: format!("{name}:{line}"), raw_bytes: text.len() as u64, text, latin1: false })
+                })?,
+                Some(Format::Parquet) => super::parquet::parquet_rows(&shown, file, &opts.text_field, opts.skip_bad_records, &mut pass.skipped, &mut |row, text| {
+                    doc(Document { name: format!("{name}:{row}"), raw_bytes: text.len() as u64, text, latin1: false })
+                })?,
+                _ => {
+                    let mut bytes = Vec::with_capacity(raw as usize);
+                    std::io::Read::read_to_end(&mut { file }, &mut bytes).one_line(|| format!("cannot read {shown}"))?;
+                    let (text, l) = decode(&shown, bytes, opts.latin1_fallback)?;
+                    latin1 = l;
+                    doc(Document { name: name.clone(), text, raw_bytes: raw, latin1 })?;
+                }
+            }
+            pass.files.push((name.clone(), raw, latin1));
+        }
+        if pass.documents == 0 {
+            bail!("corpus folder {} holds no documents: every record was skipped (data.corpus)", self.root.display());
+        }
+        Ok(pass)
+    }
+
+    /// The lines `prepare` prints once about a pass: repeats dropped, bad records skipped,
+    /// Latin-1 files.
+    pub fn report(pass: &Pass, log: &mut dyn FnMut(&str)) {
+        if pass.duplicates > 0 {
+            log(&format!("dropped {} documents whose text repeats an earlier one", pass.duplicates));
+        }
+        if let Some(first) = &pass.skipped.first {
+            log(&format!("skipped {} bad records (data.skip_bad_records); the first: {first}", pass.skipped.count));
+        }
+        let latin1: Vec<&str> = pass.files.iter().filter(|f| f.2).map(|f| f.0.as_str()).collect();
+        if !latin1.is_empty() {
+            log(&format!("decoded as Latin-1 (not valid UTF-8): {}", latin1.join(", ")));
+        }
+    }
+}
+
+/// Reads a whole folder into memory (`scan_folder` + one pass): for small corpora and tests.
+pub fn read_folder(root: &Path, opts: &ReadOptions, log: &mut dyn FnMut(&str)) -> Result<Corpus> {
+    let folder = scan_folder(root, opts, log)?;
+    let mut docs = Vec::new();
+    let pass = folder.for_each(&mut |d| {
+        docs.push(d.clone());
+        Ok(())
+    })?;
+    Folder::report(&pass, log);
+    Ok(Corpus { id: folder.id, source: folder.source, docs, sources: Vec::new() })
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<()> {

@@ -6,6 +6,7 @@
 //! `tokenizer` (BPE) and `tokens` (file format).
 
 pub mod batches;
+pub mod build;
 pub mod corpus;
 pub mod parquet;
 pub mod records;
@@ -17,10 +18,9 @@ pub mod tokens;
 
 pub use run_cache::for_run;
 pub use tokenizer::load_tokenizer;
-pub use tokens::{write_token_file, TokenFile, Tokens};
+pub use tokens::{write_token_file, TokenFile, TokenWriter, Tokens};
 
 use anyhow::{anyhow, bail, Result};
-use corpus::Corpus;
 use serde::{Deserialize, Serialize};
 use split::Block;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,9 @@ pub struct DataConfig {
     /// for "default" / "prose": only these of its sources (e.g. leave out the Debian ones on a
     /// machine without apt-get); all when left out
     pub sources: Option<Vec<String>>,
+    /// the BPE is trained on at most this many bytes of training text (the first units in
+    /// corpus order), so a corpus of any size trains in bounded memory
+    pub tokenizer_sample_bytes: u64,
 }
 
 impl Default for DataConfig {
@@ -86,6 +89,7 @@ impl Default for DataConfig {
             text_field: "text".into(),
             skip_bad_records: false,
             sources: None,
+            tokenizer_sample_bytes: 100_000_000,
         }
     }
 }
@@ -120,6 +124,9 @@ impl DataConfig {
         }
         if self.text_field.is_empty() {
             bail!("data.text_field is empty (expected the name of a JSON string field, e.g. \"text\")");
+        }
+        if self.tokenizer_sample_bytes < 1_000_000 {
+            bail!("data.tokenizer_sample_bytes = {} is too small (expected >= 1000000)", self.tokenizer_sample_bytes);
         }
         if self.block_bytes < 1024 {
             bail!("data.block_bytes = {} is too small (expected >= 1024)", self.block_bytes);
@@ -228,10 +235,16 @@ fn split_meta(blocks: &[Block], tokens: u64) -> SplitMeta {
 /// files, nor the caches of the older block split (whose tokenizer saw today's held-out text).
 fn variant_dir(cfg: &DataConfig, tok_part: &str) -> String {
     let d = DataConfig::default();
-    if cfg.val_fraction == d.val_fraction && cfg.test_fraction == d.test_fraction && cfg.block_bytes == d.block_bytes {
+    let split = if cfg.val_fraction == d.val_fraction && cfg.test_fraction == d.test_fraction && cfg.block_bytes == d.block_bytes {
         format!("{tok_part}-docsplit")
     } else {
         format!("{tok_part}-docsplit-val{}-test{}-blk{}", cfg.val_fraction, cfg.test_fraction, cfg.block_bytes)
+    };
+    // another sample is another trained tokenizer (a given one does not depend on it)
+    if cfg.tokenizer_sample_bytes == d.tokenizer_sample_bytes || cfg.tokenizer.is_some() {
+        split
+    } else {
+        format!("{split}-sample{}", cfg.tokenizer_sample_bytes)
     }
 }
 
@@ -258,17 +271,17 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
 
     // A folder corpus is read now: its id hashes the contents. The default one is pinned.
     let mut corpus_time = 0.0;
-    let mut corpus: Option<Corpus> = None;
+    let mut folder: Option<corpus::Folder> = None;
     let preset = sources::preset(&cfg.corpus).map(|all| (all, sources::pick(&cfg.corpus, all, cfg.sources.as_deref())));
     let corpus_id = if let Some((all, picked)) = &preset {
         sources::corpus_id(&cfg.corpus, all, picked.as_ref().map_err(|e| anyhow!("{e}"))?)
     } else {
         let t = Instant::now();
         let opts = records::ReadOptions { latin1_fallback: cfg.latin1_fallback, text_field: cfg.text_field.clone(), skip_bad_records: cfg.skip_bad_records };
-        let c = corpus::read_folder(Path::new(&cfg.corpus), &opts, log)?;
+        let f = corpus::scan_folder(Path::new(&cfg.corpus), &opts, log)?;
         corpus_time += t.elapsed().as_secs_f64();
-        let id = c.id.clone();
-        corpus = Some(c);
+        let id = f.id.clone();
+        folder = Some(f);
         id
     };
 
@@ -356,23 +369,23 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         return Ok(Prepared { tokenizer_path: tok_path, train, val, test, token_bytes, vocab_size, eot_id: tokenizer::eot_id(t), dir });
     }
 
-    // Build: corpus, split, tokenizer, token files, meta.json (last).
-    let corpus = match corpus {
-        Some(c) => c,
+    // Build: documents, split, tokenizer, token files, meta.json (last).
+    let (docs, sources) = match folder {
+        Some(f) => (build::Documents::Folder(f), Vec::new()),
         None => {
             let t = Instant::now();
-            let picked = preset.expect("a folder corpus is read above").1?;
+            let picked = preset.expect("a folder corpus is scanned above").1?;
             let c = sources::load(cache, corpus_id.clone(), &picked, log)?;
             corpus_time += t.elapsed().as_secs_f64();
-            c
+            let stats = c.sources.clone();
+            (build::Documents::Memory(c), stats)
         }
     };
-    let docs = &corpus.docs;
-    let total_bytes: usize = docs.iter().map(|d| d.text.len()).sum();
-    log(&format!("corpus {}: {} documents, {:.1} MB ({})", corpus.id, docs.len(), total_bytes as f64 / 1e6, corpus.source));
-    let split = split::split_corpus(docs, cfg.block_bytes, cfg.val_fraction, cfg.test_fraction)?;
-    let blocks = [&split.train, &split.val, &split.test];
-    let mb = |b: &[Block]| b.iter().map(|b| b.range.len()).sum::<usize>() as f64 / 1e6;
+    let t = Instant::now();
+    let layout = build::layout(&docs, cfg.block_bytes, cfg.val_fraction, cfg.test_fraction, log)?;
+    corpus_time += t.elapsed().as_secs_f64();
+    let split = &layout.split;
+    let mb = |b: &[Block]| build::Layout::bytes_of(b) as f64 / 1e6;
     let part = |name: &str, b: &[Block]| {
         let m = split_meta(b, 0);
         format!("{name} {:.2} MB in {} documents ({} units)", mb(b), m.documents, m.blocks)
@@ -383,10 +396,13 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
     let tok = match tok {
         Some(t) => t,
         None => {
-            log(&format!("training byte-level BPE (vocab {}) on {:.1} MB of training text", cfg.vocab_size, mb(&split.train)));
             let t = Instant::now();
-            let texts = split.train.iter().map(|b| &docs[b.doc].text[b.range.clone()]);
-            let trained = tokenizer::train_bpe(texts, cfg.vocab_size)?;
+            let texts = build::sample(&docs, &layout, cfg.tokenizer_sample_bytes)?;
+            let sampled: usize = texts.iter().map(String::len).sum();
+            let of = if (sampled as f64) < mb(&split.train) * 1e6 { format!(" (the first of {:.1} MB: data.tokenizer_sample_bytes)", mb(&split.train)) } else { String::new() };
+            log(&format!("training byte-level BPE (vocab {}) on {:.1} MB of training text{of}", cfg.vocab_size, sampled as f64 / 1e6));
+            let trained = tokenizer::train_bpe(texts.iter().map(String::as_str), cfg.vocab_size)?;
+            drop(texts);
             let secs = t.elapsed().as_secs_f64();
             train_time = Some(secs);
             let learned = trained.get_vocab_size(true);
@@ -406,20 +422,20 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
 
     let t_enc = Instant::now();
     let names = ["train.tok", "val.tok", "test.tok"];
-    let mut files: Vec<TokenFile> = Vec::with_capacity(3);
-    for ((name, blocks), slot) in names.iter().zip(blocks).zip(reuse) {
-        if let Some(f) = slot {
-            log(&format!("{}: valid, kept", f.path().display()));
-            files.push(f);
-            continue;
+    let mut writers: [Option<TokenWriter>; 3] = [None, None, None];
+    for ((name, slot), w) in names.iter().zip(&reuse).zip(writers.iter_mut()) {
+        match slot {
+            Some(f) => log(&format!("{}: valid, kept", f.path().display())),
+            None => *w = Some(TokenWriter::create(&dir.join(name), vocab_size)?),
         }
-        let t = Instant::now();
-        let ids = tokenizer::encode_split(&tok, docs, blocks, eot_id)?;
-        let path = dir.join(name);
-        tokens::write_token_file(&path, vocab_size, &ids)?;
-        let bytes = blocks.iter().map(|b| b.range.len()).sum::<usize>();
-        log(&format!("encoded {name}: {} tokens ({:.2} bytes/token) in {:.1}s", ids.len(), bytes as f64 / ids.len().max(1) as f64, t.elapsed().as_secs_f64()));
-        files.push(TokenFile::open(&path)?);
+    }
+    build::encode(&docs, &layout, &tok, eot_id, writers, log)?;
+    let mut files: Vec<TokenFile> = Vec::with_capacity(3);
+    for (name, slot) in names.iter().zip(reuse) {
+        files.push(match slot {
+            Some(f) => f,
+            None => TokenFile::open(&dir.join(name))?,
+        });
     }
     let encode_time = t_enc.elapsed().as_secs_f64();
     let test = files.pop().unwrap();
@@ -428,9 +444,9 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
 
     let meta = Meta {
         format: META_FORMAT,
-        corpus_id: corpus.id.clone(),
-        corpus_source: corpus.source.clone(),
-        sources: corpus.sources.clone(),
+        corpus_id: docs.id().to_string(),
+        corpus_source: docs.source().to_string(),
+        sources,
         val_fraction: cfg.val_fraction,
         test_fraction: cfg.test_fraction,
         block_bytes: cfg.block_bytes,
@@ -444,8 +460,8 @@ pub fn prepare(cfg: &DataConfig, log: &mut dyn FnMut(&str)) -> Result<Prepared> 
         train: split_meta(&split.train, train.len() as u64),
         val: split_meta(&split.val, val.len() as u64),
         test: split_meta(&split.test, test.len() as u64),
-        latin1_files: docs.iter().filter(|d| d.latin1).map(|d| d.name.clone()).collect(),
-        files: docs.iter().map(|d| FileMeta { name: d.name.clone(), bytes: d.raw_bytes, latin1: d.latin1 }).collect(),
+        latin1_files: layout.files.iter().filter(|f| f.2).map(|f| f.0.clone()).collect(),
+        files: layout.files.iter().map(|(name, bytes, latin1)| FileMeta { name: name.clone(), bytes: *bytes, latin1: *latin1 }).collect(),
         seconds: Seconds { corpus: corpus_time, tokenizer_training: train_time, encoding: encode_time, total: t_total.elapsed().as_secs_f64() },
     };
     let json = serde_json::to_string_pretty(&meta)?;

@@ -3,16 +3,16 @@
 
 use super::records::Skipped;
 use anyhow::{anyhow, bail, Result};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 use std::sync::Arc;
 
-/// The rows of a parquet file (`bytes` as stored) as `(row, text)`, rows numbered from 1. A row
-/// whose column is null, not a string or not UTF-8 is an error naming `shown` and the row, or with
-/// `skip` is counted in `skipped`.
-pub fn parquet_rows(shown: &str, bytes: Vec<u8>, field: &str, skip: bool, skipped: &mut Skipped) -> Result<Vec<(usize, String)>> {
-    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(|e| anyhow!("{shown}: not a readable parquet file ({e})"))?;
+/// Streams the rows of a parquet file (a `std::fs::File`, or bytes) to `each` as `(row, text)`,
+/// rows numbered from 1. A row whose column is null, not a string or not UTF-8 is an error naming
+/// `shown` and the row, or with `skip` is counted in `skipped`.
+pub fn parquet_rows<R: ChunkReader + 'static>(shown: &str, input: R, field: &str, skip: bool, skipped: &mut Skipped, each: &mut dyn FnMut(usize, String) -> Result<()>) -> Result<()> {
+    let reader = SerializedFileReader::new(input).map_err(|e| anyhow!("{shown}: not a readable parquet file ({e})"))?;
     let schema = reader.metadata().file_metadata().schema();
     let Some(column) = schema.get_fields().iter().find(|f| f.name() == field) else {
         let names: Vec<&str> = schema.get_fields().iter().map(|f| f.name()).collect();
@@ -20,13 +20,12 @@ pub fn parquet_rows(shown: &str, bytes: Vec<u8>, field: &str, skip: bool, skippe
     };
     let projection = Type::group_type_builder(schema.name()).with_fields(vec![Arc::clone(column)]).build().map_err(|e| anyhow!("{shown}: {e}"))?;
     let rows = reader.get_row_iter(Some(projection)).map_err(|e| anyhow!("{shown}: cannot read column {field:?} ({e})"))?;
-    let mut out = Vec::new();
     for (i, row) in rows.enumerate() {
         let why = match row {
             Err(e) => format!("unreadable ({e})"),
             Ok(row) => match row.get_column_iter().next().map(|(_, f)| f) {
                 Some(Field::Str(s)) => {
-                    out.push((i + 1, if s.contains("\r\n") { s.replace("\r\n", "\n") } else { s.clone() }));
+                    each(i + 1, if s.contains("\r\n") { s.replace("\r\n", "\n") } else { s.clone() })?;
                     continue;
                 }
                 Some(Field::Null) | None => format!("column {field:?} is null"),
@@ -36,7 +35,7 @@ pub fn parquet_rows(shown: &str, bytes: Vec<u8>, field: &str, skip: bool, skippe
         };
         skipped.bad(skip, format!("{shown}: row {}", i + 1), why, "rows")?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -45,6 +44,15 @@ pub(crate) mod tests {
     use parquet::data_type::{ByteArray, ByteArrayType, Int32Type};
     use parquet::file::writer::SerializedFileWriter;
     use parquet::schema::parser::parse_message_type;
+
+    fn parquet_rows(shown: &str, bytes: Vec<u8>, field: &str, skip: bool, skipped: &mut Skipped) -> Result<Vec<(usize, String)>> {
+        let mut out = vec![];
+        super::parquet_rows(shown, bytes::Bytes::from(bytes), field, skip, skipped, &mut |i, t| {
+            out.push((i, t));
+            Ok(())
+        })?;
+        Ok(out)
+    }
 
     /// A parquet file with an optional UTF-8 column `text` (`None`: null) and an int column `n`.
     pub(crate) fn write(texts: &[Option<&str>]) -> Vec<u8> {

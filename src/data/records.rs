@@ -4,8 +4,7 @@
 //! dataset dumps come in.
 
 use anyhow::{anyhow, bail, Result};
-use std::borrow::Cow;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 /// How a user corpus folder is read (from `[data]`).
@@ -82,32 +81,34 @@ impl Skipped {
     }
 }
 
-/// The records of a JSON-lines file (`bytes` as stored, decompressed here) as `(line, text)`,
-/// line numbers from 1; blank lines are not records. A line that is not UTF-8 or not a JSON object
-/// with a string `field` is an error naming `shown` and the line, or with `skip` is counted in
-/// `skipped`.
-pub fn json_lines(shown: &str, bytes: &[u8], compression: Compression, field: &str, skip: bool, skipped: &mut Skipped) -> Result<Vec<(usize, String)>> {
-    let raw: Cow<[u8]> = match compression {
-        Compression::None => Cow::Borrowed(bytes),
-        Compression::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| anyhow!("{shown}: not a readable gzip file ({e})"))?;
-            Cow::Owned(out)
-        }
-        Compression::Zstd => Cow::Owned(zstd::decode_all(bytes).map_err(|e| anyhow!("{shown}: not a readable zstd file ({e})"))?),
+/// Streams the records of a JSON-lines file (`input` as stored, decompressed here) to `each` as
+/// `(line, text)`, line numbers from 1; blank lines are not records. A line that is not UTF-8 or
+/// not a JSON object with a string `field` is an error naming `shown` and the line, or with `skip`
+/// is counted in `skipped`.
+pub fn json_lines(shown: &str, input: impl Read, compression: Compression, field: &str, skip: bool, skipped: &mut Skipped, each: &mut dyn FnMut(usize, String) -> Result<()>) -> Result<()> {
+    let (reader, what): (Box<dyn Read>, &str) = match compression {
+        Compression::None => (Box::new(input), "readable"),
+        Compression::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(input)), "readable gzip"),
+        Compression::Zstd => (Box::new(zstd::Decoder::new(input).map_err(|e| anyhow!("{shown}: not a readable zstd file ({e})"))?), "readable zstd"),
     };
-    let mut out = Vec::new();
-    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
+    let mut line = Vec::new();
+    for i in 1.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(|e| anyhow!("{shown}: not a {what} file ({e})"))? == 0 {
+            break;
+        }
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        if l.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match record(line, field) {
-            Ok(text) => out.push((i + 1, text)),
-            Err(why) => skipped.bad(skip, format!("{shown}:{}", i + 1), why, "records")?,
+        match record(l, field) {
+            Ok(text) => each(i, text)?,
+            Err(why) => skipped.bad(skip, format!("{shown}:{i}"), why, "records")?,
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The text of one JSON record, or why it has none.
@@ -142,6 +143,15 @@ pub fn is_corpus_file(path: &Path) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn json_lines(shown: &str, bytes: &[u8], c: Compression, field: &str, skip: bool, skipped: &mut Skipped) -> Result<Vec<(usize, String)>> {
+        let mut out = vec![];
+        super::json_lines(shown, bytes, c, field, skip, skipped, &mut |i, t| {
+            out.push((i, t));
+            Ok(())
+        })?;
+        Ok(out)
+    }
 
     #[test]
     fn formats_by_name() {

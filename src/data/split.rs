@@ -77,10 +77,19 @@ pub fn block_hash(name: &str, index: usize) -> u64 {
 pub fn split_corpus(docs: &[Document], span_bytes: usize, val_fraction: f64, test_fraction: f64) -> Result<Split> {
     let mut units: Vec<(Block, u64)> = Vec::new();
     for (d, doc) in docs.iter().enumerate() {
-        for (index, range) in split_document(&doc.text, span_bytes).into_iter().enumerate() {
-            units.push((Block { doc: d, index, range }, block_hash(&doc.name, index)));
-        }
+        units.extend(units_of(d, doc, span_bytes));
     }
+    split_units(units, val_fraction, test_fraction)
+}
+
+/// The units of document number `d`, each with its hash.
+pub fn units_of(d: usize, doc: &Document, span_bytes: usize) -> impl Iterator<Item = (Block, u64)> + '_ {
+    split_document(&doc.text, span_bytes).into_iter().enumerate().map(move |(index, range)| (Block { doc: d, index, range }, block_hash(&doc.name, index)))
+}
+
+/// Assigns units (in document order, with their hashes) as [`split_corpus`] does; needs only
+/// their sizes and hashes, not the text.
+pub fn split_units(units: Vec<(Block, u64)>, val_fraction: f64, test_fraction: f64) -> Result<Split> {
     if units.len() < 3 {
         bail!("corpus has {} unit(s) of text; need at least 3 (training, validation, test): add text or lower data.block_bytes", units.len());
     }

@@ -273,3 +273,53 @@ fn prose_corpus_real() {
     }
     assert!(p.val.len() > 250_000 && p.test.len() > 250_000, "{} {}", p.val.len(), p.test.len());
 }
+
+/// A folder of every format prepares into token files holding each document once (checked by
+/// encoding every document on its own), whole documents held out, bad records named or counted.
+#[test]
+fn mixed_folder_prepares_every_document_once() {
+    use std::io::Write;
+    let root = TestDir::new("mixed-formats");
+    let cache = TestDir::new("mixed-formats-cache");
+    let docs: Vec<String> = (0..24).map(|i| format!("Document {i}. {}", PARAGRAPHS[i % 6])).collect();
+    let record = |t: &str| serde_json::json!({ "text": t }).to_string();
+    for i in 0..6 {
+        std::fs::write(root.join(format!("{i}.txt")), &docs[i]).unwrap();
+    }
+    let plain: Vec<String> = docs[6..12].iter().map(|t| record(t)).collect();
+    std::fs::write(root.join("b.jsonl"), plain.join("\n") + "\n").unwrap();
+    let zst: Vec<String> = docs[12..18].iter().map(|t| record(t)).collect();
+    let good_zst = zstd::encode_all((zst.join("\n") + "\n").as_bytes(), 3).unwrap();
+    std::fs::write(root.join("c.jsonl.zst"), &good_zst).unwrap();
+    let rows: Vec<Option<&str>> = docs[18..24].iter().map(|t| Some(t.as_str())).collect();
+    std::fs::write(root.join("d.parquet"), super::parquet::tests::write(&rows)).unwrap();
+    let cfg = DataConfig { corpus: root.display().to_string(), vocab_size: 300, cache_dir: cache.display().to_string(), val_fraction: 0.1, test_fraction: 0.1, ..DataConfig::default() };
+    let p = prepare(&cfg, &mut |_| {}).unwrap();
+    let tok = load_tokenizer(&p.tokenizer_path).unwrap();
+    // each document is one unit followed by the separator, so the files hold exactly this many tokens
+    let expect: usize = docs.iter().map(|d| tok.encode_fast(d.as_str(), false).unwrap().get_ids().len() + 1).sum();
+    assert_eq!(p.train.len() + p.val.len() + p.test.len(), expect);
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(p.dir.join("meta.json")).unwrap()).unwrap();
+    let n = |s: &str, k: &str| meta[s][k].as_u64().unwrap();
+    assert_eq!(n("train", "documents") + n("val", "documents") + n("test", "documents"), 24);
+    assert_eq!((n("val", "documents"), n("test", "documents")), (n("val", "blocks"), n("test", "blocks")), "held out whole");
+    for s in ["val", "test"] {
+        assert!((1..=4).contains(&n(s, "documents")), "{s}: {meta}");
+    }
+    let files: Vec<&str> = meta["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(files, ["0.txt", "1.txt", "2.txt", "3.txt", "4.txt", "5.txt", "b.jsonl", "c.jsonl.zst", "d.parquet"]);
+    // a broken record in the compressed file: named with its line, or skipped and counted
+    let mut enc = zstd::Encoder::new(Vec::new(), 3).unwrap();
+    enc.write_all((zst[..3].join("\n") + "\n{\"text\": \"cut\n" + &zst[3..].join("\n") + "\n").as_bytes()).unwrap();
+    std::fs::write(root.join("c.jsonl.zst"), enc.finish().unwrap()).unwrap();
+    let e = prepare(&cfg, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("c.jsonl.zst:4: not a JSON record") && e.contains("data.skip_bad_records"), "{e}");
+    let mut lines = vec![];
+    let skipping = DataConfig { skip_bad_records: true, ..cfg };
+    let p = prepare(&skipping, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    assert!(lines.iter().any(|l| l.starts_with("skipped 1 bad records") && l.contains("c.jsonl.zst:4")), "{lines:?}");
+    // the same 24 documents (after the bad line, records are named by later lines: another split)
+    let tok = load_tokenizer(&p.tokenizer_path).unwrap();
+    let expect: usize = docs.iter().map(|d| tok.encode_fast(d.as_str(), false).unwrap().get_ids().len() + 1).sum();
+    assert_eq!(p.train.len() + p.val.len() + p.test.len(), expect);
+}

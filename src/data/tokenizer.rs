@@ -4,8 +4,6 @@
 //! token) and `decode(encode(s)) == s`, and the saved `tokenizer.json` is the standard
 //! format that Python `tokenizers`/`transformers` load as-is.
 
-use super::corpus::Document;
-use super::split::Block;
 use super::OneLine;
 use anyhow::{anyhow, bail, Result};
 use std::path::Path;
@@ -18,10 +16,6 @@ use tokenizers::{AddedToken, Tokenizer};
 
 /// End-of-document separator; id 0 in tokenizers we train.
 pub const EOT: &str = "<|endoftext|>";
-
-/// Text per `encode_batch_fast` call: bounds the memory held by `Encoding`s
-/// (tens of bytes per token) while leaving enough blocks to keep every core busy.
-const ENCODE_CHUNK_BYTES: usize = 8 << 20;
 
 /// Trains a byte-level BPE of `vocab_size` entries (special token + 256 bytes + merges)
 /// on `texts`. Merges need a pair seen at least twice, so a small corpus may end up
@@ -66,42 +60,6 @@ pub fn save_tokenizer(tok: &Tokenizer, path: &Path) -> Result<()> {
 /// The end-of-document id, if the tokenizer has `<|endoftext|>`.
 pub fn eot_id(tok: &Tokenizer) -> Option<u32> {
     tok.token_to_id(EOT)
-}
-
-/// Encodes the blocks of one split in order (in parallel, chunk by chunk) and appends
-/// `eot` after the last block of each document *within this split*, so every split is
-/// a stream of whole-document pieces separated by `eot`. No special tokens are added
-/// per block, and any truncation/padding in a loaded tokenizer.json is switched off so
-/// no text is lost.
-pub fn encode_split(tok: &Tokenizer, docs: &[Document], blocks: &[Block], eot: Option<u32>) -> Result<Vec<u32>> {
-    let mut tok = tok.clone();
-    tok.with_truncation(None).one_line(|| "cannot disable truncation".to_string())?;
-    tok.with_padding(None);
-    let total_bytes: usize = blocks.iter().map(|b| b.range.len()).sum();
-    // ~4 bytes per token for English BPE; only a capacity hint.
-    let mut out: Vec<u32> = Vec::with_capacity(total_bytes / 3 + blocks.len());
-    let mut i = 0;
-    while i < blocks.len() {
-        let mut j = i;
-        let mut bytes = 0;
-        while j < blocks.len() && (j == i || bytes + blocks[j].range.len() <= ENCODE_CHUNK_BYTES) {
-            bytes += blocks[j].range.len();
-            j += 1;
-        }
-        let texts: Vec<&str> = blocks[i..j].iter().map(|b| &docs[b.doc].text[b.range.clone()]).collect();
-        let encodings = tok.encode_batch_fast(texts, false).one_line(|| "tokenization failed".to_string())?;
-        for (k, enc) in encodings.iter().enumerate() {
-            out.extend_from_slice(enc.get_ids());
-            let b = i + k;
-            // a document ends, or the next unit of the split is not the next span of this one
-            let last_of_doc = b + 1 == blocks.len() || blocks[b + 1].doc != blocks[b].doc || blocks[b + 1].index != blocks[b].index + 1;
-            if let (true, Some(eot)) = (last_of_doc, eot) {
-                out.push(eot);
-            }
-        }
-        i = j;
-    }
-    Ok(out)
 }
 
 /// UTF-8 bytes each token id stands for (0 for special tokens), for bits-per-byte.
@@ -152,20 +110,5 @@ mod tests {
         assert!(e.starts_with(&format!("{}: not a valid tokenizer.json (", p.display())) && !e.contains('\n'), "{e}");
         let e = load_tokenizer(&d.join("nope.json")).unwrap_err().to_string();
         assert!(e.contains("nope.json does not exist"), "{e}");
-    }
-
-    #[test]
-    fn encode_split_appends_eot_after_each_documents_last_block() {
-        let corpus: Vec<String> = (0..20).map(|i| format!("{TEXT} {i}")).collect();
-        let tok = train_bpe(corpus.iter().map(|s| s.as_str()), 280).unwrap();
-        let docs: Vec<Document> = ["aaa bbb", "ccc", "ddd eee"].iter().map(|t| Document { name: t.to_string(), text: t.to_string(), raw_bytes: 0, latin1: false }).collect();
-        let blocks = vec![Block { doc: 0, index: 0, range: 0..4 }, Block { doc: 0, index: 1, range: 4..7 }, Block { doc: 2, index: 0, range: 0..7 }];
-        let ids = encode_split(&tok, &docs, &blocks, Some(0)).unwrap();
-        let eots: Vec<usize> = ids.iter().enumerate().filter(|(_, &t)| t == 0).map(|(i, _)| i).collect();
-        assert_eq!(eots.len(), 2, "{ids:?}");
-        assert_eq!(*eots.last().unwrap(), ids.len() - 1);
-        assert_eq!(tok.decode(&ids, false).unwrap(), format!("aaa bbb{EOT}ddd eee{EOT}"));
-        let no_eot = encode_split(&tok, &docs, &blocks, None).unwrap();
-        assert_eq!(no_eot.len(), ids.len() - 2);
     }
 }

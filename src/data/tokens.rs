@@ -18,6 +18,7 @@ use super::OneLine;
 use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"BAKATOK\0";
@@ -52,38 +53,88 @@ fn encode_chunk(tokens: &[u32], width: usize, buf: &mut Vec<u8>) {
 /// Writes a token file atomically. Fails if a token is >= `vocab_size` so a bad
 /// tokenizer/vocab combination is caught when the data is made, not mid-training.
 pub fn write_token_file(path: &Path, vocab_size: usize, tokens: &[u32]) -> Result<()> {
-    if vocab_size == 0 || vocab_size > u32::MAX as usize {
-        bail!("{}: vocab_size {} out of range (expected 1..=2^32-1)", path.display(), vocab_size);
-    }
-    if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab_size) {
-        bail!("{}: token {} at position {} is not below vocab_size {}", path.display(), t, i, vocab_size);
-    }
-    let width = width_for(vocab_size);
-    let mut buf = Vec::with_capacity(WRITE_CHUNK * width);
-    let mut hasher = Sha256::new();
-    for chunk in tokens.chunks(WRITE_CHUNK) {
-        encode_chunk(chunk, width, &mut buf);
-        hasher.update(&buf);
-    }
-    let digest = hasher.finalize();
+    let mut w = TokenWriter::create(path, vocab_size)?;
+    w.push(tokens)?;
+    w.finish()
+}
 
-    let mut header = [0u8; HEADER_LEN];
-    header[0..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(width as u32).to_le_bytes());
-    header[16..20].copy_from_slice(&(vocab_size as u32).to_le_bytes());
-    header[20..24].copy_from_slice(&0u32.to_le_bytes());
-    header[24..32].copy_from_slice(&(tokens.len() as u64).to_le_bytes());
-    header[32..64].copy_from_slice(&digest);
+/// A token file written as the tokens come (bounded memory): payload after a blank header into
+/// a temporary file, then the header with count and checksum, fsync, rename over `path`.
+/// Dropped without `finish`, the temporary file is removed and `path` is untouched.
+pub struct TokenWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+    width: usize,
+    vocab_size: usize,
+    count: u64,
+    hasher: Sha256,
+    buf: Vec<u8>,
+}
 
-    crate::fsutil::write_atomic_with(path, |w| {
-        w.write_all(&header)?;
-        for chunk in tokens.chunks(WRITE_CHUNK) {
-            encode_chunk(chunk, width, &mut buf);
-            w.write_all(&buf)?;
+impl TokenWriter {
+    pub fn create(path: &Path, vocab_size: usize) -> Result<Self> {
+        if vocab_size == 0 || vocab_size > u32::MAX as usize {
+            bail!("{}: vocab_size {} out of range (expected 1..=2^32-1)", path.display(), vocab_size);
         }
+        let tmp = crate::fsutil::tmp_path(path);
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).one_line(|| format!("cannot create {}", tmp.display()))?);
+        file.write_all(&[0u8; HEADER_LEN]).one_line(|| format!("{}: cannot write", path.display()))?;
+        let width = width_for(vocab_size);
+        Ok(TokenWriter { path: path.to_path_buf(), tmp, file: Some(file), width, vocab_size, count: 0, hasher: Sha256::new(), buf: Vec::with_capacity(WRITE_CHUNK * width) })
+    }
+
+    /// Appends tokens; a token >= vocab_size is an error naming its position in the file.
+    pub fn push(&mut self, tokens: &[u32]) -> Result<()> {
+        if let Some((i, &t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= self.vocab_size) {
+            bail!("{}: token {} at position {} is not below vocab_size {}", self.path.display(), t, self.count + i as u64, self.vocab_size);
+        }
+        let file = self.file.as_mut().expect("not finished");
+        for chunk in tokens.chunks(WRITE_CHUNK) {
+            encode_chunk(chunk, self.width, &mut self.buf);
+            self.hasher.update(&self.buf);
+            file.write_all(&self.buf).one_line(|| format!("{}: write failed", self.path.display()))?;
+        }
+        self.count += tokens.len() as u64;
         Ok(())
-    })
+    }
+
+    /// Tokens written so far.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the header, fsyncs and renames the file into place.
+    pub fn finish(mut self) -> Result<()> {
+        let mut header = [0u8; HEADER_LEN];
+        header[0..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        header[12..16].copy_from_slice(&(self.width as u32).to_le_bytes());
+        header[16..20].copy_from_slice(&(self.vocab_size as u32).to_le_bytes());
+        header[20..24].copy_from_slice(&0u32.to_le_bytes());
+        header[24..32].copy_from_slice(&self.count.to_le_bytes());
+        header[32..64].copy_from_slice(&std::mem::take(&mut self.hasher).finalize());
+        let what = || format!("{}: write failed", self.path.display());
+        let mut file = self.file.take().expect("not finished").into_inner().map_err(|e| e.into_error()).one_line(what)?;
+        file.seek(SeekFrom::Start(0)).one_line(what)?;
+        file.write_all(&header).one_line(what)?;
+        file.sync_all().one_line(|| format!("{}: cannot fsync", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.path).one_line(|| format!("cannot rename {} to {}", self.tmp.display(), self.path.display()))?;
+        crate::fsutil::sync_dir(self.path.parent().unwrap_or(Path::new(".")));
+        Ok(())
+    }
+}
+
+impl Drop for TokenWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Storage behind a [`TokenFile`]: a memory map, or nothing for an empty payload
