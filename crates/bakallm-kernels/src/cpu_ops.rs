@@ -1,8 +1,10 @@
 //! [`BakaOps`] on the CPU: the reference, with the LM head and its loss as one CPU pass
-//! ([`super::host_loss`]) where `train.ce = "chunked"` (the default).
+//! ([`super::host_loss`]) where `train.ce = "chunked"` (the default) and the attention as one op
+//! each way ([`super::cpu_attention`]) unless `train.attention = "burn"`.
 
+use super::cpu_attention;
 use super::host_loss;
-use super::ops::{BakaOps, Ce, Kernels};
+use super::ops::{AttnWeights, BakaOps, Ce, Kernels, Positions};
 use super::reference as r;
 use crate::backend::{Cpu, CpuTrain};
 use burn::prelude::*;
@@ -17,12 +19,20 @@ fn token_losses<B: BakaOps>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B,
 }
 
 impl BakaOps for Cpu {
+    fn self_attention(h: Tensor<Cpu, 3>, w: &AttnWeights<Cpu>, pos: &Positions<Cpu>, k: &Kernels) -> Tensor<Cpu, 3> {
+        cpu_attention::self_attention(h, w, pos, k, cpu_attention::core_fwd)
+    }
+
     fn head_token_losses(h: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, targets: Tensor<Cpu, 2, Int>, k: &Kernels) -> Tensor<Cpu, 2> {
         token_losses(h, w, targets, k)
     }
 }
 
 impl BakaOps for CpuTrain {
+    fn self_attention(h: Tensor<CpuTrain, 3>, w: &AttnWeights<CpuTrain>, pos: &Positions<CpuTrain>, k: &Kernels) -> Tensor<CpuTrain, 3> {
+        cpu_attention::self_attention(h, w, pos, k, cpu_attention::core_train)
+    }
+
     fn head_loss(h: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, targets: Tensor<CpuTrain, 2, Int>, k: &Kernels) -> Tensor<CpuTrain, 1> {
         match k.ce {
             Ce::Chunked => host_loss::head_loss(h, w, targets),

@@ -123,7 +123,7 @@ unsafe fn exp_shifted_avx2(row: &mut [f32]) -> (f32, f32) {
 /// Eight lanes each for the max and the sum, combined in a fixed order: the same result whatever
 /// the vector width the compiler picks (Rust never fuses a multiply and an add).
 #[inline(always)]
-fn exp_shifted_any(row: &mut [f32]) -> (f32, f32) {
+pub(crate) fn exp_shifted_any(row: &mut [f32]) -> (f32, f32) {
     let mut mx = [f32::NEG_INFINITY; 8];
     let chunks = row.chunks_exact(8);
     let tail = chunks.remainder();

@@ -8,6 +8,7 @@ pub mod attention;
 pub mod attention_block;
 pub mod backend;
 pub mod binary;
+mod cpu_attention;
 mod cpu_ops;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
