@@ -15,6 +15,7 @@
 //! The reference is `reference::attention`, against which the tests check the values and the
 //! gradients of the input and of every weight, for each position scheme.
 
+use super::host::{primitive_values, tensor, values};
 use super::host_loss::exp_shifted_any;
 use super::ops::{AttnKernel, AttnWeights, BakaOps, Kernels, Positions, Rot};
 use super::reference as r;
@@ -276,56 +277,14 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// [`fwd_any`] and [`bwd_any`] compiled for AVX-512 or AVX2 where the CPU has them: the same
-/// arithmetic in wider vectors (Rust never fuses a multiply and an add), so the same result.
-fn widest_fwd(t: Fwd) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return unsafe { fwd_avx512(t) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return unsafe { fwd_avx2(t) };
-        }
-    }
-    fwd_any(t)
+widest! {
+    /// [`fwd_any`] at the CPU's widest vectors.
+    fn widest_fwd = fwd_any(t: Fwd)
 }
 
-fn widest_bwd(t: Bwd) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return unsafe { bwd_avx512(t) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return unsafe { bwd_avx2(t) };
-        }
-    }
-    bwd_any(t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fwd_avx512(t: Fwd) {
-    fwd_any(t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fwd_avx2(t: Fwd) {
-    fwd_any(t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn bwd_avx512(t: Bwd) {
-    bwd_any(t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn bwd_avx2(t: Bwd) {
-    bwd_any(t)
+widest! {
+    /// [`bwd_any`] at the CPU's widest vectors.
+    fn widest_bwd = bwd_any(t: Bwd)
 }
 
 /// [`BakaOps::self_attention`] on either CPU backend: burn's projections around `core` (this
@@ -340,8 +299,8 @@ pub fn self_attention<B: BakaOps>(h: Tensor<B, 3>, w: &AttnWeights<B>, pos: &Pos
 /// The op on the inference backend: the forward alone.
 pub fn core_fwd([q, k, v]: [Tensor<Cpu, 3>; 3], c: Consts) -> Tensor<Cpu, 3> {
     let dims = q.dims();
-    let (y, _) = forward(&read_now(q), &read_now(k), &read_now(v), &c);
-    Tensor::from_data(TensorData::new(y, dims), &Default::default())
+    let (y, _) = forward(&values(q), &values(k), &values(v), &c);
+    tensor(y, dims)
 }
 
 /// The op on the training backend: autodiff sees one node whose backward is [`backward`].
@@ -352,19 +311,19 @@ pub fn core_train([q, k, v]: [Tensor<CpuTrain, 3>; 3], c: Consts) -> Tensor<CpuT
         type State = Arc<Saved>;
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let c = &self.0;
-            let dy = read_now(Tensor::<Cpu, 3>::from_primitive(TensorPrimitive::Float(grads.consume::<Cpu>(&ops.node))));
+            let dy = primitive_values::<3>(grads.consume::<Cpu>(&ops.node));
             for (node, g) in ops.parents.into_iter().zip(backward(&dy, &ops.state, c)) {
                 if let Some(node) = node {
-                    grads.register::<Cpu>(node.id, Tensor::<Cpu, 3>::from_data(TensorData::new(g, [c.b, c.l, c.heads * c.hd]), &Default::default()).into_primitive().tensor());
+                    grads.register::<Cpu>(node.id, tensor(g, [c.b, c.l, c.heads * c.hd]).into_primitive().tensor());
                 }
             }
         }
     }
     let dims = q.dims();
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
-    let read = |t: &burn::tensor::ops::FloatTensor<CpuTrain>| read_now(Tensor::<Cpu, 3>::from_primitive(TensorPrimitive::Float(t.primitive.clone())));
+    let read = |t: &burn::tensor::ops::FloatTensor<CpuTrain>| primitive_values::<3>(t.primitive.clone());
     let (y, saved) = forward(&read(&q), &read(&k), &read(&v), &c);
-    let y = Tensor::<Cpu, 3>::from_data(TensorData::new(y, dims), &Default::default()).into_primitive().tensor();
+    let y = tensor(y, dims).into_primitive().tensor();
     let out = match AttentionBackward(Arc::new(c)).prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(Arc::new(saved), y),
         OpsKind::UnTracked(prep) => prep.finish(y),

@@ -1,10 +1,12 @@
 //! [`BakaOps`] on the CPU: the reference, with the LM head and its loss as one CPU pass
-//! ([`super::host_loss`]) where `train.ce = "chunked"` (the default) and the attention as one op
-//! each way ([`super::cpu_attention`]) unless `train.attention = "burn"`.
+//! ([`super::host_loss`]) where `train.ce = "chunked"` (the default), the attention as one op each
+//! way ([`super::cpu_attention`]) unless `train.attention = "burn"`, and the MLP's gate as one pass
+//! each way ([`super::cpu_gate`]) unless `train.gate = "burn"`.
 
 use super::cpu_attention;
+use super::cpu_gate;
 use super::host_loss;
-use super::ops::{AttnWeights, BakaOps, Ce, Kernels, Positions};
+use super::ops::{AttnWeights, BakaOps, Ce, Kernels, MlpWeights, Positions};
 use super::reference as r;
 use crate::backend::{Cpu, CpuTrain};
 use burn::prelude::*;
@@ -23,6 +25,10 @@ impl BakaOps for Cpu {
         cpu_attention::self_attention(h, w, pos, k, cpu_attention::core_fwd)
     }
 
+    fn mlp(x: Tensor<Cpu, 3>, w: &MlpWeights<Cpu>, k: &Kernels) -> Tensor<Cpu, 3> {
+        cpu_gate::mlp(x, w, k, cpu_gate::silu_mul)
+    }
+
     fn head_token_losses(h: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, targets: Tensor<Cpu, 2, Int>, k: &Kernels) -> Tensor<Cpu, 2> {
         token_losses(h, w, targets, k)
     }
@@ -31,6 +37,10 @@ impl BakaOps for Cpu {
 impl BakaOps for CpuTrain {
     fn self_attention(h: Tensor<CpuTrain, 3>, w: &AttnWeights<CpuTrain>, pos: &Positions<CpuTrain>, k: &Kernels) -> Tensor<CpuTrain, 3> {
         cpu_attention::self_attention(h, w, pos, k, cpu_attention::core_train)
+    }
+
+    fn mlp(x: Tensor<CpuTrain, 3>, w: &MlpWeights<CpuTrain>, k: &Kernels) -> Tensor<CpuTrain, 3> {
+        cpu_gate::mlp(x, w, k, cpu_gate::silu_mul_train)
     }
 
     fn head_loss(h: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, targets: Tensor<CpuTrain, 2, Int>, k: &Kernels) -> Tensor<CpuTrain, 1> {

@@ -104,47 +104,36 @@ unsafe fn gemm_rm(m: usize, n: usize, k: usize, dst: *mut f32, ld: usize, accumu
     gemm::gemm(m, n, k, dst, 1, ld as isize, accumulate, a, a_cs as isize, a_rs as isize, b, b_cs as isize, b_rs as isize, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
 }
 
-/// Replaces `row` by `exp(row − max)` and returns `(max, Σ exp(row − max))`.
-fn exp_shifted(row: &mut [f32]) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above); the code is the same, only wider
-        return unsafe { exp_shifted_avx2(row) };
-    }
-    exp_shifted_any(row)
+widest! {
+    /// Replaces `row` by `exp(row − max)` and returns `(max, Σ exp(row − max))`.
+    fn exp_shifted = exp_shifted_any(row: &mut [f32]) -> (f32, f32)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_shifted_avx2(row: &mut [f32]) -> (f32, f32) {
-    exp_shifted_any(row)
-}
-
-/// Eight lanes each for the max and the sum, combined in a fixed order: the same result whatever
-/// the vector width the compiler picks (Rust never fuses a multiply and an add).
+/// Sixteen lanes each for the max and the sum, combined in a fixed order: the same result
+/// whatever the vector width the compiler picks (Rust never fuses a multiply and an add).
 #[inline(always)]
 pub(crate) fn exp_shifted_any(row: &mut [f32]) -> (f32, f32) {
-    let mut mx = [f32::NEG_INFINITY; 8];
-    let chunks = row.chunks_exact(8);
+    const LANES: usize = 16;
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
-        for j in 0..8 {
+        for j in 0..LANES {
             mx[j] = if c[j] > mx[j] { c[j] } else { mx[j] };
         }
     }
     let m = tail.iter().chain(&mx).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    for e in row.iter_mut() {
-        *e = exp(*e - m);
-    }
-    let mut acc = [0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for j in 0..8 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            c[j] = exp(c[j] - m);
             acc[j] += c[j];
         }
     }
-    let s = acc.iter().chain(tail).fold(0f32, |a, &b| a + b);
+    let tail = chunks.into_remainder();
+    tail.iter_mut().for_each(|e| *e = exp(*e - m));
+    let s = acc.iter().chain(tail.iter()).fold(0f32, |a, &b| a + b);
     (m, s)
 }
 
@@ -152,7 +141,7 @@ pub(crate) fn exp_shifted_any(row: &mut [f32]) -> (f32, f32) {
 /// and Cephes' degree-6 polynomial for `eʳ`, then `2ᵏ` put into the exponent bits. Branch-free
 /// arithmetic, so the loops above vectorise.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
     let x = if x < -87.0 { -87.0 } else { x };

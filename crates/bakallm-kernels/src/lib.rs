@@ -2,13 +2,46 @@
 //! [`reference`]) and the kernels that override them: on CUDA (`cuda_ops`) cuBLAS linears and
 //! autodiff ops with their own backward (attention, layer, MLP, norm, embedding, LM head + loss)
 //! whose steps (`prims`) run bakallm's CUDA kernels (`cuda/*.cu`); on the CPU the LM head + loss as
-//! one pass (`host_loss`). The optimizer's multi-tensor kernels are below.
+//! one pass (`host_loss`), the attention (`cpu_attention`) and the MLP's gate (`cpu_gate`) as one op
+//! each way. The optimizer's multi-tensor kernels are below.
+
+/// `fn $name(args) -> R` that runs `$any(args)` (an `#[inline(always)]` function) compiled for
+/// AVX-512 or AVX2 where the CPU has them. The arithmetic is the same, only in wider vectors, and
+/// Rust never fuses a multiply and an add, so the result is too; reductions in `$any` keep a fixed
+/// number of lanes for that.
+macro_rules! widest {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident = $any:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
+                    $any($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
+                    $any($($arg),*)
+                }
+                // SAFETY: the CPU has the feature (checked at run time)
+                if std::is_x86_feature_detected!("avx512f") {
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $any($($arg),*)
+        }
+    };
+}
 
 pub mod attention;
 pub mod attention_block;
 pub mod backend;
 pub mod binary;
 mod cpu_attention;
+mod cpu_gate;
 mod cpu_ops;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
@@ -31,6 +64,7 @@ mod gpu_tests;
 #[cfg(feature = "cuda")]
 mod head;
 pub mod heads;
+pub mod host;
 pub mod host_loss;
 pub mod layer;
 pub mod linear;
