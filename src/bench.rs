@@ -7,7 +7,7 @@
 
 use crate::config::{serde_name, Config, Device, TrainConfig};
 use crate::data::batches::mix;
-use crate::kernels::ops::{Ce, Kernels, TrainOps};
+use crate::kernels::ops::{AttnKernel, Ce, Kernels, TrainOps};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::adamw::AdamW;
 use crate::train::{train_step, train_step_marked};
@@ -98,12 +98,14 @@ fn peak_in_use<R>(_device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
     (f(), None)
 }
 
-/// The kernels a run uses, as they run: on the CPU burn's ops but the loss; on CUDA with the
-/// attention the model can take ([`Config::attention_as_run`]).
+/// The kernels a run uses, as they run: on the CPU burn's ops but the loss, the attention (one
+/// op: "fused" unless "burn") and the gate; on CUDA with the attention the model can take
+/// ([`Config::attention_as_run`]).
 fn kernels_run(cfg: &Config) -> Kernels {
     let k = cfg.train.kernels();
     if !cfg.train.device.is_cuda() {
-        return Kernels { ce: k.ce, ..Kernels::REFERENCE };
+        let attention = if k.attention == AttnKernel::Burn { AttnKernel::Burn } else { AttnKernel::Fused };
+        return Kernels { ce: k.ce, attention, gate: k.gate, ..Kernels::REFERENCE };
     }
     Kernels { attention: cfg.attention_as_run().0, ..k }
 }
@@ -206,7 +208,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         "embedding": fused(k.embedding),
         "layernorm": fused(k.norm),
         "gate": fused(k.gate),
-        "adamw": if gpu && t.fused_adamw() { "fused" } else { "burn" },
+        "adamw": if t.fused_adamw() { "fused" } else { "burn" },
         "memory_pool": gpu.then(|| serde_name(&t.memory_pool)),
         "dtype": t.dtype.name(),
         "batch": t.batch * t.n_windows,

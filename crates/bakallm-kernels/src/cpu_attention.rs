@@ -311,7 +311,7 @@ pub fn core_train([q, k, v]: [Tensor<CpuTrain, 3>; 3], c: Consts) -> Tensor<CpuT
         type State = Arc<Saved>;
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let c = &self.0;
-            let dy = primitive_values::<3>(grads.consume::<Cpu>(&ops.node));
+            let dy = primitive_values(grads.consume::<Cpu>(&ops.node));
             for (node, g) in ops.parents.into_iter().zip(backward(&dy, &ops.state, c)) {
                 if let Some(node) = node {
                     grads.register::<Cpu>(node.id, tensor(g, [c.b, c.l, c.heads * c.hd]).into_primitive().tensor());
@@ -321,7 +321,7 @@ pub fn core_train([q, k, v]: [Tensor<CpuTrain, 3>; 3], c: Consts) -> Tensor<CpuT
     }
     let dims = q.dims();
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
-    let read = |t: &burn::tensor::ops::FloatTensor<CpuTrain>| primitive_values::<3>(t.primitive.clone());
+    let read = |t: &burn::tensor::ops::FloatTensor<CpuTrain>| primitive_values(t.primitive.clone());
     let (y, saved) = forward(&read(&q), &read(&k), &read(&v), &c);
     let y = tensor(y, dims).into_primitive().tensor();
     let out = match AttentionBackward(Arc::new(c)).prepare::<NoCheckpointing>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {

@@ -4,7 +4,6 @@
 use crate::backend::Cpu;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::TensorPrimitive;
 
 /// The values of a CPU tensor, row-major f32.
 pub enum Values {
@@ -25,16 +24,15 @@ impl std::ops::Deref for Values {
 
 /// The values of `t`, in place where they are contiguous f32.
 pub fn values<const D: usize>(t: Tensor<Cpu, D>) -> Values {
-    let p = t.into_primitive().tensor();
+    primitive_values(t.into_primitive().tensor())
+}
+
+/// The values of a float primitive of the CPU backend, any rank (see [`values`]).
+pub fn primitive_values(p: FloatTensor<Cpu>) -> Values {
     if p.as_slice::<f32>().is_some() {
         return Values::Shared(p);
     }
-    Values::Owned(Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(p)).into_data().convert::<f32>().to_vec().expect("f32 values"))
-}
-
-/// The values of a float primitive of the CPU backend (see [`values`]).
-pub fn primitive_values<const D: usize>(p: FloatTensor<Cpu>) -> Values {
-    values(Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(p)))
+    Values::Owned(p.into_data().convert::<f32>().to_vec().expect("float values"))
 }
 
 /// `v` as a CPU tensor of `shape`, without a copy.

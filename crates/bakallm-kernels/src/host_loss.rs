@@ -139,13 +139,15 @@ pub(crate) fn exp_shifted_any(row: &mut [f32]) -> (f32, f32) {
 
 /// `eˣ` for `x ≤ 0` (the shifted logits), within 2 ulp: Cody–Waite reduction `x = k·ln2 + r`
 /// and Cephes' degree-6 polynomial for `eʳ`, then `2ᵏ` put into the exponent bits. Branch-free
-/// arithmetic, so the loops above vectorise.
+/// arithmetic without a float-to-int cast (Rust's saturating `as` does not vectorise: `k` is
+/// read from the low bits of `x·log₂e + 1.5·2²³`), so the loops that call it vectorise.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
     let x = if x < -87.0 { -87.0 } else { x };
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let k = shifted - ROUND;
     let r = (x - k * 0.693_359_4) - k * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -154,7 +156,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let er = p * (r * r) + r + 1.0;
-    er * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // the bits of `shifted` are those of ROUND plus k (an integer in [−126, 0])
+    er * f32::from_bits(shifted.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23)
 }
 
 /// Mean token cross-entropy `[1]` of the LM head `h [b, n, d] · w [d, V]` against `targets [b, n]`

@@ -15,10 +15,12 @@ macro_rules! widest {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
+                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx512f")]
                 unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
                     $any($($arg),*)
                 }
+                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx2")]
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
                     $any($($arg),*)
@@ -43,6 +45,7 @@ pub mod binary;
 mod cpu_attention;
 mod cpu_gate;
 mod cpu_ops;
+mod cpu_optim;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cublas;
@@ -94,7 +97,6 @@ pub(crate) fn test_values(len: usize, seed: u64) -> TensorData {
 }
 
 /// `t` as the type it is (`T` and `U` are the same type, checked by `TypeId` by the caller).
-#[cfg(feature = "cuda")]
 pub(crate) fn retype<T: 'static, U: 'static>(t: T) -> U {
     *(Box::new(t) as Box<dyn std::any::Any>).downcast::<U>().unwrap_or_else(|_| panic!("retype: {} is not {}", std::any::type_name::<T>(), std::any::type_name::<U>()))
 }
@@ -105,21 +107,31 @@ pub fn flash_fits(bf16: bool, head_dim: usize) -> bool {
     bf16 && (head_dim == 32 || head_dim == 64)
 }
 
+/// Whether `B` is `T`.
+fn is<B: 'static, T: 'static>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<T>()
+}
+
 /// Whether [`sum_squares`] and [`adamw`] have their kernels for the (inner, non-autodiff) backend
-/// `B`: CUDA.
+/// `B`: CUDA, and the CPU (`cpu_optim`).
 pub fn has_optim_kernels<B: Backend>() -> bool {
     #[cfg(feature = "cuda")]
-    return std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::Gpu>();
-    #[cfg(not(feature = "cuda"))]
-    false
+    if is::<B, crate::backend::Gpu>() {
+        return true;
+    }
+    is::<B, crate::backend::Cpu>()
 }
 
 /// `Σ x²` over all elements of all `tensors` (f32 gradients, any shapes) as `[1]`, in one
-/// multi-tensor kernel per 64 tensors instead of a reduction each (`cuda/optim.cu`).
-/// Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
+/// multi-tensor kernel per 64 tensors instead of a reduction each (`cuda/optim.cu`; on the CPU
+/// one pass, `cpu_optim`). Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
 pub fn sum_squares<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Tensor<B, 1> {
+    if is::<B, crate::backend::Cpu>() {
+        let s = cpu_optim::sum_squares(tensors.into_iter().map(retype).collect());
+        return Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(retype(s.into_primitive().tensor())));
+    }
     #[cfg(feature = "cuda")]
-    if has_optim_kernels::<B>() {
+    if is::<B, crate::backend::Gpu>() {
         use fused::FusedBackend;
         let s = crate::backend::Gpu::sum_squares(tensors.into_iter().map(retype).collect());
         return Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(retype(s)));
@@ -129,13 +141,19 @@ pub fn sum_squares<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Tensor<B, 1> {
 }
 
 /// One AdamW step of each f32 parameter `ps[i]` with gradient `gs[i]` and moments `mvs[i]`
-/// (`None` on the first step), one kernel per 32 parameters (`cuda/optim.cu`); returns `[p, m, v]`
-/// of each. `h`: see `fused::AdamScalars` (`[f32; 11]`); `stats` (`[loss, norm]`): clip on the
-/// device, skip the step if either is not finite. Panics unless
-/// [`has_optim_kernels::<B>()`](has_optim_kernels).
+/// (`None` on the first step), one kernel per 32 parameters (`cuda/optim.cu`; on the CPU one pass
+/// per parameter, `cpu_optim`); returns `[p, m, v]` of each. `h`: see `fused::AdamScalars`
+/// (`[f32; 11]`); `stats` (`[loss, norm]`): clip on the device, skip the step if either is not
+/// finite. Panics unless [`has_optim_kernels::<B>()`](has_optim_kernels).
 pub fn adamw<B: Backend>(ps: Vec<FloatTensor<B>>, gs: Vec<FloatTensor<B>>, mvs: Option<Vec<[FloatTensor<B>; 2]>>, stats: Option<Tensor<B, 1>>, h: [f32; 11]) -> Vec<[FloatTensor<B>; 3]> {
+    if is::<B, crate::backend::Cpu>() {
+        let all = |v: Vec<FloatTensor<B>>| v.into_iter().map(retype).collect();
+        let stats = stats.map(|s| Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(retype(s.into_primitive().tensor()))));
+        let out = cpu_optim::adamw(all(ps), all(gs), mvs.map(|mvs| mvs.into_iter().map(|mv| mv.map(retype)).collect()), stats, h);
+        return out.into_iter().map(|t| t.map(retype)).collect();
+    }
     #[cfg(feature = "cuda")]
-    if has_optim_kernels::<B>() {
+    if is::<B, crate::backend::Gpu>() {
         use fused::FusedBackend;
         let all = |v: Vec<FloatTensor<B>>| v.into_iter().map(retype).collect();
         let stats = stats.map(|s| retype(s.into_primitive().tensor()));

@@ -20,7 +20,7 @@ pub struct Pending {
 /// without the staged copy (the CPU) read it now.
 pub fn read_later<B: Backend>(t: Tensor<B, 1>) -> Pending {
     #[cfg(feature = "cuda")]
-    if super::has_optim_kernels::<B>() {
+    if super::prims::on_gpu::<B>(true) {
         let dev = t.device();
         let slot = cuda::stage::<B>(t);
         return Pending { staged: Some((slot, Box::new(move || drop(B::sync(&dev))))), ready: Vec::new() };
