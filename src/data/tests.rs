@@ -283,8 +283,8 @@ fn mixed_folder_prepares_every_document_once() {
     let cache = TestDir::new("mixed-formats-cache");
     let docs: Vec<String> = (0..24).map(|i| format!("Document {i}. {}", PARAGRAPHS[i % 6])).collect();
     let record = |t: &str| serde_json::json!({ "text": t }).to_string();
-    for i in 0..6 {
-        std::fs::write(root.join(format!("{i}.txt")), &docs[i]).unwrap();
+    for (i, doc) in docs.iter().enumerate().take(6) {
+        std::fs::write(root.join(format!("{i}.txt")), doc).unwrap();
     }
     let plain: Vec<String> = docs[6..12].iter().map(|t| record(t)).collect();
     std::fs::write(root.join("b.jsonl"), plain.join("\n") + "\n").unwrap();

@@ -132,6 +132,7 @@ widest! {
 
 widest! {
     /// [`next_any`] at the CPU's widest vectors.
+    #[allow(clippy::too_many_arguments)]
     fn next = next_any(po: &mut [f32], mo: &mut [f32], vo: &mut [f32], p: &[f32], g: &[f32], m: &[f32], v: &[f32], a: &Adam)
 }
 
