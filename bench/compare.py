@@ -10,17 +10,20 @@ is a baka row. Memory is shown both ways: "reserved" is what the allocator holds
 (baka: `peak_mem_gib`, cubecl's pool; torch: `peak_reserved_gib`, its caching allocator) and
 "allocated" what live tensors use (baka: `peak_in_use_gib`, sampled; torch: `peak_mem_gib`,
 `max_memory_allocated`). Keys other than the ones shown are ignored. Every row is shown; ratios pair each baka
-shape (system, batch, seq, dtype, params; the last row of each) with the torch row of the same shape,
-or, where torch has none, with that torch system's last row and a warning.
+shape (system, branch, batch, seq, dtype, params; the last row of each) with the torch row of the same
+branch and shape, or, where torch has none, with that torch system's last row of the same branch and a
+warning; never across branches. A row without "branch" counts as 001_pristine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-COLUMNS = ["system", "dtype", "batch", "seq", "params", "tok/s", "ms/step", "MFU", "reserved", "allocated"]
+DEFAULT_BRANCH = "001_pristine"  # rows from before the "branch" key
+COLUMNS = ["system", "branch", "dtype", "batch", "seq", "params", "tok/s", "ms/step", "MFU", "reserved", "allocated"]
 
 
 def load(path: str) -> list[dict]:
@@ -59,6 +62,15 @@ def fmt(v, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     return "n/a" if x is None else f"{x * scale:{spec}}{suffix}"
 
 
+def branch(r: dict) -> str:
+    """The row's branch: its file stem if baka was given a path; 001_pristine if absent."""
+    b = r.get("branch")
+    if not b:
+        return DEFAULT_BRANCH
+    b = os.path.basename(str(b))
+    return b[: -len(".toml")] if b.endswith(".toml") else b
+
+
 def is_torch(r: dict) -> bool:
     return str(r.get("system")).startswith("torch-")
 
@@ -77,6 +89,7 @@ def cells(r: dict) -> list[str]:
     params = num(r.get("params"))
     return [
         str(r.get("system")),
+        branch(r),
         str(r.get("dtype", "n/a")),
         str(r.get("batch", "n/a")),
         str(r.get("seq", "n/a")),
@@ -114,25 +127,26 @@ def report(rows: list[dict]) -> tuple[str, bool]:
         )
 
     shape = lambda r: tuple(r.get(k) for k in ("batch", "seq", "dtype", "params"))
-    last = {(r["system"], shape(r)): r for r in rows}
-    baka = [r for (s, _), r in last.items() if not str(s).startswith("torch-")]
-    torch_rows = {s: r for (s, _), r in last.items() if str(s).startswith("torch-")}
+    last = {(r["system"], branch(r), shape(r)): r for r in rows}
+    branches = list(dict.fromkeys(branch(r) for r in rows))  # in order of first appearance
+    label = lambda br: f" for {br}" if len(branches) > 1 else ""
     ok = True
-    if not baka:
-        out.append("\nbaka line missing (baka bench failed or printed no JSON): no ratios.")
-        ok = False
-    for name in ("torch-eager", "torch-compile"):
-        if name not in torch_rows:
-            out.append(f"\n{name} line missing.")
-            ok = False
-    if baka and torch_rows:
-        out.append("\nRatios (tok/s > 1: baka faster; memory > 1: baka uses more):\n")
-        body, warnings = [], []
+    body, warnings, missing = [], [], []
+    for br in branches:
+        baka = [r for (s, b, _), r in last.items() if b == br and not str(s).startswith("torch-")]
+        # each torch system's last row of this branch: the fallback partner
+        torch_rows = {s: r for (s, b, _), r in last.items() if b == br and str(s).startswith("torch-")}
+        if not baka:
+            missing.append(f"baka line missing{label(br)} (baka bench failed or printed no JSON): no ratios.")
+        for name in ("torch-eager", "torch-compile"):
+            if name not in torch_rows:
+                missing.append(f"{name} line missing{label(br)}.")
         for b in baka:
             for name, t in torch_rows.items():
-                t = last.get((name, shape(b)), t)
+                t = last.get((name, br, shape(b)), t)
                 body.append(
                     [
+                        br,
                         f"{b['system']} (batch {b.get('batch')}) / {name}",
                         ratio(b.get("tok_s"), t.get("tok_s")),
                         ratio(reserved(b), reserved(t)),
@@ -142,10 +156,15 @@ def report(rows: list[dict]) -> tuple[str, bool]:
                 diff = [k for k in ("batch", "seq", "params", "dtype") if b.get(k) != t.get(k)]
                 if diff:
                     warnings.append(
-                        f"WARNING: {b['system']} and {name} differ in "
+                        f"WARNING: {br}: {b['system']} and {name} differ in "
                         + ", ".join(f"{k} ({b.get(k)} vs {t.get(k)})" for k in diff)
                     )
-        out.append(table(["ratio", "tok/s", "reserved", "allocated"], body))
+    if missing:
+        out.append("\n" + "\n".join(missing))
+        ok = False
+    if body:
+        out.append("\nRatios (tok/s > 1: baka faster; memory > 1: baka uses more), within each branch:\n")
+        out.append(table(["branch", "ratio", "tok/s", "reserved", "allocated"], body))
         out.extend(["", *warnings] if warnings else [])
     return "\n".join(out), ok
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `baka bench`: training-step throughput of the BakaLLM 001_pristine shape.
+"""PyTorch reference for `baka bench`: training-step throughput of the BakaLLM model shape, per branch.
 
 Why this exists: the Rust trainer (burn 0.21) needs a yardstick. This script trains the *same*
 model shape with the *same* step (AdamW, grad clipping, bf16 autocast over f32 master weights)
@@ -12,10 +12,22 @@ Model (GPT-NeoX-style parallel residual with ONE shared pre-norm, BakaLLM "prist
     h = LayerNorm(x)                                   # with bias, eps 1e-5
     x = x + o(attn(h)) + down(up(h) * silu(gate(h)))   # all Linear without bias
 
-with causal multi-head attention, RoPE (rotate-half layout, base 10000, positions 0..T-1 within
-the window) on q and k, via `scaled_dot_product_attention(is_causal=True)`. Embedding and LM head
-are untied. Defaults are Pythia-160m dims: V=50304, d=768, 12 layers, 12 heads, d_ff=3072, T=512,
-which gives 190,533,120 parameters.
+with causal multi-head attention via `scaled_dot_product_attention`. Embedding and LM head are
+untied. Defaults are Pythia-160m dims: V=50304, d=768, 12 layers, 12 heads, d_ff=3072, T=512,
+which gives 190,533,120 parameters (+ d per layer for 004_linspace).
+
+`--branch` picks the position scheme of that baka branch (`branches/*.toml`, `model.positions`),
+with the constants of `src/model/positions.rs` (positions p = 0..T-1 within the window):
+  001_pristine  RoPE: rotate-half (GPT-NeoX) layout, angle p·10000^(−2i/hd) on dims i and i+hd/2.
+  002_nope      nothing; the causal mask is the only source of order.
+  003_xpos      RoPE with q scaled by ζ_i^((p−T//2)/512) and k by its inverse,
+                ζ_i = (2i/hd + 0.4)/1.4 (x-transformers' constants).
+  004_linspace  k += linspace(0, 0.1, T)[p] · scale before the head split; scale is a learned
+                `[1, d]` per-layer parameter (`pos.scale`) initialised to ones. No rotation.
+  005_alibi     logits of head h get −m_h·(i−j), slopes from the ALiBi paper (non-powers of two
+                interleave the next power's slopes); SDPA with a float `[H, T, T]` mask that also
+                holds the −inf above the diagonal. No rotation.
+`--self-test` checks these schemes on the CPU at tiny shapes and exits.
 
 stdout carries only JSON lines; everything else goes to stderr.
 """
@@ -30,6 +42,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +50,16 @@ from torch import nn
 
 # H100/H200 SXM dense bf16 tensor-core peak; `baka bench` uses the same default.
 DEFAULT_PEAK_TFLOPS = 989.0
+
+# baka branch -> its `model.positions` (branches/*.toml); all else is 001_pristine's shape.
+BRANCH_POSITIONS = {
+    "001_pristine": "rope",
+    "002_nope": "nope",
+    "003_xpos": "xpos",
+    "004_linspace": "linspace",
+    "005_alibi": "alibi",
+}
+POSITIONS = ("nope", "rope", "xpos", "linspace", "alibi")
 
 
 def log(*a) -> None:
@@ -54,15 +77,25 @@ class Config:
     n_heads: int = 12
     d_ff: int = 3072
     seq: int = 512
+    positions: str = "rope"  # nope | rope | xpos | linspace | alibi (BRANCH_POSITIONS)
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
+    xpos_gamma: float = 0.4
+    xpos_scale_base: float = 512.0
+    linspace_edge: float = 0.1
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions={self.positions!r}: expected one of {', '.join(POSITIONS)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}")
-        if self.head_dim % 2:
-            raise ValueError(f"RoPE needs an even head dim, got {self.head_dim}")
+        if self.rotates and self.head_dim % 2:
+            raise ValueError(f"{self.positions} needs an even head dim, got {self.head_dim}")
+
+    @property
+    def rotates(self) -> bool:
+        return self.positions in ("rope", "xpos")
 
     @property
     def head_dim(self) -> int:
@@ -72,10 +105,11 @@ class Config:
         """Closed form, identical to Rust's `param_count` (no allocation needed).
 
         2·V·d (embedding + untied head) + per layer 4d² (q,k,v,o) + 3·d·d_ff (gate,up,down)
-        + 2d (shared LayerNorm weight+bias), + 2d for the final LayerNorm.
+        + 2d (shared LayerNorm weight+bias) [+ d for linspace's pos.scale], + 2d for the final LayerNorm.
         """
         d = self.d_model
-        layer = 4 * d * d + 3 * d * self.d_ff + 2 * d
+        linspace = d if self.positions == "linspace" else 0
+        layer = 4 * d * d + 3 * d * self.d_ff + 2 * d + linspace
         return 2 * self.vocab * d + self.n_layers * layer + 2 * d
 
     def flops_per_token(self) -> int:
@@ -91,20 +125,85 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# RoPE helpers (rotate-half / GPT-NeoX layout)
+# Position schemes (src/model/positions.rs): one small table builder per scheme, computed in f64
+# and stored in f32 like the Rust side. RoPE and xPos use the rotate-half / GPT-NeoX layout.
 # ---------------------------------------------------------------------------------------------
 
 
-def rope_tables(seq: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables `[seq, head_dim]` in f32, computed in f64 like the Rust side.
-
-    Frequency i (0 ≤ i < hd/2) has angle p·base^(−2i/hd) and drives dims i and i + hd/2.
-    """
+def rope_angles(seq: int, head_dim: int, base: float) -> torch.Tensor:
+    """Angles `[seq, head_dim]` in f64: frequency i (0 ≤ i < hd/2) has angle p·base^(−2i/hd) and
+    drives dims i and i + hd/2."""
     half = head_dim // 2
     inv_freq = base ** (-2.0 * torch.arange(half, dtype=torch.float64) / head_dim)
     ang = torch.arange(seq, dtype=torch.float64)[:, None] * inv_freq[None, :]
-    ang = torch.cat([ang, ang], dim=-1)
+    return torch.cat([ang, ang], dim=-1)
+
+
+def rope_tables(seq: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE (001_pristine): cos/sin tables `[seq, head_dim]` in f32, computed in f64."""
+    ang = rope_angles(seq, head_dim, base)
     return ang.cos().float(), ang.sin().float()
+
+
+def xpos_tables(
+    seq: int, head_dim: int, base: float, gamma: float, scale_base: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """xPos (003_xpos): RoPE's tables with the decay folded in, `(cos_q, sin_q, cos_k, sin_k)`.
+
+    Pair i decays by ζ_i = (2i/hd + γ)/(1 + γ); q is scaled by ζ_i^((p − c)/scale_base) and k by
+    ζ_i^(−(p − c)/scale_base), with the centre c = seq // 2 (x-transformers; Rust's
+    `Layout::centre`). A q·k score thus decays as ζ_i^((m − n)/scale_base).
+    """
+    half = head_dim // 2
+    zeta = (2.0 * torch.arange(half, dtype=torch.float64) / head_dim + gamma) / (1.0 + gamma)
+    power = (torch.arange(seq, dtype=torch.float64) - seq // 2)[:, None] / scale_base
+    ang = rope_angles(seq, head_dim, base)
+    out = []
+    for sign in (1.0, -1.0):
+        decay = zeta[None, :] ** (sign * power)
+        decay = torch.cat([decay, decay], dim=-1)
+        out += [(ang.cos() * decay).float(), (ang.sin() * decay).float()]
+    return out[0], out[1], out[2], out[3]
+
+
+def linspace_ramp(seq: int, edge: float) -> torch.Tensor:
+    """linspace (004_linspace): `linspace(0, edge, seq)` as `[seq, 1]`, step edge/(seq−1) in f64."""
+    step = edge / (seq - 1) if seq > 1 else 0.0
+    return (torch.arange(seq, dtype=torch.float64) * step).float()[:, None]
+
+
+def alibi_slopes(n_heads: int) -> list[float]:
+    """ALiBi slopes m_k = 2^(−8k/H), k = 1..H; for H not a power of two, the slopes of the closest
+    lower power of two, then every other slope of the next power (Press et al.'s reference code)."""
+
+    def pow2(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * k / n) for k in range(1, n + 1)]
+
+    if n_heads & (n_heads - 1) == 0:
+        return pow2(n_heads)
+    closest = 1 << (n_heads.bit_length() - 1)
+    return pow2(closest) + pow2(2 * closest)[0::2][: n_heads - closest]
+
+
+def alibi_bias(seq: int, n_heads: int) -> torch.Tensor:
+    """ALiBi (005_alibi): the logits' additive mask `[H, seq, seq]` in f32: −m_h·(i − j) for key
+    j ≤ query i and −inf above the diagonal, so it is the causal mask too."""
+    slopes = torch.tensor(alibi_slopes(n_heads), dtype=torch.float64)
+    p = torch.arange(seq)
+    dist = (p[:, None] - p[None, :]).to(torch.float64)
+    bias = -slopes[:, None, None] * dist[None]
+    return bias.masked_fill(p[None, :] > p[:, None], float("-inf")).float()
+
+
+class Pos(NamedTuple):
+    """What every layer of a window shares: q/k rotation tables `(cos, sin)` (RoPE, xPos), the
+    logits' float mask with the causal −inf (ALiBi; None = `is_causal=True`) and k's ramp
+    (linspace). None = the scheme has no such part."""
+
+    rot_q: tuple[torch.Tensor, torch.Tensor] | None = None
+    rot_k: tuple[torch.Tensor, torch.Tensor] | None = None
+    bias: torch.Tensor | None = None
+    ramp: torch.Tensor | None = None
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -123,9 +222,31 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
+def add_linspace(k: torch.Tensor, ramp: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """k `[B, T, d]` + ramp `[T, 1]` · scale `[1, d]`, before the head split, in k's dtype (as
+    Rust's `k_proj`: the ramp and the scale are cast to the key's dtype first)."""
+    return k + ramp.to(k.dtype) * scale.to(k.dtype)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Causal SDPA; with a bias (ALiBi) as a float `attn_mask` holding the causal −inf itself
+    (`is_causal` cannot be combined with a mask), cast to q's dtype as Rust casts its bias."""
+    if bias is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+
+
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
+
+
+class LinspaceScale(nn.Module):
+    """BakaLLM's learnable per-layer scale of the linspace ramp (`[1, d]`, initialised to ones)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1, d))
 
 
 class Attention(nn.Module):
@@ -139,17 +260,29 @@ class Attention(nn.Module):
         self.k = nn.Linear(d, d, bias=False)
         self.v = nn.Linear(d, d, bias=False)
         self.o = nn.Linear(d, d, bias=False)
+        # parameter `...attn.pos.scale`; Rust exports it as `layers.{i}.pos.scale`
+        self.pos = LinspaceScale(d) if c.positions == "linspace" else None
 
-    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def qkv(self, h: torch.Tensor, pos: Pos) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, positioned q, k, v as `[B, H, T, hd]`."""
         b, t, d = h.shape
 
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
 
-        q = apply_rope(heads(self.q(h)), cos, sin)
-        k = apply_rope(heads(self.k(h)), cos, sin)
-        v = heads(self.v(h))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+            return x if rot is None else apply_rope(x, *rot)
+
+        key = self.k(h)
+        if pos.ramp is not None:
+            key = add_linspace(key, pos.ramp, self.pos.scale)
+        q = rotate(heads(self.q(h)), pos.rot_q)
+        k = rotate(heads(key), pos.rot_k)
+        return q, k, heads(self.v(h))
+
+    def forward(self, h: torch.Tensor, pos: Pos) -> torch.Tensor:
+        b, t, d = h.shape
+        y = attend(*self.qkv(h, pos), pos.bias)
         return self.o(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -175,9 +308,9 @@ class Block(nn.Module):
         self.attn = Attention(c)
         self.mlp = Mlp(c)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: Pos) -> torch.Tensor:
         h = self.norm(x)
-        return x + self.attn(h, cos, sin) + self.mlp(h)
+        return x + self.attn(h, pos) + self.mlp(h)
 
 
 class Model(nn.Module):
@@ -195,16 +328,28 @@ class Model(nn.Module):
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.norm = nn.LayerNorm(c.d_model, eps=c.norm_eps)
         self.lm_head = nn.Linear(c.d_model, c.vocab, bias=False)
-        cos, sin = rope_tables(c.seq, c.head_dim, c.rope_base)
-        # Non-persistent buffers: follow .to(device), are not parameters, not in state_dict.
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        # The scheme's tables, for windows of c.seq tokens. Non-persistent buffers: follow
+        # .to(device), are not parameters, not in state_dict.
+        buffers: dict[str, torch.Tensor] = {}
+        if c.positions == "rope":
+            buffers["rope_cos"], buffers["rope_sin"] = rope_tables(c.seq, c.head_dim, c.rope_base)
+        elif c.positions == "xpos":
+            tables = xpos_tables(c.seq, c.head_dim, c.rope_base, c.xpos_gamma, c.xpos_scale_base)
+            for name, t in zip(("xpos_cos_q", "xpos_sin_q", "xpos_cos_k", "xpos_sin_k"), tables):
+                buffers[name] = t
+        elif c.positions == "linspace":
+            buffers["linspace_ramp"] = linspace_ramp(c.seq, c.linspace_edge)
+        elif c.positions == "alibi":
+            buffers["alibi_bias"] = alibi_bias(c.seq, c.n_heads)
+        for name, t in buffers.items():
+            self.register_buffer(name, t, persistent=False)
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """BakaLLM/GPT-2 init: N(0, 0.02) for every matrix, N(0, 0.02/√(2L)) for the output
-        projections o and down (they add into the residual stream once per layer each)."""
+        projections o and down (they add into the residual stream once per layer each).
+        linspace's pos.scale keeps its ones."""
         c = self.cfg
         out_std = c.init_std / math.sqrt(2 * c.n_layers)
         for m in self.modules():
@@ -217,12 +362,28 @@ class Model(nn.Module):
             nn.init.normal_(blk.attn.o.weight, 0.0, out_std)
             nn.init.normal_(blk.mlp.down.weight, 0.0, out_std)
 
+    def positions(self, t: int) -> Pos:
+        """The tables of a window of t tokens. xPos's centre and linspace's ramp depend on the
+        window's length, so those two need t == cfg.seq (as in the benchmark)."""
+        kind = self.cfg.positions
+        if kind in ("xpos", "linspace") and t != self.cfg.seq:
+            raise ValueError(f"{kind} tables are built for windows of {self.cfg.seq} tokens, got {t}")
+        if kind == "rope":
+            rot = (self.rope_cos[:t], self.rope_sin[:t])
+            return Pos(rot_q=rot, rot_k=rot)
+        if kind == "xpos":
+            return Pos(rot_q=(self.xpos_cos_q, self.xpos_sin_q), rot_k=(self.xpos_cos_k, self.xpos_sin_k))
+        if kind == "linspace":
+            return Pos(ramp=self.linspace_ramp)
+        if kind == "alibi":
+            return Pos(bias=self.alibi_bias[:, :t, :t])
+        return Pos()  # nope
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        t = idx.shape[1]
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        pos = self.positions(idx.shape[1])
         x = self.embed(idx)
         for blk in self.blocks:
-            x = blk(x, cos, sin)
+            x = blk(x, pos)
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits
@@ -296,7 +457,8 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
 
     system = "torch-compile" if compiled else "torch-eager"
     log(
-        f"[{system}] params {n_params:,} ({n_params / 1e6:.1f}M), batch {args.batch}, seq {model_cfg.seq}, "
+        f"[{system}] {args.branch}: params {n_params:,} ({n_params / 1e6:.1f}M), "
+        f"batch {args.batch}, seq {model_cfg.seq}, "
         f"dtype {args.dtype}{' +tf32' if args.tf32 else ''}, device {device}"
     )
     if compiled and args.warmup < 1:
@@ -336,6 +498,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
 
     row = {
         "system": system,
+        "branch": args.branch,
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "batch": args.batch,
@@ -353,10 +516,115 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     return row  # model, optimizer and batch die with this frame; main() then frees the cache
 
 
+def self_test() -> int:
+    """Checks of the position schemes on the CPU at tiny shapes, against hand-written formulas
+    and the expectations of src/model/positions.rs's tests. Prints one line per check to stderr;
+    returns 1 if any failed."""
+    failures = []
+
+    def check(name: str, ok: bool, detail: str = "") -> None:
+        log(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + detail}")
+        if not ok:
+            failures.append(name)
+
+    def close(a: torch.Tensor, b: torch.Tensor, tol: float) -> tuple[bool, str]:
+        err = (a - b).abs().max().item()
+        return err <= tol, f"max |diff| {err:.3g} > {tol:g}"
+
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+
+    # ALiBi slopes: Rust's alibi_slopes_match_the_paper, and H = 6 (4 + every other of 8's)
+    check("alibi slopes H=8", alibi_slopes(8) == [2.0**-k for k in range(1, 9)], str(alibi_slopes(8)))
+    want12 = [2.0**-k for k in range(1, 9)] + [2**-0.5, 2**-1.5, 2**-2.5, 2**-3.5]
+    check("alibi slopes H=12", len(alibi_slopes(12)) == 12 and all(
+        abs(a - b) < 1e-12 for a, b in zip(alibi_slopes(12), want12)), str(alibi_slopes(12)))
+    want6 = [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]
+    check("alibi slopes H=6", alibi_slopes(6) == want6, str(alibi_slopes(6)))
+    # ALiBi bias: Rust's alibi_bias_is_minus_slope_times_distance_and_causal
+    b = alibi_bias(4, 2)
+    check("alibi bias shape", tuple(b.shape) == (2, 4, 4), str(tuple(b.shape)))
+    check("alibi bias values", b[0, 3, 0].item() == -3 / 16 and b[1, 1, 0].item() == -1 / 256
+          and b[0, 0, 1].item() == float("-inf") and b[1, 2, 2].item() == 0.0, str(b))
+    # SDPA with the float mask == softmax(q·kᵀ/√hd + bias)·v written out, H = 6 heads
+    heads, t, hd = 6, 7, 4
+    q, k, v = (torch.randn(2, heads, t, hd, generator=g, dtype=f64) for _ in range(3))
+    bias = alibi_bias(t, heads).to(f64)
+    by_hand = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1) @ v
+    check("alibi SDPA(attn_mask=bias) == hand-written softmax", *close(attend(q, k, v, bias), by_hand, 1e-12))
+    check("alibi bias changes the attention", not close(attend(q, k, v, bias), attend(q, k, v, None), 1e-6)[0])
+
+    # RoPE / xPos: the score of a query at m against a key at n, one head
+    def score(tables: tuple, m: int, n: int, qv: list[float], kv: list[float]) -> float:
+        cq, sq, ck, sk = tables
+        qt, kt = torch.tensor(qv, dtype=f64), torch.tensor(kv, dtype=f64)
+        qr = qt * cq[m].double() + rotate_half(qt) * sq[m].double()
+        kr = kt * ck[n].double() + rotate_half(kt) * sk[n].double()
+        return (qr * kr).sum().item()
+
+    rope = rope_tables(512, 4, 10000.0) * 2
+    xpos = xpos_tables(512, 4, 10000.0, 0.4, 512.0)
+    check("xpos table shapes", all(tuple(x.shape) == (512, 4) for x in xpos), str([tuple(x.shape) for x in xpos]))
+    qv, kv = [0.0, 1.0, 0.0, 0.5], [0.0, 0.8, 0.0, -0.3]
+    ratio = score(xpos, 300, 200, qv, kv) / score(rope, 300, 200, qv, kv)
+    # Rust's xpos_decays_by_zeta_to_the_relative_distance: ζ_1 = 0.9/1.4, ζ_1^(100/512) = 0.917323
+    check("xpos decay ζ^((m−n)/512)", abs(ratio - 0.917323) < 1e-4, f"ratio {ratio} expected 0.917323")
+    qv, kv = [0.3, -1.2, 0.7, 0.25], [-0.6, 0.2, 1.3, -0.8]
+    s1, s2 = score(xpos, 5, 2, qv, kv), score(xpos, 105, 102, qv, kv)
+    check("xpos score depends on m − n only", abs(s1 - s2) < 1e-5, f"{s1} vs {s2}")
+    s1, s2 = score(rope, 5, 2, qv, kv), score(rope, 105, 102, qv, kv)
+    check("rope score depends on m − n only", abs(s1 - s2) < 1e-5, f"{s1} vs {s2}")
+
+    # linspace: Rust's linspace_ramp_is_exact and linspace_adds_ramp_times_scale_to_k_only
+    ramp = linspace_ramp(5, 0.1)
+    check("linspace ramp shape", tuple(ramp.shape) == (5, 1), str(tuple(ramp.shape)))
+    check("linspace ramp values", *close(ramp[:, 0], torch.tensor([0.0, 0.025, 0.05, 0.075, 0.1]), 1e-7))
+    c = Config(vocab=64, d_model=8, n_layers=1, n_heads=2, d_ff=16, seq=5, positions="linspace")
+    attn = Attention(c).double()
+    with torch.no_grad():
+        attn.pos.scale.copy_(0.5 + torch.arange(8, dtype=f64)[None])
+    h = torch.randn(1, 5, 8, generator=g, dtype=f64)
+    q1, k1, v1 = attn.qkv(h, Pos(ramp=ramp.double()))
+    q0, k0, v0 = attn.qkv(h, Pos())
+    check("linspace leaves q and v alone", torch.equal(q1, q0) and torch.equal(v1, v0))
+    diff = (k1 - k0).transpose(1, 2).reshape(5, 8)  # back to [T, d] before the head split
+    want = 0.025 * torch.arange(5, dtype=f64)[:, None] * (0.5 + torch.arange(8, dtype=f64))[None]
+    check("linspace adds ramp[t]·scale[c] to k", *close(diff, want, 1e-7))
+
+    # Every branch: parameter count, a finite loss, causality, gradients into pos.scale
+    for branch, kind in BRANCH_POSITIONS.items():
+        c = Config(vocab=64, d_model=24, n_layers=2, n_heads=6, d_ff=32, seq=8, positions=kind)
+        torch.manual_seed(0)
+        model = Model(c).double()
+        n = sum(p.numel() for p in model.parameters())
+        check(f"{branch}: params == closed form", n == c.param_count(), f"{n} vs {c.param_count()}")
+        idx = torch.randint(0, 64, (2, 8), generator=g)
+        loss = model(idx, torch.randint(0, 64, (2, 8), generator=g))
+        check(f"{branch}: loss finite", bool(torch.isfinite(loss)), str(loss.item()))
+        loss.backward()
+        if kind == "linspace":
+            grads = [blk.attn.pos.scale.grad for blk in model.blocks]
+            check(f"{branch}: pos.scale gets gradients", all(gr is not None and gr.abs().sum() > 0 for gr in grads))
+        with torch.no_grad():
+            bumped = idx.clone()
+            bumped[:, 5] = (bumped[:, 5] + 1) % 64
+            y0, y1 = model(idx), model(bumped)
+        check(f"{branch}: causal", torch.equal(y0[:, :5], y1[:, :5]) and not torch.equal(y0[:, 5], y1[:, 5]))
+
+    log(f"self-test: {len(failures)} failed" if failures else "self-test: all checks passed")
+    return 1 if failures else 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--branch",
+        choices=list(BRANCH_POSITIONS),
+        default="001_pristine",
+        help="the baka branch whose position scheme the model uses (see the module doc)",
     )
     p.add_argument(
         "--mode",
@@ -398,6 +666,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="print the shape's parameter count and FLOPs/token as JSON and exit (no allocation)",
     )
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check the position schemes on the CPU at tiny shapes (exit 1 on a failure) and exit",
+    )
     args = p.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         p.error("--batch and --steps must be >= 1, --warmup >= 0")
@@ -406,16 +679,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.self_test:
+        return self_test()
     cfg = Config(
-        vocab=args.vocab, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads, d_ff=args.d_ff, seq=args.seq
+        vocab=args.vocab,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        d_ff=args.d_ff,
+        seq=args.seq,
+        positions=BRANCH_POSITIONS[args.branch],
     )
     n = cfg.param_count()
     log(
-        f"shape: V={cfg.vocab} d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} d_ff={cfg.d_ff} T={cfg.seq}; "
+        f"{args.branch} ({cfg.positions}) shape: "
+        f"V={cfg.vocab} d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} d_ff={cfg.d_ff} T={cfg.seq}; "
         f"params {n:,} ({n / 1e6:.1f}M); flops/token {cfg.flops_per_token():,}"
     )
     if args.count_only:
-        print(json.dumps({"params": n, "params_m": round(n / 1e6, 1), "flops_per_token": cfg.flops_per_token()}))
+        counts = {"params": n, "params_m": round(n / 1e6, 1), "flops_per_token": cfg.flops_per_token()}
+        print(json.dumps({"branch": args.branch, **counts}))
         return 0
 
     if args.device == "cuda" and not torch.cuda.is_available():

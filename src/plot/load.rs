@@ -30,15 +30,22 @@ pub fn load_run_by(dir: &Path, by: &[String]) -> Result<Run> {
     }
     let eval = dir.join("eval.csv");
     let windows = if eval.is_file() { read_eval(&eval)? } else { vec![] };
-    Ok(Run { dir: dir.to_path_buf(), branch, seed, positions, memory_tokens, window, train, val, windows, test, test_bpb: read_summary(dir)?, extrapolation: read_extrapolation(dir)? })
+    let (test_bpb, scale) = read_summary(dir)?;
+    Ok(Run { dir: dir.to_path_buf(), branch, seed, positions, memory_tokens, window, train, val, windows, test, test_bpb, scale, extrapolation: read_extrapolation(dir)? })
 }
 
-/// `test_bits_per_byte` of run.json, if the file has it (older runs and unfinished ones do not).
-fn read_summary(dir: &Path) -> Result<Option<f64>> {
+/// `test_bits_per_byte` and the run's [`super::Scale`] from run.json, where the file has them
+/// (older runs and unfinished ones do not).
+fn read_summary(dir: &Path) -> Result<(Option<f64>, Option<super::Scale>)> {
     let path = dir.join("run.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok((None, None)) };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok(v.get("test_bits_per_byte").and_then(|x| x.as_f64()))
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64());
+    let scale = match (n("params"), n("non_embedding_params"), n("tokens"), n("train_split_tokens")) {
+        (Some(params), Some(non_embedding), Some(tokens), Some(split)) => Some(super::Scale { params, non_embedding, tokens, split }),
+        _ => None,
+    };
+    Ok((v.get("test_bits_per_byte").and_then(|x| x.as_f64()), scale))
 }
 
 /// The points of `extrapolation.json` (written by `baka experiment` for `extrapolation = [...]`).

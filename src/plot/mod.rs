@@ -44,8 +44,20 @@ pub struct Run {
     pub test: Vec<ValRow>,
     /// Bits per byte on the test split, from run.json (runs from before the test split lack it).
     pub test_bpb: Option<f64>,
+    /// Parameters and tokens, from run.json (runs from before 2026-12-04 lack it).
+    pub scale: Option<Scale>,
     /// Loss at other evaluation lengths (`extrapolation.json`), sorted by length.
     pub extrapolation: Vec<ExtraPoint>,
+}
+
+/// A run's size against its data: all parameters, those outside the embedding and LM head, the
+/// tokens it trained on and the tokens of its training split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    pub params: u64,
+    pub non_embedding: u64,
+    pub tokens: u64,
+    pub split: u64,
 }
 
 /// One evaluation length of `extrapolation.json`.

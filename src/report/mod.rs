@@ -35,6 +35,13 @@ pub fn write_report(name: &str, runs: &[Run], out_dir: &Path, charts: &[PathBuf]
     for s in verdict::verdict(&bs, &cmp, nr, rank.as_ref(), &extra, runs, &vo) {
         writeln!(md, "- {s}")?;
     }
+    let scale = scale_lines(runs);
+    if !scale.is_empty() {
+        md += "\n## Scale\n\n";
+        for s in scale {
+            writeln!(md, "- {s}")?;
+        }
+    }
     md += "\n## Per branch\n\n";
     md += &branch_table(&bs);
     if !cmp.is_empty() {
@@ -127,6 +134,37 @@ fn spread(xs: &[f64]) -> String {
         (true, true) => format!("{s:.4} ({lo:.4}–{hi:.4})"),
         (true, false) => format!("{s:.4}"),
     }
+}
+
+/// One line per distinct run size (as printed: sizes that round alike share a line): the
+/// branches of that size, their parameters, tokens per run, tokens per non-embedding parameter
+/// and epochs of the training split.
+fn scale_lines(runs: &[Run]) -> Vec<String> {
+    let m = |n: u64| format!("{:.1}M", n as f64 / 1e6);
+    let describe = |s: &crate::plot::Scale| {
+        let per = s.tokens as f64 / s.non_embedding.max(1) as f64;
+        let epochs = s.tokens as f64 / s.split.max(1) as f64;
+        format!(
+            "{} parameters, {} outside the embedding and LM head; {} training tokens per run = {per:.2} per non-embedding parameter and {epochs:.2} epochs of the {}-token training split.",
+            m(s.params),
+            m(s.non_embedding),
+            m(s.tokens),
+            m(s.split)
+        )
+    };
+    let mut lines: Vec<(String, Vec<&str>)> = Vec::new();
+    for r in runs {
+        let Some(s) = &r.scale else { continue };
+        let text = describe(s);
+        let i = lines.iter().position(|(t, _)| *t == text).unwrap_or_else(|| {
+            lines.push((text, Vec::new()));
+            lines.len() - 1
+        });
+        if !lines[i].1.contains(&r.branch.as_str()) {
+            lines[i].1.push(&r.branch);
+        }
+    }
+    lines.into_iter().map(|(text, names)| format!("{}: {text}", names.join(", "))).collect()
 }
 
 fn branch_table(bs: &[BranchStats]) -> String {

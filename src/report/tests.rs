@@ -134,3 +134,25 @@ fn diverged_run_is_reported_not_fatal() {
     let row = md.lines().find(|l| l.starts_with("| 003_xpos |")).unwrap();
     assert!(!row.contains("NaN"), "{row}");
 }
+
+#[test]
+fn scale_section_states_tokens_per_parameter_and_epochs() {
+    let root = TempDir::new("report-scale");
+    let dirs = standard_set(&root.path().join("a"), 0.03, 0.03);
+    let md = report(&runs_from(&dirs), &root.path().join("out"), &[]);
+    assert!(!md.contains("## Scale"), "runs without sizes in run.json get no Scale section");
+    for d in &dirs {
+        let memory = d.to_string_lossy().contains("rmt");
+        let params = if memory { 20_600_000 } else { 20_000_000 };
+        let json = format!(r#"{{"finished": true, "params": {params}, "non_embedding_params": {}, "tokens": 49152000, "train_split_tokens": 14233342}}"#, params - 6_000_000);
+        std::fs::write(d.join("run.json"), json).unwrap();
+    }
+    let md = report(&runs_from(&dirs), &root.path().join("out2"), &[]);
+    let plain = line_with(&md, "- 001_rope, 002_nope");
+    assert!(
+        plain.contains("20.0M parameters, 14.0M outside the embedding and LM head; 49.2M training tokens per run = 3.51 per non-embedding parameter and 3.45 epochs of the 14.2M-token training split"),
+        "{md}"
+    );
+    assert!(!plain.contains("006_rmt"), "a branch of another size gets its own line: {plain}");
+    assert!(line_with(&md, "- 006_rmt: 20.6M parameters").contains("3.37 per non-embedding"), "{md}");
+}

@@ -51,6 +51,12 @@ pub struct RunSummary {
     pub val_bits_per_byte: Option<f64>,
     #[serde(default)]
     pub test_bits_per_byte: Option<f64>,
+    /// Parameters outside the embedding and the LM head, and the training split's tokens: the
+    /// run's scale (tokens per parameter, epochs). Absent in runs from before 2026-12-04.
+    #[serde(default)]
+    pub non_embedding_params: Option<usize>,
+    #[serde(default)]
+    pub train_split_tokens: Option<u64>,
 }
 
 fn sha256_text(s: &str) -> String {
@@ -288,6 +294,8 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
         test_loss: Some(test.loss),
         val_bits_per_byte: Some(val_bpb),
         test_bits_per_byte: Some(test_bpb),
+        non_embedding_params: Some(param_count(&cfg.model, &cfg.memory) - 2 * cfg.model.vocab * cfg.model.d_model),
+        train_split_tokens: Some(data.train.len() as u64),
     };
     write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
