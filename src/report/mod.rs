@@ -3,6 +3,7 @@
 //! written in). Run-specific numbers that change between identical reruns (wall time) are left
 //! out, so a rerun rewrites the same file.
 
+mod sweep;
 mod verdict;
 
 use crate::plot::summary::{self, branch_stats, BranchStats, Comparison};
@@ -41,6 +42,10 @@ pub fn write_report(name: &str, runs: &[Run], out_dir: &Path, charts: &[PathBuf]
         for s in scale {
             writeln!(md, "- {s}")?;
         }
+    }
+    if let Some(table) = sweep::section(&bs) {
+        md += "\n## Sweep\n\n";
+        md += &table;
     }
     md += "\n## Per branch\n\n";
     md += &branch_table(&bs);

@@ -4,6 +4,12 @@
 //! One name map serves both directions: a visitor walks burn's module tree, and
 //! [`torch_name`] turns burn's path (`layers.0.attn.q.weight`, burn layout `[in, out]`) into the
 //! exported name (`layers.0.attn.q.weight`, `[out, in]`). See README "Weights" for the table.
+//!
+//! Why not burn-store's safetensors export: burn 0.21's `store` feature builds burn-store without
+//! its safetensors support (that needs burn-store as a direct dependency), its PyTorch adapter
+//! renames LayerNorm's `gamma`/`beta` but not RMSNorm's, and the `.layer.`, `.rms.` and
+//! `attn.pos.scale` paths would still need a remap of their own; this one name map serves export
+//! and import, and the numpy parity test (`tests/parity`) pins the file it writes.
 
 use crate::config::Config;
 use crate::model::BakaLM;
