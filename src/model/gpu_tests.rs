@@ -314,7 +314,7 @@ fn gpu_sum_squares_kernel_matches_burns() {
         })
         .collect();
     let want: f64 = tensors.iter().map(|t| t.clone().square().sum().into_scalar().elem::<f64>()).sum();
-    let got = crate::kernels::sum_squares::<Gpu>(tensors.into_iter().map(|t| t.into_primitive().tensor()).collect()).into_scalar().elem::<f64>();
+    let got = <Gpu as crate::kernels::inner::Prims>::sum_squares(tensors.into_iter().map(|t| t.into_primitive().tensor()).collect()).into_scalar().elem::<f64>();
     eprintln!("sum of squares: kernel {got} vs burn {want}");
     assert!((got - want).abs() < 1e-5 * want, "sum_squares {got} vs {want}");
 }

@@ -4,7 +4,7 @@
 //! Why not burn's optimizer as is: the clip factor needs the gradient norm on the host before the
 //! update, so every step waited for the GPU to drain and the GPU then idled while the host queued
 //! AdamW (6.6 ms of host time after that read at the pristine shape, `baka bench --phases`). On CUDA
-//! (`train.adamw = "fused"`) one kernel per 32 parameters (`kernels::adamw`) reads the norm on the
+//! (`train.adamw = "fused"`) one kernel per 32 parameters (`Prims::adamw`) reads the norm on the
 //! device and clips there ([`GradScale::Clip`]); the kernel alone, with the host clip, gained
 //! nothing measurable. One launch per 32 parameters instead of one each (112 at the pristine
 //! shape) did not change the step time measurably either, but leaves cubecl's device thread, which
@@ -12,6 +12,7 @@
 //! stay bit-exact.
 
 use crate::config::TrainConfig;
+use crate::kernels::inner::Prims;
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, SimpleOptimizer};
@@ -47,12 +48,12 @@ pub struct AdamW<B: AutodiffBackend> {
     records: AdamRecord<B>,
 }
 
-impl<B: AutodiffBackend> AdamW<B> {
+impl<B: AutodiffBackend<InnerBackend: Prims>> AdamW<B> {
     /// `train.beta1`, `beta2`, `eps`, `weight_decay`, and `train.adamw` where the backend has the kernel.
     pub fn new(t: &TrainConfig) -> Self {
         let (beta1, beta2, eps, weight_decay) = (t.beta1 as f32, t.beta2 as f32, t.eps as f32, t.weight_decay as f32);
         let burn = AdamWConfig::new().with_beta_1(beta1).with_beta_2(beta2).with_epsilon(eps).with_weight_decay(weight_decay).build();
-        let fused = t.fused_adamw() && crate::kernels::has_optim_kernels::<B::InnerBackend>();
+        let fused = t.fused_adamw() && <B::InnerBackend as Prims>::OPTIM_KERNELS;
         Self { burn, beta1, beta2, eps, weight_decay, fused, records: HashMap::new() }
     }
 
@@ -86,12 +87,40 @@ impl<B: AutodiffBackend> AdamW<B> {
                 gs.push(g);
                 mvs.extend(moments.map(|(_, m, v)| [m, v]));
             }
-            let out = crate::kernels::adamw(ps, gs, (!first).then_some(mvs), stats, h);
+            let out = <B::InnerBackend as Prims>::adamw(ps, gs, (!first).then_some(mvs), stats, h);
             new.extend(ids.into_iter().zip(out).map(|(id, pmv)| (id, (pmv, time + 1))));
         }
         module.map(&mut Replace { records: &mut self.records, new })
     }
 
+    /// One parameter's step: `(p, state)` after it (`state` is `None` before the first).
+    pub fn update<const D: usize>(
+        &self,
+        lr: f64,
+        scale: &GradScale<B::InnerBackend>,
+        p: Tensor<B::InnerBackend, D>,
+        g: Tensor<B::InnerBackend, D>,
+        state: Option<AdamWState<B::InnerBackend, D>>,
+    ) -> (Tensor<B::InnerBackend, D>, AdamWState<B::InnerBackend, D>) {
+        if self.fused {
+            let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
+            let prim = |t: Tensor<B::InnerBackend, D>| t.into_primitive().tensor();
+            let mv = state.map(|s| vec![[prim(s.momentum.moment_1), prim(s.momentum.moment_2)]]);
+            let (h, stats) = match scale {
+                GradScale::By(f) => (self.scalars(lr, *f, 0.0, time), None),
+                GradScale::Clip { stats, max_norm } => (self.scalars(lr, 1.0, *max_norm, time), Some(stats.clone())),
+            };
+            let [p, m, v] = <B::InnerBackend as Prims>::adamw(vec![prim(p)], vec![prim(g)], mv, stats, h).pop().expect("one parameter").map(float);
+            return (p, AdamWState::new(AdaptiveMomentumState::new(time, m, v)));
+        }
+        let GradScale::By(f) = scale else { panic!("AdamW: GradScale::Clip needs the fused kernel (see clips_on_device)") };
+        let g = if *f == 1.0 { g } else { g.mul_scalar(*f) };
+        let (p, state) = SimpleOptimizer::step(&self.burn, lr, p, g, state);
+        (p, state.expect("burn's AdamW returns its state"))
+    }
+}
+
+impl<B: AutodiffBackend> AdamW<B> {
     /// Whether [`GradScale::Clip`] works: the fused kernel computes the clip on the device.
     pub fn clips_on_device(&self) -> bool {
         self.fused
@@ -121,32 +150,6 @@ impl<B: AutodiffBackend> AdamW<B> {
         let decay = lr * self.weight_decay as f64;
         let t = time as i32;
         [lr as f32, b1, 1.0 - b1, b2, 1.0 - b2, self.eps, (1.0 - decay) as f32, 1.0 - b1.powi(t), 1.0 - b2.powi(t), grad_scale as f32, max_norm as f32]
-    }
-
-    /// One parameter's step: `(p, state)` after it (`state` is `None` before the first).
-    pub fn update<const D: usize>(
-        &self,
-        lr: f64,
-        scale: &GradScale<B::InnerBackend>,
-        p: Tensor<B::InnerBackend, D>,
-        g: Tensor<B::InnerBackend, D>,
-        state: Option<AdamWState<B::InnerBackend, D>>,
-    ) -> (Tensor<B::InnerBackend, D>, AdamWState<B::InnerBackend, D>) {
-        if self.fused {
-            let time = state.as_ref().map_or(0, |s| s.momentum.time) + 1;
-            let prim = |t: Tensor<B::InnerBackend, D>| t.into_primitive().tensor();
-            let mv = state.map(|s| vec![[prim(s.momentum.moment_1), prim(s.momentum.moment_2)]]);
-            let (h, stats) = match scale {
-                GradScale::By(f) => (self.scalars(lr, *f, 0.0, time), None),
-                GradScale::Clip { stats, max_norm } => (self.scalars(lr, 1.0, *max_norm, time), Some(stats.clone())),
-            };
-            let [p, m, v] = crate::kernels::adamw(vec![prim(p)], vec![prim(g)], mv, stats, h).pop().expect("one parameter").map(float);
-            return (p, AdamWState::new(AdaptiveMomentumState::new(time, m, v)));
-        }
-        let GradScale::By(f) = scale else { panic!("AdamW: GradScale::Clip needs the fused kernel (see clips_on_device)") };
-        let g = if *f == 1.0 { g } else { g.mul_scalar(*f) };
-        let (p, state) = SimpleOptimizer::step(&self.burn, lr, p, g, state);
-        (p, state.expect("burn's AdamW returns its state"))
     }
 }
 
@@ -224,7 +227,7 @@ struct Stepper<'a, B: AutodiffBackend> {
     scale: GradScale<B::InnerBackend>,
 }
 
-impl<B: AutodiffBackend> ModuleMapper<B> for Stepper<'_, B> {
+impl<B: AutodiffBackend<InnerBackend: Prims>> ModuleMapper<B> for Stepper<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
         let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else {

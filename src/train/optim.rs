@@ -4,6 +4,7 @@
 //! `clip_grad_norm_` (BakaLLM's recipe) clips the norm of all gradients together, so we do that.
 
 use crate::config::TrainConfig;
+use crate::kernels::inner::Prims;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -26,7 +27,7 @@ pub fn lr_at(t: &TrainConfig, step: usize) -> f64 {
 }
 
 /// Sums the squares of every parameter's gradient into one on-device scalar: one multi-tensor
-/// kernel on CUDA (`kernels::sum_squares`, `fused`), else one reduction per tensor.
+/// kernel on CUDA (`Prims::sum_squares`, `fused`), else one reduction per tensor.
 struct SquaredNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
     total: Option<Tensor<B::InnerBackend, 1>>,
@@ -50,12 +51,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
 }
 
 /// Global L2 norm of all gradients as an on-device scalar `[1]` (read it together with the loss).
-pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> Tensor<B::InnerBackend, 1> {
-    let fused = crate::kernels::has_optim_kernels::<B::InnerBackend>().then(Vec::new);
+pub fn grad_norm<B: AutodiffBackend<InnerBackend: Prims>, M: AutodiffModule<B>>(model: &M, grads: &GradientsParams) -> Tensor<B::InnerBackend, 1> {
+    let fused = <B::InnerBackend as Prims>::OPTIM_KERNELS.then(Vec::new);
     let mut v = SquaredNorm::<B> { grads, total: None, fused };
     model.visit(&mut v);
     match v.fused {
-        Some(all) => crate::kernels::sum_squares::<B::InnerBackend>(all).sqrt(),
+        Some(all) => <B::InnerBackend as Prims>::sum_squares(all).sqrt(),
         None => v.total.expect("model has gradients").sqrt(),
     }
 }

@@ -9,7 +9,8 @@
 //! Causal: keys after the query are masked in the kernels (never read); the bias (ALiBi, or more
 //! −∞ masks) is a constant and gets no gradient.
 
-use super::prims::{self, float};
+use super::prims::float;
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -30,7 +31,7 @@ pub enum Path {
 /// `q, k, v [b·heads, L, hd]`, `bias [1|b, 1|heads, L, L]` → `[b·heads, L, hd]`, on a training
 /// backend (`Autodiff<B, C>`); `fused` picks the CUDA kernels where `B` has them.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_ad<B: Backend, C: CheckpointStrategy>(
+pub fn attention_ad<B: Prims, C: CheckpointStrategy>(
     q: Tensor<Autodiff<B, C>, 3>,
     k: Tensor<Autodiff<B, C>, 3>,
     v: Tensor<Autodiff<B, C>, 3>,
@@ -48,7 +49,7 @@ pub fn attention_ad<B: Backend, C: CheckpointStrategy>(
         scale: f32,
         fused: bool,
     }
-    impl<B: Backend> Backward<B, 3> for AttentionBackward {
+    impl<B: Prims> Backward<B, 3> for AttentionBackward {
         /// (q, k, v nodes, probabilities)
         type State = (NodeId, NodeId, NodeId, FloatTensor<B>);
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ck: &mut Checkpointer) {
@@ -58,23 +59,23 @@ pub fn attention_ad<B: Backend, C: CheckpointStrategy>(
             let (iq, ik, iv, p) = ops.state;
             let get = |id: NodeId, ck: &mut Checkpointer| float::<B, 3>(ck.retrieve_node_output(id));
             let (q, k, v, p) = (get(iq, ck), get(ik, ck), get(iv, ck), float::<B, 3>(p));
-            let dp = prims::matmul(dy.clone(), v.swap_dims(1, 2), f);
+            let dp = B::matmul(dy.clone(), v.swap_dims(1, 2), f);
             if let Some(node) = nv {
-                grads.register::<B>(node.id, prims::matmul(p.clone().swap_dims(1, 2), dy, f).into_primitive().tensor());
+                grads.register::<B>(node.id, B::matmul(p.clone().swap_dims(1, 2), dy, f).into_primitive().tensor());
             }
-            let ds = prims::softmax_bwd(p, dp, self.scale, f);
+            let ds = B::softmax_bwd(p, dp, self.scale, f);
             if let Some(node) = nq {
-                grads.register::<B>(node.id, prims::matmul(ds.clone(), k, f).into_primitive().tensor());
+                grads.register::<B>(node.id, B::matmul(ds.clone(), k, f).into_primitive().tensor());
             }
             if let Some(node) = nk {
-                grads.register::<B>(node.id, prims::matmul(ds.swap_dims(1, 2), q, f).into_primitive().tensor());
+                grads.register::<B>(node.id, B::matmul(ds.swap_dims(1, 2), q, f).into_primitive().tensor());
             }
         }
     }
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
     let inner = |t: &FloatTensor<Autodiff<B, C>>| float::<B, 3>(t.primitive.clone());
-    let p = prims::softmax_fwd(prims::matmul(inner(&q), inner(&k).swap_dims(1, 2), fused), bias, scale, heads, fused);
-    let y = prims::matmul(p.clone(), inner(&v), fused).into_primitive().tensor();
+    let p = B::softmax_fwd(B::matmul(inner(&q), inner(&k).swap_dims(1, 2), fused), bias, scale, heads, fused);
+    let y = B::matmul(p.clone(), inner(&v), fused).into_primitive().tensor();
     let out = match (AttentionBackward { scale, fused }).prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let state = (prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v), p.into_primitive().tensor());
@@ -87,7 +88,7 @@ pub fn attention_ad<B: Backend, C: CheckpointStrategy>(
 
 /// [`attention_ad`]'s flash path: the forward keeps `o` and each row's log-sum-exp, the backward
 /// recomputes the probabilities from them.
-fn flash_ad<B: Backend, C: CheckpointStrategy>(
+fn flash_ad<B: Prims, C: CheckpointStrategy>(
     q: Tensor<Autodiff<B, C>, 3>,
     k: Tensor<Autodiff<B, C>, 3>,
     v: Tensor<Autodiff<B, C>, 3>,
@@ -102,7 +103,7 @@ fn flash_ad<B: Backend, C: CheckpointStrategy>(
         heads: usize,
         fused: bool,
     }
-    impl<B: Backend> Backward<B, 3> for FlashBackward {
+    impl<B: Prims> Backward<B, 3> for FlashBackward {
         /// (q, k, v nodes, o, lse, bias)
         type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>);
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ck: &mut Checkpointer) {
@@ -110,7 +111,7 @@ fn flash_ad<B: Backend, C: CheckpointStrategy>(
             let (iq, ik, iv, o, lse, bias) = ops.state;
             let get = |id: NodeId, ck: &mut Checkpointer| float::<B, 3>(ck.retrieve_node_output(id));
             let (q, k, v) = (get(iq, ck), get(ik, ck), get(iv, ck));
-            let g = prims::flash_bwd(q, k, v, float(o), float(lse), dy, bias.map(float), self.scale, self.heads, self.fused);
+            let g = B::flash_bwd(q, k, v, float(o), float(lse), dy, bias.map(float), self.scale, self.heads, self.fused);
             for (node, g) in ops.parents.into_iter().zip(g) {
                 if let Some(node) = node {
                     grads.register::<B>(node.id, g.into_primitive().tensor());
@@ -120,7 +121,7 @@ fn flash_ad<B: Backend, C: CheckpointStrategy>(
     }
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
     let inner = |t: &FloatTensor<Autodiff<B, C>>| float::<B, 3>(t.primitive.clone());
-    let (o, lse) = prims::flash_fwd(inner(&q), inner(&k), inner(&v), bias.clone(), scale, heads, fused);
+    let (o, lse) = B::flash_fwd(inner(&q), inner(&k), inner(&v), bias.clone(), scale, heads, fused);
     let y = o.clone().into_primitive().tensor();
     let out = match (FlashBackward { scale, heads, fused }).prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
@@ -133,9 +134,9 @@ fn flash_ad<B: Backend, C: CheckpointStrategy>(
 }
 
 /// The same forward on an inference backend.
-pub fn attention_fwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32, fused: bool) -> Tensor<B, 3> {
-    let p = prims::softmax_fwd(prims::matmul(q, k.swap_dims(1, 2), fused), bias, scale, heads, fused);
-    prims::matmul(p, v, fused)
+pub fn attention_fwd<B: Prims>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Tensor<B, 4>, heads: usize, scale: f32, fused: bool) -> Tensor<B, 3> {
+    let p = B::softmax_fwd(B::matmul(q, k.swap_dims(1, 2), fused), bias, scale, heads, fused);
+    B::matmul(p, v, fused)
 }
 
 #[cfg(test)]

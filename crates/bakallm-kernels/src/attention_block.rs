@@ -12,6 +12,7 @@
 //! Used where the flash kernels apply and positions add nothing before the split (not linspace).
 
 use super::prims::{self, Rot};
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -44,49 +45,30 @@ pub struct Consts<B: Backend> {
 
 /// `h [b, L, d]` (bf16) and f32 weights `[wq, wk, wv, wo]` (`[d, d]`) → `y [b, L, d]` and what the
 /// backward needs; one CUDA op with `fused` on the CUDA backend, burn's steps (`prims`) elsewhere.
-pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], c: &Consts<B>, fused: bool) -> (Tensor<B, 3>, Saved<B>) {
-    if prims::on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            use prims::gpu::{down, up, up_rot};
-            let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
-            let [y, q, k, v, o, lse, wqkv, wo] = <crate::backend::Gpu as super::fused::FusedBackend>::attn_fwd(up(h), ws.map(up), rot, c.bias.clone().map(up), c.heads, c.scale);
-            return (down(y), Saved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) });
-        }
-    }
+pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], c: &Consts<B>) -> (Tensor<B, 3>, Saved<B>) {
     let [b, l, d] = h.dims();
     let dt = h.dtype().into();
     let [wq, wk, wv, wo] = ws;
     let (wqkv, wo) = (super::reference::to(Tensor::cat(vec![wq, wk, wv], 1), dt), super::reference::to(wo, dt));
     let hqkv = h.reshape([b * l, d]).matmul(wqkv.clone()).reshape([b, l, 3 * d]);
-    let split = |i: usize, rot: &Rot<B>| prims::heads_split(hqkv.clone().narrow(2, i * d, d), rot, c.heads, false);
+    let split = |i: usize, rot: &Rot<B>| prims::heads_split(hqkv.clone().narrow(2, i * d, d), rot, c.heads);
     let (q, k, v) = (split(0, &c.rot[0]), split(1, &c.rot[1]), split(2, &None));
-    let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads, false);
-    let y = prims::heads_merge(o.clone(), &None, c.heads, false).reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
+    let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads);
+    let y = prims::heads_merge(o.clone(), &None, c.heads).reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
     (y, Saved { q, k, v, o, lse, wqkv, wo })
 }
 
 /// Its gradients `(dh, [dwq, dwk, dwv, dwo])` from `dy [b, L, d]`, the input `h` and `s`; the
 /// weight gradients in `w_dtype` (the masters').
-pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: &Consts<B>, w_dtype: DType, fused: bool) -> (Tensor<B, 3>, [Tensor<B, 2>; 4]) {
-    if prims::on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            use prims::gpu::{down, up, up_rot};
-            let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
-            let saved = [up(s.q), up(s.k), up(s.v), up(s.o), up(s.lse), up(s.wqkv), up(s.wo)];
-            let [dh, dwq, dwk, dwv, dwo] = <crate::backend::Gpu as super::fused::FusedBackend>::attn_bwd(up(dy), up(h), saved, rot, c.bias.clone().map(up), c.heads, c.scale, w_dtype);
-            return (down(dh), [down(dwq), down(dwk), down(dwv), down(dwo)]);
-        }
-    }
+pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: &Consts<B>, w_dtype: DType) -> (Tensor<B, 3>, [Tensor<B, 2>; 4]) {
     let [b, l, d] = dy.dims();
     let (n, heads) = (b * l, c.heads);
     let dy = dy.reshape([n, d]);
-    let m = prims::heads_merge(s.o.clone(), &None, heads, false).reshape([n, d]);
+    let m = prims::heads_merge(s.o.clone(), &None, heads).reshape([n, d]);
     let dwo = m.transpose().matmul(dy.clone());
-    let dout = prims::heads_split(dy.matmul(s.wo.transpose()).reshape([b, l, d]), &None, heads, false);
-    let [dq, dk, dv] = prims::flash_bwd(s.q, s.k, s.v, s.o, s.lse, dout, c.bias.clone(), c.scale, heads, false);
-    let merged = [(dq, &c.rot[0]), (dk, &c.rot[1]), (dv, &None)].map(|(g, rot)| prims::heads_merge(g, rot, heads, false));
+    let dout = prims::heads_split(dy.matmul(s.wo.transpose()).reshape([b, l, d]), &None, heads);
+    let [dq, dk, dv] = prims::flash_bwd(s.q, s.k, s.v, s.o, s.lse, dout, c.bias.clone(), c.scale, heads);
+    let merged = [(dq, &c.rot[0]), (dk, &c.rot[1]), (dv, &None)].map(|(g, rot)| prims::heads_merge(g, rot, heads));
     let dhqkv = Tensor::cat(merged.into(), 2).reshape([n, 3 * d]);
     let dw = h.reshape([n, d]).transpose().matmul(dhqkv.clone());
     let w = |t: Tensor<B, 2>| super::reference::to(t, w_dtype.into());
@@ -96,20 +78,20 @@ pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: 
 
 /// The sublayer as one node of `Autodiff<B, C>`'s graph: `h [b, L, d]` and the f32 weights
 /// `[wq, wk, wv, wo]` tracked, the constants `c` not.
-pub fn attention_block_ad<B: Backend, C: CheckpointStrategy>(h: Tensor<Autodiff<B, C>, 3>, ws: [Tensor<Autodiff<B, C>, 2>; 4], c: Consts<B>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B, C>, 3>, ws: [Tensor<Autodiff<B, C>, 2>; 4], c: Consts<B>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
     #[derive(Debug)]
     struct BlockBackward {
         fused: bool,
         w_dtype: DType,
     }
-    impl<B: Backend> Backward<B, 5> for BlockBackward {
+    impl<B: Prims> Backward<B, 5> for BlockBackward {
         /// (h's node, what the forward kept, the constants)
         type State = (NodeId, Saved<B>, Consts<B>);
         fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, ck: &mut Checkpointer) {
             let dy = prims::float::<B, 3>(grads.consume::<B>(&ops.node));
             let (h, saved, c) = ops.state;
             let h = prims::float::<B, 3>(ck.retrieve_node_output(h));
-            let (dh, [dwq, dwk, dwv, dwo]) = block_bwd(dy, h, saved, &c, self.w_dtype, self.fused);
+            let (dh, [dwq, dwk, dwv, dwo]) = B::block_bwd(dy, h, saved, &c, self.w_dtype, self.fused);
             let ds = [dh.into_primitive().tensor(), dwq.into_primitive().tensor(), dwk.into_primitive().tensor(), dwv.into_primitive().tensor(), dwo.into_primitive().tensor()];
             for (node, d) in ops.parents.into_iter().zip(ds) {
                 if let Some(node) = node {
@@ -122,7 +104,7 @@ pub fn attention_block_ad<B: Backend, C: CheckpointStrategy>(h: Tensor<Autodiff<
     let ws = ws.map(|w| w.into_primitive().tensor());
     let inner = ws.clone().map(|w| prims::float::<B, 2>(w.primitive));
     let w_dtype = inner[0].dtype();
-    let (y, saved) = block_fwd(prims::float::<B, 3>(h.primitive.clone()), inner, &c, fused);
+    let (y, saved) = B::block_fwd(prims::float::<B, 3>(h.primitive.clone()), inner, &c, fused);
     let y = y.into_primitive().tensor();
     let parents = [h.node.clone(), ws[0].node.clone(), ws[1].node.clone(), ws[2].node.clone(), ws[3].node.clone()];
     let out = match (BlockBackward { fused, w_dtype }).prepare::<C>(parents).compute_bound().stateful() {

@@ -13,7 +13,8 @@
 //! faster than autodiff (H100, pristine shape, 2026-11-23: about +1 ms per 131–147 ms step; two
 //! 3.9 ms copies of the `[n, vocab]` tensor in cubecl's profile).
 
-use super::prims::{self, float};
+use super::prims::float;
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -24,12 +25,12 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 /// Per-token losses `lse − logits[target]` (`[n]`, f32) of `logits [n, v]` (any float dtype) and
 /// `targets [n]`; the gradient reaches `logits` in their own dtype. `fused`: one CUDA kernel each
 /// way where `B` has it (`prims::ce_fwd`, `prims::ce_bwd`).
-pub fn token_losses<B: Backend, C: CheckpointStrategy>(logits: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
+pub fn token_losses<B: Prims, C: CheckpointStrategy>(logits: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
     #[derive(Debug)]
     struct CrossEntropyBackward {
         fused: bool,
     }
-    impl<B: Backend> Backward<B, 1> for CrossEntropyBackward {
+    impl<B: Prims> Backward<B, 1> for CrossEntropyBackward {
         /// (logits, lse `[n]`, targets `[n]`)
         type State = (FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -37,12 +38,12 @@ pub fn token_losses<B: Backend, C: CheckpointStrategy>(logits: Tensor<Autodiff<B
             let g = float::<B, 1>(grads.consume::<B>(&ops.node));
             let Some(node) = node else { return };
             let (logits, lse, targets) = ops.state;
-            let d = prims::ce_bwd(float(logits), Tensor::from_primitive(targets), float(lse), g, self.fused);
+            let d = B::ce_bwd(float(logits), Tensor::from_primitive(targets), float(lse), g, self.fused);
             grads.register::<B>(node.id, d.into_primitive().tensor());
         }
     }
     let x = logits.into_primitive().tensor();
-    let [losses, lse] = prims::ce_fwd(float::<B, 2>(x.primitive.clone()), targets.clone(), fused);
+    let [losses, lse] = B::ce_fwd(float::<B, 2>(x.primitive.clone()), targets.clone(), fused);
     let losses = losses.into_primitive().tensor();
     let out = match (CrossEntropyBackward { fused }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((x.primitive, lse.into_primitive().tensor(), targets.into_primitive()), losses),
@@ -56,10 +57,10 @@ pub fn token_losses<B: Backend, C: CheckpointStrategy>(logits: Tensor<Autodiff<B
 /// `fused`, `chunk` rows of logits at a time, so the `[n, V]` logits and their gradient never exist
 /// whole), and the backward only scales them by the upstream gradient. `x` in the compute dtype,
 /// `w` the f32 master weight.
-pub fn head_ce_mean<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, w: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, chunk: usize, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
+pub fn head_ce_mean<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, w: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, chunk: usize, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
     #[derive(Debug)]
     struct HeadCeBackward;
-    impl<B: Backend> Backward<B, 2> for HeadCeBackward {
+    impl<B: Prims> Backward<B, 2> for HeadCeBackward {
         /// (dx, dw) of the mean loss
         type State = (FloatTensor<B>, FloatTensor<B>);
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -74,7 +75,7 @@ pub fn head_ce_mean<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>,
         }
     }
     let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
-    let (losses, dx, dw) = prims::head_ce(float(x.primitive.clone()), float(w.primitive.clone()), targets, chunk, fused);
+    let (losses, dx, dw) = B::head_ce(float(x.primitive.clone()), float(w.primitive.clone()), targets, chunk, fused);
     let loss = losses.mean().into_primitive().tensor();
     let out = match HeadCeBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((dx.into_primitive().tensor(), dw.into_primitive().tensor()), loss),

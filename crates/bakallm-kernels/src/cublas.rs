@@ -24,7 +24,6 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 use cubecl::cuda::CudaRuntime;
 use cudarc::cublas::{result as cb, sys as cbs};
-use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -33,19 +32,9 @@ pub trait BlasBackend: Backend {
     fn blas_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// Routes `lhs · rhs` (rank 3) to [`BlasBackend::blas_matmul`] of the CUDA backend `B` is.
-pub fn matmul<B: Backend>(lhs: Tensor<B, 3>, rhs: Tensor<B, 3>) -> Tensor<B, 3> {
-    fn via<B: Backend, K: BlasBackend>(lhs: Tensor<B, 3>, rhs: Tensor<B, 3>) -> Tensor<B, 3> {
-        let down = |t: Tensor<B, 3>| super::retype::<FloatTensor<B>, FloatTensor<K>>(t.into_primitive().tensor());
-        let out = K::blas_matmul(down(lhs), down(rhs));
-        Tensor::from_primitive(TensorPrimitive::Float(super::retype(out)))
-    }
-    use crate::backend::{Gpu, GpuTrain};
-    match TypeId::of::<B>() {
-        t if t == TypeId::of::<GpuTrain>() => via::<B, GpuTrain>(lhs, rhs),
-        t if t == TypeId::of::<Gpu>() => via::<B, Gpu>(lhs, rhs),
-        _ => panic!("kernels::cublas::matmul: {} has no cuBLAS path", std::any::type_name::<B>()),
-    }
+/// `lhs · rhs` (rank 3) by [`BlasBackend::blas_matmul`].
+pub fn matmul<B: BlasBackend>(lhs: Tensor<B, 3>, rhs: Tensor<B, 3>) -> Tensor<B, 3> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::blas_matmul(lhs.into_primitive().tensor(), rhs.into_primitive().tensor())))
 }
 
 /// One cuBLAS handle per device, created on first use in the current (cubecl's primary) context;

@@ -5,7 +5,8 @@
 //! atomics touches only the `n · d` rows it adds. CUDA atomics make the f32 sum order vary from
 //! run to run (CPU runs keep burn's op and stay bit-exact).
 
-use super::prims::{self, float};
+use super::prims::float;
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -15,13 +16,13 @@ use burn::tensor::ops::IntTensor;
 
 /// `weight [vocab, d]` at `ids [b, l]` → `[b, l, d]`, on a training backend; `fused` picks the
 /// CUDA kernel for the backward where `B` has it.
-pub fn embedding_ad<B: Backend, C: CheckpointStrategy>(weight: Tensor<Autodiff<B, C>, 2>, ids: Tensor<B, 2, Int>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+pub fn embedding_ad<B: Prims, C: CheckpointStrategy>(weight: Tensor<Autodiff<B, C>, 2>, ids: Tensor<B, 2, Int>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
     #[derive(Debug)]
     struct EmbeddingBackward {
         vocab: usize,
         fused: bool,
     }
-    impl<B: Backend> Backward<B, 1> for EmbeddingBackward {
+    impl<B: Prims> Backward<B, 1> for EmbeddingBackward {
         /// the flat ids `[n]`
         type State = IntTensor<B>;
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -29,7 +30,7 @@ pub fn embedding_ad<B: Backend, C: CheckpointStrategy>(weight: Tensor<Autodiff<B
             let g = float::<B, 3>(grads.consume::<B>(&ops.node));
             let Some(node) = node else { return };
             let [b, l, d] = g.dims();
-            let dw = prims::embed_bwd(Tensor::from_primitive(ops.state), g.reshape([b * l, d]), self.vocab, self.fused);
+            let dw = B::embed_bwd(Tensor::from_primitive(ops.state), g.reshape([b * l, d]), self.vocab, self.fused);
             grads.register::<B>(node.id, dw.into_primitive().tensor());
         }
     }

@@ -6,15 +6,15 @@
 //! that chain next to burn's own ops, but not once the linear layers became single ops
 //! (`super::linear`): then it ran op by op, ~14 ms per step at the pristine shape (Nsight Compute).
 
-use super::prims;
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::Autodiff;
 use burn::prelude::*;
 
 /// `silu(a) ⊙ u` (same shapes) on a training backend; `fused` picks the CUDA kernels where `B`
 /// has them.
-pub fn silu_mul_ad<B: Backend, C: CheckpointStrategy, const D: usize>(a: Tensor<Autodiff<B, C>, D>, u: Tensor<Autodiff<B, C>, D>, fused: bool) -> Tensor<Autodiff<B, C>, D> {
-    super::binary::binary_ad(a, u, prims::silu_mul_fwd, prims::silu_mul_bwd, fused)
+pub fn silu_mul_ad<B: Prims, C: CheckpointStrategy, const D: usize>(a: Tensor<Autodiff<B, C>, D>, u: Tensor<Autodiff<B, C>, D>, fused: bool) -> Tensor<Autodiff<B, C>, D> {
+    super::binary::binary_ad(a, u, B::silu_mul_fwd, B::silu_mul_bwd, fused)
 }
 
 #[cfg(test)]

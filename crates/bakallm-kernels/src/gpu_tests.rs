@@ -112,14 +112,14 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
         }
         let vec = |t: Tensor<G, 3>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
         let cvec = |t: Tensor<C, 3>| t.into_data().to_vec::<f32>().unwrap();
-        let (o, lse) = flash_fwd(q.clone(), k.clone(), v.clone(), bias.clone(), 0.3, h, true);
-        let g = flash_bwd(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), dout.clone(), bias.clone(), 0.3, h, true);
+        let (o, lse) = <crate::backend::Gpu as crate::inner::Prims>::flash_fwd(q.clone(), k.clone(), v.clone(), bias.clone(), 0.3, h, true);
+        let g = <crate::backend::Gpu as crate::inner::Prims>::flash_bwd(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), dout.clone(), bias.clone(), 0.3, h, true);
         let [qc, kc, vc, dc] = [&q, &k, &v, &dout].map(to_cpu);
         let bc = bias.as_ref().map(to_cpu);
-        let (o_ref, lse_ref) = flash_fwd(qc.clone(), kc.clone(), vc.clone(), bc.clone(), 0.3, h, false);
+        let (o_ref, lse_ref) = flash_fwd(qc.clone(), kc.clone(), vc.clone(), bc.clone(), 0.3, h);
         // the backward's reference from the kernel's (bf16) output: its own contract, and delta's
         // rounding cancels where a peaked row makes dP − delta small
-        let g_ref = flash_bwd(qc, kc, vc, to_cpu(&o), lse_ref.clone(), dc, bc, 0.3, h, false);
+        let g_ref = flash_bwd(qc, kc, vc, to_cpu(&o), lse_ref.clone(), dc, bc, 0.3, h);
         let mut pairs = vec![("o", vec(o), cvec(o_ref)), ("lse", vec(lse.unsqueeze_dim(2)), cvec(lse_ref.unsqueeze_dim(2)))];
         for ((what, got), want) in ["dq", "dk", "dv"].into_iter().zip(g).zip(g_ref) {
             pairs.push((what, vec(got), cvec(want)));
@@ -147,9 +147,9 @@ fn gpu_head_ce_kernels_match_burns_steps() {
         let w = Tensor::<G, 2>::from_data(TensorData::new(values(d * v, 2, 0.3), [d, v]), &dev).cast(dt).cast(F32);
         let ts: Vec<i64> = (0..n).map(|i| (i as i64 * 7919) % v as i64).collect();
         let t = Tensor::<G, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
-        let (l, dx, dw) = head_ce(x.clone(), w.clone(), t, chunk, true);
+        let (l, dx, dw) = <crate::backend::Gpu as crate::inner::Prims>::head_ce(x.clone(), w.clone(), t, chunk, true);
         let tc = Tensor::<C, 1, Int>::from_data(TensorData::new(ts, [n]), &Default::default());
-        let (l0, dx0, dw0) = head_ce(cpu(&x), cpu(&w), tc, chunk, false);
+        let (l0, dx0, dw0) = head_ce(cpu(&x), cpu(&w), tc, chunk);
         let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
         let cvec = |t: Tensor<C, 2>| t.into_data().to_vec::<f32>().unwrap();
         assert_eq!(dw.dtype(), burn::tensor::DType::F32, "dw lands in the master weight's dtype");
@@ -175,10 +175,10 @@ fn gpu_mlp_kernels_match_burns_steps() {
         // weights as rounded to the compute dtype, so both sides multiply the same values
         let (x, dy) = (t([n, d], 1, 2.0), t([n, d], 5, 1.0));
         let [wg, wu, wd] = [([d, f], 2), ([d, f], 3), ([f, d], 4)].map(|(s, k)| t(s, k, 0.3).cast(F32));
-        let (y, h, wcat, wdc) = mlp_fwd(x.clone(), wg.clone(), wu.clone(), wd.clone(), true);
-        let (dx, dwg, dwu, dwd) = mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat, wdc, burn::tensor::DType::F32, true);
-        let (y0, h0, wcat0, wdc0) = mlp_fwd(cpu(&x), cpu(&wg), cpu(&wu), cpu(&wd), false);
-        let (dx0, dwg0, dwu0, dwd0) = mlp_bwd(cpu(&dy), cpu(&x), h0.clone(), wcat0, wdc0, burn::tensor::DType::F32, false);
+        let (y, h, wcat, wdc) = <crate::backend::Gpu as crate::inner::Prims>::mlp_fwd(x.clone(), wg.clone(), wu.clone(), wd.clone(), true);
+        let (dx, dwg, dwu, dwd) = <crate::backend::Gpu as crate::inner::Prims>::mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat, wdc, burn::tensor::DType::F32, true);
+        let (y0, h0, wcat0, wdc0) = mlp_fwd(cpu(&x), cpu(&wg), cpu(&wu), cpu(&wd));
+        let (dx0, dwg0, dwu0, dwd0) = mlp_bwd(cpu(&dy), cpu(&x), h0.clone(), wcat0, wdc0, burn::tensor::DType::F32);
         let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
         let cvec = |t: Tensor<C, 2>| t.into_data().to_vec::<f32>().unwrap();
         assert!([&dwg, &dwu, &dwd].iter().all(|w| w.dtype() == burn::tensor::DType::F32), "weight gradients land in the masters' dtype");
@@ -205,10 +205,10 @@ fn gpu_attention_block_kernels_match_burns_steps() {
         let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
         // weights as rounded to bf16, so both sides multiply the same values
         let ws = [2, 3, 4, 5].map(|k| Tensor::<G, 2>::from_data(TensorData::new(values(d * d, k, 0.2), [d, d]), &dev).cast(BF16).cast(F32));
-        let (y, saved) = block_fwd(h.clone(), ws.clone(), &c, true);
-        let (dh, dws) = block_bwd(dy.clone(), h.clone(), saved, &c, burn::tensor::DType::F32, true);
-        let (y0, saved0) = block_fwd(cpu(&h), ws.each_ref().map(cpu), &c0, false);
-        let (dh0, dws0) = block_bwd(cpu(&dy), cpu(&h), saved0, &c0, burn::tensor::DType::F32, false);
+        let (y, saved) = <crate::backend::Gpu as crate::inner::Prims>::block_fwd(h.clone(), ws.clone(), &c, true);
+        let (dh, dws) = <crate::backend::Gpu as crate::inner::Prims>::block_bwd(dy.clone(), h.clone(), saved, &c, burn::tensor::DType::F32, true);
+        let (y0, saved0) = block_fwd(cpu(&h), ws.each_ref().map(cpu), &c0);
+        let (dh0, dws0) = block_bwd(cpu(&dy), cpu(&h), saved0, &c0, burn::tensor::DType::F32);
         let v3 = |t: Tensor<G, 3>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
         let c3 = |t: Tensor<C, 3>| t.into_data().to_vec::<f32>().unwrap();
         let mut pairs = vec![("y", v3(y), c3(y0)), ("dh", v3(dh), c3(dh0))];
@@ -242,10 +242,10 @@ fn gpu_layer_kernels_match_burns_steps() {
         let (c, c0) = (Consts { attn, eps: 1e-5 }, Consts { attn: attn0, eps: 1e-5 });
         let w0 = Weights { norm: (cpu(&w.norm.0), w.norm.1.as_ref().map(cpu)), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu) };
         let nw = w.norm.0.clone();
-        let (y, saved) = layer_fwd(h.clone(), w, &c, true);
-        let (dx, dn, dws) = layer_bwd(dy.clone(), h.clone(), nw.clone(), saved, &c, layer, burn::tensor::DType::F32, true);
-        let (y0, saved0) = layer_fwd(cpu(&h), w0, &c0, false);
-        let (dx0, dn0, dws0) = layer_bwd(cpu(&dy), cpu(&h), cpu(&nw), saved0, &c0, layer, burn::tensor::DType::F32, false);
+        let (y, saved) = <crate::backend::Gpu as crate::inner::Prims>::layer_fwd(h.clone(), w, &c, true);
+        let (dx, dn, dws) = <crate::backend::Gpu as crate::inner::Prims>::layer_bwd(dy.clone(), h.clone(), nw.clone(), saved, &c, layer, burn::tensor::DType::F32, true);
+        let (y0, saved0) = layer_fwd(cpu(&h), w0, &c0);
+        let (dx0, dn0, dws0) = layer_bwd(cpu(&dy), cpu(&h), cpu(&nw), saved0, &c0, layer, burn::tensor::DType::F32);
         let v = |t: TensorData| t.convert::<f32>().to_vec::<f32>().unwrap();
         let mut pairs = vec![("y".to_string(), v(y.cast(F32).into_data()), v(y0.into_data())), ("dx".into(), v(dx.cast(F32).into_data()), v(dx0.into_data()))];
         assert_eq!(dn.len(), 1 + layer as usize);

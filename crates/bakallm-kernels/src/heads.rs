@@ -6,7 +6,8 @@
 //! 12 backward per layer at the pristine shape, ~1 ms per layer in cubecl's profile). Here `[b, L,
 //! d]` from the projection goes to the `[b·H, L, hd]` the attention GEMMs read in one pass.
 
-use super::prims::{self, float, Rot};
+use super::prims::{float, Rot};
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -16,14 +17,14 @@ use burn::tensor::ops::FloatTensor;
 
 /// Split (`merge = false`) or merge, tracked: the backward is the other direction with the same
 /// tables (the adjoint).
-fn heads_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, rot: &Rot<B>, heads: usize, fused: bool, merge: bool) -> Tensor<Autodiff<B, C>, 3> {
+fn heads_ad<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, rot: &Rot<B>, heads: usize, fused: bool, merge: bool) -> Tensor<Autodiff<B, C>, 3> {
     #[derive(Debug)]
     struct HeadsBackward {
         heads: usize,
         fused: bool,
         merge: bool,
     }
-    impl<B: Backend> Backward<B, 1> for HeadsBackward {
+    impl<B: Prims> Backward<B, 1> for HeadsBackward {
         /// the rotation tables, if any
         type State = Option<(FloatTensor<B>, FloatTensor<B>)>;
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -32,13 +33,13 @@ fn heads_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, rot
             let Some(node) = node else { return };
             let rot = ops.state.map(|(c, s)| (float(c), float(s)));
             let (h, f) = (self.heads, self.fused);
-            let d = if self.merge { prims::heads_split(g, &rot, h, f) } else { prims::heads_merge(g, &rot, h, f) };
+            let d = if self.merge { B::heads_split(g, &rot, h, f) } else { B::heads_merge(g, &rot, h, f) };
             grads.register::<B>(node.id, d.into_primitive().tensor());
         }
     }
     let x = x.into_primitive().tensor();
     let inner = float::<B, 3>(x.primitive.clone());
-    let y = if merge { prims::heads_merge(inner, rot, heads, fused) } else { prims::heads_split(inner, rot, heads, fused) };
+    let y = if merge { B::heads_merge(inner, rot, heads, fused) } else { B::heads_split(inner, rot, heads, fused) };
     let y = y.into_primitive().tensor();
     let out = match (HeadsBackward { heads, fused, merge }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(rot.clone().map(|(c, s)| (c.into_primitive().tensor(), s.into_primitive().tensor())), y),
@@ -48,12 +49,12 @@ fn heads_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, rot
 }
 
 /// `x [b, L, heads·hd]` → `[b·heads, L, hd]`, rotated by `rot` (constant tables) if given.
-pub fn split_heads_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, rot: &Rot<B>, heads: usize, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+pub fn split_heads_ad<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, rot: &Rot<B>, heads: usize, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
     heads_ad(x, rot, heads, fused, false)
 }
 
 /// `y [b·heads, L, hd]` → `[b, L, heads·hd]`.
-pub fn merge_heads_ad<B: Backend, C: CheckpointStrategy>(y: Tensor<Autodiff<B, C>, 3>, heads: usize, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+pub fn merge_heads_ad<B: Prims, C: CheckpointStrategy>(y: Tensor<Autodiff<B, C>, 3>, heads: usize, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
     heads_ad(y, &None, heads, fused, true)
 }
 

@@ -9,8 +9,9 @@
 //! the attention's input-gradient GEMM adds into the MLP's, and the norm's backward kernel adds
 //! `dy`. The steps are those of `norm`, `attention_block` and `mlp`, which stay the reference.
 
-use super::attention_block::{self as attn, block_bwd, block_fwd};
+use super::attention_block::{self as attn};
 use super::prims::{self, float};
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -46,26 +47,12 @@ pub struct Saved<B: Backend> {
 
 /// `(y, saved)` of `x [b, L, d]`; one CUDA op with `fused` on the CUDA backend, the steps of the
 /// three sublayers in burn's ops elsewhere.
-pub fn layer_fwd<B: Backend>(x: Tensor<B, 3>, w: Weights<B>, c: &Consts<B>, fused: bool) -> (Tensor<B, 3>, Saved<B>) {
+pub fn layer_fwd<B: Backend>(x: Tensor<B, 3>, w: Weights<B>, c: &Consts<B>) -> (Tensor<B, 3>, Saved<B>) {
     let [b, l, d] = x.dims();
-    if prims::on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            use prims::gpu::{down, up, up_rot};
-            let mut ws = vec![up(w.norm.0)];
-            ws.extend(w.norm.1.map(up));
-            ws.extend(w.attn.map(up).into_iter().chain(w.mlp.map(up)));
-            let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
-            let out = <crate::backend::Gpu as LayerBackend>::layer_fwd(up(x), ws, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps);
-            let [y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [_; 14] = out.try_into().expect("14 outputs");
-            let attn = attn::Saved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) };
-            return (down(y), Saved { n: down(n), stats: [down(mean), down(rstd)], attn, mlp: [down(h), down(wcat), down(wdc)] });
-        }
-    }
     let (rows, [wg, wu, wd]) = (b * l, w.mlp);
-    let [n, mean, rstd] = prims::norm_fwd(x.clone().reshape([rows, d]), w.norm.0, w.norm.1, c.eps, false);
-    let (a, attn) = block_fwd(n.clone().reshape([b, l, d]), w.attn, &c.attn, false);
-    let (m, h, wcat, wdc) = prims::mlp_fwd(n.clone(), wg, wu, wd, false);
+    let [n, mean, rstd] = prims::norm_fwd(x.clone().reshape([rows, d]), w.norm.0, w.norm.1, c.eps);
+    let (a, attn) = attn::block_fwd(n.clone().reshape([b, l, d]), w.attn, &c.attn);
+    let (m, h, wcat, wdc) = prims::mlp_fwd(n.clone(), wg, wu, wd);
     let y = x + a + m.reshape([b, l, d]);
     (y, Saved { n, stats: [mean.reshape([rows]), rstd.reshape([rows])], attn, mlp: [h, wcat, wdc] })
 }
@@ -73,37 +60,13 @@ pub fn layer_fwd<B: Backend>(x: Tensor<B, 3>, w: Weights<B>, c: &Consts<B>, fuse
 /// Its gradients from `dy [b, L, d]`: `dx`, the norm's `[dw, db]` (`db` for LayerNorm, `layer`)
 /// and the seven matrices' (in `w_dtype`); `norm_w` is the norm's weight.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_bwd<B: Backend>(
-    dy: Tensor<B, 3>,
-    x: Tensor<B, 3>,
-    norm_w: Tensor<B, 1>,
-    s: Saved<B>,
-    c: &Consts<B>,
-    layer: bool,
-    w_dtype: DType,
-    fused: bool,
-) -> (Tensor<B, 3>, Vec<Tensor<B, 1>>, [Tensor<B, 2>; 7]) {
+pub fn layer_bwd<B: Backend>(dy: Tensor<B, 3>, x: Tensor<B, 3>, norm_w: Tensor<B, 1>, s: Saved<B>, c: &Consts<B>, layer: bool, w_dtype: DType) -> (Tensor<B, 3>, Vec<Tensor<B, 1>>, [Tensor<B, 2>; 7]) {
     let [b, l, d] = dy.dims();
-    if prims::on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            use prims::gpu::{down, up, up_rot};
-            let a = s.attn;
-            let saved = vec![up(s.n), up(s.stats[0].clone()), up(s.stats[1].clone()), up(a.q), up(a.k), up(a.v), up(a.o), up(a.lse), up(a.wqkv), up(a.wo)];
-            let saved = saved.into_iter().chain(s.mlp.map(up)).collect();
-            let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
-            let out = <crate::backend::Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, layer, w_dtype);
-            let mut out = out.into_iter();
-            let dx = down(out.next().expect("dx"));
-            let dnorm = (0..1 + layer as usize).map(|_| down(out.next().expect("norm gradients"))).collect();
-            return (dx, dnorm, [(); 7].map(|_| down(out.next().expect("weight gradients"))));
-        }
-    }
     let (rows, [h, wcat, wdc], [mean, rstd]) = (b * l, s.mlp, s.stats);
-    let (dn_m, dwg, dwu, dwd) = prims::mlp_bwd(dy.clone().reshape([rows, d]), s.n.clone(), h, wcat, wdc, w_dtype, false);
-    let (dn_a, [dwq, dwk, dwv, dwo]) = block_bwd(dy.clone(), s.n.reshape([b, l, d]), s.attn, &c.attn, w_dtype, false);
+    let (dn_m, dwg, dwu, dwd) = prims::mlp_bwd(dy.clone().reshape([rows, d]), s.n.clone(), h, wcat, wdc, w_dtype);
+    let (dn_a, [dwq, dwk, dwv, dwo]) = attn::block_bwd(dy.clone(), s.n.reshape([b, l, d]), s.attn, &c.attn, w_dtype);
     let dn = dn_a.reshape([rows, d]) + dn_m;
-    let mut g = prims::norm_bwd(dn, x.reshape([rows, d]), norm_w, mean.reshape([rows, 1]), rstd.reshape([rows, 1]), layer, false).into_iter();
+    let mut g = prims::norm_bwd(dn, x.reshape([rows, d]), norm_w, mean.reshape([rows, 1]), rstd.reshape([rows, 1]), layer).into_iter();
     let dx = dy + g.next().expect("dx").reshape([b, l, d]);
     (dx, g.map(|t| t.reshape([d])).collect(), [dwq, dwk, dwv, dwo, dwg, dwu, dwd])
 }
@@ -114,14 +77,14 @@ struct LayerBackward {
     w_dtype: DType,
 }
 
-impl<B: Backend, const N: usize> Backward<B, N> for LayerBackward {
+impl<B: Prims, const N: usize> Backward<B, N> for LayerBackward {
     /// (x, the norm's weight, what the forward kept, the constants)
     type State = (FloatTensor<B>, FloatTensor<B>, Saved<B>, Consts<B>);
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = float::<B, 3>(grads.consume::<B>(&ops.node));
         let (x, norm_w, saved, c) = ops.state;
         // parents: x, the norm's weight (and bias), the seven matrices
-        let (dx, dnorm, dws) = layer_bwd(dy, float(x), float(norm_w), saved, &c, N == 10, self.w_dtype, self.fused);
+        let (dx, dnorm, dws) = B::layer_bwd(dy, float(x), float(norm_w), saved, &c, N == 10, self.w_dtype, self.fused);
         let mut ds = vec![dx.into_primitive().tensor()];
         ds.extend(dnorm.into_iter().map(|t| t.into_primitive().tensor()));
         ds.extend(dws.map(|t| t.into_primitive().tensor()));
@@ -134,14 +97,14 @@ impl<B: Backend, const N: usize> Backward<B, N> for LayerBackward {
 }
 
 /// The layer as one node of `Autodiff<B, C>`'s graph: `x [b, L, d]` and all weights tracked.
-pub fn layer_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w: Weights<Autodiff<B, C>>, c: Consts<B>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+pub fn layer_ad<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w: Weights<Autodiff<B, C>>, c: Consts<B>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
     let x = x.into_primitive().tensor();
     let (nw, nb) = (w.norm.0.into_primitive().tensor(), w.norm.1.map(|b| b.into_primitive().tensor()));
     let mats: Vec<_> = w.attn.into_iter().chain(w.mlp).map(|t| t.into_primitive().tensor()).collect();
     let inner = |i: usize| float::<B, 2>(mats[i].primitive.clone());
     let weights = Weights { norm: (float(nw.primitive.clone()), nb.as_ref().map(|b| float(b.primitive.clone()))), attn: [0, 1, 2, 3].map(inner), mlp: [4, 5, 6].map(inner) };
     let w_dtype = weights.attn[0].dtype();
-    let (y, saved) = layer_fwd(float::<B, 3>(x.primitive.clone()), weights, &c, fused);
+    let (y, saved) = B::layer_fwd(float::<B, 3>(x.primitive.clone()), weights, &c, fused);
     let y = y.into_primitive().tensor();
     let state = (x.primitive.clone(), nw.primitive.clone(), saved, c);
     let bw = LayerBackward { fused, w_dtype };

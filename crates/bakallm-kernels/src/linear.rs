@@ -7,7 +7,8 @@
 //! that host work, not the GPU, set the step time at the pristine shape. Keeping the cast for the
 //! backward saves a cast kernel per linear and step (85 of the step's ~930 launches).
 
-use super::prims::{self, float};
+use super::prims::float;
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -18,20 +19,20 @@ use burn::tensor::DType;
 
 /// `x [b, l, d] · w [d, n]` → `[b, l, n]` in `x`'s dtype, on a training backend; `fused` picks
 /// the cuBLAS steps where `B` has them (`prims::linear_fwd`, `prims::linear_bwd`).
-pub fn linear_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w: Tensor<Autodiff<B, C>, 2>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
+pub fn linear_ad<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w: Tensor<Autodiff<B, C>, 2>, fused: bool) -> Tensor<Autodiff<B, C>, 3> {
     #[derive(Debug)]
     struct LinearBackward {
         fused: bool,
         w_dtype: DType,
     }
-    impl<B: Backend> Backward<B, 2> for LinearBackward {
+    impl<B: Prims> Backward<B, 2> for LinearBackward {
         /// (x's node, the weight as cast in the forward)
         type State = (NodeId, FloatTensor<B>);
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, ck: &mut Checkpointer) {
             let [nx, nw] = ops.parents;
             let g = float::<B, 3>(grads.consume::<B>(&ops.node));
             let (x, wc) = (float::<B, 3>(ck.retrieve_node_output(ops.state.0)), float::<B, 2>(ops.state.1));
-            let (dx, dw) = prims::linear_bwd(g, x, wc, self.w_dtype, self.fused);
+            let (dx, dw) = B::linear_bwd(g, x, wc, self.w_dtype, self.fused);
             if let Some(node) = nx {
                 grads.register::<B>(node.id, dx.into_primitive().tensor());
             }
@@ -44,7 +45,7 @@ pub fn linear_ad<B: Backend, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>
     let (xi, wi) = (float::<B, 3>(x.primitive.clone()), float::<B, 2>(w.primitive.clone()));
     let w_dtype = wi.dtype();
     let wc = super::reference::to(wi, xi.dtype().into());
-    let out = prims::linear_fwd(xi, wc.clone(), fused).into_primitive().tensor();
+    let out = B::linear_fwd(xi, wc.clone(), fused).into_primitive().tensor();
     let out = match (LinearBackward { fused, w_dtype }).prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let state = (prep.checkpoint(&x), wc.into_primitive().tensor());

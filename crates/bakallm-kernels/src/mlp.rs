@@ -9,7 +9,8 @@
 //! recomputes `silu(a) ⊙ u` for the down projection's weight gradient, so the forward keeps only
 //! the projections `h = [a | u]`, as before.
 
-use super::prims::{self, float};
+use super::prims::float;
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -20,7 +21,7 @@ use burn::tensor::DType;
 
 /// `down(silu(x·wg) ⊙ (x·wu))` for `x [b, l, d]` (compute dtype) and f32 master weights `wg, wu
 /// [d, F]`, `wd [F, d]`, on a training backend; `fused` picks the CUDA steps where `B` has them.
-pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(
+pub fn mlp_ad<B: Prims, C: CheckpointStrategy>(
     x: Tensor<Autodiff<B, C>, 3>,
     wg: Tensor<Autodiff<B, C>, 2>,
     wu: Tensor<Autodiff<B, C>, 2>,
@@ -32,7 +33,7 @@ pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(
         fused: bool,
         w_dtype: DType,
     }
-    impl<B: Backend> Backward<B, 4> for MlpBackward {
+    impl<B: Prims> Backward<B, 4> for MlpBackward {
         /// (x's node, h = [a | u], the cast weights [wg | wu] and wd)
         type State = (NodeId, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
         fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, ck: &mut Checkpointer) {
@@ -40,7 +41,7 @@ pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(
             let [b, l, d] = g.dims();
             let (x, h, wcat, wdc) = ops.state;
             let x = float::<B, 3>(ck.retrieve_node_output(x)).reshape([b * l, d]);
-            let (dx, dwg, dwu, dwd) = prims::mlp_bwd(g.reshape([b * l, d]), x, float(h), float(wcat), float(wdc), self.w_dtype, self.fused);
+            let (dx, dwg, dwu, dwd) = B::mlp_bwd(g.reshape([b * l, d]), x, float(h), float(wcat), float(wdc), self.w_dtype, self.fused);
             let ds = [dx.reshape([b, l, d]).into_primitive().tensor(), dwg.into_primitive().tensor(), dwu.into_primitive().tensor(), dwd.into_primitive().tensor()];
             for (node, d) in ops.parents.into_iter().zip(ds) {
                 if let Some(node) = node {
@@ -53,7 +54,7 @@ pub fn mlp_ad<B: Backend, C: CheckpointStrategy>(
     let [x, wg, wu, wd] = [x.into_primitive().tensor(), wg.into_primitive().tensor(), wu.into_primitive().tensor(), wd.into_primitive().tensor()];
     let (g, u, dn) = (float::<B, 2>(wg.primitive.clone()), float::<B, 2>(wu.primitive.clone()), float::<B, 2>(wd.primitive.clone()));
     let w_dtype = g.dtype();
-    let (y, h, wcat, wdc) = prims::mlp_fwd(float::<B, 3>(x.primitive.clone()).reshape([b * l, d]), g, u, dn, fused);
+    let (y, h, wcat, wdc) = B::mlp_fwd(float::<B, 3>(x.primitive.clone()).reshape([b * l, d]), g, u, dn, fused);
     let y = y.reshape([b, l, d]).into_primitive().tensor();
     let parents = [x.node.clone(), wg.node.clone(), wu.node.clone(), wd.node.clone()];
     let out = match (MlpBackward { fused, w_dtype }).prepare::<C>(parents).compute_bound().stateful() {

@@ -5,7 +5,8 @@
 //! cast back, and its backward about ten kernels more (cubecl's profile at the pristine shape),
 //! repeated for 13 norms per step.
 
-use super::prims::{self, float};
+use super::prims::float;
+use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -18,13 +19,13 @@ struct NormBackward {
     fused: bool,
 }
 
-impl<B: Backend, const N: usize> Backward<B, N> for NormBackward {
+impl<B: Prims, const N: usize> Backward<B, N> for NormBackward {
     /// (x, w, mean, rstd)
     type State = [FloatTensor<B>; 4];
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = float::<B, 2>(grads.consume::<B>(&ops.node));
         let [x, w, mean, rstd] = ops.state;
-        let d = prims::norm_bwd(g, float(x), float(w), float(mean), float(rstd), N == 3, self.fused);
+        let d = B::norm_bwd(g, float(x), float(w), float(mean), float(rstd), N == 3, self.fused);
         // parents: x, then the [D] weight and bias (their gradients come as [1, D])
         for (i, (node, d)) in ops.parents.into_iter().zip(d).enumerate() {
             if let Some(node) = node {
@@ -44,17 +45,11 @@ impl<B: Backend, const N: usize> Backward<B, N> for NormBackward {
 
 /// LayerNorm (`b` given) or RMSNorm of `x [rows, D]` (any float dtype; output in it) with f32
 /// `w`, `b [D]`, on a training backend; `fused` picks the CUDA kernels where `B` has them.
-pub fn norm_ad<B: Backend, C: CheckpointStrategy>(
-    x: Tensor<Autodiff<B, C>, 2>,
-    w: Tensor<Autodiff<B, C>, 1>,
-    b: Option<Tensor<Autodiff<B, C>, 1>>,
-    eps: f32,
-    fused: bool,
-) -> Tensor<Autodiff<B, C>, 2> {
+pub fn norm_ad<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, w: Tensor<Autodiff<B, C>, 1>, b: Option<Tensor<Autodiff<B, C>, 1>>, eps: f32, fused: bool) -> Tensor<Autodiff<B, C>, 2> {
     let x = x.into_primitive().tensor();
     let w = w.into_primitive().tensor();
     let b = b.map(|b| b.into_primitive().tensor());
-    let [y, mean, rstd] = prims::norm_fwd::<B>(float(x.primitive.clone()), float(w.primitive.clone()), b.as_ref().map(|b| float(b.primitive.clone())), eps, fused);
+    let [y, mean, rstd] = B::norm_fwd(float(x.primitive.clone()), float(w.primitive.clone()), b.as_ref().map(|b| float(b.primitive.clone())), eps, fused);
     let y = y.into_primitive().tensor();
     let state = |x: &FloatTensor<Autodiff<B, C>>, w: &FloatTensor<Autodiff<B, C>>| [x.primitive.clone(), w.primitive.clone(), mean.into_primitive().tensor(), rstd.into_primitive().tensor()];
     let out = match b {

@@ -192,6 +192,6 @@ pub trait BakaOps: Backend {
 
 /// A training backend with the ops, whose inner (inference) backend has them too: what the
 /// trainer is generic over.
-pub trait TrainOps: burn::tensor::backend::AutodiffBackend<InnerBackend: BakaOps> + BakaOps {}
+pub trait TrainOps: burn::tensor::backend::AutodiffBackend<InnerBackend: BakaOps + crate::inner::Prims> + BakaOps {}
 
-impl<B: burn::tensor::backend::AutodiffBackend<InnerBackend: BakaOps> + BakaOps> TrainOps for B {}
+impl<B: burn::tensor::backend::AutodiffBackend<InnerBackend: BakaOps + crate::inner::Prims> + BakaOps> TrainOps for B {}

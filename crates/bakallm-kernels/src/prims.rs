@@ -1,64 +1,20 @@
-//! The steps the fused autodiff ops are made of, on an inner (non-autodiff) backend. With `fused`
-//! on the CUDA backend each is one of bakallm's kernels (`cuda/*.cu`, via `FusedBackend`) or a
-//! cuBLAS GEMM; anywhere else it is the burn formula written here, which is the reference the CPU
-//! tests check the ops against and the GPU tests check the kernels against.
+//! The steps the fused autodiff ops are made of, as burn formulas on any inner (non-autodiff)
+//! backend: the reference behind [`Prims`](crate::inner::Prims)' default methods, which the CPU
+//! tests check the ops against and the GPU tests check the CUDA kernels against.
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType, IndexingUpdateOp, TensorPrimitive};
 
-/// Whether `B` is the CUDA inner backend, where the kernels exist.
-#[cfg_attr(not(feature = "cuda"), allow(clippy::extra_unused_type_parameters))]
-pub(super) fn on_gpu<B: Backend>(fused: bool) -> bool {
-    #[cfg(feature = "cuda")]
-    return fused && std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::backend::Gpu>();
-    #[cfg(not(feature = "cuda"))]
-    {
-        let _ = fused;
-        false
-    }
-}
-
-#[cfg(feature = "cuda")]
-pub(super) mod gpu {
-    //! `Tensor<B>` ⇄ `Gpu` primitives (`B` is `Gpu`, checked by `on_gpu`).
-    use super::super::retype;
-    use crate::backend::Gpu;
-    use burn::prelude::*;
-    use burn::tensor::ops::{FloatTensor, IntTensor};
-    use burn::tensor::TensorPrimitive;
-
-    pub fn up<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<Gpu> {
-        retype(t.into_primitive().tensor())
-    }
-    pub fn up_int<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> IntTensor<Gpu> {
-        retype(t.into_primitive())
-    }
-    pub fn up_rot<B: Backend>(rot: &super::Rot<B>) -> Option<[FloatTensor<Gpu>; 2]> {
-        rot.as_ref().map(|(c, s)| [up(c.clone()), up(s.clone())])
-    }
-    pub fn down<B: Backend, const D: usize>(t: FloatTensor<Gpu>) -> Tensor<B, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(retype(t)))
-    }
-}
-
 /// Batched `a [n, m, k] · b [n, k, p]`: cuBLAS on CUDA, burn's matmul elsewhere.
-pub fn matmul<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>, fused: bool) -> Tensor<B, 3> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return super::cublas::matmul(a, b);
-    }
+pub fn matmul<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
     a.matmul(b)
 }
 
 /// Causal attention probabilities `softmax(s · scale + bias)` over the last dim of
 /// `s [b·heads, L, L]`, keys after the query masked, with `bias [1|b, 1|heads, L, L]` (ALiBi; −∞
 /// masks more).
-pub fn softmax_fwd<B: Backend>(s: Tensor<B, 3>, bias: Tensor<B, 4>, scale: f32, heads: usize, fused: bool) -> Tensor<B, 3> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::softmax_fwd(gpu::up(s), gpu::up(bias), scale, heads));
-    }
+pub fn softmax_fwd<B: Backend>(s: Tensor<B, 3>, bias: Tensor<B, 4>, scale: f32, heads: usize) -> Tensor<B, 3> {
     softmax(masked(s, Some(bias), scale, heads), 2)
 }
 
@@ -86,14 +42,7 @@ fn masked<B: Backend>(s: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, h
 /// bias, if any, is added to the scaled scores (ALiBi); the causal mask is applied either way. The
 /// kernels (bf16, head dim 32 or 64) never write the `[b·heads, L, L]` scores; this reference
 /// does, in f32.
-pub fn flash_fwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, heads: usize, fused: bool) -> (Tensor<B, 3>, Tensor<B, 2>) {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            let [o, lse] = <crate::backend::Gpu as super::fused::FusedBackend>::flash_fwd(gpu::up(q), gpu::up(k), gpu::up(v), bias.map(gpu::up), scale, heads);
-            return (gpu::down(o), gpu::down(lse));
-        }
-    }
+pub fn flash_fwd<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, heads: usize) -> (Tensor<B, 3>, Tensor<B, 2>) {
     let ([bh, l, _], dtype) = (q.dims(), q.dtype());
     let f = |t: Tensor<B, 3>| t.cast(FloatDType::F32);
     let x = masked(f(q).matmul(f(k).swap_dims(1, 2)), bias, scale, heads);
@@ -118,15 +67,7 @@ pub fn flash_bwd<B: Backend>(
     bias: Option<Tensor<B, 4>>,
     scale: f32,
     heads: usize,
-    fused: bool,
 ) -> [Tensor<B, 3>; 3] {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            let g = <crate::backend::Gpu as super::fused::FusedBackend>::flash_bwd([q, k, v, o, dout].map(gpu::up), gpu::up(lse), bias.map(gpu::up), scale, heads);
-            return g.map(gpu::down);
-        }
-    }
     let dtype = q.dtype();
     let f = |t: Tensor<B, 3>| t.cast(FloatDType::F32);
     let (q, k, v, dout) = (f(q), f(k), f(v), f(dout));
@@ -139,22 +80,14 @@ pub fn flash_bwd<B: Backend>(
 
 /// Gradient of the scores from the probabilities `p` and their gradient `dp`:
 /// `scale · p ⊙ (dp − Σ_j dp ⊙ p)`.
-pub fn softmax_bwd<B: Backend>(p: Tensor<B, 3>, dp: Tensor<B, 3>, scale: f32, fused: bool) -> Tensor<B, 3> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::softmax_bwd(gpu::up(p), gpu::up(dp), scale));
-    }
+pub fn softmax_bwd<B: Backend>(p: Tensor<B, 3>, dp: Tensor<B, 3>, scale: f32) -> Tensor<B, 3> {
     let dot = (dp.clone() * p.clone()).sum_dim(2);
     ((dp - dot) * p).mul_scalar(scale)
 }
 
 /// Per-row `[loss, lse]` (`[n]`, f32) of logits `x [n, V]` against `t [n]`:
 /// `lse = log Σ exp x`, `loss = lse − x[t]`.
-pub fn ce_fwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, fused: bool) -> [Tensor<B, 1>; 2] {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return <crate::backend::Gpu as super::fused::FusedBackend>::ce_fwd(gpu::up(x), gpu::up_int(t)).map(gpu::down);
-    }
+pub fn ce_fwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>) -> [Tensor<B, 1>; 2] {
     let n = t.dims()[0];
     let x = x.cast(FloatDType::F32);
     let m = x.clone().max_dim(1);
@@ -164,11 +97,7 @@ pub fn ce_fwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, fused: bool) ->
 }
 
 /// Gradient of the summed `g`-weighted losses: `(softmax(x) − onehot(t)) · g`, in `x`'s dtype.
-pub fn ce_bwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, lse: Tensor<B, 1>, g: Tensor<B, 1>, fused: bool) -> Tensor<B, 2> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::ce_bwd(gpu::up(x), gpu::up_int(t), gpu::up(lse), gpu::up(g)));
-    }
+pub fn ce_bwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, lse: Tensor<B, 1>, g: Tensor<B, 1>) -> Tensor<B, 2> {
     let ([n, _], dtype) = (x.dims(), x.dtype());
     let g = g.reshape([n, 1]);
     let softmax = (x.cast(FloatDType::F32) - lse.reshape([n, 1])).exp();
@@ -180,21 +109,14 @@ pub fn ce_bwd<B: Backend>(x: Tensor<B, 2>, t: Tensor<B, 1, Int>, lse: Tensor<B, 
 /// `x [n, d] · w [d, V]` (`w` cast to `x`'s dtype) against `t [n]`, both gradients those of the
 /// mean loss (`dx` in `x`'s dtype, `dw` in `w`'s). On CUDA `chunk` rows of logits at a time
 /// (`head::head_ce`); here the whole `[n, V]` at once.
-pub fn head_ce<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, t: Tensor<B, 1, Int>, chunk: usize, fused: bool) -> (Tensor<B, 1>, Tensor<B, 2>, Tensor<B, 2>) {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            let [l, dx, dw] = <crate::backend::Gpu as super::fused::FusedBackend>::head_ce(gpu::up(x), gpu::up(w), gpu::up_int(t), chunk);
-            return (gpu::down(l), gpu::down(dx), gpu::down(dw));
-        }
-    }
+pub fn head_ce<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, t: Tensor<B, 1, Int>, chunk: usize) -> (Tensor<B, 1>, Tensor<B, 2>, Tensor<B, 2>) {
     let _ = chunk;
     let (n, w_dtype) = (x.dims()[0], w.dtype());
     let wc = super::reference::to(w, x.dtype().into());
     let logits = x.clone().matmul(wc.clone());
-    let [losses, lse] = ce_fwd(logits.clone(), t.clone(), false);
+    let [losses, lse] = ce_fwd(logits.clone(), t.clone());
     let g = Tensor::<B, 1>::full([n], 1.0 / n as f64, &x.device());
-    let dl = ce_bwd(logits, t, lse, g, false);
+    let dl = ce_bwd(logits, t, lse, g);
     let dx = dl.clone().matmul(wc.transpose());
     let dw = x.transpose().matmul(dl);
     (losses, dx, super::reference::to(dw, w_dtype.into()))
@@ -203,56 +125,30 @@ pub fn head_ce<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, t: Tensor<B, 1, Int
 /// The gated MLP `y = (silu(a) ⊙ u) · wd` with `h = [a | u] = x · [wg | wu]`, for `x [n, d]` and
 /// f32 `wg, wu [d, F]`, `wd [F, d]`: `(y, h, [wg | wu], wd)`, the weights cast to `x`'s dtype (the
 /// last three are what the backward needs).
-pub fn mlp_fwd<B: Backend>(x: Tensor<B, 2>, wg: Tensor<B, 2>, wu: Tensor<B, 2>, wd: Tensor<B, 2>, fused: bool) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            let [y, h, wcat, wdc] = <crate::backend::Gpu as super::fused::FusedBackend>::mlp_fwd(gpu::up(x), gpu::up(wg), gpu::up(wu), gpu::up(wd));
-            return (gpu::down(y), gpu::down(h), gpu::down(wcat), gpu::down(wdc));
-        }
-    }
+pub fn mlp_fwd<B: Backend>(x: Tensor<B, 2>, wg: Tensor<B, 2>, wu: Tensor<B, 2>, wd: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
     let dt = x.dtype().into();
     let (wcat, wdc) = (super::reference::to(Tensor::cat(vec![wg, wu], 1), dt), super::reference::to(wd, dt));
     let h = x.matmul(wcat.clone());
     let f = h.dims()[1] / 2;
-    let y = silu_mul_fwd(h.clone().narrow(1, 0, f), h.clone().narrow(1, f, f), false).matmul(wdc.clone());
+    let y = silu_mul_fwd(h.clone().narrow(1, 0, f), h.clone().narrow(1, f, f)).matmul(wdc.clone());
     (y, h, wcat, wdc)
 }
 
 /// Its gradients `(dx, dwg, dwu, dwd)` from `dy [n, d]` and what the forward kept; the weight
 /// gradients in `w_dtype`.
-pub fn mlp_bwd<B: Backend>(
-    dy: Tensor<B, 2>,
-    x: Tensor<B, 2>,
-    h: Tensor<B, 2>,
-    wcat: Tensor<B, 2>,
-    wdc: Tensor<B, 2>,
-    w_dtype: DType,
-    fused: bool,
-) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            let [dx, dwg, dwu, dwd] = <crate::backend::Gpu as super::fused::FusedBackend>::mlp_bwd(gpu::up(dy), gpu::up(x), gpu::up(h), gpu::up(wcat), gpu::up(wdc), w_dtype);
-            return (gpu::down(dx), gpu::down(dwg), gpu::down(dwu), gpu::down(dwd));
-        }
-    }
+pub fn mlp_bwd<B: Backend>(dy: Tensor<B, 2>, x: Tensor<B, 2>, h: Tensor<B, 2>, wcat: Tensor<B, 2>, wdc: Tensor<B, 2>, w_dtype: DType) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
     let f = h.dims()[1] / 2;
     let (a, u) = (h.clone().narrow(1, 0, f), h.narrow(1, f, f));
-    let (da, du) = silu_mul_bwd(dy.clone().matmul(wdc.transpose()), a.clone(), u.clone(), false);
+    let (da, du) = silu_mul_bwd(dy.clone().matmul(wdc.transpose()), a.clone(), u.clone());
     let w = |t: Tensor<B, 2>| super::reference::to(t, w_dtype.into());
-    let dwd = silu_mul_fwd(a, u, false).transpose().matmul(dy);
+    let dwd = silu_mul_fwd(a, u).transpose().matmul(dy);
     let dh = Tensor::cat(vec![da, du], 1);
     let dw = x.transpose().matmul(dh.clone());
     (dh.matmul(wcat.transpose()), w(dw.clone().narrow(1, 0, f)), w(dw.narrow(1, f, f)), w(dwd))
 }
 
 /// Embedding gradient `[vocab, D]` (f32): row `r` of `g [n, D]` added at row `ids[r]`.
-pub fn embed_bwd<B: Backend>(ids: Tensor<B, 1, Int>, g: Tensor<B, 2>, vocab: usize, fused: bool) -> Tensor<B, 2> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::embed_bwd(gpu::up_int(ids), gpu::up(g), vocab));
-    }
+pub fn embed_bwd<B: Backend>(ids: Tensor<B, 1, Int>, g: Tensor<B, 2>, vocab: usize) -> Tensor<B, 2> {
     let d = g.dims()[1];
     Tensor::<B, 2>::zeros([vocab, d], &g.device()).select_assign(0, ids, g.cast(FloatDType::F32), IndexingUpdateOp::Add)
 }
@@ -260,11 +156,7 @@ pub fn embed_bwd<B: Backend>(ids: Tensor<B, 1, Int>, g: Tensor<B, 2>, vocab: usi
 pub use super::ops::Rot;
 
 /// `x [b, L, heads·hd]` → `[b·heads, L, hd]`, rotated by `rot` (`reference::rotate`) if given.
-pub fn heads_split<B: Backend>(x: Tensor<B, 3>, rot: &Rot<B>, heads: usize, fused: bool) -> Tensor<B, 3> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::heads_split(gpu::up(x), gpu::up_rot(rot), heads));
-    }
+pub fn heads_split<B: Backend>(x: Tensor<B, 3>, rot: &Rot<B>, heads: usize) -> Tensor<B, 3> {
     let [b, l, d] = x.dims();
     let y = super::reference::rotate(x.reshape([b, l, heads, d / heads]).swap_dims(1, 2), rot);
     y.reshape([b * heads, l, d / heads])
@@ -272,11 +164,7 @@ pub fn heads_split<B: Backend>(x: Tensor<B, 3>, rot: &Rot<B>, heads: usize, fuse
 
 /// The adjoint of [`heads_split`] (its backward; without `rot`, the head merge):
 /// `g [b·heads, L, hd]` → `[b, L, heads·hd]`, `dx = g·cos + [u₂, −u₁]` with `u = g·sin`.
-pub fn heads_merge<B: Backend>(g: Tensor<B, 3>, rot: &Rot<B>, heads: usize, fused: bool) -> Tensor<B, 3> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::heads_merge(gpu::up(g), gpu::up_rot(rot), heads));
-    }
+pub fn heads_merge<B: Backend>(g: Tensor<B, 3>, rot: &Rot<B>, heads: usize) -> Tensor<B, 3> {
     let [bh, l, hd] = g.dims();
     let g = g.reshape([bh / heads, heads, l, hd]);
     let g = match rot {
@@ -292,15 +180,8 @@ pub fn heads_merge<B: Backend>(g: Tensor<B, 3>, rot: &Rot<B>, heads: usize, fuse
 
 /// `[y, mean, rstd]` of LayerNorm (`b` given) or RMSNorm (no `b`, mean 0) of `x [rows, D]` in f32:
 /// `y = (x − mean)·rstd·w + b` in `x`'s dtype, `rstd = 1/√(var + eps)`, `mean`, `rstd` `[rows]`.
-pub fn norm_fwd<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 1>, b: Option<Tensor<B, 1>>, eps: f32, fused: bool) -> [Tensor<B, 2>; 3] {
+pub fn norm_fwd<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 1>, b: Option<Tensor<B, 1>>, eps: f32) -> [Tensor<B, 2>; 3] {
     let ([rows, d], dtype) = (x.dims(), x.dtype());
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            let [y, m, r] = <crate::backend::Gpu as super::fused::FusedBackend>::norm_fwd(gpu::up(x), gpu::up(w), b.map(gpu::up), eps);
-            return [gpu::down(y), gpu::down::<B, 1>(m).reshape([rows, 1]), gpu::down::<B, 1>(r).reshape([rows, 1])];
-        }
-    }
     let x = x.cast(FloatDType::F32);
     let mean = if b.is_some() { x.clone().mean_dim(1) } else { Tensor::zeros([rows, 1], &x.device()) };
     let c = x - mean.clone();
@@ -316,15 +197,8 @@ pub fn norm_fwd<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 1>, b: Option<Tensor<B
 /// Its backward from the upstream `g`: `[dx, dw]` plus `db` for LayerNorm (`layer`), with
 /// `dx = rstd·(g·w − mean(g·w) − x̂·mean(g·w·x̂))` (RMSNorm: without `mean(g·w)`), `x̂ = (x − mean)·rstd`.
 /// `mean`, `rstd` are `[rows, 1]` as [`norm_fwd`] gives them.
-pub fn norm_bwd<B: Backend>(g: Tensor<B, 2>, x: Tensor<B, 2>, w: Tensor<B, 1>, mean: Tensor<B, 2>, rstd: Tensor<B, 2>, layer: bool, fused: bool) -> Vec<Tensor<B, 2>> {
+pub fn norm_bwd<B: Backend>(g: Tensor<B, 2>, x: Tensor<B, 2>, w: Tensor<B, 1>, mean: Tensor<B, 2>, rstd: Tensor<B, 2>, layer: bool) -> Vec<Tensor<B, 2>> {
     let ([_rows, d], dtype) = (x.dims(), x.dtype());
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            let out = <crate::backend::Gpu as super::fused::FusedBackend>::norm_bwd(gpu::up(g), gpu::up(x), gpu::up(w), gpu::up(mean.reshape([_rows])), gpu::up(rstd.reshape([_rows])), layer);
-            return out.into_iter().enumerate().map(|(i, t)| if i == 0 { gpu::down(t) } else { gpu::down::<B, 1>(t).reshape([1, d]) }).collect();
-        }
-    }
     let g = g.cast(FloatDType::F32);
     let xh = (x.cast(FloatDType::F32) - mean) * rstd.clone();
     let gw = g.clone() * w.reshape([1, d]);
@@ -339,11 +213,7 @@ pub fn norm_bwd<B: Backend>(g: Tensor<B, 2>, x: Tensor<B, 2>, w: Tensor<B, 1>, m
 }
 
 /// `x [b, l, d] · w [d, n]` with the (f32) weight cast to `x`'s dtype.
-pub fn linear_fwd<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> Tensor<B, 3> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::linear_fwd(gpu::up(x), gpu::up(w)));
-    }
+pub fn linear_fwd<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
     let ([b, l, d], n) = (x.dims(), w.dims()[1]);
     let wc = super::reference::to(w, x.dtype().into());
     x.reshape([b * l, d]).matmul(wc).reshape([b, l, n])
@@ -351,15 +221,7 @@ pub fn linear_fwd<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>, fused: bool) -> 
 
 /// Its gradients from `g [b, l, n]`: `dx = g·wᵀ` (in `g`'s dtype), `dw = xᵀ·g` (in `w_dtype`, the
 /// master weight's: `w` may be its cast).
-pub fn linear_bwd<B: Backend>(g: Tensor<B, 3>, x: Tensor<B, 3>, w: Tensor<B, 2>, w_dtype: DType, fused: bool) -> (Tensor<B, 3>, Tensor<B, 2>) {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            use super::fused::FusedBackend;
-            let [dx, dw] = crate::backend::Gpu::linear_bwd(gpu::up(g), gpu::up(x), gpu::up(w), w_dtype);
-            return (gpu::down(dx), gpu::down(dw));
-        }
-    }
+pub fn linear_bwd<B: Backend>(g: Tensor<B, 3>, x: Tensor<B, 3>, w: Tensor<B, 2>, w_dtype: DType) -> (Tensor<B, 3>, Tensor<B, 2>) {
     let ([b, l, n], d) = (g.dims(), w.dims()[0]);
     let g = g.reshape([b * l, n]);
     let dx = g.clone().matmul(super::reference::to(w, g.dtype().into()).transpose());
@@ -368,24 +230,12 @@ pub fn linear_bwd<B: Backend>(g: Tensor<B, 3>, x: Tensor<B, 3>, w: Tensor<B, 2>,
 }
 
 /// The MLP gate `silu(a) ⊙ u`.
-pub fn silu_mul_fwd<B: Backend, const D: usize>(a: Tensor<B, D>, u: Tensor<B, D>, fused: bool) -> Tensor<B, D> {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        return gpu::down(<crate::backend::Gpu as super::fused::FusedBackend>::silu_mul_fwd(gpu::up(a), gpu::up(u)));
-    }
+pub fn silu_mul_fwd<B: Backend, const D: usize>(a: Tensor<B, D>, u: Tensor<B, D>) -> Tensor<B, D> {
     burn::tensor::activation::silu(a) * u
 }
 
 /// Its gradients from `g`: `du = g ⊙ silu(a)`, `da = g ⊙ u ⊙ σ(a) ⊙ (1 + a ⊙ (1 − σ(a)))`.
-pub fn silu_mul_bwd<B: Backend, const D: usize>(g: Tensor<B, D>, a: Tensor<B, D>, u: Tensor<B, D>, fused: bool) -> (Tensor<B, D>, Tensor<B, D>) {
-    if on_gpu::<B>(fused) {
-        #[cfg(feature = "cuda")]
-        {
-            use super::fused::FusedBackend;
-            let [da, du] = crate::backend::Gpu::silu_mul_bwd(gpu::up(a), gpu::up(u), gpu::up(g));
-            return (gpu::down(da), gpu::down(du));
-        }
-    }
+pub fn silu_mul_bwd<B: Backend, const D: usize>(g: Tensor<B, D>, a: Tensor<B, D>, u: Tensor<B, D>) -> (Tensor<B, D>, Tensor<B, D>) {
     let s = burn::tensor::activation::sigmoid(a.clone());
     let du = g.clone() * a.clone() * s.clone();
     let da = g * u * s.clone() * ((s.neg() + 1.0) * a + 1.0);

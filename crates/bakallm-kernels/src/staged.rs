@@ -18,14 +18,8 @@ pub struct Pending {
 
 /// Queues a read of `t` (f32 values, at most [`MAX_LEN`]) behind the work queued so far. Backends
 /// without the staged copy (the CPU) read it now.
-pub fn read_later<B: Backend>(t: Tensor<B, 1>) -> Pending {
-    #[cfg(feature = "cuda")]
-    if super::prims::on_gpu::<B>(true) {
-        let dev = t.device();
-        let slot = cuda::stage::<B>(t);
-        return Pending { staged: Some((slot, Box::new(move || drop(B::sync(&dev))))), ready: Vec::new() };
-    }
-    Pending::ready(read_now(t))
+pub fn read_later<B: crate::inner::Prims>(t: Tensor<B, 1>) -> Pending {
+    B::read_later(t)
 }
 
 /// The values of `t` now, as f32 (a plain read: it waits for the device to finish `t`).
@@ -61,7 +55,7 @@ impl Pending {
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda {
     use super::MAX_LEN;
-    use crate::{fused::FusedBackend, nvrtc::enqueue, retype};
+    use crate::{backend::Gpu, fused::FusedBackend, nvrtc::enqueue};
     use burn::prelude::*;
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
@@ -95,15 +89,21 @@ pub(crate) mod cuda {
         staging: Mutex<Option<Staging>>,
     }
 
-    /// Registers the staged copy of `t` in `B`'s stream (`B` is [`crate::backend::Gpu`]).
-    pub(super) fn stage<B: Backend>(t: Tensor<B, 1>) -> Arc<Slot> {
+    /// [`super::read_later`] on CUDA: the copy queued, the values read by [`Pending::wait`].
+    pub(crate) fn read_later(t: Tensor<Gpu, 1>) -> super::Pending {
+        let dev = t.device();
+        let slot = stage(t);
+        super::Pending { staged: Some((slot, Box::new(move || drop(Gpu::sync(&dev))))), ready: Vec::new() }
+    }
+
+    /// Registers the staged copy of `t` in the CUDA backend's stream.
+    fn stage(t: Tensor<Gpu, 1>) -> Arc<Slot> {
         let len = t.dims()[0];
         assert!(len <= MAX_LEN, "read_later: {len} values, at most {MAX_LEN}");
         let slot = Arc::new(Slot { len, queued: AtomicBool::new(false), staging: Mutex::new(None) });
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         SLOTS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(id, slot.clone());
-        let t = t.into_primitive().tensor();
-        crate::backend::Gpu::stage_read(retype(t), id);
+        Gpu::stage_read(t.into_primitive().tensor(), id);
         slot
     }
 
