@@ -110,11 +110,15 @@ enum Cmd {
     /// Loss, perplexity and bits per byte of a run on the test (or validation) split or any text.
     ///
     /// Default: samples of the trained number of windows, loss per window index (--windows N
-    /// carries memory through more windows: the recurrence test). --window L: one attention window
-    /// of L tokens per sample, positions from 0, loss by position (train short, test long).
+    /// carries memory through more windows: the recurrence test).
+    ///
+    /// --window L: one attention window of L tokens per sample, positions from 0, loss by position
+    /// (train short, test long).
+    ///
     /// --text FILE|DIR: score any UTF-8 text (a file or a folder of .txt / .jsonl) with the run's tokenizer.
     ///
     /// Examples: baka eval experiments/quickstart/runs/002_nope-s1 --window 256
+    ///
     ///           baka eval experiments/quickstart/runs/002_nope-s1 --text README.md
     Eval {
         /// A run directory or a weights/*.safetensors export.
