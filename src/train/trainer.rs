@@ -281,6 +281,7 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
     let test_bpb = bits_per_byte(test.loss, test.tokens, target_bytes(&data.test, &test.offsets, len, &data.token_bytes));
     let val_offsets = crate::data::batches::val_offsets(t.eval_samples, data.val.len(), len + 1);
     let val_bpb = bits_per_byte(last_val, val_offsets.len() * len, target_bytes(&data.val, &val_offsets, len, &data.token_bytes));
+    let params = param_count(&cfg.model, &cfg.memory);
     let summary = RunSummary {
         branch: cfg.branch.clone(),
         seed: t.seed,
@@ -289,12 +290,12 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
         tokens,
         wall_s: elapsed(),
         final_val_loss: last_val,
-        params: param_count(&cfg.model, &cfg.memory),
+        params,
         config_sha256: cfg_sha,
         test_loss: Some(test.loss),
         val_bits_per_byte: Some(val_bpb),
         test_bits_per_byte: Some(test_bpb),
-        non_embedding_params: Some(param_count(&cfg.model, &cfg.memory) - 2 * cfg.model.vocab * cfg.model.d_model),
+        non_embedding_params: Some(params - 2 * cfg.model.vocab * cfg.model.d_model),
         train_split_tokens: Some(data.train.len() as u64),
     };
     write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;

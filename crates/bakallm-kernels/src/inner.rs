@@ -14,20 +14,17 @@ use burn::tensor::DType;
 
 pub trait Prims: Backend {
     /// [`prims::matmul`].
-    fn matmul(a: Tensor<Self, 3>, b: Tensor<Self, 3>, fused: bool) -> Tensor<Self, 3> {
-        let _ = fused;
+    fn matmul(a: Tensor<Self, 3>, b: Tensor<Self, 3>, _fused: bool) -> Tensor<Self, 3> {
         prims::matmul(a, b)
     }
 
     /// [`prims::softmax_fwd`].
-    fn softmax_fwd(s: Tensor<Self, 3>, bias: Tensor<Self, 4>, scale: f32, heads: usize, fused: bool) -> Tensor<Self, 3> {
-        let _ = fused;
+    fn softmax_fwd(s: Tensor<Self, 3>, bias: Tensor<Self, 4>, scale: f32, heads: usize, _fused: bool) -> Tensor<Self, 3> {
         prims::softmax_fwd(s, bias, scale, heads)
     }
 
     /// [`prims::flash_fwd`].
-    fn flash_fwd(q: Tensor<Self, 3>, k: Tensor<Self, 3>, v: Tensor<Self, 3>, bias: Option<Tensor<Self, 4>>, scale: f32, heads: usize, fused: bool) -> (Tensor<Self, 3>, Tensor<Self, 2>) {
-        let _ = fused;
+    fn flash_fwd(q: Tensor<Self, 3>, k: Tensor<Self, 3>, v: Tensor<Self, 3>, bias: Option<Tensor<Self, 4>>, scale: f32, heads: usize, _fused: bool) -> (Tensor<Self, 3>, Tensor<Self, 2>) {
         prims::flash_fwd(q, k, v, bias, scale, heads)
     }
 
@@ -43,39 +40,33 @@ pub trait Prims: Backend {
         bias: Option<Tensor<Self, 4>>,
         scale: f32,
         heads: usize,
-        fused: bool,
+        _fused: bool,
     ) -> [Tensor<Self, 3>; 3] {
-        let _ = fused;
         prims::flash_bwd(q, k, v, o, lse, dout, bias, scale, heads)
     }
 
     /// [`prims::softmax_bwd`].
-    fn softmax_bwd(p: Tensor<Self, 3>, dp: Tensor<Self, 3>, scale: f32, fused: bool) -> Tensor<Self, 3> {
-        let _ = fused;
+    fn softmax_bwd(p: Tensor<Self, 3>, dp: Tensor<Self, 3>, scale: f32, _fused: bool) -> Tensor<Self, 3> {
         prims::softmax_bwd(p, dp, scale)
     }
 
     /// [`prims::ce_fwd`].
-    fn ce_fwd(x: Tensor<Self, 2>, t: Tensor<Self, 1, Int>, fused: bool) -> [Tensor<Self, 1>; 2] {
-        let _ = fused;
+    fn ce_fwd(x: Tensor<Self, 2>, t: Tensor<Self, 1, Int>, _fused: bool) -> [Tensor<Self, 1>; 2] {
         prims::ce_fwd(x, t)
     }
 
     /// [`prims::ce_bwd`].
-    fn ce_bwd(x: Tensor<Self, 2>, t: Tensor<Self, 1, Int>, lse: Tensor<Self, 1>, g: Tensor<Self, 1>, fused: bool) -> Tensor<Self, 2> {
-        let _ = fused;
+    fn ce_bwd(x: Tensor<Self, 2>, t: Tensor<Self, 1, Int>, lse: Tensor<Self, 1>, g: Tensor<Self, 1>, _fused: bool) -> Tensor<Self, 2> {
         prims::ce_bwd(x, t, lse, g)
     }
 
     /// [`prims::head_ce`].
-    fn head_ce(x: Tensor<Self, 2>, w: Tensor<Self, 2>, t: Tensor<Self, 1, Int>, chunk: usize, fused: bool) -> (Tensor<Self, 1>, Tensor<Self, 2>, Tensor<Self, 2>) {
-        let _ = fused;
+    fn head_ce(x: Tensor<Self, 2>, w: Tensor<Self, 2>, t: Tensor<Self, 1, Int>, chunk: usize, _fused: bool) -> (Tensor<Self, 1>, Tensor<Self, 2>, Tensor<Self, 2>) {
         prims::head_ce(x, w, t, chunk)
     }
 
     /// [`prims::mlp_fwd`].
-    fn mlp_fwd(x: Tensor<Self, 2>, wg: Tensor<Self, 2>, wu: Tensor<Self, 2>, wd: Tensor<Self, 2>, fused: bool) -> (Tensor<Self, 2>, Tensor<Self, 2>, Tensor<Self, 2>, Tensor<Self, 2>) {
-        let _ = fused;
+    fn mlp_fwd(x: Tensor<Self, 2>, wg: Tensor<Self, 2>, wu: Tensor<Self, 2>, wd: Tensor<Self, 2>, _fused: bool) -> (Tensor<Self, 2>, Tensor<Self, 2>, Tensor<Self, 2>, Tensor<Self, 2>) {
         prims::mlp_fwd(x, wg, wu, wd)
     }
 
@@ -87,81 +78,68 @@ pub trait Prims: Backend {
         wcat: Tensor<Self, 2>,
         wdc: Tensor<Self, 2>,
         w_dtype: DType,
-        fused: bool,
+        _fused: bool,
     ) -> (Tensor<Self, 2>, Tensor<Self, 2>, Tensor<Self, 2>, Tensor<Self, 2>) {
-        let _ = fused;
         prims::mlp_bwd(dy, x, h, wcat, wdc, w_dtype)
     }
 
     /// [`prims::embed_bwd`].
-    fn embed_bwd(ids: Tensor<Self, 1, Int>, g: Tensor<Self, 2>, vocab: usize, fused: bool) -> Tensor<Self, 2> {
-        let _ = fused;
+    fn embed_bwd(ids: Tensor<Self, 1, Int>, g: Tensor<Self, 2>, vocab: usize, _fused: bool) -> Tensor<Self, 2> {
         prims::embed_bwd(ids, g, vocab)
     }
 
     /// [`prims::heads_split`].
-    fn heads_split(x: Tensor<Self, 3>, rot: &Rot<Self>, heads: usize, fused: bool) -> Tensor<Self, 3> {
-        let _ = fused;
+    fn heads_split(x: Tensor<Self, 3>, rot: &Rot<Self>, heads: usize, _fused: bool) -> Tensor<Self, 3> {
         prims::heads_split(x, rot, heads)
     }
 
     /// [`prims::heads_merge`].
-    fn heads_merge(g: Tensor<Self, 3>, rot: &Rot<Self>, heads: usize, fused: bool) -> Tensor<Self, 3> {
-        let _ = fused;
+    fn heads_merge(g: Tensor<Self, 3>, rot: &Rot<Self>, heads: usize, _fused: bool) -> Tensor<Self, 3> {
         prims::heads_merge(g, rot, heads)
     }
 
     /// [`prims::norm_fwd`].
-    fn norm_fwd(x: Tensor<Self, 2>, w: Tensor<Self, 1>, b: Option<Tensor<Self, 1>>, eps: f32, fused: bool) -> [Tensor<Self, 2>; 3] {
-        let _ = fused;
+    fn norm_fwd(x: Tensor<Self, 2>, w: Tensor<Self, 1>, b: Option<Tensor<Self, 1>>, eps: f32, _fused: bool) -> [Tensor<Self, 2>; 3] {
         prims::norm_fwd(x, w, b, eps)
     }
 
     /// [`prims::norm_bwd`].
-    fn norm_bwd(g: Tensor<Self, 2>, x: Tensor<Self, 2>, w: Tensor<Self, 1>, mean: Tensor<Self, 2>, rstd: Tensor<Self, 2>, layer: bool, fused: bool) -> Vec<Tensor<Self, 2>> {
-        let _ = fused;
+    fn norm_bwd(g: Tensor<Self, 2>, x: Tensor<Self, 2>, w: Tensor<Self, 1>, mean: Tensor<Self, 2>, rstd: Tensor<Self, 2>, layer: bool, _fused: bool) -> Vec<Tensor<Self, 2>> {
         prims::norm_bwd(g, x, w, mean, rstd, layer)
     }
 
     /// [`prims::linear_fwd`].
-    fn linear_fwd(x: Tensor<Self, 3>, w: Tensor<Self, 2>, fused: bool) -> Tensor<Self, 3> {
-        let _ = fused;
+    fn linear_fwd(x: Tensor<Self, 3>, w: Tensor<Self, 2>, _fused: bool) -> Tensor<Self, 3> {
         prims::linear_fwd(x, w)
     }
 
     /// [`prims::linear_bwd`].
-    fn linear_bwd(g: Tensor<Self, 3>, x: Tensor<Self, 3>, w: Tensor<Self, 2>, w_dtype: DType, fused: bool) -> (Tensor<Self, 3>, Tensor<Self, 2>) {
-        let _ = fused;
+    fn linear_bwd(g: Tensor<Self, 3>, x: Tensor<Self, 3>, w: Tensor<Self, 2>, w_dtype: DType, _fused: bool) -> (Tensor<Self, 3>, Tensor<Self, 2>) {
         prims::linear_bwd(g, x, w, w_dtype)
     }
 
     /// [`prims::silu_mul_fwd`].
-    fn silu_mul_fwd<const D: usize>(a: Tensor<Self, D>, u: Tensor<Self, D>, fused: bool) -> Tensor<Self, D> {
-        let _ = fused;
+    fn silu_mul_fwd<const D: usize>(a: Tensor<Self, D>, u: Tensor<Self, D>, _fused: bool) -> Tensor<Self, D> {
         prims::silu_mul_fwd::<Self, D>(a, u)
     }
 
     /// [`prims::silu_mul_bwd`].
-    fn silu_mul_bwd<const D: usize>(g: Tensor<Self, D>, a: Tensor<Self, D>, u: Tensor<Self, D>, fused: bool) -> (Tensor<Self, D>, Tensor<Self, D>) {
-        let _ = fused;
+    fn silu_mul_bwd<const D: usize>(g: Tensor<Self, D>, a: Tensor<Self, D>, u: Tensor<Self, D>, _fused: bool) -> (Tensor<Self, D>, Tensor<Self, D>) {
         prims::silu_mul_bwd::<Self, D>(g, a, u)
     }
 
     /// [`attention_block::block_fwd`]: the attention sublayer's forward as one op.
-    fn block_fwd(h: Tensor<Self, 3>, ws: [Tensor<Self, 2>; 4], c: &AttnConsts<Self>, fused: bool) -> (Tensor<Self, 3>, AttnSaved<Self>) {
-        let _ = fused;
+    fn block_fwd(h: Tensor<Self, 3>, ws: [Tensor<Self, 2>; 4], c: &AttnConsts<Self>, _fused: bool) -> (Tensor<Self, 3>, AttnSaved<Self>) {
         attention_block::block_fwd(h, ws, c)
     }
 
     /// [`attention_block::block_bwd`].
-    fn block_bwd(dy: Tensor<Self, 3>, h: Tensor<Self, 3>, s: AttnSaved<Self>, c: &AttnConsts<Self>, w_dtype: DType, fused: bool) -> (Tensor<Self, 3>, [Tensor<Self, 2>; 4]) {
-        let _ = fused;
+    fn block_bwd(dy: Tensor<Self, 3>, h: Tensor<Self, 3>, s: AttnSaved<Self>, c: &AttnConsts<Self>, w_dtype: DType, _fused: bool) -> (Tensor<Self, 3>, [Tensor<Self, 2>; 4]) {
         attention_block::block_bwd(dy, h, s, c, w_dtype)
     }
 
     /// [`layer::layer_fwd`]: a whole parallel-residual layer's forward as one op.
-    fn layer_fwd(x: Tensor<Self, 3>, w: LayerWeights<Self>, c: &LayerConsts<Self>, fused: bool) -> (Tensor<Self, 3>, LayerSaved<Self>) {
-        let _ = fused;
+    fn layer_fwd(x: Tensor<Self, 3>, w: LayerWeights<Self>, c: &LayerConsts<Self>, _fused: bool) -> (Tensor<Self, 3>, LayerSaved<Self>) {
         layer::layer_fwd(x, w, c)
     }
 
@@ -175,9 +153,8 @@ pub trait Prims: Backend {
         c: &LayerConsts<Self>,
         layer: bool,
         w_dtype: DType,
-        fused: bool,
+        _fused: bool,
     ) -> (Tensor<Self, 3>, Vec<Tensor<Self, 1>>, [Tensor<Self, 2>; 7]) {
-        let _ = fused;
         layer::layer_bwd(dy, x, norm_w, s, c, layer, w_dtype)
     }
 
