@@ -8,6 +8,7 @@ pub mod memory;
 pub mod mlp;
 pub mod norm;
 pub mod positions;
+pub mod table_cache;
 
 use crate::kernels::ops::{BakaOps, Kernels};
 use crate::kernels::reference::to;
@@ -25,6 +26,7 @@ use norm::Norm;
 pub use positions::PositionKind;
 use positions::{Layout, PosParams};
 use serde::{Deserialize, Serialize};
+use table_cache::TableCache;
 
 /// `[model]`: defaults are BakaLLM's 001_pristine (Pythia-160m dims).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -165,6 +167,8 @@ pub struct BakaLM<B: Backend> {
     pub dtype: FloatDType,
     /// Which of the backend's kernels run ([`BakaOps`]).
     pub kernels: Kernels,
+    /// The position tables of the window layouts met so far, on the device.
+    pub tables: TableCache,
 }
 
 impl<B: Backend> BakaLM<B> {
@@ -189,6 +193,7 @@ impl<B: Backend> BakaLM<B> {
             pos: c.pos_params(),
             dtype: FloatDType::F32,
             kernels: Kernels::REFERENCE,
+            tables: TableCache::default(),
         }
     }
 
@@ -239,7 +244,7 @@ impl<B: BakaOps> BakaLM<B> {
     pub fn forward_hidden(&self, x: Tensor<B, 3>, state: &mut BakaState<B>) -> Tensor<B, 3> {
         let t = x.dims()[1];
         let (mut h, layout, had_read) = self.assemble(x, state);
-        let pos = positions::tables(&layout, &self.pos, &h.device(), self.dtype);
+        let pos = self.tables.get::<B>(&layout, &self.pos, &h.device(), self.dtype);
         for layer in &self.layers {
             h = layer.forward(h, &pos, &self.kernels);
         }
