@@ -2,8 +2,8 @@
 # Compares setups of `baka bench` (builds, settings, environment variables) against run-to-run
 # drift: back-to-back runs of one binary can differ by several ms per step, so the setups run in
 # turn (A B C A B C ...), ROUNDS times, and only setups of one invocation should be compared.
-# Each run is the pristine shape on CUDA:
-#   BIN bench --branch 001_pristine --device cuda --set train.dtype=bf16 --set model.vocab=50304 --batch 32 --steps $STEPS
+# Each run is the 190M shape on CUDA:
+#   BIN bench --branch $BRANCH --device cuda --set train.dtype=bf16 --set model.vocab=50304 --batch $BATCH --steps $STEPS
 #
 # Usage: bench/ab.sh BIN OUT_DIR [ROUNDS]
 #   BIN      the baka binary (a `cargo build --release --features cuda` build)
@@ -17,6 +17,8 @@
 #              NAME=value      an environment variable: `BAKA_CUBLASLT=0`
 #              bin=PATH        another baka binary for this setup
 #            e.g. AB="new old:bin=./baka-old lt0:BAKA_CUBLASLT=0 gate:train.gate=burn,--phases"
+#   BRANCH   the branch benched (default 001_pristine)
+#   BATCH    sequences per step (default 32)
 #   STEPS    timed steps per run (default 20)
 #   BENCH_S  time limit of one run in seconds (default 200)
 #   PYTHON   python3 for the JSON handling (default python3)
@@ -38,12 +40,12 @@ JSONL="$OUT_DIR/ab.jsonl"
 touch "$JSONL"
 first=$(($(wc -l <"$JSONL") + 1)) # the summary covers the lines this invocation appends
 t0=$(date +%s)
-pristine=(--branch 001_pristine --device cuda --set train.dtype=bf16 --set model.vocab=50304 --batch 32 --steps "${STEPS:-20}")
+shape=(--branch "${BRANCH:-001_pristine}" --device cuda --set train.dtype=bf16 --set model.vocab=50304 --batch "${BATCH:-32}" --steps "${STEPS:-20}")
 
 for round in $(seq "$ROUNDS"); do
   for word in ${AB:-default}; do
     parse_word "$word" "$BIN"
-    env ${envs[@]+"${envs[@]}"} timeout "${BENCH_S:-200}" "$bin" bench "${pristine[@]}" ${args[@]+"${args[@]}"} |
+    env ${envs[@]+"${envs[@]}"} timeout "${BENCH_S:-200}" "$bin" bench "${shape[@]}" ${args[@]+"${args[@]}"} |
       "$PYTHON" -c 'import json, sys
 for l in sys.stdin:
     if l.startswith("{"):

@@ -10,7 +10,7 @@
 #   JOBS     runs trained at once on the GPU (`baka experiment --jobs`)
 # Runs `baka experiment EXPERIMENT --resume --jobs JOBS` for each experiment in turn, from the
 # repository root (data cache in ./data, finished runs skipped). Unpack results.tgz in the
-# repository root elsewhere, and a later call carries on where this one stopped.
+# repository root elsewhere, and a later run carries on where this one stopped.
 set -uo pipefail
 [ $# -ge 5 ] || { echo "usage: $0 BAKA OUT_DIR MINUTES JOBS EXPERIMENT.toml..." >&2; exit 2; }
 BAKA="$1" OUT_DIR="$2" MINUTES="$3" JOBS="$4"

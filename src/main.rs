@@ -71,7 +71,7 @@ enum Cmd {
         sets: Vec<String>,
         /// Runs trained at once, one thread each (default: one per core on the CPU, one on CUDA);
         /// the results are identical to one at a time.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
         jobs: usize,
         /// Train only this NAME:SEED, e.g. 001_pristine:1 (what each job runs).
         #[arg(long, hide = true)]
@@ -171,7 +171,7 @@ enum Cmd {
         #[arg(long)]
         windows_of: Option<usize>,
     },
-    /// Sample text from a run or exported weights, streaming tokens as they come.
+    /// Sample text from a run or exported weights, printed as the tokens come (whole characters only).
     ///
     /// Example: baka generate experiments/quickstart/runs/001_pristine-s1 --prompt "It was a dark" --max-tokens 50 --temperature 0.8 --top-k 40
     Generate {

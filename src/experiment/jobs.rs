@@ -43,6 +43,8 @@ pub fn run_parallel(e: &Experiment, plan: &[Planned], todo: &[usize], opts: &Run
                 for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                     match line.strip_prefix("error: ") {
                         Some(msg) => error = Some(msg.to_string()),
+                        // the experiment said it once before starting the jobs
+                        None if line.starts_with("data ready: ") => {}
                         None => eprintln!("{line}"),
                     }
                 }

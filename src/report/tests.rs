@@ -114,6 +114,10 @@ fn equal_values_are_called_equal_and_plurals_agree() {
     let md = report(&runs, root.path(), &[]);
     assert!(md.contains("equal to four decimals with"), "{md}");
     assert!(md.contains("Holm-corrected over 1 comparison)"), "{md}");
+    // one seed per branch (a sweep): nothing is paired, and the verdict says so
+    let seed1: Vec<Run> = runs.iter().filter(|r| r.seed == 1).cloned().collect();
+    let md = report(&seed1, &root.path().join("seed1"), &[]);
+    assert!(md.contains("no branch shares two seeds with it, so none is paired.") && !md.contains("over 0 comparisons"), "{md}");
 }
 
 #[test]

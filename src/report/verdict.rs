@@ -90,6 +90,16 @@ fn against_baseline(cmp: &[Comparison]) -> Option<String> {
             }),
         }
     }
+    if m == 0 {
+        // a sweep (one seed per value): no test to report, only unpaired ones if any
+        let welch: Vec<_> = untested.iter().filter(|u| u.contains("Welch")).cloned().collect();
+        let mut s = format!("Against {} (final {} loss): no branch shares two seeds with it, so none is paired", first.baseline, first.metric);
+        if !welch.is_empty() {
+            s += &format!("; {}", welch.join(", "));
+        }
+        s.push('.');
+        return Some(s);
+    }
     let mut s = format!("Against {} (final {} loss, paired by seed, Holm-corrected over {}): ", first.baseline, first.metric, plural(m, "comparison", "comparisons"));
     let mut parts = vec![];
     if !beyond.is_empty() {
