@@ -4,7 +4,8 @@
 //! building and uploading it took ~7 ms of host time per step, more than a batch-8 step's kernels).
 //!
 //! A clone of the model shares the cache; entries are typed by backend, so the training model
-//! and its inner-backend copy for validation each find their own.
+//! and its inner-backend copy for validation each find their own. It keeps at most eight layouts
+//! and 256 MiB: the long windows of an extrapolation evaluation are built each time, as before.
 
 use super::positions::{tables, Layout, PosParams};
 use crate::kernels::ops::Positions;
@@ -15,6 +16,9 @@ use std::sync::{Arc, Mutex};
 
 /// Layouts kept (a memory run with global positions meets a new one each window: the oldest goes).
 const KEPT: usize = 8;
+/// Bytes of tables kept at most; a layout's tables larger than a quarter of it are built each
+/// time, as without the cache (an evaluation at 4096 tokens under ALiBi: 12 × 4096² values).
+const KEPT_BYTES: usize = 256 << 20;
 
 /// One cached layout's tables on one backend and device.
 struct Entry<B: Backend> {
@@ -24,9 +28,22 @@ struct Entry<B: Backend> {
     pos: Positions<B>,
 }
 
+/// Bytes of every table in `p`.
+fn bytes<B: Backend>(p: &Positions<B>) -> usize {
+    let size = |shape: burn::tensor::Shape, dtype: burn::tensor::DType| shape.num_elements() * dtype.size();
+    let mut n = size(p.bias.shape(), p.bias.dtype());
+    for (c, s) in p.rot_q.iter().chain(p.rot_k.iter()) {
+        n += size(c.shape(), c.dtype()) + size(s.shape(), s.dtype());
+    }
+    n + p.k_ramp.as_ref().map_or(0, |r| size(r.shape(), r.dtype()))
+}
+
 /// Shared, typed-by-backend cache of [`tables`] (see the module doc).
 #[derive(Clone, Default)]
-pub struct TableCache(Arc<Mutex<Vec<Box<dyn Any + Send>>>>);
+pub struct TableCache(Arc<Mutex<Vec<Kept>>>);
+
+/// A kept [`Entry`] of some backend and its bytes.
+type Kept = (usize, Box<dyn Any + Send>);
 
 impl core::fmt::Debug for TableCache {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -40,7 +57,7 @@ impl TableCache {
     /// for the cache's life (a model's position constants do not change).
     pub fn get<B: Backend>(&self, layout: &Layout, p: &PosParams, device: &B::Device, dtype: FloatDType) -> Positions<B> {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let found = kept.iter().find_map(|e| {
+        let found = kept.iter().find_map(|(_, e)| {
             let e = e.downcast_ref::<Entry<B>>()?;
             (e.dtype == dtype && &e.device == device && &e.layout == layout).then(|| e.pos.clone())
         });
@@ -48,10 +65,14 @@ impl TableCache {
             return pos;
         }
         let pos = tables::<B>(layout, p, device, dtype);
-        if kept.len() == KEPT {
+        let size = bytes(&pos);
+        if size > KEPT_BYTES / 4 {
+            return pos;
+        }
+        while kept.len() == KEPT || kept.iter().map(|(n, _)| n).sum::<usize>() + size > KEPT_BYTES {
             kept.remove(0);
         }
-        kept.push(Box::new(Entry::<B> { layout: layout.clone(), dtype, device: device.clone(), pos: pos.clone() }));
+        kept.push((size, Box::new(Entry::<B> { layout: layout.clone(), dtype, device: device.clone(), pos: pos.clone() })));
         pos
     }
 }
@@ -101,5 +122,29 @@ mod tests {
         let b = cache.get::<Cpu>(&Layout::plain(7, 0), &p, &dev, FloatDType::F32);
         assert_eq!(cache.0.lock().unwrap().len(), 1, "a repeated layout is not built again");
         assert_eq!(values(&a), values(&b));
+        assert_eq!(bytes(&a), 2 * 7 * 7 * 4, "ALiBi: a bias of 2 heads × 7 × 7 f32, nothing else");
+    }
+
+    /// Tables over a quarter of the budget are built each time and never kept; the budget
+    /// holds for what is kept.
+    #[test]
+    fn large_tables_are_not_kept() {
+        let dev = Default::default();
+        let cache = TableCache::default();
+        let p = PosParams { n_heads: 8, ..params(PositionKind::Alibi) };
+        // 8 heads × 2048² f32 = 128 MiB > 64 MiB
+        let big = Layout::plain(2048, 0);
+        let got = cache.get::<Cpu>(&big, &p, &dev, FloatDType::F32);
+        assert_eq!(got.bias.dims(), [1, 8, 2048, 2048]);
+        assert!(cache.0.lock().unwrap().is_empty());
+        // 8 × 1100² f32 ≈ 37 MiB each: six fit in 256 MiB, the seventh and eighth push the oldest out
+        let per = 8 * 1100 * 1100 * 4;
+        for first in 0..KEPT {
+            cache.get::<Cpu>(&Layout::plain(1100, first), &p, &dev, FloatDType::F32);
+        }
+        let kept = cache.0.lock().unwrap();
+        assert!(kept.iter().all(|(n, _)| *n == per));
+        assert_eq!(kept.len(), KEPT_BYTES / per);
+        assert_eq!(kept.len(), 6);
     }
 }
