@@ -44,7 +44,7 @@ pub fn run_parallel(e: &Experiment, plan: &[Planned], todo: &[usize], opts: &Run
                     match line.strip_prefix("error: ") {
                         Some(msg) => error = Some(msg.to_string()),
                         // the experiment said it once before starting the jobs
-                        None if line.starts_with("data ready: ") => {}
+                        None if line.starts_with("data ready: ") && line.ends_with("(nothing to do)") => {}
                         None => eprintln!("{line}"),
                     }
                 }

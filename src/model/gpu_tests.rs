@@ -468,3 +468,42 @@ fn gpu_read_later_matches_a_plain_read() {
     }
     assert_eq!(piped.len(), 3);
 }
+
+/// Position tables kept across steps (`model.tables`) train as tables built afresh each step
+/// do: four steps of the default kernels in bf16 under ALiBi (the bias the flash kernels read),
+/// RoPE (rotation tables) and linspace (k's ramp), the same losses and norms to the atomics' noise.
+#[test]
+fn gpu_kept_position_tables_train_like_fresh_ones() {
+    use crate::train::{adamw::AdamW, train_step_marked};
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let t = TrainConfig { device: Device::Cuda, dtype: Dtype::Bf16, clip: 0.5, ..Default::default() };
+    let batch = |i: u64| {
+        let v: Vec<i64> = (0..4 * 33).map(|j| ((j as u64 * 2654435761 + i * 977) % 256) as i64).collect();
+        let x = Tensor::<GpuTrain, 2, Int>::from_data(TensorData::new(v, [4, 33]), &dev);
+        (x.clone().narrow(1, 0, 32), x.narrow(1, 1, 32))
+    };
+    for kind in [PositionKind::Alibi, PositionKind::Rope, PositionKind::Linspace] {
+        let c = config(kind);
+        let run = |keep: bool| {
+            let mut model = BakaLM::<GpuTrain>::new(&c, &MemoryConfig::default(), 3, &dev).with_kernels(t.dtype.float(), t.kernels());
+            let mut optim = AdamW::<GpuTrain>::new(&t);
+            let mut out = Vec::new();
+            for i in 0..4 {
+                if !keep {
+                    model.tables = table_cache::TableCache::default();
+                }
+                let (x, y) = batch(i);
+                let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {});
+                model = next;
+                out.push(stats.now().wait(&mut optim));
+            }
+            (out, model.tables.layouts())
+        };
+        let ((kept, layouts), (fresh, _)) = (run(true), run(false));
+        eprintln!("{kind:?}: four steps, (loss, norm) with kept tables {kept:?} vs fresh {fresh:?}");
+        assert_eq!(layouts, 1, "one window layout, kept across the four steps");
+        for ((l0, n0), (l1, n1)) in kept.iter().zip(&fresh) {
+            assert!((l0 - l1).abs() <= 1e-3 * l0.abs() && (n0 - n1).abs() <= 1e-2 * n0.abs(), "{kind:?}: kept ({l0}, {n0}) vs fresh ({l1}, {n1})");
+        }
+    }
+}

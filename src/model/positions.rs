@@ -43,7 +43,7 @@ impl PositionKind {
 }
 
 /// Constants of the position schemes (mirrors `[model]` keys).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PosParams {
     pub kind: PositionKind,
     pub n_heads: usize,

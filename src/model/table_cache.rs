@@ -3,9 +3,10 @@
 //! than once per step (ALiBi's bias alone is heads × L × L values: at L = 512 and 12 heads,
 //! building and uploading it took ~7 ms of host time per step, more than a batch-8 step's kernels).
 //!
-//! A clone of the model shares the cache; entries are typed by backend, so the training model
-//! and its inner-backend copy for validation each find their own. It keeps at most eight layouts
-//! and 256 MiB: the long windows of an extrapolation evaluation are built each time, as before.
+//! A clone of the model shares the cache (also `valid()`'s inner-backend copy and a model moved to
+//! another device, whose old entries stay until pushed out); entries are typed by backend and
+//! keyed by layout, constants, dtype and device, so each finds its own. It keeps at most eight
+//! layouts and 256 MiB: the long windows of an extrapolation evaluation are built each time.
 
 use super::positions::{tables, Layout, PosParams};
 use crate::kernels::ops::Positions;
@@ -23,6 +24,7 @@ const KEPT_BYTES: usize = 256 << 20;
 /// One cached layout's tables on one backend and device.
 struct Entry<B: Backend> {
     layout: Layout,
+    params: PosParams,
     dtype: FloatDType,
     device: B::Device,
     pos: Positions<B>,
@@ -47,19 +49,22 @@ type Kept = (usize, Box<dyn Any + Send>);
 
 impl core::fmt::Debug for TableCache {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let n = self.0.lock().map(|v| v.len()).unwrap_or(0);
-        write!(f, "TableCache({n} layouts)")
+        write!(f, "TableCache({} layouts)", self.layouts())
     }
 }
 
 impl TableCache {
-    /// [`tables`]`(layout, p, device, dtype)`, built once per layout. `p` is the model's and fixed
-    /// for the cache's life (a model's position constants do not change).
+    /// Layouts kept now, of every backend.
+    pub fn layouts(&self) -> usize {
+        self.0.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// [`tables`]`(layout, p, device, dtype)`, built once per layout.
     pub fn get<B: Backend>(&self, layout: &Layout, p: &PosParams, device: &B::Device, dtype: FloatDType) -> Positions<B> {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let found = kept.iter().find_map(|(_, e)| {
             let e = e.downcast_ref::<Entry<B>>()?;
-            (e.dtype == dtype && &e.device == device && &e.layout == layout).then(|| e.pos.clone())
+            (e.dtype == dtype && &e.device == device && &e.params == p && &e.layout == layout).then(|| e.pos.clone())
         });
         if let Some(pos) = found {
             return pos;
@@ -72,7 +77,7 @@ impl TableCache {
         while kept.len() == KEPT || kept.iter().map(|(n, _)| n).sum::<usize>() + size > KEPT_BYTES {
             kept.remove(0);
         }
-        kept.push((size, Box::new(Entry::<B> { layout: layout.clone(), dtype, device: device.clone(), pos: pos.clone() })));
+        kept.push((size, Box::new(Entry::<B> { layout: layout.clone(), params: *p, dtype, device: device.clone(), pos: pos.clone() })));
         pos
     }
 }
@@ -93,6 +98,7 @@ mod tests {
             v.extend(c.clone().into_data().to_vec::<f32>().unwrap());
             v.extend(s.clone().into_data().to_vec::<f32>().unwrap());
         }
+        v.extend(p.k_ramp.iter().flat_map(|r| r.clone().into_data().to_vec::<f32>().unwrap()));
         v
     }
 
@@ -102,7 +108,7 @@ mod tests {
     fn cached_tables_equal_fresh_ones_for_every_layout() {
         let dev = Default::default();
         let cache = TableCache::default();
-        for kind in [PositionKind::Rope, PositionKind::Alibi] {
+        for kind in [PositionKind::Rope, PositionKind::Linspace, PositionKind::Alibi] {
             let p = params(kind);
             let cache = if kind == PositionKind::Rope { cache.clone() } else { TableCache::default() };
             for round in 0..2 {
@@ -123,6 +129,30 @@ mod tests {
         assert_eq!(cache.0.lock().unwrap().len(), 1, "a repeated layout is not built again");
         assert_eq!(values(&a), values(&b));
         assert_eq!(bytes(&a), 2 * 7 * 7 * 4, "ALiBi: a bias of 2 heads × 7 × 7 f32, nothing else");
+    }
+
+    /// The oldest layout is the one pushed out; another backend, dtype or set of constants is
+    /// another entry.
+    #[test]
+    fn the_oldest_goes_and_keys_keep_apart() {
+        let dev = Default::default();
+        let cache = TableCache::default();
+        let p = params(PositionKind::Rope);
+        let first = |c: &TableCache| c.0.lock().unwrap().first().and_then(|(_, e)| e.downcast_ref::<Entry<Cpu>>().map(|e| e.layout.clone()));
+        for k in 0..=KEPT {
+            cache.get::<Cpu>(&Layout::plain(4, k), &p, &dev, FloatDType::F32);
+        }
+        assert_eq!(first(&cache), Some(Layout::plain(4, 1)), "layout 0 went first");
+        let cache = TableCache::default();
+        let layout = Layout::plain(4, 0);
+        cache.get::<Cpu>(&layout, &p, &dev, FloatDType::F32);
+        cache.get::<crate::backend::CpuTrain>(&layout, &p, &dev, FloatDType::F32);
+        cache.get::<Cpu>(&layout, &p, &dev, FloatDType::F16);
+        let other = PosParams { rope_base: 500.0, ..p };
+        let got = cache.get::<Cpu>(&layout, &other, &dev, FloatDType::F32);
+        assert_eq!(values(&got), values(&tables::<Cpu>(&layout, &other, &dev, FloatDType::F32)));
+        assert_ne!(values(&got), values(&tables::<Cpu>(&layout, &p, &dev, FloatDType::F32)));
+        assert_eq!(cache.0.lock().unwrap().len(), 4);
     }
 
     /// Tables over a quarter of the budget are built each time and never kept; the budget

@@ -118,6 +118,13 @@ fn equal_values_are_called_equal_and_plurals_agree() {
     let seed1: Vec<Run> = runs.iter().filter(|r| r.seed == 1).cloned().collect();
     let md = report(&seed1, &root.path().join("seed1"), &[]);
     assert!(md.contains("no branch shares two seeds with it, so none is paired.") && !md.contains("over 0 comparisons"), "{md}");
+    // two shared seeds, but the branch's final losses are not finite: not tested, and said why
+    for r in runs.iter_mut().filter(|r| r.branch == "002_rope") {
+        r.val.iter_mut().for_each(|v| v.loss = f64::NAN);
+        r.test.clear();
+    }
+    let md = report(&runs, &root.path().join("nan"), &[]);
+    assert!(md.contains("nothing paired): not tested: 002_rope (no finite final loss on 2 shared seeds)"), "{md}");
 }
 
 #[test]

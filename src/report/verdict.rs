@@ -86,21 +86,19 @@ fn against_baseline(cmp: &[Comparison]) -> Option<String> {
             Some(p) => within.push(format!("{} (Δ {}, Holm {})", c.branch, ci_signed(p.mean, p.half_width, 4), p_is(c.p_holm))),
             None => untested.push(match &c.unpaired {
                 Some(w) => format!("{} (not paired: Welch Δ {}, {})", c.branch, ci_signed(w.diff, w.half_width, 4), p_is(w.p)),
-                None => format!("{} (fewer than 2 shared seeds)", c.branch),
+                None if c.seeds.len() < 2 => format!("{} (fewer than 2 shared seeds)", c.branch),
+                None => format!("{} (no finite final loss on 2 shared seeds)", c.branch),
             }),
         }
     }
-    if m == 0 {
-        // a sweep (one seed per value): no test to report, only unpaired ones if any
-        let welch: Vec<_> = untested.iter().filter(|u| u.contains("Welch")).cloned().collect();
-        let mut s = format!("Against {} (final {} loss): no branch shares two seeds with it, so none is paired", first.baseline, first.metric);
-        if !welch.is_empty() {
-            s += &format!("; {}", welch.join(", "));
-        }
-        s.push('.');
-        return Some(s);
+    if cmp.iter().all(|c| c.seeds.len() < 2 && c.unpaired.is_none()) {
+        // a sweep (one seed per value): nothing to test
+        return Some(format!("Against {} (final {} loss): no branch shares two seeds with it, so none is paired.", first.baseline, first.metric));
     }
-    let mut s = format!("Against {} (final {} loss, paired by seed, Holm-corrected over {}): ", first.baseline, first.metric, plural(m, "comparison", "comparisons"));
+    let mut s = match m {
+        0 => format!("Against {} (final {} loss, nothing paired): ", first.baseline, first.metric),
+        _ => format!("Against {} (final {} loss, paired by seed, Holm-corrected over {}): ", first.baseline, first.metric, plural(m, "comparison", "comparisons")),
+    };
     let mut parts = vec![];
     if !beyond.is_empty() {
         parts.push(format!("beyond noise: {}", beyond.join("; ")));
