@@ -71,6 +71,10 @@ fn ranking(bs: &[BranchStats]) -> Option<String> {
 
 fn against_baseline(cmp: &[Comparison]) -> Option<String> {
     let first = cmp.first()?;
+    if cmp.iter().all(|c| c.seeds.len() < 2 && c.unpaired.is_none()) {
+        // a sweep (one seed per value): nothing to test
+        return Some(format!("Against {} (final {} loss): no branch shares two seeds with it, so none is paired.", first.baseline, first.metric));
+    }
     let m = cmp.iter().filter(|c| c.p.is_finite()).count();
     let (mut beyond, mut within, mut untested) = (vec![], vec![], vec![]);
     for c in cmp {
@@ -90,10 +94,6 @@ fn against_baseline(cmp: &[Comparison]) -> Option<String> {
                 None => format!("{} (no finite final loss on 2 shared seeds)", c.branch),
             }),
         }
-    }
-    if cmp.iter().all(|c| c.seeds.len() < 2 && c.unpaired.is_none()) {
-        // a sweep (one seed per value): nothing to test
-        return Some(format!("Against {} (final {} loss): no branch shares two seeds with it, so none is paired.", first.baseline, first.metric));
     }
     let mut s = match m {
         0 => format!("Against {} (final {} loss, nothing paired): ", first.baseline, first.metric),
