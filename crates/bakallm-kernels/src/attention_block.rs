@@ -45,22 +45,30 @@ pub struct Consts<B: Backend> {
 
 /// `h [b, L, d]` (bf16) and f32 weights `[wq, wk, wv, wo]` (`[d, d]`) → `y [b, L, d]` and what the
 /// backward needs; one CUDA op with `fused` on the CUDA backend, burn's steps (`prims`) elsewhere.
-pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], c: &Consts<B>) -> (Tensor<B, 3>, Saved<B>) {
+/// `k_add [L, d]` (in h's dtype), if given, is added to every sequence's key projection before the
+/// head split (linspace's ramp times its scale).
+pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], k_add: Option<Tensor<B, 2>>, c: &Consts<B>) -> (Tensor<B, 3>, Saved<B>) {
     let [b, l, d] = h.dims();
     let dt = h.dtype().into();
     let [wq, wk, wv, wo] = ws;
     let (wqkv, wo) = (super::reference::to(Tensor::cat(vec![wq, wk, wv], 1), dt), super::reference::to(wo, dt));
     let hqkv = h.reshape([b * l, d]).matmul(wqkv.clone()).reshape([b, l, 3 * d]);
-    let split = |i: usize, rot: &Rot<B>| prims::heads_split(hqkv.clone().narrow(2, i * d, d), rot, c.heads);
-    let (q, k, v) = (split(0, &c.rot[0]), split(1, &c.rot[1]), split(2, &None));
+    let split = |x: Tensor<B, 3>, rot: &Rot<B>| prims::heads_split(x, rot, c.heads);
+    let key = hqkv.clone().narrow(2, d, d);
+    let key = match k_add {
+        Some(a) => key + a.unsqueeze::<3>(),
+        None => key,
+    };
+    let (q, k, v) = (split(hqkv.clone().narrow(2, 0, d), &c.rot[0]), split(key, &c.rot[1]), split(hqkv.narrow(2, 2 * d, d), &None));
     let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads);
     let y = prims::heads_merge(o.clone(), &None, c.heads).reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
     (y, Saved { q, k, v, o, lse, wqkv, wo })
 }
 
-/// Its gradients `(dh, [dwq, dwk, dwv, dwo])` from `dy [b, L, d]`, the input `h` and `s`; the
-/// weight gradients in `w_dtype` (the masters').
-pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: &Consts<B>, w_dtype: DType) -> (Tensor<B, 3>, [Tensor<B, 2>; 4]) {
+/// Its gradients `(dh, [dwq, dwk, dwv, dwo], dk_add)` from `dy [b, L, d]`, the input `h` and `s`;
+/// the weight gradients in `w_dtype` (the masters'), `k_add`'s (`[L, d]`, summed over the
+/// sequences) in h's dtype when `k_add` was given.
+pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: &Consts<B>, w_dtype: DType, k_add: bool) -> (Tensor<B, 3>, [Tensor<B, 2>; 4], Option<Tensor<B, 2>>) {
     let [b, l, d] = dy.dims();
     let (n, heads) = (b * l, c.heads);
     let dy = dy.reshape([n, d]);
@@ -73,7 +81,8 @@ pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: 
     let dw = h.reshape([n, d]).transpose().matmul(dhqkv.clone());
     let w = |t: Tensor<B, 2>| super::reference::to(t, w_dtype.into());
     let dws = [w(dw.clone().narrow(1, 0, d)), w(dw.clone().narrow(1, d, d)), w(dw.narrow(1, 2 * d, d)), w(dwo)];
-    (dhqkv.matmul(s.wqkv.transpose()).reshape([b, l, d]), dws)
+    let dk_add = k_add.then(|| dhqkv.clone().narrow(1, d, d).reshape([b, l, d]).sum_dim(0).reshape([l, d]));
+    (dhqkv.matmul(s.wqkv.transpose()).reshape([b, l, d]), dws, dk_add)
 }
 
 /// The sublayer as one node of `Autodiff<B, C>`'s graph: `h [b, L, d]` and the f32 weights
@@ -91,7 +100,7 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
             let dy = prims::float::<B, 3>(grads.consume::<B>(&ops.node));
             let (h, saved, c) = ops.state;
             let h = prims::float::<B, 3>(ck.retrieve_node_output(h));
-            let (dh, [dwq, dwk, dwv, dwo]) = B::block_bwd(dy, h, saved, &c, self.w_dtype, self.fused);
+            let (dh, [dwq, dwk, dwv, dwo], _) = B::block_bwd(dy, h, saved, &c, self.w_dtype, false, self.fused);
             let ds = [dh.into_primitive().tensor(), dwq.into_primitive().tensor(), dwk.into_primitive().tensor(), dwv.into_primitive().tensor(), dwo.into_primitive().tensor()];
             for (node, d) in ops.parents.into_iter().zip(ds) {
                 if let Some(node) = node {
@@ -104,7 +113,7 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
     let ws = ws.map(|w| w.into_primitive().tensor());
     let inner = ws.clone().map(|w| prims::float::<B, 2>(w.primitive));
     let w_dtype = inner[0].dtype();
-    let (y, saved) = B::block_fwd(prims::float::<B, 3>(h.primitive.clone()), inner, &c, fused);
+    let (y, saved) = B::block_fwd(prims::float::<B, 3>(h.primitive.clone()), inner, None, &c, fused);
     let y = y.into_primitive().tensor();
     let parents = [h.node.clone(), ws[0].node.clone(), ws[1].node.clone(), ws[2].node.clone(), ws[3].node.clone()];
     let out = match (BlockBackward { fused, w_dtype }).prepare::<C>(parents).compute_bound().stateful() {

@@ -92,7 +92,7 @@ impl BakaOps for GpuTrain {
         let whole = k.attention == AttnKernel::Layer && block_fits(a, k) && k.gate == Fusion::Fused && k.norm == Fusion::Fused;
         if whole {
             if let Some(attn) = block_consts(&x, pos, a.heads, a.scale()) {
-                let w = layer::Weights { norm: (n.weight.clone(), n.bias.clone()), attn: [&a.q, &a.k, &a.v, &a.o].map(|t| t.clone()), mlp: [&m.gate, &m.up, &m.down].map(|t| t.clone()) };
+                let w = layer::Weights { norm: (n.weight.clone(), n.bias.clone()), attn: [&a.q, &a.k, &a.v, &a.o].map(|t| t.clone()), mlp: [&m.gate, &m.up, &m.down].map(|t| t.clone()), k_add: None };
                 return layer::layer_ad(x, w, layer::Consts { attn, eps: n.eps as f32 }, true);
             }
         }

@@ -205,10 +205,10 @@ fn gpu_attention_block_kernels_match_burns_steps() {
         let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
         // weights as rounded to bf16, so both sides multiply the same values
         let ws = [2, 3, 4, 5].map(|k| Tensor::<G, 2>::from_data(TensorData::new(values(d * d, k, 0.2), [d, d]), &dev).cast(BF16).cast(F32));
-        let (y, saved) = <crate::backend::Gpu as crate::inner::Prims>::block_fwd(h.clone(), ws.clone(), &c, true);
-        let (dh, dws) = <crate::backend::Gpu as crate::inner::Prims>::block_bwd(dy.clone(), h.clone(), saved, &c, burn::tensor::DType::F32, true);
-        let (y0, saved0) = block_fwd(cpu(&h), ws.each_ref().map(cpu), &c0);
-        let (dh0, dws0) = block_bwd(cpu(&dy), cpu(&h), saved0, &c0, burn::tensor::DType::F32);
+        let (y, saved) = <crate::backend::Gpu as crate::inner::Prims>::block_fwd(h.clone(), ws.clone(), None, &c, true);
+        let (dh, dws, _) = <crate::backend::Gpu as crate::inner::Prims>::block_bwd(dy.clone(), h.clone(), saved, &c, burn::tensor::DType::F32, false, true);
+        let (y0, saved0) = block_fwd(cpu(&h), ws.each_ref().map(cpu), None, &c0);
+        let (dh0, dws0, _) = block_bwd(cpu(&dy), cpu(&h), saved0, &c0, burn::tensor::DType::F32, false);
         let v3 = |t: Tensor<G, 3>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
         let c3 = |t: Tensor<C, 3>| t.into_data().to_vec::<f32>().unwrap();
         let mut pairs = vec![("y", v3(y), c3(y0)), ("dh", v3(dh), c3(dh0))];
@@ -238,14 +238,15 @@ fn gpu_layer_kernels_match_burns_steps() {
         // weights as rounded to bf16, so both sides multiply the same values
         let m = |shape: [usize; 2], k| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], k, 0.2), shape), &dev).cast(BF16).cast(F32);
         let v1 = |k, off: f32| Tensor::<G, 1>::from_data(TensorData::new(values(d, k, 0.5), [d]), &dev).add_scalar(off);
-        let w = Weights { norm: (v1(11, 1.0), layer.then(|| v1(12, 0.0))), attn: [2, 3, 4, 5].map(|k| m([d, d], k)), mlp: [m([d, f], 8), m([d, f], 9), m([f, d], 10)] };
+        let w = Weights { norm: (v1(11, 1.0), layer.then(|| v1(12, 0.0))), attn: [2, 3, 4, 5].map(|k| m([d, d], k)), mlp: [m([d, f], 8), m([d, f], 9), m([f, d], 10)], k_add: None };
         let (c, c0) = (Consts { attn, eps: 1e-5 }, Consts { attn: attn0, eps: 1e-5 });
-        let w0 = Weights { norm: (cpu(&w.norm.0), w.norm.1.as_ref().map(cpu)), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu) };
+        let w0 = Weights { norm: (cpu(&w.norm.0), w.norm.1.as_ref().map(cpu)), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu), k_add: None };
         let nw = w.norm.0.clone();
         let (y, saved) = <crate::backend::Gpu as crate::inner::Prims>::layer_fwd(h.clone(), w, &c, true);
-        let (dx, dn, dws) = <crate::backend::Gpu as crate::inner::Prims>::layer_bwd(dy.clone(), h.clone(), nw.clone(), saved, &c, layer, burn::tensor::DType::F32, true);
+        let crate::layer::Grads { dx, norm: dn, mats: dws, .. } =
+            <crate::backend::Gpu as crate::inner::Prims>::layer_bwd(dy.clone(), h.clone(), nw.clone(), saved, &c, layer, burn::tensor::DType::F32, true);
         let (y0, saved0) = layer_fwd(cpu(&h), w0, &c0);
-        let (dx0, dn0, dws0) = layer_bwd(cpu(&dy), cpu(&h), cpu(&nw), saved0, &c0, layer, burn::tensor::DType::F32);
+        let crate::layer::Grads { dx: dx0, norm: dn0, mats: dws0, .. } = layer_bwd(cpu(&dy), cpu(&h), cpu(&nw), saved0, &c0, layer, burn::tensor::DType::F32);
         let v = |t: TensorData| t.convert::<f32>().to_vec::<f32>().unwrap();
         let mut pairs = vec![("y".to_string(), v(y.cast(F32).into_data()), v(y0.into_data())), ("dx".into(), v(dx.cast(F32).into_data()), v(dx0.into_data()))];
         assert_eq!(dn.len(), 1 + layer as usize);
