@@ -225,31 +225,31 @@ impl Prims for Gpu {
         if !fused {
             return layer::layer_fwd(x, w, c);
         }
-        assert!(w.k_add.is_none(), "the CUDA layer op adds nothing to k (cuda_ops routes linspace elsewhere)");
         let mut ws = vec![up(w.norm.0)];
         ws.extend(w.norm.1.map(up));
         ws.extend(w.attn.map(up).into_iter().chain(w.mlp.map(up)));
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
-        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps);
+        let k_add = w.k_add.is_some();
+        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps);
         let [y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [_; 14] = out.try_into().expect("14 outputs");
         let attn = AttnSaved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) };
-        (down(y), LayerSaved { n: down(n), stats: [down(mean), down(rstd)], attn, mlp: [down(h), down(wcat), down(wdc)], k_add: false })
+        (down(y), LayerSaved { n: down(n), stats: [down(mean), down(rstd)], attn, mlp: [down(h), down(wcat), down(wdc)], k_add })
     }
 
     fn layer_bwd(dy: Tensor<Gpu, 3>, x: Tensor<Gpu, 3>, norm_w: Tensor<Gpu, 1>, s: LayerSaved<Gpu>, c: &LayerConsts<Gpu>, layer: bool, w_dtype: DType, fused: bool) -> layer::Grads<Gpu> {
         if !fused {
             return layer::layer_bwd(dy, x, norm_w, s, c, layer, w_dtype);
         }
-        assert!(!s.k_add, "the CUDA layer op adds nothing to k");
-        let a = s.attn;
+        let (a, k_add) = (s.attn, s.k_add);
         let saved = vec![up(s.n), up(s.stats[0].clone()), up(s.stats[1].clone()), up(a.q), up(a.k), up(a.v), up(a.o), up(a.lse), up(a.wqkv), up(a.wo)];
         let saved = saved.into_iter().chain(s.mlp.map(up)).collect();
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
-        let out = <Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, layer, w_dtype);
+        let out = <Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, layer, k_add, w_dtype);
         let mut out = out.into_iter();
         let dx = down(out.next().expect("dx"));
         let norm = (0..1 + layer as usize).map(|_| down(out.next().expect("norm gradients"))).collect();
-        layer::Grads { dx, norm, mats: [(); 7].map(|_| down(out.next().expect("weight gradients"))), k_add: None }
+        let mats = [(); 7].map(|_| down(out.next().expect("weight gradients")));
+        layer::Grads { dx, norm, mats, k_add: out.next().map(down) }
     }
 
     fn read_later(t: Tensor<Gpu, 1>) -> Pending {

@@ -173,10 +173,21 @@ mod cuda {
 
     pub trait LayerBackend: Backend {
         /// `[y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]` of `x [b, L, d]` and f32
-        /// `ws = [w, (b,) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm).
-        fn layer_fwd(x: FloatTensor<Self>, ws: Vec<FloatTensor<Self>>, rot: Rot<Self>, bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, eps: f32) -> Vec<FloatTensor<Self>>;
-        /// `[dx, dw, (db,) dwq, dwk, dwv, dwo, dwg, dwu, dwd]` from `dy`, `x`, the norm's weight
-        /// and the forward's outputs after `y`.
+        /// `ws = [w, (b,) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm), the key projection plus
+        /// `k_add [L, d]` if given.
+        #[allow(clippy::too_many_arguments)]
+        fn layer_fwd(
+            x: FloatTensor<Self>,
+            ws: Vec<FloatTensor<Self>>,
+            k_add: Option<FloatTensor<Self>>,
+            rot: Rot<Self>,
+            bias: Option<FloatTensor<Self>>,
+            heads: usize,
+            scale: f32,
+            eps: f32,
+        ) -> Vec<FloatTensor<Self>>;
+        /// `[dx, dw, (db,) dwq, dwk, dwv, dwo, dwg, dwu, dwd, (dk_add)]` from `dy`, `x`, the norm's
+        /// weight and the forward's outputs after `y`.
         #[allow(clippy::too_many_arguments)]
         fn layer_bwd(
             dy: FloatTensor<Self>,
@@ -188,6 +199,7 @@ mod cuda {
             heads: usize,
             scale: f32,
             layer: bool,
+            k_add: bool,
             w_dtype: DType,
         ) -> Vec<FloatTensor<Self>>;
     }
@@ -199,7 +211,7 @@ mod cuda {
     }
 
     impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBackend<CudaRuntime, F, I, BT> {
-        fn layer_fwd(x: T, ws: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, eps: f32) -> Vec<T> {
+        fn layer_fwd(x: T, ws: Vec<T>, k_add: Option<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, eps: f32) -> Vec<T> {
             let [b, l, d] = x.meta.shape().dims::<3>();
             let mut ws = ws.into_iter();
             let has_b = ws.len() == 9;
@@ -208,27 +220,38 @@ mod cuda {
             let [wq, wk, wv, wo, wg, wu, wd] = [(); 7].map(|_| ws.next().expect("7 matrices"));
             let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![b * l, d]), nw, nb, eps);
             // y = x + attn(n), then + mlp(n) in place
-            let [y, q, k, v, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x));
+            let [y, q, k, v, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x), k_add);
             let [y, h, wcat, wdc] = mlp::cuda::fwd(n.clone(), wg, wu, wd, Some(view(y, vec![b * l, d])));
             vec![view(y, vec![b, l, d]), n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]
         }
 
-        fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, layer: bool, w_dtype: DType) -> Vec<T> {
+        fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
             let [b, l, d] = x.meta.shape().dims::<3>();
             let [n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [T; 13] = saved.try_into().expect("13 saved");
             let dy2 = view(dy.clone(), vec![b * l, d]);
             let [dn, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n.clone(), h, wcat, wdc, w_dtype);
             // dn += the attention's input gradient, in place
-            let [dn, dwq, dwk, dwv, dwo] = attention_block::cuda::bwd(dy, view(n, vec![b, l, d]), [q, k, v, o, lse, wqkv, wo], rot, bias, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])));
+            let ([dn, dwq, dwk, dwv, dwo], dk_add) =
+                attention_block::cuda::bwd(dy, view(n, vec![b, l, d]), [q, k, v, o, lse, wqkv, wo], rot, bias, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])), k_add);
             let mut g = norm::cuda::bwd(view(dn, vec![b * l, d]), view(x, vec![b * l, d]), w, mean, rstd, layer, Some(dy2));
             g[0] = view(g[0].clone(), vec![b, l, d]);
             g.extend([dwq, dwk, dwv, dwo, dwg, dwu, dwd]);
+            g.extend(dk_add);
             g
         }
     }
 
     impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
-        fn layer_fwd(x: FloatTensor<Self>, ws: Vec<FloatTensor<Self>>, rot: Rot<Self>, bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, eps: f32) -> Vec<FloatTensor<Self>> {
+        fn layer_fwd(
+            x: FloatTensor<Self>,
+            ws: Vec<FloatTensor<Self>>,
+            k_add: Option<FloatTensor<Self>>,
+            rot: Rot<Self>,
+            bias: Option<FloatTensor<Self>>,
+            heads: usize,
+            scale: f32,
+            eps: f32,
+        ) -> Vec<FloatTensor<Self>> {
             let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
             let (rows, bh, hd, has_b) = (b * l, b * heads, d / heads, ws.len() == 9);
             let head = (vec![bh, l, hd], dt);
@@ -250,14 +273,17 @@ mod cuda {
             ];
             let mut ins = vec![x];
             ins.extend(ws);
+            let added = k_add.is_some();
+            ins.extend(k_add);
             let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
-            flags.extend([eps, has_b as u8 as f32]);
+            flags.extend([eps, has_b as u8 as f32, added as u8 as f32]);
             custom_vec::<B>("layer_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
                 let mut ins = inputs::<B>(d, h);
                 let x = ins.next().expect("x");
                 let ws = (0..8 + f[5] as usize).map(|_| ins.next().expect("weights")).collect();
+                let k_add = (f[6] != 0.0).then(|| ins.next().expect("k_add"));
                 let (rot, bias) = attn_consts::<B>(f, &mut ins);
-                outputs::<B>(d, h, B::layer_fwd(x, ws, rot, bias, heads, f[0], f[4]));
+                outputs::<B>(d, h, B::layer_fwd(x, ws, k_add, rot, bias, heads, f[0], f[4]));
             })
         }
 
@@ -271,6 +297,7 @@ mod cuda {
             heads: usize,
             scale: f32,
             layer: bool,
+            k_add: bool,
             w_dtype: DType,
         ) -> Vec<FloatTensor<Self>> {
             let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, saved[12].shape[0]);
@@ -279,17 +306,21 @@ mod cuda {
             outs.extend(vec![(vec![d], DType::F32); 1 + layer as usize]);
             outs.extend(vec![(vec![d, d], w_dtype); 4]);
             outs.extend([(vec![d, f], w_dtype), (vec![d, f], w_dtype), (vec![f, d], w_dtype)]);
+            if k_add {
+                outs.push((vec![l, d], dt));
+            }
             let mut ins = vec![dy, x, w];
             ins.extend(saved);
             let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
-            flags.push(layer as u8 as f32);
+            flags.extend([layer as u8 as f32, k_add as u8 as f32]);
             custom_vec::<B>("layer_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
                 let mut ins = inputs::<B>(d, h);
                 let [dy, x, w] = [(); 3].map(|_| ins.next().expect("dy, x, w"));
                 let saved = (0..13).map(|_| ins.next().expect("saved")).collect();
                 let (rot, bias) = attn_consts::<B>(f, &mut ins);
-                let w_dtype = d.outputs[d.outputs.len() - 1].dtype;
-                outputs::<B>(d, h, B::layer_bwd(dy, x, w, saved, rot, bias, heads, f[0], f[4] != 0.0, w_dtype));
+                // the MLP's down projection's gradient, the last weight gradient
+                let w_dtype = d.outputs[d.outputs.len() - 1 - (f[5] != 0.0) as usize].dtype;
+                outputs::<B>(d, h, B::layer_bwd(dy, x, w, saved, rot, bias, heads, f[0], f[4] != 0.0, f[5] != 0.0, w_dtype));
             })
         }
     }
