@@ -9,7 +9,8 @@
 //! projection and the merges write their gradients back side by side. The forward keeps what the
 //! ops did (q, k, v, o, the log-sum-exp, the cast weights), less the merged `o`, which the backward
 //! recomputes from `o` for the output projection's weight gradient.
-//! Used where the flash kernels apply and positions add nothing before the split (not linspace).
+//! Used where the flash kernels apply; as its own op where positions add nothing before the split,
+//! inside the layer op (`super::layer`) also with a key term (linspace's ramp ⊗ scale).
 
 use super::prims::{self, Rot};
 use crate::inner::Prims;
