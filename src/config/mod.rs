@@ -263,7 +263,7 @@ impl Config {
         } else if k.attention == AttnKernel::Layer && (k.norm == Fusion::Burn || k.gate == Fusion::Burn) {
             sublayer("the single-op layer needs the fused norm and gate")
         } else if k.attention == AttnKernel::Block && linspace {
-            (AttnKernel::Flash, Some("train.attention = \"block\" takes no key term: linspace's ramp on k runs the attention as flash kernels between the projections (\"layer\" takes it)".into()))
+            (AttnKernel::Flash, Some("train.attention = \"block\" takes no key term: linspace's ramp on k runs the attention as flash kernels between the projections".into()))
         } else {
             (k.attention, None)
         }

@@ -133,7 +133,7 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::fused::{cast_many, dtype_name, empty, grid, part};
+    use super::super::fused::{cast_many, dim, dtype_name, empty, grid, part};
     use super::super::gemm::Trans::{N, T as Tr};
     use super::super::heads::cuda::{launch as heads_launch, launch3 as heads3_launch};
     use super::super::nvrtc::{compact, enqueue, enqueue_all, launch, Arg};
@@ -185,7 +185,7 @@ pub(super) mod cuda {
             cast_many(dt, &[([pwq, pwqkv], [d, d, 3 * d, 0]), ([pwk, pwqkv], [d, d, 3 * d, d]), ([pwv, pwqkv], [d, d, 3 * d, 2 * d]), ([pwo, pwoc], [d, d, d, 0])], stream);
             RowGemm { batch: 1, m: n, n: 3 * d, k: d, a: side(ph, N, d), b: side(pwqkv, N, 3 * d), c: side(phqkv, N, 3 * d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
             if added == 1 {
-                let args = [Arg::Ptr(phqkv), Arg::Ptr(p[5]), Arg::I64(n as i64), Arg::I32(l as i32), Arg::I32(d as i32)];
+                let args = [Arg::Ptr(phqkv), Arg::Ptr(p[5]), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
                 launch(&format!("add_key_{}", dtype_name(dt)), grid(n * d, 256), 256, stream, &args);
             }
             heads3_launch("heads_split3", dt, phqkv, [pq, pk, pv], rot_ptrs(has, &p[5 + added..5 + added + nt]), n * d, [l, heads, hd], stream);
@@ -243,7 +243,7 @@ pub(super) mod cuda {
             // the heads' gradients, unrotated, side by side as the fused projection's
             heads3_launch("heads_merge3", dt, pdhqkv, [pdq, pdk, pdv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
             if added == 1 {
-                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[5 + nt]), Arg::I32(b as i32), Arg::I32(l as i32), Arg::I32(d as i32)];
+                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[5 + nt]), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
                 launch(&format!("sum_key_{}", dtype_name(dt)), grid(l * d, 256), 256, stream, &args);
             }
             // dh (+)= dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]

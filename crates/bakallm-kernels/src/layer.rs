@@ -335,14 +335,14 @@ mod tests {
 
     /// The op (its burn steps and hand-written backward) equals the reference layer in burn's ops
     /// (`reference::parallel_layer`) through autodiff, for LayerNorm with RoPE, RMSNorm with ALiBi
-    /// and LayerNorm with linspace (its ramp times a learned scale added to k): output and every
-    /// gradient, the scale's included.
+    /// and either norm with linspace (its ramp times a learned scale added to k; 9 to 11 tracked
+    /// inputs): output and every gradient, the scale's included.
     #[test]
     fn layer_op_matches_the_reference_layer() {
         let dev = Default::default();
         let (b, l, d, f, heads) = (2, 5, 8, 12, 2);
         let data = crate::test_values;
-        for (kind, layer) in [(Scheme::Rope, true), (Scheme::Alibi, false), (Scheme::Linspace, true)] {
+        for (kind, layer) in [(Scheme::Rope, true), (Scheme::Alibi, false), (Scheme::Linspace, true), (Scheme::Linspace, false)] {
             let linspace = kind == Scheme::Linspace;
             let t = positions::<crate::backend::Cpu>(kind, l, 0, heads, d / heads, 1e4, 512.0, burn::tensor::FloatDType::F32, &dev);
             let ac = super::attn::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased.then(|| t.bias.clone()), heads, scale: 0.5 };
