@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::process::Command;
 
-/// `cuda/common.cu` + `cuda/flash.cu` with each `#if __CUDA_ARCH__ >= 800` body (the instruction
-/// wrappers) replaced by `EMU_<function>`, and the dynamic shared memory by a static array.
-fn emulated(src: &str) -> String {
+/// CUDA source with each `#if __CUDA_ARCH__ >= 800` body (the instruction wrappers) replaced by
+/// `EMU_<function>`; returns it and how many were replaced.
+fn swapped(src: &str) -> (String, usize) {
     let (mut out, mut function, mut skipping, mut swapped) = (String::new(), String::new(), false, 0);
     for line in src.lines() {
         if let Some(head) = line.strip_prefix("__device__ __forceinline__ ") {
@@ -26,6 +26,12 @@ fn emulated(src: &str) -> String {
             out.push('\n');
         }
     }
+    (out, swapped)
+}
+
+/// `cuda/common.cu` + `cuda/flash.cu` emulated ([`swapped`]), the dynamic shared memory a static array.
+fn emulated(src: &str) -> String {
+    let (out, swapped) = swapped(src);
     assert_eq!(swapped, 10, "common.cu + flash.cu: expected the 10 instruction wrappers (pack, mma, ex2, smem, 2 ldmatrix, 4 cp.async)");
     let dynamic = "extern __shared__ __align__(16) bf16 fa_dyn[];";
     assert!(out.contains(dynamic), "flash.cu: the backward's dynamic shared memory moved");
@@ -57,4 +63,33 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
         eprint!("{text}");
         assert!(run.status.success(), "flash kernels, head dim {hd}, L {l}, bias {bias}:\n{text}");
     }
+}
+
+/// Linspace's key-term kernels (`add_key`, `sum_key`: the end of `cuda/attention.cu`) against their
+/// formulas in the emulator, f32 and bf16, lengths and widths off the 256-thread blocks.
+#[test]
+fn key_term_kernels_match_their_formulas_in_the_emulator() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |f: &str| std::fs::read_to_string(root.join("crates/bakallm-kernels/src/cuda").join(f)).unwrap();
+    let attention = read("attention.cu");
+    let keys = &attention[attention.find("// A key term added").expect("attention.cu: the key-term kernels")..];
+    let (common, n) = swapped(&read("common.cu"));
+    assert_eq!(n, 1, "common.cu: the pack wrapper");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("key-emulator");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kernels.cu"), format!("{common}\n{keys}")).unwrap();
+    let exe = dir.join("key_check");
+    let built = Command::new("g++")
+        .args(["-std=c++20", "-O2", "-pthread", "-w", "-I"])
+        .arg(&dir)
+        .arg(root.join("tests/emu/key_check.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap_or_else(|e| panic!("the emulator test needs g++ (apt-get install g++): {e}"));
+    assert!(built.status.success(), "g++ failed:\n{}", String::from_utf8_lossy(&built.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    eprint!("{text}");
+    assert!(run.status.success(), "key-term kernels:\n{text}");
 }

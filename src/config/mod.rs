@@ -247,17 +247,23 @@ impl Config {
         let hd = m.head_dim();
         let flash_based = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block | AttnKernel::Flash);
         let one_op = matches!(k.attention, AttnKernel::Layer | AttnKernel::Block);
+        let linspace = m.positions == crate::model::PositionKind::Linspace;
+        // the attention sublayer alone as one op takes no key term: linspace runs it as flash kernels
+        let sublayer = |why: &str| match linspace {
+            true => (AttnKernel::Flash, Some(format!("{why}; linspace's ramp on k keeps the attention sublayer apart: flash kernels between the projections"))),
+            false => (AttnKernel::Block, Some(format!("{why}: the attention sublayer runs as one op, the rest as their ops"))),
+        };
         if flash_based && !crate::kernels::flash_fits(t.dtype == Dtype::Bf16, hd) {
             let why = format!("the flash kernels need train.dtype = \"bf16\" and a head dim of 32 or 64 (got {}, {hd}): attention runs as GEMMs and softmax kernels", t.dtype.name());
             (AttnKernel::Fused, Some(why))
-        } else if one_op && m.positions == crate::model::PositionKind::Linspace {
-            (AttnKernel::Flash, Some("linspace adds its ramp to k before the head split: the attention runs as flash kernels between the projections, not as one op".into()))
         } else if one_op && k.matmul == Matmul::Burn {
             (AttnKernel::Flash, Some("train.matmul = \"burn\": the attention runs as flash kernels between burn's linears, not as one op".into()))
         } else if k.attention == AttnKernel::Layer && m.residual == crate::model::Residual::Sequential {
-            (AttnKernel::Block, Some("model.residual = \"sequential\": each sublayer runs as its own op (no single-op layer)".into()))
+            sublayer("model.residual = \"sequential\": each sublayer runs as its own op (no single-op layer)")
         } else if k.attention == AttnKernel::Layer && (k.norm == Fusion::Burn || k.gate == Fusion::Burn) {
-            (AttnKernel::Block, Some("the single-op layer needs the fused norm and gate: the attention sublayer runs as one op, the rest as their ops".into()))
+            sublayer("the single-op layer needs the fused norm and gate")
+        } else if k.attention == AttnKernel::Block && linspace {
+            (AttnKernel::Flash, Some("train.attention = \"block\" takes no key term: linspace's ramp on k runs the attention as flash kernels between the projections".into()))
         } else {
             (k.attention, None)
         }

@@ -43,7 +43,9 @@ fn kernel_fallbacks_are_said_on_cuda_only() {
     let bf16 = |extra: &str| notes(&format!("dtype = \"bf16\"\n{extra}"));
     assert!(bf16("").is_empty(), "pristine (head dim 64, bf16) takes every kernel");
     assert!(notes("")[0].contains("bf16"), "f32 keeps the flash kernels out");
-    assert!(bf16("[model]\npositions = \"linspace\"")[0].contains("linspace"));
+    assert!(bf16("[model]\npositions = \"linspace\"").is_empty(), "the layer op takes linspace's ramp");
+    assert!(bf16("attention = \"block\"\n[model]\npositions = \"linspace\"")[0].contains("linspace"));
+    assert!(bf16("[model]\npositions = \"linspace\"\nresidual = \"sequential\"")[0].contains("linspace"));
     assert!(bf16("[model]\nresidual = \"sequential\"")[0].contains("sequential"));
     assert!(bf16("attention = \"flash\"\n[model]\nresidual = \"sequential\"").is_empty());
     assert!(notes("kernels = \"reference\"").is_empty());

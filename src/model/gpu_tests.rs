@@ -26,9 +26,10 @@ fn config(positions: PositionKind) -> ModelConfig {
 }
 
 /// Mean loss over 3 windows of a fixed batch as training computes it (`train::batch_loss`), and
-/// the gradients of the embedding (it sums every path) and of the LM head, with the kernels of `t`
-/// (dtype, matmul, attention, ce, embedding, layernorm, gate).
-fn loss_and_grad<B: TrainOps>(c: &ModelConfig, m: &MemoryConfig, t: &TrainConfig, dev: &B::Device) -> (f32, [Vec<f32>; 2]) {
+/// the gradients of the embedding (it sums every path), of the LM head and of the layers' linspace
+/// scales (empty for other schemes), with the kernels of `t` (dtype, matmul, attention, ce,
+/// embedding, layernorm, gate).
+fn loss_and_grad<B: TrainOps>(c: &ModelConfig, m: &MemoryConfig, t: &TrainConfig, dev: &B::Device) -> (f32, [Vec<f32>; 3]) {
     let model = BakaLM::<B>::new(c, m, 7, dev).with_kernels(t.dtype.float(), t.kernels());
     let v: Vec<i64> = (0..2 * 97).map(|i| ((i as u64 * 2654435761) % 256) as i64).collect();
     let x = Tensor::<B, 2, Int>::from_data(TensorData::new(v, [2, 97]), dev);
@@ -36,7 +37,13 @@ fn loss_and_grad<B: TrainOps>(c: &ModelConfig, m: &MemoryConfig, t: &TrainConfig
     let grads = loss.backward();
     let embed = model.embed.weight.val().grad(&grads).expect("embedding gradient").into_data().convert::<f32>().to_vec().unwrap();
     let head = model.lm_head.weight.val().grad(&grads).expect("LM head gradient").into_data().convert::<f32>().to_vec().unwrap();
-    (loss.into_scalar().elem(), [embed, head])
+    let scales = model
+        .layers
+        .iter()
+        .filter_map(|l| l.attn.pos.as_ref())
+        .flat_map(|p| p.scale.val().grad(&grads).expect("linspace scale gradient").into_data().convert::<f32>().to_vec::<f32>().unwrap())
+        .collect();
+    (loss.into_scalar().elem(), [embed, head, scales])
 }
 
 /// The relative L2 error of `a` against `b`.
@@ -47,8 +54,8 @@ pub(crate) fn rel(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Every branch's loss and gradients on the GPU against the CPU, with the default kernels in bf16
-/// (the training setting: each parallel layer one op, `train.attention = "layer"`; linspace and
-/// the sequential residual take the sublayer ops); RoPE also with the GEMM + softmax attention,
+/// (the training setting: each parallel layer one op, `train.attention = "layer"`, linspace's ramp
+/// as the op's key term; the sequential residual takes the sublayer ops); RoPE also with the GEMM + softmax attention,
 /// with the head + loss op over chunks that do not divide the batch's rows, with the attention
 /// sublayer as one op (`"block"`) and each sublayer its ops (`"flash"`), with the defaults in f32
 /// and with burn's ops throughout.
@@ -84,10 +91,13 @@ fn gpu_every_branch_matches_the_cpu() {
         let (l, g) = loss_and_grad::<GpuTrain>(&c, &m, &t, &gpu);
         let (tol_loss, tol_grad) = if t.dtype == Dtype::F32 { (2e-3, 2e-2) } else { (2e-2, 1e-1) };
         let (dl, de, dh) = ((l - l_cpu).abs() / l_cpu, rel(&g[0], &g_cpu[0]), rel(&g[1], &g_cpu[1]));
+        // linspace: the scales' gradients (through the layer op's key term on the fast path)
+        assert_eq!(g[2].len(), g_cpu[2].len());
+        let ds = if g[2].is_empty() { 0.0 } else { rel(&g[2], &g_cpu[2]) };
         let what = format!("{:?} {:?} memory {} {:?} {:?}", c.positions, c.norm, m.tokens, t.dtype, t.kernels());
-        eprintln!("{what}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel: embedding {de:.2e}, head {dh:.2e}");
+        eprintln!("{what}: loss {l} vs cpu {l_cpu} (rel {dl:.2e}), grad rel: embedding {de:.2e}, head {dh:.2e}, linspace scales {ds:.2e}");
         assert!(l.is_finite() && dl < tol_loss, "{what}: loss {l} vs {l_cpu}");
-        assert!(de < tol_grad && dh < tol_grad, "{what}: gradient rel error: embedding {de}, head {dh}");
+        assert!(de < tol_grad && dh < tol_grad && ds < tol_grad, "{what}: gradient rel error: embedding {de}, head {dh}, linspace scales {ds}");
     }
 }
 

@@ -9,7 +9,8 @@
 //! projection and the merges write their gradients back side by side. The forward keeps what the
 //! ops did (q, k, v, o, the log-sum-exp, the cast weights), less the merged `o`, which the backward
 //! recomputes from `o` for the output projection's weight gradient.
-//! Used where the flash kernels apply and positions add nothing before the split (not linspace).
+//! Used where the flash kernels apply; as its own op where positions add nothing before the split,
+//! inside the layer op (`super::layer`) also with a key term (linspace's ramp ⊗ scale).
 
 use super::prims::{self, Rot};
 use crate::inner::Prims;
@@ -45,22 +46,30 @@ pub struct Consts<B: Backend> {
 
 /// `h [b, L, d]` (bf16) and f32 weights `[wq, wk, wv, wo]` (`[d, d]`) → `y [b, L, d]` and what the
 /// backward needs; one CUDA op with `fused` on the CUDA backend, burn's steps (`prims`) elsewhere.
-pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], c: &Consts<B>) -> (Tensor<B, 3>, Saved<B>) {
+/// `k_add [L, d]` (in h's dtype), if given, is added to every sequence's key projection before the
+/// head split (linspace's ramp times its scale).
+pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], k_add: Option<Tensor<B, 2>>, c: &Consts<B>) -> (Tensor<B, 3>, Saved<B>) {
     let [b, l, d] = h.dims();
     let dt = h.dtype().into();
     let [wq, wk, wv, wo] = ws;
     let (wqkv, wo) = (super::reference::to(Tensor::cat(vec![wq, wk, wv], 1), dt), super::reference::to(wo, dt));
     let hqkv = h.reshape([b * l, d]).matmul(wqkv.clone()).reshape([b, l, 3 * d]);
-    let split = |i: usize, rot: &Rot<B>| prims::heads_split(hqkv.clone().narrow(2, i * d, d), rot, c.heads);
-    let (q, k, v) = (split(0, &c.rot[0]), split(1, &c.rot[1]), split(2, &None));
+    let split = |x: Tensor<B, 3>, rot: &Rot<B>| prims::heads_split(x, rot, c.heads);
+    let key = hqkv.clone().narrow(2, d, d);
+    let key = match k_add {
+        Some(a) => key + a.unsqueeze::<3>(),
+        None => key,
+    };
+    let (q, k, v) = (split(hqkv.clone().narrow(2, 0, d), &c.rot[0]), split(key, &c.rot[1]), split(hqkv.narrow(2, 2 * d, d), &None));
     let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads);
     let y = prims::heads_merge(o.clone(), &None, c.heads).reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
     (y, Saved { q, k, v, o, lse, wqkv, wo })
 }
 
-/// Its gradients `(dh, [dwq, dwk, dwv, dwo])` from `dy [b, L, d]`, the input `h` and `s`; the
-/// weight gradients in `w_dtype` (the masters').
-pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: &Consts<B>, w_dtype: DType) -> (Tensor<B, 3>, [Tensor<B, 2>; 4]) {
+/// Its gradients `(dh, [dwq, dwk, dwv, dwo], dk_add)` from `dy [b, L, d]`, the input `h` and `s`;
+/// the weight gradients in `w_dtype` (the masters'), `k_add`'s (`[L, d]`, summed over the
+/// sequences) in h's dtype when `k_add` was given.
+pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: &Consts<B>, w_dtype: DType, k_add: bool) -> (Tensor<B, 3>, [Tensor<B, 2>; 4], Option<Tensor<B, 2>>) {
     let [b, l, d] = dy.dims();
     let (n, heads) = (b * l, c.heads);
     let dy = dy.reshape([n, d]);
@@ -73,7 +82,8 @@ pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: 
     let dw = h.reshape([n, d]).transpose().matmul(dhqkv.clone());
     let w = |t: Tensor<B, 2>| super::reference::to(t, w_dtype.into());
     let dws = [w(dw.clone().narrow(1, 0, d)), w(dw.clone().narrow(1, d, d)), w(dw.narrow(1, 2 * d, d)), w(dwo)];
-    (dhqkv.matmul(s.wqkv.transpose()).reshape([b, l, d]), dws)
+    let dk_add = k_add.then(|| dhqkv.clone().narrow(1, d, d).reshape([b, l, d]).sum_dim(0).reshape([l, d]));
+    (dhqkv.matmul(s.wqkv.transpose()).reshape([b, l, d]), dws, dk_add)
 }
 
 /// The sublayer as one node of `Autodiff<B, C>`'s graph: `h [b, L, d]` and the f32 weights
@@ -91,7 +101,7 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
             let dy = prims::float::<B, 3>(grads.consume::<B>(&ops.node));
             let (h, saved, c) = ops.state;
             let h = prims::float::<B, 3>(ck.retrieve_node_output(h));
-            let (dh, [dwq, dwk, dwv, dwo]) = B::block_bwd(dy, h, saved, &c, self.w_dtype, self.fused);
+            let (dh, [dwq, dwk, dwv, dwo], _) = B::block_bwd(dy, h, saved, &c, self.w_dtype, false, self.fused);
             let ds = [dh.into_primitive().tensor(), dwq.into_primitive().tensor(), dwk.into_primitive().tensor(), dwv.into_primitive().tensor(), dwo.into_primitive().tensor()];
             for (node, d) in ops.parents.into_iter().zip(ds) {
                 if let Some(node) = node {
@@ -104,7 +114,7 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
     let ws = ws.map(|w| w.into_primitive().tensor());
     let inner = ws.clone().map(|w| prims::float::<B, 2>(w.primitive));
     let w_dtype = inner[0].dtype();
-    let (y, saved) = B::block_fwd(prims::float::<B, 3>(h.primitive.clone()), inner, &c, fused);
+    let (y, saved) = B::block_fwd(prims::float::<B, 3>(h.primitive.clone()), inner, None, &c, fused);
     let y = y.into_primitive().tensor();
     let parents = [h.node.clone(), ws[0].node.clone(), ws[1].node.clone(), ws[2].node.clone(), ws[3].node.clone()];
     let out = match (BlockBackward { fused, w_dtype }).prepare::<C>(parents).compute_bound().stateful() {
@@ -123,10 +133,10 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::fused::{cast_many, empty, part};
+    use super::super::fused::{cast_many, dim, dtype_name, empty, grid, part};
     use super::super::gemm::Trans::{N, T as Tr};
     use super::super::heads::cuda::{launch as heads_launch, launch3 as heads3_launch};
-    use super::super::nvrtc::{compact, enqueue, enqueue_all};
+    use super::super::nvrtc::{compact, enqueue, enqueue_all, launch, Arg};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
     use cubecl::cuda::CudaRuntime;
@@ -150,28 +160,35 @@ pub(super) mod cuda {
     }
 
     /// `[y, q, k, v, o, lse, [wq | wk | wv], wo]` of `h [b, L, d]` and f32 `ws [d, d]`; `y` plus
-    /// `acc` `[b, L, d]` if given (the residual, added by the output projection's GEMM).
+    /// `acc` `[b, L, d]` if given (the residual, added by the output projection's GEMM), the key
+    /// projection plus `k_add` `[L, d]` if given (`add_key`).
     #[allow(clippy::too_many_arguments)]
-    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, acc: Option<T>) -> [T; 8] {
-        let (h, ws) = (compact(h), ws.map(compact));
+    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, acc: Option<T>, k_add: Option<T>) -> [T; 8] {
+        let (h, ws, k_add) = (compact(h), ws.map(compact), k_add.map(compact));
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
         let [b, l, d] = h.meta.shape().dims::<3>();
+        assert!(k_add.as_ref().is_none_or(|a| a.dtype == h.dtype && a.meta.shape().dims::<2>() == [l, d]), "attn_fwd: k_add must be [{l}, {d}] in h's dtype");
         let (n, hd, dt, device) = (b * l, d / heads, h.dtype, h.device.index);
         assert!(ws.iter().all(|w| w.dtype == DType::F32 && w.meta.shape().dims::<2>() == [d, d]), "attn_fwd: weights must be f32 [{d}, {d}]");
         let (wqkv, wo, hqkv) = (empty(&h, vec![d, 3 * d], dt), empty(&h, vec![d, d], dt), empty(&h, vec![n, 3 * d], dt));
         let [q, k, v] = [(); 3].map(|_| empty(&h, vec![b * heads, l, hd], dt));
         // the tables before the outputs: the task runs on the last tensor's stream, a fresh output's
         let mut ts = vec![&h, &ws[0], &ws[1], &ws[2], &ws[3]];
+        ts.extend(&k_add);
         ts.extend(tables(&rot));
         ts.extend([&wqkv, &wo, &hqkv, &q, &k, &v]);
-        let has = rot.each_ref().map(|r| r.is_some());
+        let (has, added) = (rot.each_ref().map(|r| r.is_some()), k_add.is_some() as usize);
         enqueue_all(&ts, move |p, stream| {
-            let nt = p.len() - 11;
+            let nt = p.len() - 11 - added;
             let [ph, pwq, pwk, pwv, pwo] = p[..5].try_into().expect("5 inputs");
-            let [pwqkv, pwoc, phqkv, pq, pk, pv] = p[5 + nt..].try_into().expect("6 outputs");
+            let [pwqkv, pwoc, phqkv, pq, pk, pv] = p[5 + added + nt..].try_into().expect("6 outputs");
             cast_many(dt, &[([pwq, pwqkv], [d, d, 3 * d, 0]), ([pwk, pwqkv], [d, d, 3 * d, d]), ([pwv, pwqkv], [d, d, 3 * d, 2 * d]), ([pwo, pwoc], [d, d, d, 0])], stream);
             RowGemm { batch: 1, m: n, n: 3 * d, k: d, a: side(ph, N, d), b: side(pwqkv, N, 3 * d), c: side(phqkv, N, 3 * d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
-            heads3_launch("heads_split3", dt, phqkv, [pq, pk, pv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
+            if added == 1 {
+                let args = [Arg::Ptr(phqkv), Arg::Ptr(p[5]), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
+                launch(&format!("add_key_{}", dtype_name(dt)), grid(n * d, 256), 256, stream, &args);
+            }
+            heads3_launch("heads_split3", dt, phqkv, [pq, pk, pv], rot_ptrs(has, &p[5 + added..5 + added + nt]), n * d, [l, heads, hd], stream);
         });
         let [o, lse] = super::super::flash::fwd(q.clone(), k.clone(), v.clone(), bias, scale, heads);
         let (m, y) = (empty(&h, vec![n, d], dt), empty(&h, vec![b, l, d], dt));
@@ -192,8 +209,9 @@ pub(super) mod cuda {
     /// `[dh, dwq, dwk, dwv, dwo]` from `dy [b, L, d]`, `h` and the forward's
     /// `[q, k, v, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `acc` (`[b, L, d]`,
     /// h's other gradient, owned by the caller) `dh` is added to it in place and returned as `dh`.
+    /// With `k_add`, also the key term's gradient `[L, d]` (`sum_key`).
     #[allow(clippy::too_many_arguments)]
-    pub fn bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>) -> [T; 5] {
+    pub fn bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>, k_add: bool) -> ([T; 5], Option<T>) {
         let [dy, h] = [dy, h].map(compact);
         let [q, k, v, o, lse, wqkv, wo] = saved.map(compact);
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
@@ -212,22 +230,28 @@ pub(super) mod cuda {
         let beta = acc.is_some() as u8 as f32;
         let dh = acc.map(compact).unwrap_or_else(|| empty(&h, vec![b, l, d], dt));
         let (dhqkv, dw) = (empty(&h, vec![n, 3 * d], dt), empty(&h, vec![3, d, d], w_dtype));
+        let dk_add = k_add.then(|| empty(&h, vec![l, d], dt));
         let mut ts = vec![&dq, &dk, &dv, &h, &wqkv];
         ts.extend(tables(&rot));
+        ts.extend(&dk_add);
         ts.extend([&dhqkv, &dh, &dw]);
-        let has = rot.each_ref().map(|r| r.is_some());
+        let (has, added) = (rot.each_ref().map(|r| r.is_some()), k_add as usize);
         enqueue_all(&ts, move |p, stream| {
-            let nt = p.len() - 8;
+            let nt = p.len() - 8 - added;
             let [pdq, pdk, pdv, ph, pwqkv] = p[..5].try_into().expect("5 inputs");
-            let [pdhqkv, pdh, pdw] = p[5 + nt..].try_into().expect("3 outputs");
+            let [pdhqkv, pdh, pdw] = p[5 + nt + added..].try_into().expect("3 outputs");
             // the heads' gradients, unrotated, side by side as the fused projection's
             heads3_launch("heads_merge3", dt, pdhqkv, [pdq, pdk, pdv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
+            if added == 1 {
+                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[5 + nt]), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
+                launch(&format!("sum_key_{}", dtype_name(dt)), grid(l * d, 256), 256, stream, &args);
+            }
             // dh (+)= dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]
             RowGemm { batch: 1, m: n, n: d, k: 3 * d, a: side(pdhqkv, N, 3 * d), b: side(pwqkv, Tr, 3 * d), c: side(pdh, N, d), dtype: dt, out: dt, beta }.run(device, stream as _);
             let (a, bm, c) = (side(ph, Tr, d), Side { ptr: pdhqkv, op: N, ld: 3 * d, stride: d }, Side { ptr: pdw, op: N, ld: d, stride: d * d });
             RowGemm { batch: 3, m: d, n: d, k: n, a, b: bm, c, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
         });
-        [dh, part(&dw, 0), part(&dw, 1), part(&dw, 2), dwo]
+        ([dh, part(&dw, 0), part(&dw, 1), part(&dw, 2), dwo], dk_add)
     }
 }
 

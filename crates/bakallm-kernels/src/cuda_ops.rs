@@ -89,10 +89,16 @@ impl BakaOps for GpuTrain {
     }
 
     fn parallel_layer(x: T<3>, n: &NormWeights<GpuTrain>, a: &AttnWeights<GpuTrain>, m: &MlpWeights<GpuTrain>, pos: &Positions<GpuTrain>, k: &Kernels) -> T<3> {
-        let whole = k.attention == AttnKernel::Layer && block_fits(a, k) && k.gate == Fusion::Fused && k.norm == Fusion::Fused;
+        // the layer op takes linspace's ramp ⊗ scale as a key term, differentiated here by autodiff
+        let whole = k.attention == AttnKernel::Layer && k.matmul == Matmul::Cublas && k.gate == Fusion::Fused && k.norm == Fusion::Fused;
         if whole {
             if let Some(attn) = block_consts(&x, pos, a.heads, a.scale()) {
-                let w = layer::Weights { norm: (n.weight.clone(), n.bias.clone()), attn: [&a.q, &a.k, &a.v, &a.o].map(|t| t.clone()), mlp: [&m.gate, &m.up, &m.down].map(|t| t.clone()) };
+                let [_, l, d] = x.dims();
+                let k_add = match (&pos.k_ramp, &a.k_scale) {
+                    (Some(ramp), Some(scale)) => Some((ramp.clone() * r::to(scale.clone(), x.dtype().into()).unsqueeze::<3>()).reshape([l, d])),
+                    _ => None,
+                };
+                let w = layer::Weights { norm: (n.weight.clone(), n.bias.clone()), attn: [&a.q, &a.k, &a.v, &a.o].map(|t| t.clone()), mlp: [&m.gate, &m.up, &m.down].map(|t| t.clone()), k_add };
                 return layer::layer_ad(x, w, layer::Consts { attn, eps: n.eps as f32 }, true);
             }
         }

@@ -192,23 +192,33 @@ impl Prims for Gpu {
         (down(da), down(du))
     }
 
-    fn block_fwd(h: Tensor<Gpu, 3>, ws: [Tensor<Gpu, 2>; 4], c: &AttnConsts<Gpu>, fused: bool) -> (Tensor<Gpu, 3>, AttnSaved<Gpu>) {
+    fn block_fwd(h: Tensor<Gpu, 3>, ws: [Tensor<Gpu, 2>; 4], k_add: Option<Tensor<Gpu, 2>>, c: &AttnConsts<Gpu>, fused: bool) -> (Tensor<Gpu, 3>, AttnSaved<Gpu>) {
         if !fused {
-            return attention_block::block_fwd(h, ws, c);
+            return attention_block::block_fwd(h, ws, k_add, c);
         }
+        assert!(k_add.is_none(), "the CUDA attention op adds nothing to k (cuda_ops routes linspace elsewhere)");
         let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
         let [y, q, k, v, o, lse, wqkv, wo] = <Gpu as FusedBackend>::attn_fwd(up(h), ws.map(up), rot, c.bias.clone().map(up), c.heads, c.scale);
         (down(y), AttnSaved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) })
     }
 
-    fn block_bwd(dy: Tensor<Gpu, 3>, h: Tensor<Gpu, 3>, s: AttnSaved<Gpu>, c: &AttnConsts<Gpu>, w_dtype: DType, fused: bool) -> (Tensor<Gpu, 3>, [Tensor<Gpu, 2>; 4]) {
+    fn block_bwd(
+        dy: Tensor<Gpu, 3>,
+        h: Tensor<Gpu, 3>,
+        s: AttnSaved<Gpu>,
+        c: &AttnConsts<Gpu>,
+        w_dtype: DType,
+        k_add: bool,
+        fused: bool,
+    ) -> (Tensor<Gpu, 3>, [Tensor<Gpu, 2>; 4], Option<Tensor<Gpu, 2>>) {
         if !fused {
-            return attention_block::block_bwd(dy, h, s, c, w_dtype);
+            return attention_block::block_bwd(dy, h, s, c, w_dtype, k_add);
         }
+        assert!(!k_add, "the CUDA attention op adds nothing to k");
         let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
         let saved = [up(s.q), up(s.k), up(s.v), up(s.o), up(s.lse), up(s.wqkv), up(s.wo)];
         let [dh, dwq, dwk, dwv, dwo] = <Gpu as FusedBackend>::attn_bwd(up(dy), up(h), saved, rot, c.bias.clone().map(up), c.heads, c.scale, w_dtype);
-        (down(dh), [down(dwq), down(dwk), down(dwv), down(dwo)])
+        (down(dh), [down(dwq), down(dwk), down(dwv), down(dwo)], None)
     }
 
     fn layer_fwd(x: Tensor<Gpu, 3>, w: LayerWeights<Gpu>, c: &LayerConsts<Gpu>, fused: bool) -> (Tensor<Gpu, 3>, LayerSaved<Gpu>) {
@@ -219,34 +229,27 @@ impl Prims for Gpu {
         ws.extend(w.norm.1.map(up));
         ws.extend(w.attn.map(up).into_iter().chain(w.mlp.map(up)));
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
-        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps);
+        let k_add = w.k_add.is_some();
+        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps);
         let [y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [_; 14] = out.try_into().expect("14 outputs");
         let attn = AttnSaved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) };
-        (down(y), LayerSaved { n: down(n), stats: [down(mean), down(rstd)], attn, mlp: [down(h), down(wcat), down(wdc)] })
+        (down(y), LayerSaved { n: down(n), stats: [down(mean), down(rstd)], attn, mlp: [down(h), down(wcat), down(wdc)], k_add })
     }
 
-    fn layer_bwd(
-        dy: Tensor<Gpu, 3>,
-        x: Tensor<Gpu, 3>,
-        norm_w: Tensor<Gpu, 1>,
-        s: LayerSaved<Gpu>,
-        c: &LayerConsts<Gpu>,
-        layer: bool,
-        w_dtype: DType,
-        fused: bool,
-    ) -> (Tensor<Gpu, 3>, Vec<Tensor<Gpu, 1>>, [Tensor<Gpu, 2>; 7]) {
+    fn layer_bwd(dy: Tensor<Gpu, 3>, x: Tensor<Gpu, 3>, norm_w: Tensor<Gpu, 1>, s: LayerSaved<Gpu>, c: &LayerConsts<Gpu>, layer: bool, w_dtype: DType, fused: bool) -> layer::Grads<Gpu> {
         if !fused {
             return layer::layer_bwd(dy, x, norm_w, s, c, layer, w_dtype);
         }
-        let a = s.attn;
+        let (a, k_add) = (s.attn, s.k_add);
         let saved = vec![up(s.n), up(s.stats[0].clone()), up(s.stats[1].clone()), up(a.q), up(a.k), up(a.v), up(a.o), up(a.lse), up(a.wqkv), up(a.wo)];
         let saved = saved.into_iter().chain(s.mlp.map(up)).collect();
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
-        let out = <Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, layer, w_dtype);
+        let out = <Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, layer, k_add, w_dtype);
         let mut out = out.into_iter();
         let dx = down(out.next().expect("dx"));
-        let dnorm = (0..1 + layer as usize).map(|_| down(out.next().expect("norm gradients"))).collect();
-        (dx, dnorm, [(); 7].map(|_| down(out.next().expect("weight gradients"))))
+        let norm = (0..1 + layer as usize).map(|_| down(out.next().expect("norm gradients"))).collect();
+        let mats = [(); 7].map(|_| down(out.next().expect("weight gradients")));
+        layer::Grads { dx, norm, mats, k_add: out.next().map(down) }
     }
 
     fn read_later(t: Tensor<Gpu, 1>) -> Pending {

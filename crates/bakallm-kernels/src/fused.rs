@@ -90,7 +90,7 @@ fn float_name(t: &T) -> &'static str {
     dtype_name(t.dtype)
 }
 
-fn dtype_name(dtype: DType) -> &'static str {
+pub(super) fn dtype_name(dtype: DType) -> &'static str {
     match dtype {
         DType::F32 | DType::Flex32 => "f32",
         DType::BF16 => "bf16",
@@ -352,11 +352,11 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
     }
 
     fn attn_fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32) -> [T; 8] {
-        super::attention_block::cuda::fwd(h, ws, rot, bias, heads, scale, None)
+        super::attention_block::cuda::fwd(h, ws, rot, bias, heads, scale, None, None)
     }
 
     fn attn_bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
-        super::attention_block::cuda::bwd(dy, h, saved, rot, bias, heads, scale, w_dtype, None)
+        super::attention_block::cuda::bwd(dy, h, saved, rot, bias, heads, scale, w_dtype, None, false).0
     }
 
     fn mlp_fwd(x: T, wg: T, wu: T, wd: T) -> [T; 4] {

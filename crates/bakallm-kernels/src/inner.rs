@@ -129,13 +129,22 @@ pub trait Prims: Backend {
     }
 
     /// [`attention_block::block_fwd`]: the attention sublayer's forward as one op.
-    fn block_fwd(h: Tensor<Self, 3>, ws: [Tensor<Self, 2>; 4], c: &AttnConsts<Self>, _fused: bool) -> (Tensor<Self, 3>, AttnSaved<Self>) {
-        attention_block::block_fwd(h, ws, c)
+    fn block_fwd(h: Tensor<Self, 3>, ws: [Tensor<Self, 2>; 4], k_add: Option<Tensor<Self, 2>>, c: &AttnConsts<Self>, _fused: bool) -> (Tensor<Self, 3>, AttnSaved<Self>) {
+        attention_block::block_fwd(h, ws, k_add, c)
     }
 
     /// [`attention_block::block_bwd`].
-    fn block_bwd(dy: Tensor<Self, 3>, h: Tensor<Self, 3>, s: AttnSaved<Self>, c: &AttnConsts<Self>, w_dtype: DType, _fused: bool) -> (Tensor<Self, 3>, [Tensor<Self, 2>; 4]) {
-        attention_block::block_bwd(dy, h, s, c, w_dtype)
+    #[allow(clippy::too_many_arguments)]
+    fn block_bwd(
+        dy: Tensor<Self, 3>,
+        h: Tensor<Self, 3>,
+        s: AttnSaved<Self>,
+        c: &AttnConsts<Self>,
+        w_dtype: DType,
+        k_add: bool,
+        _fused: bool,
+    ) -> (Tensor<Self, 3>, [Tensor<Self, 2>; 4], Option<Tensor<Self, 2>>) {
+        attention_block::block_bwd(dy, h, s, c, w_dtype, k_add)
     }
 
     /// [`layer::layer_fwd`]: a whole parallel-residual layer's forward as one op.
@@ -145,16 +154,7 @@ pub trait Prims: Backend {
 
     /// [`layer::layer_bwd`].
     #[allow(clippy::too_many_arguments)]
-    fn layer_bwd(
-        dy: Tensor<Self, 3>,
-        x: Tensor<Self, 3>,
-        norm_w: Tensor<Self, 1>,
-        s: LayerSaved<Self>,
-        c: &LayerConsts<Self>,
-        layer: bool,
-        w_dtype: DType,
-        _fused: bool,
-    ) -> (Tensor<Self, 3>, Vec<Tensor<Self, 1>>, [Tensor<Self, 2>; 7]) {
+    fn layer_bwd(dy: Tensor<Self, 3>, x: Tensor<Self, 3>, norm_w: Tensor<Self, 1>, s: LayerSaved<Self>, c: &LayerConsts<Self>, layer: bool, w_dtype: DType, _fused: bool) -> layer::Grads<Self> {
         layer::layer_bwd(dy, x, norm_w, s, c, layer, w_dtype)
     }
 

@@ -21,11 +21,22 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::DType;
 
 /// The layer's f32 weights: the norm's `(w, b)` (`[D]`; no `b`: RMSNorm), the attention's
-/// `[wq, wk, wv, wo]` and the MLP's `[wg, wu, wd]`.
+/// `[wq, wk, wv, wo]` and the MLP's `[wg, wu, wd]`; and what is added to the key projection
+/// before the head split, `[L, d]` in the activations' dtype (linspace: its ramp times its scale).
 pub struct Weights<B: Backend> {
     pub norm: (Tensor<B, 1>, Option<Tensor<B, 1>>),
     pub attn: [Tensor<B, 2>; 4],
     pub mlp: [Tensor<B, 2>; 3],
+    pub k_add: Option<Tensor<B, 2>>,
+}
+
+/// The layer's gradients: `x`'s, the norm's `[dw, (db)]`, the seven matrices' (in the masters'
+/// dtype) and `k_add`'s if it was given.
+pub struct Grads<B: Backend> {
+    pub dx: Tensor<B, 3>,
+    pub norm: Vec<Tensor<B, 1>>,
+    pub mats: [Tensor<B, 2>; 7],
+    pub k_add: Option<Tensor<B, 2>>,
 }
 
 /// The attention's constants and the norm's epsilon.
@@ -43,6 +54,8 @@ pub struct Saved<B: Backend> {
     pub stats: [Tensor<B, 1>; 2],
     pub attn: attn::Saved<B>,
     pub mlp: [Tensor<B, 2>; 3],
+    /// Whether the forward added a `k_add`.
+    pub k_add: bool,
 }
 
 /// `(y, saved)` of `x [b, L, d]`; one CUDA op with `fused` on the CUDA backend, the steps of the
@@ -51,30 +64,33 @@ pub fn layer_fwd<B: Backend>(x: Tensor<B, 3>, w: Weights<B>, c: &Consts<B>) -> (
     let [b, l, d] = x.dims();
     let (rows, [wg, wu, wd]) = (b * l, w.mlp);
     let [n, mean, rstd] = prims::norm_fwd(x.clone().reshape([rows, d]), w.norm.0, w.norm.1, c.eps);
-    let (a, attn) = attn::block_fwd(n.clone().reshape([b, l, d]), w.attn, &c.attn);
+    let k_add = w.k_add.is_some();
+    let (a, attn) = attn::block_fwd(n.clone().reshape([b, l, d]), w.attn, w.k_add, &c.attn);
     let (m, h, wcat, wdc) = prims::mlp_fwd(n.clone(), wg, wu, wd);
     let y = x + a + m.reshape([b, l, d]);
-    (y, Saved { n, stats: [mean.reshape([rows]), rstd.reshape([rows])], attn, mlp: [h, wcat, wdc] })
+    (y, Saved { n, stats: [mean.reshape([rows]), rstd.reshape([rows])], attn, mlp: [h, wcat, wdc], k_add })
 }
 
-/// Its gradients from `dy [b, L, d]`: `dx`, the norm's `[dw, db]` (`db` for LayerNorm, `layer`)
-/// and the seven matrices' (in `w_dtype`); `norm_w` is the norm's weight.
+/// Its gradients from `dy [b, L, d]`: `dx`, the norm's `[dw, db]` (`db` for LayerNorm, `layer`),
+/// the seven matrices' (in `w_dtype`) and `k_add`'s; `norm_w` is the norm's weight.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_bwd<B: Backend>(dy: Tensor<B, 3>, x: Tensor<B, 3>, norm_w: Tensor<B, 1>, s: Saved<B>, c: &Consts<B>, layer: bool, w_dtype: DType) -> (Tensor<B, 3>, Vec<Tensor<B, 1>>, [Tensor<B, 2>; 7]) {
+pub fn layer_bwd<B: Backend>(dy: Tensor<B, 3>, x: Tensor<B, 3>, norm_w: Tensor<B, 1>, s: Saved<B>, c: &Consts<B>, layer: bool, w_dtype: DType) -> Grads<B> {
     let [b, l, d] = dy.dims();
     let (rows, [h, wcat, wdc], [mean, rstd]) = (b * l, s.mlp, s.stats);
     let (dn_m, dwg, dwu, dwd) = prims::mlp_bwd(dy.clone().reshape([rows, d]), s.n.clone(), h, wcat, wdc, w_dtype);
-    let (dn_a, [dwq, dwk, dwv, dwo]) = attn::block_bwd(dy.clone(), s.n.reshape([b, l, d]), s.attn, &c.attn, w_dtype);
+    let (dn_a, [dwq, dwk, dwv, dwo], k_add) = attn::block_bwd(dy.clone(), s.n.reshape([b, l, d]), s.attn, &c.attn, w_dtype, s.k_add);
     let dn = dn_a.reshape([rows, d]) + dn_m;
     let mut g = prims::norm_bwd(dn, x.reshape([rows, d]), norm_w, mean.reshape([rows, 1]), rstd.reshape([rows, 1]), layer).into_iter();
     let dx = dy + g.next().expect("dx").reshape([b, l, d]);
-    (dx, g.map(|t| t.reshape([d])).collect(), [dwq, dwk, dwv, dwo, dwg, dwu, dwd])
+    Grads { dx, norm: g.map(|t| t.reshape([d])).collect(), mats: [dwq, dwk, dwv, dwo, dwg, dwu, dwd], k_add }
 }
 
 #[derive(Debug)]
 struct LayerBackward {
     fused: bool,
     w_dtype: DType,
+    /// LayerNorm (the norm has a bias).
+    layer: bool,
 }
 
 impl<B: Prims, const N: usize> Backward<B, N> for LayerBackward {
@@ -83,11 +99,12 @@ impl<B: Prims, const N: usize> Backward<B, N> for LayerBackward {
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = float::<B, 3>(grads.consume::<B>(&ops.node));
         let (x, norm_w, saved, c) = ops.state;
-        // parents: x, the norm's weight (and bias), the seven matrices
-        let (dx, dnorm, dws) = B::layer_bwd(dy, float(x), float(norm_w), saved, &c, N == 10, self.w_dtype, self.fused);
-        let mut ds = vec![dx.into_primitive().tensor()];
-        ds.extend(dnorm.into_iter().map(|t| t.into_primitive().tensor()));
-        ds.extend(dws.map(|t| t.into_primitive().tensor()));
+        // parents: x, the norm's weight (and bias), the seven matrices (and k_add)
+        let g = B::layer_bwd(dy, float(x), float(norm_w), saved, &c, self.layer, self.w_dtype, self.fused);
+        let mut ds = vec![g.dx.into_primitive().tensor()];
+        ds.extend(g.norm.into_iter().map(|t| t.into_primitive().tensor()));
+        ds.extend(g.mats.map(|t| t.into_primitive().tensor()));
+        ds.extend(g.k_add.map(|t| t.into_primitive().tensor()));
         for (node, d) in ops.parents.into_iter().zip(ds) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, d);
@@ -101,23 +118,36 @@ pub fn layer_ad<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 3>, w
     let x = x.into_primitive().tensor();
     let (nw, nb) = (w.norm.0.into_primitive().tensor(), w.norm.1.map(|b| b.into_primitive().tensor()));
     let mats: Vec<_> = w.attn.into_iter().chain(w.mlp).map(|t| t.into_primitive().tensor()).collect();
+    let k_add = w.k_add.map(|t| t.into_primitive().tensor());
     let inner = |i: usize| float::<B, 2>(mats[i].primitive.clone());
-    let weights = Weights { norm: (float(nw.primitive.clone()), nb.as_ref().map(|b| float(b.primitive.clone()))), attn: [0, 1, 2, 3].map(inner), mlp: [4, 5, 6].map(inner) };
+    let weights = Weights {
+        norm: (float(nw.primitive.clone()), nb.as_ref().map(|b| float(b.primitive.clone()))),
+        attn: [0, 1, 2, 3].map(inner),
+        mlp: [4, 5, 6].map(inner),
+        k_add: k_add.as_ref().map(|t| float(t.primitive.clone())),
+    };
     let w_dtype = weights.attn[0].dtype();
     let (y, saved) = B::layer_fwd(float::<B, 3>(x.primitive.clone()), weights, &c, fused);
     let y = y.into_primitive().tensor();
     let state = (x.primitive.clone(), nw.primitive.clone(), saved, c);
-    let bw = LayerBackward { fused, w_dtype };
-    let m = |i: usize| mats[i].node.clone();
-    let out = match nb {
-        Some(nb) => match bw.prepare::<C>([x.node.clone(), nw.node.clone(), nb.node.clone(), m(0), m(1), m(2), m(3), m(4), m(5), m(6)]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        },
-        None => match bw.prepare::<C>([x.node.clone(), nw.node.clone(), m(0), m(1), m(2), m(3), m(4), m(5), m(6)]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        },
+    let bw = LayerBackward { fused, w_dtype, layer: nb.is_some() };
+    let mut parents = vec![x.node.clone(), nw.node.clone()];
+    parents.extend(nb.map(|b| b.node));
+    parents.extend(mats.iter().map(|m| m.node.clone()));
+    parents.extend(k_add.map(|t| t.node));
+    macro_rules! node {
+        ($n:literal) => {
+            match bw.prepare::<C>(<[_; $n]>::try_from(parents).expect("parents")).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        };
+    }
+    let out = match parents.len() {
+        9 => node!(9),
+        10 => node!(10),
+        11 => node!(11),
+        n => unreachable!("{n} parents"),
     };
     float(out)
 }
@@ -143,10 +173,21 @@ mod cuda {
 
     pub trait LayerBackend: Backend {
         /// `[y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]` of `x [b, L, d]` and f32
-        /// `ws = [w, (b,) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm).
-        fn layer_fwd(x: FloatTensor<Self>, ws: Vec<FloatTensor<Self>>, rot: Rot<Self>, bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, eps: f32) -> Vec<FloatTensor<Self>>;
-        /// `[dx, dw, (db,) dwq, dwk, dwv, dwo, dwg, dwu, dwd]` from `dy`, `x`, the norm's weight
-        /// and the forward's outputs after `y`.
+        /// `ws = [w, (b,) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm), the key projection plus
+        /// `k_add [L, d]` if given.
+        #[allow(clippy::too_many_arguments)]
+        fn layer_fwd(
+            x: FloatTensor<Self>,
+            ws: Vec<FloatTensor<Self>>,
+            k_add: Option<FloatTensor<Self>>,
+            rot: Rot<Self>,
+            bias: Option<FloatTensor<Self>>,
+            heads: usize,
+            scale: f32,
+            eps: f32,
+        ) -> Vec<FloatTensor<Self>>;
+        /// `[dx, dw, (db,) dwq, dwk, dwv, dwo, dwg, dwu, dwd, (dk_add)]` from `dy`, `x`, the norm's
+        /// weight and the forward's outputs after `y`.
         #[allow(clippy::too_many_arguments)]
         fn layer_bwd(
             dy: FloatTensor<Self>,
@@ -158,6 +199,7 @@ mod cuda {
             heads: usize,
             scale: f32,
             layer: bool,
+            k_add: bool,
             w_dtype: DType,
         ) -> Vec<FloatTensor<Self>>;
     }
@@ -169,7 +211,7 @@ mod cuda {
     }
 
     impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBackend<CudaRuntime, F, I, BT> {
-        fn layer_fwd(x: T, ws: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, eps: f32) -> Vec<T> {
+        fn layer_fwd(x: T, ws: Vec<T>, k_add: Option<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, eps: f32) -> Vec<T> {
             let [b, l, d] = x.meta.shape().dims::<3>();
             let mut ws = ws.into_iter();
             let has_b = ws.len() == 9;
@@ -178,27 +220,38 @@ mod cuda {
             let [wq, wk, wv, wo, wg, wu, wd] = [(); 7].map(|_| ws.next().expect("7 matrices"));
             let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![b * l, d]), nw, nb, eps);
             // y = x + attn(n), then + mlp(n) in place
-            let [y, q, k, v, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x));
+            let [y, q, k, v, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x), k_add);
             let [y, h, wcat, wdc] = mlp::cuda::fwd(n.clone(), wg, wu, wd, Some(view(y, vec![b * l, d])));
             vec![view(y, vec![b, l, d]), n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]
         }
 
-        fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, layer: bool, w_dtype: DType) -> Vec<T> {
+        fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
             let [b, l, d] = x.meta.shape().dims::<3>();
             let [n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [T; 13] = saved.try_into().expect("13 saved");
             let dy2 = view(dy.clone(), vec![b * l, d]);
             let [dn, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n.clone(), h, wcat, wdc, w_dtype);
             // dn += the attention's input gradient, in place
-            let [dn, dwq, dwk, dwv, dwo] = attention_block::cuda::bwd(dy, view(n, vec![b, l, d]), [q, k, v, o, lse, wqkv, wo], rot, bias, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])));
+            let ([dn, dwq, dwk, dwv, dwo], dk_add) =
+                attention_block::cuda::bwd(dy, view(n, vec![b, l, d]), [q, k, v, o, lse, wqkv, wo], rot, bias, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])), k_add);
             let mut g = norm::cuda::bwd(view(dn, vec![b * l, d]), view(x, vec![b * l, d]), w, mean, rstd, layer, Some(dy2));
             g[0] = view(g[0].clone(), vec![b, l, d]);
             g.extend([dwq, dwk, dwv, dwo, dwg, dwu, dwd]);
+            g.extend(dk_add);
             g
         }
     }
 
     impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
-        fn layer_fwd(x: FloatTensor<Self>, ws: Vec<FloatTensor<Self>>, rot: Rot<Self>, bias: Option<FloatTensor<Self>>, heads: usize, scale: f32, eps: f32) -> Vec<FloatTensor<Self>> {
+        fn layer_fwd(
+            x: FloatTensor<Self>,
+            ws: Vec<FloatTensor<Self>>,
+            k_add: Option<FloatTensor<Self>>,
+            rot: Rot<Self>,
+            bias: Option<FloatTensor<Self>>,
+            heads: usize,
+            scale: f32,
+            eps: f32,
+        ) -> Vec<FloatTensor<Self>> {
             let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
             let (rows, bh, hd, has_b) = (b * l, b * heads, d / heads, ws.len() == 9);
             let head = (vec![bh, l, hd], dt);
@@ -220,14 +273,17 @@ mod cuda {
             ];
             let mut ins = vec![x];
             ins.extend(ws);
+            let added = k_add.is_some();
+            ins.extend(k_add);
             let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
-            flags.extend([eps, has_b as u8 as f32]);
+            flags.extend([eps, has_b as u8 as f32, added as u8 as f32]);
             custom_vec::<B>("layer_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
                 let mut ins = inputs::<B>(d, h);
                 let x = ins.next().expect("x");
                 let ws = (0..8 + f[5] as usize).map(|_| ins.next().expect("weights")).collect();
+                let k_add = (f[6] != 0.0).then(|| ins.next().expect("k_add"));
                 let (rot, bias) = attn_consts::<B>(f, &mut ins);
-                outputs::<B>(d, h, B::layer_fwd(x, ws, rot, bias, heads, f[0], f[4]));
+                outputs::<B>(d, h, B::layer_fwd(x, ws, k_add, rot, bias, heads, f[0], f[4]));
             })
         }
 
@@ -241,6 +297,7 @@ mod cuda {
             heads: usize,
             scale: f32,
             layer: bool,
+            k_add: bool,
             w_dtype: DType,
         ) -> Vec<FloatTensor<Self>> {
             let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, saved[12].shape[0]);
@@ -249,17 +306,21 @@ mod cuda {
             outs.extend(vec![(vec![d], DType::F32); 1 + layer as usize]);
             outs.extend(vec![(vec![d, d], w_dtype); 4]);
             outs.extend([(vec![d, f], w_dtype), (vec![d, f], w_dtype), (vec![f, d], w_dtype)]);
+            if k_add {
+                outs.push((vec![l, d], dt));
+            }
             let mut ins = vec![dy, x, w];
             ins.extend(saved);
             let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
-            flags.push(layer as u8 as f32);
+            flags.extend([layer as u8 as f32, k_add as u8 as f32]);
             custom_vec::<B>("layer_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
                 let mut ins = inputs::<B>(d, h);
                 let [dy, x, w] = [(); 3].map(|_| ins.next().expect("dy, x, w"));
                 let saved = (0..13).map(|_| ins.next().expect("saved")).collect();
                 let (rot, bias) = attn_consts::<B>(f, &mut ins);
-                let w_dtype = d.outputs[d.outputs.len() - 1].dtype;
-                outputs::<B>(d, h, B::layer_bwd(dy, x, w, saved, rot, bias, heads, f[0], f[4] != 0.0, w_dtype));
+                // the MLP's down projection's gradient, the last weight gradient
+                let w_dtype = d.outputs[d.outputs.len() - 1 - (f[5] != 0.0) as usize].dtype;
+                outputs::<B>(d, h, B::layer_bwd(dy, x, w, saved, rot, bias, heads, f[0], f[4] != 0.0, f[5] != 0.0, w_dtype));
             })
         }
     }
@@ -273,14 +334,16 @@ mod tests {
     use burn::prelude::*;
 
     /// The op (its burn steps and hand-written backward) equals the reference layer in burn's ops
-    /// (`reference::parallel_layer`) through autodiff, for LayerNorm with RoPE and RMSNorm with
-    /// ALiBi: output and every gradient.
+    /// (`reference::parallel_layer`) through autodiff, for LayerNorm with RoPE, RMSNorm with ALiBi
+    /// and either norm with linspace (its ramp times a learned scale added to k; 9 to 11 tracked
+    /// inputs): output and every gradient, the scale's included.
     #[test]
     fn layer_op_matches_the_reference_layer() {
         let dev = Default::default();
         let (b, l, d, f, heads) = (2, 5, 8, 12, 2);
         let data = crate::test_values;
-        for (kind, layer) in [(Scheme::Rope, true), (Scheme::Alibi, false)] {
+        for (kind, layer) in [(Scheme::Rope, true), (Scheme::Alibi, false), (Scheme::Linspace, true), (Scheme::Linspace, false)] {
+            let linspace = kind == Scheme::Linspace;
             let t = positions::<crate::backend::Cpu>(kind, l, 0, heads, d / heads, 1e4, 512.0, burn::tensor::FloatDType::F32, &dev);
             let ac = super::attn::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased.then(|| t.bias.clone()), heads, scale: 0.5 };
             let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
@@ -291,15 +354,18 @@ mod tests {
                 let nb = layer.then(|| Tensor::<CpuTrain, 1>::from_data(data(d, 3), &dev).require_grad());
                 let attn = [4, 5, 6, 7].map(|k| m(d * d, k, [d, d]));
                 let mlp = [m(d * f, 8, [d, f]), m(d * f, 10, [d, f]), m(f * d, 11, [f, d])];
+                let scale = linspace.then(|| m(d, 12, [1, d]));
+                let ramp = t.k_ramp.clone().map(Tensor::<CpuTrain, 3>::from_inner);
                 let y = if ours {
-                    let w = super::Weights { norm: (nw.clone(), nb.clone()), attn: attn.clone(), mlp: mlp.clone() };
+                    let k_add = ramp.clone().zip(scale.clone()).map(|(r, s)| (r * s.unsqueeze::<3>()).reshape([l, d]));
+                    let w = super::Weights { norm: (nw.clone(), nb.clone()), attn: attn.clone(), mlp: mlp.clone(), k_add };
                     super::layer_ad(x.clone(), w, super::Consts { attn: ac.clone(), eps: 1e-5 }, false)
                 } else {
                     // the reference (`reference::parallel_layer`, burn's ops), differentiated by autodiff
                     let lift = |r: &Rot<crate::backend::Cpu>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
-                    let pos = Positions::<CpuTrain> { rot_q: lift(&t.rot_q), rot_k: lift(&t.rot_k), bias: Tensor::from_inner(t.bias.clone()), biased: t.biased, k_ramp: None };
+                    let pos = Positions::<CpuTrain> { rot_q: lift(&t.rot_q), rot_k: lift(&t.rot_k), bias: Tensor::from_inner(t.bias.clone()), biased: t.biased, k_ramp: ramp.clone() };
                     let n = NormWeights { weight: nw.clone(), bias: nb.clone(), eps: 1e-5 };
-                    let a = AttnWeights { q: attn[0].clone(), k: attn[1].clone(), v: attn[2].clone(), o: attn[3].clone(), k_scale: None, heads };
+                    let a = AttnWeights { q: attn[0].clone(), k: attn[1].clone(), v: attn[2].clone(), o: attn[3].clone(), k_scale: scale.clone(), heads };
                     let m = MlpWeights { gate: mlp[0].clone(), up: mlp[1].clone(), down: mlp[2].clone() };
                     crate::reference::parallel_layer(x.clone(), &n, &a, &m, &pos, &Kernels::REFERENCE)
                 };
@@ -307,11 +373,11 @@ mod tests {
                 let v = |t: TensorData| t.to_vec::<f32>().unwrap();
                 let mut all = vec![v(y.into_data()), v(x.grad(&grads).unwrap().into_data()), v(nw.grad(&grads).unwrap().into_data())];
                 all.extend(nb.iter().map(|t| v(t.grad(&grads).unwrap().into_data())));
-                all.extend(attn.iter().chain(&mlp).map(|t| v(t.grad(&grads).unwrap().into_data())));
+                all.extend(attn.iter().chain(&mlp).chain(&scale).map(|t| v(t.grad(&grads).unwrap().into_data())));
                 all
             };
             let (ours, theirs) = (run(true), run(false));
-            assert_eq!(ours.len(), if layer { 11 } else { 10 });
+            assert_eq!(ours.len(), 10 + layer as usize + linspace as usize);
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                 assert!(a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-4 * (1.0 + q.abs())), "{kind:?} output {i}: {a:?} vs {b:?}");
                 assert!(a.iter().any(|v| v.abs() > 1e-3), "{kind:?} output {i} must not vanish");

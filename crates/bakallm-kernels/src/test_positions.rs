@@ -1,5 +1,5 @@
 //! Position tables for the kernels' tests: RoPE, xPos (q and k tables differ), ALiBi (a per-head
-//! bias) and none, over `l` plain positions. The model builds its own (`model::positions`); these
+//! bias), linspace (a ramp added to k) and none, over `l` plain positions. The model builds its own (`model::positions`); these
 //! only give the ops inputs of each kind.
 
 use crate::ops::Positions;
@@ -13,10 +13,12 @@ pub enum Scheme {
     Rope,
     Xpos,
     Alibi,
+    Linspace,
 }
 
 /// Tables of `scheme` for positions `first..first + l`, `heads` heads of `hd`: RoPE angles
-/// `p · base^(−2i/hd)`, xPos's decay `ζ_i^(±(p − centre)/scale_base)`, ALiBi slopes `2^(−8k/heads)`.
+/// `p · base^(−2i/hd)`, xPos's decay `ζ_i^(±(p − centre)/scale_base)`, ALiBi slopes `2^(−8k/heads)`,
+/// linspace's ramp `0.5 · t/(l − 1)` `[1, l, 1]`.
 #[allow(clippy::too_many_arguments)]
 pub fn positions<B: Backend>(scheme: Scheme, l: usize, first: usize, heads: usize, hd: usize, base: f64, scale_base: f64, dt: FloatDType, dev: &B::Device) -> Positions<B> {
     let half = hd / 2;
@@ -54,6 +56,9 @@ pub fn positions<B: Backend>(scheme: Scheme, l: usize, first: usize, heads: usiz
         rot_k: rotates.then(|| rot(-1.0)),
         bias: to(Tensor::from_data(TensorData::new(bias, [1, hb, l, l]), dev), dt),
         biased: scheme == Scheme::Alibi,
-        k_ramp: None,
+        k_ramp: (scheme == Scheme::Linspace).then(|| {
+            let ramp = (0..l).map(|t| 0.5 * t as f32 / (l - 1).max(1) as f32).collect::<Vec<_>>();
+            to(Tensor::from_data(TensorData::new(ramp, [1, l, 1]), dev), dt)
+        }),
     }
 }

@@ -238,3 +238,31 @@ ATTENTION_KERNELS(float, f32, 1)
 ATTENTION_KERNELS(bf16, bf16, 1)
 ATTENTION_KERNELS(float, f32_v, 4)
 ATTENTION_KERNELS(bf16, bf16_v, 8)
+
+// A key term added to every sequence (linspace's ramp times its scale): the key columns of the
+// fused projection x [n, 3d] get a [L, d] at row r % L; its gradient sums dx's key columns over
+// the B sequences (in f32). One thread per element of the key columns / of a.
+template <typename T>
+__device__ void add_key(T* x, const T* a, long long n, int L, int d) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= n * d) return;
+    long long r = e / d;
+    int c = (int)(e % d);
+    T* p = x + r * 3 * d + d + c;
+    st(p, 0, ld(p, 0) + ld(a, (r % L) * d + c));
+}
+template <typename T>
+__device__ void sum_key(const T* dx, T* g, int B, int L, int d) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (long long)L * d) return;
+    long long t = e / d;
+    int c = (int)(e % d);
+    float sum = 0.f;
+    for (int b = 0; b < B; b++) sum += ld(dx, ((long long)b * L + t) * 3 * d + d + c);
+    st(g, e, sum);
+}
+#define KEY_KERNELS(T, NAME)                                                                                           \
+    extern "C" __global__ void add_key_##NAME(T* x, const T* a, long long n, int L, int d) { add_key<T>(x, a, n, L, d); } \
+    extern "C" __global__ void sum_key_##NAME(const T* dx, T* g, int B, int L, int d) { sum_key<T>(dx, g, B, L, d); }
+KEY_KERNELS(float, f32)
+KEY_KERNELS(bf16, bf16)

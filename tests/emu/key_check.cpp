@@ -1,0 +1,50 @@
+// add_key / sum_key (cuda/attention.cu: linspace's key term on the fused projection, emulated by
+// emu.h) against their formulas, computed here with the same operations: x[r, d + c] += a[r % L, c]
+// over the key columns of x [B·L, 3d] (the q and v columns untouched), and g[t, c] = Σ_b x[b·L + t,
+// d + c], in f32 and in bf16. Exit status 1 on a difference.
+#include "emu.h"
+#include "kernels.cu"
+#include <random>
+// Runs `f` once per thread of a 1-D grid of 256-thread blocks covering `total` elements.
+template <typename F> static void grid_1d(long long total, F f) {
+    blockDim.x = 256;
+    for (long long blk = 0; blk * 256 < total; blk++)
+        for (unsigned t = 0; t < 256; t++) blockIdx.x = (unsigned)blk, threadIdx.x = t, f();
+}
+template <typename T, typename Add, typename Sum>
+static int check(const char* name, int B, int L, int d, Add add, Sum sum) {
+    long long n = (long long)B * L;
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> U(-2, 2);
+    std::vector<T> x(n * 3 * d), a((size_t)L * d), g((size_t)L * d);
+    for (auto& e : x) st(&e, 0, U(rng));
+    for (auto& e : a) st(&e, 0, U(rng));
+    auto x0 = x;
+    grid_1d(n * d, [&] { add(x.data(), a.data(), n, L, d); });
+    int bad = 0;
+    for (long long r = 0; r < n; r++)
+        for (int c = 0; c < 3 * d; c++) {
+            T want = x0[r * 3 * d + c];
+            if (c >= d && c < 2 * d) st(&want, 0, ld(&x0[r * 3 * d + c], 0) + ld(&a[(r % L) * d + c - d], 0));
+            bad += ld(&x[r * 3 * d + c], 0) != ld(&want, 0);
+        }
+    grid_1d((long long)L * d, [&] { sum(x.data(), g.data(), B, L, d); });
+    for (int t = 0; t < L; t++)
+        for (int c = 0; c < d; c++) {
+            float s = 0.f;
+            for (int b = 0; b < B; b++) s += ld(&x[((long long)b * L + t) * 3 * d + d + c], 0);
+            T want;
+            st(&want, 0, s);
+            bad += ld(&g[(size_t)t * d + c], 0) != ld(&want, 0);
+        }
+    printf("%s: B %d, L %d, d %d: %d differences\n", name, B, L, d, bad);
+    return bad;
+}
+int main() {
+    int bad = 0;
+    for (auto [B, L, d] : {std::tuple{3, 70, 64}, std::tuple{1, 5, 8}, std::tuple{4, 257, 96}}) {
+        bad += check<float>("f32", B, L, d, add_key_f32, sum_key_f32);
+        bad += check<bf16>("bf16", B, L, d, add_key_bf16, sum_key_bf16);
+    }
+    return bad ? 1 : 0;
+}
