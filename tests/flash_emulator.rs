@@ -55,13 +55,14 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
         .output()
         .unwrap_or_else(|e| panic!("the flash emulator test needs g++ (apt-get install g++): {e}"));
     assert!(built.status.success(), "g++ failed:\n{}", String::from_utf8_lossy(&built.stderr));
-    // (head dim, length, bias): both head dims, lengths off the 64- and 128-row tiles (300: three
-    // forward blocks, warps skipping whole key tiles), with and without ALiBi
-    for (hd, l, bias) in [("64", "100", "1"), ("32", "130", "0"), ("64", "300", "0")] {
-        let run = Command::new(&exe).args([hd, l, bias]).output().unwrap();
+    // (head dim, length, bias, o merged): both head dims, lengths off the 64- and 128-row tiles
+    // (300: three forward blocks, warps skipping whole key tiles), with and without ALiBi, o and dO
+    // in the heads' layout and with the heads side by side (the attention block's)
+    for (hd, l, bias, merged) in [("64", "100", "1", "0"), ("32", "130", "0", "0"), ("64", "300", "0", "0"), ("64", "100", "1", "1"), ("32", "130", "0", "1")] {
+        let run = Command::new(&exe).args([hd, l, bias, merged]).output().unwrap();
         let text = String::from_utf8_lossy(&run.stdout);
         eprint!("{text}");
-        assert!(run.status.success(), "flash kernels, head dim {hd}, L {l}, bias {bias}:\n{text}");
+        assert!(run.status.success(), "flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}:\n{text}");
     }
 }
 

@@ -258,8 +258,6 @@ impl Config {
             (AttnKernel::Fused, Some(why))
         } else if one_op && k.matmul == Matmul::Burn {
             (AttnKernel::Flash, Some("train.matmul = \"burn\": the attention runs as flash kernels between burn's linears, not as one op".into()))
-        } else if k.attention == AttnKernel::Layer && m.residual == crate::model::Residual::Sequential {
-            sublayer("model.residual = \"sequential\": each sublayer runs as its own op (no single-op layer)")
         } else if k.attention == AttnKernel::Layer && (k.norm == Fusion::Burn || k.gate == Fusion::Burn) {
             sublayer("the single-op layer needs the fused norm and gate")
         } else if k.attention == AttnKernel::Block && linspace {

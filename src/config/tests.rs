@@ -45,8 +45,9 @@ fn kernel_fallbacks_are_said_on_cuda_only() {
     assert!(notes("")[0].contains("bf16"), "f32 keeps the flash kernels out");
     assert!(bf16("[model]\npositions = \"linspace\"").is_empty(), "the layer op takes linspace's ramp");
     assert!(bf16("attention = \"block\"\n[model]\npositions = \"linspace\"")[0].contains("linspace"));
-    assert!(bf16("[model]\npositions = \"linspace\"\nresidual = \"sequential\"")[0].contains("linspace"));
-    assert!(bf16("[model]\nresidual = \"sequential\"")[0].contains("sequential"));
+    assert!(bf16("[model]\npositions = \"linspace\"\nresidual = \"sequential\"").is_empty(), "the layer op takes the sequential residual");
+    assert!(bf16("[model]\nresidual = \"sequential\"").is_empty());
+    assert!(bf16("gate = \"burn\"\n[model]\nresidual = \"sequential\"")[0].contains("fused norm and gate"));
     assert!(bf16("attention = \"flash\"\n[model]\nresidual = \"sequential\"").is_empty());
     assert!(notes("kernels = \"reference\"").is_empty());
     assert!(Config::from_layers(&[layer("[model]\npositions = \"linspace\"")]).unwrap().kernel_fallbacks().is_empty());

@@ -32,13 +32,13 @@ impl<B: Backend> Block<B> {
 
 impl<B: BakaOps> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>, pos: &Positions<B>, k: &Kernels) -> Tensor<B, 3> {
+        // one op either way (on CUDA, one kernel sequence each way)
+        let (n, a, m) = (self.attn_norm.weights(), self.attn.weights(), self.mlp.weights());
         match &self.mlp_norm {
-            // x + attn(norm(x)) + mlp(norm(x)), one op (on CUDA, one kernel sequence each way)
-            None => B::parallel_layer(x, &self.attn_norm.weights(), &self.attn.weights(), &self.mlp.weights(), pos, k),
-            Some(mlp_norm) => {
-                let x = x.clone() + self.attn.forward(self.attn_norm.forward(x, k), pos, k);
-                x.clone() + self.mlp.forward(mlp_norm.forward(x, k), k)
-            }
+            // x + attn(norm(x)) + mlp(norm(x))
+            None => B::parallel_layer(x, &n, &a, &m, pos, k),
+            // x' + mlp(norm'(x')), x' = x + attn(norm(x))
+            Some(mlp_norm) => B::sequential_layer(x, &n, &a, &mlp_norm.weights(), &m, pos, k),
         }
     }
 }

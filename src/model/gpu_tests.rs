@@ -55,7 +55,7 @@ pub(crate) fn rel(a: &[f32], b: &[f32]) -> f32 {
 
 /// Every branch's loss and gradients on the GPU against the CPU, with the default kernels in bf16
 /// (the training setting: each parallel layer one op, `train.attention = "layer"`, linspace's ramp
-/// as the op's key term; the sequential residual takes the sublayer ops); RoPE also with the GEMM + softmax attention,
+/// as the op's key term; the sequential residual too, with its second norm); RoPE also with the GEMM + softmax attention,
 /// with the head + loss op over chunks that do not divide the batch's rows, with the attention
 /// sublayer as one op (`"block"`) and each sublayer its ops (`"flash"`), with the defaults in f32
 /// and with burn's ops throughout.

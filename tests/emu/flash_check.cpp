@@ -1,7 +1,8 @@
 // The flash kernels (cuda/flash.cu, emulated: emu.h) against attention computed in f64 from the
 // same bf16 values: output, log-sum-exp and the three gradients, relative L2 error below 2e-2.
-// Usage: flash_check HD L BIAS (BIAS 1: a per-head ALiBi-like bias with extra −∞ masks and a
-// fully masked row; 0: the causal mask alone). Exit status 1 on a failed comparison.
+// Usage: flash_check HD L BIAS MERGED (BIAS 1: a per-head ALiBi-like bias with extra −∞ masks and
+// a fully masked row; 0: the causal mask alone. MERGED 1: o and dO with the heads side by side,
+// [B, L, H·HD]; 0: [B·H, L, HD] like q, k, v). Exit status 1 on a failed comparison.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
@@ -9,6 +10,9 @@ static unsigned short tobf(float v) { return to_bf16(v); }
 int main(int argc, char** argv) {
     int HD = atoi(argv[1]), L = atoi(argv[2]), H = 2, B = 2, BH = B * H;
     bool BIAS = argc > 3 && atoi(argv[3]);
+    int OH = argc > 4 && atoi(argv[4]) ? H : 1;  // heads per row of o and dO
+    // where o and dO hold head row-block bh's row i, column c
+    auto oi = [&](int bh, int i, int c) { return ((size_t)(bh / OH) * L + i) * OH * HD + (size_t)(bh % OH) * HD + c; };
     float scale = 0.3f;
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> U(-2, 2);
@@ -23,16 +27,17 @@ int main(int argc, char** argv) {
         if (i == 3 && h == 1) b = NEG_INF;
         bias[((size_t)h * L + i) * L + j] = tobf(b);
     }
-    std::vector<unsigned short> o(n), dq(n), dk(n), dv(n);
+    std::vector<unsigned short> o(n), dq(n), dk(n), dv(n), dOk(n);  // dOk: dO in o's layout
+    for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) dOk[oi(bh, i, c)] = dO[((size_t)bh * L + i) * HD + c];
     std::vector<float> lse(BH * L), delta(BH * L), dqa(n, 0.f);
     long long sb = 0, sh = (long long)L * L;
     int nb = (L + 63) / 64;
     auto fwd = BIAS ? (HD == 64 ? flash_fwd_hd64_bias : flash_fwd_hd32_bias) : (HD == 64 ? flash_fwd_hd64 : flash_fwd_hd32);
     auto dot = HD == 64 ? flash_dot_hd64 : flash_dot_hd32;
     auto bwd = BIAS ? (HD == 64 ? flash_bwd_hd64_bias : flash_bwd_hd32_bias) : (HD == 64 ? flash_bwd_hd64 : flash_bwd_hd32);
-    launch([&] { fwd(q.data(), k.data(), v.data(), bias.data(), o.data(), lse.data(), L, H, sb, sh, scale); }, (L + 127) / 128, BH, 128);
-    launch([&] { dot(o.data(), dO.data(), delta.data(), (long long)BH * L); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
-    launch([&] { bwd(q.data(), k.data(), v.data(), bias.data(), dO.data(), lse.data(), delta.data(), dqa.data(), dk.data(), dv.data(), L, H, sb, sh, scale); }, nb, BH, 128);
+    launch([&] { fwd(q.data(), k.data(), v.data(), bias.data(), o.data(), lse.data(), L, H, sb, sh, scale, OH); }, (L + 127) / 128, BH, 128);
+    launch([&] { dot(o.data(), dOk.data(), delta.data(), (long long)BH * L, L, OH); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
+    launch([&] { bwd(q.data(), k.data(), v.data(), bias.data(), dOk.data(), lse.data(), delta.data(), dqa.data(), dk.data(), dv.data(), L, H, sb, sh, scale, OH); }, nb, BH, 128);
     launch([&] { flash_dq(dqa.data(), dq.data(), (long long)n); }, (n / 8 + 127) / 128, 1, 128);
     // reference in double
     std::vector<double> ro(n, 0), rdq(n, 0), rdk(n, 0), rdv(n, 0), rl(BH * L);
@@ -73,13 +78,14 @@ int main(int argc, char** argv) {
         }
     }
     auto acc = [&](int w, double got, double want) { if (std::isinf(want) && got == want) return; errs[w] += (got - want) * (got - want); norms[w] += want * want; };
-    for (size_t e = 0; e < n; e++) { acc(0, f(o[e]), ro[e]); acc(1, f(dq[e]), rdq[e]); acc(2, f(dk[e]), rdk[e]); acc(3, f(dv[e]), rdv[e]); }
+    for (size_t e = 0; e < n; e++) { acc(1, f(dq[e]), rdq[e]); acc(2, f(dk[e]), rdk[e]); acc(3, f(dv[e]), rdv[e]); }
+    for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) acc(0, f(o[oi(bh, i, c)]), ro[((size_t)bh * L + i) * HD + c]);
     for (int i = 0; i < BH * L; i++) acc(4, lse[i], rl[i]);
     const char* names[5] = {"o", "dq", "dk", "dv", "lse"};
     int bad = 0;
-    for (int w = 0; w < 5; w++) { double r = sqrt(errs[w] / norms[w]); printf("HD %d L %d %s rel %.2e\n", HD, L, names[w], r); bad |= !(r < 2e-2); }
+    for (int w = 0; w < 5; w++) { double r = sqrt(errs[w] / norms[w]); printf("HD %d L %d OH %d %s rel %.2e\n", HD, L, OH, names[w], r); bad |= !(r < 2e-2); }
     if (BIAS) {  // the fully masked row: lse +∞ and a zero output (the kernels' convention)
-        float l3 = lse[1 * L + 3], o3 = f(o[(size_t)1 * L * HD + 3 * HD]);
+        float l3 = lse[1 * L + 3], o3 = f(o[oi(1, 3, 0)]);
         printf("HD %d L %d fully masked row: lse %f, o %f\n", HD, L, l3, o3);
         bad |= !(std::isinf(l3) && l3 > 0 && o3 == 0.f);
     }

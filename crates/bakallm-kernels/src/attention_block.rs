@@ -21,8 +21,8 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::prelude::*;
 use burn::tensor::DType;
 
-/// What the backward needs from the forward: the heads `q, k, v` (rotated) and `o` `[b·H, L, hd]`,
-/// the log-sum-exp `[b·H, L]`, the cast weights `[wq | wk | wv]` `[d, 3d]` and `wo` `[d, d]`.
+/// What the backward needs from the forward: the heads `q, k, v` (rotated, `[b·H, L, hd]`), the
+/// attention's output `o` with the heads side by side `[b, L, d]`, the log-sum-exp `[b·H, L]`, the cast weights `[wq | wk | wv]` `[d, 3d]` and `wo` `[d, d]`.
 #[derive(Debug, Clone)]
 pub struct Saved<B: Backend> {
     pub q: Tensor<B, 3>,
@@ -62,7 +62,8 @@ pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], k_add: Opti
     };
     let (q, k, v) = (split(hqkv.clone().narrow(2, 0, d), &c.rot[0]), split(key, &c.rot[1]), split(hqkv.narrow(2, 2 * d, d), &None));
     let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads);
-    let y = prims::heads_merge(o.clone(), &None, c.heads).reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
+    let o = prims::heads_merge(o, &None, c.heads);
+    let y = o.clone().reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
     (y, Saved { q, k, v, o, lse, wqkv, wo })
 }
 
@@ -73,10 +74,10 @@ pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: 
     let [b, l, d] = dy.dims();
     let (n, heads) = (b * l, c.heads);
     let dy = dy.reshape([n, d]);
-    let m = prims::heads_merge(s.o.clone(), &None, heads).reshape([n, d]);
-    let dwo = m.transpose().matmul(dy.clone());
+    let dwo = s.o.clone().reshape([n, d]).transpose().matmul(dy.clone());
     let dout = prims::heads_split(dy.matmul(s.wo.transpose()).reshape([b, l, d]), &None, heads);
-    let [dq, dk, dv] = prims::flash_bwd(s.q, s.k, s.v, s.o, s.lse, dout, c.bias.clone(), c.scale, heads);
+    let o = prims::heads_split(s.o, &None, heads);
+    let [dq, dk, dv] = prims::flash_bwd(s.q, s.k, s.v, o, s.lse, dout, c.bias.clone(), c.scale, heads);
     let merged = [(dq, &c.rot[0]), (dk, &c.rot[1]), (dv, &None)].map(|(g, rot)| prims::heads_merge(g, rot, heads));
     let dhqkv = Tensor::cat(merged.into(), 2).reshape([n, 3 * d]);
     let dw = h.reshape([n, d]).transpose().matmul(dhqkv.clone());
@@ -133,9 +134,10 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
+    use super::super::flash::OutLayout::Merged;
     use super::super::fused::{cast_many, dim, dtype_name, empty, grid, part};
     use super::super::gemm::Trans::{N, T as Tr};
-    use super::super::heads::cuda::{launch as heads_launch, launch3 as heads3_launch};
+    use super::super::heads::cuda::launch3 as heads3_launch;
     use super::super::nvrtc::{compact, enqueue, enqueue_all, launch, Arg};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
@@ -190,17 +192,17 @@ pub(super) mod cuda {
             }
             heads3_launch("heads_split3", dt, phqkv, [pq, pk, pv], rot_ptrs(has, &p[5 + added..5 + added + nt]), n * d, [l, heads, hd], stream);
         });
-        let [o, lse] = super::super::flash::fwd(q.clone(), k.clone(), v.clone(), bias, scale, heads);
-        let (m, y) = (empty(&h, vec![n, d], dt), empty(&h, vec![b, l, d], dt));
+        // o with the heads side by side, [b, L, d]: the output projection's input as it is
+        let [o, lse] = super::super::flash::fwd(q.clone(), k.clone(), v.clone(), bias, scale, heads, Merged);
+        let y = empty(&h, vec![b, l, d], dt);
         let acc = acc.map(compact);
         let mut ts = vec![&o, &wo];
         ts.extend(&acc);
-        ts.extend([&m, &y]);
+        ts.push(&y);
         let summed = acc.is_some();
         enqueue_all(&ts, move |p, stream| {
-            let (po, pwo, pm, py) = (p[0], p[1], p[p.len() - 2], p[p.len() - 1]);
-            heads_launch("heads_merge", dt, [po, pm], None, n * d, [l, heads, hd, d], stream);
-            let g = RowGemm { batch: 1, m: n, n: d, k: d, a: side(pm, N, d), b: side(pwo, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: summed as u8 as f32 };
+            let (po, pwo, py) = (p[0], p[1], p[p.len() - 1]);
+            let g = RowGemm { batch: 1, m: n, n: d, k: d, a: side(po, N, d), b: side(pwo, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: summed as u8 as f32 };
             g.run_from(if summed { p[2] } else { py }, device, stream as _);
         });
         [y, q, k, v, o, lse, wqkv, wo]
@@ -217,16 +219,15 @@ pub(super) mod cuda {
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
         let [b, l, d] = h.meta.shape().dims::<3>();
         let (n, hd, dt, device) = (b * l, d / heads, h.dtype, h.device.index);
-        let (dm, m, dout, dwo) = (empty(&h, vec![n, d], dt), empty(&h, vec![n, d], dt), empty(&h, vec![b * heads, l, hd], dt), empty(&h, vec![d, d], w_dtype));
+        // o and its gradient with the heads side by side, [b, L, d] (as the forward wrote o)
+        let (dout, dwo) = (empty(&h, vec![b, l, d], dt), empty(&h, vec![d, d], w_dtype));
         let gemm = move |m, nn, k, a, b, c, out, stream: cudarc::driver::sys::CUstream| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype: dt, out, beta: 0.0 }.run(device, stream as _);
-        enqueue([&dy, &o, &wo, &dm, &m, &dout, &dwo], move |[pdy, po, pwo, pdm, pm, pdout, pdwo], stream| {
-            // dm = dy · woᵀ; dwo = mᵀ · dy with m = merge(o) recomputed
-            gemm(n, d, d, side(pdy, N, d), side(pwo, Tr, d), side(pdm, N, d), dt, stream);
-            heads_launch("heads_merge", dt, [po, pm], None, n * d, [l, heads, hd, d], stream);
-            gemm(d, d, n, side(pm, Tr, d), side(pdy, N, d), side(pdwo, N, d), w_dtype, stream);
-            heads_launch("heads_split", dt, [pdm, pdout], None, n * d, [l, heads, hd, d], stream);
+        enqueue([&dy, &o, &wo, &dout, &dwo], move |[pdy, po, pwo, pdout, pdwo], stream| {
+            // dout = dy · woᵀ; dwo = oᵀ · dy
+            gemm(n, d, d, side(pdy, N, d), side(pwo, Tr, d), side(pdout, N, d), dt, stream);
+            gemm(d, d, n, side(po, Tr, d), side(pdy, N, d), side(pdwo, N, d), w_dtype, stream);
         });
-        let [dq, dk, dv] = super::super::flash::bwd([q, k, v, o, dout], lse, bias, scale, heads);
+        let [dq, dk, dv] = super::super::flash::bwd([q, k, v, o, dout], lse, bias, scale, heads, Merged);
         let beta = acc.is_some() as u8 as f32;
         let dh = acc.map(compact).unwrap_or_else(|| empty(&h, vec![b, l, d], dt));
         let (dhqkv, dw) = (empty(&h, vec![n, 3 * d], dt), empty(&h, vec![3, d, d], w_dtype));

@@ -34,6 +34,27 @@ fn block_fits(w: &AttnWeights<GpuTrain>, k: &Kernels) -> bool {
     matches!(k.attention, AttnKernel::Block | AttnKernel::Layer) && k.matmul == Matmul::Cublas && w.k_scale.is_none()
 }
 
+/// The whole layer as one op (`layer.rs`), parallel or with the MLP's own norm `n2` (sequential),
+/// where the kernels asked for and the flash kernels' conditions allow; `None` elsewhere. The op
+/// takes linspace's ramp ⊗ scale as a key term, differentiated here by autodiff.
+fn layer_op(x: &T<3>, n: &NormWeights<GpuTrain>, a: &AttnWeights<GpuTrain>, n2: Option<&NormWeights<GpuTrain>>, m: &MlpWeights<GpuTrain>, pos: &Positions<GpuTrain>, k: &Kernels) -> Option<T<3>> {
+    let whole = k.attention == AttnKernel::Layer && k.matmul == Matmul::Cublas && k.gate == Fusion::Fused && k.norm == Fusion::Fused;
+    // one epsilon and one kind of norm for both
+    let same = n2.is_none_or(|n2| n2.eps == n.eps && n2.bias.is_some() == n.bias.is_some());
+    if !(whole && same) {
+        return None;
+    }
+    let attn = block_consts(x, pos, a.heads, a.scale())?;
+    let [_, l, d] = x.dims();
+    let k_add = match (&pos.k_ramp, &a.k_scale) {
+        (Some(ramp), Some(scale)) => Some((ramp.clone() * r::to(scale.clone(), x.dtype().into()).unsqueeze::<3>()).reshape([l, d])),
+        _ => None,
+    };
+    let norm = |n: &NormWeights<GpuTrain>| (n.weight.clone(), n.bias.clone());
+    let w = layer::Weights { norm: norm(n), attn: [&a.q, &a.k, &a.v, &a.o].map(|t| t.clone()), mlp: [&m.gate, &m.up, &m.down].map(|t| t.clone()), mlp_norm: n2.map(norm), k_add };
+    Some(layer::layer_ad(x.clone(), w, layer::Consts { attn, eps: n.eps as f32 }, true))
+}
+
 impl BakaOps for GpuTrain {
     fn dense(x: T<3>, w: T<2>, k: &Kernels) -> T<3> {
         match k.matmul {
@@ -89,20 +110,11 @@ impl BakaOps for GpuTrain {
     }
 
     fn parallel_layer(x: T<3>, n: &NormWeights<GpuTrain>, a: &AttnWeights<GpuTrain>, m: &MlpWeights<GpuTrain>, pos: &Positions<GpuTrain>, k: &Kernels) -> T<3> {
-        // the layer op takes linspace's ramp ⊗ scale as a key term, differentiated here by autodiff
-        let whole = k.attention == AttnKernel::Layer && k.matmul == Matmul::Cublas && k.gate == Fusion::Fused && k.norm == Fusion::Fused;
-        if whole {
-            if let Some(attn) = block_consts(&x, pos, a.heads, a.scale()) {
-                let [_, l, d] = x.dims();
-                let k_add = match (&pos.k_ramp, &a.k_scale) {
-                    (Some(ramp), Some(scale)) => Some((ramp.clone() * r::to(scale.clone(), x.dtype().into()).unsqueeze::<3>()).reshape([l, d])),
-                    _ => None,
-                };
-                let w = layer::Weights { norm: (n.weight.clone(), n.bias.clone()), attn: [&a.q, &a.k, &a.v, &a.o].map(|t| t.clone()), mlp: [&m.gate, &m.up, &m.down].map(|t| t.clone()), k_add };
-                return layer::layer_ad(x, w, layer::Consts { attn, eps: n.eps as f32 }, true);
-            }
-        }
-        r::parallel_layer(x, n, a, m, pos, k)
+        layer_op(&x, n, a, None, m, pos, k).unwrap_or_else(|| r::parallel_layer(x, n, a, m, pos, k))
+    }
+
+    fn sequential_layer(x: T<3>, n: &NormWeights<GpuTrain>, a: &AttnWeights<GpuTrain>, n2: &NormWeights<GpuTrain>, m: &MlpWeights<GpuTrain>, pos: &Positions<GpuTrain>, k: &Kernels) -> T<3> {
+        layer_op(&x, n, a, Some(n2), m, pos, k).unwrap_or_else(|| r::sequential_layer(x, n, a, n2, m, pos, k))
     }
 
     fn head_loss(h: T<3>, w: T<2>, targets: Tensor<GpuTrain, 2, Int>, k: &Kernels) -> T<1> {

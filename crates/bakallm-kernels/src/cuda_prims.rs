@@ -5,7 +5,7 @@ use crate::attention_block::{self, Consts as AttnConsts, Saved as AttnSaved};
 use crate::backend::Gpu;
 use crate::fused::FusedBackend;
 use crate::inner::Prims;
-use crate::layer::{self, Consts as LayerConsts, LayerBackend, Saved as LayerSaved, Weights as LayerWeights};
+use crate::layer::{self, Consts as LayerConsts, LayerBackend, Saved as LayerSaved, SeqSaved as LayerSeqSaved, Weights as LayerWeights};
 use crate::prims::{self, Rot};
 use crate::staged::Pending;
 use burn::prelude::*;
@@ -225,15 +225,22 @@ impl Prims for Gpu {
         if !fused {
             return layer::layer_fwd(x, w, c);
         }
+        let seq = w.mlp_norm.is_some();
+        let w2 = w.mlp_norm.as_ref().map(|(w2, _)| w2.clone());
         let mut ws = vec![up(w.norm.0)];
         ws.extend(w.norm.1.map(up));
+        ws.extend(w.mlp_norm.into_iter().flat_map(|(w, b)| std::iter::once(up(w)).chain(b.map(up))));
         ws.extend(w.attn.map(up).into_iter().chain(w.mlp.map(up)));
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
         let k_add = w.k_add.is_some();
-        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps);
-        let [y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [_; 14] = out.try_into().expect("14 outputs");
-        let attn = AttnSaved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) };
-        (down(y), LayerSaved { n: down(n), stats: [down(mean), down(rstd)], attn, mlp: [down(h), down(wcat), down(wdc)], k_add })
+        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps, seq);
+        let mut out = out.into_iter();
+        let mut next = |what: &str| out.next().unwrap_or_else(|| panic!("layer_fwd: {what}"));
+        let (y, n, mean, rstd) = (down(next("y")), down(next("n")), down(next("mean")), down(next("rstd")));
+        let attn = AttnSaved { q: down(next("q")), k: down(next("k")), v: down(next("v")), o: down(next("o")), lse: down(next("lse")), wqkv: down(next("wqkv")), wo: down(next("wo")) };
+        let mlp = [(); 3].map(|_| down(next("mlp")));
+        let seq = w2.map(|w| LayerSeqSaved { x: down(next("x'")), n: down(next("n'")), stats: [down(next("mean'")), down(next("rstd'"))], w });
+        (y, LayerSaved { n, stats: [mean, rstd], attn, mlp, seq, k_add })
     }
 
     fn layer_bwd(dy: Tensor<Gpu, 3>, x: Tensor<Gpu, 3>, norm_w: Tensor<Gpu, 1>, s: LayerSaved<Gpu>, c: &LayerConsts<Gpu>, layer: bool, w_dtype: DType, fused: bool) -> layer::Grads<Gpu> {
@@ -242,12 +249,16 @@ impl Prims for Gpu {
         }
         let (a, k_add) = (s.attn, s.k_add);
         let saved = vec![up(s.n), up(s.stats[0].clone()), up(s.stats[1].clone()), up(a.q), up(a.k), up(a.v), up(a.o), up(a.lse), up(a.wqkv), up(a.wo)];
-        let saved = saved.into_iter().chain(s.mlp.map(up)).collect();
+        let mut saved: Vec<_> = saved.into_iter().chain(s.mlp.map(up)).collect();
+        let norms = (1 + layer as usize) * (1 + s.seq.is_some() as usize);
+        if let Some(q) = s.seq {
+            saved.extend([up(q.x), up(q.n), up(q.stats[0].clone()), up(q.stats[1].clone()), up(q.w)]);
+        }
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
         let out = <Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, layer, k_add, w_dtype);
         let mut out = out.into_iter();
         let dx = down(out.next().expect("dx"));
-        let norm = (0..1 + layer as usize).map(|_| down(out.next().expect("norm gradients"))).collect();
+        let norm = (0..norms).map(|_| down(out.next().expect("norm gradients"))).collect();
         let mats = [(); 7].map(|_| down(out.next().expect("weight gradients")));
         layer::Grads { dx, norm, mats, k_add: out.next().map(down) }
     }

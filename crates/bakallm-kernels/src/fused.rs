@@ -109,7 +109,10 @@ pub(super) fn int_name(t: &T) -> &'static str {
 /// The batch and head strides of `bias [1|b, 1|heads, L, L]` for scores `[bh, L, L]` (0: broadcast).
 pub(super) fn bias_strides(what: &str, bias: &T, bh: usize, heads: usize, l: usize) -> [i64; 2] {
     let bs = bias.meta.shape().dims::<4>();
-    assert!(bs[2] == l && bs[3] == l && bh % heads == 0 && (bs[1] == 1 || bs[1] == heads) && (bs[0] == 1 || bs[0] * heads == bh), "{what}: bias {bs:?} for [{bh}, {l}, {l}] scores, {heads} heads");
+    assert!(
+        bs[2] == l && bs[3] == l && bh.is_multiple_of(heads) && (bs[1] == 1 || bs[1] == heads) && (bs[0] == 1 || bs[0] * heads == bh),
+        "{what}: bias {bs:?} for [{bh}, {l}, {l}] scores, {heads} heads"
+    );
     [0, 1].map(|i| if bs[i] == 1 { 0 } else { bias.meta.strides()[i] as i64 })
 }
 
@@ -156,11 +159,11 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
     }
 
     fn flash_fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
-        super::flash::fwd(q, k, v, bias, scale, heads)
+        super::flash::fwd(q, k, v, bias, scale, heads, super::flash::OutLayout::Heads)
     }
 
     fn flash_bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 3] {
-        super::flash::bwd(qkvod, lse, bias, scale, heads)
+        super::flash::bwd(qkvod, lse, bias, scale, heads, super::flash::OutLayout::Heads)
     }
 
     fn softmax_bwd(p: T, dp: T, scale: f32) -> T {
@@ -307,18 +310,16 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
             enqueue_all(&ts, move |q, stream| {
                 // `AdamTensors` (cuda/optim.cu): seven pointer arrays (p, g, m, v, p', m', v'), then the lengths
                 let mut table = [[0u64; ADAM_MAX]; 7];
-                let mut q = q.iter().copied();
-                let mut next = || q.next().expect("adamw: pointers");
-                for i in 0..k {
-                    let rows = if first { [0, 1].as_slice() } else { [0, 1, 2, 3].as_slice() };
-                    for &r in rows {
-                        table[r][i] = next();
-                    }
-                }
-                let s = if with_stats { next() } else { 0 };
-                for i in 0..k {
-                    for r in 4..7 {
-                        table[r][i] = next();
+                // they come tensor by tensor: (p, g, (m, v)) of each, the stats, then (p', m', v') of each
+                let per = if first { 2 } else { 4 };
+                let (ins, rest) = q.split_at(k * per);
+                let s = if with_stats { rest[0] } else { 0 };
+                let outs = &rest[with_stats as usize..];
+                for (first_row, per, ptrs) in [(0, per, ins), (4, 3, outs)] {
+                    for (i, tensor) in ptrs.chunks(per).enumerate() {
+                        for (r, &p) in tensor.iter().enumerate() {
+                            table[first_row + r][i] = p;
+                        }
                     }
                 }
                 let mut bytes: Vec<u8> = table.iter().flatten().flat_map(|p| p.to_ne_bytes()).collect();

@@ -118,7 +118,8 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let ([b, l, d], dt) = (h.shape.dims::<3>(), h.dtype);
         let (bh, hd) = (b * heads, d / heads);
         let head = (vec![bh, l, hd], dt);
-        let outs = [(vec![b, l, d], dt), head.clone(), head.clone(), head.clone(), head, (vec![bh, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt)];
+        // o with the heads side by side (`flash::OutLayout::Merged`)
+        let outs = [(vec![b, l, d], dt), head.clone(), head.clone(), head, (vec![b, l, d], dt), (vec![bh, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt)];
         let mut ins = vec![h];
         ins.extend(ws);
         let flags = attn_extras(&mut ins, rot, bias, scale);

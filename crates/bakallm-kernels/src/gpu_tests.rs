@@ -223,16 +223,17 @@ fn gpu_attention_block_kernels_match_burns_steps() {
 }
 
 /// The layer op's CUDA steps (`layer::cuda`: norm, attention and MLP steps with the residual
-/// folded into their GEMMs and the norm's backward) against burn's steps of the same op in f32
+/// folded into their GEMMs and the norms' backward) against burn's steps of the same op in f32
 /// on the CPU from the same bf16 values: `y` and every gradient; LayerNorm with RoPE, RMSNorm with
 /// ALiBi, LayerNorm with a key term (linspace's ramp ⊗ scale) and its gradient, a length off the
-/// 64-row tile.
+/// 64-row tile; the parallel residual and the sequential one (the MLP's own norm) each.
 #[test]
 fn gpu_layer_kernels_match_burns_steps() {
     use crate::layer::{layer_bwd, layer_fwd, Consts, Weights};
     use burn::tensor::FloatDType::{BF16, F32};
     let dev = burn::backend::cuda::CudaDevice::default();
-    for (b, l, d, f, heads, kind, layer) in [(2, 100, 128, 192, 2, Scheme::Rope, true), (1, 64, 64, 200, 2, Scheme::Alibi, false), (3, 70, 64, 128, 2, Scheme::Linspace, true)] {
+    let cases = [(2, 100, 128, 192, 2, Scheme::Rope, true), (1, 64, 64, 200, 2, Scheme::Alibi, false), (3, 70, 64, 128, 2, Scheme::Linspace, true)];
+    for ((b, l, d, f, heads, kind, layer), seq) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let (attn, attn0) = attn_consts(kind, l, heads, d / heads);
         let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(values(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);
         let (h, dy) = (x([b, l, d], 1, 1.0), x([b, l, d], 7, 1.0));
@@ -240,9 +241,11 @@ fn gpu_layer_kernels_match_burns_steps() {
         let m = |shape: [usize; 2], k| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], k, 0.2), shape), &dev).cast(BF16).cast(F32);
         let v1 = |k, off: f32| Tensor::<G, 1>::from_data(TensorData::new(values(d, k, 0.5), [d]), &dev).add_scalar(off);
         let k_add = (kind == Scheme::Linspace).then(|| Tensor::<G, 2>::from_data(TensorData::new(values(l * d, 13, 0.5), [l, d]), &dev).cast(BF16));
-        let w = Weights { norm: (v1(11, 1.0), layer.then(|| v1(12, 0.0))), attn: [2, 3, 4, 5].map(|k| m([d, d], k)), mlp: [m([d, f], 8), m([d, f], 9), m([f, d], 10)], k_add };
+        let mlp_norm = seq.then(|| (v1(14, 0.8), layer.then(|| v1(15, 0.0))));
+        let w = Weights { norm: (v1(11, 1.0), layer.then(|| v1(12, 0.0))), attn: [2, 3, 4, 5].map(|k| m([d, d], k)), mlp: [m([d, f], 8), m([d, f], 9), m([f, d], 10)], mlp_norm, k_add };
         let (c, c0) = (Consts { attn, eps: 1e-5 }, Consts { attn: attn0, eps: 1e-5 });
-        let w0 = Weights { norm: (cpu(&w.norm.0), w.norm.1.as_ref().map(cpu)), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu), k_add: w.k_add.as_ref().map(cpu) };
+        let norm0 = |(w, b): &(Tensor<G, 1>, Option<Tensor<G, 1>>)| (cpu(w), b.as_ref().map(cpu));
+        let w0 = Weights { norm: norm0(&w.norm), attn: w.attn.each_ref().map(cpu), mlp: w.mlp.each_ref().map(cpu), mlp_norm: w.mlp_norm.as_ref().map(norm0), k_add: w.k_add.as_ref().map(cpu) };
         let nw = w.norm.0.clone();
         let (y, saved) = <crate::backend::Gpu as crate::inner::Prims>::layer_fwd(h.clone(), w, &c, true);
         let crate::layer::Grads { dx, norm: dn, mats: dws, k_add: dk } =
@@ -251,7 +254,7 @@ fn gpu_layer_kernels_match_burns_steps() {
         let crate::layer::Grads { dx: dx0, norm: dn0, mats: dws0, k_add: dk0 } = layer_bwd(cpu(&dy), cpu(&h), cpu(&nw), saved0, &c0, layer, burn::tensor::DType::F32);
         let v = |t: TensorData| t.convert::<f32>().to_vec::<f32>().unwrap();
         let mut pairs = vec![("y".to_string(), v(y.cast(F32).into_data()), v(y0.into_data())), ("dx".into(), v(dx.cast(F32).into_data()), v(dx0.into_data()))];
-        assert_eq!(dn.len(), 1 + layer as usize);
+        assert_eq!(dn.len(), (1 + layer as usize) * (1 + seq as usize));
         pairs.extend(dn.into_iter().zip(dn0).enumerate().map(|(i, (g, w))| (format!("norm grad {i}"), v(g.into_data()), v(w.into_data()))));
         for (i, (g, w)) in dws.into_iter().zip(dws0).enumerate() {
             assert_eq!(g.dtype(), burn::tensor::DType::F32, "weight gradient {i} lands in the master's dtype");
@@ -261,7 +264,7 @@ fn gpu_layer_kernels_match_burns_steps() {
         assert!(dk.as_ref().is_none_or(|g| g.dtype() == burn::tensor::DType::BF16), "the key term's gradient in the activations' dtype");
         pairs.extend(dk.zip(dk0).map(|(g, w)| ("k_add grad".to_string(), v(g.cast(F32).into_data()), v(w.into_data()))));
         for (what, got, want) in pairs {
-            close(&format!("layer [{b}, {l}, {d}] d_ff {f} {kind:?} layernorm {layer} {what}"), &got, &want, 2e-2);
+            close(&format!("layer [{b}, {l}, {d}] d_ff {f} {kind:?} layernorm {layer} sequential {seq} {what}"), &got, &want, 2e-2);
         }
     }
 }

@@ -106,6 +106,7 @@ pub(super) mod cuda {
     /// Queues `heads_split3` / `heads_merge3` (cuda/attention.cu): the three heads of the fused
     /// projection `[b, L, 3·heads·hd]` from or into `[q, k, v]` (device pointers, `[b·heads, L, hd]`
     /// each), q and k rotated by their tables if any; `n` elements per head. Call from an `enqueue` task.
+    #[allow(clippy::too_many_arguments)]
     pub fn launch3(kind: &str, dtype: DType, fused: u64, qkv: [u64; 3], rot: [Option<[u64; 2]>; 2], n: usize, [l, heads, hd]: [usize; 3], stream: cudarc::driver::sys::CUstream) {
         let [cq, sq] = rot[0].unwrap_or([0, 0]);
         let [ck, sk] = rot[1].unwrap_or([0, 0]);

@@ -147,7 +147,7 @@ pub trait Prims: Backend {
         attention_block::block_bwd(dy, h, s, c, w_dtype, k_add)
     }
 
-    /// [`layer::layer_fwd`]: a whole parallel-residual layer's forward as one op.
+    /// [`layer::layer_fwd`]: a whole layer's forward (parallel or sequential residual) as one op.
     fn layer_fwd(x: Tensor<Self, 3>, w: LayerWeights<Self>, c: &LayerConsts<Self>, _fused: bool) -> (Tensor<Self, 3>, LayerSaved<Self>) {
         layer::layer_fwd(x, w, c)
     }

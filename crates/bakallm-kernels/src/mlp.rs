@@ -74,7 +74,7 @@ pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
     use super::super::fused::{cast_many, empty, grid, kernel, part};
     use super::super::gemm::Trans::{N, T as Tr};
-    use super::super::nvrtc::{compact, enqueue, launch, Arg};
+    use super::super::nvrtc::{compact, enqueue, enqueue_all, launch, Arg};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
     use cubecl::cuda::CudaRuntime;
@@ -82,8 +82,8 @@ pub(super) mod cuda {
     type T = CubeTensor<CudaRuntime>;
 
     /// `[y [n, d], h [n, 2F], [wg | wu] [d, 2F], wd [F, d]]` (the last three kept for the backward,
-    /// the weights cast to `x`'s dtype) of `x [n, d]` and f32 `wg, wu [d, F]`, `wd [F, d]`. With
-    /// `acc` (`[n, d]`, owned by the caller) `y` is added to it in place and returned as `y`.
+    /// the weights cast to `x`'s dtype) of `x [n, d]` and f32 `wg, wu [d, F]`, `wd [F, d]`; `y` plus
+    /// `acc` (`[n, d]`, the residual) if given, added by the down projection's GEMM.
     pub fn fwd(x: T, wg: T, wu: T, wd: T, acc: Option<T>) -> [T; 4] {
         let [x, wg, wu, wd] = [x, wg, wu, wd].map(compact);
         let ([n, d], [_, f]) = (x.meta.shape().dims::<2>(), wg.meta.shape().dims::<2>());
@@ -98,15 +98,22 @@ pub(super) mod cuda {
         let dtype = x.dtype;
         let (h, wcat, wdc) = (empty(&x, vec![n, 2 * f], dtype), empty(&x, vec![d, 2 * f], dtype), empty(&x, vec![f, d], dtype));
         let beta = acc.is_some() as u8 as f32;
-        let (s, y) = (empty(&x, vec![n, f], dtype), acc.map(compact).unwrap_or_else(|| empty(&x, vec![n, d], dtype)));
+        let (s, y) = (empty(&x, vec![n, f], dtype), empty(&x, vec![n, d], dtype));
+        let acc = acc.map(compact);
         let device = x.device.index;
-        enqueue([&x, &wg, &wu, &wd, &h, &wcat, &wdc, &s, &y], move |[px, pg, pu, pd, ph, pw, pwd, ps, py], stream| {
+        let mut ts = vec![&x, &wg, &wu, &wd];
+        ts.extend(&acc);
+        ts.extend([&h, &wcat, &wdc, &s, &y]);
+        enqueue_all(&ts, move |p, stream| {
+            let [px, pg, pu, pd] = p[..4].try_into().expect("4 inputs");
+            let [ph, pw, pwd, ps, py] = p[p.len() - 5..].try_into().expect("5 outputs");
+            let src = if beta == 0.0 { py } else { p[4] };
             cast_many(dtype, &[([pg, pw], [d, f, 2 * f, 0]), ([pu, pw], [d, f, 2 * f, f]), ([pd, pwd], [f, d, d, 0])], stream);
-            let gemm = |m, n, k, a, b, c, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta }.run(device, stream as _);
-            // h = x · [wg | wu]; y (+)= (silu(a) ⊙ u) · wd
-            gemm(n, 2 * f, d, side(px, N, d), side(pw, N, 2 * f), side(ph, N, 2 * f), 0.0);
+            let gemm = |m, n, k, a, b, c, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta };
+            // h = x · [wg | wu]; y = (silu(a) ⊙ u) · wd (+ acc)
+            gemm(n, 2 * f, d, side(px, N, d), side(pw, N, 2 * f), side(ph, N, 2 * f), 0.0).run(device, stream as _);
             glu("glu_fwd", dtype, &[ph, ps], n * f, f, stream);
-            gemm(n, d, f, side(ps, N, f), side(pwd, N, d), side(py, N, d), beta);
+            gemm(n, d, f, side(ps, N, f), side(pwd, N, d), side(py, N, d), beta).run_from(src, device, stream as _);
         });
         [y, h, wcat, wdc]
     }

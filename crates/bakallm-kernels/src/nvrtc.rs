@@ -229,7 +229,9 @@ pub fn launch_2d(name: &str, grid: (u32, u32), block: u32, stream: ds::CUstream,
 }
 
 /// [`launch`] with a 2-D grid and `shared` bytes of dynamic shared memory (above the default
-/// 48 KiB, the kernel is allowed that much first).
+/// 48 KiB, the kernel is allowed that much first). `stream` is the one cubecl handed the calling
+/// task (`enqueue`), valid while it runs.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream: ds::CUstream, args: &[Arg]) {
     let t0 = Instant::now();
     let f = function(name);

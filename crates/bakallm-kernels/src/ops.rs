@@ -179,6 +179,12 @@ pub trait BakaOps: Backend {
         r::parallel_layer(x, n, a, m, pos, k)
     }
 
+    /// One sequential-residual layer `x' + mlp(norm'(x'))`, `x' = x + attn(norm(x))` (GPT-2).
+    #[allow(clippy::too_many_arguments)]
+    fn sequential_layer(x: Tensor<Self, 3>, n: &NormWeights<Self>, a: &AttnWeights<Self>, n2: &NormWeights<Self>, m: &MlpWeights<Self>, pos: &Positions<Self>, k: &Kernels) -> Tensor<Self, 3> {
+        r::sequential_layer(x, n, a, n2, m, pos, k)
+    }
+
     /// Mean cross-entropy `[1]` of the LM head `h [b, n, d] · w [d, V]` against `targets [b, n]`.
     fn head_loss(h: Tensor<Self, 3>, w: Tensor<Self, 2>, targets: Tensor<Self, 2, Int>, k: &Kernels) -> Tensor<Self, 1> {
         r::head_token_losses(h, w, targets, k).mean()

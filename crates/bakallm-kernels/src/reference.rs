@@ -112,6 +112,13 @@ pub fn parallel_layer<B: BakaOps>(x: Tensor<B, 3>, n: &NormWeights<B>, a: &AttnW
     x + att + mlp
 }
 
+/// `x' + mlp(norm'(x'))` with `x' = x + attn(norm(x))`: the sequential residual (GPT-2), two norms.
+#[allow(clippy::too_many_arguments)]
+pub fn sequential_layer<B: BakaOps>(x: Tensor<B, 3>, n: &NormWeights<B>, a: &AttnWeights<B>, n2: &NormWeights<B>, m: &MlpWeights<B>, pos: &Positions<B>, k: &Kernels) -> Tensor<B, 3> {
+    let x = x.clone() + B::self_attention(B::norm(x, n, k), a, pos, k);
+    x.clone() + B::mlp(B::norm(x, n2, k), m, k)
+}
+
 /// Per-token cross-entropy `[b, N]` (nats) of the LM head `h [b, N, d] · w [d, V]` against
 /// `targets [b, N]`: the logits in full, then [`token_losses`].
 pub fn head_token_losses<B: BakaOps>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B, 2, Int>, k: &Kernels) -> Tensor<B, 2> {

@@ -9,10 +9,14 @@
 
 use burn::prelude::*;
 
+/// A staged read: its slot and what fills it.
+#[cfg(feature = "cuda")]
+type Staged = (std::sync::Arc<cuda::Slot>, Box<dyn FnOnce() + Send>);
+
 /// Values read back by [`read_later`]: already here, or staged on the GPU.
 pub struct Pending {
     #[cfg(feature = "cuda")]
-    staged: Option<(std::sync::Arc<cuda::Slot>, Box<dyn FnOnce() + Send>)>,
+    staged: Option<Staged>,
     ready: Vec<f32>,
 }
 

@@ -121,15 +121,24 @@ __device__ __forceinline__ void cp_wait_all() {
 #endif
 }
 
-// Starts loading rows [r0, r0 + ROWS) of x [L, HD] into the padded tile s (zeros past L).
+// Starts loading rows [r0, r0 + ROWS) of x [L, HD] (rows `ld` elements apart) into the padded
+// tile s (zeros past L).
 template <int HD, int ROWS = FA_B>
-__device__ __forceinline__ void load_tile(bf16* s, const bf16* x, int r0, int L) {
+__device__ __forceinline__ void load_tile(bf16* s, const bf16* x, int r0, int L, int ld = HD) {
     const int chunks = HD / 8;
     for (int c = threadIdx.x; c < ROWS * chunks; c += blockDim.x) {
         int r = c / chunks, col = (c % chunks) * 8;
         bool in = r0 + r < L;
-        cp16(s + r * (HD + FA_PAD) + col, x + (in ? (long long)(r0 + r) * HD + col : 0), in);
+        cp16(s + r * (HD + FA_PAD) + col, x + (in ? (long long)(r0 + r) * ld + col : 0), in);
     }
+}
+
+// Where head row-block bh of o (and dO) starts, its rows OH·HD elements apart: OH = 1 for the
+// heads' own layout [bh, L, HD], OH = H for the heads side by side [b, L, H·HD] (the output
+// projection's input, so no merge or split runs between them).
+template <int HD>
+__device__ __forceinline__ long long o_base(int bh, int L, int oh) {
+    return (long long)(bh / oh) * L * oh * HD + (long long)(bh % oh) * HD;
 }
 
 // The A fragments of rows [r, r + 16) × all HD columns of a padded tile.
@@ -211,7 +220,7 @@ __device__ __forceinline__ void fa_online(float (*s)[4], float* m, float* l, flo
 
 // A forward row tile's output rows r0 and r0 + 8 (acc / l) and their log-sum-exp.
 template <int HD>
-__device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float* l, bf16* ob, float* lseb, int r0, int L) {
+__device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float* l, bf16* ob, int ld, float* lseb, int r0, int L) {
     int t = threadIdx.x & 3;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -223,8 +232,8 @@ __device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float*
 #pragma unroll
     for (int d = 0; d < HD / 8; d++) {
         int c = d * 8 + 2 * t;
-        if (r0 < L) *reinterpret_cast<unsigned*>(ob + (long long)r0 * HD + c) = pack(acc[d][0] * inv[0], acc[d][1] * inv[0]);
-        if (r1 < L) *reinterpret_cast<unsigned*>(ob + (long long)r1 * HD + c) = pack(acc[d][2] * inv[1], acc[d][3] * inv[1]);
+        if (r0 < L) *reinterpret_cast<unsigned*>(ob + (long long)r0 * ld + c) = pack(acc[d][0] * inv[0], acc[d][1] * inv[0]);
+        if (r1 < L) *reinterpret_cast<unsigned*>(ob + (long long)r1 * ld + c) = pack(acc[d][2] * inv[1], acc[d][3] * inv[1]);
     }
     if (t == 0) {
         const float INF = __int_as_float(0x7f800000);
@@ -234,12 +243,12 @@ __device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float*
     }
 }
 
-// Forward: o [bh, L, HD] and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
+// Forward: o (o_base's layout OH) and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
 // a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh): the heaviest query
 // blocks (last, most keys) first. Warp w owns rows 32w.. of the block as two row tiles (h = 0, 1).
 template <int HD, bool BIAS>
 __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
-                          long long bias_sb, long long bias_sh, float scale) {
+                          long long bias_sb, long long bias_sh, float scale, int oh) {
     // Q (128 rows) | K | V; K and V double-buffered, the second buffer in Q's place once Q is in
     // registers: tile kb + 1 loads while tile kb computes
     const int S = HD + FA_PAD, T = FA_B * S;
@@ -324,22 +333,23 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         __syncthreads();
     }
 #pragma unroll
-    for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + base, lse + (long long)bh * L, w0 + 16 * h + g, L);
+    for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + o_base<HD>(bh, L, oh), oh * HD, lse + (long long)bh * L, w0 + 16 * h + g, L);
 }
 
-// delta [rows] = Σ_d dO ⊙ O over each row of HD (f32): HD / 8 lanes per row, 16 bytes each, so
+// delta [bh·L] = Σ_d dO ⊙ O over each row of HD (f32; O and dO in o_base's layout OH): HD / 8 lanes per row, 16 bytes each, so
 // that a warp's loads cover whole rows (with a thread per row each load instruction touched 32
 // rows' 128-byte lines: 0.39 ms per pristine step, ~3× the time to read O and dO once).
 template <int HD>
-__device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long long rows) {
+__device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
     const int LANES = HD / 8;
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, row = i / LANES;
     int j = (int)(i % LANES) * 8;
     float s = 0.f;
     if (row < rows) {
         float a[8], b[8];
-        Vec<bf16, 8>::load(o + row * HD + j, a);
-        Vec<bf16, 8>::load(dout + row * HD + j, b);
+        long long at = o_base<HD>((int)(row / L), L, oh) + (row % L) * oh * HD + j;
+        Vec<bf16, 8>::load(o + at, a);
+        Vec<bf16, 8>::load(dout + at, b);
 #pragma unroll
         for (int e = 0; e < 8; e++) s += a[e] * b[e];
     }
@@ -358,7 +368,7 @@ __device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long lo
 template <int HD, bool BIAS>
 __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
                           const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
-                          float scale) {
+                          float scale, int oh) {
     // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q, dO and the rows' lse
     // and delta double-buffered (tile qb + 1 loads while qb computes)
     extern __shared__ __align__(16) bf16 fa_dyn[];
@@ -371,7 +381,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
     auto prefetch = [&](int qb, int buf) {
         load_tile<HD>(Qb + buf * TD, q + base, qb * FA_B, L);
-        load_tile<HD>(Db + buf * TD, dout + base, qb * FA_B, L);
+        load_tile<HD>(Db + buf * TD, dout + o_base<HD>(bh, L, oh), qb * FA_B, L, oh * HD);
         // asynchronously too: plain loads here stalled every warp on global memory at each tile
         for (int i = threadIdx.x; i < 2 * FA_B; i += blockDim.x) {
             int row = qb * FA_B + i % FA_B;
@@ -518,19 +528,23 @@ extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n) {
 #define FLASH_KERNELS(HD, BIAS, NAME)                                                                                       \
     extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
         flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,   \
-                         long long bias_sb, long long bias_sh, float scale) {                                                \
-        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale);                                           \
+                         long long bias_sb, long long bias_sh, float scale, int oh) {                                        \
+        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh);                                       \
     }                                                                                                                        \
     extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
         flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb,            \
-                         long long bias_sh, float scale) {                                                                   \
-        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale);                 \
+                         long long bias_sh, float scale, int oh) {                                                           \
+        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh);             \
     }
 
 FLASH_KERNELS(32, false, hd32)
 FLASH_KERNELS(64, false, hd64)
 FLASH_KERNELS(32, true, hd32_bias)
 FLASH_KERNELS(64, true, hd64_bias)
-extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, long long rows) { flash_dot<32>(o, dout, delta, rows); }
-extern "C" __global__ void flash_dot_hd64(const bf16* o, const bf16* dout, float* delta, long long rows) { flash_dot<64>(o, dout, delta, rows); }
+extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
+    flash_dot<32>(o, dout, delta, rows, L, oh);
+}
+extern "C" __global__ void flash_dot_hd64(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
+    flash_dot<64>(o, dout, delta, rows, L, oh);
+}
