@@ -1,0 +1,220 @@
+//! The CUDA side: `LayerBackend` on `CubeBackend` (the sublayers' CUDA steps in a row, the adds
+//! folded into their GEMMs and the norms' backward) and on `Fusion` (one custom op each way).
+
+use super::super::fusion::{attn_consts, attn_extras, custom_vec, inputs, outputs};
+use super::super::{attention_block, mlp, norm};
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::DType;
+use burn_cubecl::{element::BoolElement, tensor::CubeTensor, CubeBackend, FloatElement, IntElement};
+use burn_fusion::{Fusion, FusionBackend};
+use cubecl::cuda::CudaRuntime;
+
+type T = CubeTensor<CudaRuntime>;
+type Rot<B> = [Option<[FloatTensor<B>; 2]>; 2];
+
+/// The forward's outputs: 14, and 4 more for the sequential residual's second half.
+const FWD_OUTS: usize = 14;
+const SEQ_OUTS: usize = 4;
+
+pub trait LayerBackend: Backend {
+    /// `[y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]`, then with `seq` (the
+    /// sequential residual) `[x', n', mean', rstd']`, of `x [b, L, d]` and f32 `ws = [w, (b,)
+    /// (w', (b',)) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm; `w', b'`: the MLP's norm, with
+    /// `seq`); the key projection plus `k_add [L, d]` if given.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_fwd(
+        x: FloatTensor<Self>,
+        ws: Vec<FloatTensor<Self>>,
+        k_add: Option<FloatTensor<Self>>,
+        rot: Rot<Self>,
+        bias: Option<FloatTensor<Self>>,
+        heads: usize,
+        scale: f32,
+        eps: f32,
+        seq: bool,
+    ) -> Vec<FloatTensor<Self>>;
+    /// `[dx, dw, (db,) (dw', (db'),) dwq, dwk, dwv, dwo, dwg, dwu, dwd, (dk_add)]` from `dy`,
+    /// `x`, the first norm's weight and the forward's outputs after `y` (sequential: then the
+    /// MLP norm's weight).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_bwd(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        saved: Vec<FloatTensor<Self>>,
+        rot: Rot<Self>,
+        bias: Option<FloatTensor<Self>>,
+        heads: usize,
+        scale: f32,
+        layer: bool,
+        k_add: bool,
+        w_dtype: DType,
+    ) -> Vec<FloatTensor<Self>>;
+}
+
+/// `t` (compact) seen as `shape`.
+fn view(t: T, shape: Vec<usize>) -> T {
+    let t = super::super::nvrtc::compact(t);
+    CubeTensor::new_contiguous(t.client.clone(), t.device.clone(), Shape::from(shape), t.handle, t.dtype)
+}
+
+/// The first `k` of `it`.
+fn take(it: &mut impl Iterator<Item = T>, k: usize, what: &str) -> Vec<T> {
+    (0..k).map(|_| it.next().unwrap_or_else(|| panic!("layer: {what}"))).collect()
+}
+
+/// A norm's `(w, b)` from its one or two tensors.
+fn norm_w(ts: Vec<T>) -> (T, Option<T>) {
+    let mut ts = ts.into_iter();
+    (ts.next().expect("norm weight"), ts.next())
+}
+
+impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBackend<CudaRuntime, F, I, BT> {
+    fn layer_fwd(x: T, ws: Vec<T>, k_add: Option<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, eps: f32, seq: bool) -> Vec<T> {
+        let [b, l, d] = x.meta.shape().dims::<3>();
+        let rows = b * l;
+        let per = (ws.len() - 7) / (1 + seq as usize);
+        let mut ws = ws.into_iter();
+        let (nw, nb) = norm_w(take(&mut ws, per, "norm"));
+        let mlp_norm = seq.then(|| norm_w(take(&mut ws, per, "MLP norm")));
+        let [wq, wk, wv, wo, wg, wu, wd]: [T; 7] = take(&mut ws, 7, "7 matrices").try_into().expect("7 matrices");
+        let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), nw, nb, eps);
+        // x' = x + attn(n), the residual added by the output projection
+        let [x2, q, k, v, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x), k_add);
+        let x2 = view(x2, vec![rows, d]);
+        // the MLP reads n (parallel) or norm'(x') (sequential); y = x' + mlp(·)
+        let (mlp_in, second) = match mlp_norm {
+            None => (n.clone(), vec![]),
+            Some((w2, b2)) => {
+                let [n2, mean2, rstd2] = norm::cuda::fwd(x2.clone(), w2, b2, eps);
+                (n2.clone(), vec![view(x2.clone(), vec![b, l, d]), n2, mean2, rstd2])
+            }
+        };
+        let [y, h, wcat, wdc] = mlp::cuda::fwd(mlp_in, wg, wu, wd, Some(x2));
+        let mut out = vec![view(y, vec![b, l, d]), n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc];
+        out.extend(second);
+        out
+    }
+
+    fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
+        let [b, l, d] = x.meta.shape().dims::<3>();
+        let rows = b * l;
+        let seq = saved.len() == FWD_OUTS - 1 + SEQ_OUTS + 1;
+        let mut saved = saved.into_iter();
+        let [n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [T; 13] = take(&mut saved, 13, "13 saved").try_into().expect("13 saved");
+        let attn_saved = [q, k, v, o, lse, wqkv, wo];
+        let dy2 = view(dy.clone(), vec![rows, d]);
+        let (n3, xr) = (view(n, vec![b, l, d]), view(x, vec![rows, d]));
+        let (mut g, mats, dk_add) = if seq {
+            // back through y = x' + mlp(norm'(x')), then x' = x + attn(norm(x))
+            let [xs, n2, mean2, rstd2, w2]: [T; 5] = take(&mut saved, 5, "the second half's").try_into().expect("5 saved");
+            let [dn2, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n2, h, wcat, wdc, w_dtype);
+            let mut g2 = norm::cuda::bwd(dn2, view(xs, vec![rows, d]), w2, mean2, rstd2, layer, Some(dy2));
+            let dx2 = g2.remove(0);
+            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(view(dx2.clone(), vec![b, l, d]), n3, attn_saved, rot, bias, heads, scale, w_dtype, None, k_add);
+            let mut g = norm::cuda::bwd(view(dn, vec![rows, d]), xr, w, mean, rstd, layer, Some(dx2));
+            g.extend(g2);
+            (g, [dwq, dwk, dwv, dwo, dwg, dwu, dwd], dk_add)
+        } else {
+            let [dn, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), view(n3.clone(), vec![rows, d]), h, wcat, wdc, w_dtype);
+            // dn += the attention's input gradient, in place
+            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(dy, n3, attn_saved, rot, bias, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])), k_add);
+            let g = norm::cuda::bwd(view(dn, vec![rows, d]), xr, w, mean, rstd, layer, Some(dy2));
+            (g, [dwq, dwk, dwv, dwo, dwg, dwu, dwd], dk_add)
+        };
+        g[0] = view(g[0].clone(), vec![b, l, d]);
+        g.extend(mats);
+        g.extend(dk_add);
+        g
+    }
+}
+
+impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
+    fn layer_fwd(
+        x: FloatTensor<Self>,
+        ws: Vec<FloatTensor<Self>>,
+        k_add: Option<FloatTensor<Self>>,
+        rot: Rot<Self>,
+        bias: Option<FloatTensor<Self>>,
+        heads: usize,
+        scale: f32,
+        eps: f32,
+        seq: bool,
+    ) -> Vec<FloatTensor<Self>> {
+        let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
+        let (rows, bh, hd, n_ws) = (b * l, b * heads, d / heads, ws.len());
+        let head = (vec![bh, l, hd], dt);
+        let mut outs = vec![
+            (vec![b, l, d], dt),
+            (vec![rows, d], dt),
+            (vec![rows], DType::F32),
+            (vec![rows], DType::F32),
+            head.clone(),
+            head.clone(),
+            head,
+            (vec![b, l, d], dt), // o, the heads side by side (`flash::OutLayout::Merged`)
+            (vec![bh, l], DType::F32),
+            (vec![d, 3 * d], dt),
+            (vec![d, d], dt),
+            (vec![rows, 2 * f], dt),
+            (vec![d, 2 * f], dt),
+            (vec![f, d], dt),
+        ];
+        if seq {
+            outs.extend([(vec![b, l, d], dt), (vec![rows, d], dt), (vec![rows], DType::F32), (vec![rows], DType::F32)]);
+        }
+        let mut ins = vec![x];
+        ins.extend(ws);
+        let added = k_add.is_some();
+        ins.extend(k_add);
+        let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
+        flags.extend([eps, n_ws as f32, added as u8 as f32, seq as u8 as f32]);
+        custom_vec::<B>("layer_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
+            let mut ins = inputs::<B>(d, h);
+            let x = ins.next().expect("x");
+            let ws = (0..f[5] as usize).map(|_| ins.next().expect("weights")).collect();
+            let k_add = (f[6] != 0.0).then(|| ins.next().expect("k_add"));
+            let (rot, bias) = attn_consts::<B>(f, &mut ins);
+            outputs::<B>(d, h, B::layer_fwd(x, ws, k_add, rot, bias, heads, f[0], f[4], f[7] != 0.0));
+        })
+    }
+
+    fn layer_bwd(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        saved: Vec<FloatTensor<Self>>,
+        rot: Rot<Self>,
+        bias: Option<FloatTensor<Self>>,
+        heads: usize,
+        scale: f32,
+        layer: bool,
+        k_add: bool,
+        w_dtype: DType,
+    ) -> Vec<FloatTensor<Self>> {
+        let ([b, l, d], dt, f, n_saved) = (x.shape.dims::<3>(), x.dtype, saved[12].shape[0], saved.len());
+        let norms = (1 + layer as usize) * (1 + (n_saved > FWD_OUTS - 1) as usize);
+        // the weight gradients' dtype travels as the outputs' (read back in `run`)
+        let mut outs = vec![(vec![b, l, d], dt)];
+        outs.extend(vec![(vec![d], DType::F32); norms]);
+        outs.extend(vec![(vec![d, d], w_dtype); 4]);
+        outs.extend([(vec![d, f], w_dtype), (vec![d, f], w_dtype), (vec![f, d], w_dtype)]);
+        if k_add {
+            outs.push((vec![l, d], dt));
+        }
+        let mut ins = vec![dy, x, w];
+        ins.extend(saved);
+        let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
+        flags.extend([layer as u8 as f32, k_add as u8 as f32, n_saved as f32]);
+        custom_vec::<B>("layer_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
+            let mut ins = inputs::<B>(d, h);
+            let [dy, x, w] = [(); 3].map(|_| ins.next().expect("dy, x, w"));
+            let saved = (0..f[6] as usize).map(|_| ins.next().expect("saved")).collect();
+            let (rot, bias) = attn_consts::<B>(f, &mut ins);
+            // the MLP's down projection's gradient, the last weight gradient
+            let w_dtype = d.outputs[d.outputs.len() - 1 - (f[5] != 0.0) as usize].dtype;
+            outputs::<B>(d, h, B::layer_bwd(dy, x, w, saved, rot, bias, heads, f[0], f[4] != 0.0, f[5] != 0.0, w_dtype));
+        })
+    }
+}
