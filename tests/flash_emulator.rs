@@ -5,7 +5,7 @@
 //! GPU test `gpu_flash_attention_kernels_match_burns_steps` checks the real instructions; this one
 //! lets CI catch a broken index, mask or pipeline step in the kernels' logic.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// CUDA source with each `#if __CUDA_ARCH__ >= 800` body (the instruction wrappers) replaced by
@@ -38,23 +38,33 @@ fn emulated(src: &str) -> String {
     out.replace(dynamic, "static bf16 fa_dyn[40000] __attribute__((aligned(16)));")
 }
 
-#[test]
-fn flash_kernels_match_f64_attention_in_the_emulator() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let read = |f: &str| std::fs::read_to_string(root.join("crates/bakallm-kernels/src/cuda").join(f)).unwrap();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flash-emulator");
+/// A kernel file of `crates/bakallm-kernels/src/cuda`.
+fn read(f: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bakallm-kernels/src/cuda").join(f)).unwrap()
+}
+
+/// `tests/emu/<check>.cpp` compiled with g++ against `kernels` (saved as `kernels.cu` beside it, in
+/// a folder of its own under the target's temporary folder); returns the program.
+fn build(check: &str, kernels: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(check);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("kernels.cu"), emulated(&format!("{}\n{}", read("common.cu"), read("flash.cu")))).unwrap();
-    let exe = dir.join("flash_check");
+    std::fs::write(dir.join("kernels.cu"), kernels).unwrap();
+    let exe = dir.join(check);
     let built = Command::new("g++")
         .args(["-std=c++20", "-O2", "-pthread", "-w", "-I"])
         .arg(&dir)
-        .arg(root.join("tests/emu/flash_check.cpp"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/emu/{check}.cpp")))
         .arg("-o")
         .arg(&exe)
         .output()
-        .unwrap_or_else(|e| panic!("the flash emulator test needs g++ (apt-get install g++): {e}"));
-    assert!(built.status.success(), "g++ failed:\n{}", String::from_utf8_lossy(&built.stderr));
+        .unwrap_or_else(|e| panic!("the emulator tests need g++ (apt-get install g++): {e}"));
+    assert!(built.status.success(), "g++ failed on {check}.cpp:\n{}", String::from_utf8_lossy(&built.stderr));
+    exe
+}
+
+#[test]
+fn flash_kernels_match_f64_attention_in_the_emulator() {
+    let exe = build("flash_check", &emulated(&format!("{}\n{}", read("common.cu"), read("flash.cu"))));
     // (head dim, length, bias, o merged): both head dims, lengths off the 64- and 128-row tiles
     // (300: three forward blocks, warps skipping whole key tiles), with and without ALiBi, o and dO
     // in the heads' layout and with the heads side by side (the attention block's)
@@ -70,25 +80,11 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
 /// formulas in the emulator, f32 and bf16, lengths and widths off the 256-thread blocks.
 #[test]
 fn key_term_kernels_match_their_formulas_in_the_emulator() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let read = |f: &str| std::fs::read_to_string(root.join("crates/bakallm-kernels/src/cuda").join(f)).unwrap();
     let attention = read("attention.cu");
     let keys = &attention[attention.find("// A key term added").expect("attention.cu: the key-term kernels")..];
     let (common, n) = swapped(&read("common.cu"));
     assert_eq!(n, 1, "common.cu: the pack wrapper");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("key-emulator");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("kernels.cu"), format!("{common}\n{keys}")).unwrap();
-    let exe = dir.join("key_check");
-    let built = Command::new("g++")
-        .args(["-std=c++20", "-O2", "-pthread", "-w", "-I"])
-        .arg(&dir)
-        .arg(root.join("tests/emu/key_check.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap_or_else(|e| panic!("the emulator test needs g++ (apt-get install g++): {e}"));
-    assert!(built.status.success(), "g++ failed:\n{}", String::from_utf8_lossy(&built.stderr));
+    let exe = build("key_check", &format!("{common}\n{keys}"));
     let run = Command::new(&exe).output().unwrap();
     let text = String::from_utf8_lossy(&run.stdout);
     eprint!("{text}");
