@@ -61,6 +61,7 @@ pub(crate) fn rel(a: &[f32], b: &[f32]) -> f32 {
 /// and with burn's ops throughout.
 #[test]
 fn gpu_every_branch_matches_the_cpu() {
+    let _serial = crate::serial();
     let gpu = burn::backend::cuda::CudaDevice::default();
     let no_memory = MemoryConfig { tokens: 0, ..Default::default() };
     let rmt = MemoryConfig { tokens: 4, bptt_windows: 2, ..Default::default() };
@@ -105,6 +106,7 @@ fn gpu_every_branch_matches_the_cpu() {
 /// forward and both gradients, f32 (TF32 on both sides) and bf16.
 #[test]
 fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
+    let _serial = crate::serial();
     use crate::kernels::cublas::matmul;
     let dev = burn::backend::cuda::CudaDevice::default();
     let data = |shape: [usize; 3], seed: u64| {
@@ -138,6 +140,7 @@ fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
 /// the GPU, f32 and bf16 logits (bf16 as in training), a vocabulary that is not a multiple of 256.
 #[test]
 fn gpu_cross_entropy_kernels_match_autodiff() {
+    let _serial = crate::serial();
     let dev = burn::backend::cuda::CudaDevice::default();
     // a vocabulary of a multiple of 8 takes the 16-byte-access (`_v`) kernels
     for (v, dt) in [1000, 1001].into_iter().flat_map(|v| [(v, burn::tensor::FloatDType::F32), (v, burn::tensor::FloatDType::BF16)]) {
@@ -163,6 +166,7 @@ fn gpu_cross_entropy_kernels_match_autodiff() {
 /// The embedding's scatter-add kernel against burn's embedding backward (repeated ids).
 #[test]
 fn gpu_embedding_kernel_matches_burns() {
+    let _serial = crate::serial();
     let dev = burn::backend::cuda::CudaDevice::default();
     let (vocab, d, n) = (300, 96, 2000);
     let w: Vec<f32> = (0..vocab * d).map(|i| ((i as u64 * 2654435761 % 1000) as f32 / 500.0) - 1.0).collect();
@@ -185,6 +189,7 @@ fn gpu_embedding_kernel_matches_burns() {
 /// values and input gradients, f32 and bf16.
 #[test]
 fn gpu_heads_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::kernels::heads::{merge_heads_ad, split_heads_ad};
     use positions::{tables, Layout};
     let dev = burn::backend::cuda::CudaDevice::default();
@@ -221,6 +226,7 @@ fn gpu_heads_kernels_match_burns_steps() {
 /// and the bias; a width that is not a multiple of the warp, and rows not a multiple of a block's.
 #[test]
 fn gpu_norm_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::kernels::norm::norm_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
     let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect() };
@@ -254,6 +260,7 @@ fn gpu_norm_kernels_match_burns_steps() {
 /// steps: output and the gradients of x and the weight, f32 and bf16 activations.
 #[test]
 fn gpu_linear_op_matches_burns_steps() {
+    let _serial = crate::serial();
     use crate::kernels::linear::linear_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
     let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect() };
@@ -285,6 +292,7 @@ fn gpu_linear_op_matches_burns_steps() {
 /// multiples of 8 the 16-byte-access (`_v`) ones.
 #[test]
 fn gpu_gate_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::kernels::gate::silu_mul_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
     use burn::tensor::FloatDType::{BF16, F32};
@@ -312,6 +320,7 @@ fn gpu_gate_kernels_match_burns_steps() {
 /// reductions: 150 tensors of mixed ranks and sizes (three launches of 64), one of 3M elements.
 #[test]
 fn gpu_sum_squares_kernel_matches_burns() {
+    let _serial = crate::serial();
     use crate::backend::Gpu;
     let dev = burn::backend::cuda::CudaDevice::default();
     let sizes: Vec<usize> = (0..150).map(|i| if i == 7 { 3_000_000 } else { 1 + (i * 7919) % 5000 }).collect();
@@ -335,6 +344,7 @@ fn gpu_sum_squares_kernel_matches_burns() {
 /// all three as they were. The tensor is longer than the kernel's grid, so its stride loop runs.
 #[test]
 fn gpu_adamw_kernel_matches_burns() {
+    let _serial = crate::serial();
     use crate::backend::Gpu;
     use crate::train::adamw::{AdamW, GradScale};
     let dev = burn::backend::cuda::CudaDevice::default();
@@ -371,6 +381,7 @@ fn gpu_adamw_kernel_matches_burns() {
 /// amplify that where v is small (two passes gave 1.07e-4 relative after the second step).
 #[test]
 fn gpu_adamw_step_over_a_model_matches_burns() {
+    let _serial = crate::serial();
     use crate::train::adamw::{AdamW, GradScale};
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::optim::GradientsParams;
@@ -429,6 +440,7 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
 /// against the same steps read at once: the same losses and norms, to the atomics' noise.
 #[test]
 fn gpu_read_later_matches_a_plain_read() {
+    let _serial = crate::serial();
     use crate::backend::Gpu;
     use crate::kernels::staged::read_later;
     let dev = burn::backend::cuda::CudaDevice::default();
@@ -484,6 +496,7 @@ fn gpu_read_later_matches_a_plain_read() {
 /// RoPE (rotation tables) and linspace (k's ramp), the same losses and norms to the atomics' noise.
 #[test]
 fn gpu_kept_position_tables_train_like_fresh_ones() {
+    let _serial = crate::serial();
     use crate::train::{adamw::AdamW, train_step_marked};
     let dev = burn::backend::cuda::CudaDevice::default();
     let t = TrainConfig { device: Device::Cuda, dtype: Dtype::Bf16, clip: 0.5, ..Default::default() };

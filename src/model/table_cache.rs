@@ -106,6 +106,7 @@ mod tests {
     /// were dropped; a repeated layout is served from the cache.
     #[test]
     fn cached_tables_equal_fresh_ones_for_every_layout() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let cache = TableCache::default();
         for kind in [PositionKind::Rope, PositionKind::Linspace, PositionKind::Alibi] {
@@ -135,6 +136,7 @@ mod tests {
     /// another entry.
     #[test]
     fn the_oldest_goes_and_keys_keep_apart() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let cache = TableCache::default();
         let p = params(PositionKind::Rope);
@@ -159,6 +161,7 @@ mod tests {
     /// holds for what is kept.
     #[test]
     fn large_tables_are_not_kept() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let cache = TableCache::default();
         let p = PosParams { n_heads: 8, ..params(PositionKind::Alibi) };

@@ -24,6 +24,7 @@ const ALL: [PositionKind; 5] = [PositionKind::Nope, PositionKind::Rope, Position
 
 #[test]
 fn batched_windows_equal_the_sequential_loop() {
+    let _serial = crate::serial();
     let dev = Default::default();
     for kind in ALL {
         let m = BakaLM::<Cpu>::new(&tiny(kind), &mem(0, 2), 1, &dev);
@@ -41,6 +42,7 @@ fn batched_windows_equal_the_sequential_loop() {
 
 #[test]
 fn memory_carries_information_across_windows_and_plain_windows_do_not() {
+    let _serial = crate::serial();
     let dev = Default::default();
     for (m_tokens, must_change) in [(4, true), (0, false)] {
         let m = BakaLM::<Cpu>::new(&tiny(PositionKind::Rope), &mem(m_tokens, 2), 3, &dev);
@@ -72,6 +74,7 @@ fn grad_reaches_window0(bptt: usize, last: usize) -> bool {
 
 #[test]
 fn gradient_flows_through_memory_within_bptt_windows_only() {
+    let _serial = crate::serial();
     assert!(grad_reaches_window0(2, 1), "window 1's loss must reach window 0 (bptt 2)");
     assert!(!grad_reaches_window0(2, 2), "window 2's loss must not reach window 0 (bptt 2)");
     assert!(grad_reaches_window0(3, 2), "window 2's loss must reach window 0 (bptt 3)");
@@ -80,6 +83,7 @@ fn gradient_flows_through_memory_within_bptt_windows_only() {
 
 #[test]
 fn changing_token_t_never_changes_earlier_logits() {
+    let _serial = crate::serial();
     let dev = Default::default();
     for kind in ALL {
         for m_tokens in [0, 3] {
@@ -99,6 +103,7 @@ fn changing_token_t_never_changes_earlier_logits() {
 
 #[test]
 fn parameter_count_matches_formula_and_full_size_is_190m() {
+    let _serial = crate::serial();
     let dev = Default::default();
     for (c, m) in [(tiny(PositionKind::Linspace), mem(4, 2)), (tiny(PositionKind::Rope), mem(0, 2))] {
         let model = BakaLM::<Cpu>::new(&c, &m, 1, &dev);
@@ -111,6 +116,7 @@ fn parameter_count_matches_formula_and_full_size_is_190m() {
 
 #[test]
 fn loss_of_an_untrained_model_is_near_log_vocab() {
+    let _serial = crate::serial();
     let dev = Default::default();
     let m = BakaLM::<Cpu>::new(&tiny(PositionKind::Rope), &mem(0, 2), 1, &dev);
     let x = tokens::<Cpu>(2, 17, 4, &dev);

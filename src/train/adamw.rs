@@ -291,6 +291,7 @@ mod tests {
     /// Same values as burn's own AdamW adaptor, with the clip as burn's ops applying the scale.
     #[test]
     fn matches_burns_adamw_with_the_scale_applied_to_the_gradients() {
+        let _serial = crate::serial();
         let (m, t) = tiny();
         let dev = Default::default();
         let start = BakaLM::<CpuTrain>::new(&m, &MemoryConfig::default(), 1, &dev);
@@ -317,6 +318,7 @@ mod tests {
     /// `unstep` takes one off every parameter's step count (what the bias correction uses).
     #[test]
     fn unstep_takes_back_the_step_count() {
+        let _serial = crate::serial();
         let (m, t) = tiny();
         let dev = Default::default();
         let mut optim = AdamW::<CpuTrain>::new(&t);

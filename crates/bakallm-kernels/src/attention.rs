@@ -150,6 +150,7 @@ mod tests {
     /// formula: output and the gradients of q, k and v, with a causal + ALiBi-like per-head bias.
     #[test]
     fn fused_attention_matches_autodiff_of_the_formula() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (b, h, l, hd) = (2, 3, 5, 4);
         let data = |seed: usize| -> Vec<f32> { (0..b * h * l * hd).map(|i| (((i * 37 + seed * 11) % 29) as f32 - 14.0) / 9.0).collect() };

@@ -268,6 +268,7 @@ mod tests {
     /// k rotated by different tables; ALiBi: a per-head bias): output and the five gradients.
     #[test]
     fn block_op_matches_autodiff_of_the_formula() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (b, l, d, heads) = (2, 5, 8, 2);
         let hd = d / heads;

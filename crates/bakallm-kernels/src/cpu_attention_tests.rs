@@ -38,6 +38,7 @@ fn run(scheme: Option<Scheme>, (b, l, heads, hd): (usize, usize, usize, usize), 
 /// is the training one's, bit for bit.
 #[test]
 fn attention_matches_reference_for_every_scheme() {
+    let _serial = crate::serial();
     let shape = (2, 21, 2, 8);
     for scheme in [Some(Scheme::Nope), Some(Scheme::Rope), Some(Scheme::Xpos), Some(Scheme::Alibi), LINSPACE] {
         let (want, got) = (run(scheme, shape, false), run(scheme, shape, true));
@@ -67,6 +68,7 @@ fn attention_matches_reference_for_every_scheme() {
 /// One thread or two: the same bits (values and every gradient).
 #[test]
 fn attention_is_bit_exact_across_thread_counts() {
+    let _serial = crate::serial();
     let in_pool = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| [Scheme::Rope, Scheme::Alibi].map(|s| run(Some(s), (4, 45, 3, 16), true)))

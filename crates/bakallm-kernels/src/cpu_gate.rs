@@ -123,6 +123,7 @@ mod tests {
     /// backend's forward is the training one's, bit for bit.
     #[test]
     fn mlp_matches_reference() {
+        let _serial = crate::serial();
         let shape = (3, 7, 16, 400);
         let (want, got) = (run(shape, false), run(shape, true));
         for (what, (r, a)) in ["y", "dx", "dwg", "dwu", "dwd"].iter().zip(want.iter().zip(&got)) {
@@ -141,6 +142,7 @@ mod tests {
     /// One thread or two: the same bits.
     #[test]
     fn mlp_is_bit_exact_across_thread_counts() {
+        let _serial = crate::serial();
         let in_pool = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| run((4, 33, 16, 520), true));
         let (one, two) = (in_pool(1), in_pool(2));
         for (a, b) in one.iter().zip(&two) {

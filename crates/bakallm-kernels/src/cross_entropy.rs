@@ -92,6 +92,7 @@ mod tests {
 
     #[test]
     fn closed_form_matches_autodiff_of_log_softmax() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (n, v) = (6, 11);
         let xs: Vec<f32> = (0..n * v).map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0).collect();
@@ -116,6 +117,7 @@ mod tests {
     /// mean: the loss, and both gradients under a non-unit upstream gradient.
     #[test]
     fn head_op_matches_autodiff_of_the_head_and_loss() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (n, d, v) = (7, 5, 13);
         let data = crate::test_values;

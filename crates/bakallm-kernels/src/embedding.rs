@@ -54,6 +54,7 @@ mod tests {
     /// with repeated ids (the scatter must add, not overwrite).
     #[test]
     fn embedding_op_matches_burns() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (vocab, d) = (7, 3);
         let w: Vec<f32> = (0..vocab * d).map(|i| (i as f32 - 10.0) / 4.0).collect();

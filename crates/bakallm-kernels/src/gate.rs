@@ -26,6 +26,7 @@ mod tests {
     /// The op (burn reference steps) equals burn's autodiff of `silu(a) ⊙ u`: output and both gradients.
     #[test]
     fn gate_op_matches_autodiff_of_the_formula() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let n = 40;
         let data =

@@ -49,6 +49,7 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 /// warp and rows of all three kernel sizes, f32 and bf16.
 #[test]
 fn gpu_attention_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::attention::attention_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
     // rows of ≤ 512 and ≤ 1024 keys take the register kernels, longer ones the looping ones; rows
@@ -88,6 +89,7 @@ fn gpu_attention_kernels_match_burns_steps() {
 /// multiples of the 64-row tile, with a per-head or shared bias with extra −∞ masks, or none.
 #[test]
 fn gpu_flash_attention_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::prims::{flash_bwd, flash_fwd};
     use burn::tensor::FloatDType::{BF16, F32};
     type G = crate::backend::Gpu;
@@ -136,6 +138,7 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
 /// not a multiple of the 16-byte access, bf16 and f32, up to the pristine vocabulary (50304).
 #[test]
 fn gpu_head_ce_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::prims::head_ce;
     use burn::tensor::FloatDType::{BF16, F32};
     type G = crate::backend::Gpu;
@@ -165,6 +168,7 @@ fn gpu_head_ce_kernels_match_burns_steps() {
 /// four gradients; `d_ff` a multiple of the 16-byte access and not, bf16 and f32.
 #[test]
 fn gpu_mlp_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::prims::{mlp_bwd, mlp_fwd};
     use burn::tensor::FloatDType::{BF16, F32};
     type G = crate::backend::Gpu;
@@ -196,6 +200,7 @@ fn gpu_mlp_kernels_match_burns_steps() {
 /// and off the 64-row tile.
 #[test]
 fn gpu_attention_block_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::attention_block::{block_bwd, block_fwd};
     use burn::tensor::FloatDType::{BF16, F32};
     let dev = burn::backend::cuda::CudaDevice::default();
@@ -229,6 +234,7 @@ fn gpu_attention_block_kernels_match_burns_steps() {
 /// 64-row tile; the parallel residual and the sequential one (the MLP's own norm) each.
 #[test]
 fn gpu_layer_kernels_match_burns_steps() {
+    let _serial = crate::serial();
     use crate::layer::{layer_bwd, layer_fwd, Consts, Weights};
     use burn::tensor::FloatDType::{BF16, F32};
     let dev = burn::backend::cuda::CudaDevice::default();

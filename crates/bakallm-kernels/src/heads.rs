@@ -133,6 +133,7 @@ mod tests {
     /// `positions::rotate` through autodiff: values and input gradients.
     #[test]
     fn split_and_merge_match_autodiff_of_reshape_and_rotate() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (b, l, heads, hd) = (2, 5, 3, 4);
         let d = heads * hd;

@@ -209,6 +209,7 @@ mod tests {
 
     #[test]
     fn exp_within_two_ulp_of_std() {
+        let _serial = crate::serial();
         for i in 0..20000 {
             let x = -87.0 * i as f32 / 20000.0;
             let (a, b) = (exp(x), x.exp());
@@ -221,6 +222,7 @@ mod tests {
     /// shapes that leave partial row tasks and column blocks, in several row groups.
     #[test]
     fn head_ce_matches_autodiff_reference() {
+        let _serial = crate::serial();
         let dev = Default::default();
         for (b, l, d, v) in [(2, 19, 8, 300), (3, 40, 16, 1000)] {
             let (x, w, t) = inputs(b * l, d, v);
@@ -250,6 +252,7 @@ mod tests {
     /// forward-only losses equal the training losses and burn's.
     #[test]
     fn row_groups_and_losses_without_grads_match() {
+        let _serial = crate::serial();
         let (n, d, v) = (37, 4, 64);
         let (x, w, t) = inputs(n, d, v);
         let (l1, dx1, dw1) = head_ce(&x, &w, &t, d, true);

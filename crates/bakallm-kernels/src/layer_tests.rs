@@ -12,6 +12,7 @@ use burn::prelude::*;
 /// output and every gradient, the scales' included.
 #[test]
 fn layer_op_matches_the_reference_layer() {
+    let _serial = crate::serial();
     let dev = Default::default();
     let (b, l, d, f, heads) = (2, 5, 8, 12, 2);
     let data = crate::test_values;

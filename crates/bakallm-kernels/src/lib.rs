@@ -105,3 +105,13 @@ pub(crate) fn test_values(len: usize, seed: u64) -> TensorData {
 pub fn flash_fits(bf16: bool, head_dim: usize) -> bool {
     bf16 && (head_dim == 32 || head_dim == 64)
 }
+
+/// Holds the tests that build or differentiate autodiff graphs one at a time: burn-autodiff 0.21's
+/// `backward()` sweeps every graph in the process and can free steps another thread is still
+/// building, losing a gradient (tracel-ai/burn#5573). Training runs one graph at a time (each
+/// experiment job is its own process); only tests run side by side in one process.
+#[cfg(test)]
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

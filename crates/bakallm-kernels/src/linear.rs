@@ -64,6 +64,7 @@ mod tests {
     /// The op (burn reference steps) equals burn's autodiff of `x · w`: output and both gradients.
     #[test]
     fn linear_op_matches_autodiff_of_the_matmul() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (b, l, d, n) = (2, 5, 4, 3);
         let data = crate::test_values;

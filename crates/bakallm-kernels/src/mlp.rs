@@ -163,6 +163,7 @@ mod tests {
     /// gradients.
     #[test]
     fn mlp_op_matches_autodiff_of_the_formula() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (b, l, d, f) = (2, 3, 4, 6);
         let data = crate::test_values;

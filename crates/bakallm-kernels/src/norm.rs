@@ -151,6 +151,7 @@ mod tests {
     /// output and the gradients of x, the weight and the bias.
     #[test]
     fn norm_op_matches_burns_modules() {
+        let _serial = crate::serial();
         let dev = Default::default();
         let (rows, d) = (6, 10);
         let xs: Vec<f32> = (0..rows * d).map(|i| ((i * 37 % 23) as f32 - 11.0) / 4.0).collect();
