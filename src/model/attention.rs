@@ -1,9 +1,9 @@
 //! Causal multi-head self-attention over one window's sequence, with the branch's positions:
-//! the weights; the computation is [`BakaOps::self_attention`] (reference:
+//! the weights; the computation is [`crate::kernels::ops::BakaOps::self_attention`] (reference:
 //! `kernels::reference::attention`).
 
 use super::init::Init;
-use crate::kernels::ops::{AttnWeights, BakaOps, Kernels, Positions};
+use crate::kernels::ops::AttnWeights;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -39,17 +39,12 @@ impl<B: Backend> Attention<B> {
     }
 }
 
-impl<B: BakaOps> Attention<B> {
-    pub fn forward(&self, h: Tensor<B, 3>, pos: &Positions<B>, k: &Kernels) -> Tensor<B, 3> {
-        B::self_attention(h, &self.weights(), pos, k)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::positions::{Layout, PosParams, PositionKind};
     use super::*;
     use crate::backend::Cpu;
+    use crate::kernels::ops::{BakaOps, Kernels, Positions};
     use crate::kernels::reference::qkv;
 
     fn tables(kind: PositionKind, l: usize) -> Positions<Cpu> {
@@ -89,8 +84,8 @@ mod tests {
             let x = init.normal([1, 7, 8], 1.0);
             let bump = Tensor::<Cpu, 3>::zeros([1, 7, 8], &dev).slice_assign([0..1, 4..5, 0..8], Tensor::ones([1, 1, 8], &dev));
             let t = tables(kind, 7);
-            let y0: Vec<f32> = a.forward(x.clone(), &t, &K).into_data().to_vec().unwrap();
-            let y1: Vec<f32> = a.forward(x + bump, &t, &K).into_data().to_vec().unwrap();
+            let y0: Vec<f32> = Cpu::self_attention(x.clone(), &a.weights(), &t, &K).into_data().to_vec().unwrap();
+            let y1: Vec<f32> = Cpu::self_attention(x + bump, &a.weights(), &t, &K).into_data().to_vec().unwrap();
             assert_eq!(y0[..4 * 8], y1[..4 * 8], "{kind:?}: earlier outputs changed");
             assert_ne!(y0[4 * 8..5 * 8], y1[4 * 8..5 * 8], "{kind:?}: the changed position must change");
         }

@@ -1,8 +1,8 @@
 //! Gated SiLU MLP (BakaLLM): `down(up(x) * silu(gate(x)))`, no biases. The weights; the
-//! computation is [`BakaOps::mlp`] (reference: `kernels::reference::mlp`).
+//! computation is [`crate::kernels::ops::BakaOps::mlp`] (reference: `kernels::reference::mlp`).
 
 use super::init::Init;
-use crate::kernels::ops::{BakaOps, Kernels, MlpWeights};
+use crate::kernels::ops::MlpWeights;
 use burn::nn::Linear;
 use burn::prelude::*;
 
@@ -21,11 +21,5 @@ impl<B: Backend> Mlp<B> {
 
     pub fn weights(&self) -> MlpWeights<B> {
         MlpWeights { gate: self.gate.weight.val(), up: self.up.weight.val(), down: self.down.weight.val() }
-    }
-}
-
-impl<B: BakaOps> Mlp<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, k: &Kernels) -> Tensor<B, 3> {
-        B::mlp(x, &self.weights(), k)
     }
 }

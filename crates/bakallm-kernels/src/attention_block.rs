@@ -6,9 +6,9 @@
 //! two) and two adds of the three projections' input gradients. Here the q, k, v weights are cast
 //! side by side into one `[d, 3d]` operand: one GEMM forward, one for the input gradient and one
 //! batched call for the three weight gradients; the head split reads q, k, v from the fused
-//! projection and the merges write their gradients back side by side. The forward keeps what the
-//! ops did (q, k, v, o, the log-sum-exp, the cast weights), less the merged `o`, which the backward
-//! recomputes from `o` for the output projection's weight gradient.
+//! projection and the merges write their gradients back side by side; flash writes `o` with the
+//! heads side by side, as the output projection reads it. The forward keeps q, k, v, `o`, the
+//! log-sum-exp and the cast weights.
 //! Used where the flash kernels apply; as its own op where positions add nothing before the split,
 //! inside the layer op (`super::layer`) also with a key term (linspace's ramp ⊗ scale).
 
@@ -22,7 +22,8 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 /// What the backward needs from the forward: the heads `q, k, v` (rotated, `[b·H, L, hd]`), the
-/// attention's output `o` with the heads side by side `[b, L, d]`, the log-sum-exp `[b·H, L]`, the cast weights `[wq | wk | wv]` `[d, 3d]` and `wo` `[d, d]`.
+/// attention's output `o` with the heads side by side `[b, L, d]`, the log-sum-exp `[b·H, L]`, the
+/// cast weights `[wq | wk | wv]` `[d, 3d]` and `wo` `[d, d]`.
 #[derive(Debug, Clone)]
 pub struct Saved<B: Backend> {
     pub q: Tensor<B, 3>,

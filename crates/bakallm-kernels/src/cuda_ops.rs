@@ -46,10 +46,7 @@ fn layer_op(x: &T<3>, n: &NormWeights<GpuTrain>, a: &AttnWeights<GpuTrain>, n2: 
     }
     let attn = block_consts(x, pos, a.heads, a.scale())?;
     let [_, l, d] = x.dims();
-    let k_add = match (&pos.k_ramp, &a.k_scale) {
-        (Some(ramp), Some(scale)) => Some((ramp.clone() * r::to(scale.clone(), x.dtype().into()).unsqueeze::<3>()).reshape([l, d])),
-        _ => None,
-    };
+    let k_add = r::key_term(pos, a, x.dtype().into()).map(|t| t.reshape([l, d]));
     let norm = |n: &NormWeights<GpuTrain>| (n.weight.clone(), n.bias.clone());
     let w = layer::Weights { norm: norm(n), attn: [&a.q, &a.k, &a.v, &a.o].map(|t| t.clone()), mlp: [&m.gate, &m.up, &m.down].map(|t| t.clone()), mlp_norm: n2.map(norm), k_add };
     Some(layer::layer_ad(x.clone(), w, layer::Consts { attn, eps: n.eps as f32 }, true))

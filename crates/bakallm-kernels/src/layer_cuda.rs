@@ -105,7 +105,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
         let [n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [T; 13] = take(&mut saved, 13, "13 saved").try_into().expect("13 saved");
         let attn_saved = [q, k, v, o, lse, wqkv, wo];
         let dy2 = view(dy.clone(), vec![rows, d]);
-        let (n3, xr) = (view(n, vec![b, l, d]), view(x, vec![rows, d]));
+        let (n3, xr) = (view(n.clone(), vec![b, l, d]), view(x, vec![rows, d]));
         let (mut g, mats, dk_add) = if seq {
             // back through y = x' + mlp(norm'(x')), then x' = x + attn(norm(x))
             let [xs, n2, mean2, rstd2, w2]: [T; 5] = take(&mut saved, 5, "the second half's").try_into().expect("5 saved");
@@ -117,7 +117,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
             g.extend(g2);
             (g, [dwq, dwk, dwv, dwo, dwg, dwu, dwd], dk_add)
         } else {
-            let [dn, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), view(n3.clone(), vec![rows, d]), h, wcat, wdc, w_dtype);
+            let [dn, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n, h, wcat, wdc, w_dtype);
             // dn += the attention's input gradient, in place
             let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(dy, n3, attn_saved, rot, bias, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])), k_add);
             let g = norm::cuda::bwd(view(dn, vec![rows, d]), xr, w, mean, rstd, layer, Some(dy2));

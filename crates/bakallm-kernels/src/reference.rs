@@ -67,12 +67,18 @@ pub fn rotate<B: Backend>(x: Tensor<B, 4>, rot: &Rot<B>) -> Tensor<B, 4> {
 /// BakaLLM: k grows toward the end of the window).
 pub fn k_proj<B: BakaOps>(h: Tensor<B, 3>, w: &AttnWeights<B>, pos: &Positions<B>, k: &Kernels) -> Tensor<B, 3> {
     let key = B::dense(h, w.k.clone(), k);
+    match key_term(pos, w, key.dtype().into()) {
+        Some(term) => key + term,
+        None => key,
+    }
+}
+
+/// What linspace adds to k, `[1, L, d]` in `dtype`: its ramp times the layer's scale (`None` for
+/// the other schemes).
+pub fn key_term<B: Backend>(pos: &Positions<B>, w: &AttnWeights<B>, dtype: FloatDType) -> Option<Tensor<B, 3>> {
     match (&pos.k_ramp, &w.k_scale) {
-        (Some(ramp), Some(scale)) => {
-            let dt = key.dtype().into();
-            key + ramp.clone() * to(scale.clone(), dt).unsqueeze::<3>()
-        }
-        _ => key,
+        (Some(ramp), Some(scale)) => Some(ramp.clone() * to(scale.clone(), dtype).unsqueeze::<3>()),
+        _ => None,
     }
 }
 
