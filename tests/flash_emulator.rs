@@ -65,21 +65,25 @@ fn build(check: &str, kernels: &str) -> PathBuf {
 #[test]
 fn flash_kernels_match_f64_attention_in_the_emulator() {
     let exe = build("flash_check", &emulated(&format!("{}\n{}", read("common.cu"), read("flash.cu"))));
-    // (head dim, length, bias, o merged): both head dims, lengths off the 64- and 128-row tiles
-    // (300: three forward blocks, warps skipping whole key tiles), with and without ALiBi, o and dO
-    // in the heads' layout and with the heads side by side (the attention block's)
-    for (hd, l, bias, merged) in [("64", "100", "1", "0"), ("32", "130", "0", "0"), ("64", "300", "0", "0"), ("64", "100", "1", "1"), ("32", "130", "0", "1")] {
-        let run = Command::new(&exe).args([hd, l, bias, merged]).output().unwrap();
+    // (head dim, length, bias, o merged, q/k/v fused): both head dims, lengths off the 64- and
+    // 128-row tiles (300: three forward blocks, warps skipping whole key tiles), with and without
+    // ALiBi; o and dO in the heads' layout or side by side, q, k, v and their gradients in the
+    // heads' layout or in the fused projection's (the attention block's: both)
+    let cases = [("64", "100", "1", "0", "0"), ("32", "130", "0", "0", "0"), ("64", "300", "0", "0", "0"), ("64", "100", "1", "1", "1"), ("32", "130", "0", "1", "1"), ("64", "70", "0", "0", "1")];
+    for (hd, l, bias, merged, fused) in cases {
+        let run = Command::new(&exe).args([hd, l, bias, merged, fused]).output().unwrap();
         let text = String::from_utf8_lossy(&run.stdout);
         eprint!("{text}");
-        assert!(run.status.success(), "flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}:\n{text}");
+        assert!(run.status.success(), "flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}:\n{text}");
     }
 }
 
-/// Linspace's key-term kernels (`add_key`, `sum_key`: the end of `cuda/attention.cu`) against their
-/// formulas in the emulator, f32 and bf16, lengths and widths off the 256-thread blocks.
+/// The kernels on the fused projection (the end of `cuda/attention.cu`): linspace's key term
+/// (`add_key`, `sum_key`) and the in-place rotation of q and k and its adjoint (`rotate_qk`) against
+/// their formulas in the emulator, f32 and bf16, plain and vector widths, lengths and widths off
+/// the 256-thread blocks.
 #[test]
-fn key_term_kernels_match_their_formulas_in_the_emulator() {
+fn fused_projection_kernels_match_their_formulas_in_the_emulator() {
     let attention = read("attention.cu");
     let keys = &attention[attention.find("// A key term added").expect("attention.cu: the key-term kernels")..];
     let (common, n) = swapped(&read("common.cu"));

@@ -1,8 +1,10 @@
 // The flash kernels (cuda/flash.cu, emulated: emu.h) against attention computed in f64 from the
 // same bf16 values: output, log-sum-exp and the three gradients, relative L2 error below 2e-2.
-// Usage: flash_check HD L BIAS MERGED (BIAS 1: a per-head ALiBi-like bias with extra −∞ masks and
-// a fully masked row; 0: the causal mask alone. MERGED 1: o and dO with the heads side by side,
-// [B, L, H·HD]; 0: [B·H, L, HD] like q, k, v). Exit status 1 on a failed comparison.
+// Usage: flash_check HD L BIAS MERGED FUSED (BIAS 1: a per-head ALiBi-like bias with extra −∞ masks
+// and a fully masked row; 0: the causal mask alone. MERGED 1: o and dO with the heads side by side,
+// [B, L, H·HD]; 0: [B·H, L, HD]. FUSED 1: q, k, v and their gradients side by side in one
+// [B, L, 3·H·HD], as the fused projection lays them out; 0: three [B·H, L, HD]). Exit status 1 on
+// a failed comparison.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
@@ -13,6 +15,12 @@ int main(int argc, char** argv) {
     int OH = argc > 4 && atoi(argv[4]) ? H : 1;  // heads per row of o and dO
     // where o and dO hold head row-block bh's row i, column c
     auto oi = [&](int bh, int i, int c) { return ((size_t)(bh / OH) * L + i) * OH * HD + (size_t)(bh % OH) * HD + c; };
+    bool FUSED = argc > 5 && atoi(argv[5]);
+    int QH = FUSED ? H : 1, QLD = FUSED ? 3 * H * HD : HD;
+    // where q (part 0), k (1) or v (2) holds head row-block bh's row i, column c
+    auto qi = [&](int part, int bh, int i, int c) {
+        return FUSED ? ((size_t)(bh / H) * L + i) * QLD + (size_t)part * H * HD + (size_t)(bh % H) * HD + c : (size_t)part * BH * L * HD + ((size_t)bh * L + i) * HD + c;
+    };
     float scale = 0.3f;
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> U(-2, 2);
@@ -28,17 +36,27 @@ int main(int argc, char** argv) {
         bias[((size_t)h * L + i) * L + j] = tobf(b);
     }
     std::vector<unsigned short> o(n), dq(n), dk(n), dv(n), dOk(n);  // dOk: dO in o's layout
-    for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) dOk[oi(bh, i, c)] = dO[((size_t)bh * L + i) * HD + c];
+    std::vector<unsigned short> qkv(3 * n), dqkv(3 * n);            // q, k, v and their gradients in the kernels' layout
+    for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) {
+        size_t e = ((size_t)bh * L + i) * HD + c;
+        dOk[oi(bh, i, c)] = dO[e];
+        qkv[qi(0, bh, i, c)] = q[e], qkv[qi(1, bh, i, c)] = k[e], qkv[qi(2, bh, i, c)] = v[e];
+    }
+    size_t part = FUSED ? (size_t)H * HD : n;  // from q's pointer to k's and v's
     std::vector<float> lse(BH * L), delta(BH * L), dqa(n, 0.f);
     long long sb = 0, sh = (long long)L * L;
     int nb = (L + 63) / 64;
     auto fwd = BIAS ? (HD == 64 ? flash_fwd_hd64_bias : flash_fwd_hd32_bias) : (HD == 64 ? flash_fwd_hd64 : flash_fwd_hd32);
     auto dot = HD == 64 ? flash_dot_hd64 : flash_dot_hd32;
     auto bwd = BIAS ? (HD == 64 ? flash_bwd_hd64_bias : flash_bwd_hd32_bias) : (HD == 64 ? flash_bwd_hd64 : flash_bwd_hd32);
-    launch([&] { fwd(q.data(), k.data(), v.data(), bias.data(), o.data(), lse.data(), L, H, sb, sh, scale, OH); }, (L + 127) / 128, BH, 128);
+    launch([&] { fwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, bias.data(), o.data(), lse.data(), L, H, sb, sh, scale, OH, QH, QLD); }, (L + 127) / 128, BH, 128);
     launch([&] { dot(o.data(), dOk.data(), delta.data(), (long long)BH * L, L, OH); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
-    launch([&] { bwd(q.data(), k.data(), v.data(), bias.data(), dOk.data(), lse.data(), delta.data(), dqa.data(), dk.data(), dv.data(), L, H, sb, sh, scale, OH); }, nb, BH, 128);
-    launch([&] { flash_dq(dqa.data(), dq.data(), (long long)n); }, (n / 8 + 127) / 128, 1, 128);
+    launch([&] { bwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, bias.data(), dOk.data(), lse.data(), delta.data(), dqa.data(), dqkv.data() + part, dqkv.data() + 2 * part, L, H, sb, sh, scale, OH, QH, QLD); }, nb, BH, 128);
+    launch([&] { flash_dq(dqa.data(), dqkv.data(), (long long)n, L, HD, QH, QLD); }, (n / 8 + 127) / 128, 1, 128);
+    for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) {
+        size_t e = ((size_t)bh * L + i) * HD + c;
+        dq[e] = dqkv[qi(0, bh, i, c)], dk[e] = dqkv[qi(1, bh, i, c)], dv[e] = dqkv[qi(2, bh, i, c)];
+    }
     // reference in double
     std::vector<double> ro(n, 0), rdq(n, 0), rdk(n, 0), rdv(n, 0), rl(BH * L);
     auto f = [](unsigned short h) { return (double)bfv(h); };
@@ -83,7 +101,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < BH * L; i++) acc(4, lse[i], rl[i]);
     const char* names[5] = {"o", "dq", "dk", "dv", "lse"};
     int bad = 0;
-    for (int w = 0; w < 5; w++) { double r = sqrt(errs[w] / norms[w]); printf("HD %d L %d OH %d %s rel %.2e\n", HD, L, OH, names[w], r); bad |= !(r < 2e-2); }
+    for (int w = 0; w < 5; w++) { double r = sqrt(errs[w] / norms[w]); printf("HD %d L %d OH %d fused %d %s rel %.2e\n", HD, L, OH, FUSED, names[w], r); bad |= !(r < 2e-2); }
     if (BIAS) {  // the fully masked row: lse +∞ and a zero output (the kernels' convention)
         float l3 = lse[1 * L + 3], o3 = f(o[oi(1, 3, 0)]);
         printf("HD %d L %d fully masked row: lse %f, o %f\n", HD, L, l3, o3);

@@ -1,7 +1,9 @@
 // add_key / sum_key (cuda/attention.cu: linspace's key term on the fused projection, emulated by
 // emu.h) against their formulas, computed here with the same operations: x[r, d + c] += a[r % L, c]
 // over the key columns of x [B·L, 3d] (the q and v columns untouched), and g[t, c] = Σ_b x[b·L + t,
-// d + c], in f32 and in bf16. Exit status 1 on a difference.
+// d + c], in f32 and in bf16. Then rotate_qk (RoPE / xPos in place on the q and k columns) against
+// heads_split's formula, and its adjoint against the rotation's transpose (⟨R x, g⟩ = ⟨x, Rᵀ g⟩).
+// Exit status 1 on a difference.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
@@ -40,8 +42,65 @@ static int check(const char* name, int B, int L, int d, Add add, Sum sum) {
     printf("%s: B %d, L %d, d %d: %d differences\n", name, B, L, d, bad);
     return bad;
 }
+// Runs `f` once per thread of a grid (⌈total / (256·W)⌉, 2) of 256-thread blocks.
+template <typename F> static void grid_2d(long long total, int W, F f) {
+    blockDim.x = 256;
+    for (unsigned y = 0; y < 2; y++)
+        for (long long blk = 0; blk * 256 * W < total; blk++)
+            for (unsigned t = 0; t < 256; t++) blockIdx.x = (unsigned)blk, blockIdx.y = y, threadIdx.x = t, f();
+}
+// rotate_qk on x [B·L, 3·H·hd] with tables for q and k (`tables`) or none, W elements per thread.
+template <typename T, typename Rot>
+static int check_rotate(const char* name, int B, int L, int H, int hd, int W, bool tables, Rot rot) {
+    long long rows = (long long)B * L, w = 3LL * H * hd;
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> U(-1, 1);
+    std::vector<T> x(rows * w), g(rows * w), cq((size_t)L * hd), sq((size_t)L * hd), ck((size_t)L * hd), sk((size_t)L * hd);
+    for (auto* v : {&x, &g, &cq, &sq, &ck, &sk}) for (auto& e : *v) st(&e, 0, U(rng));
+    auto x0 = x, g0 = g;
+    const T* tq[2] = {tables ? cq.data() : nullptr, sq.data()};
+    const T* tk[2] = {tables ? ck.data() : nullptr, sk.data()};
+    auto run = [&](std::vector<T>& v, int adjoint) {
+        grid_2d(rows * H * hd / 2, W, [&] { rot(v.data(), tq[0], tq[1], tk[0], tk[1], rows, L, H, hd, adjoint); });
+    };
+    run(x, 0);
+    int bad = 0, half = hd / 2;
+    for (long long r = 0; r < rows; r++)
+        for (int c = 0; c < w; c++) {
+            int part = c / (H * hd), j = c % hd, t = (int)(r % L);
+            T want = x0[r * w + c];
+            if (tables && part < 2) {
+                const std::vector<T>& cs = part == 0 ? cq : ck;
+                const std::vector<T>& sn = part == 0 ? sq : sk;
+                float a = ld(&x0[r * w + c], 0), pr = ld(&x0[r * w + c + (j < half ? half : -half)], 0);
+                float v = j < half ? a * ld(&cs[t * hd + j], 0) - pr * ld(&sn[t * hd + j], 0) : a * ld(&cs[t * hd + j], 0) + pr * ld(&sn[t * hd + j], 0);
+                st(&want, 0, v);
+            }
+            bad += ld(&x[r * w + c], 0) != ld(&want, 0);
+        }
+    // the adjoint is the transpose: ⟨R x, g⟩ = ⟨x, Rᵀ g⟩ (in double over the rounded values)
+    run(g, 1);
+    double lhs = 0, rhs = 0, scale = 0;
+    for (long long e = 0; e < rows * w; e++) {
+        lhs += (double)ld(&x[e], 0) * ld(&g0[e], 0);
+        rhs += (double)ld(&x0[e], 0) * ld(&g[e], 0);
+        scale += std::fabs((double)ld(&x0[e], 0) * ld(&g0[e], 0));
+    }
+    double tol = sizeof(T) == 4 ? 1e-5 : 2e-2;  // bf16 rounds R x and Rᵀ g
+    bool adj = std::fabs(lhs - rhs) <= tol * scale;
+    printf("rotate_qk %s W %d: B %d, L %d, H %d, hd %d, tables %d: %d differences, <Rx,g> %.6g vs <x,RTg> %.6g\n", name, W, B, L, H, hd, tables, bad, lhs, rhs);
+    return bad + !adj;
+}
 int main() {
     int bad = 0;
+    for (auto [B, L, H, hd] : {std::tuple{2, 37, 2, 64}, std::tuple{1, 5, 3, 32}}) {
+        for (bool tables : {true, false}) {
+            bad += check_rotate<float>("f32", B, L, H, hd, 1, tables, rotate_qk_f32);
+            bad += check_rotate<float>("f32", B, L, H, hd, 4, tables, rotate_qk_f32_v);
+            bad += check_rotate<bf16>("bf16", B, L, H, hd, 1, tables, rotate_qk_bf16);
+            bad += check_rotate<bf16>("bf16", B, L, H, hd, 8, tables, rotate_qk_bf16_v);
+        }
+    }
     for (auto [B, L, d] : {std::tuple{3, 70, 64}, std::tuple{1, 5, 8}, std::tuple{4, 257, 96}}) {
         bad += check<float>("f32", B, L, d, add_key_f32, sum_key_f32);
         bad += check<bf16>("bf16", B, L, d, add_key_bf16, sum_key_bf16);

@@ -21,14 +21,13 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::prelude::*;
 use burn::tensor::DType;
 
-/// What the backward needs from the forward: the heads `q, k, v` (rotated, `[b·H, L, hd]`), the
-/// attention's output `o` with the heads side by side `[b, L, d]`, the log-sum-exp `[b·H, L]`, the
-/// cast weights `[wq | wk | wv]` `[d, 3d]` and `wo` `[d, d]`.
+/// What the backward needs from the forward: `qkv`, the fused projection `[b, L, 3d]` with q and k
+/// rotated (q, k and v side by side, heads side by side in each), the attention's output `o` with
+/// the heads side by side `[b, L, d]`, the log-sum-exp `[b·H, L]`, the cast weights
+/// `[wq | wk | wv]` `[d, 3d]` and `wo` `[d, d]`.
 #[derive(Debug, Clone)]
 pub struct Saved<B: Backend> {
-    pub q: Tensor<B, 3>,
-    pub k: Tensor<B, 3>,
-    pub v: Tensor<B, 3>,
+    pub qkv: Tensor<B, 3>,
     pub o: Tensor<B, 3>,
     pub lse: Tensor<B, 2>,
     pub wqkv: Tensor<B, 2>,
@@ -65,7 +64,8 @@ pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], k_add: Opti
     let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads);
     let o = prims::heads_merge(o, &None, c.heads);
     let y = o.clone().reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
-    (y, Saved { q, k, v, o, lse, wqkv, wo })
+    let qkv = Tensor::cat([q, k, v].map(|t| prims::heads_merge(t, &None, c.heads)).into(), 2);
+    (y, Saved { qkv, o, lse, wqkv, wo })
 }
 
 /// Its gradients `(dh, [dwq, dwk, dwv, dwo], dk_add)` from `dy [b, L, d]`, the input `h` and `s`;
@@ -78,7 +78,8 @@ pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: 
     let dwo = s.o.clone().reshape([n, d]).transpose().matmul(dy.clone());
     let dout = prims::heads_split(dy.matmul(s.wo.transpose()).reshape([b, l, d]), &None, heads);
     let o = prims::heads_split(s.o, &None, heads);
-    let [dq, dk, dv] = prims::flash_bwd(s.q, s.k, s.v, o, s.lse, dout, c.bias.clone(), c.scale, heads);
+    let [q, k, v] = [0, 1, 2].map(|i| prims::heads_split(s.qkv.clone().narrow(2, i * d, d), &None, heads));
+    let [dq, dk, dv] = prims::flash_bwd(q, k, v, o, s.lse, dout, c.bias.clone(), c.scale, heads);
     let merged = [(dq, &c.rot[0]), (dk, &c.rot[1]), (dv, &None)].map(|(g, rot)| prims::heads_merge(g, rot, heads));
     let dhqkv = Tensor::cat(merged.into(), 2).reshape([n, 3 * d]);
     let dw = h.reshape([n, d]).transpose().matmul(dhqkv.clone());
@@ -135,10 +136,10 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::flash::OutLayout::Merged;
+    use super::super::flash::{OutLayout::Merged, Qkv};
     use super::super::fused::{cast_many, dim, dtype_name, empty, grid, part};
     use super::super::gemm::Trans::{N, T as Tr};
-    use super::super::heads::cuda::launch3 as heads3_launch;
+    use super::super::heads::cuda::rotate;
     use super::super::nvrtc::{compact, enqueue, enqueue_all, launch, Arg};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
@@ -162,39 +163,40 @@ pub(super) mod cuda {
         rot.iter().flatten().flatten().collect()
     }
 
-    /// `[y, q, k, v, o, lse, [wq | wk | wv], wo]` of `h [b, L, d]` and f32 `ws [d, d]`; `y` plus
-    /// `acc` `[b, L, d]` if given (the residual, added by the output projection's GEMM), the key
-    /// projection plus `k_add` `[L, d]` if given (`add_key`).
+    /// `[y, qkv, o, lse, [wq | wk | wv], wo]` of `h [b, L, d]` and f32 `ws [d, d]` (`qkv`, the
+    /// fused projection `[b, L, 3d]`, q and k rotated in place); `y` plus `acc` `[b, L, d]` if given
+    /// (the residual, added by the output projection's GEMM), the key projection plus `k_add`
+    /// `[L, d]` if given (`add_key`).
     #[allow(clippy::too_many_arguments)]
-    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, acc: Option<T>, k_add: Option<T>) -> [T; 8] {
+    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, acc: Option<T>, k_add: Option<T>) -> [T; 6] {
         let (h, ws, k_add) = (compact(h), ws.map(compact), k_add.map(compact));
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
         let [b, l, d] = h.meta.shape().dims::<3>();
         assert!(k_add.as_ref().is_none_or(|a| a.dtype == h.dtype && a.meta.shape().dims::<2>() == [l, d]), "attn_fwd: k_add must be [{l}, {d}] in h's dtype");
         let (n, hd, dt, device) = (b * l, d / heads, h.dtype, h.device.index);
         assert!(ws.iter().all(|w| w.dtype == DType::F32 && w.meta.shape().dims::<2>() == [d, d]), "attn_fwd: weights must be f32 [{d}, {d}]");
-        let (wqkv, wo, hqkv) = (empty(&h, vec![d, 3 * d], dt), empty(&h, vec![d, d], dt), empty(&h, vec![n, 3 * d], dt));
-        let [q, k, v] = [(); 3].map(|_| empty(&h, vec![b * heads, l, hd], dt));
+        let (wqkv, wo, hqkv) = (empty(&h, vec![d, 3 * d], dt), empty(&h, vec![d, d], dt), empty(&h, vec![b, l, 3 * d], dt));
         // the tables before the outputs: the task runs on the last tensor's stream, a fresh output's
         let mut ts = vec![&h, &ws[0], &ws[1], &ws[2], &ws[3]];
         ts.extend(&k_add);
         ts.extend(tables(&rot));
-        ts.extend([&wqkv, &wo, &hqkv, &q, &k, &v]);
+        ts.extend([&wqkv, &wo, &hqkv]);
         let (has, added) = (rot.each_ref().map(|r| r.is_some()), k_add.is_some() as usize);
         enqueue_all(&ts, move |p, stream| {
-            let nt = p.len() - 11 - added;
+            let nt = p.len() - 8 - added;
             let [ph, pwq, pwk, pwv, pwo] = p[..5].try_into().expect("5 inputs");
-            let [pwqkv, pwoc, phqkv, pq, pk, pv] = p[5 + added + nt..].try_into().expect("6 outputs");
+            let [pwqkv, pwoc, phqkv] = p[5 + added + nt..].try_into().expect("3 outputs");
             cast_many(dt, &[([pwq, pwqkv], [d, d, 3 * d, 0]), ([pwk, pwqkv], [d, d, 3 * d, d]), ([pwv, pwqkv], [d, d, 3 * d, 2 * d]), ([pwo, pwoc], [d, d, d, 0])], stream);
             RowGemm { batch: 1, m: n, n: 3 * d, k: d, a: side(ph, N, d), b: side(pwqkv, N, 3 * d), c: side(phqkv, N, 3 * d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
             if added == 1 {
                 let args = [Arg::Ptr(phqkv), Arg::Ptr(p[5]), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
                 launch(&format!("add_key_{}", dtype_name(dt)), grid(n * d, 256), 256, stream, &args);
             }
-            heads3_launch("heads_split3", dt, phqkv, [pq, pk, pv], rot_ptrs(has, &p[5 + added..5 + added + nt]), n * d, [l, heads, hd], stream);
+            // q and k rotated where they lie; flash reads q, k, v from the fused projection
+            rotate(dt, phqkv, rot_ptrs(has, &p[5 + added..5 + added + nt]), n, [l, heads, hd], false, stream);
         });
         // o with the heads side by side, [b, L, d]: the output projection's input as it is
-        let [o, lse] = super::super::flash::fwd(q.clone(), k.clone(), v.clone(), bias, scale, heads, Merged);
+        let [o, lse] = super::super::flash::fwd(Qkv::Fused(hqkv.clone()), bias, scale, heads, Merged);
         let y = empty(&h, vec![b, l, d], dt);
         let acc = acc.map(compact);
         let mut ts = vec![&o, &wo];
@@ -206,17 +208,17 @@ pub(super) mod cuda {
             let g = RowGemm { batch: 1, m: n, n: d, k: d, a: side(po, N, d), b: side(pwo, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: summed as u8 as f32 };
             g.run_from(if summed { p[2] } else { py }, device, stream as _);
         });
-        [y, q, k, v, o, lse, wqkv, wo]
+        [y, hqkv, o, lse, wqkv, wo]
     }
 
     /// `[dh, dwq, dwk, dwv, dwo]` from `dy [b, L, d]`, `h` and the forward's
-    /// `[q, k, v, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `acc` (`[b, L, d]`,
+    /// `[qkv, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `acc` (`[b, L, d]`,
     /// h's other gradient, owned by the caller) `dh` is added to it in place and returned as `dh`.
     /// With `k_add`, also the key term's gradient `[L, d]` (`sum_key`).
     #[allow(clippy::too_many_arguments)]
-    pub fn bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>, k_add: bool) -> ([T; 5], Option<T>) {
+    pub fn bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>, k_add: bool) -> ([T; 5], Option<T>) {
         let [dy, h] = [dy, h].map(compact);
-        let [q, k, v, o, lse, wqkv, wo] = saved.map(compact);
+        let [qkv, o, lse, wqkv, wo] = saved.map(compact);
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
         let [b, l, d] = h.meta.shape().dims::<3>();
         let (n, hd, dt, device) = (b * l, d / heads, h.dtype, h.device.index);
@@ -228,24 +230,27 @@ pub(super) mod cuda {
             gemm(n, d, d, side(pdy, N, d), side(pwo, Tr, d), side(pdout, N, d), dt, stream);
             gemm(d, d, n, side(po, Tr, d), side(pdy, N, d), side(pdwo, N, d), w_dtype, stream);
         });
-        let [dq, dk, dv] = super::super::flash::bwd([q, k, v, o, dout], lse, bias, scale, heads, Merged);
+        // the gradients of q, k, v straight into the fused projection's layout, then unrotated there
+        let dhqkv = match super::super::flash::bwd(Qkv::Fused(qkv), o, dout, lse, bias, scale, heads, Merged) {
+            Qkv::Fused(g) => g,
+            Qkv::Heads(_) => unreachable!("gradients come in q's layout"),
+        };
         let beta = acc.is_some() as u8 as f32;
         let dh = acc.map(compact).unwrap_or_else(|| empty(&h, vec![b, l, d], dt));
-        let (dhqkv, dw) = (empty(&h, vec![n, 3 * d], dt), empty(&h, vec![3, d, d], w_dtype));
+        let dw = empty(&h, vec![3, d, d], w_dtype);
         let dk_add = k_add.then(|| empty(&h, vec![l, d], dt));
-        let mut ts = vec![&dq, &dk, &dv, &h, &wqkv];
+        let mut ts = vec![&dhqkv, &h, &wqkv];
         ts.extend(tables(&rot));
         ts.extend(&dk_add);
-        ts.extend([&dhqkv, &dh, &dw]);
+        ts.extend([&dh, &dw]);
         let (has, added) = (rot.each_ref().map(|r| r.is_some()), k_add as usize);
         enqueue_all(&ts, move |p, stream| {
-            let nt = p.len() - 8 - added;
-            let [pdq, pdk, pdv, ph, pwqkv] = p[..5].try_into().expect("5 inputs");
-            let [pdhqkv, pdh, pdw] = p[5 + nt + added..].try_into().expect("3 outputs");
-            // the heads' gradients, unrotated, side by side as the fused projection's
-            heads3_launch("heads_merge3", dt, pdhqkv, [pdq, pdk, pdv], rot_ptrs(has, &p[5..5 + nt]), n * d, [l, heads, hd], stream);
+            let nt = p.len() - 5 - added;
+            let [pdhqkv, ph, pwqkv] = p[..3].try_into().expect("3 inputs");
+            let [pdh, pdw] = p[3 + nt + added..].try_into().expect("2 outputs");
+            rotate(dt, pdhqkv, rot_ptrs(has, &p[3..3 + nt]), n, [l, heads, hd], true, stream);
             if added == 1 {
-                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[5 + nt]), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
+                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[3 + nt]), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
                 launch(&format!("sum_key_{}", dtype_name(dt)), grid(l * d, 256), 256, stream, &args);
             }
             // dh (+)= dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]

@@ -198,8 +198,8 @@ impl Prims for Gpu {
         }
         assert!(k_add.is_none(), "the CUDA attention op adds nothing to k (cuda_ops routes linspace elsewhere)");
         let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
-        let [y, q, k, v, o, lse, wqkv, wo] = <Gpu as FusedBackend>::attn_fwd(up(h), ws.map(up), rot, c.bias.clone().map(up), c.heads, c.scale);
-        (down(y), AttnSaved { q: down(q), k: down(k), v: down(v), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) })
+        let [y, qkv, o, lse, wqkv, wo] = <Gpu as FusedBackend>::attn_fwd(up(h), ws.map(up), rot, c.bias.clone().map(up), c.heads, c.scale);
+        (down(y), AttnSaved { qkv: down(qkv), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) })
     }
 
     fn block_bwd(
@@ -216,7 +216,7 @@ impl Prims for Gpu {
         }
         assert!(!k_add, "the CUDA attention op adds nothing to k");
         let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
-        let saved = [up(s.q), up(s.k), up(s.v), up(s.o), up(s.lse), up(s.wqkv), up(s.wo)];
+        let saved = [up(s.qkv), up(s.o), up(s.lse), up(s.wqkv), up(s.wo)];
         let [dh, dwq, dwk, dwv, dwo] = <Gpu as FusedBackend>::attn_bwd(up(dy), up(h), saved, rot, c.bias.clone().map(up), c.heads, c.scale, w_dtype);
         (down(dh), [down(dwq), down(dwk), down(dwv), down(dwo)], None)
     }
@@ -237,7 +237,7 @@ impl Prims for Gpu {
         let mut out = out.into_iter();
         let mut next = |what: &str| out.next().unwrap_or_else(|| panic!("layer_fwd: {what}"));
         let (y, n, mean, rstd) = (down(next("y")), down(next("n")), down(next("mean")), down(next("rstd")));
-        let attn = AttnSaved { q: down(next("q")), k: down(next("k")), v: down(next("v")), o: down(next("o")), lse: down(next("lse")), wqkv: down(next("wqkv")), wo: down(next("wo")) };
+        let attn = AttnSaved { qkv: down(next("qkv")), o: down(next("o")), lse: down(next("lse")), wqkv: down(next("wqkv")), wo: down(next("wo")) };
         let mlp = [(); 3].map(|_| down(next("mlp")));
         let seq = w2.map(|w| LayerSeqSaved { x: down(next("x'")), n: down(next("n'")), stats: [down(next("mean'")), down(next("rstd'"))], w });
         (y, LayerSaved { n, stats: [mean, rstd], attn, mlp, seq, k_add })
@@ -248,7 +248,7 @@ impl Prims for Gpu {
             return layer::layer_bwd(dy, x, norm_w, s, c, layer, w_dtype);
         }
         let (a, k_add) = (s.attn, s.k_add);
-        let saved = vec![up(s.n), up(s.stats[0].clone()), up(s.stats[1].clone()), up(a.q), up(a.k), up(a.v), up(a.o), up(a.lse), up(a.wqkv), up(a.wo)];
+        let saved = vec![up(s.n), up(s.stats[0].clone()), up(s.stats[1].clone()), up(a.qkv), up(a.o), up(a.lse), up(a.wqkv), up(a.wo)];
         let mut saved: Vec<_> = saved.into_iter().chain(s.mlp.map(up)).collect();
         let norms = (1 + layer as usize) * (1 + s.seq.is_some() as usize);
         if let Some(q) = s.seq {

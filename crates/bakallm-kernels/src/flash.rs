@@ -43,7 +43,7 @@ pub enum OutLayout {
 }
 
 impl OutLayout {
-    /// The output's shape for q's `[b·heads, L, hd]`.
+    /// The output's shape for `[b·heads, L, hd]` heads.
     fn shape(self, [bh, l, hd]: [usize; 3], heads: usize) -> Vec<usize> {
         match self {
             OutLayout::Heads => vec![bh, l, hd],
@@ -60,17 +60,90 @@ impl OutLayout {
     }
 }
 
-/// `(⌈L/rows⌉, b·heads)` blocks of `rows` queries or keys, and the shape checks both kernels share:
-/// k and v shaped as q, `outs` (o, dO) as `layout` has it.
-fn blocks(what: &str, rows: usize, q: &T, others: &[&T], outs: &[&T], layout: OutLayout, heads: usize) -> ((u32, u32), [usize; 3]) {
-    let [bh, l, hd] = q.meta.shape().dims::<3>();
-    assert!(bh.is_multiple_of(heads), "{what}: b·heads {bh} is not a multiple of {heads} heads");
-    assert!(others.iter().all(|t| t.meta.shape() == q.meta.shape()), "{what}: q {:?} and k, v differ in shape", q.meta.shape());
-    let out = layout.shape([bh, l, hd], heads);
-    assert!(outs.iter().all(|t| t.meta.shape().dims::<3>().as_slice() == out.as_slice()), "{what}: o and dO must be {out:?} ({layout:?})");
-    let all = || others.iter().chain(outs);
-    assert!(supports(q.dtype, [bh, l, hd]) && all().all(|t| t.dtype == q.dtype), "{what}: bf16, head dim 32 or 64 and b·heads ≤ 65535 only, got {:?}, {hd} and {bh}", q.dtype);
-    ((grid(l, rows), bh as u32), [bh, l, hd])
+/// q, k and v (and, from the backward, their gradients) as the kernels take them: three
+/// `[b·heads, L, hd]` tensors, or `Fused`, one `[b, L, 3·heads·hd]` with q, k and v side by side
+/// (the fused projection's output, so no split runs before the forward and no merge after the
+/// backward; rotations are applied to it in place, `rotate_qk`).
+#[allow(clippy::large_enum_variant)] // a value of one call, never stored
+pub enum Qkv {
+    Heads([T; 3]),
+    Fused(T),
+}
+
+impl Qkv {
+    /// `[b·heads, L, hd]` of the heads, checked: bf16, head dim 32 or 64 on this GPU.
+    fn dims(&self, what: &str, heads: usize) -> [usize; 3] {
+        let dims = match self {
+            Qkv::Heads([q, k, v]) => {
+                let dims = q.meta.shape().dims::<3>();
+                assert!([k, v].iter().all(|t| t.meta.shape() == q.meta.shape()), "{what}: q {dims:?} and k, v differ in shape");
+                dims
+            }
+            Qkv::Fused(x) => {
+                let [b, l, w] = x.meta.shape().dims::<3>();
+                assert!(w % (3 * heads) == 0, "{what}: the fused projection's width {w} is not 3 × {heads} heads × head dim");
+                [b * heads, l, w / (3 * heads)]
+            }
+        };
+        let dt = self.first().dtype;
+        assert!(supports(dt, dims) && self.all().iter().all(|t| t.dtype == dt), "{what}: bf16, head dim 32 or 64 and b·heads ≤ 65535 only, got {dt:?} and {dims:?}");
+        dims
+    }
+
+    fn first(&self) -> &T {
+        match self {
+            Qkv::Heads([q, ..]) => q,
+            Qkv::Fused(x) => x,
+        }
+    }
+
+    fn all(&self) -> Vec<&T> {
+        match self {
+            Qkv::Heads(t) => t.iter().collect(),
+            Qkv::Fused(x) => vec![x],
+        }
+    }
+
+    fn compact(self) -> Self {
+        match self {
+            Qkv::Heads(t) => Qkv::Heads(t.map(compact)),
+            Qkv::Fused(x) => Qkv::Fused(compact(x)),
+        }
+    }
+
+    /// Empty gradients in the same layout.
+    fn empty_like(&self) -> Self {
+        match self {
+            Qkv::Heads(t) => Qkv::Heads(t.each_ref().map(|t| empty(t, t.meta.shape().to_vec(), t.dtype))),
+            Qkv::Fused(x) => Qkv::Fused(empty(x, x.meta.shape().to_vec(), x.dtype)),
+        }
+    }
+
+    fn is_fused(&self) -> bool {
+        matches!(self, Qkv::Fused(_))
+    }
+}
+
+/// The three pointers of q, k and v from their tensors' (`ptrs`, as [`Qkv::all`] lists them; one
+/// tensor if `fused`), and the kernels' `qh` (heads per row) and `qld` (row stride).
+fn qkv_ptrs(fused: bool, ptrs: &[u64], heads: usize, [_, _, hd]: [usize; 3]) -> ([u64; 3], i32, i32) {
+    if fused {
+        let part = (heads * hd * 2) as u64; // bytes from q's columns to k's (bf16)
+        ([ptrs[0], ptrs[0] + part, ptrs[0] + 2 * part], dim(heads, "heads"), dim(3 * heads * hd, "3d"))
+    } else {
+        ([ptrs[0], ptrs[1], ptrs[2]], 1, dim(hd, "head dim"))
+    }
+}
+
+/// `(⌈L/rows⌉, b·heads)` blocks of `rows` queries or keys.
+fn blocks(rows: usize, [bh, l, _]: [usize; 3]) -> (u32, u32) {
+    (grid(l, rows), bh as u32)
+}
+
+/// o and dO as `layout` has them for `[b·heads, L, hd]` heads.
+fn check_outs(what: &str, outs: &[&T], dims: [usize; 3], layout: OutLayout, heads: usize, dtype: DType) {
+    let out = layout.shape(dims, heads);
+    assert!(outs.iter().all(|t| t.meta.shape().dims::<3>().as_slice() == out.as_slice() && t.dtype == dtype), "{what}: o and dO must be {out:?} ({layout:?}) in {dtype:?}");
 }
 
 /// The kernels load 16 bytes at a time from `ptrs`.
@@ -79,10 +152,10 @@ fn check_aligned(what: &str, ptrs: &[u64]) {
 }
 
 /// The bias's batch and head strides (zeros without one) and the kernels' name suffix.
-fn bias_args(what: &str, bias: Option<&T>, q: &T, [bh, l, hd]: [usize; 3], heads: usize) -> ([i64; 2], String) {
+fn bias_args(what: &str, bias: Option<&T>, dtype: DType, [bh, l, hd]: [usize; 3], heads: usize) -> ([i64; 2], String) {
     match bias {
         Some(b) => {
-            assert_eq!(b.dtype, q.dtype, "{what}: bias and q dtypes differ");
+            assert_eq!(b.dtype, dtype, "{what}: bias and q dtypes differ");
             (bias_strides(what, b, bh, heads, l), format!("hd{hd}_bias"))
         }
         None => ([0, 0], format!("hd{hd}")),
@@ -90,57 +163,70 @@ fn bias_args(what: &str, bias: Option<&T>, q: &T, [bh, l, hd]: [usize; 3], heads
 }
 
 /// The arguments both kernels take after their pointers.
-fn tail(l: usize, heads: usize, strides: [i64; 2], scale: f32, layout: OutLayout) -> [Arg; 6] {
-    [Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I64(strides[0]), Arg::I64(strides[1]), Arg::F32(scale), Arg::I32(layout.heads_per_row(heads))]
+fn tail(l: usize, heads: usize, strides: [i64; 2], scale: f32, layout: OutLayout, qh: i32, qld: i32) -> [Arg; 8] {
+    let (sb, sh) = (Arg::I64(strides[0]), Arg::I64(strides[1]));
+    [Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), sb, sh, Arg::F32(scale), Arg::I32(layout.heads_per_row(heads)), Arg::I32(qh), Arg::I32(qld)]
 }
 
-/// `[o, lse]` of `q, k, v [b·heads, L, hd]` (bf16), causal, with `bias [1|b, 1|heads, L, L]` added
-/// if given; `o` in `layout`.
-pub fn fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout) -> [T; 2] {
-    let [q, k, v] = [q, k, v].map(compact);
-    let bias = bias.map(compact);
-    let (blocks, dims @ [bh, l, _]) = blocks("flash_fwd", FWD_ROWS, &q, &[&k, &v], &[], layout, heads);
-    let (strides, name) = bias_args("flash_fwd", bias.as_ref(), &q, dims, heads);
-    let (o, lse) = (empty(&q, layout.shape(dims, heads), q.dtype), empty(&q, vec![bh, l], DType::F32));
-    let mut ts = vec![&q, &k, &v];
+/// `[o, lse]` of `qkv` (bf16), causal, with `bias [1|b, 1|heads, L, L]` added if given; `o` in
+/// `layout`.
+pub fn fwd(qkv: Qkv, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout) -> [T; 2] {
+    let (qkv, bias) = (qkv.compact(), bias.map(compact));
+    let dims @ [bh, l, _] = qkv.dims("flash_fwd", heads);
+    let dt = qkv.first().dtype;
+    let (strides, name) = bias_args("flash_fwd", bias.as_ref(), dt, dims, heads);
+    let (o, lse) = (empty(qkv.first(), layout.shape(dims, heads), dt), empty(qkv.first(), vec![bh, l], DType::F32));
+    let mut ts = qkv.all();
+    let n_in = ts.len();
     ts.extend(&bias);
     ts.extend([&o, &lse]);
-    let biased = bias.is_some();
+    let (biased, fused) = (bias.is_some(), qkv.is_fused());
     enqueue_all(&ts, move |p, stream| {
-        let p = with_null(p, 3, biased);
-        check_aligned("flash_fwd", &[p[0], p[1], p[2], p[4]]);
-        let args = p.into_iter().map(Arg::Ptr).chain(tail(l, heads, strides, scale, layout));
-        launch_2d(&format!("flash_fwd_{name}"), blocks, 128, stream, &args.collect::<Vec<_>>())
+        let ([q, k, v], qh, qld) = qkv_ptrs(fused, &p[..n_in], heads, dims);
+        let [b, o, lse] = with_null(&p[n_in..], 0, biased).try_into().expect("3 pointers");
+        check_aligned("flash_fwd", &[q, k, v, o]);
+        let args = [q, k, v, b, o, lse].map(Arg::Ptr).into_iter().chain(tail(l, heads, strides, scale, layout, qh, qld));
+        launch_2d(&format!("flash_fwd_{name}"), blocks(FWD_ROWS, dims), 128, stream, &args.collect::<Vec<_>>())
     });
     [o, lse]
 }
 
-/// `[dq, dk, dv]` from `[q, k, v, o, dout]` (o and dout in `layout`), the forward's `lse` and the
-/// same `bias` (if any): the row dots `rowsum(dout ⊙ o)`, then one pass over the key blocks (dq
-/// summed in f32), then dq to bf16.
-pub fn bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout) -> [T; 3] {
-    let [q, k, v, o, dout] = qkvod.map(compact);
-    let (lse, bias) = (compact(lse), bias.map(compact));
-    let (blocks, dims @ [bh, l, hd]) = blocks("flash_bwd", TILE, &q, &[&k, &v], &[&o, &dout], layout, heads);
+/// The gradients of `qkv` (in its layout) from `qkv`, `o` and `dout` (in `layout`), the forward's
+/// `lse` and the same `bias` (if any): the row dots `rowsum(dout ⊙ o)`, then one pass over the key
+/// blocks (dq summed in f32), then dq to bf16.
+#[allow(clippy::too_many_arguments)]
+pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout) -> Qkv {
+    let (qkv, bias) = (qkv.compact(), bias.map(compact));
+    let [o, dout, lse] = [o, dout, lse].map(compact);
+    let dims @ [bh, l, hd] = qkv.dims("flash_bwd", heads);
+    let dt = qkv.first().dtype;
+    check_outs("flash_bwd", &[&o, &dout], dims, layout, heads, dt);
     assert!(lse.dtype == DType::F32 && lse.meta.shape().num_elements() == bh * l, "flash_bwd: lse must be [b·heads, L] f32");
-    let (strides, name) = bias_args("flash_bwd", bias.as_ref(), &q, dims, heads);
+    let (strides, name) = bias_args("flash_bwd", bias.as_ref(), dt, dims, heads);
     let n = bh * l * hd;
-    let (delta, acc) = (empty(&q, vec![bh, l], DType::F32), empty(&q, vec![bh, l, hd], DType::F32));
-    let [dq, dk, dv] = [(); 3].map(|_| empty(&q, vec![bh, l, hd], q.dtype));
-    let mut ts = vec![&q, &k, &v];
+    let (delta, acc) = (empty(&o, vec![bh, l], DType::F32), empty(&o, vec![bh, l, hd], DType::F32));
+    let grads = qkv.empty_like();
+    let mut ts = qkv.all();
+    let n_in = ts.len();
     ts.extend(&bias);
-    ts.extend([&o, &dout, &lse, &delta, &acc, &dq, &dk, &dv]);
-    let biased = bias.is_some();
+    ts.extend([&o, &dout, &lse, &delta, &acc]);
+    ts.extend(grads.all());
+    let (biased, fused) = (bias.is_some(), qkv.is_fused());
     enqueue_all(&ts, move |p, stream| {
-        let [q, k, v, b, o, dout, lse, delta, acc, dq, dk, dv] = with_null(p, 3, biased).try_into().expect("12 pointers");
+        let ([q, k, v], qh, qld) = qkv_ptrs(fused, &p[..n_in], heads, dims);
+        let rest = with_null(&p[n_in..], 0, biased);
+        let [b, o, dout, lse, delta, acc] = rest[..6].try_into().expect("6 pointers");
+        let ([dq, dk, dv], ..) = qkv_ptrs(fused, &rest[6..], heads, dims);
         check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq]);
         unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
-        let dot = [Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64), Arg::I32(dim(l, "L")), Arg::I32(layout.heads_per_row(heads))];
+        let oh = layout.heads_per_row(heads);
+        let dot = [Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64), Arg::I32(dim(l, "L")), Arg::I32(oh)];
         launch(&format!("flash_dot_hd{hd}"), grid(bh * l * (hd / 8), 128), 128, stream, &dot);
         let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv].map(Arg::Ptr);
-        let args = ptrs.into_iter().chain(tail(l, heads, strides, scale, layout));
-        launch_with(&format!("flash_bwd_{name}"), blocks, 128, bwd_smem(hd), stream, &args.collect::<Vec<_>>());
-        launch("flash_dq", grid(n / 8, 256), 256, stream, &[Arg::Ptr(acc), Arg::Ptr(dq), Arg::I64(n as i64)])
+        let args = ptrs.into_iter().chain(tail(l, heads, strides, scale, layout, qh, qld));
+        launch_with(&format!("flash_bwd_{name}"), blocks(TILE, dims), 128, bwd_smem(hd), stream, &args.collect::<Vec<_>>());
+        let to_bf16 = [Arg::Ptr(acc), Arg::Ptr(dq), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(hd, "head dim")), Arg::I32(qh), Arg::I32(qld)];
+        launch("flash_dq", grid(n / 8, 256), 256, stream, &to_bf16)
     });
-    [dq, dk, dv]
+    grads
 }

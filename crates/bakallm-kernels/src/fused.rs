@@ -53,15 +53,15 @@ pub trait FusedBackend: BlasBackend {
     /// Its `[dx, dw]` from `g [b, l, n]`: `dx = g·wᵀ` in `g`'s dtype, `dw = xᵀ·g` in `w_dtype`
     /// (the master weight's; `w` may be its cast).
     fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 2];
-    /// The attention sublayer (`super::attention_block`): `[y, q, k, v, o, lse, [wq | wk | wv], wo]`
+    /// The attention sublayer (`super::attention_block`): `[y, qkv, o, lse, [wq | wk | wv], wo]`
     /// of `h [b, L, d]` and f32 `ws = [wq, wk, wv, wo]`, with the q and k rotation tables and bias if any.
-    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 8];
-    /// Its `[dh, dwq, dwk, dwv, dwo]` from `dy` and `saved = [q, k, v, o, lse, wqkv, wo]`.
+    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 6];
+    /// Its `[dh, dwq, dwk, dwv, dwo]` from `dy` and `saved = [qkv, o, lse, wqkv, wo]`.
     #[allow(clippy::too_many_arguments)]
     fn attn_bwd(
         dy: FloatTensor<Self>,
         h: FloatTensor<Self>,
-        saved: [FloatTensor<Self>; 7],
+        saved: [FloatTensor<Self>; 5],
         rot: [Option<[FloatTensor<Self>; 2]>; 2],
         bias: Option<FloatTensor<Self>>,
         heads: usize,
@@ -159,11 +159,15 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
     }
 
     fn flash_fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
-        super::flash::fwd(q, k, v, bias, scale, heads, super::flash::OutLayout::Heads)
+        super::flash::fwd(super::flash::Qkv::Heads([q, k, v]), bias, scale, heads, super::flash::OutLayout::Heads)
     }
 
     fn flash_bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 3] {
-        super::flash::bwd(qkvod, lse, bias, scale, heads, super::flash::OutLayout::Heads)
+        let [q, k, v, o, dout] = qkvod;
+        match super::flash::bwd(super::flash::Qkv::Heads([q, k, v]), o, dout, lse, bias, scale, heads, super::flash::OutLayout::Heads) {
+            super::flash::Qkv::Heads(g) => g,
+            super::flash::Qkv::Fused(_) => unreachable!("gradients come in q's layout"),
+        }
     }
 
     fn softmax_bwd(p: T, dp: T, scale: f32) -> T {
@@ -352,11 +356,11 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         [Self::float_reshape(dx, Shape::new([b, l, d])), Self::float_reshape(dw, Shape::new([d, n]))]
     }
 
-    fn attn_fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32) -> [T; 8] {
+    fn attn_fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32) -> [T; 6] {
         super::attention_block::cuda::fwd(h, ws, rot, bias, heads, scale, None, None)
     }
 
-    fn attn_bwd(dy: T, h: T, saved: [T; 7], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
+    fn attn_bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
         super::attention_block::cuda::bwd(dy, h, saved, rot, bias, heads, scale, w_dtype, None, false).0
     }
 

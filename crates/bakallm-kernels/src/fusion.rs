@@ -114,16 +114,14 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         })
     }
 
-    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 8] {
+    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 6] {
         let ([b, l, d], dt) = (h.shape.dims::<3>(), h.dtype);
-        let (bh, hd) = (b * heads, d / heads);
-        let head = (vec![bh, l, hd], dt);
-        // o with the heads side by side (`flash::OutLayout::Merged`)
-        let outs = [(vec![b, l, d], dt), head.clone(), head.clone(), head, (vec![b, l, d], dt), (vec![bh, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt)];
+        // the fused projection [b, L, 3d] (q, k rotated) and o with the heads side by side
+        let outs = [(vec![b, l, d], dt), (vec![b, l, 3 * d], dt), (vec![b, l, d], dt), (vec![b * heads, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt)];
         let mut ins = vec![h];
         ins.extend(ws);
         let flags = attn_extras(&mut ins, rot, bias, scale);
-        custom::<B, 8>("attn_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
+        custom::<B, 6>("attn_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let x = ins.next().expect("h");
             let ws = [(); 4].map(|_| ins.next().expect("weights"));
@@ -135,7 +133,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
     fn attn_bwd(
         dy: FloatTensor<Self>,
         x: FloatTensor<Self>,
-        saved: [FloatTensor<Self>; 7],
+        saved: [FloatTensor<Self>; 5],
         rot: [Option<[FloatTensor<Self>; 2]>; 2],
         bias: Option<FloatTensor<Self>>,
         heads: usize,
@@ -151,7 +149,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         custom::<B, 5>("attn_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let [dy, x] = [(); 2].map(|_| ins.next().expect("dy, h"));
-            let saved = [(); 7].map(|_| ins.next().expect("saved"));
+            let saved = [(); 5].map(|_| ins.next().expect("saved"));
             let (rot, bias) = attn_consts::<B>(f, &mut ins);
             outputs::<B>(d, h, B::attn_bwd(dy, x, saved, rot, bias, heads, f[0], d.outputs[1].dtype));
         })

@@ -103,22 +103,35 @@ pub(super) mod cuda {
         launch_1d(&name, grid(n / per_thread, 256), 256, stream, &args)
     }
 
-    /// Queues `heads_split3` / `heads_merge3` (cuda/attention.cu): the three heads of the fused
-    /// projection `[b, L, 3·heads·hd]` from or into `[q, k, v]` (device pointers, `[b·heads, L, hd]`
-    /// each), q and k rotated by their tables if any; `n` elements per head. Call from an `enqueue` task.
+    /// Queues `rotate_qk` (cuda/attention.cu): q's and k's columns of the fused projection `fused`
+    /// `[rows, 3·heads·hd]` rotated in place by their tables (`rot`, none: left as they are), or
+    /// by the rotation's transpose (`adjoint`, for the gradients). Nothing without tables. Call
+    /// from an `enqueue` task.
     #[allow(clippy::too_many_arguments)]
-    pub fn launch3(kind: &str, dtype: DType, fused: u64, qkv: [u64; 3], rot: [Option<[u64; 2]>; 2], n: usize, [l, heads, hd]: [usize; 3], stream: cudarc::driver::sys::CUstream) {
+    pub fn rotate(dtype: DType, fused: u64, rot: [Option<[u64; 2]>; 2], rows: usize, [l, heads, hd]: [usize; 3], adjoint: bool, stream: cudarc::driver::sys::CUstream) {
+        if rot.iter().all(|r| r.is_none()) {
+            return;
+        }
         let [cq, sq] = rot[0].unwrap_or([0, 0]);
         let [ck, sk] = rot[1].unwrap_or([0, 0]);
-        let ptrs: Vec<u64> = [fused].into_iter().chain(qkv).chain(rot.into_iter().flatten().flatten()).collect();
-        let name = kernel(kind, dtype, &ptrs, &[hd, 3 * heads * hd, if rot.iter().any(|r| r.is_some()) { hd / 2 } else { 0 }]);
+        let ptrs: Vec<u64> = [fused].into_iter().chain(rot.into_iter().flatten().flatten()).collect();
+        // each thread moves W elements of a pair's first half and W of its second
+        let name = kernel("rotate_qk", dtype, &ptrs, &[hd / 2, 3 * heads * hd]);
         let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
-        let [a, b, c] = qkv;
-        let heads_first = [Arg::Ptr(fused), Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(c)];
-        // split3 takes (x, yq, yk, yv), merge3 (gq, gk, gv, dx)
-        let first = if kind == "heads_split3" { heads_first } else { [Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(c), Arg::Ptr(fused)] };
-        let tail = [Arg::Ptr(cq), Arg::Ptr(sq), Arg::Ptr(ck), Arg::Ptr(sk), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
-        launch_2d(&name, (grid(n / per_thread, 256), 3), 256, stream, &[&first[..], &tail[..]].concat())
+        let pairs = rows * heads * hd / 2;
+        let args = [
+            Arg::Ptr(fused),
+            Arg::Ptr(cq),
+            Arg::Ptr(sq),
+            Arg::Ptr(ck),
+            Arg::Ptr(sk),
+            Arg::I64(rows as i64),
+            Arg::I32(dim(l, "L")),
+            Arg::I32(dim(heads, "heads")),
+            Arg::I32(dim(hd, "head dim")),
+            Arg::I32(adjoint as i32),
+        ];
+        launch_2d(&name, (grid(pairs / per_thread, 256), 2), 256, stream, &args)
     }
 }
 

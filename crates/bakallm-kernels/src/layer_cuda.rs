@@ -13,12 +13,12 @@ use cubecl::cuda::CudaRuntime;
 type T = CubeTensor<CudaRuntime>;
 type Rot<B> = [Option<[FloatTensor<B>; 2]>; 2];
 
-/// The forward's outputs: 14, and 4 more for the sequential residual's second half.
-const FWD_OUTS: usize = 14;
+/// The forward's outputs: 12, and 4 more for the sequential residual's second half.
+const FWD_OUTS: usize = 12;
 const SEQ_OUTS: usize = 4;
 
 pub trait LayerBackend: Backend {
-    /// `[y, n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]`, then with `seq` (the
+    /// `[y, n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc]`, then with `seq` (the
     /// sequential residual) `[x', n', mean', rstd']`, of `x [b, L, d]` and f32 `ws = [w, (b,)
     /// (w', (b',)) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm; `w', b'`: the MLP's norm, with
     /// `seq`); the key projection plus `k_add [L, d]` if given.
@@ -81,7 +81,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
         let [wq, wk, wv, wo, wg, wu, wd]: [T; 7] = take(&mut ws, 7, "7 matrices").try_into().expect("7 matrices");
         let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), nw, nb, eps);
         // x' = x + attn(n), the residual added by the output projection
-        let [x2, q, k, v, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x), k_add);
+        let [x2, qkv, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x), k_add);
         let x2 = view(x2, vec![rows, d]);
         // the MLP reads n (parallel) or norm'(x') (sequential); y = x' + mlp(·)
         let (mlp_in, second) = match mlp_norm {
@@ -92,7 +92,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
             }
         };
         let [y, h, wcat, wdc] = mlp::cuda::fwd(mlp_in, wg, wu, wd, Some(x2));
-        let mut out = vec![view(y, vec![b, l, d]), n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc];
+        let mut out = vec![view(y, vec![b, l, d]), n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc];
         out.extend(second);
         out
     }
@@ -102,8 +102,8 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
         let rows = b * l;
         let seq = saved.len() == FWD_OUTS - 1 + SEQ_OUTS + 1;
         let mut saved = saved.into_iter();
-        let [n, mean, rstd, q, k, v, o, lse, wqkv, wo, h, wcat, wdc]: [T; 13] = take(&mut saved, 13, "13 saved").try_into().expect("13 saved");
-        let attn_saved = [q, k, v, o, lse, wqkv, wo];
+        let [n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc]: [T; 11] = take(&mut saved, 11, "11 saved").try_into().expect("11 saved");
+        let attn_saved = [qkv, o, lse, wqkv, wo];
         let dy2 = view(dy.clone(), vec![rows, d]);
         let (n3, xr) = (view(n.clone(), vec![b, l, d]), view(x, vec![rows, d]));
         let (mut g, mats, dk_add) = if seq {
@@ -143,18 +143,15 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         seq: bool,
     ) -> Vec<FloatTensor<Self>> {
         let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
-        let (rows, bh, hd, n_ws) = (b * l, b * heads, d / heads, ws.len());
-        let head = (vec![bh, l, hd], dt);
+        let (rows, n_ws) = (b * l, ws.len());
         let mut outs = vec![
             (vec![b, l, d], dt),
             (vec![rows, d], dt),
             (vec![rows], DType::F32),
             (vec![rows], DType::F32),
-            head.clone(),
-            head.clone(),
-            head,
-            (vec![b, l, d], dt), // o, the heads side by side (`flash::OutLayout::Merged`)
-            (vec![bh, l], DType::F32),
+            (vec![b, l, 3 * d], dt), // the fused projection, q and k rotated
+            (vec![b, l, d], dt),     // o, the heads side by side (`flash::OutLayout::Merged`)
+            (vec![b * heads, l], DType::F32),
             (vec![d, 3 * d], dt),
             (vec![d, d], dt),
             (vec![rows, 2 * f], dt),
@@ -193,7 +190,7 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         k_add: bool,
         w_dtype: DType,
     ) -> Vec<FloatTensor<Self>> {
-        let ([b, l, d], dt, f, n_saved) = (x.shape.dims::<3>(), x.dtype, saved[12].shape[0], saved.len());
+        let ([b, l, d], dt, f, n_saved) = (x.shape.dims::<3>(), x.dtype, saved[FWD_OUTS - 2].shape[0], saved.len());
         let norms = (1 + layer as usize) * (1 + (n_saved > FWD_OUTS - 1) as usize);
         // the weight gradients' dtype travels as the outputs' (read back in `run`)
         let mut outs = vec![(vec![b, l, d], dt)];

@@ -177,30 +177,6 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L,
     Vec<T, W>::store(dx + r * ld + col, v);
 }
 
-// The fused projection's three heads in one launch, blockIdx.y picking q, k or v: the split of
-// x [b, L, 3·H·hd] into yq, yk, yv, with q and k rotated by their tables where given (cq / ck
-// null: not rotated); merge3 is its adjoint, dq, dk, dv into dx [b, L, 3·H·hd].
-template <typename T, int W>
-__device__ void heads_split3(const T* x, T* yq, T* yk, T* yv, const T* cq, const T* sq, const T* ck, const T* sk, long long n, int L, int H, int hd) {
-    int p = blockIdx.y, ld = 3 * H * hd;
-    T* y = p == 0 ? yq : p == 1 ? yk : yv;
-    const T* c = p == 0 ? cq : p == 1 ? ck : nullptr;
-    const T* s = p == 0 ? sq : sk;
-    const T* xp = x + (long long)p * H * hd;
-    if (n < 0xffff0000LL / 3) heads_split<T, unsigned, W>(xp, c, s, y, n, L, H, hd, ld, c != nullptr);
-    else heads_split<T, long long, W>(xp, c, s, y, n, L, H, hd, ld, c != nullptr);
-}
-template <typename T, int W>
-__device__ void heads_merge3(const T* gq, const T* gk, const T* gv, T* dx, const T* cq, const T* sq, const T* ck, const T* sk, long long n, int L, int H, int hd) {
-    int p = blockIdx.y, ld = 3 * H * hd;
-    const T* g = p == 0 ? gq : p == 1 ? gk : gv;
-    const T* c = p == 0 ? cq : p == 1 ? ck : nullptr;
-    const T* s = p == 0 ? sq : sk;
-    T* dp = dx + (long long)p * H * hd;
-    if (n < 0xffff0000LL / 3) heads_merge<T, unsigned, W>(g, c, s, dp, n, L, H, hd, ld, c != nullptr);
-    else heads_merge<T, long long, W>(g, c, s, dp, n, L, H, hd, ld, c != nullptr);
-}
-
 // NAME is the kernel suffix, W the elements per access (1, or 16 bytes' worth for `_v`).
 #define ATTENTION_KERNELS(T, NAME, W)                                                                                 \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
@@ -223,15 +199,6 @@ __device__ void heads_merge3(const T* gq, const T* gk, const T* gv, T* dx, const
                                                   int hd, int ld, int rot) {                                           \
         if (n < 0xffff0000LL / 3) heads_merge<T, unsigned, W>(g, c, s, dx, n, L, H, hd, ld, rot);                        \
         else heads_merge<T, long long, W>(g, c, s, dx, n, L, H, hd, ld, rot);                                           \
-    }                                                                                                                  \
-    extern "C" __global__ void heads_split3_##NAME(const T* x, T* yq, T* yk, T* yv, const T* cq, const T* sq,          \
-                                                   const T* ck, const T* sk, long long n, int L, int H, int hd) {      \
-        heads_split3<T, W>(x, yq, yk, yv, cq, sq, ck, sk, n, L, H, hd);                                                 \
-    }                                                                                                                  \
-    extern "C" __global__ void heads_merge3_##NAME(const T* gq, const T* gk, const T* gv, T* dx, const T* cq,          \
-                                                   const T* sq, const T* ck, const T* sk, long long n, int L, int H,   \
-                                                   int hd) {                                                           \
-        heads_merge3<T, W>(gq, gk, gv, dx, cq, sq, ck, sk, n, L, H, hd);                                                \
     }
 
 ATTENTION_KERNELS(float, f32, 1)
@@ -266,3 +233,46 @@ __device__ void sum_key(const T* dx, T* g, int B, int L, int d) {
     extern "C" __global__ void sum_key_##NAME(const T* dx, T* g, int B, int L, int d) { sum_key<T>(dx, g, B, L, d); }
 KEY_KERNELS(float, f32)
 KEY_KERNELS(bf16, bf16)
+
+// RoPE / xPos in place on the q and k columns of the fused projection x [rows, 3·H·hd],
+// blockIdx.y picking q (0) or k (1), each rotated by its tables c, s [L, hd] where given (null: left
+// as it is): the pair (j, j + hd/2) of a head becomes (x_j·c_j − x_{j+h}·s_j, x_{j+h}·c_{j+h} +
+// x_j·s_{j+h}), heads_split's rotation; with `adjoint` its transpose, heads_merge's,
+// (g_j·c_j + g_{j+h}·s_{j+h}, g_{j+h}·c_{j+h} − g_j·s_j), for the gradients. One thread per W
+// consecutive j of a pair's first half (the host checks hd / 2 is a multiple of W).
+template <typename T, int W>
+__device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, int L, int H, int hd, int adjoint) {
+    int p = blockIdx.y, half = hd / 2;
+    const T* c = p == 0 ? cq : ck;
+    const T* s = p == 0 ? sq : sk;
+    long long e = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * W;  // over rows · H · half
+    if (c == nullptr || e >= rows * H * half) return;
+    int j = (int)(e % half);
+    long long rh = e / half;
+    int h = (int)(rh % H), t = (int)((rh / H) % L);
+    T* a = x + (rh / H) * 3 * H * hd + (long long)(p * H + h) * hd + j;
+    float xa[W], xb[W], ca[W], sa[W], cb[W], sb[W];
+    Vec<T, W>::load(a, xa);
+    Vec<T, W>::load(a + half, xb);
+    Vec<T, W>::load(c + t * hd + j, ca);
+    Vec<T, W>::load(s + t * hd + j, sa);
+    Vec<T, W>::load(c + t * hd + j + half, cb);
+    Vec<T, W>::load(s + t * hd + j + half, sb);
+    float ya[W], yb[W];
+#pragma unroll
+    for (int k = 0; k < W; k++) {
+        ya[k] = adjoint ? xa[k] * ca[k] + xb[k] * sb[k] : xa[k] * ca[k] - xb[k] * sa[k];
+        yb[k] = adjoint ? xb[k] * cb[k] - xa[k] * sa[k] : xb[k] * cb[k] + xa[k] * sb[k];
+    }
+    Vec<T, W>::store(a, ya);
+    Vec<T, W>::store(a + half, yb);
+}
+#define ROTATE_KERNELS(T, NAME, W)                                                                                     \
+    extern "C" __global__ void rotate_qk_##NAME(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, \
+                                                int L, int H, int hd, int adjoint) {                                   \
+        rotate_qk<T, W>(x, cq, sq, ck, sk, rows, L, H, hd, adjoint);                                                    \
+    }
+ROTATE_KERNELS(float, f32, 1)
+ROTATE_KERNELS(bf16, bf16, 1)
+ROTATE_KERNELS(float, f32_v, 4)
+ROTATE_KERNELS(bf16, bf16_v, 8)

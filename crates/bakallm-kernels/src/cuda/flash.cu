@@ -133,12 +133,13 @@ __device__ __forceinline__ void load_tile(bf16* s, const bf16* x, int r0, int L,
     }
 }
 
-// Where head row-block bh of o (and dO) starts, its rows OH·HD elements apart: OH = 1 for the
-// heads' own layout [bh, L, HD], OH = H for the heads side by side [b, L, H·HD] (the output
-// projection's input, so no merge or split runs between them).
+// Where head row-block bh of a [bh, L, HD] operand starts when HR heads share a row of `ld`
+// elements: HR = 1, ld = HD for the heads' own layout [bh, L, HD]; HR = H, ld = H·HD for the heads
+// side by side [b, L, H·HD] (o and dO as the output projection reads them); HR = H, ld = 3·H·HD
+// for q, k or v inside the fused projection [b, L, 3·H·HD] (the pointer at its part).
 template <int HD>
-__device__ __forceinline__ long long o_base(int bh, int L, int oh) {
-    return (long long)(bh / oh) * L * oh * HD + (long long)(bh % oh) * HD;
+__device__ __forceinline__ long long row_base(int bh, int L, int hr, int ld) {
+    return (long long)(bh / hr) * L * ld + (long long)(bh % hr) * HD;
 }
 
 // The A fragments of rows [r, r + 16) × all HD columns of a padded tile.
@@ -243,12 +244,12 @@ __device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float*
     }
 }
 
-// Forward: o (o_base's layout OH) and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
+// Forward: q, k, v in row_base's layout (QH, QLD), o in (OH, OH·HD), and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
 // a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh): the heaviest query
 // blocks (last, most keys) first. Warp w owns rows 32w.. of the block as two row tiles (h = 0, 1).
 template <int HD, bool BIAS>
 __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
-                          long long bias_sb, long long bias_sh, float scale, int oh) {
+                          long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
     // Q (128 rows) | K | V; K and V double-buffered, the second buffer in Q's place once Q is in
     // registers: tile kb + 1 loads while tile kb computes
     const int S = HD + FA_PAD, T = FA_B * S;
@@ -256,11 +257,11 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     bf16 *Qs = sm, *Kb[2] = {sm + 2 * T, sm}, *Vb[2] = {sm + 3 * T, sm + T};
     int qb = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, q0 = qb * FA_BM;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
-    long long base = (long long)bh * L * HD;
+    long long base = row_base<HD>(bh, L, qh, qld);
     const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
-    load_tile<HD, FA_BM>(Qs, q + base, q0, L);
-    load_tile<HD>(Kb[0], k + base, 0, L);
-    load_tile<HD>(Vb[0], v + base, 0, L);
+    load_tile<HD, FA_BM>(Qs, q + base, q0, L, qld);
+    load_tile<HD>(Kb[0], k + base, 0, L, qld);
+    load_tile<HD>(Vb[0], v + base, 0, L, qld);
     cp_commit();
     cp_wait_all();
     __syncthreads();
@@ -277,8 +278,8 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     for (int kb = 0; kb <= last; kb++) {
         int k0 = kb * FA_B, buf = kb & 1;
         if (kb < last) {
-            load_tile<HD>(Kb[buf ^ 1], k + base, k0 + FA_B, L);
-            load_tile<HD>(Vb[buf ^ 1], v + base, k0 + FA_B, L);
+            load_tile<HD>(Kb[buf ^ 1], k + base, k0 + FA_B, L, qld);
+            load_tile<HD>(Vb[buf ^ 1], v + base, k0 + FA_B, L, qld);
             cp_commit();
         }
         const bf16 *Ks = Kb[buf], *Vs = Vb[buf];
@@ -333,10 +334,10 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         __syncthreads();
     }
 #pragma unroll
-    for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + o_base<HD>(bh, L, oh), oh * HD, lse + (long long)bh * L, w0 + 16 * h + g, L);
+    for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + row_base<HD>(bh, L, oh, oh * HD), oh * HD, lse + (long long)bh * L, w0 + 16 * h + g, L);
 }
 
-// delta [bh·L] = Σ_d dO ⊙ O over each row of HD (f32; O and dO in o_base's layout OH): HD / 8 lanes per row, 16 bytes each, so
+// delta [bh·L] = Σ_d dO ⊙ O over each row of HD (f32; O and dO in row_base's layout (OH, OH·HD)): HD / 8 lanes per row, 16 bytes each, so
 // that a warp's loads cover whole rows (with a thread per row each load instruction touched 32
 // rows' 128-byte lines: 0.39 ms per pristine step, ~3× the time to read O and dO once).
 template <int HD>
@@ -347,7 +348,7 @@ __device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long lo
     float s = 0.f;
     if (row < rows) {
         float a[8], b[8];
-        long long at = o_base<HD>((int)(row / L), L, oh) + (row % L) * oh * HD + j;
+        long long at = row_base<HD>((int)(row / L), L, oh, oh * HD) + (row % L) * oh * HD + j;
         Vec<bf16, 8>::load(o + at, a);
         Vec<bf16, 8>::load(dout + at, b);
 #pragma unroll
@@ -368,7 +369,7 @@ __device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long lo
 template <int HD, bool BIAS>
 __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
                           const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
-                          float scale, int oh) {
+                          float scale, int oh, int qh, int qld) {
     // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q, dO and the rows' lse
     // and delta double-buffered (tile qb + 1 loads while qb computes)
     extern __shared__ __align__(16) bf16 fa_dyn[];
@@ -377,11 +378,11 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     float* stats = reinterpret_cast<float*>(Db + 2 * TD);  // lse[2][64], delta[2][64]
     int kb = blockIdx.x, bh = blockIdx.y, k0 = kb * FA_B, nb = gridDim.x;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    long long base = (long long)bh * L * HD;
+    long long base = row_base<HD>(bh, L, qh, qld), acc_base = (long long)bh * L * HD;
     const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
     auto prefetch = [&](int qb, int buf) {
-        load_tile<HD>(Qb + buf * TD, q + base, qb * FA_B, L);
-        load_tile<HD>(Db + buf * TD, dout + o_base<HD>(bh, L, oh), qb * FA_B, L, oh * HD);
+        load_tile<HD>(Qb + buf * TD, q + base, qb * FA_B, L, qld);
+        load_tile<HD>(Db + buf * TD, dout + row_base<HD>(bh, L, oh, oh * HD), qb * FA_B, L, oh * HD);
         // asynchronously too: plain loads here stalled every warp on global memory at each tile
         for (int i = threadIdx.x; i < 2 * FA_B; i += blockDim.x) {
             int row = qb * FA_B + i % FA_B;
@@ -389,8 +390,8 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
             cp4(stats + buf * 2 * FA_B + i, (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
         }
     };
-    load_tile<HD>(Ks, k + base, k0, L);
-    load_tile<HD>(Vs, v + base, k0, L);
+    load_tile<HD>(Ks, k + base, k0, L, qld);
+    load_tile<HD>(Vs, v + base, k0, L, qld);
     prefetch(kb, 0);
     cp_commit();
     cp_wait_all();
@@ -489,7 +490,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
                 mma16816(dq[d + 1], a, bk[2], bk[3]);
             }
         }
-        float* dqb = dq_acc + base;
+        float* dqb = dq_acc + acc_base;
         int i0 = q0 + qi, i1 = i0 + 8;
 #pragma unroll
         for (int d = 0; d < HD / 8; d++) {
@@ -504,38 +505,41 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     for (int d = 0; d < HD / 8; d++) {
         int c = d * 8 + 2 * t;
         if (j0 < L) {
-            *reinterpret_cast<unsigned*>(dk + base + (long long)j0 * HD + c) = pack(dka[d][0] * scale, dka[d][1] * scale);
-            *reinterpret_cast<unsigned*>(dv + base + (long long)j0 * HD + c) = pack(dva[d][0], dva[d][1]);
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j0 * qld + c) = pack(dka[d][0] * scale, dka[d][1] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j0 * qld + c) = pack(dva[d][0], dva[d][1]);
         }
         if (j1 < L) {
-            *reinterpret_cast<unsigned*>(dk + base + (long long)j1 * HD + c) = pack(dka[d][2] * scale, dka[d][3] * scale);
-            *reinterpret_cast<unsigned*>(dv + base + (long long)j1 * HD + c) = pack(dva[d][2], dva[d][3]);
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j1 * qld + c) = pack(dka[d][2] * scale, dka[d][3] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j1 * qld + c) = pack(dva[d][2], dva[d][3]);
         }
     }
 }
 
-// dq [n] (bf16, n a multiple of 8) from its f32 accumulator, 8 per thread.
-extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n) {
+// dq (bf16, row_base's layout (QH, QLD)) from its f32 accumulator [bh, L, hd] of n elements (hd a
+// multiple of 8), 8 per thread.
+extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int L, int hd, int qh, int qld) {
     long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 8;
     if (i >= n) return;
+    long long row = i / hd, bh = row / L;
+    long long at = (bh / qh) * L * qld + (bh % qh) * hd + (row % L) * qld + i % hd;
     float v[8];
     Vec<float, 4>::load(acc + i, v);
     Vec<float, 4>::load(acc + i + 4, v + 4);
-    Vec<bf16, 8>::store(dq + i, v);
+    Vec<bf16, 8>::store(dq + at, v);
 }
 
 // NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
 #define FLASH_KERNELS(HD, BIAS, NAME)                                                                                       \
     extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
         flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,   \
-                         long long bias_sb, long long bias_sh, float scale, int oh) {                                        \
-        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh);                                       \
+                         long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {                       \
+        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);                              \
     }                                                                                                                        \
     extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
         flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb,            \
-                         long long bias_sh, float scale, int oh) {                                                           \
-        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh);             \
+                         long long bias_sh, float scale, int oh, int qh, int qld) {                                          \
+        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);    \
     }
 
 FLASH_KERNELS(32, false, hd32)
