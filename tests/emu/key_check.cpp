@@ -49,9 +49,10 @@ template <typename F> static void grid_2d(long long total, int W, F f) {
         for (long long blk = 0; blk * 256 * W < total; blk++)
             for (unsigned t = 0; t < 256; t++) blockIdx.x = (unsigned)blk, blockIdx.y = y, threadIdx.x = t, f();
 }
-// rotate_qk on x [B·L, 3·H·hd] with tables for q and k (`tables`) or none, W elements per thread.
+// rotate_qk on x [B·L, 3·H·hd] with tables for q and k (`tables` 2), for q alone (1) or none (0), W
+// elements per thread.
 template <typename T, typename Rot>
-static int check_rotate(const char* name, int B, int L, int H, int hd, int W, bool tables, Rot rot) {
+static int check_rotate(const char* name, int B, int L, int H, int hd, int W, int tables, Rot rot) {
     long long rows = (long long)B * L, w = 3LL * H * hd;
     std::mt19937 rng(11);
     std::uniform_real_distribution<float> U(-1, 1);
@@ -59,7 +60,7 @@ static int check_rotate(const char* name, int B, int L, int H, int hd, int W, bo
     for (auto* v : {&x, &g, &cq, &sq, &ck, &sk}) for (auto& e : *v) st(&e, 0, U(rng));
     auto x0 = x, g0 = g;
     const T* tq[2] = {tables ? cq.data() : nullptr, sq.data()};
-    const T* tk[2] = {tables ? ck.data() : nullptr, sk.data()};
+    const T* tk[2] = {tables == 2 ? ck.data() : nullptr, sk.data()};
     auto run = [&](std::vector<T>& v, int adjoint) {
         grid_2d(rows * H * hd / 2, W, [&] { rot(v.data(), tq[0], tq[1], tk[0], tk[1], rows, L, H, hd, adjoint); });
     };
@@ -69,7 +70,7 @@ static int check_rotate(const char* name, int B, int L, int H, int hd, int W, bo
         for (int c = 0; c < w; c++) {
             int part = c / (H * hd), j = c % hd, t = (int)(r % L);
             T want = x0[r * w + c];
-            if (tables && part < 2) {
+            if (part < tables) {
                 const std::vector<T>& cs = part == 0 ? cq : ck;
                 const std::vector<T>& sn = part == 0 ? sq : sk;
                 float a = ld(&x0[r * w + c], 0), pr = ld(&x0[r * w + c + (j < half ? half : -half)], 0);
@@ -94,7 +95,7 @@ static int check_rotate(const char* name, int B, int L, int H, int hd, int W, bo
 int main() {
     int bad = 0;
     for (auto [B, L, H, hd] : {std::tuple{2, 37, 2, 64}, std::tuple{1, 5, 3, 32}}) {
-        for (bool tables : {true, false}) {
+        for (int tables : {2, 1, 0}) {
             bad += check_rotate<float>("f32", B, L, H, hd, 1, tables, rotate_qk_f32);
             bad += check_rotate<float>("f32", B, L, H, hd, 4, tables, rotate_qk_f32_v);
             bad += check_rotate<bf16>("bf16", B, L, H, hd, 1, tables, rotate_qk_bf16);

@@ -5,10 +5,11 @@
 //! attention was nine autodiff ops each way, eight GEMMs (four forward, eight backward: each linear
 //! two) and two adds of the three projections' input gradients. Here the q, k, v weights are cast
 //! side by side into one `[d, 3d]` operand: one GEMM forward, one for the input gradient and one
-//! batched call for the three weight gradients; the head split reads q, k, v from the fused
-//! projection and the merges write their gradients back side by side; flash writes `o` with the
-//! heads side by side, as the output projection reads it. The forward keeps q, k, v, `o`, the
-//! log-sum-exp and the cast weights.
+//! batched call for the three weight gradients. On CUDA no head split or merge runs: the flash
+//! kernels read q, k, v from the fused projection (q's and k's columns rotated there in place),
+//! write `o` with the heads side by side as the output projection reads it, and write the gradients
+//! of q, k, v back into the fused projection's layout. The forward keeps the fused projection, `o`,
+//! the log-sum-exp and the cast weights.
 //! Used where the flash kernels apply; as its own op where positions add nothing before the split,
 //! inside the layer op (`super::layer`) also with a key term (linspace's ramp ⊗ scale).
 

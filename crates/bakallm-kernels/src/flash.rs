@@ -77,6 +77,7 @@ impl Qkv {
             Qkv::Heads([q, k, v]) => {
                 let dims = q.meta.shape().dims::<3>();
                 assert!([k, v].iter().all(|t| t.meta.shape() == q.meta.shape()), "{what}: q {dims:?} and k, v differ in shape");
+                assert!(dims[0].is_multiple_of(heads), "{what}: b·heads {} is not a multiple of {heads} heads", dims[0]);
                 dims
             }
             Qkv::Fused(x) => {

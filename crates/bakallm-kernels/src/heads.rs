@@ -104,9 +104,9 @@ pub(super) mod cuda {
     }
 
     /// Queues `rotate_qk` (cuda/attention.cu): q's and k's columns of the fused projection `fused`
-    /// `[rows, 3·heads·hd]` rotated in place by their tables (`rot`, none: left as they are), or
-    /// by the rotation's transpose (`adjoint`, for the gradients). Nothing without tables. Call
-    /// from an `enqueue` task.
+    /// `[rows, 3·heads·hd]` rotated in place by their tables (`rot`; a side without tables is left
+    /// as it is, and without any nothing is launched), or by the rotation's transpose (`adjoint`,
+    /// for the gradients). Call from an `enqueue` task.
     #[allow(clippy::too_many_arguments)]
     pub fn rotate(dtype: DType, fused: u64, rot: [Option<[u64; 2]>; 2], rows: usize, [l, heads, hd]: [usize; 3], adjoint: bool, stream: cudarc::driver::sys::CUstream) {
         if rot.iter().all(|r| r.is_none()) {
