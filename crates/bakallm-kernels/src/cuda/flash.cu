@@ -164,6 +164,17 @@ __device__ __forceinline__ void a_frag(unsigned* a, const bf16* s, int r, int kk
     ldsm4(a, s + (r + (l & 15)) * (HD + FA_PAD) + kk * 16 + (l >> 4) * 8);
 }
 
+// The (row block, head) of this block in a grid (row blocks, bh), numbered so that the GPU, which
+// starts blocks in the order of their linear index, starts the heaviest first: every head's
+// largest row block, then every head's next largest, so that the last blocks of the grid are the
+// light ones and the SMs run out of work together (longest job first). The forward's heaviest
+// row block is the last (it sees every key), the backward's the first (`first_heaviest`).
+__device__ __forceinline__ void heaviest_first(int& rb, int& bh, bool first_heaviest) {
+    int lin = blockIdx.y * gridDim.x + blockIdx.x, rank = lin / gridDim.y;
+    bh = lin % gridDim.y;
+    rb = first_heaviest ? rank : gridDim.x - 1 - rank;
+}
+
 #define LOG2E 1.4426950408889634f
 
 // The masked score of query i and key j in log2 units, s·sl with sl = scale·log2 e (−∞ where
@@ -245,8 +256,8 @@ __device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float*
 }
 
 // Forward: q, k, v in row_base's layout (QH, QLD), o in (OH, OH·HD), and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
-// a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh): the heaviest query
-// blocks (last, most keys) first. Warp w owns rows 32w.. of the block as two row tiles (h = 0, 1).
+// a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh), the heaviest query
+// blocks (last, most keys) first (heaviest_first). Warp w owns rows 32w.. of the block as two row tiles (h = 0, 1).
 template <int HD, bool BIAS>
 __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
                           long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
@@ -255,7 +266,9 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     const int S = HD + FA_PAD, T = FA_B * S;
     __shared__ __align__(16) bf16 sm[4 * T];
     bf16 *Qs = sm, *Kb[2] = {sm + 2 * T, sm}, *Vb[2] = {sm + 3 * T, sm + T};
-    int qb = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, q0 = qb * FA_BM;
+    int qb, bh;
+    heaviest_first(qb, bh, false);
+    int q0 = qb * FA_BM;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
     long long base = row_base<HD>(bh, L, qh, qld);
     const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
@@ -376,7 +389,9 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     const int S = HD + FA_PAD, SS = FA_B + FA_PAD, TD = FA_B * S;
     bf16 *Ks = fa_dyn, *Vs = Ks + TD, *dSs = Vs + TD, *Qb = dSs + FA_B * SS, *Db = Qb + 2 * TD;
     float* stats = reinterpret_cast<float*>(Db + 2 * TD);  // lse[2][64], delta[2][64]
-    int kb = blockIdx.x, bh = blockIdx.y, k0 = kb * FA_B, nb = gridDim.x;
+    int kb, bh;
+    heaviest_first(kb, bh, true);
+    int k0 = kb * FA_B, nb = gridDim.x;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     long long base = row_base<HD>(bh, L, qh, qld), acc_base = (long long)bh * L * HD;
     const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
