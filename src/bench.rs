@@ -11,7 +11,7 @@ use crate::kernels::ops::{AttnKernel, Ce, Kernels, TrainOps};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::adamw::AdamW;
 use crate::train::{train_step, train_step_marked};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use std::time::Instant;
 
@@ -22,7 +22,13 @@ pub struct BenchOptions {
     pub peak_tflops: f64,
     /// Time the phases of a step too (see [`phases`]).
     pub phases: bool,
+    /// Record the GPU's timeline of [`TRACE_STEPS`] more steps into this file (Trace Event JSON,
+    /// [`crate::timeline`]) and its summary into the line's "trace".
+    pub trace: Option<std::path::PathBuf>,
 }
+
+/// Steps recorded by `--trace`, after the timed ones.
+pub const TRACE_STEPS: usize = 5;
 
 /// Model FLOPs per trained token (see module doc).
 pub fn flops_per_token(cfg: &Config) -> f64 {
@@ -35,6 +41,15 @@ pub fn flops_per_token(cfg: &Config) -> f64 {
 pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
     if cfg.model.vocab == 0 {
         cfg.model.vocab = padded_vocab(cfg.data.vocab_size);
+    }
+    if let Some(path) = &o.trace {
+        if !cfg.train.device.is_cuda() {
+            bail!("--trace records what the GPU runs: it needs --device cuda (the run's device is {})", cfg.train.device.name());
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            bail!("--trace {}: directory {} does not exist", path.display(), dir.display());
+        }
     }
     crate::backend::check_device(&cfg.train)?;
     let device = cfg.train.device;
@@ -167,20 +182,10 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     let warm_s = t_warm.elapsed().as_secs_f64();
     let mut peak = reserved_bytes(t.device).unwrap_or(0);
     let t0 = Instant::now();
-    // each step's loss is read once the next is queued (`StepStats::later`), as `baka train` does
-    let mut pending = None;
-    for i in 0..o.steps {
-        let (x, y) = batch(o.warmup + i);
-        let (m, stats) = train_step_marked(model, &mut optim, x, y, t.lr, t, &mut |_| {});
-        model = m;
-        if let Some(p) = pending.replace(stats.later()) {
-            p.wait(&mut optim);
-        }
-        peak = peak.max(reserved_bytes(t.device).unwrap_or(0));
-    }
+    let last;
+    (model, last) = steps(model, &mut optim, t, o.warmup..o.warmup + o.steps, &batch, || peak = peak.max(reserved_bytes(t.device).unwrap_or(0)));
     B::sync(dev)?;
     let dt = t0.elapsed().as_secs_f64();
-    let last = pending.map_or(f32::NAN, |p| p.wait(&mut optim).0);
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
     // three more steps, untimed, with the in-use sampler running
     let (model, in_use) = peak_in_use(t.device, || -> Result<BakaLM<B>> {
@@ -234,7 +239,59 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
             line[key] = ms;
         }
     }
+    if let Some(path) = &o.trace {
+        let from = o.warmup + o.steps + 3;
+        let (_, acts, dropped) = record(|| {
+            let m = steps(model, &mut optim, t, from..from + TRACE_STEPS, &batch, || {}).0;
+            B::sync(dev)?;
+            Ok(m)
+        })?;
+        let events = serde_json::to_vec(&crate::timeline::chrome_trace(&acts))?;
+        crate::fsutil::write_atomic(path, &events).with_context(|| format!("--trace {}", path.display()))?;
+        line["trace"] = crate::timeline::summary(&acts, TRACE_STEPS, dropped);
+        line["trace"]["file"] = path.display().to_string().into();
+    }
     Ok(line)
+}
+
+/// Training steps `range` (their batches by index) as `baka train` runs them: each step's loss is
+/// read once the next is queued (`StepStats::later`); `each` runs after each step is queued.
+/// Returns the model and the last step's loss (read after the device finished it).
+fn steps<B: TrainOps>(
+    mut model: BakaLM<B>,
+    optim: &mut AdamW<B>,
+    t: &TrainConfig,
+    range: std::ops::Range<usize>,
+    batch: &impl Fn(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
+    mut each: impl FnMut(),
+) -> (BakaLM<B>, f32) {
+    let mut pending = None;
+    for i in range {
+        let (x, y) = batch(i);
+        let (m, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut |_| {});
+        model = m;
+        if let Some(p) = pending.replace(stats.later()) {
+            p.wait(optim);
+        }
+        each();
+    }
+    let last = pending.map_or(f32::NAN, |p| p.wait(optim).0);
+    (model, last)
+}
+
+/// `f`'s result and the GPU activities CUPTI recorded while it ran (`f` syncs the device before
+/// it returns), with the count of records CUPTI dropped.
+#[cfg(feature = "cuda")]
+fn record<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Vec<crate::kernels::trace::Activity>, usize)> {
+    let rec = crate::kernels::trace::Recorder::start().map_err(anyhow::Error::msg).context("--trace")?;
+    let r = f();
+    let (acts, dropped) = rec.stop().map_err(anyhow::Error::msg).context("--trace")?;
+    Ok((r?, acts, dropped))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn record<R>(_f: impl FnOnce() -> Result<R>) -> Result<(R, Vec<crate::kernels::trace::Activity>, usize)> {
+    bail!("--trace needs a CUDA build (cargo build --release --features cuda)")
 }
 
 /// Mean milliseconds per phase of [`train_step_marked`] over `steps` steps. Without `sync` they are

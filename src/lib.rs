@@ -12,6 +12,7 @@ pub mod progress;
 pub mod report;
 pub mod state;
 pub mod stats;
+pub mod timeline;
 pub mod weights;
 
 pub mod cli;

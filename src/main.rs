@@ -230,6 +230,11 @@ enum Cmd {
         /// host sees them, once with a device sync after each ("phases_ms", "phases_synced_ms").
         #[arg(long)]
         phases: bool,
+        /// Record what the GPU runs during 5 more steps (CUPTI; CUDA builds): the timeline into
+        /// FILE (Trace Event JSON, opens in ui.perfetto.dev), its summary into the line's "trace"
+        /// (busy and idle time per step, the largest gaps, the kernels taking the most time).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
         /// Override any setting by its dotted key, e.g. --set train.dtype=bf16 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
@@ -292,10 +297,10 @@ fn main() {
         Cmd::Experiment { experiment, only, resume, sets, jobs, one } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets, jobs, one }),
         Cmd::Plot { inputs, out, steps, by } => cli::plot(&inputs, out, steps.as_deref(), &by),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
-        Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, sets } => {
+        Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, trace, sets } => {
             let all: Vec<String> =
                 (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()])).chain(device.map(|v| format!("train.device=\"{}\"", v.name()))).chain(sets).collect();
-            cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops, phases })
+            cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops, phases, trace })
         }
         Cmd::Encode { source, text } => cli::encode(&source, &text),
         Cmd::Eval { source, windows, window, samples, text, split, max_tokens, device } => {

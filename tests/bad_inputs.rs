@@ -105,6 +105,15 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit_and_clobber_nothing() {
     run_case("unknown adamw kernel", &train_args("002_nope", &fresh, &["--set", "train.adamw=apex"]), &[], &["train.adamw", "apex", "burn"], &protect);
     run_case("unknown memory pool", &train_args("002_nope", &fresh, &["--set", "train.memory_pool=huge"]), &[], &["train.memory_pool", "huge", "shared"], &protect);
     run_case("cuda on a CPU build", &train_args("002_nope", &fresh, &["--device", "cuda"]), &[], &["--features cuda"], &protect);
+    let bench = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["bench", "--branch", "002_nope", "--steps", "1", "--warmup", "0"].map(String::from).to_vec();
+        v.extend(sets(extra));
+        v
+    };
+    let trace = base.join("trace.json").display().to_string();
+    run_case("bench --trace on the CPU", &bench(&["--trace", &trace]), &[], &["--trace", "--device cuda", "cpu"], &protect);
+    let nowhere = base.join("no-such-dir").join("trace.json").display().to_string();
+    run_case("bench --trace into a missing directory", &bench(&["--device", "cuda", "--trace", &nowhere]), &[], &["--trace", "no-such-dir", "does not exist"], &protect);
     run_case("model vocab smaller than the token file's", &train_args("002_nope", &fresh, &["--set", "model.vocab=100"]), &[], &["model.vocab = 100", "1024"], &protect);
 
     // --- data

@@ -85,6 +85,7 @@ pub mod reference;
 pub mod staged;
 #[cfg(test)]
 mod test_positions;
+pub mod trace;
 
 #[cfg(test)]
 use burn::prelude::*;
