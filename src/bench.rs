@@ -240,11 +240,15 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         }
     }
     if let Some(path) = &o.trace {
+        // one step first, not kept: CUPTI's start-up (its first launches wait for it)
         let from = o.warmup + o.steps + 3;
-        let (_, acts, dropped) = record(|| {
-            let m = steps(model, &mut optim, t, from..from + TRACE_STEPS, &batch, || {}).0;
+        let (acts, dropped) = record(|mark| {
+            let m = steps(model, &mut optim, t, from..from + 1, &batch, || {}).0;
             B::sync(dev)?;
-            Ok(m)
+            mark()?;
+            steps(m, &mut optim, t, from + 1..from + 1 + TRACE_STEPS, &batch, || {});
+            B::sync(dev)?;
+            Ok(())
         })?;
         let events = serde_json::to_vec(&crate::timeline::chrome_trace(&acts))?;
         crate::fsutil::write_atomic(path, &events).with_context(|| format!("--trace {}", path.display()))?;
@@ -279,18 +283,23 @@ fn steps<B: TrainOps>(
     (model, last)
 }
 
-/// `f`'s result and the GPU activities CUPTI recorded while it ran (`f` syncs the device before
-/// it returns), with the count of records CUPTI dropped.
+/// The GPU activities CUPTI recorded while `f` ran, from the time `f` called its argument `mark`
+/// on (with the device synced), and the count of records CUPTI dropped; `f` syncs before it returns.
 #[cfg(feature = "cuda")]
-fn record<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Vec<crate::kernels::trace::Activity>, usize)> {
+fn record(f: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>) -> Result<(Vec<crate::kernels::trace::Activity>, usize)> {
     let rec = crate::kernels::trace::Recorder::start().map_err(anyhow::Error::msg).context("--trace")?;
-    let r = f();
-    let (acts, dropped) = rec.stop().map_err(anyhow::Error::msg).context("--trace")?;
-    Ok((r?, acts, dropped))
+    let mut from = 0;
+    let r = f(&mut || {
+        from = rec.now_ns().map_err(anyhow::Error::msg)?;
+        Ok(())
+    });
+    let got = rec.stop(from).map_err(anyhow::Error::msg).context("--trace")?;
+    r?;
+    Ok(got)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn record<R>(_f: impl FnOnce() -> Result<R>) -> Result<(R, Vec<crate::kernels::trace::Activity>, usize)> {
+fn record(_f: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>) -> Result<(Vec<crate::kernels::trace::Activity>, usize)> {
     bail!("--trace needs a CUDA build (cargo build --release --features cuda)")
 }
 

@@ -183,9 +183,19 @@ mod cupti {
             Ok(Recorder { subscriber })
         }
 
+        /// Now on the activities' clock: with the device synced, work queued after this starts
+        /// later (what [`Recorder::stop`] keeps).
+        pub fn now_ns(&self) -> Result<u64, String> {
+            let mut t = 0u64;
+            // SAFETY: writes one u64
+            unsafe { cudarc::cupti::result::get_timestamp(&mut t) }.map_err(|e| format!("CUPTI timestamp: {e:?}"))?;
+            Ok(t)
+        }
+
         /// Stops recording (after the work to record is finished: sync the device first) and
-        /// returns the activities in start order, and how many records CUPTI dropped.
-        pub fn stop(self) -> Result<(Vec<Activity>, usize), String> {
+        /// returns the activities that started at or after `from_ns` ([`Recorder::now_ns`]; 0 for
+        /// all) in start order, and how many records CUPTI dropped.
+        pub fn stop(self, from_ns: u64) -> Result<(Vec<Activity>, usize), String> {
             let flushed = activity::flush_all(sys::CUpti_ActivityFlag::CUPTI_ACTIVITY_FLAG_FLUSH_FORCED as u32);
             for k in KINDS {
                 let _ = activity::disable(k);
@@ -194,6 +204,7 @@ mod cupti {
             let _ = unsafe { unsubscribe(self.subscriber) };
             flushed.map_err(|e| format!("CUPTI flush: {e:?}"))?;
             let (mut all, dropped) = std::mem::take(&mut *RECORDS.lock().unwrap_or_else(|e| e.into_inner()));
+            all.retain(|a| a.start_ns >= from_ns);
             all.sort_by_key(|a| a.start_ns);
             Ok((all, dropped))
         }

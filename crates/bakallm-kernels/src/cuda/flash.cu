@@ -164,12 +164,21 @@ __device__ __forceinline__ void a_frag(unsigned* a, const bf16* s, int r, int kk
     ldsm4(a, s + (r + (l & 15)) * (HD + FA_PAD) + kk * 16 + (l >> 4) * 8);
 }
 
-// The (row block, head) of this block in a grid (row blocks, bh), numbered so that the GPU, which
-// starts blocks in the order of their linear index, starts the heaviest first: every head's
-// largest row block, then every head's next largest, so that the last blocks of the grid are the
-// light ones and the SMs run out of work together (longest job first). The forward's heaviest
-// row block is the last (it sees every key), the backward's the first (`first_heaviest`).
+// The (row block, head) of this block in a grid (row blocks, bh). In grid order the GPU starts a
+// head's row blocks together, whose K and V tiles then meet in L2. In a small grid (at most
+// HEAVIEST_FIRST_BLOCKS blocks: about two and a half waves of three blocks on an H200's 132 SMs)
+// the tail matters more: there the blocks are renumbered so that the heaviest start first, every
+// head's largest row block, then every head's next largest, and the grid ends on light blocks
+// (longest job first). Measured on an H200 (docs/performance.md): batch 8 (384 and 768 blocks)
+// 12.01 vs 12.19 ms per step heaviest first; batch 32 (1,536 and 3,072) 36.93 vs 36.49, so grid
+// order there. The forward's heaviest row block is the last (it sees every key), the backward's
+// the first (`first_heaviest`).
+#define HEAVIEST_FIRST_BLOCKS 1024
 __device__ __forceinline__ void heaviest_first(int& rb, int& bh, bool first_heaviest) {
+    if (gridDim.x * gridDim.y > HEAVIEST_FIRST_BLOCKS) {
+        rb = first_heaviest ? blockIdx.x : gridDim.x - 1 - blockIdx.x, bh = blockIdx.y;
+        return;
+    }
     int lin = blockIdx.y * gridDim.x + blockIdx.x, rank = lin / gridDim.y;
     bh = lin % gridDim.y;
     rb = first_heaviest ? rank : gridDim.x - 1 - rank;
