@@ -38,6 +38,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -496,6 +497,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         f"MFU {100 * mfu:.3g}%, peak {'n/a' if peak_mem is None else f'{peak_mem:.2f} GiB'}"
     )
 
+    trace = trace_steps(step, args.trace, system, device) if args.trace else None
     row = {
         "system": system,
         "branch": args.branch,
@@ -513,7 +515,76 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         "loss_first": round(loss_first, 5),
         "loss_last": round(losses[-1], 5),
     }
+    if trace is not None:
+        row["trace"] = trace
     return row  # model, optimizer and batch die with this frame; main() then frees the cache
+
+
+TRACE_STEPS = 5  # as `baka bench --trace`
+
+
+def trace_steps(step, path: str, system: str, device: torch.device) -> dict:
+    """Records TRACE_STEPS more steps with the PyTorch profiler (CUPTI, as `baka bench --trace`),
+    after one recorded but dropped step (the profiler's start-up); writes the Chrome trace to
+    `path` with the system's name before its extension and returns `trace_summary` of it."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    root, ext = os.path.splitext(path)
+    out = f"{root}-{system}{ext or '.json'}"
+    with profile(activities=[ProfilerActivity.CUDA], schedule=schedule(wait=0, warmup=1, active=TRACE_STEPS)) as prof:
+        for _ in range(1 + TRACE_STEPS):
+            step()
+            _sync(device)  # each step whole inside its profiler step
+            prof.step()
+    prof.export_chrome_trace(out)
+    with open(out) as f:
+        events = json.load(f)["traceEvents"]
+    summary = trace_summary(events, TRACE_STEPS)
+    summary["file"] = out
+    return summary
+
+
+def trace_summary(events: list[dict], steps: int) -> dict:
+    """Per step: span, busy and idle ms of the GPU's kernels, copies and memsets (the Chrome
+    trace's "kernel", "gpu_memcpy", "gpu_memset" events, or "memcpy", "memset" in baka's), idle by gap length and the 15 kernels
+    taking the most time; the definitions of `baka bench --trace` (src/timeline.rs)."""
+    acts = sorted(
+        ((e["ts"], e["ts"] + e.get("dur", 0), e["name"], e["cat"]) for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset", "memcpy", "memset")),
+    )
+    if not acts:
+        return {"steps": steps, "activities": 0}
+    per = lambda us: round(us / 1e3 / steps, 3)  # noqa: E731
+    busy, end, gaps = 0.0, acts[0][0], []
+    for start, stop, _, _ in acts:
+        if start > end:
+            gaps.append(start - end)
+            end = start
+        if stop > end:
+            busy += stop - end
+            end = stop
+    span = max(a[1] for a in acts) - acts[0][0]
+    edges, labels = [5.0, 20.0, 100.0], ["under_5us", "5_to_20us", "20_to_100us", "100us_and_over"]
+    idle = {lab: {"gaps": 0.0, "ms": 0.0} for lab in labels}
+    for g in gaps:
+        lab = labels[sum(g >= e for e in edges)]
+        idle[lab]["gaps"] += 1 / steps
+        idle[lab]["ms"] += g / 1e3 / steps
+    by: dict[str, list] = {}
+    for start, stop, name, cat in acts:
+        t = by.setdefault(name, [0.0, 0])
+        t[0] += stop - start
+        t[1] += 1
+    total = sum(v[0] for v in by.values()) or 1.0
+    top = sorted(by.items(), key=lambda kv: (-kv[1][0], kv[0]))[:15]
+    return {
+        "steps": steps,
+        "span_ms": per(span),
+        "busy_ms": per(busy),
+        "idle_ms": per(span - busy),
+        "kernels": sum(a[3] == "kernel" for a in acts) / steps,
+        "idle_by_gap": {k: {"gaps": round(v["gaps"], 2), "ms": round(v["ms"], 3)} for k, v in idle.items()},
+        "top": [{"name": n[:80], "ms": per(v[0]), "launches": v[1] / steps, "share": round(v[0] / total, 3)} for n, v in top],
+    }
 
 
 def self_test() -> int:
@@ -661,6 +732,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu is for smoke tests only")
     p.add_argument("--seed", type=int, default=0, help="seeds the init and the fixed random batch")
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="record 5 more steps with the PyTorch profiler: Chrome trace to FILE (the system's name "
+        "added before the extension), summary as the row's 'trace', as `baka bench --trace`",
+    )
     p.add_argument(
         "--count-only",
         action="store_true",

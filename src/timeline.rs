@@ -46,7 +46,8 @@ pub fn summary(acts: &[Activity], steps: usize, dropped: usize) -> Value {
         buckets[b].1 += g.0;
     }
     let labels = ["under_5us", "5_to_20us", "20_to_100us", "100us_and_over"];
-    let idle: serde_json::Map<String, Value> = labels.iter().zip(buckets).map(|(l, (n, t))| (l.to_string(), json!({ "gaps": n as f64 / steps as f64, "ms": ms(t, steps) }))).collect();
+    let idle: serde_json::Map<String, Value> =
+        labels.iter().zip(buckets).map(|(l, (n, t))| (l.to_string(), json!({ "gaps": (n as f64 / steps as f64 * 100.0).round() / 100.0, "ms": ms(t, steps) }))).collect();
     gaps.sort_by_key(|g| std::cmp::Reverse(g.0));
     let largest: Vec<Value> = gaps.iter().take(5).map(|g| json!({ "us": (g.0 as f64 / 10.0).round() / 100.0, "after": short(g.1), "before": short(g.2) })).collect();
     // time per name
