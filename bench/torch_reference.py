@@ -531,12 +531,13 @@ def trace_steps(step, path: str, system: str, device: torch.device) -> dict:
 
     root, ext = os.path.splitext(path)
     out = f"{root}-{system}{ext or '.json'}"
-    with profile(activities=[ProfilerActivity.CUDA], schedule=schedule(wait=0, warmup=1, active=TRACE_STEPS)) as prof:
+    # one cycle (repeat=1), written when it ends: a later cycle would clear its events
+    sched = schedule(wait=0, warmup=1, active=TRACE_STEPS, repeat=1)
+    with profile(activities=[ProfilerActivity.CUDA], schedule=sched, on_trace_ready=lambda p: p.export_chrome_trace(out)) as prof:
         for _ in range(1 + TRACE_STEPS):
             step()
             _sync(device)  # each step whole inside its profiler step
             prof.step()
-    prof.export_chrome_trace(out)
     with open(out) as f:
         events = json.load(f)["traceEvents"]
     summary = trace_summary(events, TRACE_STEPS)
