@@ -547,15 +547,20 @@ def trace_steps(step, path: str, system: str, device: torch.device) -> dict:
 
 def trace_summary(events: list[dict], steps: int) -> dict:
     """Per step: span, busy and idle ms of the GPU's kernels, copies and memsets (the Chrome
-    trace's "kernel", "gpu_memcpy", "gpu_memset" events, or "memcpy", "memset" in baka's), idle by gap length and the 15 kernels
-    taking the most time; the definitions of `baka bench --trace` (src/timeline.rs)."""
+    trace's "kernel", "gpu_memcpy", "gpu_memset" events, or "memcpy", "memset" in baka's), idle by
+    gap length and the 15 kernels taking the most time; the definitions and rounding of
+    `baka bench --trace` (src/timeline.rs), on whole ns as there."""
+    ns = lambda us: int(math.floor(us * 1e3 + 0.5))  # noqa: E731
     acts = sorted(
-        ((e["ts"], e["ts"] + e.get("dur", 0), e["name"], e["cat"]) for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset", "memcpy", "memset")),
+        (ns(e["ts"]), ns(e["ts"]) + ns(e.get("dur", 0)), e["name"], e["cat"])
+        for e in events
+        if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset", "memcpy", "memset")
     )
     if not acts:
         return {"steps": steps, "activities": 0}
-    per = lambda us: round(us / 1e3 / steps, 3)  # noqa: E731
-    busy, end, gaps = 0.0, acts[0][0], []
+    r = lambda x, d: math.floor(x * d + 0.5) / d  # noqa: E731  (Rust's f64::round: half away from zero)
+    per = lambda t: math.floor(t / steps / 1e3 + 0.5) / 1e3  # noqa: E731  (ns per step, then whole µs)
+    busy, end, gaps = 0, acts[0][0], []
     for start, stop, _, _ in acts:
         if start > end:
             gaps.append(start - end)
@@ -564,18 +569,18 @@ def trace_summary(events: list[dict], steps: int) -> dict:
             busy += stop - end
             end = stop
     span = max(a[1] for a in acts) - acts[0][0]
-    edges, labels = [5.0, 20.0, 100.0], ["under_5us", "5_to_20us", "20_to_100us", "100us_and_over"]
-    idle = {lab: {"gaps": 0.0, "ms": 0.0} for lab in labels}
+    edges, labels = [5_000, 20_000, 100_000], ["under_5us", "5_to_20us", "20_to_100us", "100us_and_over"]
+    idle = {lab: [0, 0] for lab in labels}
     for g in gaps:
-        lab = labels[sum(g >= e for e in edges)]
-        idle[lab]["gaps"] += 1 / steps
-        idle[lab]["ms"] += g / 1e3 / steps
+        b = idle[labels[sum(g >= e for e in edges)]]
+        b[0] += 1
+        b[1] += g
     by: dict[str, list] = {}
     for start, stop, name, cat in acts:
-        t = by.setdefault(name, [0.0, 0])
-        t[0] += stop - start
+        t = by.setdefault(name, [0, 0])
+        t[0] += max(stop - start, 0)
         t[1] += 1
-    total = sum(v[0] for v in by.values()) or 1.0
+    total = sum(v[0] for v in by.values()) or 1
     top = sorted(by.items(), key=lambda kv: (-kv[1][0], kv[0]))[:15]
     return {
         "steps": steps,
@@ -583,8 +588,11 @@ def trace_summary(events: list[dict], steps: int) -> dict:
         "busy_ms": per(busy),
         "idle_ms": per(span - busy),
         "kernels": sum(a[3] == "kernel" for a in acts) / steps,
-        "idle_by_gap": {k: {"gaps": round(v["gaps"], 2), "ms": round(v["ms"], 3)} for k, v in idle.items()},
-        "top": [{"name": n[:80], "ms": per(v[0]), "launches": v[1] / steps, "share": round(v[0] / total, 3)} for n, v in top],
+        "idle_by_gap": {k: {"gaps": r(n / steps, 1e2), "ms": per(t)} for k, (n, t) in idle.items()},
+        "top": [
+            {"name": n if len(n) <= 80 else n[:80] + "…", "ms": per(v[0]), "launches": v[1] / steps, "share": r(v[0] / total, 1e3)}
+            for n, v in top
+        ],
     }
 
 

@@ -50,6 +50,10 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
         if let Some(dir) = dir.filter(|d| !d.is_dir()) {
             bail!("--trace {}: directory {} does not exist", path.display(), dir.display());
         }
+        #[cfg(feature = "cuda")]
+        if !crate::kernels::trace::available() {
+            bail!("--trace: CUPTI (libcupti.so) not found: add the directory holding it (the CUDA toolkit's extras/CUPTI/lib64) to LD_LIBRARY_PATH");
+        }
     }
     crate::backend::check_device(&cfg.train)?;
     let device = cfg.train.device;
@@ -182,10 +186,11 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     let warm_s = t_warm.elapsed().as_secs_f64();
     let mut peak = reserved_bytes(t.device).unwrap_or(0);
     let t0 = Instant::now();
-    let last;
-    (model, last) = steps(model, &mut optim, t, o.warmup..o.warmup + o.steps, &batch, || peak = peak.max(reserved_bytes(t.device).unwrap_or(0)));
+    let pending;
+    (model, pending) = steps(model, &mut optim, t, o.warmup..o.warmup + o.steps, &batch, || peak = peak.max(reserved_bytes(t.device).unwrap_or(0)));
     B::sync(dev)?;
     let dt = t0.elapsed().as_secs_f64();
+    let last = pending.map_or(f32::NAN, |p| p.wait(&mut optim).0);
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
     // three more steps, untimed, with the in-use sampler running
     let (model, in_use) = peak_in_use(t.device, || -> Result<BakaLM<B>> {
@@ -243,11 +248,17 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         // one step first, not kept: CUPTI's start-up (its first launches wait for it)
         let from = o.warmup + o.steps + 3;
         let (acts, dropped) = record(|mark| {
-            let m = steps(model, &mut optim, t, from..from + 1, &batch, || {}).0;
+            let (m, pending) = steps(model, &mut optim, t, from..from + 1, &batch, || {});
+            if let Some(p) = pending {
+                p.wait(&mut optim);
+            }
             B::sync(dev)?;
             mark()?;
-            steps(m, &mut optim, t, from + 1..from + 1 + TRACE_STEPS, &batch, || {});
+            let (_, pending) = steps(m, &mut optim, t, from + 1..from + 1 + TRACE_STEPS, &batch, || {});
             B::sync(dev)?;
+            if let Some(p) = pending {
+                p.wait(&mut optim);
+            }
             Ok(())
         })?;
         let events = serde_json::to_vec(&crate::timeline::chrome_trace(&acts))?;
@@ -260,7 +271,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
 
 /// Training steps `range` (their batches by index) as `baka train` runs them: each step's loss is
 /// read once the next is queued (`StepStats::later`); `each` runs after each step is queued.
-/// Returns the model and the last step's loss (read after the device finished it).
+/// Returns the model and the last step's pending read (to `wait` on).
 fn steps<B: TrainOps>(
     mut model: BakaLM<B>,
     optim: &mut AdamW<B>,
@@ -268,7 +279,7 @@ fn steps<B: TrainOps>(
     range: std::ops::Range<usize>,
     batch: &impl Fn(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
     mut each: impl FnMut(),
-) -> (BakaLM<B>, f32) {
+) -> (BakaLM<B>, Option<crate::train::PendingStats>) {
     let mut pending = None;
     for i in range {
         let (x, y) = batch(i);
@@ -279,8 +290,7 @@ fn steps<B: TrainOps>(
         }
         each();
     }
-    let last = pending.map_or(f32::NAN, |p| p.wait(optim).0);
-    (model, last)
+    (model, pending)
 }
 
 /// The GPU activities CUPTI recorded while `f` ran, from the time `f` called its argument `mark`

@@ -15,7 +15,8 @@ const TOP: usize = 15;
 const GAP_EDGES_US: [f64; 3] = [5.0, 20.0, 100.0];
 
 fn ms(ns: u64, steps: usize) -> f64 {
-    (ns as f64 / 1e6 / steps as f64 * 1e3).round() / 1e3
+    // per step in ns first, then whole µs: exact ties (1.5 µs) round away from zero
+    (ns as f64 / steps as f64 / 1e3).round() / 1e3
 }
 
 /// Per step (divided by `steps`) figures of a timeline of `steps` steps; `acts` in start order.
@@ -54,7 +55,7 @@ pub fn summary(acts: &[Activity], steps: usize, dropped: usize) -> Value {
     let mut by: HashMap<&str, (u64, usize, ActivityKind)> = HashMap::new();
     for a in acts {
         let e = by.entry(&a.name).or_insert((0, 0, a.kind));
-        e.0 += a.end_ns - a.start_ns;
+        e.0 += a.end_ns.saturating_sub(a.start_ns);
         e.1 += 1;
     }
     let mut names: Vec<_> = by.into_iter().collect();
@@ -105,7 +106,7 @@ pub fn chrome_trace(acts: &[Activity]) -> Value {
             };
             json!({
                 "name": a.name, "cat": cat, "ph": "X", "pid": 0, "tid": a.stream,
-                "ts": (a.start_ns - t0) as f64 / 1e3, "dur": (a.end_ns - a.start_ns) as f64 / 1e3,
+                "ts": a.start_ns.saturating_sub(t0) as f64 / 1e3, "dur": a.end_ns.saturating_sub(a.start_ns) as f64 / 1e3,
                 "args": if a.bytes > 0 { json!({ "bytes": a.bytes }) } else { json!({}) },
             })
         })

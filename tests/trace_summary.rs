@@ -13,25 +13,29 @@ import ast, json, sys
 src = open(sys.argv[1]).read()
 fn = next(n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == "trace_summary")
 ns = {}
-exec(compile(ast.Module(body=[ast.parse("from __future__ import annotations").body[0], fn], type_ignores=[]), "trace_summary", "exec"), ns)
+exec(compile(ast.Module(body=[*ast.parse("from __future__ import annotations\nimport math").body, fn], type_ignores=[]), "trace_summary", "exec"), ns)
 print(json.dumps(ns["trace_summary"](json.load(open(sys.argv[2]))["traceEvents"], int(sys.argv[3]))))
 "#;
 
 #[test]
 fn baka_and_the_torch_script_summarise_a_timeline_alike() {
-    let act = |kind, name: &str, start_us: u64, end_us: u64| Activity { kind, name: name.into(), start_ns: start_us * 1000, end_ns: end_us * 1000, stream: 1, bytes: 0 };
+    let act = |kind, name: &str, start_ns: u64, end_ns: u64| Activity { kind, name: name.into(), start_ns, end_ns, stream: 1, bytes: 0 };
     use ActivityKind::*;
-    // three steps of a made-up timeline: gaps of 1, 7, 50 and 400 µs, an overlap, a copy
+    let long = "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_TNT_a_name_longer_than_the_eighty_characters_kept_".repeat(2);
+    // three steps of a made-up timeline (ns): gaps of 1 µs, exactly 5 µs and exactly 20 µs (the
+    // buckets' edges), 50 and 400 µs, an overlap, a copy, a kernel of 1.5 µs per step (a tie for
+    // the rounding to µs) and a name cut at 80 characters
     let mut acts = Vec::new();
     for s in 0..3u64 {
-        let t = s * 2000;
+        let t = s * 2_000_000;
         acts.extend([
-            act(Memcpy, "memcpy HtoD", t, t + 10),
-            act(Kernel, "gemm", t + 11, t + 600),
-            act(Kernel, "flash_fwd_hd64", t + 607, t + 900),
-            act(Kernel, "norm", t + 850, t + 950),
-            act(Kernel, "gemm", t + 1000, t + 1500),
-            act(Kernel, "adamw_f32", t + 1900, t + 1950 + s),
+            act(Memcpy, "memcpy HtoD", t, t + 10_000),
+            act(Kernel, "gemm", t + 15_000, t + 600_000),
+            act(Kernel, "flash_fwd_hd64", t + 620_000, t + 900_000),
+            act(Kernel, "norm", t + 850_000, t + 950_000),
+            act(Kernel, &long, t + 1_000_000, t + 1_500_000),
+            act(Kernel, "tie", t + 1_501_000, t + 1_502_500),
+            act(Kernel, "adamw_f32", t + 1_900_000, t + 1_950_000 + s * 1000),
         ]);
     }
     let dir = scratch("trace-summary");
@@ -59,5 +63,11 @@ fn baka_and_the_torch_script_summarise_a_timeline_alike() {
     let names = |v: &serde_json::Value| v["top"].as_array().unwrap().iter().map(|t| (t["name"].as_str().unwrap().to_string(), t["ms"].as_f64().unwrap())).collect::<Vec<_>>();
     assert_eq!(names(&rust), names(&py));
     assert_eq!(names(&rust)[0].0, "gemm");
-    assert_eq!(rust["busy_ms"].as_f64(), Some(1.493)); // per step: 10 + 589 + 293 + 50 + 500 + 50 (+ 0, 1, 2) µs
+    assert!(names(&rust)[1].0.ends_with('…') && names(&rust)[1].0.chars().count() == 81);
+    assert_eq!(names(&rust).iter().find(|n| n.0 == "tie").map(|n| n.1), Some(0.002)); // 1.5 µs, half away from zero
+                                                                                      // per step: 10 + 585 + 280 + 50 + 500 + 1.5 + 50 (+ 0, 1, 2 µs) = 1,477.5 µs
+    assert_eq!(rust["busy_ms"].as_f64(), Some(1.478));
+    assert_eq!(rust["idle_by_gap"]["5_to_20us"]["gaps"].as_f64(), Some(1.0)); // the 5 µs gap
+                                                                              // the 20 µs and 50 µs gaps in each step, and 50 µs between steps (two of them): 8 / 3
+    assert_eq!(rust["idle_by_gap"]["20_to_100us"]["gaps"].as_f64(), Some(2.67));
 }

@@ -25,7 +25,7 @@ pub enum ActivityKind {
 }
 
 #[cfg(feature = "cuda")]
-pub use cupti::Recorder;
+pub use cupti::{available, Recorder};
 
 #[cfg(feature = "cuda")]
 mod cupti {
@@ -102,7 +102,7 @@ mod cupti {
         }
     }
 
-    extern "C" fn completed(_ctx: cudarc::driver::sys::CUcontext, _stream: u32, buffer: *mut u8, _size: usize, valid: usize) {
+    extern "C" fn completed(ctx: cudarc::driver::sys::CUcontext, stream: u32, buffer: *mut u8, _size: usize, valid: usize) {
         if buffer.is_null() {
             return;
         }
@@ -116,8 +116,8 @@ mod cupti {
             }
         }
         let mut dropped = 0usize;
-        // SAFETY: a null context and stream 0 ask for the process's count
-        let _ = unsafe { activity::get_num_dropped_records(std::ptr::null_mut(), 0, &mut dropped) };
+        // SAFETY: the buffer's own context and stream, as CUPTI passed them
+        let _ = unsafe { activity::get_num_dropped_records(ctx, stream, &mut dropped) };
         let mut r = RECORDS.lock().unwrap_or_else(|e| e.into_inner());
         r.0.extend(got);
         r.1 += dropped;
@@ -156,7 +156,14 @@ mod cupti {
         }
     }
 
-    /// Records the GPU's activity of this process until [`Recorder::stop`]. One at a time.
+    /// Whether CUPTI's library can be loaded (what [`Recorder::start`] needs first).
+    pub fn available() -> bool {
+        // SAFETY: only tries to open the library
+        unsafe { sys::is_culib_present() }
+    }
+
+    /// Records the GPU's activity of this process until [`Recorder::stop`] (or until dropped,
+    /// which discards what it recorded). One at a time.
     pub struct Recorder {
         subscriber: sys::CUpti_SubscriberHandle,
     }
@@ -167,13 +174,13 @@ mod cupti {
         /// another profiler holds CUPTI.
         pub fn start() -> Result<Self, String> {
             // SAFETY: only looks for the library
-            if !unsafe { sys::is_culib_present() } {
+            if !available() {
                 return Err("CUPTI (libcupti.so) not found: add the directory holding it (the CUDA toolkit's extras/CUPTI/lib64) to LD_LIBRARY_PATH".into());
             }
-            RECORDS.lock().unwrap_or_else(|e| e.into_inner()).0.clear();
             let mut subscriber: sys::CUpti_SubscriberHandle = std::ptr::null_mut();
             // SAFETY: no callback (activities only); the handle lives in the Recorder
             unsafe { subscribe(&mut subscriber, None, std::ptr::null_mut()) }.map_err(|e| format!("CUPTI is in use (another profiler attached?): {e:?}"))?;
+            *RECORDS.lock().unwrap_or_else(|e| e.into_inner()) = (Vec::new(), 0);
             let started = activity::register_callbacks(Some(requested), Some(completed)).and_then(|_| KINDS.iter().try_for_each(|&k| activity::enable(k)));
             if let Err(e) = started {
                 // SAFETY: subscribed above
@@ -196,12 +203,12 @@ mod cupti {
         /// returns the activities that started at or after `from_ns` ([`Recorder::now_ns`]; 0 for
         /// all) in start order, and how many records CUPTI dropped.
         pub fn stop(self, from_ns: u64) -> Result<(Vec<Activity>, usize), String> {
-            let flushed = activity::flush_all(sys::CUpti_ActivityFlag::CUPTI_ACTIVITY_FLAG_FLUSH_FORCED as u32);
+            // no new records, then the buffers CUPTI holds delivered
             for k in KINDS {
                 let _ = activity::disable(k);
             }
-            // SAFETY: subscribed in `start`
-            let _ = unsafe { unsubscribe(self.subscriber) };
+            let flushed = activity::flush_all(sys::CUpti_ActivityFlag::CUPTI_ACTIVITY_FLAG_FLUSH_FORCED as u32);
+            drop(self);
             flushed.map_err(|e| format!("CUPTI flush: {e:?}"))?;
             let (mut all, dropped) = std::mem::take(&mut *RECORDS.lock().unwrap_or_else(|e| e.into_inner()));
             all.retain(|a| a.start_ns >= from_ns);
@@ -210,33 +217,36 @@ mod cupti {
         }
     }
 
+    impl Drop for Recorder {
+        /// Stops recording and unsubscribes (also when the recorded work failed), so that a later
+        /// [`Recorder::start`] finds CUPTI free.
+        fn drop(&mut self) {
+            for k in KINDS {
+                let _ = activity::disable(k);
+            }
+            // SAFETY: subscribed in `start`, unsubscribed only here
+            let _ = unsafe { unsubscribe(self.subscriber) };
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
         use std::mem::offset_of;
 
+        /// Each field of ours at the offset of CUPTI's field of that name.
+        macro_rules! same_offsets {
+            ($ours:ty, $theirs:ty: $($a:ident = $b:ident),*) => {
+                $(assert_eq!(offset_of!($ours, $a), offset_of!($theirs, $b), concat!(stringify!($theirs), ".", stringify!($b)));)*
+            };
+        }
+
         #[test]
         fn prefixes_match_cuptis_records() {
-            type K = sys::CUpti_ActivityKernel10;
-            assert_eq!(offset_of!(KernelPrefix, start), offset_of!(K, start));
-            assert_eq!(offset_of!(KernelPrefix, end), offset_of!(K, end));
-            assert_eq!(offset_of!(KernelPrefix, stream_id), offset_of!(K, streamId));
-            assert_eq!(offset_of!(KernelPrefix, correlation_id), offset_of!(K, correlationId));
-            assert_eq!(offset_of!(KernelPrefix, name), offset_of!(K, name));
-            type K13 = sys::CUpti_ActivityKernel13;
-            assert_eq!(offset_of!(KernelPrefix, name), offset_of!(K13, name));
-            assert_eq!(offset_of!(KernelPrefix, start), offset_of!(K13, start));
-            type C = sys::CUpti_ActivityMemcpy6;
-            assert_eq!(offset_of!(CopyPrefix, copy_kind), offset_of!(C, copyKind));
-            assert_eq!(offset_of!(CopyPrefix, bytes), offset_of!(C, bytes));
-            assert_eq!(offset_of!(CopyPrefix, start), offset_of!(C, start));
-            assert_eq!(offset_of!(CopyPrefix, end), offset_of!(C, end));
-            assert_eq!(offset_of!(CopyPrefix, stream_id), offset_of!(C, streamId));
-            type S = sys::CUpti_ActivityMemset4;
-            assert_eq!(offset_of!(SetPrefix, bytes), offset_of!(S, bytes));
-            assert_eq!(offset_of!(SetPrefix, start), offset_of!(S, start));
-            assert_eq!(offset_of!(SetPrefix, end), offset_of!(S, end));
-            assert_eq!(offset_of!(SetPrefix, stream_id), offset_of!(S, streamId));
+            // versions that every CUDA from 12.0 to 13.4 has bindings for
+            same_offsets!(KernelPrefix, sys::CUpti_ActivityKernel9: start = start, end = end, stream_id = streamId, correlation_id = correlationId, name = name);
+            same_offsets!(CopyPrefix, sys::CUpti_ActivityMemcpy5: copy_kind = copyKind, bytes = bytes, start = start, end = end, stream_id = streamId);
+            same_offsets!(SetPrefix, sys::CUpti_ActivityMemset4: bytes = bytes, start = start, end = end, stream_id = streamId);
             assert_eq!(sys::CUpti_ActivityMemcpyKind::CUPTI_ACTIVITY_MEMCPY_KIND_HTOD as u8, 1);
             assert_eq!(sys::CUpti_ActivityMemcpyKind::CUPTI_ACTIVITY_MEMCPY_KIND_DTOH as u8, 2);
             assert_eq!(sys::CUpti_ActivityMemcpyKind::CUPTI_ACTIVITY_MEMCPY_KIND_DTOD as u8, 8);
