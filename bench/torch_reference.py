@@ -550,7 +550,8 @@ def trace_summary(events: list[dict], steps: int) -> dict:
     trace's "kernel", "gpu_memcpy", "gpu_memset" events, or "memcpy", "memset" in baka's), idle by
     gap length and the 15 kernels taking the most time; the definitions and rounding of
     `baka bench --trace` (src/timeline.rs), on whole ns as there."""
-    ns = lambda us: int(math.floor(us * 1e3 + 0.5))  # noqa: E731
+    r = lambda x, d: math.floor(x * d + 0.5) / d  # noqa: E731  (Rust's f64::round: half away from zero)
+    ns = lambda us: int(r(us * 1e3, 1))  # noqa: E731
     acts = sorted(
         (ns(e["ts"]), ns(e["ts"]) + ns(e.get("dur", 0)), e["name"], e["cat"])
         for e in events
@@ -558,8 +559,7 @@ def trace_summary(events: list[dict], steps: int) -> dict:
     )
     if not acts:
         return {"steps": steps, "activities": 0}
-    r = lambda x, d: math.floor(x * d + 0.5) / d  # noqa: E731  (Rust's f64::round: half away from zero)
-    per = lambda t: math.floor(t / steps / 1e3 + 0.5) / 1e3  # noqa: E731  (ns per step, then whole µs)
+    per = lambda t: r(t / steps / 1e3, 1) / 1e3  # noqa: E731  (ns per step, then whole µs)
     busy, end, gaps = 0, acts[0][0], []
     for start, stop, _, _ in acts:
         if start > end:

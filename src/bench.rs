@@ -245,22 +245,21 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         }
     }
     if let Some(path) = &o.trace {
+        let rec = crate::kernels::trace::Recorder::start().map_err(anyhow::Error::msg).context("--trace")?;
+        let mut synced_steps = |model, range| -> Result<BakaLM<B>> {
+            let (model, pending) = steps(model, &mut optim, t, range, &batch, || {});
+            B::sync(dev)?;
+            if let Some(p) = pending {
+                p.wait(&mut optim);
+            }
+            Ok(model)
+        };
         // one step first, not kept: CUPTI's start-up (its first launches wait for it)
         let from = o.warmup + o.steps + 3;
-        let (acts, dropped) = record(|mark| {
-            let (m, pending) = steps(model, &mut optim, t, from..from + 1, &batch, || {});
-            if let Some(p) = pending {
-                p.wait(&mut optim);
-            }
-            B::sync(dev)?;
-            mark()?;
-            let (_, pending) = steps(m, &mut optim, t, from + 1..from + 1 + TRACE_STEPS, &batch, || {});
-            B::sync(dev)?;
-            if let Some(p) = pending {
-                p.wait(&mut optim);
-            }
-            Ok(())
-        })?;
+        model = synced_steps(model, from..from + 1)?;
+        let kept_from = rec.now_ns().map_err(anyhow::Error::msg)?;
+        synced_steps(model, from + 1..from + 1 + TRACE_STEPS)?;
+        let (acts, dropped) = rec.stop(kept_from).map_err(anyhow::Error::msg).context("--trace")?;
         let events = serde_json::to_vec(&crate::timeline::chrome_trace(&acts))?;
         crate::fsutil::write_atomic(path, &events).with_context(|| format!("--trace {}", path.display()))?;
         line["trace"] = crate::timeline::summary(&acts, TRACE_STEPS, dropped);
@@ -291,26 +290,6 @@ fn steps<B: TrainOps>(
         each();
     }
     (model, pending)
-}
-
-/// The GPU activities CUPTI recorded while `f` ran, from the time `f` called its argument `mark`
-/// on (with the device synced), and the count of records CUPTI dropped; `f` syncs before it returns.
-#[cfg(feature = "cuda")]
-fn record(f: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>) -> Result<(Vec<crate::kernels::trace::Activity>, usize)> {
-    let rec = crate::kernels::trace::Recorder::start().map_err(anyhow::Error::msg).context("--trace")?;
-    let mut from = 0;
-    let r = f(&mut || {
-        from = rec.now_ns().map_err(anyhow::Error::msg)?;
-        Ok(())
-    });
-    let got = rec.stop(from).map_err(anyhow::Error::msg).context("--trace")?;
-    r?;
-    Ok(got)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn record(_f: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>) -> Result<(Vec<crate::kernels::trace::Activity>, usize)> {
-    bail!("--trace needs a CUDA build (cargo build --release --features cuda)")
 }
 
 /// Mean milliseconds per phase of [`train_step_marked`] over `steps` steps. Without `sync` they are

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 /// Kernels named in the summary, most time first.
 const TOP: usize = 15;
-/// Gap lengths the idle time is split by (µs): below 5, 5–20, 20–100, 100 and over.
-const GAP_EDGES_US: [f64; 3] = [5.0, 20.0, 100.0];
+/// Gap lengths the idle time is split by (ns): below 5 µs, 5–20, 20–100, 100 and over.
+const GAP_EDGES_NS: [u64; 3] = [5_000, 20_000, 100_000];
 
 fn ms(ns: u64, steps: usize) -> f64 {
     // per step in ns first, then whole µs: exact ties (1.5 µs) round away from zero
@@ -40,9 +40,9 @@ pub fn summary(acts: &[Activity], steps: usize, dropped: usize) -> Value {
             end_name = &a.name;
         }
     }
-    let mut buckets = [(0usize, 0u64); GAP_EDGES_US.len() + 1];
+    let mut buckets = [(0usize, 0u64); GAP_EDGES_NS.len() + 1];
     for g in &gaps {
-        let b = GAP_EDGES_US.iter().take_while(|&&e| g.0 as f64 / 1e3 >= e).count();
+        let b = GAP_EDGES_NS.iter().take_while(|&&e| g.0 >= e).count();
         buckets[b].0 += 1;
         buckets[b].1 += g.0;
     }
@@ -52,9 +52,9 @@ pub fn summary(acts: &[Activity], steps: usize, dropped: usize) -> Value {
     gaps.sort_by_key(|g| std::cmp::Reverse(g.0));
     let largest: Vec<Value> = gaps.iter().take(5).map(|g| json!({ "us": (g.0 as f64 / 10.0).round() / 100.0, "after": short(g.1), "before": short(g.2) })).collect();
     // time per name
-    let mut by: HashMap<&str, (u64, usize, ActivityKind)> = HashMap::new();
+    let mut by: HashMap<&str, (u64, usize)> = HashMap::new();
     for a in acts {
-        let e = by.entry(&a.name).or_insert((0, 0, a.kind));
+        let e = by.entry(&a.name).or_insert((0, 0));
         e.0 += a.end_ns.saturating_sub(a.start_ns);
         e.1 += 1;
     }
@@ -64,7 +64,7 @@ pub fn summary(acts: &[Activity], steps: usize, dropped: usize) -> Value {
     let top: Vec<Value> = names
         .iter()
         .take(TOP)
-        .map(|(n, (t, c, _))| json!({ "name": short(n), "ms": ms(*t, steps), "launches": *c as f64 / steps as f64, "share": (*t as f64 / total.max(1) as f64 * 1e3).round() / 1e3 }))
+        .map(|(n, (t, c))| json!({ "name": short(n), "ms": ms(*t, steps), "launches": *c as f64 / steps as f64, "share": (*t as f64 / total.max(1) as f64 * 1e3).round() / 1e3 }))
         .collect();
     let streams: std::collections::BTreeSet<u32> = acts.iter().map(|a| a.stream).collect();
     let count = |k: ActivityKind| acts.iter().filter(|a| a.kind == k).count() as f64 / steps as f64;

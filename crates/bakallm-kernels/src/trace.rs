@@ -26,6 +26,29 @@ pub enum ActivityKind {
 
 #[cfg(feature = "cuda")]
 pub use cupti::{available, Recorder};
+#[cfg(not(feature = "cuda"))]
+pub use no_cuda::Recorder;
+
+/// Without CUDA nothing runs on a GPU to record: [`Recorder::start`] says so, and no `Recorder`
+/// can exist (its methods are for the code that would use one).
+#[cfg(not(feature = "cuda"))]
+mod no_cuda {
+    use super::Activity;
+
+    pub struct Recorder(std::convert::Infallible);
+
+    impl Recorder {
+        pub fn start() -> Result<Self, String> {
+            Err("needs a CUDA build (cargo build --release --features cuda)".into())
+        }
+        pub fn now_ns(&self) -> Result<u64, String> {
+            match self.0 {}
+        }
+        pub fn stop(self, _from_ns: u64) -> Result<(Vec<Activity>, usize), String> {
+            match self.0 {}
+        }
+    }
+}
 
 #[cfg(feature = "cuda")]
 mod cupti {
@@ -173,7 +196,6 @@ mod cupti {
         /// the CUDA toolkit under `extras/CUPTI/lib64`, and as the `nvidia-cuda-cupti` wheel) or
         /// another profiler holds CUPTI.
         pub fn start() -> Result<Self, String> {
-            // SAFETY: only looks for the library
             if !available() {
                 return Err("CUPTI (libcupti.so) not found: add the directory holding it (the CUDA toolkit's extras/CUPTI/lib64) to LD_LIBRARY_PATH".into());
             }
