@@ -32,7 +32,7 @@ fn swapped(src: &str) -> (String, usize) {
 /// `cuda/common.cu` + `cuda/flash.cu` emulated ([`swapped`]), the dynamic shared memory a static array.
 fn emulated(src: &str) -> String {
     let (out, swapped) = swapped(src);
-    assert_eq!(swapped, 10, "common.cu + flash.cu: expected the 10 instruction wrappers (pack, mma, ex2, smem, 2 ldmatrix, 4 cp.async)");
+    assert_eq!(swapped, 14, "common.cu + flash.cu: expected the 14 instruction wrappers (pack, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk)");
     let dynamic = "extern __shared__ __align__(16) bf16 fa_dyn[];";
     assert!(out.contains(dynamic), "flash.cu: the backward's dynamic shared memory moved");
     out.replace(dynamic, "static bf16 fa_dyn[40000] __attribute__((aligned(16)));")
@@ -44,14 +44,17 @@ fn read(f: &str) -> String {
 }
 
 /// `tests/emu/<check>.cpp` compiled with g++ against `kernels` (saved as `kernels.cu` beside it, in
-/// a folder of its own under the target's temporary folder); returns the program.
-fn build(check: &str, kernels: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(check);
+/// a folder of its own under the target's temporary folder) and `defines` (`-D` arguments);
+/// returns the program.
+fn build(check: &str, kernels: &str, defines: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{check}{}", defines.concat()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("kernels.cu"), kernels).unwrap();
     let exe = dir.join(check);
     let built = Command::new("g++")
-        .args(["-std=c++20", "-O2", "-pthread", "-w", "-I"])
+        .args(["-std=c++20", "-O2", "-pthread", "-w"])
+        .args(defines)
+        .arg("-I")
         .arg(&dir)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/emu/{check}.cpp")))
         .arg("-o")
@@ -64,17 +67,19 @@ fn build(check: &str, kernels: &str) -> PathBuf {
 
 #[test]
 fn flash_kernels_match_f64_attention_in_the_emulator() {
-    let exe = build("flash_check", &emulated(&format!("{}\n{}", read("common.cu"), read("flash.cu"))));
+    let kernels = emulated(&format!("{}\n{}", read("common.cu"), read("flash.cu")));
+    // sm_80's atomics for dQ, and sm_90's bulk reductions (`FA_BULK_DQ`)
+    let exes = [build("flash_check", &kernels, &[]), build("flash_check", &kernels, &["-D__CUDA_ARCH__=900"])];
     // (head dim, length, bias, o merged, q/k/v fused): both head dims, lengths off the 64- and
     // 128-row tiles (300: three forward blocks, warps skipping whole key tiles), with and without
     // ALiBi; o and dO in the heads' layout or side by side, q, k, v and their gradients in the
     // heads' layout or in the fused projection's (the attention block's: both)
     let cases = [("64", "100", "1", "0", "0"), ("32", "130", "0", "0", "0"), ("64", "300", "0", "0", "0"), ("64", "100", "1", "1", "1"), ("32", "130", "0", "1", "1"), ("64", "70", "0", "0", "1")];
-    for (hd, l, bias, merged, fused) in cases {
-        let run = Command::new(&exe).args([hd, l, bias, merged, fused]).output().unwrap();
+    for (exe, (hd, l, bias, merged, fused)) in exes.iter().flat_map(|e| cases.iter().map(move |c| (e, *c))) {
+        let run = Command::new(exe).args([hd, l, bias, merged, fused]).output().unwrap();
         let text = String::from_utf8_lossy(&run.stdout);
         eprint!("{text}");
-        assert!(run.status.success(), "flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}:\n{text}");
+        assert!(run.status.success(), "flash kernels ({}), head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}:\n{text}", exe.display());
     }
 }
 
@@ -88,7 +93,7 @@ fn fused_projection_kernels_match_their_formulas_in_the_emulator() {
     let keys = &attention[attention.find("// A key term added").expect("attention.cu: the key-term kernels")..];
     let (common, n) = swapped(&read("common.cu"));
     assert_eq!(n, 1, "common.cu: the pack wrapper");
-    let exe = build("key_check", &format!("{common}\n{keys}"));
+    let exe = build("key_check", &format!("{common}\n{keys}"), &[]);
     let run = Command::new(&exe).output().unwrap();
     let text = String::from_utf8_lossy(&run.stdout);
     eprint!("{text}");

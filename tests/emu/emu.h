@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -41,6 +42,7 @@ inline float __shfl_xor_sync(unsigned, float v, int o) {
     return r;
 }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline void __syncwarp(unsigned = 0xffffffffu) { warp_bar[threadIdx.x / 32]->arrive_and_wait(); }
 inline unsigned mma_a[32][32][4], mma_b[32][32][2];
 inline float bfv(unsigned short h) { return __uint_as_float(((unsigned)h) << 16); }
 // mma.m16n8k16.row.col bf16 → f32, from the PTX ISA fragment layouts.
@@ -85,6 +87,12 @@ void launch(F f, unsigned gx, unsigned gy, unsigned threads) {
         }
 }
 inline const unsigned short* ldsm_p[32][32];
+// Shared-memory addresses (smem's 32-bit ones): offsets from an anchor in the program's static
+// data, where the kernels' shared arrays live too.
+inline char emu_anchor;
+inline unsigned emu_saddr(const void* p) { return (unsigned)((uintptr_t)p - (uintptr_t)&emu_anchor); }
+template <typename T>
+T* emu_sptr(unsigned a) { return (T*)((uintptr_t)&emu_anchor + (uintptr_t)(intptr_t)(int)a); }
 // ldmatrix.x4 (trans: of the transposed matrices)
 inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
     int w = threadIdx.x / 32, l = threadIdx.x % 32;
@@ -104,10 +112,16 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 #define EMU_mma16816 emu_mma(c, a, b0, b1);
 #define EMU_pack return (unsigned)to_bf16(a) | ((unsigned)to_bf16(b) << 16);
 #define EMU_ex2 return exp2f(x);
-#define EMU_smem (void)p;
-#define EMU_ldsm4 emu_ldsm(r, p, false);
-#define EMU_ldsm4_t emu_ldsm(r, p, true);
-#define EMU_cp16 if (valid) memcpy(dst, src, 16); else memset(dst, 0, 16);
-#define EMU_cp4 if (valid) memcpy(dst, src, 4); else memset(dst, 0, 4);
+#define EMU_smem a = emu_saddr(p);
+#define EMU_ldsm4 emu_ldsm(r, emu_sptr<const unsigned short>(a), false);
+#define EMU_ldsm4_t emu_ldsm(r, emu_sptr<const unsigned short>(a), true);
+#define EMU_cp16 if (valid) memcpy(emu_sptr<char>(dst), src, 16); else memset(emu_sptr<char>(dst), 0, 16);
+#define EMU_cp4 if (valid) memcpy(emu_sptr<char>(dst), src, 4); else memset(emu_sptr<char>(dst), 0, 4);
 #define EMU_cp_commit
 #define EMU_cp_wait_all
+// sm_90's bulk reduction (built with -D__CUDA_ARCH__=900): the rows added at once, as the copy
+// engine would after the fence
+#define EMU_fence_async
+#define EMU_bulk_add for (int i = 0; i < bytes / 4; i++) std::atomic_ref<float>(dst[i]).fetch_add(emu_sptr<const float>(src)[i]);
+#define EMU_bulk_commit
+#define EMU_bulk_wait_read

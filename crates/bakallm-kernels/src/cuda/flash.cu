@@ -12,6 +12,7 @@
 
 #define FA_B 64
 #define FA_PAD 8
+struct __align__(8) F2 { float x, y; };  // two f32 as one 8-byte shared-memory store
 
 // The instructions below exist from sm_80 on (nvrtc.rs's `arch`; the host never picks these
 // kernels below that). tests/flash_emulator.rs swaps each `#if __CUDA_ARCH__ >= 800` body for
@@ -40,7 +41,10 @@ __device__ __forceinline__ float ex2(float x) {
 #endif
 }
 
-// The shared-state-space address of a pointer into shared memory (what ldmatrix and cp.async take).
+// The shared-state-space address of a pointer into shared memory (what ldmatrix, cp.async and the
+// bulk copies take), in bytes. The kernels convert each buffer's pointer once and address tiles
+// by 32-bit offsets from it: through generic pointers every ldmatrix and cp.async cost a 64-bit
+// address computation and a conversion: 28% of the backward's instructions (Nsight Compute).
 __device__ __forceinline__ unsigned smem(const void* p) {
     unsigned a = 0;
 #if __CUDA_ARCH__ >= 800
@@ -54,33 +58,31 @@ __device__ __forceinline__ unsigned smem(const void* p) {
 // ldmatrix: four 8×8 bf16 matrices of shared memory, lane l giving the address of row l % 8 of
 // matrix l / 8; register i of each lane gets (row lane / 4, columns 2·(lane % 4) and + 1) of matrix
 // i, or of its transpose (`trans`): one instruction for what takes four (eight) plain loads.
-__device__ __forceinline__ void ldsm4(unsigned* r, const bf16* p) {
+__device__ __forceinline__ void ldsm4(unsigned* r, unsigned a) {
 #if __CUDA_ARCH__ >= 800
-    unsigned a = smem(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 #else
     __trap();
 #endif
 }
-__device__ __forceinline__ void ldsm4_t(unsigned* r, const bf16* p) {
+__device__ __forceinline__ void ldsm4_t(unsigned* r, unsigned a) {
 #if __CUDA_ARCH__ >= 800
-    unsigned a = smem(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 #else
     __trap();
 #endif
 }
 
-// B fragments of a [n][k] tile (rows n, k contiguous: K in q·kᵀ): for n-tile n, k-steps kk and
-// kk + 1: {b0, b1} of kk, then of kk + 1.
-__device__ __forceinline__ void b_frags_nk(unsigned* r, const bf16* s, int stride, int n, int kk) {
+// B fragments of a [n][k] tile at shared address s (rows n, k contiguous: K in q·kᵀ): for n-tile
+// n, k-steps kk and kk + 1: {b0, b1} of kk, then of kk + 1.
+__device__ __forceinline__ void b_frags_nk(unsigned* r, unsigned s, int stride, int n, int kk) {
     int l = threadIdx.x & 31;
-    ldsm4(r, s + (n * 8 + (l & 7)) * stride + kk * 16 + (l >> 3) * 8);
+    ldsm4(r, s + 2 * ((n * 8 + (l & 7)) * stride + kk * 16 + (l >> 3) * 8));
 }
 // B fragments of a [k][n] tile (rows k, n contiguous: V in p·v): for k-step kk, n-tiles n and n + 1.
-__device__ __forceinline__ void b_frags_kn(unsigned* r, const bf16* s, int stride, int kk, int n) {
+__device__ __forceinline__ void b_frags_kn(unsigned* r, unsigned s, int stride, int kk, int n) {
     int l = threadIdx.x & 31;
-    ldsm4_t(r, s + (kk * 16 + (l & 7) + ((l >> 3) & 1) * 8) * stride + (n + (l >> 4)) * 8);
+    ldsm4_t(r, s + 2 * ((kk * 16 + (l & 7) + ((l >> 3) & 1) * 8) * stride + (n + (l >> 4)) * 8));
 }
 
 // Two bf16 of shared memory as one word: row r, columns c and c + 1 (c even).
@@ -91,17 +93,17 @@ __device__ __forceinline__ unsigned pair(const bf16* s, int stride, int r, int c
 // cp.async: 16 bytes global → shared without passing through registers, so a tile for the next
 // iteration loads while this one computes; zeros instead where !valid. Then the group's commit
 // and the wait for all groups.
-__device__ __forceinline__ void cp16(bf16* dst, const bf16* src, bool valid) {
+__device__ __forceinline__ void cp16(unsigned dst, const bf16* src, bool valid) {
 #if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem(dst)), "l"(src), "r"(valid ? 16 : 0));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 #else
     __trap();
 #endif
 }
 // The same for 4 bytes (the rows' f32 statistics).
-__device__ __forceinline__ void cp4(float* dst, const float* src, bool valid) {
+__device__ __forceinline__ void cp4(unsigned dst, const float* src, bool valid) {
 #if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem(dst)), "l"(src), "r"(valid ? 4 : 0));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
 #else
     __trap();
 #endif
@@ -121,15 +123,60 @@ __device__ __forceinline__ void cp_wait_all() {
 #endif
 }
 
+// From sm_90 on the backward adds each dQ tile into its f32 accumulator with bulk reductions
+// (the copy engine reads rows of shared memory and adds them in L2) instead of one atomic per
+// element from registers: those filled the load/store queue, on which the next tile's loads then
+// waited (Nsight Compute: 17% of the backward's stall samples at the atomics, L2 78% busy).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FA_BULK_DQ 1
+#else
+#define FA_BULK_DQ 0
+#endif
+#if FA_BULK_DQ
+// Orders this thread's shared-memory writes before the bulk copies that read them.
+__device__ __forceinline__ void fence_async() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+// dst[0, bytes / 4) += src[0, bytes / 4) (f32, shared → global, src and dst 16-byte aligned, bytes
+// a multiple of 16), asynchronously, in this thread's current bulk group.
+__device__ __forceinline__ void bulk_add(float* dst, unsigned src, int bytes) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes) : "memory");
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void bulk_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+// Waits until this thread's bulk groups have read their shared memory (which may then be reused).
+__device__ __forceinline__ void bulk_wait_read() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+#endif
+
 // Starts loading rows [r0, r0 + ROWS) of x [L, HD] (rows `ld` elements apart) into the padded
-// tile s (zeros past L).
+// tile at shared address s (zeros past L), with the blocks' 128 threads.
 template <int HD, int ROWS = FA_B>
-__device__ __forceinline__ void load_tile(bf16* s, const bf16* x, int r0, int L, int ld = HD) {
+__device__ __forceinline__ void load_tile(unsigned s, const bf16* x, int r0, int L, int ld = HD) {
     const int chunks = HD / 8;
-    for (int c = threadIdx.x; c < ROWS * chunks; c += blockDim.x) {
+#pragma unroll
+    for (int c = threadIdx.x; c < ROWS * chunks; c += 128) {
         int r = c / chunks, col = (c % chunks) * 8;
         bool in = r0 + r < L;
-        cp16(s + r * (HD + FA_PAD) + col, x + (in ? (long long)(r0 + r) * ld + col : 0), in);
+        cp16(s + 2 * (r * (HD + FA_PAD) + col), x + (in ? (long long)(r0 + r) * ld + col : 0), in);
     }
 }
 
@@ -159,9 +206,9 @@ __device__ __forceinline__ void a_frags(unsigned (*a)[4], const bf16* s, int r) 
 // The A fragment of rows [r, r + 16) × columns [16·kk, 16·kk + 16) of a padded tile, by ldmatrix
 // (lanes 0–15 address rows r.. at column 16·kk, lanes 16–31 the same rows at 16·kk + 8).
 template <int HD>
-__device__ __forceinline__ void a_frag(unsigned* a, const bf16* s, int r, int kk) {
+__device__ __forceinline__ void a_frag(unsigned* a, unsigned s, int r, int kk) {
     int l = threadIdx.x & 31;
-    ldsm4(a, s + (r + (l & 15)) * (HD + FA_PAD) + kk * 16 + (l >> 4) * 8);
+    ldsm4(a, s + 2 * ((r + (l & 15)) * (HD + FA_PAD) + kk * 16 + (l >> 4) * 8));
 }
 
 // The (row block, head) of this block in a grid (row blocks, bh). In grid order the GPU starts a
@@ -264,9 +311,61 @@ __device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float*
     }
 }
 
+// One half of a key tile in the forward (keys kh = k0 + 32·hk.., the tile's n-tiles 4·hk..) for
+// this warp's row tiles H0..1 (rows r0s[h]..): scores, the online softmax, P·V. A template, so
+// that a row tile that sees none of the keys costs no instructions (as a branch around each
+// product it still issued them, predicated off).
+template <int HD, bool BIAS, int H0>
+__device__ __forceinline__ void fa_half(const unsigned (*qa)[HD / 16][4], float (*m)[2], float (*l)[2], float (*acc)[HD / 8][4],
+                                        unsigned Ks, unsigned Vs, const bf16* b, const int* r0s, int hk, int kh, int L, float scale) {
+    const int S = HD + FA_PAD;
+    int g = (threadIdx.x & 31) >> 2;
+    float s[2][4][4];
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+#pragma unroll
+        for (int h = H0; h < 2; h++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk += 2) {
+            unsigned bb[4];
+            b_frags_nk(bb, Ks, S, 4 * hk + n, kk);
+#pragma unroll
+            for (int h = H0; h < 2; h++) {
+                mma16816(s[h][n], qa[h][kk], bb[0], bb[1]);
+                mma16816(s[h][n], qa[h][kk + 1], bb[2], bb[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int h = H0; h < 2; h++) {
+        int r0 = r0s[h];
+        fa_online<HD, 4, BIAS>(s[h], m[h], l[h], acc[h], b, r0 + g, kh, L, scale * LOG2E, kh + 31 > r0 || r0 + 15 >= L);
+    }
+    // P (16 × 32, the C fragments of two adjacent n-tiles make one A fragment) · V
+#pragma unroll
+    for (int k2 = 0; k2 < 2; k2++) {
+        unsigned pa[2][4];
+#pragma unroll
+        for (int h = H0; h < 2; h++) {
+            pa[h][0] = pack(s[h][2 * k2][0], s[h][2 * k2][1]), pa[h][1] = pack(s[h][2 * k2][2], s[h][2 * k2][3]);
+            pa[h][2] = pack(s[h][2 * k2 + 1][0], s[h][2 * k2 + 1][1]), pa[h][3] = pack(s[h][2 * k2 + 1][2], s[h][2 * k2 + 1][3]);
+        }
+#pragma unroll
+        for (int d = 0; d < HD / 8; d += 2) {
+            unsigned bb[4];
+            b_frags_kn(bb, Vs, S, 2 * hk + k2, d);
+#pragma unroll
+            for (int h = H0; h < 2; h++) {
+                mma16816(acc[h][d], pa[h], bb[0], bb[1]);
+                mma16816(acc[h][d + 1], pa[h], bb[2], bb[3]);
+            }
+        }
+    }
+}
+
 // Forward: q, k, v in row_base's layout (QH, QLD), o in (OH, OH·HD), and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
 // a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh), the heaviest query
-// blocks (last, most keys) first (heaviest_first). Warp w owns rows 32w.. of the block as two row tiles (h = 0, 1).
+// blocks (last, most keys) first (heaviest_first). Warp w owns the block's 16-row tiles w and 7 − w (h = 0, 1).
 template <int HD, bool BIAS>
 __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
                           long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
@@ -274,24 +373,29 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     // registers: tile kb + 1 loads while tile kb computes
     const int S = HD + FA_PAD, T = FA_B * S;
     __shared__ __align__(16) bf16 sm[4 * T];
-    bf16 *Qs = sm, *Kb[2] = {sm + 2 * T, sm}, *Vb[2] = {sm + 3 * T, sm + T};
+    const unsigned sa = smem(sm);  // shared addresses in bytes: Q at sa, K and V of buffer buf at kt(buf), kt(buf) + 2·T
+    auto kt = [&](int buf) { return sa + (buf ? 0 : 4 * T); };
     int qb, bh;
     heaviest_first(qb, bh, false);
     int q0 = qb * FA_BM;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
     long long base = row_base<HD>(bh, L, qh, qld);
     const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
-    load_tile<HD, FA_BM>(Qs, q + base, q0, L, qld);
-    load_tile<HD>(Kb[0], k + base, 0, L, qld);
-    load_tile<HD>(Vb[0], v + base, 0, L, qld);
+    load_tile<HD, FA_BM>(sa, q + base, q0, L, qld);
+    load_tile<HD>(kt(0), k + base, 0, L, qld);
+    load_tile<HD>(kt(0) + 2 * T, v + base, 0, L, qld);
     cp_commit();
     cp_wait_all();
     __syncthreads();
+    // warp w owns the block's 16-row tiles w and 7 − w: on the diagonal a row tile sees the fewer
+    // keys the earlier it is, and each pair has the same work (5 units of 16 rows × 32 keys; warps
+    // owning two adjacent tiles had 2 to 8, and three waited at the barriers for the fourth)
+    int r0s[2] = {q0 + 16 * warp, q0 + 16 * (7 - warp)};
     unsigned qa[2][HD / 16][4];
-    a_frags<HD>(qa[0], Qs, warp * 32);
-    a_frags<HD>(qa[1], Qs, warp * 32 + 16);
+    a_frags<HD>(qa[0], sm, 16 * warp);
+    a_frags<HD>(qa[1], sm, 16 * (7 - warp));
     __syncthreads();  // Q is in registers: its place is the second K/V buffer's from here
-    int w0 = q0 + warp * 32, last = ((q0 + FA_BM < L ? q0 + FA_BM : L) - 1) / FA_B;  // this warp's first row; the last key tile
+    int last = ((q0 + FA_BM < L ? q0 + FA_BM : L) - 1) / FA_B;  // the last key tile
     float m[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}}, acc[2][HD / 8][4];
 #pragma unroll
     for (int h = 0; h < 2; h++)
@@ -300,63 +404,25 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     for (int kb = 0; kb <= last; kb++) {
         int k0 = kb * FA_B, buf = kb & 1;
         if (kb < last) {
-            load_tile<HD>(Kb[buf ^ 1], k + base, k0 + FA_B, L, qld);
-            load_tile<HD>(Vb[buf ^ 1], v + base, k0 + FA_B, L, qld);
+            load_tile<HD>(kt(buf ^ 1), k + base, k0 + FA_B, L, qld);
+            load_tile<HD>(kt(buf ^ 1) + 2 * T, v + base, k0 + FA_B, L, qld);
             cp_commit();
         }
-        const bf16 *Ks = Kb[buf], *Vs = Vb[buf];
         // the tile in two halves of 32 keys: half the score registers live (three blocks per SM)
 #pragma unroll
         for (int hk = 0; hk < 2; hk++) {
             int kh = k0 + 32 * hk;
-            if (kh > w0 + 31) continue;  // every key of the half is after this warp's rows
-            float s[2][4][4];
-#pragma unroll
-            for (int n = 0; n < 4; n++) {
-#pragma unroll
-                for (int h = 0; h < 2; h++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
-#pragma unroll
-                for (int kk = 0; kk < HD / 16; kk += 2) {
-                    unsigned bb[4];
-                    b_frags_nk(bb, Ks, S, 4 * hk + n, kk);
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        mma16816(s[h][n], qa[h][kk], bb[0], bb[1]);
-                        mma16816(s[h][n], qa[h][kk + 1], bb[2], bb[3]);
-                    }
-                }
-            }
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                int r0 = w0 + 16 * h;
-                fa_online<HD, 4, BIAS>(s[h], m[h], l[h], acc[h], b, r0 + g, kh, L, scale * LOG2E, kh + 31 > r0 || r0 + 15 >= L);
-            }
-            // P (16 × 32, the C fragments of two adjacent n-tiles make one A fragment) · V
-#pragma unroll
-            for (int k2 = 0; k2 < 2; k2++) {
-                unsigned pa[2][4];
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    pa[h][0] = pack(s[h][2 * k2][0], s[h][2 * k2][1]), pa[h][1] = pack(s[h][2 * k2][2], s[h][2 * k2][3]);
-                    pa[h][2] = pack(s[h][2 * k2 + 1][0], s[h][2 * k2 + 1][1]), pa[h][3] = pack(s[h][2 * k2 + 1][2], s[h][2 * k2 + 1][3]);
-                }
-#pragma unroll
-                for (int d = 0; d < HD / 8; d += 2) {
-                    unsigned bb[4];
-                    b_frags_kn(bb, Vs, S, 2 * hk + k2, d);
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        mma16816(acc[h][d], pa[h], bb[0], bb[1]);
-                        mma16816(acc[h][d + 1], pa[h], bb[2], bb[3]);
-                    }
-                }
-            }
+            if (kh > r0s[1] + 15) continue;  // every key of the half is after this warp's rows
+            if (kh <= r0s[0] + 15)
+                fa_half<HD, BIAS, 0>(qa, m, l, acc, kt(buf), kt(buf) + 2 * T, b, r0s, hk, kh, L, scale);
+            else  // the first row tile sees none of these keys
+                fa_half<HD, BIAS, 1>(qa, m, l, acc, kt(buf), kt(buf) + 2 * T, b, r0s, hk, kh, L, scale);
         }
         cp_wait_all();
         __syncthreads();
     }
 #pragma unroll
-    for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + row_base<HD>(bh, L, oh, oh * HD), oh * HD, lse + (long long)bh * L, w0 + 16 * h + g, L);
+    for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + row_base<HD>(bh, L, oh, oh * HD), oh * HD, lse + (long long)bh * L, r0s[h] + g, L);
 }
 
 // delta [bh·L] = Σ_d dO ⊙ O over each row of HD (f32; O and dO in row_base's layout (OH, OH·HD)): HD / 8 lanes per row, 16 bytes each, so
@@ -392,12 +458,16 @@ template <int HD, bool BIAS>
 __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
                           const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
                           float scale, int oh, int qh, int qld) {
-    // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q, dO and the rows' lse
-    // and delta double-buffered (tile qb + 1 loads while qb computes)
+    // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q and dO side by side
+    // and the rows' lse and delta, double-buffered (tile qb + 1 loads while qb computes); with
+    // FA_BULK_DQ a tile's Q|dO buffer holds its dQ rows (f32, rows HD + FA_PAD apart: the same
+    // bytes) once dK and dV have read it
     extern __shared__ __align__(16) bf16 fa_dyn[];
     const int S = HD + FA_PAD, SS = FA_B + FA_PAD, TD = FA_B * S;
-    bf16 *Ks = fa_dyn, *Vs = Ks + TD, *dSs = Vs + TD, *Qb = dSs + FA_B * SS, *Db = Qb + 2 * TD;
-    float* stats = reinterpret_cast<float*>(Db + 2 * TD);  // lse[2][64], delta[2][64]
+    bf16 *dSs = fa_dyn + 2 * TD, *QDb = dSs + FA_B * SS;  // QDb: Q, dO of buffer 0, then of 1
+    float* stats = reinterpret_cast<float*>(QDb + 4 * TD);  // lse[2][64], delta[2][64]
+    // the same as shared addresses in bytes (K at Ks, V at Ks + 2·TD)
+    const unsigned Ks = smem(fa_dyn), Vs = Ks + 2 * TD, dSa = smem(dSs), QDa = smem(QDb), sta = smem(stats);
     int kb, bh;
     heaviest_first(kb, bh, true);
     int k0 = kb * FA_B, nb = gridDim.x;
@@ -405,13 +475,13 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     long long base = row_base<HD>(bh, L, qh, qld), acc_base = (long long)bh * L * HD;
     const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
     auto prefetch = [&](int qb, int buf) {
-        load_tile<HD>(Qb + buf * TD, q + base, qb * FA_B, L, qld);
-        load_tile<HD>(Db + buf * TD, dout + row_base<HD>(bh, L, oh, oh * HD), qb * FA_B, L, oh * HD);
+        load_tile<HD>(QDa + buf * 4 * TD, q + base, qb * FA_B, L, qld);
+        load_tile<HD>(QDa + buf * 4 * TD + 2 * TD, dout + row_base<HD>(bh, L, oh, oh * HD), qb * FA_B, L, oh * HD);
         // asynchronously too: plain loads here stalled every warp on global memory at each tile
         for (int i = threadIdx.x; i < 2 * FA_B; i += blockDim.x) {
             int row = qb * FA_B + i % FA_B;
             bool in = row < L;
-            cp4(stats + buf * 2 * FA_B + i, (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
+            cp4(sta + 4 * (buf * 2 * FA_B + i), (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
         }
     };
     load_tile<HD>(Ks, k + base, k0, L, qld);
@@ -432,7 +502,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
             prefetch(qb + 1, buf ^ 1);
             cp_commit();
         }
-        const bf16 *Qs = Qb + buf * TD, *Ds = Db + buf * TD;
+        const unsigned Qs = QDa + buf * 4 * TD, Ds = Qs + 2 * TD;
         const float *lse_s = stats + buf * 2 * FA_B, *delta_s = lse_s + FA_B;
         bool edge = BIAS || qb == kb || q0 + FA_B > L;  // the diagonal tile, or rows past L: the mask
 #pragma unroll
@@ -505,7 +575,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         for (int kk = 0; kk < FA_B / 16; kk++) {
             // A[i][j] = dSᵀ[j][i]: the transposed 8×8 blocks (keys kk·16 + 0|8, queries 16·warp + 0|8)
             unsigned a[4];
-            ldsm4_t(a, dSs + (kk * 16 + (m4 >> 1) * 8 + (lane & 7)) * SS + warp * 16 + (m4 & 1) * 8);
+            ldsm4_t(a, dSa + 2 * ((kk * 16 + (m4 >> 1) * 8 + (lane & 7)) * SS + warp * 16 + (m4 & 1) * 8));
 #pragma unroll
             for (int d = 0; d < HD / 8; d += 2) {
                 unsigned bk[4];
@@ -515,6 +585,32 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
             }
         }
         float* dqb = dq_acc + acc_base;
+#if FA_BULK_DQ
+        // the warp's 16 rows into this tile's Q|dO buffer (free: dK and dV have read it), two rows
+        // (as dq_acc holds them) per chunk, the chunks 32 bytes apart so that the 8 rows of a store
+        // fall on 4 different 32-byte bank windows (2 wavefronts, the least for 256 bytes); then
+        // lane 0 adds the 8 chunks into dq_acc with one bulk reduction each
+        const int CH = 2 * HD + 8;  // floats from one chunk to the next
+        static_assert(4 * 8 * CH * 4 <= 2 * TD * 2, "the chunks fit a Q|dO buffer");
+        float* stage = reinterpret_cast<float*>(QDb + buf * 2 * TD) + warp * 8 * CH;
+        const unsigned stage_a = QDa + buf * 4 * TD + warp * 8 * CH * 4;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            int c = d * 8 + 2 * t;
+            *reinterpret_cast<F2*>(stage + (g >> 1) * CH + (g & 1) * HD + c) = F2{dq[d][0] * scale, dq[d][1] * scale};
+            *reinterpret_cast<F2*>(stage + (4 + (g >> 1)) * CH + (g & 1) * HD + c) = F2{dq[d][2] * scale, dq[d][3] * scale};
+        }
+        fence_async();
+        __syncwarp();
+        if (lane == 0) {
+            int row = q0 + warp * 16;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (row + 2 * i < L) bulk_add(dqb + (long long)(row + 2 * i) * HD, stage_a + i * CH * 4, (row + 2 * i + 1 < L ? 2 : 1) * HD * 4);
+            bulk_commit();
+            bulk_wait_read();  // before the next tile's prefetch overwrites the chunks
+        }
+#else
         int i0 = q0 + qi, i1 = i0 + 8;
 #pragma unroll
         for (int d = 0; d < HD / 8; d++) {
@@ -522,6 +618,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
             if (i0 < L) atomicAdd(dqb + (long long)i0 * HD + c, dq[d][0] * scale), atomicAdd(dqb + (long long)i0 * HD + c + 1, dq[d][1] * scale);
             if (i1 < L) atomicAdd(dqb + (long long)i1 * HD + c, dq[d][2] * scale), atomicAdd(dqb + (long long)i1 * HD + c + 1, dq[d][3] * scale);
         }
+#endif
         cp_wait_all();
         __syncthreads();
     }
