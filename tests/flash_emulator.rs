@@ -99,3 +99,16 @@ fn fused_projection_kernels_match_their_formulas_in_the_emulator() {
     eprint!("{text}");
     assert!(run.status.success(), "key-term kernels:\n{text}");
 }
+
+/// The LM head's cross-entropy kernel (`ce_grad`, `cuda/tokens.cu`: each row's loss and its
+/// logits' gradient in place) against the cross-entropy in f64 in the emulator, bf16 and f32.
+#[test]
+fn cross_entropy_kernel_matches_f64_in_the_emulator() {
+    let (common, n) = swapped(&read("common.cu"));
+    assert_eq!(n, 1, "common.cu: the pack wrapper");
+    let exe = build("ce_check", &format!("{common}\n{}", read("tokens.cu")), &[]);
+    let run = Command::new(&exe).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    eprint!("{text}");
+    assert!(run.status.success(), "ce_grad:\n{text}");
+}
