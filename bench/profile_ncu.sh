@@ -19,7 +19,9 @@
 #   FLASH_METRICS=1  also Nsight Compute's launch, occupancy, warp-state and compute sections and
 #            the warps stalled per issue by reason, of one forward and one backward flash launch
 #            (the warm-up step's last forward and first backward), in OUT_DIR/flash-sections.txt;
-#            prints the main figures and the stall reasons above 0.05 warps per issue
+#            prints the main figures and the stall reasons above 0.05 warps per issue; then the
+#            same two launches with `--set full` (OUT_DIR/flash.ncu-rep), their per-instruction
+#            source page (OUT_DIR/flash-sass.csv) and bench/ncu_sass.py's summary of it
 #   NCU      the Nsight Compute command line tool (default ncu)
 #   NCU_S    time limit of one profiled run in seconds (default 240)
 #   PYTHON   python3 (default python3)
@@ -67,4 +69,10 @@ if [ -n "${FLASH_METRICS:-}" ]; then
   grep -E "flash_|Registers Per|Achieved Occupancy|Theoretical Occupancy|Block Limit|Stall|Issue Slots|Pipe Util|Executed Ipc|Warp Cycles" "$sections" | head -60
   # the stall reasons above 0.05 warps per issue
   awk '/flash_(fwd|bwd)/ {print} /issue_stalled/ && $NF+0 > 0.05 {n = $1; sub(/smsp__average_warps_issue_stalled_/, "", n); sub(/_per_issue_active.ratio/, "", n); print "    stalled", n, $NF}' "$sections"
+  # where the warps wait, instruction by instruction
+  timeout "${NCU_S:-240}" "$NCU" --clock-control none --kernel-name regex:"flash_(fwd|bwd)" --launch-skip 11 --launch-count 2 \
+    --set full --import-source no -f -o "$OUT_DIR/flash" "$BIN" bench "${pristine[@]}" --warmup 1 --steps 1 >"$OUT_DIR/flash-full.out" 2>&1
+  echo "== flash full set rc=$? at $(($(date +%s) - t0)) s: $OUT_DIR/flash.ncu-rep" >&2
+  "$NCU" -i "$OUT_DIR/flash.ncu-rep" --page source --print-source sass --csv >"$OUT_DIR/flash-sass.csv" &&
+    "$PYTHON" "$HERE/ncu_sass.py" "$OUT_DIR/flash-sass.csv" --top 10
 fi
