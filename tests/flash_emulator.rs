@@ -1,4 +1,4 @@
-//! The flash-attention kernels (`crates/bakallm-kernels/src/cuda/flash.cu`) checked without a GPU: compiled as
+//! The flash-attention kernels (`crates/bakallm-kernels/src/cuda/flash_*.cu`) checked without a GPU: compiled as
 //! C++ with g++ against a CPU emulation of the CUDA they use (`tests/emu/emu.h`: threads and
 //! barriers for the block and warp, the tensor-core and shared-memory instructions from the PTX
 //! ISA's fragment layouts) and compared with attention in f64 (`tests/emu/flash_check.cpp`). The
@@ -29,12 +29,12 @@ fn swapped(src: &str) -> (String, usize) {
     (out, swapped)
 }
 
-/// `cuda/common.cu` + `cuda/flash.cu` emulated ([`swapped`]), the dynamic shared memory a static array.
+/// `cuda/common.cu` + the flash files emulated ([`swapped`]), the dynamic shared memory a static array.
 fn emulated(src: &str) -> String {
     let (out, swapped) = swapped(src);
-    assert_eq!(swapped, 14, "common.cu + flash.cu: expected the 14 instruction wrappers (pack, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk)");
+    assert_eq!(swapped, 14, "common.cu + flash_tiles.cu: expected the 14 instruction wrappers (pack, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk)");
     let dynamic = "extern __shared__ __align__(16) bf16 fa_dyn[];";
-    assert!(out.contains(dynamic), "flash.cu: the backward's dynamic shared memory moved");
+    assert!(out.contains(dynamic), "flash_bwd.cu: the backward's dynamic shared memory moved");
     out.replace(dynamic, "static bf16 fa_dyn[40000] __attribute__((aligned(16)));")
 }
 
@@ -67,7 +67,7 @@ fn build(check: &str, kernels: &str, defines: &[&str]) -> PathBuf {
 
 #[test]
 fn flash_kernels_match_f64_attention_in_the_emulator() {
-    let kernels = emulated(&format!("{}\n{}", read("common.cu"), read("flash.cu")));
+    let kernels = emulated(&["common.cu", "flash_tiles.cu", "flash_fwd.cu", "flash_bwd.cu"].map(read).join("\n"));
     // sm_80's atomics for dQ, and sm_90's bulk reductions (`FA_BULK_DQ`)
     let exes = [build("flash_check", &kernels, &[]), build("flash_check", &kernels, &["-D__CUDA_ARCH__=900"])];
     // (head dim, length, bias, o merged, q/k/v fused): both head dims, lengths off the 64- and

@@ -2,7 +2,7 @@
 // block at a time, one std::thread per CUDA thread, barriers for __syncthreads and the
 // warp-synchronous ops. The tensor-core and shared-memory instructions are emulated from the PTX
 // ISA's definitions of their fragment layouts; the test swaps each `#if __CUDA_ARCH__ >= 800`
-// body of cuda/common.cu and cuda/flash.cu for the EMU_<function> macro below.
+// body of cuda/common.cu and cuda/flash_tiles.cu for the EMU_<function> macro below.
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -107,7 +107,7 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
     warp_bar[w]->arrive_and_wait();
 }
 
-// The bodies of the instruction wrappers in common.cu and flash.cu (their `#if __CUDA_ARCH__ >= 800`
+// The bodies of the instruction wrappers in common.cu and flash_tiles.cu (their `#if __CUDA_ARCH__ >= 800`
 // blocks; pack's is its own non-sm_80 branch, which the swap drops with the rest).
 #define EMU_mma16816 emu_mma(c, a, b0, b1);
 #define EMU_pack return (unsigned)to_bf16(a) | ((unsigned)to_bf16(b) << 16);

@@ -1,4 +1,4 @@
-// The flash kernels (cuda/flash.cu, emulated: emu.h) against attention computed in f64 from the
+// The flash kernels (cuda/flash_*.cu, emulated: emu.h) against attention computed in f64 from the
 // same bf16 values: output, log-sum-exp and the three gradients, relative L2 error below 2e-2.
 // Usage: flash_check HD L BIAS MERGED FUSED (BIAS 1: a per-head ALiBi-like bias with extra −∞ masks
 // and a fully masked row; 0: the causal mask alone. MERGED 1: o and dO with the heads side by side,

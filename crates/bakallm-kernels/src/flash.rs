@@ -1,4 +1,4 @@
-//! Flash attention's launches (`cuda/flash.cu`, `train.attention = "flash"`): the causal attention
+//! Flash attention's launches (`cuda/flash_*.cu`, `train.attention = "flash"`): the causal attention
 //! forward and backward on the tensor cores without the `[b·heads, L, L]` scores or probabilities
 //! in memory. Why: at the pristine shape those are 200 MB per layer in bf16, written and read ~6
 //! times per step (GEMM → softmax → GEMM and back), and the saved probabilities were ~2.4 GB of

@@ -130,14 +130,16 @@ pub enum Arg {
 }
 
 /// bakallm's kernels, one NVRTC module: common.cu first (the shared helpers), then one file per concept.
-const FILES: [(&str, &str); 7] = [
+const FILES: [(&str, &str); 9] = [
     ("common.cu", include_str!("cuda/common.cu")),
     ("attention.cu", include_str!("cuda/attention.cu")),
     ("tokens.cu", include_str!("cuda/tokens.cu")),
     ("norm.cu", include_str!("cuda/norm.cu")),
     ("gate.cu", include_str!("cuda/gate.cu")),
     ("optim.cu", include_str!("cuda/optim.cu")),
-    ("flash.cu", include_str!("cuda/flash.cu")),
+    ("flash_tiles.cu", include_str!("cuda/flash_tiles.cu")),
+    ("flash_fwd.cu", include_str!("cuda/flash_fwd.cu")),
+    ("flash_bwd.cu", include_str!("cuda/flash_bwd.cu")),
 ];
 
 /// The module's source: the files built in, or with `BAKA_CUDA_SRC=DIR` each file that DIR holds
@@ -165,7 +167,7 @@ fn function(name: &str) -> ds::CUfunction {
     let ctx = current_context();
     let mut all = MODULES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     let (module, fns) = all.entry(ctx as usize).or_insert_with(|| {
-        // for the device's own architecture: flash.cu's tensor-core instructions need sm_80 or newer
+        // for the device's own architecture: the flash kernels' tensor-core instructions need sm_80 or newer
         let opts = cudarc::nvrtc::CompileOptions { arch: arch(), ..Default::default() };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(source(), opts).unwrap_or_else(|e| {
             let from = std::env::var("BAKA_CUDA_SRC").map_or(String::new(), |d| format!(" (with BAKA_CUDA_SRC={d})"));

@@ -1,0 +1,248 @@
+// Flash attention's backward (after flash_tiles.cu and flash_fwd.cu in the NVRTC module): the row
+// dots delta = Σ dO ⊙ O, then per block of 64 keys and head dK, dV in registers and dQ added into
+// an f32 accumulator, then dQ's conversion to bf16.
+
+// delta [bh·L] = Σ_d dO ⊙ O over each row of HD (f32; O and dO in row_base's layout (OH, OH·HD)): HD / 8 lanes per row, 16 bytes each, so
+// that a warp's loads cover whole rows (with a thread per row each load instruction touched 32
+// rows' 128-byte lines: 0.39 ms per pristine step, ~3× the time to read O and dO once).
+template <int HD>
+__device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
+    const int LANES = HD / 8;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, row = i / LANES;
+    int j = (int)(i % LANES) * 8;
+    float s = 0.f;
+    if (row < rows) {
+        float a[8], b[8];
+        long long at = row_base<HD>((int)(row / L), L, oh, oh * HD) + (row % L) * oh * HD + j;
+        Vec<bf16, 8>::load(o + at, a);
+        Vec<bf16, 8>::load(dout + at, b);
+#pragma unroll
+        for (int e = 0; e < 8; e++) s += a[e] * b[e];
+    }
+#pragma unroll
+    for (int off = LANES / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);  // every lane: no early return
+    if (row < rows && j == 0) delta[row] = s;
+}
+
+// Backward: one block per 64 keys (4 warps × 16 keys) and head, looping over the query blocks at
+// or after them (causal). Per tile, with Sᵀ = K·Qᵀ: Pᵀ = exp(Sᵀ·scale + biasᵀ − lse),
+// dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − delta), dK += dSᵀ·Q (registers, written once, × scale),
+// dQ += dS·K (through shared memory, added into dq_acc [bh, L, HD] f32, × scale: from sm_90 by
+// bulk reductions, FA_BULK_DQ; before by atomics).
+// Registers: only dK and dV stay in them across tiles (64 at head dim 64); the K and V fragments
+// come from shared memory, and each query tile goes in two halves of 32, so that three blocks fit
+// an SM (at 254 registers two did, and the SM's issue slots were busy 39% of the time).
+template <int HD, bool BIAS>
+__device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
+                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
+                          float scale, int oh, int qh, int qld) {
+    // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q and dO side by side
+    // and the rows' lse and delta, double-buffered (tile qb + 1 loads while qb computes); with
+    // FA_BULK_DQ a tile's Q|dO buffer holds its dQ rows (f32, rows HD + FA_PAD apart: the same
+    // bytes) once dK and dV have read it
+    extern __shared__ __align__(16) bf16 fa_dyn[];
+    const int S = HD + FA_PAD, SS = FA_B + FA_PAD, TD = FA_B * S;
+    bf16 *dSs = fa_dyn + 2 * TD, *QDb = dSs + FA_B * SS;  // QDb: Q, dO of buffer 0, then of 1
+    float* stats = reinterpret_cast<float*>(QDb + 4 * TD);  // lse[2][64], delta[2][64]
+    // the same as shared addresses in bytes (K at Ks, V at Ks + 2·TD)
+    const unsigned Ks = smem(fa_dyn), Vs = Ks + 2 * TD, dSa = smem(dSs), QDa = smem(QDb), sta = smem(stats);
+    int kb, bh;
+    heaviest_first(kb, bh, true);
+    int k0 = kb * FA_B, nb = gridDim.x;
+    int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    long long base = row_base<HD>(bh, L, qh, qld), acc_base = (long long)bh * L * HD;
+    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    auto prefetch = [&](int qb, int buf) {
+        load_tile<HD>(QDa + buf * 4 * TD, q + base, qb * FA_B, L, qld);
+        load_tile<HD>(QDa + buf * 4 * TD + 2 * TD, dout + row_base<HD>(bh, L, oh, oh * HD), qb * FA_B, L, oh * HD);
+        // asynchronously too: plain loads here stalled every warp on global memory at each tile
+        for (int i = threadIdx.x; i < 2 * FA_B; i += blockDim.x) {
+            int row = qb * FA_B + i % FA_B;
+            bool in = row < L;
+            cp4(sta + 4 * (buf * 2 * FA_B + i), (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
+        }
+    };
+    load_tile<HD>(Ks, k + base, k0, L, qld);
+    load_tile<HD>(Vs, v + base, k0, L, qld);
+    prefetch(kb, 0);
+    cp_commit();
+    cp_wait_all();
+    __syncthreads();
+    int j0 = k0 + warp * 16 + g, j1 = j0 + 8;  // this thread's two keys
+    float dka[HD / 8][4], dva[HD / 8][4], sl = scale * LOG2E;
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[d][e] = dva[d][e] = 0.f;
+    for (int qb = kb; qb < nb; qb++) {
+        int q0 = qb * FA_B, buf = (qb - kb) & 1;
+        if (qb + 1 < nb) {
+            prefetch(qb + 1, buf ^ 1);
+            cp_commit();
+        }
+        const unsigned Qs = QDa + buf * 4 * TD, Ds = Qs + 2 * TD;
+        const float *lse_s = stats + buf * 2 * FA_B, *delta_s = lse_s + FA_B;
+        bool edge = BIAS || qb == kb || q0 + FA_B > L;  // the diagonal tile, or rows past L: the mask
+#pragma unroll
+        for (int half = 0; half < 2; half++) {  // queries q0 + 32·half + [0, 32): n-tiles 4·half + n
+            float p[4][4], dp[4][4];
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) p[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk += 2) {
+                unsigned ka[2][4], va[2][4];
+                a_frag<HD>(ka[0], Ks, warp * 16, kk), a_frag<HD>(ka[1], Ks, warp * 16, kk + 1);
+                a_frag<HD>(va[0], Vs, warp * 16, kk), a_frag<HD>(va[1], Vs, warp * 16, kk + 1);
+#pragma unroll
+                for (int n = 0; n < 4; n++) {
+                    unsigned bq[4], bd[4];
+                    b_frags_nk(bq, Qs, S, 4 * half + n, kk);
+                    b_frags_nk(bd, Ds, S, 4 * half + n, kk);
+                    mma16816(p[n], ka[0], bq[0], bq[1]);
+                    mma16816(p[n], ka[1], bq[2], bq[3]);
+                    mma16816(dp[n], va[0], bd[0], bd[1]);
+                    mma16816(dp[n], va[1], bd[2], bd[3]);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int il = (4 * half + n) * 8 + 2 * t + (e & 1), j = e < 2 ? j0 : j1;
+                    // 2^(−∞) = 0 where masked; past L lse_s is 0
+                    float lse2 = lse_s[il] * LOG2E;
+                    p[n][e] = edge ? ex2(fa_score<BIAS>(p[n][e], b, q0 + il, j, L, sl) - lse2) : ex2(fmaf(p[n][e], sl, -lse2));
+                    dp[n][e] = p[n][e] * (dp[n][e] - delta_s[il]);  // dSᵀ (without the scale)
+                }
+            // dV += Pᵀ·dO and dK += dSᵀ·Q over these 32 queries: A from the registers, B from the
+            // [query][d] tiles
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int kk = 2 * half + h;
+                unsigned pa[4] = {pack(p[2 * h][0], p[2 * h][1]), pack(p[2 * h][2], p[2 * h][3]), pack(p[2 * h + 1][0], p[2 * h + 1][1]),
+                                  pack(p[2 * h + 1][2], p[2 * h + 1][3])};
+                unsigned sa[4] = {pack(dp[2 * h][0], dp[2 * h][1]), pack(dp[2 * h][2], dp[2 * h][3]), pack(dp[2 * h + 1][0], dp[2 * h + 1][1]),
+                                  pack(dp[2 * h + 1][2], dp[2 * h + 1][3])};
+#pragma unroll
+                for (int d = 0; d < HD / 8; d += 2) {
+                    unsigned bd[4], bq[4];
+                    b_frags_kn(bd, Ds, S, kk, d);
+                    b_frags_kn(bq, Qs, S, kk, d);
+                    mma16816(dva[d], pa, bd[0], bd[1]);
+                    mma16816(dva[d + 1], pa, bd[2], bd[3]);
+                    mma16816(dka[d], sa, bq[0], bq[1]);
+                    mma16816(dka[d + 1], sa, bq[2], bq[3]);
+                }
+                // dSᵀ to shared ([key][query]) for dQ
+                int kr = warp * 16 + g;
+                *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 2 * t) = sa[0];
+                *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 2 * t) = sa[1];
+                *reinterpret_cast<unsigned*>(dSs + kr * SS + kk * 16 + 8 + 2 * t) = sa[2];
+                *reinterpret_cast<unsigned*>(dSs + (kr + 8) * SS + kk * 16 + 8 + 2 * t) = sa[3];
+            }
+        }
+        __syncthreads();
+        // dQ rows [q0 + 16·warp, +16) = dS (queries × 64 keys) · K: A[i][j] = dSᵀ[j][i]
+        float dq[HD / 8][4];
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) dq[d][0] = dq[d][1] = dq[d][2] = dq[d][3] = 0.f;
+        int qi = warp * 16 + g, lane = threadIdx.x & 31, m4 = lane >> 3;
+#pragma unroll
+        for (int kk = 0; kk < FA_B / 16; kk++) {
+            // A[i][j] = dSᵀ[j][i]: the transposed 8×8 blocks (keys kk·16 + 0|8, queries 16·warp + 0|8)
+            unsigned a[4];
+            ldsm4_t(a, dSa + 2 * ((kk * 16 + (m4 >> 1) * 8 + (lane & 7)) * SS + warp * 16 + (m4 & 1) * 8));
+#pragma unroll
+            for (int d = 0; d < HD / 8; d += 2) {
+                unsigned bk[4];
+                b_frags_kn(bk, Ks, S, kk, d);
+                mma16816(dq[d], a, bk[0], bk[1]);
+                mma16816(dq[d + 1], a, bk[2], bk[3]);
+            }
+        }
+        float* dqb = dq_acc + acc_base;
+#if FA_BULK_DQ
+        // the warp's 16 rows into this tile's Q|dO buffer (free: dK and dV have read it), two rows
+        // (as dq_acc holds them) per chunk, the chunks 32 bytes apart so that the 8 rows of a store
+        // fall on 4 different 32-byte bank windows (2 wavefronts, the least for 256 bytes); then
+        // lane 0 adds the 8 chunks into dq_acc with one bulk reduction each
+        const int CH = 2 * HD + 8;  // floats from one chunk to the next
+        static_assert(4 * 8 * CH * 4 <= 2 * TD * 2, "the chunks fit a Q|dO buffer");
+        float* stage = reinterpret_cast<float*>(QDb + buf * 2 * TD) + warp * 8 * CH;
+        const unsigned stage_a = QDa + buf * 4 * TD + warp * 8 * CH * 4;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            int c = d * 8 + 2 * t;
+            *reinterpret_cast<F2*>(stage + (g >> 1) * CH + (g & 1) * HD + c) = F2{dq[d][0] * scale, dq[d][1] * scale};
+            *reinterpret_cast<F2*>(stage + (4 + (g >> 1)) * CH + (g & 1) * HD + c) = F2{dq[d][2] * scale, dq[d][3] * scale};
+        }
+        fence_async();
+        __syncwarp();
+        if (lane == 0) {
+            int row = q0 + warp * 16;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (row + 2 * i < L) bulk_add(dqb + (long long)(row + 2 * i) * HD, stage_a + i * CH * 4, (row + 2 * i + 1 < L ? 2 : 1) * HD * 4);
+            bulk_commit();
+            bulk_wait_read();  // before the next tile's prefetch overwrites the chunks
+        }
+#else
+        int i0 = q0 + qi, i1 = i0 + 8;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            int c = d * 8 + 2 * t;
+            if (i0 < L) atomicAdd(dqb + (long long)i0 * HD + c, dq[d][0] * scale), atomicAdd(dqb + (long long)i0 * HD + c + 1, dq[d][1] * scale);
+            if (i1 < L) atomicAdd(dqb + (long long)i1 * HD + c, dq[d][2] * scale), atomicAdd(dqb + (long long)i1 * HD + c + 1, dq[d][3] * scale);
+        }
+#endif
+        cp_wait_all();
+        __syncthreads();
+    }
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        int c = d * 8 + 2 * t;
+        if (j0 < L) {
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j0 * qld + c) = pack(dka[d][0] * scale, dka[d][1] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j0 * qld + c) = pack(dva[d][0], dva[d][1]);
+        }
+        if (j1 < L) {
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j1 * qld + c) = pack(dka[d][2] * scale, dka[d][3] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j1 * qld + c) = pack(dva[d][2], dva[d][3]);
+        }
+    }
+}
+
+// dq (bf16, row_base's layout (QH, QLD)) from its f32 accumulator [bh, L, hd] of n elements (hd a
+// multiple of 8), 8 per thread.
+extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int L, int hd, int qh, int qld) {
+    long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (i >= n) return;
+    long long row = i / hd, bh = row / L;
+    long long at = (bh / qh) * L * qld + (bh % qh) * hd + (row % L) * qld + i % hd;
+    float v[8];
+    Vec<float, 4>::load(acc + i, v);
+    Vec<float, 4>::load(acc + i + 4, v + 4);
+    Vec<bf16, 8>::store(dq + at, v);
+}
+
+// NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
+#define FLASH_BWD_KERNELS(HD, BIAS, NAME)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
+        flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
+                         const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb,            \
+                         long long bias_sh, float scale, int oh, int qh, int qld) {                                          \
+        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);    \
+    }
+
+FLASH_BWD_KERNELS(32, false, hd32)
+FLASH_BWD_KERNELS(64, false, hd64)
+FLASH_BWD_KERNELS(32, true, hd32_bias)
+FLASH_BWD_KERNELS(64, true, hd64_bias)
+extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
+    flash_dot<32>(o, dout, delta, rows, L, oh);
+}
+extern "C" __global__ void flash_dot_hd64(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
+    flash_dot<64>(o, dout, delta, rows, L, oh);
+}

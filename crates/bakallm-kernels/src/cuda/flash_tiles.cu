@@ -1,0 +1,247 @@
+// Flash attention (src/kernels/flash.rs): causal softmax(q·kᵀ·scale + bias)·v in bf16 on the tensor
+// cores (mma.sync m16n8k16, f32 accumulators), never writing the [b·H, L, L] scores or
+// probabilities: the forward keeps the output and each row's log-sum-exp, the backward recomputes
+// the probabilities tile by tile from them (FlashAttention-2's scheme).
+//
+// Tiles: 64 keys per tile; blocks of 4 warps, 128 queries (32 rows per warp) in the forward, 64
+// keys (16 per warp) in the backward; head dim HD (a multiple of 16). Shared rows are padded by 8
+// elements (16 bytes) so that the fragment loads of a warp hit 32 different banks. Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t;
+// A (16×16, row-major): registers {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)};
+// B (16×8, k × n): {(k 2t..2t+1, n g), (k 2t+8..2t+9, n g)}; C (16×8): {(g, 2t), (g, 2t+1),
+// (g+8, 2t), (g+8, 2t+1)}. A pair's lower element sits in the lower 16 bits.
+//
+// Three files, one after the other in the NVRTC module (nvrtc.rs): this one, the tiles and the
+// instructions both directions use; flash_fwd.cu, the forward; flash_bwd.cu, the backward.
+
+#define FA_B 64
+#define FA_PAD 8
+struct __align__(8) F2 { float x, y; };  // two f32 as one 8-byte shared-memory store
+
+// The instructions below exist from sm_80 on (nvrtc.rs's `arch`; the host never picks these
+// kernels below that). tests/flash_emulator.rs swaps each `#if __CUDA_ARCH__ >= 800` body for
+// its CPU emulation (tests/emu/emu.h) to check the kernels without a GPU.
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap();
+#endif
+}
+
+// 2^x, the instruction __expf ends in too: with scores in log2 units (scale·log2 e folded in)
+// each probability is one FMA and this, where exp(s·scale − m) was three instructions.
+__device__ __forceinline__ float ex2(float x) {
+#if __CUDA_ARCH__ >= 800
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#else
+    __trap();
+    return 0.f;
+#endif
+}
+
+// The shared-state-space address of a pointer into shared memory (what ldmatrix, cp.async and the
+// bulk copies take), in bytes. The kernels convert each buffer's pointer once and address tiles
+// by 32-bit offsets from it: through generic pointers every ldmatrix and cp.async cost a 64-bit
+// address computation and a conversion: 28% of the backward's instructions (Nsight Compute).
+__device__ __forceinline__ unsigned smem(const void* p) {
+    unsigned a = 0;
+#if __CUDA_ARCH__ >= 800
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+#else
+    __trap();
+#endif
+    return a;
+}
+
+// ldmatrix: four 8×8 bf16 matrices of shared memory, lane l giving the address of row l % 8 of
+// matrix l / 8; register i of each lane gets (row lane / 4, columns 2·(lane % 4) and + 1) of matrix
+// i, or of its transpose (`trans`): one instruction for what takes four (eight) plain loads.
+__device__ __forceinline__ void ldsm4(unsigned* r, unsigned a) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void ldsm4_t(unsigned* r, unsigned a) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+    __trap();
+#endif
+}
+
+// B fragments of a [n][k] tile at shared address s (rows n, k contiguous: K in q·kᵀ): for n-tile
+// n, k-steps kk and kk + 1: {b0, b1} of kk, then of kk + 1.
+__device__ __forceinline__ void b_frags_nk(unsigned* r, unsigned s, int stride, int n, int kk) {
+    int l = threadIdx.x & 31;
+    ldsm4(r, s + 2 * ((n * 8 + (l & 7)) * stride + kk * 16 + (l >> 3) * 8));
+}
+// B fragments of a [k][n] tile (rows k, n contiguous: V in p·v): for k-step kk, n-tiles n and n + 1.
+__device__ __forceinline__ void b_frags_kn(unsigned* r, unsigned s, int stride, int kk, int n) {
+    int l = threadIdx.x & 31;
+    ldsm4_t(r, s + 2 * ((kk * 16 + (l & 7) + ((l >> 3) & 1) * 8) * stride + (n + (l >> 4)) * 8));
+}
+
+// Two bf16 of shared memory as one word: row r, columns c and c + 1 (c even).
+__device__ __forceinline__ unsigned pair(const bf16* s, int stride, int r, int c) {
+    return *reinterpret_cast<const unsigned*>(s + r * stride + c);
+}
+
+// cp.async: 16 bytes global → shared without passing through registers, so a tile for the next
+// iteration loads while this one computes; zeros instead where !valid. Then the group's commit
+// and the wait for all groups.
+__device__ __forceinline__ void cp16(unsigned dst, const bf16* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+#else
+    __trap();
+#endif
+}
+// The same for 4 bytes (the rows' f32 statistics).
+__device__ __forceinline__ void cp4(unsigned dst, const float* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_wait_all() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 0;\n" ::);
+#else
+    __trap();
+#endif
+}
+
+// From sm_90 on the backward adds each dQ tile into its f32 accumulator with bulk reductions
+// (the copy engine reads rows of shared memory and adds them in L2) instead of one atomic per
+// element from registers: those filled the load/store queue, on which the next tile's loads then
+// waited (Nsight Compute: 17% of the backward's stall samples at the atomics, L2 78% busy).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FA_BULK_DQ 1
+#else
+#define FA_BULK_DQ 0
+#endif
+#if FA_BULK_DQ
+// Orders this thread's shared-memory writes before the bulk copies that read them.
+__device__ __forceinline__ void fence_async() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+// dst[0, bytes / 4) += src[0, bytes / 4) (f32, shared → global, src and dst 16-byte aligned, bytes
+// a multiple of 16), asynchronously, in this thread's current bulk group.
+__device__ __forceinline__ void bulk_add(float* dst, unsigned src, int bytes) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes) : "memory");
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void bulk_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+// Waits until this thread's bulk groups have read their shared memory (which may then be reused).
+__device__ __forceinline__ void bulk_wait_read() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+#endif
+
+// Starts loading rows [r0, r0 + ROWS) of x [L, HD] (rows `ld` elements apart) into the padded
+// tile at shared address s (zeros past L), with the blocks' 128 threads.
+template <int HD, int ROWS = FA_B>
+__device__ __forceinline__ void load_tile(unsigned s, const bf16* x, int r0, int L, int ld = HD) {
+    const int chunks = HD / 8;
+#pragma unroll
+    for (int c = threadIdx.x; c < ROWS * chunks; c += 128) {
+        int r = c / chunks, col = (c % chunks) * 8;
+        bool in = r0 + r < L;
+        cp16(s + 2 * (r * (HD + FA_PAD) + col), x + (in ? (long long)(r0 + r) * ld + col : 0), in);
+    }
+}
+
+// Where head row-block bh of a [bh, L, HD] operand starts when HR heads share a row of `ld`
+// elements: HR = 1, ld = HD for the heads' own layout [bh, L, HD]; HR = H, ld = H·HD for the heads
+// side by side [b, L, H·HD] (o and dO as the output projection reads them); HR = H, ld = 3·H·HD
+// for q, k or v inside the fused projection [b, L, 3·H·HD] (the pointer at its part).
+template <int HD>
+__device__ __forceinline__ long long row_base(int bh, int L, int hr, int ld) {
+    return (long long)(bh / hr) * L * ld + (long long)(bh % hr) * HD;
+}
+
+// The A fragments of rows [r, r + 16) × all HD columns of a padded tile.
+template <int HD>
+__device__ __forceinline__ void a_frags(unsigned (*a)[4], const bf16* s, int r) {
+    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    const int S = HD + FA_PAD;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        a[kk][0] = pair(s, S, r + g, kk * 16 + 2 * t);
+        a[kk][1] = pair(s, S, r + g + 8, kk * 16 + 2 * t);
+        a[kk][2] = pair(s, S, r + g, kk * 16 + 8 + 2 * t);
+        a[kk][3] = pair(s, S, r + g + 8, kk * 16 + 8 + 2 * t);
+    }
+}
+
+// The A fragment of rows [r, r + 16) × columns [16·kk, 16·kk + 16) of a padded tile, by ldmatrix
+// (lanes 0–15 address rows r.. at column 16·kk, lanes 16–31 the same rows at 16·kk + 8).
+template <int HD>
+__device__ __forceinline__ void a_frag(unsigned* a, unsigned s, int r, int kk) {
+    int l = threadIdx.x & 31;
+    ldsm4(a, s + 2 * ((r + (l & 15)) * (HD + FA_PAD) + kk * 16 + (l >> 4) * 8));
+}
+
+// The (row block, head) of this block in a grid (row blocks, bh). In grid order the GPU starts a
+// head's row blocks together, whose K and V tiles then meet in L2. In a small grid (at most
+// HEAVIEST_FIRST_BLOCKS blocks: about two and a half waves of three blocks on an H200's 132 SMs)
+// the tail matters more: there the blocks are renumbered so that the heaviest start first, every
+// head's largest row block, then every head's next largest, and the grid ends on light blocks
+// (longest job first). Measured on an H200 (docs/performance.md): batch 8 (384 and 768 blocks)
+// 12.01 vs 12.19 ms per step heaviest first; batch 32 (1,536 and 3,072) 36.93 vs 36.49, so grid
+// order there. The forward's heaviest row block is the last (it sees every key), the backward's
+// the first (`first_heaviest`).
+#define HEAVIEST_FIRST_BLOCKS 1024
+__device__ __forceinline__ void heaviest_first(int& rb, int& bh, bool first_heaviest) {
+    if (gridDim.x * gridDim.y > HEAVIEST_FIRST_BLOCKS) {
+        rb = first_heaviest ? blockIdx.x : gridDim.x - 1 - blockIdx.x, bh = blockIdx.y;
+        return;
+    }
+    int lin = blockIdx.y * gridDim.x + blockIdx.x, rank = lin / gridDim.y;
+    bh = lin % gridDim.y;
+    rb = first_heaviest ? rank : gridDim.x - 1 - rank;
+}
+
+#define LOG2E 1.4426950408889634f
+
+// The masked score of query i and key j in log2 units, s·sl with sl = scale·log2 e (−∞ where
+// masked: j > i, or past L), plus the bias [L, L] if BIAS (ALiBi; without it the bias is the
+// causal mask alone, which this applies).
+template <bool BIAS>
+__device__ __forceinline__ float fa_score(float s, const bf16* bias, int i, int j, int L, float sl) {
+    if (j > i || i >= L) return NEG_INF;
+    return BIAS ? fmaf(s, sl, ld(bias, (long long)i * L + j) * LOG2E) : s * sl;
+}
+
