@@ -6,8 +6,9 @@ from a report profiled with `--set full`; `bench/profile_ncu.sh` writes it with 
 and prints per kernel:
   - the warp stall samples by reason (share of all samples),
   - the instruction mix (executed warp instructions by opcode, share),
-  - the code between block barriers (`BAR.SYNC`) as segments: share of the samples, instructions
-    and tensor-core instructions (`HMMA`/`HGMMA`) executed, the segment's main stall reasons,
+  - the code between block barriers (`BAR.SYNC`) as segments: share of the kernel's samples,
+    instructions and tensor-core instructions (`HMMA`/`HGMMA`) executed, the segment's main stall
+    reasons (as shares of the kernel's samples),
   - the instructions with the most samples and their main stall reason.
 Usage: ncu_sass.py FILE [--top N] [--kernel REGEX] [--json]
 """
@@ -94,6 +95,8 @@ def summarise(name, rows, top):
     for i in sorted(range(len(rows)), key=lambda i: -num(rows[i], SAMPLES))[:top]:
         r = rows[i]
         reason = max(stalls, key=lambda k: num(r, k), default="stall_")
+        if not num(r, reason):
+            reason = "stall_–"  # no samples on this instruction
         hottest.append(
             {
                 "index": i,
@@ -119,7 +122,7 @@ def show(s):
     print(f"== {s['kernel']}: {s['instructions']} instructions, {s['executed']:.0f} executed (warp), {s['samples']:.0f} stall samples")
     print("  stalls: " + ", ".join(f"{k} {v:.3f}" for k, v in s["stalls"]))
     print("  mix:    " + ", ".join(f"{k} {v:.3f}" for k, v in s["mix"]))
-    print("  between barriers (instructions, share of samples, executed, tensor-core, main stalls):")
+    print("  between barriers (instructions, share of the kernel's samples, executed, tensor-core, main stalls as shares of the kernel's samples):")
     for g in s["segments"]:
         a, b = g["instructions"]
         reasons = ", ".join(f"{k} {v:.3f}" for k, v in g["stalls"])

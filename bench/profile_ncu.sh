@@ -6,7 +6,8 @@
 # Usage: bench/profile_ncu.sh BIN OUT_DIR
 #   BIN      the baka binary (a `cargo build --release --features cuda` build)
 #   OUT_DIR  receives ncu-NAME.csv (Nsight Compute's raw CSV) and ncu-NAME.out (the bench's
-#            output) per run, and flash-sections.txt with FLASH_METRICS
+#            output) per run; with FLASH_METRICS also flash-sections.txt, flash.ncu-rep (the
+#            full set), flash-full.out (its bench output) and flash-sass.csv (its source page)
 # Environment:
 #   RUNS     one run per word (default "default"; "" for none, e.g. with FLASH_METRICS alone):
 #            "name" profiles BIN as it is; "name:part,part,..." adds parts, each one of

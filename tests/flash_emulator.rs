@@ -71,14 +71,24 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
     // sm_80's atomics for dQ, and sm_90's bulk reductions (`FA_BULK_DQ`)
     let exes = [build("flash_check", &kernels, &[]), build("flash_check", &kernels, &["-D__CUDA_ARCH__=900"])];
     // (head dim, length, bias, o merged, q/k/v fused): both head dims, lengths off the 64- and
-    // 128-row tiles (300: three forward blocks, warps skipping whole key tiles), with and without
+    // 128-row tiles (300: three forward blocks, warps skipping whole key tiles; 101: a last dQ
+    // chunk of one row), with and without
     // ALiBi; o and dO in the heads' layout or side by side, q, k, v and their gradients in the
     // heads' layout or in the fused projection's (the attention block's: both)
-    let cases = [("64", "100", "1", "0", "0"), ("32", "130", "0", "0", "0"), ("64", "300", "0", "0", "0"), ("64", "100", "1", "1", "1"), ("32", "130", "0", "1", "1"), ("64", "70", "0", "0", "1")];
-    for (exe, (hd, l, bias, merged, fused)) in exes.iter().flat_map(|e| cases.iter().map(move |c| (e, *c))) {
+    let cases = [
+        ("64", "100", "1", "0", "0"),
+        ("32", "130", "0", "0", "0"),
+        ("64", "300", "0", "0", "0"),
+        ("64", "100", "1", "1", "1"),
+        ("32", "130", "0", "1", "1"),
+        ("64", "70", "0", "0", "1"),
+        ("64", "101", "0", "0", "0"),
+    ];
+    for ((exe, bulk), (hd, l, bias, merged, fused)) in exes.iter().zip([0, 1]).flat_map(|e| cases.iter().map(move |c| (e, *c))) {
         let run = Command::new(exe).args([hd, l, bias, merged, fused]).output().unwrap();
         let text = String::from_utf8_lossy(&run.stdout);
         eprint!("{text}");
+        assert!(text.starts_with(&format!("FA_BULK_DQ {bulk}\n")), "{}: expected the dQ path FA_BULK_DQ {bulk}:\n{text}", exe.display());
         assert!(run.status.success(), "flash kernels ({}), head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}:\n{text}", exe.display());
     }
 }

@@ -1,6 +1,7 @@
 //! `bench/ncu_sass.py` (Nsight Compute's per-instruction source page, summarised per kernel) on a
 //! made-up page whose shares are worked out by hand below: stall reasons, instruction mix, the
-//! segments between block barriers, the hottest instructions; a page that ncu printed twice
+//! segments between block barriers, the hottest instructions (one without samples has no main
+//! stall); a page that ncu printed twice
 //! counts once; a missing file and a kernel filter that matches nothing are refused in one line.
 
 mod common;
@@ -33,7 +34,7 @@ fn ncu_sass_summarises_a_source_page() {
             ("@!P0  BRA 0x40", 20, 100, 20, 0, 0),
         ],
     );
-    let two = page("k_two", &[("      FFMA R1, R2, R3, R4", 5, 50, 0, 5, 0)]);
+    let two = page("k_two", &[("      FFMA R1, R2, R3, R4", 5, 50, 0, 5, 0), ("      MOV R1, R2", 0, 50, 0, 0, 0)]);
     let dir = scratch("ncu-sass");
     let file = dir.join("page.csv");
     std::fs::write(&file, format!("{one}{one}{two}")).unwrap();
@@ -59,6 +60,8 @@ fn ncu_sass_summarises_a_source_page() {
     assert_eq!((hot[0]["index"].as_u64(), hot[0]["samples"].as_f64(), hot[0]["stall"].as_str()), (Some(2), Some(0.4), Some("wait")));
     assert_eq!((hot[1]["index"].as_u64(), hot[1]["stall"].as_str()), (Some(1), Some("barrier")));
     assert_eq!(lines[1]["kernel"], "k_two");
+    // an instruction without samples has no main stall
+    assert_eq!((lines[1]["hottest"][0]["stall"].as_str(), lines[1]["hottest"][1]["stall"].as_str()), (Some("wait"), Some("–")));
 
     // the text form, one kernel picked by name
     let o = run(&[file.to_str().unwrap(), "--kernel", "two"]);

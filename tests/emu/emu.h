@@ -93,6 +93,14 @@ inline char emu_anchor;
 inline unsigned emu_saddr(const void* p) { return (unsigned)((uintptr_t)p - (uintptr_t)&emu_anchor); }
 template <typename T>
 T* emu_sptr(unsigned a) { return (T*)((uintptr_t)&emu_anchor + (uintptr_t)(intptr_t)(int)a); }
+// What the GPU faults on: a 16-byte copy or bulk operation off 16-byte alignment, or a size not a
+// multiple of 16.
+inline void emu_aligned(const void* a, const void* b, int bytes, const char* what) {
+    if ((uintptr_t)a % 16 || (uintptr_t)b % 16 || bytes % 16) {
+        printf("%s: %p, %p, %d bytes: not 16-byte aligned\n", what, a, b, bytes);
+        abort();
+    }
+}
 // ldmatrix.x4 (trans: of the transposed matrices)
 inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
     int w = threadIdx.x / 32, l = threadIdx.x % 32;
@@ -115,13 +123,13 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 #define EMU_smem a = emu_saddr(p);
 #define EMU_ldsm4 emu_ldsm(r, emu_sptr<const unsigned short>(a), false);
 #define EMU_ldsm4_t emu_ldsm(r, emu_sptr<const unsigned short>(a), true);
-#define EMU_cp16 if (valid) memcpy(emu_sptr<char>(dst), src, 16); else memset(emu_sptr<char>(dst), 0, 16);
+#define EMU_cp16 emu_aligned(emu_sptr<char>(dst), src, 16, "cp.async"); if (valid) memcpy(emu_sptr<char>(dst), src, 16); else memset(emu_sptr<char>(dst), 0, 16);
 #define EMU_cp4 if (valid) memcpy(emu_sptr<char>(dst), src, 4); else memset(emu_sptr<char>(dst), 0, 4);
 #define EMU_cp_commit
 #define EMU_cp_wait_all
-// sm_90's bulk reduction (built with -D__CUDA_ARCH__=900): the rows added at once, as the copy
-// engine would after the fence
+// sm_90's bulk reduction (built with -D__CUDA_ARCH__=900): the rows added at once when issued.
+// Being synchronous, the emulation cannot catch a missing fence or wait; it checks alignment.
 #define EMU_fence_async
-#define EMU_bulk_add for (int i = 0; i < bytes / 4; i++) std::atomic_ref<float>(dst[i]).fetch_add(emu_sptr<const float>(src)[i]);
+#define EMU_bulk_add emu_aligned(dst, emu_sptr<const float>(src), bytes, "bulk reduction"); for (int i = 0; i < bytes / 4; i++) std::atomic_ref<float>(dst[i]).fetch_add(emu_sptr<const float>(src)[i]);
 #define EMU_bulk_commit
 #define EMU_bulk_wait_read

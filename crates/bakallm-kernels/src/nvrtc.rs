@@ -148,9 +148,13 @@ const FILES: [(&str, &str); 9] = [
 fn source() -> String {
     let dir = std::env::var_os("BAKA_CUDA_SRC").map(std::path::PathBuf::from);
     if let Some(d) = &dir {
-        // a mistyped folder would time the built-in kernels under the edit's name
+        // a mistyped folder, or a file named as the kernels no longer are, would time the built-in
+        // kernels under the edit's name
         let names = FILES.map(|(name, _)| name);
         assert!(names.iter().any(|n| d.join(n).is_file()), "BAKA_CUDA_SRC={}: holds none of {}", d.display(), names.join(", "));
+        let entries = std::fs::read_dir(d).into_iter().flatten().flatten();
+        let unknown: Vec<String> = entries.filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".cu") && !names.contains(&n.as_str())).collect();
+        assert!(unknown.is_empty(), "BAKA_CUDA_SRC={}: {} not among the kernel files ({})", d.display(), unknown.join(", "), names.join(", "));
     }
     let file = |(name, built_in): &(&str, &str)| match &dir {
         Some(d) if d.join(name).is_file() => std::fs::read_to_string(d.join(name)).unwrap_or_else(|e| panic!("BAKA_CUDA_SRC: cannot read {}: {e}", d.join(name).display())),

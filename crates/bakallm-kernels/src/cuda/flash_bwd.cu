@@ -38,8 +38,8 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
                           float scale, int oh, int qh, int qld) {
     // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q and dO side by side
     // and the rows' lse and delta, double-buffered (tile qb + 1 loads while qb computes); with
-    // FA_BULK_DQ a tile's Q|dO buffer holds its dQ rows (f32, rows HD + FA_PAD apart: the same
-    // bytes) once dK and dV have read it
+    // FA_BULK_DQ a tile's Q|dO buffer holds its dQ rows once dK and dV have read it (f32, in
+    // chunks of two rows with 32 bytes of padding between chunks; see the dQ step below)
     extern __shared__ __align__(16) bf16 fa_dyn[];
     const int S = HD + FA_PAD, SS = FA_B + FA_PAD, TD = FA_B * S;
     bf16 *dSs = fa_dyn + 2 * TD, *QDb = dSs + FA_B * SS;  // QDb: Q, dO of buffer 0, then of 1
@@ -56,7 +56,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         load_tile<HD>(QDa + buf * 4 * TD, q + base, qb * FA_B, L, qld);
         load_tile<HD>(QDa + buf * 4 * TD + 2 * TD, dout + row_base<HD>(bh, L, oh, oh * HD), qb * FA_B, L, oh * HD);
         // asynchronously too: plain loads here stalled every warp on global memory at each tile
-        for (int i = threadIdx.x; i < 2 * FA_B; i += blockDim.x) {
+        for (int i = threadIdx.x; i < 2 * FA_B; i += 128) {
             int row = qb * FA_B + i % FA_B;
             bool in = row < L;
             cp4(sta + 4 * (buf * 2 * FA_B + i), (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
@@ -165,7 +165,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         float* dqb = dq_acc + acc_base;
 #if FA_BULK_DQ
         // the warp's 16 rows into this tile's Q|dO buffer (free: dK and dV have read it), two rows
-        // (as dq_acc holds them) per chunk, the chunks 32 bytes apart so that the 8 rows of a store
+        // (as dq_acc holds them) per chunk, 32 bytes of padding between chunks so that the 8 rows of a store
         // fall on 4 different 32-byte bank windows (2 wavefronts, the least for 256 bytes); then
         // lane 0 adds the 8 chunks into dq_acc with one bulk reduction each
         const int CH = 2 * HD + 8;  // floats from one chunk to the next
