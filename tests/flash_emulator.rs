@@ -43,6 +43,23 @@ fn read(f: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/bakallm-kernels/src/cuda").join(f)).unwrap()
 }
 
+/// `cuda/common.cu` emulated ([`swapped`]): the helpers the non-flash kernels need.
+fn common() -> String {
+    let (common, n) = swapped(&read("common.cu"));
+    assert_eq!(n, 1, "common.cu: the pack wrapper");
+    common
+}
+
+/// Runs a check program with `args`, prints its output and asserts it succeeded (`what` names the
+/// case); returns the output.
+fn run(exe: &Path, args: &[&str], what: &str) -> String {
+    let run = Command::new(exe).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    eprint!("{text}");
+    assert!(run.status.success(), "{what} ({}):\n{text}", exe.display());
+    text
+}
+
 /// `tests/emu/<check>.cpp` compiled with g++ against `kernels` (saved as `kernels.cu` beside it, in
 /// a folder of its own under the target's temporary folder) and `defines` (`-D` arguments);
 /// returns the program.
@@ -85,11 +102,8 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
         ("64", "101", "0", "0", "0"),
     ];
     for ((exe, bulk), (hd, l, bias, merged, fused)) in exes.iter().zip([0, 1]).flat_map(|e| cases.iter().map(move |c| (e, *c))) {
-        let run = Command::new(exe).args([hd, l, bias, merged, fused]).output().unwrap();
-        let text = String::from_utf8_lossy(&run.stdout);
-        eprint!("{text}");
+        let text = run(exe, &[hd, l, bias, merged, fused], &format!("flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}"));
         assert!(text.starts_with(&format!("FA_BULK_DQ {bulk}\n")), "{}: expected the dQ path FA_BULK_DQ {bulk}:\n{text}", exe.display());
-        assert!(run.status.success(), "flash kernels ({}), head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}:\n{text}", exe.display());
     }
 }
 
@@ -101,24 +115,12 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
 fn fused_projection_kernels_match_their_formulas_in_the_emulator() {
     let attention = read("attention.cu");
     let keys = &attention[attention.find("// A key term added").expect("attention.cu: the key-term kernels")..];
-    let (common, n) = swapped(&read("common.cu"));
-    assert_eq!(n, 1, "common.cu: the pack wrapper");
-    let exe = build("key_check", &format!("{common}\n{keys}"), &[]);
-    let run = Command::new(&exe).output().unwrap();
-    let text = String::from_utf8_lossy(&run.stdout);
-    eprint!("{text}");
-    assert!(run.status.success(), "key-term kernels:\n{text}");
+    run(&build("key_check", &format!("{}\n{keys}", common()), &[]), &[], "key-term kernels");
 }
 
 /// The LM head's cross-entropy kernel (`ce_grad`, `cuda/tokens.cu`: each row's loss and its
 /// logits' gradient in place) against the cross-entropy in f64 in the emulator, bf16 and f32.
 #[test]
 fn cross_entropy_kernel_matches_f64_in_the_emulator() {
-    let (common, n) = swapped(&read("common.cu"));
-    assert_eq!(n, 1, "common.cu: the pack wrapper");
-    let exe = build("ce_check", &format!("{common}\n{}", read("tokens.cu")), &[]);
-    let run = Command::new(&exe).output().unwrap();
-    let text = String::from_utf8_lossy(&run.stdout);
-    eprint!("{text}");
-    assert!(run.status.success(), "ce_grad:\n{text}");
+    run(&build("ce_check", &format!("{}\n{}", common(), read("tokens.cu")), &[]), &[], "ce_grad");
 }
