@@ -148,7 +148,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         float dq[HD / 8][4];
 #pragma unroll
         for (int d = 0; d < HD / 8; d++) dq[d][0] = dq[d][1] = dq[d][2] = dq[d][3] = 0.f;
-        int qi = warp * 16 + g, lane = threadIdx.x & 31, m4 = lane >> 3;
+        int lane = threadIdx.x & 31, m4 = lane >> 3;
 #pragma unroll
         for (int kk = 0; kk < FA_B / 16; kk++) {
             // A[i][j] = dSᵀ[j][i]: the transposed 8×8 blocks (keys kk·16 + 0|8, queries 16·warp + 0|8)
@@ -189,7 +189,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
             bulk_wait_read();  // before the next tile's prefetch overwrites the chunks
         }
 #else
-        int i0 = q0 + qi, i1 = i0 + 8;
+        int i0 = q0 + warp * 16 + g, i1 = i0 + 8;  // this thread's two dQ rows
 #pragma unroll
         for (int d = 0; d < HD / 8; d++) {
             int c = d * 8 + 2 * t;
