@@ -18,12 +18,25 @@ const TILE: usize = 64;
 const FWD_ROWS: usize = 128;
 const PAD: usize = 8;
 
-/// `flash_bwd`'s dynamic shared memory in bytes: the K, V and dSᵀ tiles, two Q and two dO tiles
-/// (bf16, rows padded), and two blocks of 64 lse and 64 delta (f32): 64 KiB at head dim 64,
-/// three blocks per SM.
+/// `flash_bwd`'s dynamic shared memory in bytes. With `mma.sync`: the K, V and dSᵀ tiles, two Q
+/// and two dO tiles (bf16, rows padded), and two blocks of 64 lse and 64 delta (f32): 64 KiB at
+/// head dim 64, three blocks per SM. With `wgmma` ([`wgmma`]): K, V, P and dS unpadded (8 KiB
+/// each), two Q|dO buffers of 18 KiB (each holds its tile's dQ rows in f32, with padding, once
+/// read), the statistics, and 1 KiB to align the tiles to the 128-byte swizzle's 1,024-byte period:
+/// 70 KiB, three blocks per SM.
 fn bwd_smem(hd: usize) -> u32 {
+    if wgmma(hd) {
+        return ((4 * TILE * hd + 4 * TILE * (hd + 8)) * 2 + 4 * TILE * 4 + 1024) as u32;
+    }
     let (td, ts) = (TILE * (hd + PAD), TILE * (TILE + PAD));
     ((6 * td + ts) * 2 + 4 * TILE * 4) as u32
+}
+
+/// Whether the flash kernels of head dim `hd` take their products with Hopper's `wgmma` (the
+/// kernels' `FA_WGMMA`: head dim 64 on a 9.0 device, whose NVRTC target is `compute_90a`); the
+/// others take `mma.sync`.
+pub fn wgmma(hd: usize) -> bool {
+    hd == 64 && super::nvrtc::capability() == (9, 0)
 }
 
 /// Whether the kernels take `[b·heads, L, hd]` activations of `dtype` on this GPU (bf16, head dim
