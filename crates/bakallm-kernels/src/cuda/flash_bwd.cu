@@ -214,6 +214,158 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     }
 }
 
+#if FA_WGMMA
+// The backward at head dim 64 with wgmma: the same blocks (64 keys and a head, query tiles of 64
+// at or after them), queries as the rows of S = Q·Kᵀ and dP = dO·Vᵀ (Q, K, dO and V from shared
+// memory); P and dS from registers into shared memory as [query][key] tiles for dV += Pᵀ·dO and
+// dK += dSᵀ·Q (A MN-major there, B = dO and Q MN-major), and dQ = dS·K with dS's A fragments in
+// registers (K MN-major), added into dq_acc as flash_bwd adds it. Shared memory (flash.rs's
+// `bwd_smem`), from a 1,024-byte aligned base: K | V | P | dS (8 KiB each) | two Q|dO buffers of
+// 18 KiB (Q, dO, then room for the dQ chunks) | lse[2][64], delta[2][64].
+template <bool BIAS>
+__device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
+                             const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
+                             float scale, int oh, int qh, int qld) {
+    extern __shared__ __align__(16) bf16 fa_dyn[];
+    const unsigned raw = smem(fa_dyn), sa = (raw + 1023) & ~1023u;
+    char* gen = reinterpret_cast<char*>(fa_dyn) + (sa - raw);  // the aligned base as a generic pointer
+    auto at = [&](unsigned a) { return gen + (a - sa); };
+    const int TK = 8192, TB = 18432;  // bytes of a 64 × 64 tile, of a Q|dO buffer
+    const unsigned Ks = sa, Vs = sa + TK, Ps = sa + 2 * TK, dSs = sa + 3 * TK, QD = sa + 4 * TK, sta = QD + 2 * TB;
+    const float* stats = reinterpret_cast<const float*>(at(sta));
+    int kb, bh;
+    heaviest_first(kb, bh, true);
+    int k0 = kb * FA_B, nb = gridDim.x;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int r = 16 * warp + g;  // this thread's rows r and r + 8 of a tile: queries of S, dP, dQ; keys of dK, dV
+    long long base = row_base<64>(bh, L, qh, qld), acc_base = (long long)bh * L * 64;
+    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    auto prefetch = [&](int qb, int buf) {
+        load_sw<FA_B>(QD + buf * TB, q + base, qb * FA_B, L, qld);
+        load_sw<FA_B>(QD + buf * TB + TK, dout + row_base<64>(bh, L, oh, oh * 64), qb * FA_B, L, oh * 64);
+        for (int i = threadIdx.x; i < 2 * FA_B; i += 128) {
+            int row = qb * FA_B + i % FA_B;
+            bool in = row < L;
+            cp4(sta + 4 * (buf * 2 * FA_B + i), (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
+        }
+    };
+    load_sw<FA_B>(Ks, k + base, k0, L, qld);
+    load_sw<FA_B>(Vs, v + base, k0, L, qld);
+    prefetch(kb, 0);
+    cp_commit();
+    float dka[32], dva[32], sl = scale * LOG2E;
+#pragma unroll
+    for (int i = 0; i < 32; i++) dka[i] = dva[i] = 0.f;
+    for (int qb = kb; qb < nb; qb++) {
+        int q0 = qb * FA_B, buf = (qb - kb) & 1;
+        cp_wait_all();
+        fence_async();
+        __syncthreads();  // tile qb is in; the last tile's products and dQ chunks are done with its buffer
+        if (qb + 1 < nb) {
+            prefetch(qb + 1, buf ^ 1);
+            cp_commit();
+        }
+        const unsigned Qs = QD + buf * TB, Ds = Qs + TK;
+        const float *lse_s = stats + buf * 2 * FA_B, *delta_s = lse_s + FA_B;
+        float s[32], dp[32];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_ss<0, 0>(s, wg_desc(Qs + 32 * kk), wg_desc(Ks + 32 * kk), kk);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_ss<0, 0>(dp, wg_desc(Ds + 32 * kk), wg_desc(Vs + 32 * kk), kk);
+        wg_commit();
+        wg_wait<0>();
+        wg_hold(s), wg_hold(dp);
+        bool edge = BIAS || qb == kb || q0 + FA_B > L;  // the diagonal tile, or rows past L: the mask
+        // 2^(−∞) = 0 where masked; past L lse_s is 0
+        float lse2[2] = {lse_s[r] * LOG2E, lse_s[r + 8] * LOG2E}, dl[2] = {delta_s[r], delta_s[r + 8]};
+        unsigned da[4][4];  // dS's A fragments for dQ, per 16 keys
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int i = q0 + r + (e >> 1) * 8, j = k0 + 8 * n + 2 * t + (e & 1);
+                float p = edge ? ex2(fa_score<BIAS>(s[4 * n + e], b, i, j, L, sl) - lse2[e >> 1]) : ex2(fmaf(s[4 * n + e], sl, -lse2[e >> 1]));
+                s[4 * n + e] = p;
+                dp[4 * n + e] = p * (dp[4 * n + e] - dl[e >> 1]);  // dS (without the scale)
+            }
+            unsigned o = r * 128 + ((n ^ (r & 7)) << 4) + 4 * t;  // row r, columns 8n + 2t..; row r + 8 at o + 1,024
+            unsigned d0 = pack(dp[4 * n], dp[4 * n + 1]), d1 = pack(dp[4 * n + 2], dp[4 * n + 3]);
+            *reinterpret_cast<unsigned*>(at(Ps + o)) = pack(s[4 * n], s[4 * n + 1]);
+            *reinterpret_cast<unsigned*>(at(Ps + o + 1024)) = pack(s[4 * n + 2], s[4 * n + 3]);
+            *reinterpret_cast<unsigned*>(at(dSs + o)) = d0;
+            *reinterpret_cast<unsigned*>(at(dSs + o + 1024)) = d1;
+            da[n >> 1][2 * (n & 1)] = d0, da[n >> 1][2 * (n & 1) + 1] = d1;
+        }
+        fence_async();
+        __syncthreads();  // every warp's P and dS rows, before the products read them
+        float dq[32];
+#pragma unroll
+        for (int i = 0; i < 32; i++) dq[i] = 0.f;
+        wg_hold(dva), wg_hold(dka), wg_hold(dq);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_ss<1, 1>(dva, wg_desc(Ps + 2048 * kk), wg_desc(Ds + 2048 * kk), 1);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_ss<1, 1>(dka, wg_desc(dSs + 2048 * kk), wg_desc(Qs + 2048 * kk), 1);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_rs<1>(dq, da[kk], wg_desc(Ks + 2048 * kk), 1);
+        wg_commit();
+        wg_wait<0>();
+        wg_hold(dva), wg_hold(dka), wg_hold(dq);
+        __syncthreads();  // every warp's products are done with Q and dO: the buffer takes the dQ chunks
+        // the warp's 16 dQ rows in chunks of two (flash_bwd's FA_BULK_DQ step), added by lane 0
+        const int CH = 2 * 64 + 8;
+        float* stage = reinterpret_cast<float*>(at(Qs)) + warp * 8 * CH;
+        const unsigned stage_a = Qs + warp * 8 * CH * 4;
+#pragma unroll
+        for (int d = 0; d < 8; d++) {
+            int c = d * 8 + 2 * t;
+            *reinterpret_cast<F2*>(stage + (g >> 1) * CH + (g & 1) * 64 + c) = F2{dq[4 * d] * scale, dq[4 * d + 1] * scale};
+            *reinterpret_cast<F2*>(stage + (4 + (g >> 1)) * CH + (g & 1) * 64 + c) = F2{dq[4 * d + 2] * scale, dq[4 * d + 3] * scale};
+        }
+        fence_async();
+        __syncwarp();
+        if (lane == 0) {
+            float* dqb = dq_acc + acc_base;
+            int row = q0 + warp * 16;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (row + 2 * i < L) bulk_add(dqb + (long long)(row + 2 * i) * 64, stage_a + i * CH * 4, (row + 2 * i + 1 < L ? 2 : 1) * 64 * 4);
+            bulk_commit();
+            bulk_wait_read();  // before the next tile's prefetch overwrites the chunks
+        }
+    }
+    int j0 = k0 + r, j1 = j0 + 8;  // this thread's two keys
+#pragma unroll
+    for (int d = 0; d < 8; d++) {
+        int c = d * 8 + 2 * t;
+        if (j0 < L) {
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j0 * qld + c) = pack(dka[4 * d] * scale, dka[4 * d + 1] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j0 * qld + c) = pack(dva[4 * d], dva[4 * d + 1]);
+        }
+        if (j1 < L) {
+            *reinterpret_cast<unsigned*>(dk + base + (long long)j1 * qld + c) = pack(dka[4 * d + 2] * scale, dka[4 * d + 3] * scale);
+            *reinterpret_cast<unsigned*>(dv + base + (long long)j1 * qld + c) = pack(dva[4 * d + 2], dva[4 * d + 3]);
+        }
+    }
+}
+#endif
+
+// The backward of head dim HD: with wgmma where FA_WGMMA and HD = 64, else with mma.sync.
+template <int HD, bool BIAS>
+__device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
+                              const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
+                              float scale, int oh, int qh, int qld) {
+#if FA_WGMMA
+    if constexpr (HD == 64) {
+        flash_bwd_wg<BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        return;
+    } else
+#endif
+        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+}
+
 // dq (bf16, row_base's layout (QH, QLD)) from its f32 accumulator [bh, L, hd] of n elements (hd a
 // multiple of 8), 8 per thread.
 extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int L, int hd, int qh, int qld) {
@@ -233,7 +385,7 @@ extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int
         flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb,            \
                          long long bias_sh, float scale, int oh, int qh, int qld) {                                          \
-        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);    \
+        flash_bwd_any<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);\
     }
 
 FLASH_BWD_KERNELS(32, false, hd32)

@@ -184,12 +184,99 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     for (int h = 0; h < 2; h++) fa_store<HD>(acc[h], m[h], l[h], o + row_base<HD>(bh, L, oh, oh * HD), oh * HD, lse + (long long)bh * L, r0s[h] + g, L);
 }
 
+#if FA_WGMMA
+// The forward at head dim 64 with wgmma: the same blocks of 128 queries, as two groups of 64 rows
+// (h = 0, 1) that the warpgroup takes one after the other per key tile: S = Q·Kᵀ (Q and K from
+// shared memory), the online softmax on S's registers, then O += P·V (P from registers, V
+// MN-major). Q | K, V of buffer 0 | K, V of buffer 1, all swizzled: 48 KiB.
+template <bool BIAS>
+__device__ void flash_fwd_wg(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
+                             long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+    const int TQ = FA_BM * 128, TK = FA_B * 128;  // bytes of the Q tile, of a K or V tile
+    __shared__ __align__(1024) bf16 sm[(TQ + 4 * TK) / 2];
+    const unsigned sa = smem(sm);
+    auto kt = [&](int buf) { return sa + TQ + buf * 2 * TK; };  // K of buffer buf; V at kt + TK
+    int qb, bh;
+    heaviest_first(qb, bh, false);
+    int q0 = qb * FA_BM;
+    int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+    long long base = row_base<64>(bh, L, qh, qld);
+    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    load_sw<FA_BM>(sa, q + base, q0, L, qld);
+    load_sw<FA_B>(kt(0), k + base, 0, L, qld);
+    load_sw<FA_B>(kt(0) + TK, v + base, 0, L, qld);
+    cp_commit();
+    int last = ((q0 + FA_BM < L ? q0 + FA_BM : L) - 1) / FA_B;
+    float m[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}}, acc[2][32];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int i = 0; i < 32; i++) acc[h][i] = 0.f;
+    for (int kb = 0; kb <= last; kb++) {
+        int k0 = kb * FA_B, buf = kb & 1;
+        cp_wait_all();
+        fence_async();  // the tiles cp.async wrote, before wgmma reads them (the async proxy)
+        __syncthreads();
+        if (kb < last) {  // the other buffer: its products finished in the last iteration
+            load_sw<FA_B>(kt(buf ^ 1), k + base, k0 + FA_B, L, qld);
+            load_sw<FA_B>(kt(buf ^ 1) + TK, v + base, k0 + FA_B, L, qld);
+            cp_commit();
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int g0 = q0 + 64 * h;  // the group's first row
+            if (k0 > g0 + 63) continue;  // every key of the tile is after the group's rows
+            float s[32];
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wgmma_ss<0, 0>(s, wg_desc(sa + h * 8192 + 32 * kk), wg_desc(kt(buf) + 32 * kk), kk);
+            wg_commit();
+            wg_wait<0>();
+            wg_hold(s);
+            int r0 = g0 + 16 * warp + g;
+            fa_online<64, 8, BIAS>(reinterpret_cast<float(*)[4]>(s), m[h], l[h], reinterpret_cast<float(*)[4]>(acc[h]), b, r0, k0, L,
+                                   scale * LOG2E, k0 + 63 > g0 || g0 + 63 >= L);
+            unsigned pa[4][4];
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                pa[kk][0] = pack(s[8 * kk], s[8 * kk + 1]), pa[kk][1] = pack(s[8 * kk + 2], s[8 * kk + 3]);
+                pa[kk][2] = pack(s[8 * kk + 4], s[8 * kk + 5]), pa[kk][3] = pack(s[8 * kk + 6], s[8 * kk + 7]);
+            }
+            wg_hold(acc[h]);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) wgmma_rs<1>(acc[h], pa[kk], wg_desc(kt(buf) + TK + 2048 * kk), 1);
+            wg_commit();
+            wg_wait<0>();
+            wg_hold(acc[h]);
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        fa_store<64>(reinterpret_cast<float(*)[4]>(acc[h]), m[h], l[h], o + row_base<64>(bh, L, oh, oh * 64), oh * 64, lse + (long long)bh * L,
+                     q0 + 64 * h + 16 * warp + g, L);
+}
+#endif
+
+// The forward of head dim HD: with wgmma where FA_WGMMA and HD = 64, else with mma.sync.
+template <int HD, bool BIAS>
+__device__ void flash_fwd_any(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
+                              long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+#if FA_WGMMA
+    if constexpr (HD == 64) {
+        flash_fwd_wg<BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        return;
+    } else
+#endif
+        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+}
+
 // NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
 #define FLASH_FWD_KERNELS(HD, BIAS, NAME)                                                                                   \
     extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
         flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,   \
                          long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {                       \
-        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);                              \
+        flash_fwd_any<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);                          \
     }
 
 FLASH_FWD_KERNELS(32, false, hd32)

@@ -172,6 +172,74 @@ __device__ __forceinline__ void bulk_wait_read() {
 }
 #endif
 
+// From sm_90a on (NVRTC's `compute_90a` target on a 9.0 device, nvrtc.rs) the head-dim-64 kernels
+// take their products with `wgmma`: a warpgroup (the block's 4 warps) multiplies 64 rows at once,
+// with B, and A unless it comes from registers, read from shared memory by a descriptor, so no
+// ldmatrix feeds the tensor cores. Operands in shared memory are tiles of rows of 64 bf16 (128
+// bytes) in the 128-byte swizzle: 16-byte chunk c of row r sits at chunk c ^ (r % 8), tiles 1,024-byte
+// aligned (the pattern's period). Fragment layouts (PTX ISA, wgmma m64nNk16): warp w of the
+// warpgroup holds rows 16w.. of A (from registers) and D, each as mma.m16n8k16's A and C above,
+// D's n-tiles i = 0..N/8 in registers 4i..4i + 3. flash.rs's `wgmma` says when the host expects
+// this path (its shared-memory size).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FA_WGMMA 1
+#else
+#define FA_WGMMA 0
+#endif
+#if FA_WGMMA
+// Starts loading rows [r0, r0 + ROWS) of x [L, 64] (rows `ld` elements apart) into the swizzled
+// tile at shared address s (zeros past L), with the block's 128 threads.
+template <int ROWS>
+__device__ __forceinline__ void load_sw(unsigned s, const bf16* x, int r0, int L, int ld) {
+#pragma unroll
+    for (int c = threadIdx.x; c < ROWS * 8; c += 128) {
+        int r = c >> 3, ch = c & 7;
+        bool in = r0 + r < L;
+        cp16(s + r * 128 + ((ch ^ (r & 7)) << 4), x + (in ? (long long)(r0 + r) * ld + ch * 8 : 0), in);
+    }
+}
+// The descriptor of a swizzled tile at shared address s for one k-step: a K-major operand (rows of
+// the tile are M or N, k contiguous; step kk at s + 32·kk) or an MN-major one (rows are k, M or N
+// contiguous; step kk at s + 2048·kk). Either way 8 rows of 128 bytes make a 1,024-byte group
+// (stride byte offset), the leading byte offset is unused, layout type 1 = 128-byte swizzle.
+__device__ __forceinline__ unsigned long long wg_desc(unsigned s) {
+    return (unsigned long long)((s & 0x3ffff) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
+// Orders the registers of in-flight products: the compiler may not move accesses to d across it.
+__device__ __forceinline__ void wg_hold(float* d) {
+#pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+
+#define WG_D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define WG_D32_OUT(d)                                                                                                              \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), \
+        "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),             \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),             \
+        "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+// d (64 × 64, f32) = (acc ? d : 0) + A·B, A and B from shared memory (descriptors; TA, TB: the
+// operand is MN-major).
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_ss(float* d, unsigned long long a, unsigned long long b, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
+                 ", %32, %33, p, 1, 1, %35, %36;\n}\n"
+                 : WG_D32_OUT(d)
+                 : "l"(a), "l"(b), "r"(acc), "n"(TA), "n"(TB));
+}
+// The same with A (64 × 16) from registers (a: mma.m16n8k16's A fragment of this warp's 16 rows).
+template <int TB>
+__device__ __forceinline__ void wgmma_rs(float* d, const unsigned* a, unsigned long long b, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
+                 ", {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"
+                 : WG_D32_OUT(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc), "n"(TB));
+}
+#endif
+
 // Starts loading rows [r0, r0 + ROWS) of x [L, HD] (rows `ld` elements apart) into the padded
 // tile at shared address s (zeros past L), with the blocks' 128 threads.
 template <int HD, int ROWS = FA_B>
