@@ -271,24 +271,29 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) wgmma_ss<0, 0>(s, wg_desc(Qs + 32 * kk), wg_desc(Ks + 32 * kk), kk);
+        wg_commit();
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) wgmma_ss<0, 0>(dp, wg_desc(Ds + 32 * kk), wg_desc(Vs + 32 * kk), kk);
         wg_commit();
-        wg_wait<0>();
-        wg_hold(s), wg_hold(dp);
+        wg_wait<1>();  // S: P is computed while dP's products run
+        wg_hold(s);
         bool edge = BIAS || qb == kb || q0 + FA_B > L;  // the diagonal tile, or rows past L: the mask
         // 2^(−∞) = 0 where masked; past L lse_s is 0
         float lse2[2] = {lse_s[r] * LOG2E, lse_s[r + 8] * LOG2E}, dl[2] = {delta_s[r], delta_s[r + 8]};
         unsigned da[4][4];  // dS's A fragments for dQ, per 16 keys
 #pragma unroll
-        for (int n = 0; n < 8; n++) {
+        for (int n = 0; n < 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int i = q0 + r + (e >> 1) * 8, j = k0 + 8 * n + 2 * t + (e & 1);
-                float p = edge ? ex2(fa_score<BIAS>(s[4 * n + e], b, i, j, L, sl) - lse2[e >> 1]) : ex2(fmaf(s[4 * n + e], sl, -lse2[e >> 1]));
-                s[4 * n + e] = p;
-                dp[4 * n + e] = p * (dp[4 * n + e] - dl[e >> 1]);  // dS (without the scale)
+                s[4 * n + e] = edge ? ex2(fa_score<BIAS>(s[4 * n + e], b, i, j, L, sl) - lse2[e >> 1]) : ex2(fmaf(s[4 * n + e], sl, -lse2[e >> 1]));
             }
+        wg_wait<0>();
+        wg_hold(dp);
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - dl[e >> 1]);  // dS (without the scale)
             unsigned o = r * 128 + ((n ^ (r & 7)) << 4) + 4 * t;  // row r, columns 8n + 2t..; row r + 8 at o + 1,024
             unsigned d0 = pack(dp[4 * n], dp[4 * n + 1]), d1 = pack(dp[4 * n + 2], dp[4 * n + 3]);
             *reinterpret_cast<unsigned*>(at(Ps + o)) = pack(s[4 * n], s[4 * n + 1]);
