@@ -199,7 +199,7 @@ pub fn capability() -> (i32, i32) {
 
 /// NVRTC's target: the newest virtual architecture this code uses that the device has (PTX, so
 /// the driver compiles it for the device itself). On Hopper (9.0) that is `compute_90a`, whose
-/// PTX may hold `wgmma` (the flash forward's products) and runs on 9.0 devices only.
+/// PTX may hold `wgmma` (the flash kernels' products at head dim 64) and runs on 9.0 devices only.
 fn arch() -> Option<&'static str> {
     match capability() {
         (9, 0) => Some("compute_90a"),

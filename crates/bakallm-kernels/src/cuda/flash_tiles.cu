@@ -1,7 +1,9 @@
 // Flash attention (src/kernels/flash.rs): causal softmax(q·kᵀ·scale + bias)·v in bf16 on the tensor
-// cores (mma.sync m16n8k16, f32 accumulators), never writing the [b·H, L, L] scores or
-// probabilities: the forward keeps the output and each row's log-sum-exp, the backward recomputes
-// the probabilities tile by tile from them (FlashAttention-2's scheme).
+// cores (f32 accumulators), never writing the [b·H, L, L] scores or probabilities: the forward
+// keeps the output and each row's log-sum-exp, the backward recomputes the probabilities tile by
+// tile from them (FlashAttention-2's scheme). Two forms of the products: mma.sync m16n8k16 (sm_80
+// on, and head dim 32), and on Hopper at head dim 64 wgmma (FA_WGMMA below: a warpgroup's 64 rows
+// per instruction, operands from shared memory by descriptor; flash_fwd_wg, flash_bwd_wg).
 //
 // Tiles: 64 keys per tile; blocks of 4 warps, 128 queries (32 rows per warp) in the forward, 64
 // keys (16 per warp) in the backward; head dim HD (a multiple of 16). Shared rows are padded by 8
