@@ -223,14 +223,15 @@ fn gpu_heads_kernels_match_burns_steps() {
 }
 
 /// The LayerNorm/RMSNorm kernels against burn's steps: output and the gradients of x, the weight
-/// and the bias; a width that is not a multiple of the warp, and rows not a multiple of a block's.
+/// and the bias; widths whose rows the kernels keep in registers (256, 512, 768; cuda/norm.cu) and
+/// others (100, not a multiple of the warp; 1024), and rows not a multiple of a block's.
 #[test]
 fn gpu_norm_kernels_match_burns_steps() {
     let _serial = crate::serial();
     use crate::kernels::norm::norm_ad;
     let dev = burn::backend::cuda::CudaDevice::default();
     let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect() };
-    for (rows, d) in [(300, 768), (70, 100)] {
+    for (rows, d) in [(300, 768), (70, 100), (40, 256), (40, 512), (40, 1024)] {
         for layer in [true, false] {
             for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
                 let run = |fused: bool| {

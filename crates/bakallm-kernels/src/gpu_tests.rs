@@ -85,8 +85,9 @@ fn gpu_attention_kernels_match_burns_steps() {
 
 /// The flash-attention kernels (bf16) against burn's steps of the same op in f32 on the CPU (the
 /// GPU's f32 matmul is TF32, too coarse for peaked softmaxes) from the same bf16 values: output,
-/// log-sum-exp and the three gradients; head dims 32 and 64, lengths that are and are not
-/// multiples of the 64-row tile, with a per-head or shared bias with extra −∞ masks, or none.
+/// log-sum-exp and the three gradients; head dims 32 and 64 (on Hopper: `mma.sync` and `wgmma`),
+/// lengths that are and are not multiples of the 64-row tile, with a per-head or shared bias with
+/// extra −∞ masks, or none.
 #[test]
 fn gpu_flash_attention_kernels_match_burns_steps() {
     let _serial = crate::serial();
@@ -96,7 +97,7 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
     // (b, heads, L, hd, bias: 0 none, 1 shared, 2 per head)
-    for (b, h, l, hd, biased) in [(2, 3, 37, 64, 2), (2, 2, 200, 32, 1), (1, 4, 512, 64, 0), (3, 2, 128, 64, 2), (2, 2, 100, 32, 0)] {
+    for (b, h, l, hd, biased) in [(2, 3, 37, 64, 2), (2, 2, 200, 32, 1), (1, 4, 512, 64, 0), (3, 2, 128, 64, 2), (2, 2, 100, 32, 0), (2, 2, 200, 64, 1), (2, 2, 100, 64, 0)] {
         let hb = if biased == 2 { h } else { 1 };
         let mut bias = vec![0f32; hb * l * l];
         for (hh, i, j) in (0..hb).flat_map(|hh| (0..l).flat_map(move |i| (0..l).map(move |j| (hh, i, j)))) {

@@ -92,7 +92,8 @@ pub(super) mod cuda {
         enqueue_all(&ts, move |p, stream| {
             // without a bias the pointers are x, w, y, mean, rstd; the kernel takes 0 as "RMSNorm"
             let p = with_null(p, 2, layer);
-            let name = kernel("norm_fwd", x.dtype, &[p[0], p[3]], &[d]);
+            // the `_v` kernel reads x, y and the weights w, b by 16-byte accesses
+            let name = kernel("norm_fwd", x.dtype, &[p[0], p[1], p[2], p[3]], &[d]);
             launch(&name, blocks, SOFTMAX_BLOCK, stream, &[p.into_iter().map(Arg::Ptr).collect(), tail.to_vec()].concat())
         });
         [y, mean, rstd]
@@ -117,7 +118,7 @@ pub(super) mod cuda {
         enqueue_all(&ts, move |p, stream| {
             let p = with_null(p, 5, summed);
             let [g, x, w, m, r, res, dw, db, dx] = p[..].try_into().expect("9 pointers");
-            let mut name = kernel("norm_bwd", dtype, &[g, x, dx, res], &[d]);
+            let mut name = kernel("norm_bwd", dtype, &[g, x, w, dx, res], &[d]);
             // the `_v` kernel pads its shared sums (one float per access, cuda/norm.cu): where that
             // would pass the 48 KiB of shared memory a launch gets by default, the plain one runs
             let padded = 2 * (d + d / width(dtype)) * 4;

@@ -24,6 +24,49 @@ __device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long lo
     if (row < rows && j == 0) delta[row] = s;
 }
 
+// Starts loading the lse and delta of query rows [q0, q0 + 64) (f32; zeros past L) into
+// lse[64], delta[64] at shared address s, asynchronously: plain loads here stalled every warp on
+// global memory at each tile.
+__device__ __forceinline__ void load_stats(unsigned s, const float* lse, const float* delta, int bh, int L, int q0) {
+    for (int i = threadIdx.x; i < 2 * FA_B; i += 128) {
+        int row = q0 + i % FA_B;
+        bool in = row < L;
+        cp4(s + 4 * i, (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
+    }
+}
+
+// Floats from one staged dQ chunk (two rows) to the next: a warp's 8 chunks take 8·FA_DQ_CHUNK.
+#define FA_DQ_CHUNK(HD) (2 * (HD) + 8)
+#if FA_BULK_DQ
+// Adds this warp's 16 dQ rows [row0, row0 + 16) (C fragments, dq[d] the n-tile d, times `scale`)
+// into dq_acc's rows dqb (HD f32 each; rows past L left out): staged in shared memory at `stage`
+// (generic pointer) / `stage_a` (its shared address), two rows (as dq_acc holds them) per chunk,
+// 32 bytes of padding between chunks so that the 8 rows of a store fall on 4 different 32-byte
+// bank windows (2 wavefronts, the least for 256 bytes); then lane 0 adds the 8 chunks with one
+// bulk reduction each and waits until they have been read (the caller's next loads may overwrite
+// them after a barrier).
+template <int HD>
+__device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, float* stage, unsigned stage_a, float* dqb, int row0, int L) {
+    const int CH = FA_DQ_CHUNK(HD);
+    int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        int c = d * 8 + 2 * t;
+        *reinterpret_cast<F2*>(stage + (g >> 1) * CH + (g & 1) * HD + c) = F2{dq[d][0] * scale, dq[d][1] * scale};
+        *reinterpret_cast<F2*>(stage + (4 + (g >> 1)) * CH + (g & 1) * HD + c) = F2{dq[d][2] * scale, dq[d][3] * scale};
+    }
+    fence_async();
+    __syncwarp();
+    if (lane == 0) {
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            if (row0 + 2 * i < L) bulk_add(dqb + (long long)(row0 + 2 * i) * HD, stage_a + i * CH * 4, (row0 + 2 * i + 1 < L ? 2 : 1) * HD * 4);
+        bulk_commit();
+        bulk_wait_read();
+    }
+}
+#endif
+
 // Backward: one block per 64 keys (4 warps × 16 keys) and head, looping over the query blocks at
 // or after them (causal). Per tile, with Sᵀ = K·Qᵀ: Pᵀ = exp(Sᵀ·scale + biasᵀ − lse),
 // dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − delta), dK += dSᵀ·Q (registers, written once, × scale),
@@ -55,12 +98,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     auto prefetch = [&](int qb, int buf) {
         load_tile<HD>(QDa + buf * 4 * TD, q + base, qb * FA_B, L, qld);
         load_tile<HD>(QDa + buf * 4 * TD + 2 * TD, dout + row_base<HD>(bh, L, oh, oh * HD), qb * FA_B, L, oh * HD);
-        // asynchronously too: plain loads here stalled every warp on global memory at each tile
-        for (int i = threadIdx.x; i < 2 * FA_B; i += 128) {
-            int row = qb * FA_B + i % FA_B;
-            bool in = row < L;
-            cp4(sta + 4 * (buf * 2 * FA_B + i), (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
-        }
+        load_stats(sta + 4 * buf * 2 * FA_B, lse, delta, bh, L, qb * FA_B);
     };
     load_tile<HD>(Ks, k + base, k0, L, qld);
     load_tile<HD>(Vs, v + base, k0, L, qld);
@@ -164,30 +202,10 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         }
         float* dqb = dq_acc + acc_base;
 #if FA_BULK_DQ
-        // the warp's 16 rows into this tile's Q|dO buffer (free: dK and dV have read it), two rows
-        // (as dq_acc holds them) per chunk, 32 bytes of padding between chunks so that the 8 rows of a store
-        // fall on 4 different 32-byte bank windows (2 wavefronts, the least for 256 bytes); then
-        // lane 0 adds the 8 chunks into dq_acc with one bulk reduction each
-        const int CH = 2 * HD + 8;  // floats from one chunk to the next
-        static_assert(4 * 8 * CH * 4 <= 2 * TD * 2, "the chunks fit a Q|dO buffer");
-        float* stage = reinterpret_cast<float*>(QDb + buf * 2 * TD) + warp * 8 * CH;
-        const unsigned stage_a = QDa + buf * 4 * TD + warp * 8 * CH * 4;
-#pragma unroll
-        for (int d = 0; d < HD / 8; d++) {
-            int c = d * 8 + 2 * t;
-            *reinterpret_cast<F2*>(stage + (g >> 1) * CH + (g & 1) * HD + c) = F2{dq[d][0] * scale, dq[d][1] * scale};
-            *reinterpret_cast<F2*>(stage + (4 + (g >> 1)) * CH + (g & 1) * HD + c) = F2{dq[d][2] * scale, dq[d][3] * scale};
-        }
-        fence_async();
-        __syncwarp();
-        if (lane == 0) {
-            int row = q0 + warp * 16;
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                if (row + 2 * i < L) bulk_add(dqb + (long long)(row + 2 * i) * HD, stage_a + i * CH * 4, (row + 2 * i + 1 < L ? 2 : 1) * HD * 4);
-            bulk_commit();
-            bulk_wait_read();  // before the next tile's prefetch overwrites the chunks
-        }
+        // the warp's 16 rows into this tile's Q|dO buffer (free: dK and dV have read it)
+        static_assert(4 * 8 * FA_DQ_CHUNK(HD) * 4 <= 2 * TD * 2, "the chunks fit a Q|dO buffer");
+        add_dq_rows<HD>(dq, scale, reinterpret_cast<float*>(QDb + buf * 2 * TD) + warp * 8 * FA_DQ_CHUNK(HD), QDa + buf * 4 * TD + warp * 8 * FA_DQ_CHUNK(HD) * 4,
+                        dqb, q0 + warp * 16, L);
 #else
         int i0 = q0 + warp * 16 + g, i1 = i0 + 8;  // this thread's two dQ rows
 #pragma unroll
@@ -243,11 +261,7 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
     auto prefetch = [&](int qb, int buf) {
         load_sw<FA_B>(QD + buf * TB, q + base, qb * FA_B, L, qld);
         load_sw<FA_B>(QD + buf * TB + TK, dout + row_base<64>(bh, L, oh, oh * 64), qb * FA_B, L, oh * 64);
-        for (int i = threadIdx.x; i < 2 * FA_B; i += 128) {
-            int row = qb * FA_B + i % FA_B;
-            bool in = row < L;
-            cp4(sta + 4 * (buf * 2 * FA_B + i), (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
-        }
+        load_stats(sta + 4 * buf * 2 * FA_B, lse, delta, bh, L, qb * FA_B);
     };
     load_sw<FA_B>(Ks, k + base, k0, L, qld);
     load_sw<FA_B>(Vs, v + base, k0, L, qld);
@@ -319,27 +333,9 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         wg_wait<0>();
         wg_hold(dva), wg_hold(dka), wg_hold(dq);
         __syncthreads();  // every warp's products are done with Q and dO: the buffer takes the dQ chunks
-        // the warp's 16 dQ rows in chunks of two (flash_bwd's FA_BULK_DQ step), added by lane 0
-        const int CH = 2 * 64 + 8;
-        float* stage = reinterpret_cast<float*>(at(Qs)) + warp * 8 * CH;
-        const unsigned stage_a = Qs + warp * 8 * CH * 4;
-#pragma unroll
-        for (int d = 0; d < 8; d++) {
-            int c = d * 8 + 2 * t;
-            *reinterpret_cast<F2*>(stage + (g >> 1) * CH + (g & 1) * 64 + c) = F2{dq[4 * d] * scale, dq[4 * d + 1] * scale};
-            *reinterpret_cast<F2*>(stage + (4 + (g >> 1)) * CH + (g & 1) * 64 + c) = F2{dq[4 * d + 2] * scale, dq[4 * d + 3] * scale};
-        }
-        fence_async();
-        __syncwarp();
-        if (lane == 0) {
-            float* dqb = dq_acc + acc_base;
-            int row = q0 + warp * 16;
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                if (row + 2 * i < L) bulk_add(dqb + (long long)(row + 2 * i) * 64, stage_a + i * CH * 4, (row + 2 * i + 1 < L ? 2 : 1) * 64 * 4);
-            bulk_commit();
-            bulk_wait_read();  // before the next tile's prefetch overwrites the chunks
-        }
+        static_assert(4 * 8 * FA_DQ_CHUNK(64) * 4 <= TB, "the chunks fit a Q|dO buffer");
+        add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)) + warp * 8 * FA_DQ_CHUNK(64),
+                        Qs + warp * 8 * FA_DQ_CHUNK(64) * 4, dq_acc + acc_base, q0 + warp * 16, L);
     }
     int j0 = k0 + r, j1 = j0 + 8;  // this thread's two keys
 #pragma unroll

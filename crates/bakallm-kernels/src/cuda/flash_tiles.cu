@@ -6,7 +6,8 @@
 // per instruction, operands from shared memory by descriptor; flash_fwd_wg, flash_bwd_wg).
 //
 // Tiles: 64 keys per tile; blocks of 4 warps, 128 queries (32 rows per warp) in the forward, 64
-// keys (16 per warp) in the backward; head dim HD (a multiple of 16). Shared rows are padded by 8
+// keys (16 per warp) in the backward; head dim HD (a multiple of 16). Shared rows (of the mma.sync
+// kernels; the wgmma tiles below are swizzled instead) are padded by 8
 // elements (16 bytes) so that the fragment loads of a warp hit 32 different banks. Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t;
 // A (16×16, row-major): registers {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)};
 // B (16×8, k × n): {(k 2t..2t+1, n g), (k 2t+8..2t+9, n g)}; C (16×8): {(g, 2t), (g, 2t+1),
@@ -181,7 +182,7 @@ __device__ __forceinline__ void bulk_wait_read() {
 // bytes) in the 128-byte swizzle: 16-byte chunk c of row r sits at chunk c ^ (r % 8), tiles 1,024-byte
 // aligned (the pattern's period). Fragment layouts (PTX ISA, wgmma m64nNk16): warp w of the
 // warpgroup holds rows 16w.. of A (from registers) and D, each as mma.m16n8k16's A and C above,
-// D's n-tiles i = 0..N/8 in registers 4i..4i + 3. flash.rs's `wgmma` says when the host expects
+// D's n-tiles i = 0..N/8 − 1 in registers 4i..4i + 3. flash.rs's `wgmma` says when the host expects
 // this path (its shared-memory size).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FA_WGMMA 1
