@@ -159,10 +159,9 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 int kk = 2 * half + h;
-                unsigned pa[4] = {pack(p[2 * h][0], p[2 * h][1]), pack(p[2 * h][2], p[2 * h][3]), pack(p[2 * h + 1][0], p[2 * h + 1][1]),
-                                  pack(p[2 * h + 1][2], p[2 * h + 1][3])};
-                unsigned sa[4] = {pack(dp[2 * h][0], dp[2 * h][1]), pack(dp[2 * h][2], dp[2 * h][3]), pack(dp[2 * h + 1][0], dp[2 * h + 1][1]),
-                                  pack(dp[2 * h + 1][2], dp[2 * h + 1][3])};
+                unsigned pa[4], sa[4];
+                c_to_a(pa, p[2 * h], p[2 * h + 1]);
+                c_to_a(sa, dp[2 * h], dp[2 * h + 1]);
 #pragma unroll
                 for (int d = 0; d < HD / 8; d += 2) {
                     unsigned bd[4], bq[4];

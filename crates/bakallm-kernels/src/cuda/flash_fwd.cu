@@ -106,8 +106,7 @@ __device__ __forceinline__ void fa_half(const unsigned (*qa)[HD / 16][4], float 
         unsigned pa[2][4];
 #pragma unroll
         for (int h = H0; h < 2; h++) {
-            pa[h][0] = pack(s[h][2 * k2][0], s[h][2 * k2][1]), pa[h][1] = pack(s[h][2 * k2][2], s[h][2 * k2][3]);
-            pa[h][2] = pack(s[h][2 * k2 + 1][0], s[h][2 * k2 + 1][1]), pa[h][3] = pack(s[h][2 * k2 + 1][2], s[h][2 * k2 + 1][3]);
+            c_to_a(pa[h], s[h][2 * k2], s[h][2 * k2 + 1]);
         }
 #pragma unroll
         for (int d = 0; d < HD / 8; d += 2) {
@@ -238,10 +237,7 @@ __device__ void flash_fwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
                                    scale * LOG2E, k0 + 63 > g0 || g0 + 63 >= L);
             unsigned pa[4][4];
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                pa[kk][0] = pack(s[8 * kk], s[8 * kk + 1]), pa[kk][1] = pack(s[8 * kk + 2], s[8 * kk + 3]);
-                pa[kk][2] = pack(s[8 * kk + 4], s[8 * kk + 5]), pa[kk][3] = pack(s[8 * kk + 6], s[8 * kk + 7]);
-            }
+            for (int kk = 0; kk < 4; kk++) c_to_a(pa[kk], s + 8 * kk, s + 8 * kk + 4);
             wg_hold(acc[h]);
             wg_fence();
 #pragma unroll

@@ -34,6 +34,12 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b
 #endif
 }
 
+// The A fragment (16 rows × 16 columns) made of the C fragments of two adjacent n-tiles (c0 the
+// columns 0..7, c1 8..15): how P and dS, computed as C, feed the next product as A.
+__device__ __forceinline__ void c_to_a(unsigned* a, const float* c0, const float* c1) {
+    a[0] = pack(c0[0], c0[1]), a[1] = pack(c0[2], c0[3]), a[2] = pack(c1[0], c1[1]), a[3] = pack(c1[2], c1[3]);
+}
+
 // 2^x, the instruction __expf ends in too: with scores in log2 units (scale·log2 e folded in)
 // each probability is one FMA and this, where exp(s·scale − m) was three instructions.
 __device__ __forceinline__ float ex2(float x) {

@@ -57,7 +57,7 @@ __device__ void norm_fwd_reg(const T* xr, const float* w, const float* b, T* yr,
 // and NI·W ≤ 24 (768 = 32·8·3 in bf16, 32·4·6 in f32): this NI, else 0. (A kernel's registers are
 // those of its largest path: wider rows in registers would cost every width occupancy.) FIT(N)
 // names the instance of a case that can only be taken where it fits. Measured at 768 only (the
-// register paths raise the backward's registers for the loop below too: 119 in bf16).
+// register paths raise the backward's registers for the any-width form too: 119 in bf16).
 template <int W>
 __device__ __forceinline__ int reg_ni(int D) {
     int ni = D % (32 * W) ? 0 : D / (32 * W);
@@ -116,7 +116,7 @@ template <int W>
 __device__ __forceinline__ int pad(int j) { return W > 1 ? j + j / W : j; }
 // norm_bwd where D = 32·W·NI: a lane's columns are the same in every row, so it sums its dw and db
 // over the warp's rows in registers and adds them into the shared sums once per warp, where the
-// loop below adds twice per element (pristine step on an H200: 0.49 ms against 0.90).
+// any-width form (norm_bwd_rows) adds twice per element (pristine step on an H200: 0.49 ms against 0.90).
 template <typename T, int W, int NI>
 __device__ void norm_bwd_reg(const T* g, const T* x, const float* w, const float* mean, const float* rstd, const T* res, T* dx, float* acc,
                              long long rows, int D, int rms, int rows_per_block) {
@@ -175,27 +175,11 @@ __device__ void norm_bwd_reg(const T* g, const T* x, const float* w, const float
         }
 }
 
+// norm_bwd's rows at any width: sums of g·x̂ and g added into the shared sums per element.
 template <typename T, int W>
-__device__ void norm_bwd(const T* g, const T* x, const float* w, const float* mean, const float* rstd, const T* res, T* dx, float* dw, float* db, long long rows, int D, int rms, int rows_per_block) {
-    extern __shared__ float acc[];  // [2·pad(D)]: dw then db partial sums
+__device__ void norm_bwd_rows(const T* g, const T* x, const float* w, const float* mean, const float* rstd, const T* res, T* dx, float* acc,
+                              long long rows, int D, int rms, int rows_per_block) {
     const int half = pad<W>(D);
-    for (int j = threadIdx.x; j < 2 * half; j += blockDim.x) acc[j] = 0.f;
-    __syncthreads();
-    if (int ni = reg_ni<W>(D)) {
-#define NORM_BWD_REG(N) norm_bwd_reg<T, W, FIT(N)>(g, x, w, mean, rstd, res, dx, acc, rows, D, rms, rows_per_block)
-        if (ni == 1) NORM_BWD_REG(1);
-        else if (ni == 2) NORM_BWD_REG(2);
-        else if (ni == 3) NORM_BWD_REG(3);
-        else if (ni == 4) NORM_BWD_REG(4);
-        else NORM_BWD_REG(6);
-#undef NORM_BWD_REG
-        __syncthreads();
-        for (int j = threadIdx.x; j < D; j += blockDim.x) {
-            atomicAdd(dw + j, acc[pad<W>(j)]);
-            if (db) atomicAdd(db + j, acc[half + pad<W>(j)]);
-        }
-        return;
-    }
     int lane = threadIdx.x & 31, warps = blockDim.x / 32;
     long long first = (long long)blockIdx.x * rows_per_block;
     for (long long row = first + threadIdx.x / 32; row < first + rows_per_block && row < rows; row += warps) {
@@ -229,6 +213,24 @@ __device__ void norm_bwd(const T* g, const T* x, const float* w, const float* me
             }
             Vec<T, W>::store(dr + j, xv);
         }
+    }
+}
+
+template <typename T, int W>
+__device__ void norm_bwd(const T* g, const T* x, const float* w, const float* mean, const float* rstd, const T* res, T* dx, float* dw, float* db, long long rows, int D, int rms, int rows_per_block) {
+    extern __shared__ float acc[];  // [2·pad(D)]: dw then db partial sums
+    const int half = pad<W>(D);
+    for (int j = threadIdx.x; j < 2 * half; j += blockDim.x) acc[j] = 0.f;
+    __syncthreads();
+    switch (reg_ni<W>(D)) {
+#define NORM_BWD_REG(N) norm_bwd_reg<T, W, FIT(N)>(g, x, w, mean, rstd, res, dx, acc, rows, D, rms, rows_per_block)
+        case 1: NORM_BWD_REG(1); break;
+        case 2: NORM_BWD_REG(2); break;
+        case 3: NORM_BWD_REG(3); break;
+        case 4: NORM_BWD_REG(4); break;
+        case 6: NORM_BWD_REG(6); break;
+#undef NORM_BWD_REG
+        default: norm_bwd_rows<T, W>(g, x, w, mean, rstd, res, dx, acc, rows, D, rms, rows_per_block);
     }
     __syncthreads();
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
