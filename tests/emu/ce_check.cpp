@@ -1,12 +1,13 @@
-// ce_grad (cuda/tokens.cu, emulated by emu.h: one block of 256 threads per row) against the
-// cross-entropy computed here in f64 from the same logits: each row's loss, and the logits
-// overwritten by (softmax − onehot) · scale; the 16-byte kernels (bf16, f32) and the one-element
-// one, rows longer than a block's accesses and not a multiple of them, the target at a row's last
-// element. Exit status 1 on a difference above the bounds.
+// ce_grad and ce_grad_row (cuda/tokens.cu, emulated by emu.h: one block of 256 or 512 threads per
+// row) against the cross-entropy computed here in f64 from the same logits: each row's loss, and
+// the logits overwritten by (softmax − onehot) · scale; the 16-byte kernels (bf16, f32), the
+// one-element one and the row in shared memory, rows longer than a block's accesses and not a
+// multiple of them, the target at a row's last element. Exit status 1 on a difference above the
+// bounds.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
-template <typename T, int W>
+template <typename T, int W, bool ROW = false>
 static int check(const char* name, int rows, int V) {
     std::mt19937 rng(11);
     std::uniform_real_distribution<float> U(-6, 6);
@@ -18,7 +19,8 @@ static int check(const char* name, int rows, int V) {
     auto x0 = x;
     std::vector<float> loss(rows);
     float scale = 0.25f;
-    launch([&] { ce_grad<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 256);
+    if (ROW) launch([&] { ce_grad_row<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 512);
+    else launch([&] { ce_grad<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 256);
     double worst_loss = 0, worst_grad = 0;
     for (int r = 0; r < rows; r++) {
         double m = -1e30, s = 0;
@@ -42,5 +44,7 @@ int main() {
     bad += check<bf16, 8>("bf16 16-byte", 3, 8200);
     bad += check<float, 4>("f32 16-byte", 2, 4100);
     bad += check<bf16, 1>("bf16 one element", 2, 1001);
+    bad += check<bf16, 8, true>("bf16 row in shared memory", 3, 8200);
+    bad += check<float, 4, true>("f32 row in shared memory", 2, 4100);
     return bad ? 1 : 0;
 }

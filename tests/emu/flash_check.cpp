@@ -1,10 +1,12 @@
 // The flash kernels (cuda/flash_*.cu, emulated: emu.h) against attention computed in f64 from the
 // same bf16 values: output, log-sum-exp and the three gradients, relative L2 error below 2e-2.
-// Usage: flash_check HD L BIAS MERGED FUSED (BIAS 1: a per-head ALiBi-like bias with extra −∞ masks
+// Usage: flash_check HD L BIAS MERGED FUSED ROT (BIAS 1: a per-head ALiBi-like bias with extra −∞ masks
 // and a fully masked row; 0: the causal mask alone. MERGED 1: o and dO with the heads side by side,
 // [B, L, H·HD]; 0: [B·H, L, HD]. FUSED 1: q, k, v and their gradients side by side in one
-// [B, L, 3·H·HD], as the fused projection lays them out; 0: three [B·H, L, HD]). Exit status 1 on
-// a failed comparison.
+// [B, L, 3·H·HD], as the fused projection lays them out; 0: three [B·H, L, HD]. ROT 1: dq and dk
+// rotated back by q's and k's tables (different ones, as xPos has) as they are written, the
+// adjoint of rotate_qk's rotation applied to the reference's gradients). Exit status 1 on a
+// failed comparison.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
@@ -22,6 +24,7 @@ int main(int argc, char** argv) {
     auto qi = [&](int part, int bh, int i, int c) {
         return FUSED ? ((size_t)(bh / H) * L + i) * QLD + (size_t)part * H * HD + (size_t)(bh % H) * HD + c : (size_t)part * BH * L * HD + ((size_t)bh * L + i) * HD + c;
     };
+    bool ROT = argc > 6 && atoi(argv[6]);
     float scale = 0.3f;
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> U(-2, 2);
@@ -36,6 +39,10 @@ int main(int argc, char** argv) {
         if (i == 3 && h == 1) b = NEG_INF;
         bias[((size_t)h * L + i) * L + j] = tobf(b);
     }
+    std::vector<unsigned short> tab[4];  // cos, sin of q, then of k: [L, HD] each
+    for (auto& t : tab) { t.resize((size_t)L * HD); for (auto& e : t) e = tobf(U(rng) / 2); }
+    const unsigned short* tp[4];
+    for (int i = 0; i < 4; i++) tp[i] = ROT ? tab[i].data() : nullptr;
     std::vector<unsigned short> o(n), dq(n), dk(n), dv(n), dOk(n);  // dOk: dO in o's layout
     std::vector<unsigned short> qkv(3 * n), dqkv(3 * n);            // q, k, v and their gradients in the kernels' layout
     for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) {
@@ -52,8 +59,8 @@ int main(int argc, char** argv) {
     auto bwd = BIAS ? (HD == 64 ? flash_bwd_hd64_bias : flash_bwd_hd32_bias) : (HD == 64 ? flash_bwd_hd64 : flash_bwd_hd32);
     launch([&] { fwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, bias.data(), o.data(), lse.data(), L, H, sb, sh, scale, OH, QH, QLD); }, (L + 127) / 128, BH, 128);
     launch([&] { dot(o.data(), dOk.data(), delta.data(), (long long)BH * L, L, OH); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
-    launch([&] { bwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, bias.data(), dOk.data(), lse.data(), delta.data(), dqa.data(), dqkv.data() + part, dqkv.data() + 2 * part, L, H, sb, sh, scale, OH, QH, QLD); }, nb, BH, 128);
-    launch([&] { flash_dq(dqa.data(), dqkv.data(), (long long)n, L, HD, QH, QLD); }, (n / 8 + 127) / 128, 1, 128);
+    launch([&] { bwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, bias.data(), dOk.data(), lse.data(), delta.data(), dqa.data(), dqkv.data() + part, dqkv.data() + 2 * part, tp[2], tp[3], L, H, sb, sh, scale, OH, QH, QLD); }, nb, BH, 128);
+    launch([&] { flash_dq(dqa.data(), dqkv.data(), (long long)n, L, HD, QH, QLD, tp[0], tp[1]); }, (n / 16 + 127) / 128, 1, 128);
     for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) {
         size_t e = ((size_t)bh * L + i) * HD + c;
         dq[e] = dqkv[qi(0, bh, i, c)], dk[e] = dqkv[qi(1, bh, i, c)], dv[e] = dqkv[qi(2, bh, i, c)];
@@ -96,13 +103,23 @@ int main(int argc, char** argv) {
             }
         }
     }
+    if (ROT) {  // (a, b) → (a·c_j + b·s_{j+h}, b·c_{j+h} − a·s_j) per pair (j, j + HD/2) at each row's position
+        for (auto [r, c, s] : {std::tuple{&rdq, tab[0].data(), tab[1].data()}, std::tuple{&rdk, tab[2].data(), tab[3].data()}})
+            for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int j = 0; j < HD / 2; j++) {
+                double& a = (*r)[((size_t)bh * L + i) * HD + j];
+                double& b = (*r)[((size_t)bh * L + i) * HD + j + HD / 2];
+                const unsigned short *ct = c + (size_t)i * HD, *st = s + (size_t)i * HD;
+                double na = a * f(ct[j]) + b * f(st[j + HD / 2]), nb = b * f(ct[j + HD / 2]) - a * f(st[j]);
+                a = na, b = nb;
+            }
+    }
     auto acc = [&](int w, double got, double want) { if (std::isinf(want) && got == want) return; errs[w] += (got - want) * (got - want); norms[w] += want * want; };
     for (size_t e = 0; e < n; e++) { acc(1, f(dq[e]), rdq[e]); acc(2, f(dk[e]), rdk[e]); acc(3, f(dv[e]), rdv[e]); }
     for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) acc(0, f(o[oi(bh, i, c)]), ro[((size_t)bh * L + i) * HD + c]);
     for (int i = 0; i < BH * L; i++) acc(4, lse[i], rl[i]);
     const char* names[5] = {"o", "dq", "dk", "dv", "lse"};
     int bad = 0;
-    for (int w = 0; w < 5; w++) { double r = sqrt(errs[w] / norms[w]); printf("HD %d L %d OH %d fused %d %s rel %.2e\n", HD, L, OH, FUSED, names[w], r); bad |= !(r < 2e-2); }
+    for (int w = 0; w < 5; w++) { double r = sqrt(errs[w] / norms[w]); printf("HD %d L %d OH %d fused %d rot %d %s rel %.2e\n", HD, L, OH, FUSED, ROT, names[w], r); bad |= !(r < 2e-2); }
     if (BIAS) {  // the fully masked row: lse +∞ and a zero output (the kernels' convention)
         float l3 = lse[1 * L + 3], o3 = f(o[oi(1, 3, 0)]);
         printf("HD %d L %d fully masked row: lse %f, o %f\n", HD, L, l3, o3);

@@ -2,8 +2,7 @@
 // emu.h) against their formulas, computed here with the same operations: x[r, d + c] += a[r % L, c]
 // over the key columns of x [B·L, 3d] (the q and v columns untouched), and g[t, c] = Σ_b x[b·L + t,
 // d + c], in f32 and in bf16. Then rotate_qk (RoPE / xPos in place on the q and k columns) against
-// heads_split's formula, and its adjoint against the rotation's transpose (⟨R x, g⟩ = ⟨x, Rᵀ g⟩).
-// Exit status 1 on a difference.
+// heads_split's formula. Exit status 1 on a difference.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
@@ -56,15 +55,12 @@ static int check_rotate(const char* name, int B, int L, int H, int hd, int W, in
     long long rows = (long long)B * L, w = 3LL * H * hd;
     std::mt19937 rng(11);
     std::uniform_real_distribution<float> U(-1, 1);
-    std::vector<T> x(rows * w), g(rows * w), cq((size_t)L * hd), sq((size_t)L * hd), ck((size_t)L * hd), sk((size_t)L * hd);
-    for (auto* v : {&x, &g, &cq, &sq, &ck, &sk}) for (auto& e : *v) st(&e, 0, U(rng));
-    auto x0 = x, g0 = g;
+    std::vector<T> x(rows * w), cq((size_t)L * hd), sq((size_t)L * hd), ck((size_t)L * hd), sk((size_t)L * hd);
+    for (auto* v : {&x, &cq, &sq, &ck, &sk}) for (auto& e : *v) st(&e, 0, U(rng));
+    auto x0 = x;
     const T* tq[2] = {tables ? cq.data() : nullptr, sq.data()};
     const T* tk[2] = {tables == 2 ? ck.data() : nullptr, sk.data()};
-    auto run = [&](std::vector<T>& v, int adjoint) {
-        grid_2d(rows * H * hd / 2, W, [&] { rot(v.data(), tq[0], tq[1], tk[0], tk[1], rows, L, H, hd, adjoint); });
-    };
-    run(x, 0);
+    grid_2d(rows * H * hd / 2, W, [&] { rot(x.data(), tq[0], tq[1], tk[0], tk[1], rows, L, H, hd); });
     int bad = 0, half = hd / 2;
     for (long long r = 0; r < rows; r++)
         for (int c = 0; c < w; c++) {
@@ -79,18 +75,8 @@ static int check_rotate(const char* name, int B, int L, int H, int hd, int W, in
             }
             bad += ld(&x[r * w + c], 0) != ld(&want, 0);
         }
-    // the adjoint is the transpose: ⟨R x, g⟩ = ⟨x, Rᵀ g⟩ (in double over the rounded values)
-    run(g, 1);
-    double lhs = 0, rhs = 0, scale = 0;
-    for (long long e = 0; e < rows * w; e++) {
-        lhs += (double)ld(&x[e], 0) * ld(&g0[e], 0);
-        rhs += (double)ld(&x0[e], 0) * ld(&g[e], 0);
-        scale += std::fabs((double)ld(&x0[e], 0) * ld(&g0[e], 0));
-    }
-    double tol = sizeof(T) == 4 ? 1e-5 : 2e-2;  // bf16 rounds R x and Rᵀ g
-    bool adj = std::fabs(lhs - rhs) <= tol * scale;
-    printf("rotate_qk %s W %d: B %d, L %d, H %d, hd %d, tables %d: %d differences, <Rx,g> %.6g vs <x,RTg> %.6g\n", name, W, B, L, H, hd, tables, bad, lhs, rhs);
-    return bad + !adj;
+    printf("rotate_qk %s W %d: B %d, L %d, H %d, hd %d, tables %d: %d differences\n", name, W, B, L, H, hd, tables, bad);
+    return bad;
 }
 int main() {
     int bad = 0;

@@ -194,7 +194,7 @@ pub(super) mod cuda {
                 launch(&format!("add_key_{}", dtype_name(dt)), grid(n * d, 256), 256, stream, &args);
             }
             // q and k rotated where they lie; flash reads q, k, v from the fused projection
-            rotate(dt, phqkv, rot_ptrs(has, &p[5 + added..5 + added + nt]), n, [l, heads, hd], false, stream);
+            rotate(dt, phqkv, rot_ptrs(has, &p[5 + added..5 + added + nt]), n, [l, heads, hd], stream);
         });
         // o with the heads side by side, [b, L, d]: the output projection's input as it is
         let [o, lse] = super::super::flash::fwd(Qkv::Fused(hqkv.clone()), bias, scale, heads, Merged);
@@ -220,9 +220,8 @@ pub(super) mod cuda {
     pub fn bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>, k_add: bool) -> ([T; 5], Option<T>) {
         let [dy, h] = [dy, h].map(compact);
         let [qkv, o, lse, wqkv, wo] = saved.map(compact);
-        let rot = rot.map(|r| r.map(|t| t.map(compact)));
         let [b, l, d] = h.meta.shape().dims::<3>();
-        let (n, hd, dt, device) = (b * l, d / heads, h.dtype, h.device.index);
+        let (n, dt, device) = (b * l, h.dtype, h.device.index);
         // o and its gradient with the heads side by side, [b, L, d] (as the forward wrote o)
         let (dout, dwo) = (empty(&h, vec![b, l, d], dt), empty(&h, vec![d, d], w_dtype));
         let gemm = move |m, nn, k, a, b, c, out, stream: cudarc::driver::sys::CUstream| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype: dt, out, beta: 0.0 }.run(device, stream as _);
@@ -231,8 +230,9 @@ pub(super) mod cuda {
             gemm(n, d, d, side(pdy, N, d), side(pwo, Tr, d), side(pdout, N, d), dt, stream);
             gemm(d, d, n, side(po, Tr, d), side(pdy, N, d), side(pdwo, N, d), w_dtype, stream);
         });
-        // the gradients of q, k, v straight into the fused projection's layout, then unrotated there
-        let dhqkv = match super::super::flash::bwd(Qkv::Fused(qkv), o, dout, lse, bias, scale, heads, Merged) {
+        // the gradients of q, k, v straight into the fused projection's layout, q's and k's rotated
+        // back as the kernels write them
+        let dhqkv = match super::super::flash::bwd(Qkv::Fused(qkv), o, dout, lse, bias, scale, heads, Merged, rot) {
             Qkv::Fused(g) => g,
             Qkv::Heads(_) => unreachable!("gradients come in q's layout"),
         };
@@ -241,17 +241,14 @@ pub(super) mod cuda {
         let dw = empty(&h, vec![3, d, d], w_dtype);
         let dk_add = k_add.then(|| empty(&h, vec![l, d], dt));
         let mut ts = vec![&dhqkv, &h, &wqkv];
-        ts.extend(tables(&rot));
         ts.extend(&dk_add);
         ts.extend([&dh, &dw]);
-        let (has, added) = (rot.each_ref().map(|r| r.is_some()), k_add as usize);
+        let added = k_add as usize;
         enqueue_all(&ts, move |p, stream| {
-            let nt = p.len() - 5 - added;
             let [pdhqkv, ph, pwqkv] = p[..3].try_into().expect("3 inputs");
-            let [pdh, pdw] = p[3 + nt + added..].try_into().expect("2 outputs");
-            rotate(dt, pdhqkv, rot_ptrs(has, &p[3..3 + nt]), n, [l, heads, hd], true, stream);
+            let [pdh, pdw] = p[3 + added..].try_into().expect("2 outputs");
             if added == 1 {
-                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[3 + nt]), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
+                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[3]), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
                 launch(&format!("sum_key_{}", dtype_name(dt)), grid(l * d, 256), 256, stream, &args);
             }
             // dh (+)= dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]

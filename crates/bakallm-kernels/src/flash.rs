@@ -76,7 +76,8 @@ impl OutLayout {
 /// q, k and v (and, from the backward, their gradients) as the kernels take them: three
 /// `[b·heads, L, hd]` tensors, or `Fused`, one `[b, L, 3·heads·hd]` with q, k and v side by side
 /// (the fused projection's output, so no split runs before the forward and no merge after the
-/// backward; rotations are applied to it in place, `rotate_qk`).
+/// backward; the forward's rotations are applied to it in place, `rotate_qk`, and the backward's
+/// adjoint by the kernels as they write dq and dk, `bwd`'s `unrotate`).
 #[allow(clippy::large_enum_variant)] // a value of one call, never stored
 pub enum Qkv {
     Heads([T; 3]),
@@ -207,10 +208,13 @@ pub fn fwd(qkv: Qkv, bias: Option<T>, scale: f32, heads: usize, layout: OutLayou
 
 /// The gradients of `qkv` (in its layout) from `qkv`, `o` and `dout` (in `layout`), the forward's
 /// `lse` and the same `bias` (if any): the row dots `rowsum(dout ⊙ o)`, then one pass over the key
-/// blocks (dq summed in f32), then dq to bf16.
+/// blocks (dq summed in f32), then dq to bf16. With `unrotate`, q's and k's rotation tables
+/// (`[cos, sin]` `[L, hd]` bf16 each, as `rotate_qk` takes them), dq and dk come out rotated back
+/// (the rotation's adjoint, `rotate_qk`'s): the gradients of q and k as they were before it.
 #[allow(clippy::too_many_arguments)]
-pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout) -> Qkv {
+pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout, unrotate: [Option<[T; 2]>; 2]) -> Qkv {
     let (qkv, bias) = (qkv.compact(), bias.map(compact));
+    let unrotate = unrotate.map(|r| r.map(|t| t.map(compact)));
     let [o, dout, lse] = [o, dout, lse].map(compact);
     let dims @ [bh, l, hd] = qkv.dims("flash_bwd", heads);
     let dt = qkv.first().dtype;
@@ -224,23 +228,38 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: 
     let n_in = ts.len();
     ts.extend(&bias);
     ts.extend([&o, &dout, &lse, &delta, &acc]);
+    for t in unrotate.iter().flatten().flatten() {
+        let [rows, cols] = t.meta.shape().dims::<2>();
+        assert!(t.dtype == dt && rows >= l && cols == hd, "flash_bwd: rotation tables must be [≥ {l}, {hd}] in {dt:?}, got [{rows}, {cols}] {:?}", t.dtype);
+        ts.push(t);
+    }
     ts.extend(grads.all());
-    let (biased, fused) = (bias.is_some(), qkv.is_fused());
+    let (biased, fused, has) = (bias.is_some(), qkv.is_fused(), unrotate.each_ref().map(|r| r.is_some()));
     enqueue_all(&ts, move |p, stream| {
         let ([q, k, v], qh, qld) = qkv_ptrs(fused, &p[..n_in], heads, dims);
         let rest = with_null(&p[n_in..], 0, biased);
         let [b, o, dout, lse, delta, acc] = rest[..6].try_into().expect("6 pointers");
-        let ([dq, dk, dv], ..) = qkv_ptrs(fused, &rest[6..], heads, dims);
-        check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq]);
+        // [cos, sin] of q, then of k (nulls where absent)
+        let mut at = 6;
+        let [[cq, sq], [ck, sk]] = has.map(|h| match h {
+            true => {
+                at += 2;
+                [rest[at - 2], rest[at - 1]]
+            }
+            false => [0, 0],
+        });
+        let ([dq, dk, dv], ..) = qkv_ptrs(fused, &rest[at..], heads, dims);
+        check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq, cq, sq, ck, sk]);
         unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
         let oh = layout.heads_per_row(heads);
         let dot = [Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64), Arg::I32(dim(l, "L")), Arg::I32(oh)];
         launch(&format!("flash_dot_hd{hd}"), grid(bh * l * (hd / 8), 128), 128, stream, &dot);
-        let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv].map(Arg::Ptr);
+        let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv, ck, sk].map(Arg::Ptr);
         let args = ptrs.into_iter().chain(tail(l, heads, strides, scale, layout, qh, qld));
         launch_with(&format!("flash_bwd_{name}"), blocks(TILE, dims), 128, bwd_smem(hd), stream, &args.collect::<Vec<_>>());
-        let to_bf16 = [Arg::Ptr(acc), Arg::Ptr(dq), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(hd, "head dim")), Arg::I32(qh), Arg::I32(qld)];
-        launch("flash_dq", grid(n / 8, 256), 256, stream, &to_bf16)
+        let (l, hd) = (Arg::I32(dim(l, "L")), Arg::I32(dim(hd, "head dim")));
+        let to_bf16 = [Arg::Ptr(acc), Arg::Ptr(dq), Arg::I64(n as i64), l, hd, Arg::I32(qh), Arg::I32(qld), Arg::Ptr(cq), Arg::Ptr(sq)];
+        launch("flash_dq", grid(n / 16, 256), 256, stream, &to_bf16)
     });
     grads
 }

@@ -164,7 +164,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
 
     fn flash_bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 3] {
         let [q, k, v, o, dout] = qkvod;
-        match super::flash::bwd(super::flash::Qkv::Heads([q, k, v]), o, dout, lse, bias, scale, heads, super::flash::OutLayout::Heads) {
+        match super::flash::bwd(super::flash::Qkv::Heads([q, k, v]), o, dout, lse, bias, scale, heads, super::flash::OutLayout::Heads, [None, None]) {
             super::flash::Qkv::Heads(g) => g,
             super::flash::Qkv::Fused(_) => unreachable!("gradients come in q's layout"),
         }

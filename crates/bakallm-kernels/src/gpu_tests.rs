@@ -136,7 +136,8 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
 /// The LM head + cross-entropy op's kernels (`head::head_ce`: cuBLAS GEMMs and `ce_grad` over row
 /// chunks) against burn's steps of the same op in f32 on the CPU from the same rounded values:
 /// losses, `dx` and `dw`; chunks that do and do not divide the rows, vocabularies that are and are
-/// not a multiple of the 16-byte access, bf16 and f32, up to the pristine vocabulary (50304).
+/// not a multiple of the 16-byte access, bf16 and f32, rows that fit in shared memory (`ce_grad_row`:
+/// up to the pristine vocabulary, 50304) and rows that do not (f32 at 40000, bf16 at 65536).
 #[test]
 fn gpu_head_ce_kernels_match_burns_steps() {
     let _serial = crate::serial();
@@ -145,7 +146,9 @@ fn gpu_head_ce_kernels_match_burns_steps() {
     type G = crate::backend::Gpu;
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
-    for (n, d, v, chunk, dt) in [(300, 64, 1000, 128, BF16), (300, 64, 1001, 300, BF16), (257, 32, 1000, 64, F32), (64, 48, 517, 1000, BF16), (40, 32, 50304, 32, BF16), (40, 32, 40000, 32, F32)] {
+    for (n, d, v, chunk, dt) in
+        [(300, 64, 1000, 128, BF16), (300, 64, 1001, 300, BF16), (257, 32, 1000, 64, F32), (64, 48, 517, 1000, BF16), (40, 32, 50304, 32, BF16), (40, 32, 40000, 32, F32), (24, 32, 65536, 24, BF16)]
+    {
         // the weight as rounded to x's dtype, so both sides multiply the same values
         let x = Tensor::<G, 2>::from_data(TensorData::new(values(n * d, 1, 2.0), [n, d]), &dev).cast(dt);
         let w = Tensor::<G, 2>::from_data(TensorData::new(values(d * v, 2, 0.3), [d, v]), &dev).cast(dt).cast(F32);

@@ -9,19 +9,25 @@
 //! (`chunk` rows) ever exists; the autodiff op (`cross_entropy::head_ce_mean`) scales `dx` and `dw`
 //! by the scalar upstream gradient in the backward.
 //!
-//! Per chunk: one GEMM for its logits, one kernel (`ce_grad`, cuda/tokens.cu) for its losses and
-//! its logits' gradient in place, one GEMM for its rows of `dx` and one that adds its share of `dw`
-//! (f32, written by cuBLAS). Every GEMM is a cuBLAS call on the device thread, in stream order.
+//! Per chunk: one GEMM for its logits, one kernel (`ce_grad`, or `ce_grad_row` with the row in
+//! shared memory where it fits: cuda/tokens.cu) for its losses and its logits' gradient in place,
+//! one GEMM for its rows of `dx` and one that adds its share of `dw` (f32, written by cuBLAS).
+//! Every GEMM is a cuBLAS call on the device thread, in stream order.
 
 use super::cublas::{side, RowGemm};
 use super::fused::{empty, grid, int_name, kernel, CE_BLOCK};
 use super::gemm::Trans;
-use super::nvrtc::{compact, enqueue, launch, Arg};
+use super::nvrtc::{compact, enqueue, launch_shared, max_shared_per_block, Arg};
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 
 type T = CubeTensor<CudaRuntime>;
+
+/// Threads per row of `ce_grad_row`, and the longest row it takes: two such blocks share a Hopper
+/// SM (228 KiB), one loading while the other computes (a 50304-token bf16 row is 98 KiB).
+const CE_ROW_BLOCK: u32 = 512;
+const CE_ROW_MAX_BYTES: u64 = 112 << 10;
 
 /// `[losses [n] f32, dx [n, d], dw [d, V]]` of `x [n, d] · wc [d, V]` (`wc`: the weight cast to
 /// `x`'s dtype) against `t [n]`, `chunk` rows at a time; `dw` in `w_dtype` (the master weight's).
@@ -39,7 +45,14 @@ pub fn head_ce(x: T, wc: T, w_dtype: DType, t: T, chunk: usize) -> [T; 3] {
     let (ints, int_size, size, device) = (int_name(&t), t.dtype.size() as u64, dtype.size() as u64, x.device.index);
     let scale = 1.0 / n as f32;
     enqueue([&x, &wc, &t, &losses, &dx, &dw, &logits], move |[px, pw, pt, pl, pdx, pdw, pz], stream| {
-        let name = format!("{}_{}", kernel("ce_grad", dtype, &[pz], &[v]), ints);
+        // the row in shared memory (one read of the logits) where it fits, 16-byte accesses only
+        let wide = kernel("ce_grad", dtype, &[pz], &[v]);
+        let row_bytes = v as u64 * size;
+        let in_smem = wide.ends_with("_v") && row_bytes <= CE_ROW_MAX_BYTES.min(max_shared_per_block() as u64);
+        let (name, block, smem) = match in_smem {
+            true => (format!("ce_grad_row{}_{ints}", &wide["ce_grad".len()..]), CE_ROW_BLOCK, row_bytes as u32),
+            false => (format!("{wide}_{ints}"), CE_BLOCK, 0),
+        };
         let gemm = |m, n, k, a, b, c, out, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out, beta }.run(device, stream as _);
         for start in (0..n).step_by(rows) {
             let (r, s) = (rows.min(n - start), start as u64);
@@ -48,7 +61,7 @@ pub fn head_ce(x: T, wc: T, w_dtype: DType, t: T, chunk: usize) -> [T; 3] {
             gemm(r, v, d, side(xc, Trans::N, d), side(pw, Trans::N, v), side(pz, Trans::N, v), dtype, 0.0);
             // losses of the chunk; its logits become (softmax − onehot) / n
             let args = [Arg::Ptr(pz), Arg::Ptr(pt + s * int_size), Arg::Ptr(pl + s * 4), Arg::F32(scale), Arg::I32(super::fused::dim(v, "vocab"))];
-            launch(&name, grid(r, 1), CE_BLOCK, stream, &args);
+            launch_shared(&name, grid(r, 1), block, smem, stream, &args);
             // dx_c [r, d] = dlogits [r, V] · wcᵀ [V, d]
             gemm(r, d, v, side(pz, Trans::N, v), side(pw, Trans::T, v), side(pdx + s * d as u64 * size, Trans::N, d), dtype, 0.0);
             // dw [d, V] (+)= x_cᵀ [d, r] · dlogits [r, V]

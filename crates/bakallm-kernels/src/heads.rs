@@ -105,10 +105,9 @@ pub(super) mod cuda {
 
     /// Queues `rotate_qk` (cuda/attention.cu): q's and k's columns of the fused projection `fused`
     /// `[rows, 3·heads·hd]` rotated in place by their tables (`rot`; a side without tables is left
-    /// as it is, and without any nothing is launched), or by the rotation's transpose (`adjoint`,
-    /// for the gradients). Call from an `enqueue` task.
-    #[allow(clippy::too_many_arguments)]
-    pub fn rotate(dtype: DType, fused: u64, rot: [Option<[u64; 2]>; 2], rows: usize, [l, heads, hd]: [usize; 3], adjoint: bool, stream: cudarc::driver::sys::CUstream) {
+    /// as it is, and without any nothing is launched). The gradients' rotation back is the flash
+    /// backward's (`flash::bwd`'s `unrotate`). Call from an `enqueue` task.
+    pub fn rotate(dtype: DType, fused: u64, rot: [Option<[u64; 2]>; 2], rows: usize, [l, heads, hd]: [usize; 3], stream: cudarc::driver::sys::CUstream) {
         if rot.iter().all(|r| r.is_none()) {
             return;
         }
@@ -119,18 +118,8 @@ pub(super) mod cuda {
         let name = kernel("rotate_qk", dtype, &ptrs, &[hd / 2, 3 * heads * hd]);
         let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
         let pairs = rows * heads * hd / 2;
-        let args = [
-            Arg::Ptr(fused),
-            Arg::Ptr(cq),
-            Arg::Ptr(sq),
-            Arg::Ptr(ck),
-            Arg::Ptr(sk),
-            Arg::I64(rows as i64),
-            Arg::I32(dim(l, "L")),
-            Arg::I32(dim(heads, "heads")),
-            Arg::I32(dim(hd, "head dim")),
-            Arg::I32(adjoint as i32),
-        ];
+        let args =
+            [Arg::Ptr(fused), Arg::Ptr(cq), Arg::Ptr(sq), Arg::Ptr(ck), Arg::Ptr(sk), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
         launch_2d(&name, (grid(pairs / per_thread, 256), 2), 256, stream, &args)
     }
 }

@@ -197,6 +197,17 @@ pub fn capability() -> (i32, i32) {
     })
 }
 
+/// The most dynamic shared memory one block may ask for on device 0 (bytes, opted in).
+pub fn max_shared_per_block() -> u32 {
+    use ds::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN as OPTIN;
+    static MAX: OnceLock<u32> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        current_context();
+        let dev = dr::device::get(0).expect("cuDeviceGet");
+        unsafe { dr::device::get_attribute(dev, OPTIN) }.expect("shared memory per block") as u32
+    })
+}
+
 /// NVRTC's target: the newest virtual architecture this code uses that the device has (PTX, so
 /// the driver compiles it for the device itself). On Hopper (9.0) that is `compute_90a`, whose
 /// PTX may hold `wgmma` (the flash kernels' products at head dim 64) and runs on 9.0 devices only.

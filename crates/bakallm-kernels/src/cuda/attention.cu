@@ -237,11 +237,11 @@ KEY_KERNELS(bf16, bf16)
 // RoPE / xPos in place on the q and k columns of the fused projection x [rows, 3·H·hd],
 // blockIdx.y picking q (0) or k (1), each rotated by its tables c, s [L, hd] where given (null: left
 // as it is): the pair (j, j + hd/2) of a head becomes (x_j·c_j − x_{j+h}·s_j, x_{j+h}·c_{j+h} +
-// x_j·s_{j+h}), heads_split's rotation; with `adjoint` its transpose, heads_merge's,
-// (g_j·c_j + g_{j+h}·s_{j+h}, g_{j+h}·c_{j+h} − g_j·s_j), for the gradients. One thread per W
-// consecutive j of a pair's first half (the host checks hd / 2 is a multiple of W).
+// x_j·s_{j+h}), heads_split's rotation (its adjoint, for the gradients, is applied by the flash
+// backward as it writes dq and dk: store_dk_dv, flash_dq). One thread per W consecutive j of a
+// pair's first half (the host checks hd / 2 is a multiple of W).
 template <typename T, int W>
-__device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, int L, int H, int hd, int adjoint) {
+__device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, int L, int H, int hd) {
     int p = blockIdx.y, half = hd / 2;
     const T* c = p == 0 ? cq : ck;
     const T* s = p == 0 ? sq : sk;
@@ -261,16 +261,16 @@ __device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* 
     float ya[W], yb[W];
 #pragma unroll
     for (int k = 0; k < W; k++) {
-        ya[k] = adjoint ? xa[k] * ca[k] + xb[k] * sb[k] : xa[k] * ca[k] - xb[k] * sa[k];
-        yb[k] = adjoint ? xb[k] * cb[k] - xa[k] * sa[k] : xb[k] * cb[k] + xa[k] * sb[k];
+        ya[k] = xa[k] * ca[k] - xb[k] * sa[k];
+        yb[k] = xb[k] * cb[k] + xa[k] * sb[k];
     }
     Vec<T, W>::store(a, ya);
     Vec<T, W>::store(a + half, yb);
 }
 #define ROTATE_KERNELS(T, NAME, W)                                                                                     \
     extern "C" __global__ void rotate_qk_##NAME(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, \
-                                                int L, int H, int hd, int adjoint) {                                   \
-        rotate_qk<T, W>(x, cq, sq, ck, sk, rows, L, H, hd, adjoint);                                                    \
+                                                int L, int H, int hd) {                                                \
+        rotate_qk<T, W>(x, cq, sq, ck, sk, rows, L, H, hd);                                                             \
     }
 ROTATE_KERNELS(float, f32, 1)
 ROTATE_KERNELS(bf16, bf16, 1)

@@ -67,6 +67,43 @@ __device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, f
 }
 #endif
 
+// Writes this thread's rows j0 and j0 + 8 of a 64-key block's dK (× scale) and dV from their C
+// fragments (n-tile d: columns d·8 + 2t, 2t + 1; elements 0, 1 of row j0, 2, 3 of row j0 + 8).
+// With k's rotation tables ck, sk [L, HD] (RoPE, xPos; null: none) dK is rotated back as it is
+// written, rotate_qk's adjoint: the pair (c, c + HD/2) lies in n-tiles d and d + HD/16 of the same
+// thread, (a, b) → (a·c_c + b·s_{c+h}, b·c_{c+h} − a·s_c) at the key's position.
+template <int HD>
+__device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (*dva)[4], bf16* dk, bf16* dv, long long base, int qld, int j0,
+                                            int L, float scale, const bf16* ck, const bf16* sk) {
+    const int t = threadIdx.x & 3, HT = HD / 16;  // n-tiles per half
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int j = j0 + 8 * h;
+        if (j >= L) continue;
+        float a[HD / 8][2];
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) a[d][0] = dka[d][2 * h] * scale, a[d][1] = dka[d][2 * h + 1] * scale;
+        if (ck) {
+#pragma unroll
+            for (int d = 0; d < HT; d++) {
+                const bf16 *cr = ck + (long long)j * HD + d * 8 + 2 * t, *sr = sk + (long long)j * HD + d * 8 + 2 * t;
+                unsigned ca = *reinterpret_cast<const unsigned*>(cr), cb = *reinterpret_cast<const unsigned*>(cr + HD / 2);
+                unsigned sa = *reinterpret_cast<const unsigned*>(sr), sb = *reinterpret_cast<const unsigned*>(sr + HD / 2);
+                float x0 = a[d][0], x1 = a[d][1], y0 = a[d + HT][0], y1 = a[d + HT][1];
+                a[d][0] = x0 * lo(ca) + y0 * lo(sb), a[d][1] = x1 * hi(ca) + y1 * hi(sb);
+                a[d + HT][0] = y0 * lo(cb) - x0 * lo(sa), a[d + HT][1] = y1 * hi(cb) - x1 * hi(sa);
+            }
+        }
+        long long row = base + (long long)j * qld;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) {
+            int c = d * 8 + 2 * t;
+            *reinterpret_cast<unsigned*>(dk + row + c) = pack(a[d][0], a[d][1]);
+            *reinterpret_cast<unsigned*>(dv + row + c) = pack(dva[d][2 * h], dva[d][2 * h + 1]);
+        }
+    }
+}
+
 // Backward: one block per 64 keys (4 warps × 16 keys) and head, looping over the query blocks at
 // or after them (causal). Per tile, with Sᵀ = K·Qᵀ: Pᵀ = exp(Sᵀ·scale + biasᵀ − lse),
 // dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − delta), dK += dSᵀ·Q (registers, written once, × scale),
@@ -77,8 +114,8 @@ __device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, f
 // an SM (at 254 registers two did, and the SM's issue slots were busy 39% of the time).
 template <int HD, bool BIAS>
 __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
-                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
-                          float scale, int oh, int qh, int qld) {
+                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L, int H,
+                          long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
     // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q and dO side by side
     // and the rows' lse and delta, double-buffered (tile qb + 1 loads while qb computes); with
     // FA_BULK_DQ a tile's Q|dO buffer holds its dQ rows once dK and dV have read it (f32, in
@@ -217,18 +254,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
         cp_wait_all();
         __syncthreads();
     }
-#pragma unroll
-    for (int d = 0; d < HD / 8; d++) {
-        int c = d * 8 + 2 * t;
-        if (j0 < L) {
-            *reinterpret_cast<unsigned*>(dk + base + (long long)j0 * qld + c) = pack(dka[d][0] * scale, dka[d][1] * scale);
-            *reinterpret_cast<unsigned*>(dv + base + (long long)j0 * qld + c) = pack(dva[d][0], dva[d][1]);
-        }
-        if (j1 < L) {
-            *reinterpret_cast<unsigned*>(dk + base + (long long)j1 * qld + c) = pack(dka[d][2] * scale, dka[d][3] * scale);
-            *reinterpret_cast<unsigned*>(dv + base + (long long)j1 * qld + c) = pack(dva[d][2], dva[d][3]);
-        }
-    }
+    store_dk_dv<HD>(dka, dva, dk, dv, base, qld, j0, L, scale, ck, sk);
 }
 
 #if FA_WGMMA
@@ -241,8 +267,8 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
 // 18 KiB (Q, dO, then room for the dQ chunks) | lse[2][64], delta[2][64].
 template <bool BIAS>
 __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
-                             const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
-                             float scale, int oh, int qh, int qld) {
+                             const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L, int H,
+                             long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
     extern __shared__ __align__(16) bf16 fa_dyn[];
     const unsigned raw = smem(fa_dyn), sa = (raw + 1023) & ~1023u;
     char* gen = reinterpret_cast<char*>(fa_dyn) + (sa - raw);  // the aligned base as a generic pointer
@@ -336,56 +362,66 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)) + warp * 8 * FA_DQ_CHUNK(64),
                         Qs + warp * 8 * FA_DQ_CHUNK(64) * 4, dq_acc + acc_base, q0 + warp * 16, L);
     }
-    int j0 = k0 + r, j1 = j0 + 8;  // this thread's two keys
-#pragma unroll
-    for (int d = 0; d < 8; d++) {
-        int c = d * 8 + 2 * t;
-        if (j0 < L) {
-            *reinterpret_cast<unsigned*>(dk + base + (long long)j0 * qld + c) = pack(dka[4 * d] * scale, dka[4 * d + 1] * scale);
-            *reinterpret_cast<unsigned*>(dv + base + (long long)j0 * qld + c) = pack(dva[4 * d], dva[4 * d + 1]);
-        }
-        if (j1 < L) {
-            *reinterpret_cast<unsigned*>(dk + base + (long long)j1 * qld + c) = pack(dka[4 * d + 2] * scale, dka[4 * d + 3] * scale);
-            *reinterpret_cast<unsigned*>(dv + base + (long long)j1 * qld + c) = pack(dva[4 * d + 2], dva[4 * d + 3]);
-        }
-    }
+    store_dk_dv<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), dk, dv, base, qld, k0 + r, L, scale, ck, sk);
 }
 #endif
 
 // The backward of head dim HD: with wgmma where FA_WGMMA and HD = 64, else with mma.sync.
 template <int HD, bool BIAS>
 __device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
-                              const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb, long long bias_sh,
-                              float scale, int oh, int qh, int qld) {
+                              const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L, int H,
+                              long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
 #if FA_WGMMA
     if constexpr (HD == 64) {
-        flash_bwd_wg<BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        flash_bwd_wg<BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
         return;
     } else
 #endif
-        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
 }
 
 // dq (bf16, row_base's layout (QH, QLD)) from its f32 accumulator [bh, L, hd] of n elements (hd a
-// multiple of 8), 8 per thread.
-extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int L, int hd, int qh, int qld) {
-    long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 8;
-    if (i >= n) return;
-    long long row = i / hd, bh = row / L;
-    long long at = (bh / qh) * L * qld + (bh % qh) * hd + (row % L) * qld + i % hd;
-    float v[8];
-    Vec<float, 4>::load(acc + i, v);
-    Vec<float, 4>::load(acc + i + 4, v + 4);
-    Vec<bf16, 8>::store(dq + at, v);
+// multiple of 16): per thread 8 columns j of a row's first half and the 8 at j + hd/2, rotated
+// back by q's tables cq, sq [L, hd] if given (rotate_qk's adjoint, as store_dk_dv's for dK).
+extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int L, int hd, int qh, int qld, const bf16* cq, const bf16* sq) {
+    long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 8;  // over the rows' first halves
+    int half = hd / 2;
+    if (i >= n / 2) return;
+    long long row = i / half, bh = row / L;
+    int j = (int)(i % half), pos = (int)(row % L);
+    long long at = (bh / qh) * L * qld + (bh % qh) * hd + pos * qld + j;
+    const float* src = acc + row * hd + j;
+    float a[8], b[8];
+    Vec<float, 4>::load(src, a);
+    Vec<float, 4>::load(src + 4, a + 4);
+    Vec<float, 4>::load(src + half, b);
+    Vec<float, 4>::load(src + half + 4, b + 4);
+    if (cq) {
+        float ca[8], cb[8], sa[8], sb[8];
+        long long tj = (long long)pos * hd + j;
+        Vec<bf16, 8>::load(cq + tj, ca);
+        Vec<bf16, 8>::load(cq + tj + half, cb);
+        Vec<bf16, 8>::load(sq + tj, sa);
+        Vec<bf16, 8>::load(sq + tj + half, sb);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float x = a[e], y = b[e];
+            a[e] = x * ca[e] + y * sb[e];
+            b[e] = y * cb[e] - x * sa[e];
+        }
+    }
+    Vec<bf16, 8>::store(dq + at, a);
+    Vec<bf16, 8>::store(dq + at + half, b);
 }
 
 // NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
 #define FLASH_BWD_KERNELS(HD, BIAS, NAME)                                                                                   \
     extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
         flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
-                         const float* delta, float* dq_acc, bf16* dk, bf16* dv, int L, int H, long long bias_sb,            \
-                         long long bias_sh, float scale, int oh, int qh, int qld) {                                          \
-        flash_bwd_any<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, L, H, bias_sb, bias_sh, scale, oh, qh, qld);\
+                         const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L,      \
+                         int H, long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {                 \
+        flash_bwd_any<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, bias_sb, bias_sh, scale, oh, qh, \
+                                qld);                                                                                        \
     }
 
 FLASH_BWD_KERNELS(32, false, hd32)

@@ -93,6 +93,69 @@ __device__ void ce_grad(T* x, const I* t, float* loss, float scale, int V) {
     softmax_grad_row<T, W>(xr, xr, row_lse, target, scale, V);
 }
 
+// A block-wide max (MAX) or sum of v, valid in every thread (blockDim.x a multiple of 32).
+template <bool MAX>
+__device__ float block_all(float v) {
+    __shared__ float part[32];
+    int warp = threadIdx.x / 32, lane = threadIdx.x & 31, nw = blockDim.x / 32;
+    v = MAX ? warp_max(v) : warp_sum(v);
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : (MAX ? NEG_INF : 0.f);
+    v = MAX ? warp_max(v) : warp_sum(v);
+    __syncthreads();  // part is free for the next call
+    return v;
+}
+
+// ce_grad with the row kept in shared memory (V·sizeof(T) bytes, dynamic; the host picks it where
+// that fits): the logits are read from global memory once instead of twice (max, then Σ exp from
+// shared memory, then the gradient written over them). The same quantities as ce_grad's, the
+// log-sum-exp by max and sum instead of one online pass (they differ by rounding only).
+#define CE_ROW_LOADS 4
+template <typename T, typename I, int W>
+__device__ void ce_grad_row(T* x, const I* t, float* loss, float scale, int V) {
+    extern __shared__ Word4 row[];  // V / W words of W logits
+    long long r = blockIdx.x, target = (long long)t[r];
+    T* xr = x + r * V;
+    const T* sr = reinterpret_cast<const T*>(row);
+    float xt = threadIdx.x == 0 ? ld(xr, target) : 0.f;  // read before any thread writes the row
+    int n = V / W;
+    float m = NEG_INF;
+    for (int i0 = threadIdx.x; i0 < n; i0 += CE_ROW_LOADS * blockDim.x) {
+        Word4 w[CE_ROW_LOADS];  // these loads all issued before any is used
+#pragma unroll
+        for (int u = 0; u < CE_ROW_LOADS; u++)
+            if (i0 + u * blockDim.x < n) w[u] = reinterpret_cast<const Word4*>(xr)[i0 + u * blockDim.x];
+#pragma unroll
+        for (int u = 0; u < CE_ROW_LOADS; u++) {
+            if (i0 + u * blockDim.x >= n) break;
+            row[i0 + u * blockDim.x] = w[u];
+            float a[W];
+            Vec<T, W>::load(reinterpret_cast<const T*>(&w[u]), a);
+#pragma unroll
+            for (int k = 0; k < W; k++) m = fmaxf(m, a[k]);
+        }
+    }
+    m = block_all<true>(m);  // its barrier also makes the row visible to every thread
+    float s = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float a[W];
+        Vec<T, W>::load(sr + i * W, a);
+#pragma unroll
+        for (int k = 0; k < W; k++) s += __expf(a[k] - m);
+    }
+    float lse = m + __logf(block_all<false>(s));
+    if (threadIdx.x == 0) loss[r] = lse - xt;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float a[W];
+        Vec<T, W>::load(sr + i * W, a);
+        int j = i * W;
+#pragma unroll
+        for (int k = 0; k < W; k++) a[k] = (__expf(a[k] - lse) - (j + k == target ? 1.f : 0.f)) * scale;
+        Vec<T, W>::store(xr + j, a);
+    }
+}
+
 // Embedding gradient: dw[ids[r], c] += g[r, c] for g [n, D], into a zeroed f32 dw [V, D].
 template <typename T, typename I>
 __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int D) {
@@ -113,6 +176,10 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
     extern "C" __global__ void ce_grad_##NAME##_##INAME(T* x, const I* t, float* loss, float scale, int V) {           \
         ce_grad<T, I, W>(x, t, loss, scale, V);                                                                         \
     }
+#define CE_ROW_KERNEL(T, NAME, I, INAME, W)                                                                            \
+    extern "C" __global__ void ce_grad_row_##NAME##_##INAME(T* x, const I* t, float* loss, float scale, int V) {       \
+        ce_grad_row<T, I, W>(x, t, loss, scale, V);                                                                     \
+    }
 #define EMBED_KERNELS(T, NAME, I, INAME)                                                                               \
     extern "C" __global__ void embed_bwd_##NAME##_##INAME(const I* ids, const T* g, float* dw, long long n, int D) {   \
         embed_bwd<T, I>(ids, g, dw, n, D);                                                                              \
@@ -122,6 +189,8 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
     CE_KERNELS(bf16, bf16, I, INAME, 1)                                                                                \
     CE_KERNELS(float, f32_v, I, INAME, 4)                                                                              \
     CE_KERNELS(bf16, bf16_v, I, INAME, 8)                                                                              \
+    CE_ROW_KERNEL(float, f32_v, I, INAME, 4)                                                                           \
+    CE_ROW_KERNEL(bf16, bf16_v, I, INAME, 8)                                                                           \
     EMBED_KERNELS(float, f32, I, INAME)                                                                                \
     EMBED_KERNELS(bf16, bf16, I, INAME)
 
