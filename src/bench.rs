@@ -82,12 +82,14 @@ fn kernel_host() -> [u64; 5] {
     [0; 5]
 }
 
-/// Runs `f` while a side thread samples the bytes live tensors hold in cubecl's pool (on this
-/// thread's stream, every millisecond); returns `f`'s result and the most seen. Why: the pool's
-/// reserved bytes include its slack, while PyTorch reports `max_memory_allocated`; this is the
-/// like-for-like figure (a lower bound: a peak shorter than the interval can be missed).
+/// Runs `f` while a side thread samples cubecl's pool (on this thread's stream, every
+/// millisecond); returns `f`'s result and the most seen of `[bytes in use, bytes reserved]`. Why
+/// in use: the pool's reserved bytes include its slack, while PyTorch reports
+/// `max_memory_allocated`; this is the like-for-like figure (a lower bound: a peak shorter than the
+/// interval can be missed). The timed steps sample nothing: a query waits for cubecl's device
+/// thread, which the host would otherwise spend running ahead of the GPU.
 #[cfg(feature = "cuda")]
-fn peak_in_use<R>(device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+fn peak_in_use<R>(device: Device, f: impl FnOnce() -> R) -> (R, Option<[u64; 2]>) {
     use cubecl::Runtime;
     use std::sync::atomic::{AtomicBool, Ordering};
     if !device.is_cuda() {
@@ -97,10 +99,10 @@ fn peak_in_use<R>(device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
-            let mut peak = 0;
+            let mut peak = [0, 0];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(m) = stream.executes(|| client.memory_usage()) {
-                    peak = peak.max(m.bytes_in_use);
+                    peak = [peak[0].max(m.bytes_in_use), peak[1].max(m.bytes_reserved)];
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
@@ -113,7 +115,7 @@ fn peak_in_use<R>(device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn peak_in_use<R>(_device: Device, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+fn peak_in_use<R>(_device: Device, f: impl FnOnce() -> R) -> (R, Option<[u64; 2]>) {
     (f(), None)
 }
 
@@ -187,12 +189,13 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     let mut peak = reserved_bytes(t.device).unwrap_or(0);
     let t0 = Instant::now();
     let pending;
-    (model, pending) = steps(model, &mut optim, t, o.warmup..o.warmup + o.steps, &batch, || peak = peak.max(reserved_bytes(t.device).unwrap_or(0)));
+    (model, pending) = steps(model, &mut optim, t, o.warmup..o.warmup + o.steps, &batch);
     B::sync(dev)?;
     let dt = t0.elapsed().as_secs_f64();
+    peak = peak.max(reserved_bytes(t.device).unwrap_or(0));
     let last = pending.map_or(f32::NAN, |p| p.wait(&mut optim).0);
     let tok_s = (o.steps * t.batch * len) as f64 / dt;
-    // three more steps, untimed, with the in-use sampler running
+    // three more steps, untimed, with the memory sampler running
     let (model, in_use) = peak_in_use(t.device, || -> Result<BakaLM<B>> {
         let mut model = model;
         for i in 0..3 {
@@ -227,8 +230,8 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         "tok_s": (tok_s * 10.0).round() / 10.0,
         "ms_step": (dt / o.steps as f64 * 1e6).round() / 1e3,
         "mfu": if gpu { Some(tok_s * flops_per_token(cfg) / (o.peak_tflops * 1e12)) } else { None },
-        "peak_mem_gib": if gpu { Some(peak as f64 / (1u64 << 30) as f64) } else { None },
-        "peak_in_use_gib": in_use.map(|b| b as f64 / (1u64 << 30) as f64),
+        "peak_mem_gib": if gpu { Some(peak.max(in_use.map_or(0, |[_, r]| r)) as f64 / (1u64 << 30) as f64) } else { None },
+        "peak_in_use_gib": in_use.map(|[b, _]| b as f64 / (1u64 << 30) as f64),
         "warmup_s": (warm_s * 10.0).round() / 10.0,
         "loss_first": first,
         "loss_last": last,
@@ -247,7 +250,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     if let Some(path) = &o.trace {
         let rec = crate::kernels::trace::Recorder::start().map_err(anyhow::Error::msg).context("--trace")?;
         let mut synced_steps = |model, range| -> Result<BakaLM<B>> {
-            let (model, pending) = steps(model, &mut optim, t, range, &batch, || {});
+            let (model, pending) = steps(model, &mut optim, t, range, &batch);
             B::sync(dev)?;
             if let Some(p) = pending {
                 p.wait(&mut optim);
@@ -269,15 +272,14 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
 }
 
 /// Training steps `range` (their batches by index) as `baka train` runs them: each step's loss is
-/// read once the next is queued (`StepStats::later`); `each` runs after each step is queued.
-/// Returns the model and the last step's pending read (to `wait` on).
+/// read once the next is queued (`StepStats::later`). Returns the model and the last step's
+/// pending read (to `wait` on).
 fn steps<B: TrainOps>(
     mut model: BakaLM<B>,
     optim: &mut AdamW<B>,
     t: &TrainConfig,
     range: std::ops::Range<usize>,
     batch: &impl Fn(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
-    mut each: impl FnMut(),
 ) -> (BakaLM<B>, Option<crate::train::PendingStats>) {
     let mut pending = None;
     for i in range {
@@ -287,7 +289,6 @@ fn steps<B: TrainOps>(
         if let Some(p) = pending.replace(stats.later()) {
             p.wait(optim);
         }
-        each();
     }
     (model, pending)
 }
