@@ -342,7 +342,8 @@ fn gpu_sum_squares_kernel_matches_burns() {
 /// The fused AdamW kernel against burn's AdamW ops on the same gradients: three steps, the second
 /// with the gradient scaled (clipped) by 0.25, the third clipped on the device from a norm of 4
 /// (max 1), weight decay on; parameter and both moments. Then a non-finite norm: the kernel leaves
-/// all three as they were. The tensor is longer than the kernel's grid, so its stride loop runs.
+/// all three as they were. The tensor spans many of the kernel's blocks and ends mid-block on an
+/// element past the last whole group of four (the last block's tail).
 #[test]
 fn gpu_adamw_kernel_matches_burns() {
     let _serial = crate::serial();
