@@ -209,7 +209,7 @@ pub fn fwd(qkv: Qkv, bias: Option<T>, scale: f32, heads: usize, layout: OutLayou
 /// The gradients of `qkv` (in its layout) from `qkv`, `o` and `dout` (in `layout`), the forward's
 /// `lse` and the same `bias` (if any): the row dots `rowsum(dout ⊙ o)`, then one pass over the key
 /// blocks (dq summed in f32), then dq to bf16. With `unrotate`, q's and k's rotation tables
-/// (`[cos, sin]` `[L, hd]` bf16 each, as `rotate_qk` takes them), dq and dk come out rotated back
+/// (`[cos, sin]` `[L, hd]` bf16 each, leading dims of 1 allowed, as `rotate_qk` takes them), dq and dk come out rotated back
 /// (the rotation's adjoint, `rotate_qk`'s): the gradients of q and k as they were before it.
 #[allow(clippy::too_many_arguments)]
 pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout, unrotate: [Option<[T; 2]>; 2]) -> Qkv {
@@ -229,8 +229,9 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: 
     ts.extend(&bias);
     ts.extend([&o, &dout, &lse, &delta, &acc]);
     for t in unrotate.iter().flatten().flatten() {
-        let [rows, cols] = t.meta.shape().dims::<2>();
-        assert!(t.dtype == dt && rows >= l && cols == hd, "flash_bwd: rotation tables must be [≥ {l}, {hd}] in {dt:?}, got [{rows}, {cols}] {:?}", t.dtype);
+        let shape = t.meta.shape();
+        let (cols, rows) = (shape.as_slice().last().copied().unwrap_or(0), shape.num_elements() / hd);
+        assert!(t.dtype == dt && rows >= l && cols == hd, "flash_bwd: rotation tables must be [≥ {l}, {hd}] (any leading 1s) in {dt:?}, got {shape:?} {:?}", t.dtype);
         ts.push(t);
     }
     ts.extend(grads.all());
