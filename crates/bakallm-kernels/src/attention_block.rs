@@ -137,7 +137,7 @@ pub fn attention_block_ad<B: Prims, C: CheckpointStrategy>(h: Tensor<Autodiff<B,
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::flash::{OutLayout::Merged, Qkv};
+    use super::super::flash::{rot_ptrs, OutLayout::Merged, Qkv};
     use super::super::fused::{cast_many, dim, dtype_name, empty, grid, part};
     use super::super::gemm::Trans::{N, T as Tr};
     use super::super::heads::cuda::rotate;
@@ -147,18 +147,6 @@ pub(super) mod cuda {
     use cubecl::cuda::CudaRuntime;
 
     type T = CubeTensor<CudaRuntime>;
-
-    /// The pointers of the rotation tables of q and k (`[cos, sin]` each, if any) among `p`, in the
-    /// order [`tables`] listed them.
-    fn rot_ptrs(has: [bool; 2], p: &[u64]) -> [Option<[u64; 2]>; 2] {
-        let mut at = 0;
-        has.map(|h| {
-            h.then(|| {
-                at += 2;
-                [p[at - 2], p[at - 1]]
-            })
-        })
-    }
 
     fn tables(rot: &[Option<[T; 2]>; 2]) -> Vec<&T> {
         rot.iter().flatten().flatten().collect()

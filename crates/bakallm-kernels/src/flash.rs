@@ -150,6 +150,18 @@ fn qkv_ptrs(fused: bool, ptrs: &[u64], heads: usize, [_, _, hd]: [usize; 3]) -> 
     }
 }
 
+/// The pointers of the rotation tables of q and k (`[cos, sin]` each where `has` says so) from the
+/// front of `p`, where they lie in that order.
+pub(super) fn rot_ptrs(has: [bool; 2], p: &[u64]) -> [Option<[u64; 2]>; 2] {
+    let mut at = 0;
+    has.map(|h| {
+        h.then(|| {
+            at += 2;
+            [p[at - 2], p[at - 1]]
+        })
+    })
+}
+
 /// `(⌈L/rows⌉, b·heads)` blocks of `rows` queries or keys.
 fn blocks(rows: usize, [bh, l, _]: [usize; 3]) -> (u32, u32) {
     (grid(l, rows), bh as u32)
@@ -209,8 +221,9 @@ pub fn fwd(qkv: Qkv, bias: Option<T>, scale: f32, heads: usize, layout: OutLayou
 /// The gradients of `qkv` (in its layout) from `qkv`, `o` and `dout` (in `layout`), the forward's
 /// `lse` and the same `bias` (if any): the row dots `rowsum(dout ⊙ o)`, then one pass over the key
 /// blocks (dq summed in f32), then dq to bf16. With `unrotate`, q's and k's rotation tables
-/// (`[cos, sin]` `[L, hd]` bf16 each, leading dims of 1 allowed, as `rotate_qk` takes them), dq and dk come out rotated back
-/// (the rotation's adjoint, `rotate_qk`'s): the gradients of q and k as they were before it.
+/// (`[cos, sin]` `[L, hd]` bf16 each, leading dims of 1 allowed, as `rotate_qk` takes them), dq
+/// and dk come out rotated back (the rotation's adjoint, `rotate_qk`'s): the gradients of q and k
+/// as they were before it.
 #[allow(clippy::too_many_arguments)]
 pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout, unrotate: [Option<[T; 2]>; 2]) -> Qkv {
     let (qkv, bias) = (qkv.compact(), bias.map(compact));
@@ -241,15 +254,9 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: 
         let rest = with_null(&p[n_in..], 0, biased);
         let [b, o, dout, lse, delta, acc] = rest[..6].try_into().expect("6 pointers");
         // [cos, sin] of q, then of k (nulls where absent)
-        let mut at = 6;
-        let [[cq, sq], [ck, sk]] = has.map(|h| match h {
-            true => {
-                at += 2;
-                [rest[at - 2], rest[at - 1]]
-            }
-            false => [0, 0],
-        });
-        let ([dq, dk, dv], ..) = qkv_ptrs(fused, &rest[at..], heads, dims);
+        let [[cq, sq], [ck, sk]] = rot_ptrs(has, &rest[6..]).map(|r| r.unwrap_or([0, 0]));
+        let tables = 2 * has.iter().filter(|&&h| h).count();
+        let ([dq, dk, dv], ..) = qkv_ptrs(fused, &rest[6 + tables..], heads, dims);
         check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq, cq, sq, ck, sk]);
         unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
         let oh = layout.heads_per_row(heads);

@@ -136,24 +136,25 @@ pub(super) const SOFTMAX_BLOCK: u32 = 128;
 /// Tensors per `sum_squares_f32` launch (its `Tensors` parameter in cuda/optim.cu) and the elements
 /// each of its blocks takes (`SS_CHUNK`), threads per block (`SS_THREADS`).
 const MT_MAX: usize = 64;
-const SS_CHUNK: usize = 8192;
+const SS_CHUNK: i64 = 8192;
 const SS_THREADS: u32 = 256;
 /// Parameters per `adamw_f32` launch (its `AdamTensors` parameter: 2.1 KiB of the 4 KiB a launch's
 /// parameters may take), elements per block (`ADAM_CHUNK`), threads per block.
 const ADAM_MAX: usize = 32;
-const ADAM_CHUNK: usize = 4096;
+const ADAM_CHUNK: i64 = 4096;
 const ADAM_THREADS: u32 = 256;
 
 /// The first block of each of `sizes`' tensors when each block takes `chunk` elements (`i32::MAX`
-/// past the last, up to `most` entries; the kernels' `first`), and the blocks in all.
-fn first_blocks(sizes: &[usize], chunk: usize, most: usize) -> (Vec<i32>, u32) {
+/// past the last, up to `most` entries; the kernels' `first`), and the blocks to launch (at least
+/// one; a block past every tensor's elements does nothing).
+fn first_blocks(sizes: &[i64], chunk: i64, most: usize) -> (Vec<i32>, u32) {
     let mut first = vec![i32::MAX; most];
-    let mut at = 0usize;
+    let mut at = 0i64;
     for (f, n) in first.iter_mut().zip(sizes) {
         *f = i32::try_from(at).expect("bakallm kernels: blocks exceed i32");
-        at += n.div_ceil(chunk);
+        at += (n + chunk - 1) / chunk;
     }
-    (first, u32::try_from(at).expect("bakallm kernels: grid exceeds u32"))
+    (first, u32::try_from(at.max(1)).expect("bakallm kernels: grid exceeds u32"))
 }
 pub(super) const CE_BLOCK: u32 = 256;
 
@@ -280,14 +281,13 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         assert!(tensors.iter().all(|t| matches!(t.dtype, DType::F32 | DType::Flex32)), "sum_squares: f32 tensors only");
         // `MT_MAX` (cuda/optim.cu) tensors per launch: their pointers and sizes go in the kernel's parameters
         for (c, chunk) in tensors.chunks(MT_MAX).enumerate() {
-            let n: Vec<usize> = chunk.iter().map(|t| t.meta.shape().num_elements()).collect();
-            let (first, blocks) = first_blocks(&n, SS_CHUNK, MT_MAX);
             let ts: Vec<&T> = chunk.iter().chain([&out]).collect();
             let k = chunk.len();
             let mut sizes = [0i64; MT_MAX];
             for (i, t) in chunk.iter().enumerate() {
                 sizes[i] = t.meta.shape().num_elements() as i64;
             }
+            let (first, blocks) = first_blocks(&sizes[..k], SS_CHUNK, MT_MAX);
             enqueue_all(&ts, move |p, stream| {
                 if c == 0 {
                     unsafe { cudarc::driver::result::memset_d8_async(p[k], 0, 4, stream) }.expect("cuMemsetD8Async");
@@ -297,7 +297,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
                 let mut table: Vec<u8> = ptrs.iter().flat_map(|p| p.to_ne_bytes()).collect();
                 table.extend(sizes.iter().flat_map(|n| n.to_ne_bytes()));
                 table.extend(first.iter().flat_map(|b| b.to_ne_bytes()));
-                launch("sum_squares_f32", blocks.max(1), SS_THREADS, stream, &[Arg::Bytes(table), Arg::Ptr(p[k])])
+                launch("sum_squares_f32", blocks, SS_THREADS, stream, &[Arg::Bytes(table), Arg::Ptr(p[k])])
             });
         }
         out
@@ -327,7 +327,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
             let outs: Vec<[T; 3]> = chunk.iter().map(|(p, ..)| [(); 3].map(|_| empty(p, p.meta.shape().to_vec(), DType::F32))).collect();
             ts.extend(outs.iter().flatten());
             let sizes: Vec<i64> = chunk.iter().map(|(p, ..)| p.meta.shape().num_elements() as i64).collect();
-            let (first_block, blocks) = first_blocks(&sizes.iter().map(|&n| n as usize).collect::<Vec<_>>(), ADAM_CHUNK, ADAM_MAX);
+            let (first_block, blocks) = first_blocks(&sizes, ADAM_CHUNK, ADAM_MAX);
             let (k, with_stats, h) = (chunk.len(), stats.is_some(), h.clone());
             enqueue_all(&ts, move |q, stream| {
                 // `AdamTensors` (cuda/optim.cu): seven pointer arrays (p, g, m, v, p', m', v'), then the lengths
@@ -348,7 +348,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
                 bytes.extend((0..ADAM_MAX).flat_map(|i| sizes.get(i).copied().unwrap_or(0).to_ne_bytes()));
                 bytes.extend(first_block.iter().flat_map(|b| b.to_ne_bytes()));
                 let args = [Arg::Bytes(bytes), Arg::Bytes(h), Arg::I32(first as i32), Arg::Ptr(s)];
-                launch("adamw_f32", blocks.max(1), ADAM_THREADS, stream, &args)
+                launch("adamw_f32", blocks, ADAM_THREADS, stream, &args)
             });
             all.extend(outs);
         }

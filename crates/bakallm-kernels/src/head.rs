@@ -46,12 +46,12 @@ pub fn head_ce(x: T, wc: T, w_dtype: DType, t: T, chunk: usize) -> [T; 3] {
     let scale = 1.0 / n as f32;
     enqueue([&x, &wc, &t, &losses, &dx, &dw, &logits], move |[px, pw, pt, pl, pdx, pdw, pz], stream| {
         // the row in shared memory (one read of the logits) where it fits, 16-byte accesses only
-        let wide = kernel("ce_grad", dtype, &[pz], &[v]);
+        let row = kernel("ce_grad_row", dtype, &[pz], &[v]);
         let row_bytes = v as u64 * size;
-        let in_smem = wide.ends_with("_v") && row_bytes <= CE_ROW_MAX_BYTES.min(max_shared_per_block() as u64);
+        let in_smem = row.ends_with("_v") && row_bytes <= CE_ROW_MAX_BYTES.min(max_shared_per_block() as u64);
         let (name, block, smem) = match in_smem {
-            true => (format!("ce_grad_row{}_{ints}", &wide["ce_grad".len()..]), CE_ROW_BLOCK, row_bytes as u32),
-            false => (format!("{wide}_{ints}"), CE_BLOCK, 0),
+            true => (format!("{row}_{ints}"), CE_ROW_BLOCK, row_bytes as u32),
+            false => (format!("{}_{ints}", kernel("ce_grad", dtype, &[pz], &[v])), CE_BLOCK, 0),
         };
         let gemm = |m, n, k, a, b, c, out, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out, beta }.run(device, stream as _);
         for start in (0..n).step_by(rows) {
