@@ -51,14 +51,14 @@ int main(int argc, char** argv) {
         qkv[qi(0, bh, i, c)] = q[e], qkv[qi(1, bh, i, c)] = k[e], qkv[qi(2, bh, i, c)] = v[e];
     }
     size_t part = FUSED ? (size_t)H * HD : n;  // from q's pointer to k's and v's
-    std::vector<float> lse(BH * L), delta(BH * L), dqa(n, 0.f);
+    std::vector<float> lse(BH * L), delta(BH * L), dqa(n, 7.f);  // flash_dot zeroes dqa
     long long sb = 0, sh = (long long)L * L;
     int nb = (L + 63) / 64;
     auto fwd = BIAS ? (HD == 64 ? flash_fwd_hd64_bias : flash_fwd_hd32_bias) : (HD == 64 ? flash_fwd_hd64 : flash_fwd_hd32);
     auto dot = HD == 64 ? flash_dot_hd64 : flash_dot_hd32;
     auto bwd = BIAS ? (HD == 64 ? flash_bwd_hd64_bias : flash_bwd_hd32_bias) : (HD == 64 ? flash_bwd_hd64 : flash_bwd_hd32);
     launch([&] { fwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, bias.data(), o.data(), lse.data(), L, H, sb, sh, scale, OH, QH, QLD); }, (L + 127) / 128, BH, 128);
-    launch([&] { dot(o.data(), dOk.data(), delta.data(), (long long)BH * L, L, OH); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
+    launch([&] { dot(o.data(), dOk.data(), delta.data(), dqa.data(), (long long)BH * L, L, OH); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
     launch([&] { bwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, bias.data(), dOk.data(), lse.data(), delta.data(), dqa.data(), dqkv.data() + part, dqkv.data() + 2 * part, tp[2], tp[3], L, H, sb, sh, scale, OH, QH, QLD); }, nb, BH, 128);
     launch([&] { flash_dq(dqa.data(), dqkv.data(), (long long)n, L, HD, QH, QLD, tp[0], tp[1]); }, (n / 16 + 127) / 128, 1, 128);
     for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) {

@@ -59,7 +59,9 @@ pub fn token_losses<B: Prims, C: CheckpointStrategy>(logits: Tensor<Autodiff<B, 
 /// `w` the f32 master weight.
 pub fn head_ce_mean<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, w: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, chunk: usize, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
     #[derive(Debug)]
-    struct HeadCeBackward;
+    struct HeadCeBackward {
+        fused: bool,
+    }
     impl<B: Prims> Backward<B, 2> for HeadCeBackward {
         /// (dx, dw) of the mean loss
         type State = (FloatTensor<B>, FloatTensor<B>);
@@ -67,9 +69,8 @@ pub fn head_ce_mean<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2
             let g = float::<B, 1>(grads.consume::<B>(&ops.node));
             for (node, d) in ops.parents.into_iter().zip([ops.state.0, ops.state.1]) {
                 if let Some(node) = node {
-                    let d = float::<B, 2>(d);
-                    let g = g.clone().cast(d.dtype()).reshape([1, 1]);
-                    grads.register::<B>(node.id, (d * g).into_primitive().tensor());
+                    // in place, and no pass at all where g is 1 (CUDA)
+                    grads.register::<B>(node.id, B::scale_by(float::<B, 2>(d), g.clone(), self.fused).into_primitive().tensor());
                 }
             }
         }
@@ -77,7 +78,7 @@ pub fn head_ce_mean<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2
     let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
     let (losses, dx, dw) = B::head_ce(float(x.primitive.clone()), float(w.primitive.clone()), targets, chunk, fused);
     let loss = losses.mean().into_primitive().tensor();
-    let out = match HeadCeBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+    let out = match (HeadCeBackward { fused }).prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((dx.into_primitive().tensor(), dw.into_primitive().tensor()), loss),
         OpsKind::UnTracked(prep) => prep.finish(loss),
     };

@@ -123,6 +123,14 @@ impl Prims for Gpu {
         (down(dx), down(dwg), down(dwu), down(dwd))
     }
 
+    fn scale_by<const D: usize>(x: Tensor<Gpu, D>, g: Tensor<Gpu, 1>, fused: bool) -> Tensor<Gpu, D> {
+        if !fused {
+            return prims::scale_by(x, g);
+        }
+        let shape = x.shape();
+        down::<1>(<Gpu as FusedBackend>::scale_by(up(x.flatten::<1>(0, D - 1)), up(g.cast(burn::tensor::FloatDType::F32)))).reshape(shape)
+    }
+
     fn embed_bwd(ids: Tensor<Gpu, 1, Int>, g: Tensor<Gpu, 2>, vocab: usize, fused: bool) -> Tensor<Gpu, 2> {
         if !fused {
             return prims::embed_bwd(ids, g, vocab);

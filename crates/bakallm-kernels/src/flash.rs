@@ -258,9 +258,9 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: 
         let tables = 2 * has.iter().filter(|&&h| h).count();
         let ([dq, dk, dv], ..) = qkv_ptrs(fused, &rest[6 + tables..], heads, dims);
         check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq, cq, sq, ck, sk]);
-        unsafe { cudarc::driver::result::memset_d8_async(acc, 0, n * 4, stream) }.expect("cuMemsetD8Async");
         let oh = layout.heads_per_row(heads);
-        let dot = [Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::I64((bh * l) as i64), Arg::I32(dim(l, "L")), Arg::I32(oh)];
+        // delta, and the dQ accumulator zeroed
+        let dot = [Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::Ptr(acc), Arg::I64((bh * l) as i64), Arg::I32(dim(l, "L")), Arg::I32(oh)];
         launch(&format!("flash_dot_hd{hd}"), grid(bh * l * (hd / 8), 128), 128, stream, &dot);
         let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv, ck, sk].map(Arg::Ptr);
         let args = ptrs.into_iter().chain(tail(l, heads, strides, scale, layout, qh, qld));

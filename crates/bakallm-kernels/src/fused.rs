@@ -29,6 +29,10 @@ pub trait FusedBackend: BlasBackend {
     /// dw [d, V]]` of `x [n, d] · w [d, V]` against `t [n]`, `chunk` rows of logits at a time, the
     /// gradients under the mean's uniform 1/n (in `x`'s dtype and `w`'s).
     fn head_ce(x: FloatTensor<Self>, w: FloatTensor<Self>, t: IntTensor<Self>, chunk: usize) -> [FloatTensor<Self>; 3];
+    /// `x [n] · g[0]` (`g [1]` f32), in place where `x`'s buffer is its own (a gradient formed in
+    /// the forward) and then left as it is where `g[0]` is 1 (the loss the backward started from):
+    /// no pass over it.
+    fn scale_by(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The embedding gradient `[vocab, D]` (f32): rows of `g [n, D]` summed at `ids [n]`.
     fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self>;
     /// `x [b, L, heads·hd]` → `[b·heads, L, hd]`, rotated by the `(cos, sin)` tables `[L, hd]` if any.
@@ -234,6 +238,18 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         let w_dtype = w.dtype;
         let wc = if w_dtype == x.dtype { w } else { Self::float_cast(w, x.dtype.into()) };
         super::head::head_ce(x, wc, w_dtype, t, chunk)
+    }
+
+    fn scale_by(x: T, g: T) -> T {
+        let g = compact(g);
+        assert!(g.dtype == DType::F32 && g.meta.shape().num_elements() == 1, "scale_by: g must be one f32, got {:?} {:?}", g.meta.shape(), g.dtype);
+        let x = compact(x);
+        let n = x.meta.shape().num_elements();
+        // in place only where nothing else holds x's buffer and x covers all of it
+        let y = if x.can_mut() && x.is_contiguous_buffer() { x.clone() } else { empty(&x, vec![n], x.dtype) };
+        let name = format!("scale_by_{}", float_name(&x));
+        enqueue([&x, &g, &y], move |[px, pg, py], stream| launch(&name, grid(n, 256).min(8192), 256, stream, &[Arg::Ptr(px), Arg::Ptr(py), Arg::Ptr(pg), Arg::I64(n as i64)]));
+        y
     }
 
     fn embed_bwd(ids: T, g: T, vocab: usize) -> T {

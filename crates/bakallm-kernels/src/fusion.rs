@@ -197,6 +197,16 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         dx
     }
 
+    fn scale_by(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = (x.shape.to_vec(), x.dtype);
+        let [y] = custom::<B, 1>("scale_by", vec![x, g], [out], (&[], 0), |d, _, _, h| {
+            let ([x, g], [o]) = d.as_fixed();
+            let y = B::scale_by(h.get_float_tensor::<B>(x), h.get_float_tensor::<B>(g));
+            h.register_float_tensor::<B>(&o.id, y);
+        });
+        y
+    }
+
     fn embed_bwd(ids: IntTensor<Self>, g: FloatTensor<Self>, vocab: usize) -> FloatTensor<Self> {
         let d = g.shape[1];
         let [dw] = custom::<B, 1>("embed_bwd", vec![ids, g], [(vec![vocab, d], DType::F32)], (&[], vocab), |d, _, vocab, h| {

@@ -137,7 +137,9 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
 /// chunks) against burn's steps of the same op in f32 on the CPU from the same rounded values:
 /// losses, `dx` and `dw`; chunks that do and do not divide the rows, vocabularies that are and are
 /// not a multiple of the 16-byte access, bf16 and f32, rows that fit in shared memory (`ce_grad_row`:
-/// up to the pristine vocabulary, 50304) and rows that do not (f32 at 40000, bf16 at 65536).
+/// up to the pristine vocabulary, 50304) and rows that do not (f32 at 40000, bf16 at 65536); and a
+/// weight whose rows are padded (a column slice of a wider tensor, as cubecl may allocate a cast),
+/// read in place with its row pitch (`nvrtc::compact_rows`).
 #[test]
 fn gpu_head_ce_kernels_match_burns_steps() {
     let _serial = crate::serial();
@@ -146,12 +148,14 @@ fn gpu_head_ce_kernels_match_burns_steps() {
     type G = crate::backend::Gpu;
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
-    for (n, d, v, chunk, dt) in
-        [(300, 64, 1000, 128, BF16), (300, 64, 1001, 300, BF16), (257, 32, 1000, 64, F32), (64, 48, 517, 1000, BF16), (40, 32, 50304, 32, BF16), (40, 32, 40000, 32, F32), (24, 32, 65536, 24, BF16)]
-    {
-        // the weight as rounded to x's dtype, so both sides multiply the same values
+    let cases = [(300, 64, 1000, 128, BF16, 0), (300, 64, 1001, 300, BF16, 0), (257, 32, 1000, 64, F32, 0), (64, 48, 517, 1000, BF16, 0), (40, 32, 50304, 32, BF16, 0)];
+    let more = [(40, 32, 40000, 32, F32, 0), (24, 32, 65536, 24, BF16, 0), (100, 32, 1000, 64, F32, 24), (100, 32, 1000, 64, BF16, 8)];
+    for (n, d, v, chunk, dt, pad) in cases.into_iter().chain(more) {
+        // the weight as rounded to x's dtype, so both sides multiply the same values; with `pad`,
+        // the first v columns of a [d, v + pad] tensor (rows v + pad apart)
         let x = Tensor::<G, 2>::from_data(TensorData::new(values(n * d, 1, 2.0), [n, d]), &dev).cast(dt);
-        let w = Tensor::<G, 2>::from_data(TensorData::new(values(d * v, 2, 0.3), [d, v]), &dev).cast(dt).cast(F32);
+        let wide = Tensor::<G, 2>::from_data(TensorData::new(values(d * (v + pad), 2, 0.3), [d, v + pad]), &dev).cast(dt).cast(F32);
+        let w = wide.slice([0..d, 0..v]);
         let ts: Vec<i64> = (0..n).map(|i| (i as i64 * 7919) % v as i64).collect();
         let t = Tensor::<G, 1, Int>::from_data(TensorData::new(ts.clone(), [n]), &dev);
         let (l, dx, dw) = <crate::backend::Gpu as crate::inner::Prims>::head_ce(x.clone(), w.clone(), t, chunk, true);
@@ -162,7 +166,32 @@ fn gpu_head_ce_kernels_match_burns_steps() {
         assert_eq!(dw.dtype(), burn::tensor::DType::F32, "dw lands in the master weight's dtype");
         let pairs = [("losses", vec(l.unsqueeze_dim(1)), cvec(l0.unsqueeze_dim(1))), ("dx", vec(dx), cvec(dx0)), ("dw", vec(dw), cvec(dw0))];
         for (what, got, want) in pairs {
-            close(&format!("head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} {what}"), &got, &want, 1e-2);
+            close(&format!("head_ce [{n}, {d}]·[{d}, {v}] chunk {chunk} {dt:?} pad {pad} {what}"), &got, &want, 1e-2);
+        }
+    }
+}
+
+/// `scale_by` (the head's gradients times the loss's upstream gradient): in place where the
+/// tensor is its own, a fresh one where it is shared (the shared one left as it was), for g = 1
+/// (where in place is no pass at all) and other values, f32 and bf16.
+#[test]
+fn gpu_scale_by_matches_the_product_and_spares_shared_tensors() {
+    let _serial = crate::serial();
+    use burn::tensor::FloatDType::{BF16, F32};
+    type P = crate::backend::Gpu;
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let vec = |t: Tensor<G, 2>| t.cast(F32).into_data().to_vec::<f32>().unwrap();
+    for dt in [F32, BF16] {
+        for s in [1.0f32, 0.5, -3.0] {
+            let x = Tensor::<G, 2>::from_data(TensorData::new(values(37 * 11, 5, 2.0), [37, 11]), &dev).cast(dt);
+            let g = Tensor::<G, 1>::from_data(TensorData::new(vec![s], [1]), &dev);
+            let before = vec(x.clone());
+            let want: Vec<f32> = before.iter().map(|v| v * s).collect();
+            let shared = <P as crate::inner::Prims>::scale_by(x.clone(), g.clone(), true);
+            close(&format!("scale_by {dt:?} × {s} shared"), &vec(shared), &want, 1e-2);
+            assert_eq!(vec(x.clone()), before, "scale_by {dt:?} × {s}: a shared tensor changed");
+            let own = <P as crate::inner::Prims>::scale_by(x, g, true);
+            close(&format!("scale_by {dt:?} × {s} own"), &vec(own), &want, 1e-2);
         }
     }
 }

@@ -17,7 +17,7 @@
 use super::cublas::{side, RowGemm};
 use super::fused::{empty, grid, int_name, kernel, CE_BLOCK};
 use super::gemm::Trans;
-use super::nvrtc::{compact, enqueue, launch_shared, max_shared_per_block, Arg};
+use super::nvrtc::{compact, compact_rows, enqueue, launch_shared, max_shared_per_block, Arg};
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
@@ -32,7 +32,7 @@ const CE_ROW_MAX_BYTES: u64 = 112 << 10;
 /// `[losses [n] f32, dx [n, d], dw [d, V]]` of `x [n, d] · wc [d, V]` (`wc`: the weight cast to
 /// `x`'s dtype) against `t [n]`, `chunk` rows at a time; `dw` in `w_dtype` (the master weight's).
 pub fn head_ce(x: T, wc: T, w_dtype: DType, t: T, chunk: usize) -> [T; 3] {
-    let (x, wc, t) = (compact(x), compact(wc), compact(t));
+    let ((x, t), (wc, ldw)) = ((compact(x), compact(t)), compact_rows(wc));
     let ([n, d], [d2, v]) = (x.meta.shape().dims::<2>(), wc.meta.shape().dims::<2>());
     assert!(d == d2 && n > 0 && v > 0 && chunk > 0, "head_ce: x [{n}, {d}] · w [{d2}, {v}], chunk {chunk}");
     assert_eq!(t.meta.shape().num_elements(), n, "head_ce: {n} rows, {:?} targets", t.meta.shape());
@@ -58,12 +58,12 @@ pub fn head_ce(x: T, wc: T, w_dtype: DType, t: T, chunk: usize) -> [T; 3] {
             let (r, s) = (rows.min(n - start), start as u64);
             let xc = px + s * d as u64 * size;
             // logits [r, V] = x_c [r, d] · wc [d, V]
-            gemm(r, v, d, side(xc, Trans::N, d), side(pw, Trans::N, v), side(pz, Trans::N, v), dtype, 0.0);
+            gemm(r, v, d, side(xc, Trans::N, d), side(pw, Trans::N, ldw), side(pz, Trans::N, v), dtype, 0.0);
             // losses of the chunk; its logits become (softmax − onehot) / n
             let args = [Arg::Ptr(pz), Arg::Ptr(pt + s * int_size), Arg::Ptr(pl + s * 4), Arg::F32(scale), Arg::I32(super::fused::dim(v, "vocab"))];
             launch_shared(&name, grid(r, 1), block, smem, stream, &args);
             // dx_c [r, d] = dlogits [r, V] · wcᵀ [V, d]
-            gemm(r, d, v, side(pz, Trans::N, v), side(pw, Trans::T, v), side(pdx + s * d as u64 * size, Trans::N, d), dtype, 0.0);
+            gemm(r, d, v, side(pz, Trans::N, v), side(pw, Trans::T, ldw), side(pdx + s * d as u64 * size, Trans::N, d), dtype, 0.0);
             // dw [d, V] (+)= x_cᵀ [d, r] · dlogits [r, V]
             gemm(d, v, r, side(xc, Trans::T, d), side(pz, Trans::N, v), side(pdw, Trans::N, v), w_dtype, if start == 0 { 0.0 } else { 1.0 });
         }

@@ -83,6 +83,11 @@ pub trait Prims: Backend {
         prims::mlp_bwd(dy, x, h, wcat, wdc, w_dtype)
     }
 
+    /// [`prims::scale_by`]: a gradient formed in the forward, times the upstream gradient `g [1]`.
+    fn scale_by<const D: usize>(x: Tensor<Self, D>, g: Tensor<Self, 1>, _fused: bool) -> Tensor<Self, D> {
+        prims::scale_by(x, g)
+    }
+
     /// [`prims::embed_bwd`].
     fn embed_bwd(ids: Tensor<Self, 1, Int>, g: Tensor<Self, 2>, vocab: usize, _fused: bool) -> Tensor<Self, 2> {
         prims::embed_bwd(ids, g, vocab)

@@ -147,6 +147,12 @@ pub fn mlp_bwd<B: Backend>(dy: Tensor<B, 2>, x: Tensor<B, 2>, h: Tensor<B, 2>, w
     (dh.matmul(wcat.transpose()), w(dw.clone().narrow(1, 0, f)), w(dw.narrow(1, f, f)), w(dwd))
 }
 
+/// `x · g` for the upstream gradient `g [1]` of a scalar (in any float dtype; cast to `x`'s).
+pub fn scale_by<B: Backend, const D: usize>(x: Tensor<B, D>, g: Tensor<B, 1>) -> Tensor<B, D> {
+    let g = g.cast(x.dtype()).reshape([1; D]);
+    x * g
+}
+
 /// Embedding gradient `[vocab, D]` (f32): row `r` of `g [n, D]` added at row `ids[r]`.
 pub fn embed_bwd<B: Backend>(ids: Tensor<B, 1, Int>, g: Tensor<B, 2>, vocab: usize) -> Tensor<B, 2> {
     let d = g.dims()[1];

@@ -4,9 +4,11 @@
 
 // delta [bh·L] = Σ_d dO ⊙ O over each row of HD (f32; O and dO in row_base's layout (OH, OH·HD)): HD / 8 lanes per row, 16 bytes each, so
 // that a warp's loads cover whole rows (with a thread per row each load instruction touched 32
-// rows' 128-byte lines: 0.39 ms per pristine step, ~3× the time to read O and dO once).
+// rows' 128-byte lines: 0.39 ms per pristine step, ~3× the time to read O and dO once). Each lane
+// also zeroes its 8 columns of the row's dQ accumulator (acc [rows, HD] f32), which the backward
+// then adds into: no separate memset, whose scheduling gaps cost more than the writes.
 template <int HD>
-__device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
+__device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, float* acc, long long rows, int L, int oh) {
     const int LANES = HD / 8;
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, row = i / LANES;
     int j = (int)(i % LANES) * 8;
@@ -18,6 +20,9 @@ __device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, long lo
         Vec<bf16, 8>::load(dout + at, b);
 #pragma unroll
         for (int e = 0; e < 8; e++) s += a[e] * b[e];
+        const float zero[4] = {0.f, 0.f, 0.f, 0.f};
+        Vec<float, 4>::store(acc + row * HD + j, zero);
+        Vec<float, 4>::store(acc + row * HD + j + 4, zero);
     }
 #pragma unroll
     for (int off = LANES / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);  // every lane: no early return
@@ -76,6 +81,31 @@ template <int HD>
 __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (*dva)[4], bf16* dk, bf16* dv, long long base, int qld, int j0,
                                             int L, float scale, const bf16* ck, const bf16* sk) {
     const int t = threadIdx.x & 3, HT = HD / 16;  // n-tiles per half
+    // both rows' table words first (cos, sin of columns c and c + HD/2), then dV, then dK: the
+    // loads are in flight while dV is written, and no dK store sits between them (dk may alias
+    // the tables as far as the compiler knows, which kept the second row's loads behind the first
+    // row's stores)
+    unsigned tab[2][HT][4];
+    if (ck) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int j = j0 + 8 * h < L ? j0 + 8 * h : L - 1;  // rows past L load row L − 1, unused
+#pragma unroll
+            for (int d = 0; d < HT; d++) {
+                const bf16 *cr = ck + (long long)j * HD + d * 8 + 2 * t, *sr = sk + (long long)j * HD + d * 8 + 2 * t;
+                tab[h][d][0] = *reinterpret_cast<const unsigned*>(cr), tab[h][d][1] = *reinterpret_cast<const unsigned*>(cr + HD / 2);
+                tab[h][d][2] = *reinterpret_cast<const unsigned*>(sr), tab[h][d][3] = *reinterpret_cast<const unsigned*>(sr + HD / 2);
+            }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int j = j0 + 8 * h;
+        if (j >= L) continue;
+        long long row = base + (long long)j * qld;
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++) *reinterpret_cast<unsigned*>(dv + row + d * 8 + 2 * t) = pack(dva[d][2 * h], dva[d][2 * h + 1]);
+    }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         int j = j0 + 8 * h;
@@ -86,9 +116,7 @@ __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (
         if (ck) {
 #pragma unroll
             for (int d = 0; d < HT; d++) {
-                const bf16 *cr = ck + (long long)j * HD + d * 8 + 2 * t, *sr = sk + (long long)j * HD + d * 8 + 2 * t;
-                unsigned ca = *reinterpret_cast<const unsigned*>(cr), cb = *reinterpret_cast<const unsigned*>(cr + HD / 2);
-                unsigned sa = *reinterpret_cast<const unsigned*>(sr), sb = *reinterpret_cast<const unsigned*>(sr + HD / 2);
+                unsigned ca = tab[h][d][0], cb = tab[h][d][1], sa = tab[h][d][2], sb = tab[h][d][3];
                 float x0 = a[d][0], x1 = a[d][1], y0 = a[d + HT][0], y1 = a[d + HT][1];
                 a[d][0] = x0 * lo(ca) + y0 * lo(sb), a[d][1] = x1 * hi(ca) + y1 * hi(sb);
                 a[d + HT][0] = y0 * lo(cb) - x0 * lo(sa), a[d + HT][1] = y1 * hi(cb) - x1 * hi(sa);
@@ -96,11 +124,7 @@ __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (
         }
         long long row = base + (long long)j * qld;
 #pragma unroll
-        for (int d = 0; d < HD / 8; d++) {
-            int c = d * 8 + 2 * t;
-            *reinterpret_cast<unsigned*>(dk + row + c) = pack(a[d][0], a[d][1]);
-            *reinterpret_cast<unsigned*>(dv + row + c) = pack(dva[d][2 * h], dva[d][2 * h + 1]);
-        }
+        for (int d = 0; d < HD / 8; d++) *reinterpret_cast<unsigned*>(dk + row + d * 8 + 2 * t) = pack(a[d][0], a[d][1]);
     }
 }
 
@@ -428,9 +452,9 @@ FLASH_BWD_KERNELS(32, false, hd32)
 FLASH_BWD_KERNELS(64, false, hd64)
 FLASH_BWD_KERNELS(32, true, hd32_bias)
 FLASH_BWD_KERNELS(64, true, hd64_bias)
-extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
-    flash_dot<32>(o, dout, delta, rows, L, oh);
+extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, float* acc, long long rows, int L, int oh) {
+    flash_dot<32>(o, dout, delta, acc, rows, L, oh);
 }
-extern "C" __global__ void flash_dot_hd64(const bf16* o, const bf16* dout, float* delta, long long rows, int L, int oh) {
-    flash_dot<64>(o, dout, delta, rows, L, oh);
+extern "C" __global__ void flash_dot_hd64(const bf16* o, const bf16* dout, float* delta, float* acc, long long rows, int L, int oh) {
+    flash_dot<64>(o, dout, delta, acc, rows, L, oh);
 }

@@ -239,6 +239,14 @@ __device__ void norm_bwd(const T* g, const T* x, const float* w, const float* me
     }
 }
 
+// Zeroes norm_bwd's dw and db (null for RMSNorm) [D] before it adds into them, in one launch.
+extern "C" __global__ void norm_zero(float* dw, float* db, int D) {
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < D; j += gridDim.x * blockDim.x) {
+        dw[j] = 0.f;
+        if (db) db[j] = 0.f;
+    }
+}
+
 #define NORM_KERNELS(T, NAME, W)                                                                                       \
     extern "C" __global__ void norm_fwd_##NAME(const T* x, const float* w, const float* b, T* y, float* mean,          \
                                                float* rstd, long long rows, int D, float eps, int rms) {               \
