@@ -81,3 +81,17 @@ __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+
+// A block-wide max (MAX) or sum of v, valid in every thread (blockDim.x a multiple of 32).
+template <bool MAX>
+__device__ float block_all(float v) {
+    __shared__ float part[32];
+    int warp = threadIdx.x / 32, lane = threadIdx.x & 31, nw = blockDim.x / 32;
+    v = MAX ? warp_max(v) : warp_sum(v);
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : (MAX ? NEG_INF : 0.f);
+    v = MAX ? warp_max(v) : warp_sum(v);
+    __syncthreads();  // part is free for the next call
+    return v;
+}

@@ -1,5 +1,5 @@
 // The optimizer step's kernels: the global gradient norm (src/train/optim.rs) and AdamW
-// (src/train/adamw.rs); compiled after common.cu, whose warp_sum they use.
+// (src/train/adamw.rs); compiled after common.cu, whose block_all they use.
 
 // The tensors of one launch are cut into chunks of a fixed number of elements, a block each, tensor
 // after tensor: `first[k]` is tensor k's first block (INT_MAX past the last tensor), so every block
@@ -41,15 +41,8 @@ extern "C" __global__ void __launch_bounds__(SS_THREADS) sum_squares_f32(Tensors
         e0 += 4 * nv;  // the elements after the last whole group
     }
     for (long long e = e0 + threadIdx.x; e < e1; e += SS_THREADS) acc += p[e] * p[e];
-    acc = warp_sum(acc);
-    __shared__ float part[SS_THREADS / 32];
-    int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-    if (lane == 0) part[warp] = acc;
-    __syncthreads();
-    if (warp == 0) {
-        acc = warp_sum(lane < SS_THREADS / 32 ? part[lane] : 0.f);
-        if (lane == 0) atomicAdd(out, acc);
-    }
+    acc = block_all<false>(acc);
+    if (threadIdx.x == 0) atomicAdd(out, acc);
 }
 
 // AdamW on up to ADAM_MAX f32 tensors in one launch (a chunk of ADAM_CHUNK elements per block; fewer

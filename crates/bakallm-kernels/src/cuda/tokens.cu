@@ -93,20 +93,6 @@ __device__ void ce_grad(T* x, const I* t, float* loss, float scale, int V) {
     softmax_grad_row<T, W>(xr, xr, row_lse, target, scale, V);
 }
 
-// A block-wide max (MAX) or sum of v, valid in every thread (blockDim.x a multiple of 32).
-template <bool MAX>
-__device__ float block_all(float v) {
-    __shared__ float part[32];
-    int warp = threadIdx.x / 32, lane = threadIdx.x & 31, nw = blockDim.x / 32;
-    v = MAX ? warp_max(v) : warp_sum(v);
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    v = lane < nw ? part[lane] : (MAX ? NEG_INF : 0.f);
-    v = MAX ? warp_max(v) : warp_sum(v);
-    __syncthreads();  // part is free for the next call
-    return v;
-}
-
 // ce_grad with the row kept in shared memory (V·sizeof(T) bytes, dynamic; the host picks it where
 // that fits): the logits are read from global memory once instead of twice (max, then Σ exp from
 // shared memory, then the gradient written over them). The same quantities as ce_grad's, the
