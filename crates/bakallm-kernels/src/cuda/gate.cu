@@ -104,16 +104,6 @@ __device__ void cast_many(const CastJobs& t) {
     }
 }
 
-// y = x · g[0] (FusedBackend::scale_by); in place (y = x) nothing is done where g[0] is 1.
-template <typename T>
-__device__ void scale_by(const T* x, T* y, const float* g, long long n) {
-    float s = *g;
-    if (s == 1.f && x == y) return;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st(y, i, ld(x, i) * s);
-}
-extern "C" __global__ void scale_by_f32(const float* x, float* y, const float* g, long long n) { scale_by(x, y, g, n); }
-extern "C" __global__ void scale_by_bf16(const bf16* x, bf16* y, const float* g, long long n) { scale_by(x, y, g, n); }
-
 #define GATE_KERNELS(T, NAME, W)                                                                                       \
     extern "C" __global__ void silu_mul_fwd_##NAME(const T* a, const T* u, T* y, long long n) {                       \
         silu_mul_fwd<T, W>(a, u, y, n);                                                                                 \

@@ -1,5 +1,6 @@
-// The vocabulary-side kernels: the token cross-entropy (src/kernels/cross_entropy.rs) and the
-// embedding's gradient (embedding.rs).
+// The vocabulary-side kernels: the token cross-entropy (src/kernels/cross_entropy.rs), the LM
+// head's gradients scaled by the loss's upstream gradient (scale_by) and the embedding's gradient
+// (embedding.rs).
 
 // Block-wide (max, sum of exp) merge for the cross-entropy (blockDim.x a multiple of 32, ≤ 1024).
 __device__ void block_logsumexp(float& m, float& s) {
@@ -182,3 +183,14 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
 
 TOKEN_KERNELS(int, i32)
 TOKEN_KERNELS(long long, i64)
+
+// y = x · g[0] (FusedBackend::scale_by: the LM head's dx and dw, formed in the forward); in place
+// (y = x) nothing is done where g[0] is 1.
+template <typename T>
+__device__ void scale_by(const T* x, T* y, const float* g, long long n) {
+    float s = *g;
+    if (s == 1.f && x == y) return;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st(y, i, ld(x, i) * s);
+}
+extern "C" __global__ void scale_by_f32(const float* x, float* y, const float* g, long long n) { scale_by(x, y, g, n); }
+extern "C" __global__ void scale_by_bf16(const bf16* x, bf16* y, const float* g, long long n) { scale_by(x, y, g, n); }
