@@ -133,3 +133,15 @@ fn cross_entropy_kernel_matches_f64_in_the_emulator() {
     let tokens = tokens.replace(dynamic, "static Word4 row[8192];");
     run(&build("ce_check", &format!("{}\n{tokens}", common()), &[]), &[], "ce_grad");
 }
+
+/// LayerNorm and RMSNorm (`cuda/norm.cu`: the forward, the sums' zeroing and the backward with the
+/// residual's gradient) against f64 in the emulator: the register paths and the any-width loops,
+/// 16-byte and one-element accesses, f32 and bf16, rows ending mid-block.
+#[test]
+fn norm_kernels_match_f64_in_the_emulator() {
+    let dynamic = "extern __shared__ float acc[];";
+    let norm = read("norm.cu");
+    assert!(norm.contains(dynamic), "norm.cu: norm_bwd's dynamic shared memory moved");
+    let norm = norm.replace(dynamic, "static float acc[8192];");
+    run(&build("norm_check", &format!("{}\n{norm}", common()), &[]), &[], "norm kernels");
+}

@@ -182,7 +182,7 @@ pub(super) mod cuda {
                 launch(&format!("add_key_{}", dtype_name(dt)), grid(n * d, 256), 256, stream, &args);
             }
             // q and k rotated where they lie; flash reads q, k, v from the fused projection
-            rotate(dt, phqkv, rot_ptrs(has, &p[5 + added..5 + added + nt]), n, [l, heads, hd], stream);
+            rotate(dt, phqkv, rot_ptrs(has, &p[5 + added..5 + added + nt]).0, n, [l, heads, hd], stream);
         });
         // o with the heads side by side, [b, L, d]: the output projection's input as it is
         let [o, lse] = super::super::flash::fwd(Qkv::Fused(hqkv.clone()), bias, scale, heads, Merged);

@@ -151,15 +151,16 @@ fn qkv_ptrs(fused: bool, ptrs: &[u64], heads: usize, [_, _, hd]: [usize; 3]) -> 
 }
 
 /// The pointers of the rotation tables of q and k (`[cos, sin]` each where `has` says so) from the
-/// front of `p`, where they lie in that order.
-pub(super) fn rot_ptrs(has: [bool; 2], p: &[u64]) -> [Option<[u64; 2]>; 2] {
+/// front of `p`, where they lie in that order, and how many of `p` they are.
+pub(super) fn rot_ptrs(has: [bool; 2], p: &[u64]) -> ([Option<[u64; 2]>; 2], usize) {
     let mut at = 0;
-    has.map(|h| {
+    let tables = has.map(|h| {
         h.then(|| {
             at += 2;
             [p[at - 2], p[at - 1]]
         })
-    })
+    });
+    (tables, at)
 }
 
 /// `(⌈L/rows⌉, b·heads)` blocks of `rows` queries or keys.
@@ -254,8 +255,8 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: 
         let rest = with_null(&p[n_in..], 0, biased);
         let [b, o, dout, lse, delta, acc] = rest[..6].try_into().expect("6 pointers");
         // [cos, sin] of q, then of k (nulls where absent)
-        let [[cq, sq], [ck, sk]] = rot_ptrs(has, &rest[6..]).map(|r| r.unwrap_or([0, 0]));
-        let tables = 2 * has.iter().filter(|&&h| h).count();
+        let (rot, tables) = rot_ptrs(has, &rest[6..]);
+        let [[cq, sq], [ck, sk]] = rot.map(|r| r.unwrap_or([0, 0]));
         let ([dq, dk, dv], ..) = qkv_ptrs(fused, &rest[6 + tables..], heads, dims);
         check_aligned("flash_bwd", &[q, k, v, dout, o, dk, dv, acc, dq, cq, sq, ck, sk]);
         let oh = layout.heads_per_row(heads);

@@ -107,7 +107,8 @@ pub(super) mod cuda {
         let [rows, d] = x.meta.shape().dims::<2>();
         assert_eq!(g.meta.shape(), x.meta.shape(), "norm_bwd: gradient and input shapes differ");
         assert!(res.as_ref().is_none_or(|r| r.meta.shape() == x.meta.shape() && r.dtype == x.dtype), "norm_bwd: residual gradient differs from the input");
-        let (dx, dw, db) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![d], DType::F32), empty(&x, vec![d], DType::F32));
+        // RMSNorm has no shift, so no db: the kernels take 0 for it
+        let (dx, dw, db) = (empty(&x, vec![rows, d], x.dtype), empty(&x, vec![d], DType::F32), layer.then(|| empty(&x, vec![d], DType::F32)));
         // 64 rows per block of 8 warps (pristine step on an H200, `bench/results`
         // 2026-12-04-h200-norm-head.jsonl: 0.49 ms; 32 rows 0.55, 16 rows 0.70, 128 rows 0.70 ms:
         // smaller blocks add atomics on the same columns, larger ones leave SMs idle)
@@ -116,10 +117,12 @@ pub(super) mod cuda {
         assert!(d <= crate::MAX_FUSED_NORM_D, "norm_bwd: D = {d} exceeds the shared-memory sums ({} floats)", 2 * crate::MAX_FUSED_NORM_D);
         let mut ts = vec![&g, &x, &w, &mean, &rstd];
         ts.extend(&res);
-        ts.extend([&dw, &db, &dx]);
+        ts.push(&dw);
+        ts.extend(&db);
+        ts.push(&dx);
         let summed = res.is_some();
         enqueue_all(&ts, move |p, stream| {
-            let p = with_null(p, 5, summed);
+            let p = with_null(&with_null(p, 5, summed), 7, layer);
             let [g, x, w, m, r, res, dw, db, dx] = p[..].try_into().expect("9 pointers");
             let mut name = kernel("norm_bwd", dtype, &[g, x, w, dx, res], &[d]);
             // the `_v` kernel pads its shared sums (one float per access, cuda/norm.cu): where that
@@ -129,18 +132,13 @@ pub(super) mod cuda {
                 name.truncate(name.len() - 2);
             }
             let shared = if name.ends_with("_v") { padded } else { 2 * d * 4 } as u32;
-            let db = if layer { db } else { 0 };
             // the sums start from zero: one small kernel for both (a memset each cost more in gaps)
             launch("norm_zero", 1, 256, stream, &[Arg::Ptr(dw), Arg::Ptr(db), Arg::I32(dim(d, "D"))]);
             let ptrs = [g, x, w, m, r, res, dx, dw, db].map(Arg::Ptr);
             let args = [&ptrs[..], &[Arg::I64(rows as i64), Arg::I32(dim(d, "D")), Arg::I32(!layer as i32), Arg::I32(ROWS_PER_BLOCK as i32)]].concat();
             launch_shared(&name, grid(rows, ROWS_PER_BLOCK), 256, shared, stream, &args)
         });
-        if layer {
-            vec![dx, dw, db]
-        } else {
-            vec![dx, dw]
-        }
+        [dx, dw].into_iter().chain(db).collect()
     }
 }
 
