@@ -1,4 +1,4 @@
-// CPU emulation of the CUDA subset bakallm's flash kernels use (tests/flash_emulator.rs): one
+// CPU emulation of the CUDA subset bakallm's kernels use (tests/kernel_emulator.rs): one
 // block at a time, one std::thread per CUDA thread, barriers for __syncthreads and the
 // warp-synchronous ops. The tensor-core and shared-memory instructions are emulated from the PTX
 // ISA's definitions of their fragment layouts; the test swaps each `#if __CUDA_ARCH__ >= 800`
@@ -28,6 +28,7 @@ inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f;
 inline unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return i; }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
 inline void __trap() { abort(); }
 inline std::barrier<>* block_bar;
 inline std::barrier<>* warp_bar[32];

@@ -21,7 +21,7 @@
 struct __align__(8) F2 { float x, y; };  // two f32 as one 8-byte shared-memory store
 
 // The instructions below exist from sm_80 on (nvrtc.rs's `arch`; the host never picks these
-// kernels below that). tests/flash_emulator.rs swaps each `#if __CUDA_ARCH__ >= 800` body for
+// kernels below that). tests/kernel_emulator.rs swaps each `#if __CUDA_ARCH__ >= 800` body for
 // its CPU emulation (tests/emu/emu.h) to check the kernels without a GPU.
 __device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
 #if __CUDA_ARCH__ >= 800
@@ -140,7 +140,7 @@ __device__ __forceinline__ void cp_wait_all() {
 // element from registers: those filled the load/store queue, on which the next tile's loads then
 // waited (Nsight Compute: a quarter of the backward's stall samples in its dQ step, L2 79% busy;
 // docs/performance.md). The `#if __CUDA_ARCH__ >= 800` inside the wrappers below is always true
-// here: it marks their bodies for the emulator's swap (tests/flash_emulator.rs).
+// here: it marks their bodies for the emulator's swap (tests/kernel_emulator.rs).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define FA_BULK_DQ 1
 #else

@@ -1,9 +1,10 @@
-//! The flash-attention kernels (`crates/bakallm-kernels/src/cuda/flash_*.cu`) checked without a GPU: compiled as
+//! The CUDA kernels (`crates/bakallm-kernels/src/cuda/*.cu`) checked without a GPU: compiled as
 //! C++ with g++ against a CPU emulation of the CUDA they use (`tests/emu/emu.h`: threads and
 //! barriers for the block and warp, the tensor-core and shared-memory instructions from the PTX
-//! ISA's fragment layouts) and compared with attention in f64 (`tests/emu/flash_check.cpp`). The
-//! GPU test `gpu_flash_attention_kernels_match_burns_steps` checks the real instructions; this one
-//! lets CI catch a broken index, mask or pipeline step in the kernels' logic.
+//! ISA's fragment layouts) and compared with their formulas in f64 (`tests/emu/*_check.cpp`: flash
+//! attention, the kernels on the fused projection, cross-entropy, the norms, the MLP gate). The GPU
+//! tests (`gpu_tests.rs`) check the real instructions; these let CI catch a broken index, mask or
+//! pipeline step in the kernels' logic.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,4 +145,12 @@ fn norm_kernels_match_f64_in_the_emulator() {
     assert!(norm.contains(dynamic), "norm.cu: norm_bwd's dynamic shared memory moved");
     let norm = norm.replace(dynamic, "static float acc[8192];");
     run(&build("norm_check", &format!("{}\n{norm}", common()), &[]), &[], "norm kernels");
+}
+
+/// The MLP gate (`cuda/gate.cu`: `glu_fwd`/`glu_bwd` on the fused projection, `silu_mul_fwd`/`_bwd`
+/// on separate inputs) against f64 in the emulator: 16-byte and one-element accesses, f32 and
+/// bf16, threads striding over the rows, σ's under- and overflow.
+#[test]
+fn gate_kernels_match_f64_in_the_emulator() {
+    run(&build("gate_check", &format!("{}\n{}", common(), read("gate.cu")), &[]), &[], "gate kernels");
 }
