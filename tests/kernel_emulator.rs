@@ -33,7 +33,7 @@ fn swapped(src: &str) -> (String, usize) {
 /// `cuda/common.cu` + the flash files emulated ([`swapped`]), the dynamic shared memory a static array.
 fn emulated(src: &str) -> String {
     let (out, swapped) = swapped(src);
-    assert_eq!(swapped, 14, "common.cu + flash_tiles.cu: expected the 14 instruction wrappers (pack, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk)");
+    assert_eq!(swapped, 15, "common.cu + flash_tiles.cu: expected the 15 instruction wrappers (pack, prefetch, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk)");
     let dynamic = "extern __shared__ __align__(16) bf16 fa_dyn[];";
     assert!(out.contains(dynamic), "flash_bwd.cu: the backward's dynamic shared memory moved");
     out.replace(dynamic, "static bf16 fa_dyn[40000] __attribute__((aligned(16)));")
@@ -47,7 +47,7 @@ fn read(f: &str) -> String {
 /// `cuda/common.cu` emulated ([`swapped`]): the helpers the non-flash kernels need.
 fn common() -> String {
     let (common, n) = swapped(&read("common.cu"));
-    assert_eq!(n, 1, "common.cu: the pack wrapper");
+    assert_eq!(n, 2, "common.cu: the pack and prefetch wrappers");
     common
 }
 

@@ -29,6 +29,8 @@ inline unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+using std::max;
+using std::min;
 inline void __trap() { abort(); }
 inline std::barrier<>* block_bar;
 inline std::barrier<>* warp_bar[32];
@@ -119,6 +121,7 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 // The bodies of the instruction wrappers in common.cu and flash_tiles.cu (their `#if __CUDA_ARCH__ >= 800`
 // blocks; pack's is its own non-sm_80 branch, which the swap drops with the rest).
 #define EMU_mma16816 emu_mma(c, a, b0, b1);
+#define EMU_prefetch_l1
 #define EMU_pack return (unsigned)to_bf16(a) | ((unsigned)to_bf16(b) << 16);
 #define EMU_ex2 return exp2f(x);
 #define EMU_smem a = emu_saddr(p);

@@ -34,6 +34,14 @@ __device__ __forceinline__ unsigned pack(float a, float b) {
 #endif
 }
 
+// A hint to bring the line holding p into L1 ahead of its load, holding no register meanwhile
+// (norm_bwd: the warp's next row while it works on this one).
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p));
+#endif
+}
+
 // W consecutive elements moved as one access. W = 1 is the plain path; the `_v` kernels use
 // 16 bytes (8 bf16 or 4 f32) per access, which the host picks where every buffer is 16-byte
 // aligned and the rows are multiples of W: one-element accesses left these memory-bound kernels
