@@ -95,24 +95,27 @@ __device__ void ce_grad(T* x, const I* t, float* loss, float scale, int V) {
 }
 
 // ce_grad with the row kept in shared memory (V·sizeof(T) bytes, dynamic; the host picks it where
-// that fits): the logits are read from global memory once instead of twice (max, then Σ exp from
-// shared memory, then the gradient written over them). The same quantities as ce_grad's, the
-// log-sum-exp by max and sum instead of one online pass (they differ by rounding only).
+// that fits): the logits are read from global memory once instead of twice. As they arrive, each
+// thread keeps a running max and Σ exp over its logits (rescaled when a round of loads raises the
+// max), so the log-sum-exp needs no pass of its own over shared memory; then the gradient is
+// written over them. The same quantities as ce_grad's (they differ by rounding only).
 #define CE_ROW_LOADS 4
 template <typename T, typename I, int W>
 __device__ void ce_grad_row(T* x, const I* t, float* loss, float scale, int V) {
     extern __shared__ Word4 row[];  // V / W words of W logits
+    __shared__ float row_lse;
     long long r = blockIdx.x, target = (long long)t[r];
     T* xr = x + r * V;
     const T* sr = reinterpret_cast<const T*>(row);
     float xt = threadIdx.x == 0 ? ld(xr, target) : 0.f;  // read before any thread writes the row
     int n = V / W;
-    float m = NEG_INF;
+    float m = NEG_INF, s = 0.f;
     for (int i0 = threadIdx.x; i0 < n; i0 += CE_ROW_LOADS * blockDim.x) {
         Word4 w[CE_ROW_LOADS];  // these loads all issued before any is used
 #pragma unroll
         for (int u = 0; u < CE_ROW_LOADS; u++)
             if (i0 + u * blockDim.x < n) w[u] = reinterpret_cast<const Word4*>(xr)[i0 + u * blockDim.x];
+        float top = NEG_INF;
 #pragma unroll
         for (int u = 0; u < CE_ROW_LOADS; u++) {
             if (i0 + u * blockDim.x >= n) break;
@@ -120,19 +123,28 @@ __device__ void ce_grad_row(T* x, const I* t, float* loss, float scale, int V) {
             float a[W];
             Vec<T, W>::load(reinterpret_cast<const T*>(&w[u]), a);
 #pragma unroll
-            for (int k = 0; k < W; k++) m = fmaxf(m, a[k]);
+            for (int k = 0; k < W; k++) top = fmaxf(top, a[k]);
+        }
+        if (top > m) s *= __expf(m - top), m = top;  // from m = −∞: s stays 0
+        if (m == NEG_INF) continue;
+        // the words again (registers: unpacking once for both kept 32 floats live, and two blocks
+        // of 512 threads per SM leave 64 registers a thread)
+#pragma unroll
+        for (int u = 0; u < CE_ROW_LOADS; u++) {
+            if (i0 + u * blockDim.x >= n) break;
+            float a[W];
+            Vec<T, W>::load(reinterpret_cast<const T*>(&w[u]), a);
+#pragma unroll
+            for (int k = 0; k < W; k++) s += __expf(a[k] - m);
         }
     }
-    m = block_all<true>(m);  // its barrier also makes the row visible to every thread
-    float s = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float a[W];
-        Vec<T, W>::load(sr + i * W, a);
-#pragma unroll
-        for (int k = 0; k < W; k++) s += __expf(a[k] - m);
+    block_logsumexp(m, s);  // its barrier also makes the row visible to every thread
+    if (threadIdx.x == 0) {
+        row_lse = m + __logf(s);
+        loss[r] = row_lse - xt;
     }
-    float lse = m + __logf(block_all<false>(s));
-    if (threadIdx.x == 0) loss[r] = lse - xt;
+    __syncthreads();
+    float lse = row_lse;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float a[W];
         Vec<T, W>::load(sr + i * W, a);
