@@ -16,8 +16,13 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Mutex, OnceLock};
 
-/// cuBLASLt's workspace, one per device, allocated once (outside cubecl's pool).
-const WORKSPACE: usize = 32 << 20;
+/// cuBLASLt's workspace in bytes, one per device, allocated once (outside cubecl's pool):
+/// `BAKA_CUBLASLT_WORKSPACE` MiB, default 32 (cuBLAS's advice for Hopper); 0 passes none, which
+/// leaves the heuristic the algorithms that need no workspace.
+fn workspace_bytes() -> usize {
+    static BYTES: OnceLock<usize> = OnceLock::new();
+    *BYTES.get_or_init(|| std::env::var("BAKA_CUBLASLT_WORKSPACE").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(32) << 20)
+}
 
 /// Whether [`RowGemm::run`] goes through here (`BAKA_CUBLASLT`, default on).
 pub(super) fn enabled() -> bool {
@@ -76,7 +81,9 @@ pub(super) fn run(g: &RowGemm, src: u64, device: usize, stream: ds::CUstream) ->
         let (mut handle, mut workspace) = (std::ptr::null_mut(), 0);
         unsafe {
             lt::cublasLtCreate(&mut handle).result().expect("cublasLtCreate");
-            ds::cuMemAlloc_v2(&mut workspace, WORKSPACE).result().expect("cuMemAlloc (cuBLASLt workspace)");
+            if workspace_bytes() > 0 {
+                ds::cuMemAlloc_v2(&mut workspace, workspace_bytes()).result().expect("cuMemAlloc (cuBLASLt workspace)");
+            }
         }
         Device { handle, workspace, plans: HashMap::new() }
     });
@@ -109,7 +116,7 @@ pub(super) fn run(g: &RowGemm, src: u64, device: usize, stream: ds::CUstream) ->
             p.layouts[2],
             &p.algo,
             dev.workspace as *mut c_void,
-            WORKSPACE,
+            workspace_bytes(),
             stream as _,
         )
         .result()
@@ -154,7 +161,7 @@ unsafe fn plan(handle: lt::cublasLtHandle_t, g: &RowGemm, src: u64, workspace: u
     let layouts = [layout(ty, g.b, g.n, g.k), layout(ty, g.a, g.k, g.m), layout(out, Side { op: Trans::N, ..g.c }, g.n, g.m)];
     let mut pref = std::ptr::null_mut();
     ok(lt::cublasLtMatmulPreferenceCreate(&mut pref), "cublasLtMatmulPreferenceCreate");
-    let ws = WORKSPACE as u64;
+    let ws = workspace_bytes() as u64;
     ok(lt::cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const u64 as *const c_void, 8), "workspace preference");
     for (attr, ptr) in [
         (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, g.b.ptr),
@@ -207,7 +214,7 @@ unsafe fn fastest(handle: lt::cublasLtHandle_t, p: &Plan, results: &[lt::cublasL
             p.layouts[2],
             algo,
             workspace as *mut c_void,
-            WORKSPACE,
+            workspace_bytes(),
             stream as _,
         ) == lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS
     };
