@@ -33,10 +33,11 @@ fn swapped(src: &str) -> (String, usize) {
 /// `cuda/common.cu` + the flash files emulated ([`swapped`]), the dynamic shared memory a static array.
 fn emulated(src: &str) -> String {
     let (out, swapped) = swapped(src);
-    assert_eq!(swapped, 15, "common.cu + flash_tiles.cu: expected the 15 instruction wrappers (pack, prefetch, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk)");
+    assert_eq!(swapped, 21, "common.cu + flash_tiles.cu: expected the 21 instruction wrappers (pack, prefetch, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk, 6 wgmma)");
     let dynamic = "extern __shared__ __align__(16) bf16 fa_dyn[];";
     assert!(out.contains(dynamic), "flash_bwd.cu: the backward's dynamic shared memory moved");
-    out.replace(dynamic, "static bf16 fa_dyn[40000] __attribute__((aligned(16)));")
+    // the most either backward asks for (flash.rs's bwd_smem: 70 KiB with wgmma, 64 KiB without)
+    out.replace(dynamic, "static __attribute__((aligned(16))) bf16 fa_dyn[36864];")
 }
 
 /// A kernel file of `crates/bakallm-kernels/src/cuda`.
@@ -87,7 +88,10 @@ fn build(check: &str, kernels: &str, defines: &[&str]) -> PathBuf {
 fn flash_kernels_match_f64_attention_in_the_emulator() {
     let kernels = emulated(&["common.cu", "flash_tiles.cu", "flash_fwd.cu", "flash_bwd.cu"].map(read).join("\n"));
     // sm_80's atomics for dQ, and sm_90's bulk reductions (`FA_BULK_DQ`)
-    let exes = [build("flash_check", &kernels, &[]), build("flash_check", &kernels, &["-D__CUDA_ARCH__=900"])];
+    // sm_80: atomics for dQ and mma.sync; sm_90: bulk reductions (`FA_BULK_DQ`); sm_90a: and the
+    // head-dim-64 kernels' products by wgmma (`FA_WGMMA`), as an H200 runs them
+    let sm90a = ["-D__CUDA_ARCH__=900", "-D__CUDA_ARCH_FEAT_SM90_ALL"];
+    let exes = [build("flash_check", &kernels, &[]), build("flash_check", &kernels, &["-D__CUDA_ARCH__=900"]), build("flash_check", &kernels, &sm90a)];
     // (head dim, length, bias, o merged, q/k/v fused, dq/dk rotated back): both head dims, lengths off the 64- and
     // 128-row tiles (300: three forward blocks, warps skipping whole key tiles; 101: a last dQ
     // chunk of one row), with and without
@@ -105,10 +109,11 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
         ("64", "100", "0", "1", "1", "1"),
         ("32", "130", "0", "1", "1", "1"),
     ];
-    for ((exe, bulk), (hd, l, bias, merged, fused, rot)) in exes.iter().zip([0, 1]).flat_map(|e| cases.iter().map(move |c| (e, *c))) {
+    for ((exe, (bulk, wg)), (hd, l, bias, merged, fused, rot)) in exes.iter().zip([(0, 0), (1, 0), (1, 1)]).flat_map(|e| cases.iter().map(move |c| (e, *c))) {
         let what = format!("flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}, rotated {rot}");
         let text = run(exe, &[hd, l, bias, merged, fused, rot], &what);
-        assert!(text.starts_with(&format!("FA_BULK_DQ {bulk}\n")), "{}: expected the dQ path FA_BULK_DQ {bulk}:\n{text}", exe.display());
+        let path = format!("FA_BULK_DQ {bulk} FA_WGMMA {wg}\n");
+        assert!(text.starts_with(&path), "{}: expected the paths {path}{text}", exe.display());
     }
 }
 

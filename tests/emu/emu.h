@@ -90,12 +90,21 @@ void launch(F f, unsigned gx, unsigned gy, unsigned threads) {
         }
 }
 inline const unsigned short* ldsm_p[32][32];
-// Shared-memory addresses (smem's 32-bit ones): offsets from an anchor in the program's static
-// data, where the kernels' shared arrays live too.
+// Shared-memory addresses (smem's 32-bit ones) are the low half of the arrays' addresses, so
+// they keep their alignment (the 128-byte swizzle works on address bits); the high half is every
+// static's. The last one this thread took (a kernel takes its shared base once) places wgmma's
+// 18-bit descriptor addresses (emu_wg_elem).
 inline char emu_anchor;
-inline unsigned emu_saddr(const void* p) { return (unsigned)((uintptr_t)p - (uintptr_t)&emu_anchor); }
+inline thread_local unsigned emu_smem_last;
+inline unsigned emu_saddr(const void* p) {
+    if ((uintptr_t)p >> 32 != (uintptr_t)&emu_anchor >> 32) {
+        printf("shared array %p: not in the 4 GiB of the program's statics\n", p);
+        abort();
+    }
+    return emu_smem_last = (unsigned)(uintptr_t)p;
+}
 template <typename T>
-T* emu_sptr(unsigned a) { return (T*)((uintptr_t)&emu_anchor + (uintptr_t)(intptr_t)(int)a); }
+T* emu_sptr(unsigned a) { return (T*)((uintptr_t)&emu_anchor >> 32 << 32 | a); }
 // What the GPU faults on: a 16-byte copy or bulk operation off 16-byte alignment, or a size not a
 // multiple of 16.
 inline void emu_aligned(const void* a, const void* b, int bytes, const char* what) {
@@ -137,3 +146,54 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 #define EMU_bulk_add emu_aligned(dst, emu_sptr<const float>(src), bytes, "bulk reduction"); for (int i = 0; i < bytes / 4; i++) std::atomic_ref<float>(dst[i]).fetch_add(emu_sptr<const float>(src)[i]);
 #define EMU_bulk_commit
 #define EMU_bulk_wait_read
+
+// wgmma.mma_async m64n64k16, bf16 → f32 (sm_90a, the head-dim-64 flash kernels), from the PTX ISA:
+// a warpgroup (the block's 128 threads) computes D (64 × 64) = (acc ? D : 0) + A (64 × 16) · B
+// (16 × 64). D, and A when it comes from registers, as four warps' mma.m16n8k16 fragments (warp w:
+// rows 16w..); A otherwise, and B, from shared memory by descriptor with the 128-byte swizzle:
+// K-major (element (mn, k) at start + 128·mn + 2k) or MN-major (at start + 128·k + 2·mn), groups
+// of 8 rows the descriptor's stride apart, the address's bits 4–6 XOR its bits 7–9. Computed at
+// issue: the emulation cannot catch a missing fence or wait.
+inline unsigned wg_a[128][4];
+inline float emu_wg_elem(unsigned long long desc, int mn, int k, int mn_major) {
+    unsigned start = (emu_smem_last & ~0x3ffffu) | (unsigned)(desc & 0x3fff) << 4, sbo = (unsigned)((desc >> 32) & 0x3fff) << 4;
+    if (start < emu_smem_last) start += 0x40000;  // operands lie at or after the kernel's shared base
+    if (desc >> 62 != 1 || sbo != 1024) {
+        printf("wgmma descriptor %llx: expected the 128-byte swizzle with 1,024-byte groups\n", desc);
+        abort();
+    }
+    int row = mn_major ? k : mn, col = mn_major ? mn : k;
+    unsigned a = start + (row / 8) * sbo + (row % 8) * 128 + 2 * col;
+    a ^= ((a >> 7) & 7) << 4;
+    return bfv(*emu_sptr<const unsigned short>(a));
+}
+inline void emu_wgmma(float* d, unsigned long long adesc, unsigned long long bdesc, int acc, int ta, int tb, const unsigned* areg) {
+    if (blockDim.x != 128) {
+        printf("wgmma: the emulation takes blocks of one warpgroup, not %u threads\n", blockDim.x);
+        abort();
+    }
+    int tid = threadIdx.x, w = tid / 32, g = tid % 32 / 4, t = tid % 4;
+    if (areg)
+        for (int i = 0; i < 4; i++) wg_a[tid][i] = areg[i];
+    block_bar->arrive_and_wait();
+    auto A = [&](int m, int k) {
+        if (!areg) return emu_wg_elem(adesc, m, k, ta);
+        int rr = m % 16, reg = (rr >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        unsigned word = wg_a[(m / 16) * 32 + (rr % 8) * 4 + (k % 8) / 2][reg];
+        return bfv(k % 2 ? word >> 16 : word & 0xffff);
+    };
+    for (int i = 0; i < 8; i++)
+        for (int e = 0; e < 4; e++) {
+            int m = 16 * w + g + (e >= 2 ? 8 : 0), n = 8 * i + 2 * t + (e & 1);
+            float s = 0.f;
+            for (int k = 0; k < 16; k++) s += A(m, k) * emu_wg_elem(bdesc, n, k, tb);
+            d[4 * i + e] = (acc ? d[4 * i + e] : 0.f) + s;
+        }
+    block_bar->arrive_and_wait();
+}
+#define EMU_wg_hold
+#define EMU_wg_fence
+#define EMU_wg_commit
+#define EMU_wg_wait
+#define EMU_wgmma_ss emu_wgmma(d, a, b, acc, TA, TB, nullptr);
+#define EMU_wgmma_rs emu_wgmma(d, 0, b, acc, 0, TB, a);

@@ -12,7 +12,7 @@
 #include <random>
 static unsigned short tobf(float v) { return to_bf16(v); }
 int main(int argc, char** argv) {
-    printf("FA_BULK_DQ %d\n", FA_BULK_DQ);  // which dQ path this build checks
+    printf("FA_BULK_DQ %d FA_WGMMA %d\n", FA_BULK_DQ, FA_WGMMA);  // which dQ path and products this build checks
     int HD = atoi(argv[1]), L = atoi(argv[2]), H = 2, B = 2, BH = B * H;
     bool BIAS = argc > 3 && atoi(argv[3]);
     int OH = argc > 4 && atoi(argv[4]) ? H : 1;  // heads per row of o and dO

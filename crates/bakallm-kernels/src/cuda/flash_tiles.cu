@@ -216,13 +216,27 @@ __device__ __forceinline__ unsigned long long wg_desc(unsigned s) {
 }
 // Orders the registers of in-flight products: the compiler may not move accesses to d across it.
 __device__ __forceinline__ void wg_hold(float* d) {
+#if __CUDA_ARCH__ >= 800
 #pragma unroll
     for (int i = 0; i < 32; i++) asm volatile("" : "+f"(d[i])::"memory");
+#endif
 }
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_fence() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
 template <int N>
-__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void wg_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
 
 #define WG_D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 #define WG_D32_OUT(d)                                                                                                              \
@@ -234,18 +248,22 @@ __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.
 // operand is MN-major).
 template <int TA, int TB>
 __device__ __forceinline__ void wgmma_ss(float* d, unsigned long long a, unsigned long long b, int acc) {
+#if __CUDA_ARCH__ >= 800
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
                  ", %32, %33, p, 1, 1, %35, %36;\n}\n"
                  : WG_D32_OUT(d)
                  : "l"(a), "l"(b), "r"(acc), "n"(TA), "n"(TB));
+#endif
 }
 // The same with A (64 × 16) from registers (a: mma.m16n8k16's A fragment of this warp's 16 rows).
 template <int TB>
 __device__ __forceinline__ void wgmma_rs(float* d, const unsigned* a, unsigned long long b, int acc) {
+#if __CUDA_ARCH__ >= 800
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\nwgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32
                  ", {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"
                  : WG_D32_OUT(d)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc), "n"(TB));
+#endif
 }
 #endif
 
