@@ -159,3 +159,11 @@ fn norm_kernels_match_f64_in_the_emulator() {
 fn gate_kernels_match_f64_in_the_emulator() {
     run(&build("gate_check", &format!("{}\n{}", common(), read("gate.cu")), &[]), &[], "gate kernels");
 }
+
+/// The optimizer step (`cuda/optim.cu`): the global norm's sum of squares against f64, and AdamW
+/// against its formula in f32 bit for bit (first step, a clipped step, a non-finite loss that keeps
+/// the state), three tensors per launch over whole and partial chunks, aligned and not.
+#[test]
+fn optimizer_kernels_match_their_formulas_in_the_emulator() {
+    run(&build("optim_check", &format!("{}\n{}", common(), read("optim.cu")), &["-ffp-contract=off"]), &[], "optimizer kernels");
+}
