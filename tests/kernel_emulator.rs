@@ -167,3 +167,11 @@ fn gate_kernels_match_f64_in_the_emulator() {
 fn optimizer_kernels_match_their_formulas_in_the_emulator() {
     run(&build("optim_check", &format!("{}\n{}", common(), read("optim.cu")), &["-ffp-contract=off"]), &[], "optimizer kernels");
 }
+
+/// The GEMM + softmax attention (`cuda/attention.cu`): the causal softmax with a bias and its
+/// backward (rows in registers and longer ones), the head split and merge with and without the
+/// rotation, against f64 in the emulator.
+#[test]
+fn attention_kernels_match_f64_in_the_emulator() {
+    run(&build("attn_check", &format!("{}\n{}", common(), read("attention.cu")), &[]), &[], "attention kernels");
+}
