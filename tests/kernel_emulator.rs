@@ -129,8 +129,8 @@ fn fused_projection_kernels_match_their_formulas_in_the_emulator() {
 }
 
 /// The LM head's cross-entropy kernels (`ce_grad` and `ce_grad_row`, `cuda/tokens.cu`: each row's
-/// loss and its logits' gradient in place) against the cross-entropy in f64 in the emulator, bf16
-/// and f32.
+/// loss and its logits' gradient in place; `ce_fwd` + `ce_bwd`) against the cross-entropy in f64 in
+/// the emulator, bf16 and f32; the embedding's gradient and `scale_by` against sums and products.
 #[test]
 fn cross_entropy_kernel_matches_f64_in_the_emulator() {
     let dynamic = "extern __shared__ Word4 row[];";
@@ -154,7 +154,7 @@ fn norm_kernels_match_f64_in_the_emulator() {
 
 /// The MLP gate (`cuda/gate.cu`: `glu_fwd`/`glu_bwd` on the fused projection, `silu_mul_fwd`/`_bwd`
 /// on separate inputs) against f64 in the emulator: 16-byte and one-element accesses, f32 and
-/// bf16, threads striding over the rows, σ's under- and overflow.
+/// bf16, threads striding over the rows, σ's under- and overflow; `cast_many`'s weight casts.
 #[test]
 fn gate_kernels_match_f64_in_the_emulator() {
     run(&build("gate_check", &format!("{}\n{}", common(), read("gate.cu")), &[]), &[], "gate kernels");

@@ -3,7 +3,8 @@
 // 2F; glu_bwd also leaves y in g's place), silu_mul_fwd and silu_mul_bwd on separate a and u; the
 // 16-byte kernels (bf16, f32) and the one-element ones, launched as mlp.rs and gate.rs launch them
 // (256 threads, fewer blocks than groups so threads stride), inputs out to where σ under- and
-// overflows. Exit status 1 on a difference above the bounds.
+// overflows; and cast_many, the weights' casts into a sublayer's side-by-side operand. Exit status 1
+// on a difference above the bounds.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
@@ -49,8 +50,38 @@ static int check(const char* name, int rows, int F) {
     printf("%s rows %d F %d: glu y %.1e, dh %.1e; silu_mul y %.1e, da/du %.1e %s\n", name, rows, F, e_y, e_d, e_y2, e_d2, ok ? "ok" : "FAILED");
     return !ok;
 }
+// cast_many: f32 weights cast into column ranges of one wider matrix (a sublayer's weights side by
+// side), a job per blockIdx.y; the columns outside every job are left alone.
+template <typename T, int W>
+static int check_cast(const char* name, int cols0, int cols1) {
+    const unsigned rows = 7, width = cols0 + cols1 + W;
+    std::mt19937 rng(6);
+    std::uniform_real_distribution<float> U(-3, 3);
+    std::vector<float> a((size_t)rows * cols0), b((size_t)rows * cols1);
+    for (auto* v : {&a, &b})
+        for (auto& e : *v) e = U(rng);
+    std::vector<T> out((size_t)rows * width);
+    for (auto& e : out) st(&e, 0, 5.f);
+    CastJobs jobs{};
+    jobs.j[0] = {a.data(), out.data(), rows, (unsigned)cols0, width, 0};
+    jobs.j[1] = {b.data(), out.data(), rows, (unsigned)cols1, width, (unsigned)cols0};
+    launch([&] { cast_many<T, W>(jobs); }, 1, 2, 32);  // one block per job, fewer threads than elements
+    int wrong = 0;
+    for (unsigned r = 0; r < rows; r++)
+        for (unsigned c = 0; c < width; c++) {
+            float src = c < (unsigned)cols0 ? a[r * cols0 + c] : c < (unsigned)(cols0 + cols1) ? b[r * cols1 + c - cols0] : 5.f;
+            T w;
+            st(&w, 0, src);
+            wrong += ld(&out[(size_t)r * width + c], 0) != ld(&w, 0);
+        }
+    printf("cast_many %s: %d of %u elements wrong %s\n", name, wrong, rows * width, wrong ? "FAILED" : "ok");
+    return wrong != 0;
+}
 int main() {
     int bad = 0;
+    bad += check_cast<bf16, 8>("bf16 16-byte", 16, 24);
+    bad += check_cast<bf16, 1>("bf16 one element", 5, 3);
+    bad += check_cast<float, 1>("f32 one element", 5, 3);
     bad += check<bf16, 8>("bf16 16-byte", 70, 96);
     bad += check<float, 4>("f32 16-byte", 50, 100);
     bad += check<bf16, 1>("bf16 one element", 40, 37);
