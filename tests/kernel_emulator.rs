@@ -84,6 +84,19 @@ fn build(check: &str, kernels: &str, defines: &[&str]) -> PathBuf {
     exe
 }
 
+/// `cuda/<file>` with its dynamic shared memory `dynamic` declared as the static array `fixed`
+/// (the emulator sizes no shared memory at launch).
+fn with_static_shared(file: &str, dynamic: &str, fixed: &str) -> String {
+    let src = read(file);
+    assert!(src.contains(dynamic), "{file}: the dynamic shared memory `{dynamic}` moved");
+    src.replace(dynamic, fixed)
+}
+
+/// Builds `tests/emu/<check>.cpp` against common.cu (emulated) and `kernels`, and runs it.
+fn check(check: &str, kernels: &str, defines: &[&str], what: &str) {
+    run(&build(check, &format!("{}\n{kernels}", common()), defines), &[], what);
+}
+
 #[test]
 fn flash_kernels_match_f64_attention_in_the_emulator() {
     let kernels = emulated(&["common.cu", "flash_tiles.cu", "flash_fwd.cu", "flash_bwd.cu"].map(read).join("\n"));
@@ -125,7 +138,7 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
 fn fused_projection_kernels_match_their_formulas_in_the_emulator() {
     let attention = read("attention.cu");
     let keys = &attention[attention.find("// A key term added").expect("attention.cu: the key-term kernels")..];
-    run(&build("key_check", &format!("{}\n{keys}", common()), &[]), &[], "key-term kernels");
+    check("key_check", keys, &[], "key-term kernels");
 }
 
 /// The LM head's cross-entropy kernels (`ce_grad` and `ce_grad_row`, `cuda/tokens.cu`: each row's
@@ -133,11 +146,8 @@ fn fused_projection_kernels_match_their_formulas_in_the_emulator() {
 /// the emulator, bf16 and f32; the embedding's gradient and `scale_by` against sums and products.
 #[test]
 fn cross_entropy_kernel_matches_f64_in_the_emulator() {
-    let dynamic = "extern __shared__ Word4 row[];";
-    let tokens = read("tokens.cu");
-    assert!(tokens.contains(dynamic), "tokens.cu: ce_grad_row's dynamic shared memory moved");
-    let tokens = tokens.replace(dynamic, "static Word4 row[8192];");
-    run(&build("ce_check", &format!("{}\n{tokens}", common()), &[]), &[], "ce_grad");
+    let tokens = with_static_shared("tokens.cu", "extern __shared__ Word4 row[];", "static Word4 row[8192];");
+    check("ce_check", &tokens, &[], "token kernels");
 }
 
 /// LayerNorm and RMSNorm (`cuda/norm.cu`: the forward, the sums' zeroing and the backward with the
@@ -145,11 +155,8 @@ fn cross_entropy_kernel_matches_f64_in_the_emulator() {
 /// 16-byte and one-element accesses, f32 and bf16, rows ending mid-block.
 #[test]
 fn norm_kernels_match_f64_in_the_emulator() {
-    let dynamic = "extern __shared__ float acc[];";
-    let norm = read("norm.cu");
-    assert!(norm.contains(dynamic), "norm.cu: norm_bwd's dynamic shared memory moved");
-    let norm = norm.replace(dynamic, "static float acc[8192];");
-    run(&build("norm_check", &format!("{}\n{norm}", common()), &[]), &[], "norm kernels");
+    let norm = with_static_shared("norm.cu", "extern __shared__ float acc[];", "static float acc[8192];");
+    check("norm_check", &norm, &[], "norm kernels");
 }
 
 /// The MLP gate (`cuda/gate.cu`: `glu_fwd`/`glu_bwd` on the fused projection, `silu_mul_fwd`/`_bwd`
@@ -157,7 +164,7 @@ fn norm_kernels_match_f64_in_the_emulator() {
 /// bf16, threads striding over the rows, σ's under- and overflow; `cast_many`'s weight casts.
 #[test]
 fn gate_kernels_match_f64_in_the_emulator() {
-    run(&build("gate_check", &format!("{}\n{}", common(), read("gate.cu")), &[]), &[], "gate kernels");
+    check("gate_check", &read("gate.cu"), &[], "gate kernels");
 }
 
 /// The optimizer step (`cuda/optim.cu`): the global norm's sum of squares against f64, and AdamW
@@ -165,7 +172,7 @@ fn gate_kernels_match_f64_in_the_emulator() {
 /// the state), three tensors per launch over whole and partial chunks, aligned and not.
 #[test]
 fn optimizer_kernels_match_their_formulas_in_the_emulator() {
-    run(&build("optim_check", &format!("{}\n{}", common(), read("optim.cu")), &["-ffp-contract=off"]), &[], "optimizer kernels");
+    check("optim_check", &read("optim.cu"), &["-ffp-contract=off"], "optimizer kernels");
 }
 
 /// The GEMM + softmax attention (`cuda/attention.cu`): the causal softmax with a bias and its
@@ -173,5 +180,5 @@ fn optimizer_kernels_match_their_formulas_in_the_emulator() {
 /// rotation, against f64 in the emulator.
 #[test]
 fn attention_kernels_match_f64_in_the_emulator() {
-    run(&build("attn_check", &format!("{}\n{}", common(), read("attention.cu")), &[]), &[], "attention kernels");
+    check("attn_check", &read("attention.cu"), &[], "attention kernels");
 }

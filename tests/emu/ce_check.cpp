@@ -7,6 +7,14 @@
 #include "emu.h"
 #include "kernels.cu"
 #include <random>
+// log Σ exp of row r of x [rows, V], in f64
+template <typename T>
+static double row_lse(const std::vector<T>& x, int r, int V) {
+    double m = -1e30, s = 0;
+    for (int j = 0; j < V; j++) m = std::max(m, (double)ld(&x[(size_t)r * V + j], 0));
+    for (int j = 0; j < V; j++) s += std::exp(ld(&x[(size_t)r * V + j], 0) - m);
+    return m + std::log(s);
+}
 template <typename T, int W, bool ROW = false>
 static int check(const char* name, int rows, int V) {
     std::mt19937 rng(11);
@@ -23,10 +31,7 @@ static int check(const char* name, int rows, int V) {
     else launch([&] { ce_grad<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 256);
     double worst_loss = 0, worst_grad = 0;
     for (int r = 0; r < rows; r++) {
-        double m = -1e30, s = 0;
-        for (int j = 0; j < V; j++) m = std::max(m, (double)ld(&x0[(size_t)r * V + j], 0));
-        for (int j = 0; j < V; j++) s += std::exp(ld(&x0[(size_t)r * V + j], 0) - m);
-        double lse = m + std::log(s);
+        double lse = row_lse(x0, r, V);
         worst_loss = std::max(worst_loss, std::abs(loss[r] - (lse - ld(&x0[(size_t)r * V + t[r]], 0))));
         for (int j = 0; j < V; j++) {
             double want = (std::exp(ld(&x0[(size_t)r * V + j], 0) - lse) - (j == t[r])) * scale;
@@ -54,10 +59,7 @@ static int check_split(const char* name, int rows, int V) {
     launch([&] { ce_bwd<T, int, W>(x.data(), t.data(), lse.data(), g.data(), dx.data(), V); }, rows, 1, 256);
     double worst_loss = 0, worst_grad = 0;
     for (int r = 0; r < rows; r++) {
-        double m = -1e30, s = 0;
-        for (int j = 0; j < V; j++) m = std::max(m, (double)ld(&x[(size_t)r * V + j], 0));
-        for (int j = 0; j < V; j++) s += std::exp(ld(&x[(size_t)r * V + j], 0) - m);
-        double l = m + std::log(s);
+        double l = row_lse(x, r, V);
         worst_loss = std::max({worst_loss, std::abs(lse[r] - l), std::abs(loss[r] - (l - ld(&x[(size_t)r * V + t[r]], 0)))});
         for (int j = 0; j < V; j++) worst_grad = std::max(worst_grad, std::abs(ld(&dx[(size_t)r * V + j], 0) - (std::exp(ld(&x[(size_t)r * V + j], 0) - l) - (j == t[r])) * g[r]));
     }
