@@ -58,6 +58,21 @@ pub fn token_losses<B: Prims, C: CheckpointStrategy>(logits: Tensor<Autodiff<B, 
 /// whole), and the backward only scales them by the upstream gradient. `x` in the compute dtype,
 /// `w` the f32 master weight.
 pub fn head_ce_mean<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2>, w: Tensor<Autodiff<B, C>, 2>, targets: Tensor<B, 1, Int>, chunk: usize, fused: bool) -> Tensor<Autodiff<B, C>, 1> {
+    let (losses, dx, dw) = B::head_ce(x.clone().inner(), w.clone().inner(), targets, chunk, fused);
+    loss_with_grads(x, w, losses.mean(), dx, dw, fused)
+}
+
+/// A loss `[1]` of `x` and `w` computed outside autodiff, as an op whose backward hands them `dx`
+/// and `dw` (the loss's gradients, formed with it) times the upstream gradient
+/// (`Prims::scale_by`): [`head_ce_mean`] on any backend, and the CPU's host head + loss.
+pub fn loss_with_grads<B: Prims, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 2>,
+    w: Tensor<Autodiff<B, C>, 2>,
+    loss: Tensor<B, 1>,
+    dx: Tensor<B, 2>,
+    dw: Tensor<B, 2>,
+    fused: bool,
+) -> Tensor<Autodiff<B, C>, 1> {
     #[derive(Debug)]
     struct HeadCeBackward {
         fused: bool,
@@ -76,8 +91,7 @@ pub fn head_ce_mean<B: Prims, C: CheckpointStrategy>(x: Tensor<Autodiff<B, C>, 2
         }
     }
     let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
-    let (losses, dx, dw) = B::head_ce(float(x.primitive.clone()), float(w.primitive.clone()), targets, chunk, fused);
-    let loss = losses.mean().into_primitive().tensor();
+    let loss = loss.into_primitive().tensor();
     let out = match (HeadCeBackward { fused }).prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((dx.into_primitive().tensor(), dw.into_primitive().tensor()), loss),
         OpsKind::UnTracked(prep) => prep.finish(loss),

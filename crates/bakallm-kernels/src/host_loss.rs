@@ -10,13 +10,14 @@
 //! own part of the output and sums in a fixed order, so the result does not depend on the number
 //! of threads: CPU runs stay bit-exact, also one run per core (`experiment --jobs`).
 //!
-//! The gradients reach autodiff through a surrogate whose value is the loss and whose gradient is
-//! `(dx, dw)` (see [`head_loss`]); the reference is `token_losses(x · w, targets).mean()`
-//! (`train.ce = "autodiff"`), against which the tests check the values and both gradients.
+//! The gradients reach autodiff through the op the CUDA head uses too
+//! (`cross_entropy::loss_with_grads`: its backward hands over `dx` and `dw` times the upstream
+//! gradient); the reference is `token_losses(x · w, targets).mean()` (`train.ce = "autodiff"`),
+//! against which the tests check the values and both gradients.
 
 use super::staged::read_now;
+use crate::backend::{Cpu, CpuTrain};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
 
 /// Rows of logits per task.
@@ -43,7 +44,11 @@ fn head_ce_in(x: &[f32], w: &[f32], t: &[usize], d: usize, grads: bool, group_by
     let mut losses = vec![0f32; n];
     let (mut dx, mut dw) = if grads { (vec![0f32; n * d], vec![0f32; d * v]) } else { (Vec::new(), Vec::new()) };
     let group = (group_bytes / (4 * v)).max(ROWS).next_multiple_of(ROWS).min(n.next_multiple_of(ROWS));
-    let mut logits = vec![0f32; group * v];
+    // the logits' buffer is kept from call to call (every element is written before it is read)
+    let mut logits = LOGITS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    if logits.len() < group * v {
+        logits = vec![0f32; group * v];
+    }
     let scale = 1.0 / n as f32;
     for (gi, start) in (0..n).step_by(group).enumerate() {
         let rows = group.min(n - start);
@@ -83,7 +88,13 @@ fn head_ce_in(x: &[f32], w: &[f32], t: &[usize], d: usize, grads: bool, group_by
             });
         }
     }
+    LOGITS.with(|b| *b.borrow_mut() = logits);
     (losses, dx, dw)
+}
+
+thread_local! {
+    /// [`head_ce_in`]'s logits, kept for the next call on this thread.
+    static LOGITS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A pointer shared by tasks that each write their own disjoint part of one buffer.
@@ -161,18 +172,17 @@ pub(crate) fn exp(x: f32) -> f32 {
 }
 
 /// Mean token cross-entropy `[1]` of the LM head `h [b, n, d] · w [d, V]` against `targets [b, n]`
-/// with [`head_ce`], for training on the CPU. Autodiff sees `loss + s − detach(s)` with
-/// `s = Σ h ⊙ dx + Σ w ⊙ dw` (`dx`, `dw` constants): its value is the loss (`s − s` is exactly 0)
-/// and its gradients are `dx` and `dw`.
-pub fn head_loss<B: AutodiffBackend>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+/// with [`head_ce`], for training on the CPU: the mean (summed in f64) and its gradients `dx`,
+/// `dw` as one autodiff op.
+pub fn head_loss(h: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, targets: Tensor<CpuTrain, 2, Int>) -> Tensor<CpuTrain, 1> {
     let [b, n, d] = h.dims();
     let dev = h.device();
     let h = h.reshape([b * n, d]);
     let (losses, dx, dw) = head_ce(&read_now(h.clone().inner()), &read_now(w.clone().inner()), &ids(targets.inner()), d, true);
     let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64;
-    let constant = |v: Vec<f32>, shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(v, shape), &dev);
-    let s = (h * constant(dx, [b * n, d])).sum() + (w.clone() * constant(dw, w.dims())).sum();
-    s.clone() - s.detach() + Tensor::from_data(TensorData::new(vec![mean as f32], [1]), &dev)
+    let constant = |v: Vec<f32>, shape: [usize; 2]| Tensor::<Cpu, 2>::from_data(TensorData::new(v, shape), &dev);
+    let (dx, dw) = (constant(dx, [b * n, d]), constant(dw, w.dims()));
+    super::cross_entropy::loss_with_grads(h, w, Tensor::from_data(TensorData::new(vec![mean as f32], [1]), &dev), dx, dw, true)
 }
 
 /// Per-token losses `[b, n]` (nats) of the LM head `h [b, n, d] · w [d, V]` against `targets`,
