@@ -7,7 +7,7 @@
 
 use crate::config::{serde_name, Config, Device, TrainConfig};
 use crate::data::batches::mix;
-use crate::kernels::ops::{AttnKernel, Ce, Kernels, TrainOps};
+use crate::kernels::ops::{AttnKernel, Ce, Kernels, Matmul, TrainOps};
 use crate::model::{padded_vocab, param_count, BakaLM};
 use crate::train::adamw::AdamW;
 use crate::train::{train_step, train_step_marked};
@@ -126,7 +126,7 @@ fn kernels_run(cfg: &Config) -> Kernels {
     let k = cfg.train.kernels();
     if !cfg.train.device.is_cuda() {
         let attention = if k.attention == AttnKernel::Burn { AttnKernel::Burn } else { AttnKernel::Fused };
-        return Kernels { ce: k.ce, attention, gate: k.gate, ..Kernels::REFERENCE };
+        return Kernels { matmul: k.matmul, ce: k.ce, attention, gate: k.gate, ..Kernels::REFERENCE };
     }
     Kernels { attention: cfg.attention_as_run().0, ..k }
 }
@@ -214,7 +214,8 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         "branch": cfg.branch,
         "backend": if gpu { "burn-cuda 0.21 (fusion, autotune)" } else { "burn-flex 0.21" },
         "kernels": serde_name(&t.kernels),
-        "matmul": serde_name(&k.matmul),
+        // on the CPU bakallm's linears call the gemm crate (cpu_linear.rs), not cuBLAS
+        "matmul": if !gpu && k.matmul == Matmul::Cublas { "gemm".to_string() } else { serde_name(&k.matmul) },
         "ce": serde_name(&k.ce),
         "ce_chunk": (gpu && k.ce == Ce::Chunked).then_some(k.ce_chunk),
         "attention": serde_name(&k.attention),

@@ -40,7 +40,8 @@ pub struct TrainConfig {
     pub dtype: Dtype,
     /// "fast": bakallm's kernels where the device has them (CUDA: cuBLAS linears, the whole
     /// parallel layer as one op, fused norm, gate, embedding, AdamW, and the LM head + loss in
-    /// chunks; CPU: the LM head + loss as one pass); "reference": burn's ops everywhere.
+    /// chunks; CPU: the linears' GEMMs called directly, the attention, gate, AdamW and the LM head
+    /// + loss as one pass each); "reference": burn's ops everywhere.
     pub kernels: KernelSet,
     /// Rows of logits per chunk of the LM head's loss on CUDA: `ce_chunk × vocab` logits exist
     /// at a time.

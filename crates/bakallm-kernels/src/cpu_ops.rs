@@ -1,12 +1,14 @@
 //! [`BakaOps`] on the CPU: the reference, with the LM head and its loss as one CPU pass
 //! ([`super::host_loss`]) where `train.ce = "chunked"` (the default), the attention as one op each
-//! way ([`super::cpu_attention`]) unless `train.attention = "burn"`, and the MLP's gate as one pass
-//! each way ([`super::cpu_gate`]) unless `train.gate = "burn"`.
+//! way ([`super::cpu_attention`]) unless `train.attention = "burn"`, the MLP's gate as one pass
+//! each way ([`super::cpu_gate`]) unless `train.gate = "burn"`, and the linear layers' GEMMs
+//! called directly ([`super::cpu_linear`]) unless `train.matmul = "burn"`.
 
 use super::cpu_attention;
 use super::cpu_gate;
+use super::cpu_linear;
 use super::host_loss;
-use super::ops::{AttnWeights, BakaOps, Ce, Kernels, MlpWeights, Positions};
+use super::ops::{AttnWeights, BakaOps, Ce, Kernels, Matmul, MlpWeights, Positions};
 use super::reference as r;
 use crate::backend::{Cpu, CpuTrain};
 use burn::prelude::*;
@@ -21,6 +23,13 @@ fn token_losses<B: BakaOps>(h: Tensor<B, 3>, w: Tensor<B, 2>, targets: Tensor<B,
 }
 
 impl BakaOps for Cpu {
+    fn dense(x: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, k: &Kernels) -> Tensor<Cpu, 3> {
+        match k.matmul {
+            Matmul::Burn => r::linear(x, w),
+            Matmul::Cublas => cpu_linear::dense(x, w),
+        }
+    }
+
     fn self_attention(h: Tensor<Cpu, 3>, w: &AttnWeights<Cpu>, pos: &Positions<Cpu>, k: &Kernels) -> Tensor<Cpu, 3> {
         cpu_attention::self_attention(h, w, pos, k, cpu_attention::core_fwd)
     }
@@ -35,6 +44,13 @@ impl BakaOps for Cpu {
 }
 
 impl BakaOps for CpuTrain {
+    fn dense(x: Tensor<CpuTrain, 3>, w: Tensor<CpuTrain, 2>, k: &Kernels) -> Tensor<CpuTrain, 3> {
+        match k.matmul {
+            Matmul::Burn => r::linear(x, w),
+            Matmul::Cublas => cpu_linear::dense_train(x, w),
+        }
+    }
+
     fn self_attention(h: Tensor<CpuTrain, 3>, w: &AttnWeights<CpuTrain>, pos: &Positions<CpuTrain>, k: &Kernels) -> Tensor<CpuTrain, 3> {
         cpu_attention::self_attention(h, w, pos, k, cpu_attention::core_train)
     }

@@ -45,6 +45,7 @@ pub mod backend;
 pub mod binary;
 mod cpu_attention;
 mod cpu_gate;
+mod cpu_linear;
 mod cpu_ops;
 mod cpu_optim;
 pub mod cross_entropy;
