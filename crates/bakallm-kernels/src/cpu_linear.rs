@@ -7,7 +7,7 @@
 //! bench's step, perf, 2026-12-04).
 
 use super::binary::binary_ad;
-use super::host::{tensor, values};
+use super::host::{gemm_rm, tensor, values};
 use crate::backend::{Cpu, CpuTrain};
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::prelude::*;
@@ -16,18 +16,18 @@ use burn::prelude::*;
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
 /// A matrix operand: its values with their row and column strides.
-type Operand<'a> = (&'a [f32], isize, isize);
+type Operand<'a> = (&'a [f32], usize, usize);
 
 /// `[m, n]` (row-major) = `lhs [m, k] · rhs [k, n]`.
 fn product(m: usize, n: usize, k: usize, (lhs, lhs_rs, lhs_cs): Operand, (rhs, rhs_rs, rhs_cs): Operand) -> Vec<f32> {
-    let reach = |v: &[f32], rows: usize, cols: usize, rs: isize, cs: isize| rows == 0 || cols == 0 || ((rows - 1) * rs as usize + (cols - 1) * cs as usize) < v.len();
+    let reach = |v: &[f32], rows: usize, cols: usize, rs: usize, cs: usize| rows == 0 || cols == 0 || ((rows - 1) * rs + (cols - 1) * cs) < v.len();
     assert!(reach(lhs, m, k, lhs_rs, lhs_cs) && reach(rhs, k, n, rhs_rs, rhs_cs), "cpu linear: operands shorter than [{m}, {k}] · [{k}, {n}]");
     let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_THRESHOLD { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     let mut out = Vec::<f32>::with_capacity(m * n);
-    // SAFETY: the operands reach as far as their shapes and strides (asserted); `read_dst` is
-    // false, so the GEMM writes all m·n outputs without reading them, and only then is the length set
+    // SAFETY: the operands reach as far as their shapes and strides (asserted); without
+    // `accumulate` the GEMM writes all m·n outputs without reading them, and only then is the length set
     unsafe {
-        gemm::gemm(m, n, k, out.as_mut_ptr(), 1, n as isize, false, lhs.as_ptr(), lhs_cs, lhs_rs, rhs.as_ptr(), rhs_cs, rhs_rs, 0.0, 1.0, false, false, false, parallelism);
+        gemm_rm(m, n, k, out.as_mut_ptr(), n, false, lhs.as_ptr(), (lhs_rs, lhs_cs), rhs.as_ptr(), (rhs_rs, rhs_cs), parallelism);
         out.set_len(m * n);
     }
     out
@@ -37,7 +37,7 @@ fn product(m: usize, n: usize, k: usize, (lhs, lhs_rs, lhs_cs): Operand, (rhs, r
 fn fwd(x: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, _: bool) -> Tensor<Cpu, 3> {
     let ([b, l, d], n) = (x.dims(), w.dims()[1]);
     let (xv, wv) = (values(x), values(w));
-    tensor(product(b * l, n, d, (&xv, d as isize, 1), (&wv, n as isize, 1)), [b, l, n])
+    tensor(product(b * l, n, d, (&xv, d, 1), (&wv, n, 1)), [b, l, n])
 }
 
 /// `(dx, dw)` from `g [b, l, n]`: `dx = g · wᵀ`, `dw = xᵀ · g` (autodiff's matmul backward, the
@@ -45,9 +45,9 @@ fn fwd(x: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, _: bool) -> Tensor<Cpu, 3> {
 fn bwd(g: Tensor<Cpu, 3>, x: Tensor<Cpu, 3>, w: Tensor<Cpu, 2>, _: bool) -> (Tensor<Cpu, 3>, Tensor<Cpu, 2>) {
     let ([b, l, d], n) = (x.dims(), w.dims()[1]);
     let (gv, xv, wv) = (values(g), values(x), values(w));
-    let (m, di, ni) = (b * l, d as isize, n as isize);
-    let dx = product(m, d, n, (&gv, ni, 1), (&wv, 1, ni));
-    let dw = product(d, n, m, (&xv, 1, di), (&gv, ni, 1));
+    let m = b * l;
+    let dx = product(m, d, n, (&gv, n, 1), (&wv, 1, n));
+    let dw = product(d, n, m, (&xv, 1, d), (&gv, n, 1));
     (tensor(dx, [b, l, d]), tensor(dw, [d, n]))
 }
 

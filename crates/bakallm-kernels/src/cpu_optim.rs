@@ -97,8 +97,9 @@ fn update(p: f32, m: f32, v: f32, a: &Adam) -> f32 {
 /// The first step: `m = (1 − β1)·g`, `v = (1 − β2)·g²` (burn's first step).
 #[inline(always)]
 fn first_any(po: &mut [Out], mo: &mut [Out], vo: &mut [Out], p: &[f32], g: &[f32], a: &Adam) {
-    assert!(p.len() == po.len() && g.len() == po.len() && mo.len() == po.len() && vo.len() == po.len(), "adamw: chunk lengths");
-    for i in 0..po.len() {
+    let n = po.len();
+    assert!(p.len() == n && g.len() == n && mo.len() == n && vo.len() == n, "adamw: chunk lengths");
+    for i in 0..n {
         let gi = if a.clip == 1.0 { g[i] } else { g[i] * a.clip };
         let (m, v) = (gi * a.c1, (gi * gi) * a.c2);
         po[i].write(update(p[i], m, v, a));

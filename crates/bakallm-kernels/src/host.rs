@@ -1,5 +1,5 @@
-//! CPU tensors as slices for the host ops (`host_loss`, `cpu_attention`, `cpu_gate`): burn-flex's
-//! contiguous f32 storage read in place, anything else copied once.
+//! CPU tensors as slices for the host ops (`host_loss`, `cpu_attention`, `cpu_gate`, `cpu_linear`):
+//! burn-flex's contiguous f32 storage read in place, anything else copied once; and their GEMM.
 
 use crate::backend::Cpu;
 use burn::prelude::*;
@@ -38,4 +38,27 @@ pub fn primitive_values(p: FloatTensor<Cpu>) -> Values {
 /// `v` as a CPU tensor of `shape`, without a copy.
 pub fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<Cpu, D> {
     Tensor::from_data(TensorData::new(v, shape), &Default::default())
+}
+
+/// `dst [m, n] (+)= a [m, k] · b [k, n]` by the gemm crate on `parallelism`'s threads; `dst`
+/// row-major with row stride `ld` (read only with `accumulate`), `a` and `b` given as (row stride,
+/// column stride). The host ops' one way into it (`host_loss`, `cpu_linear`).
+///
+/// # Safety
+/// `a`, `b` and `dst` must reach as far as their shapes and strides say.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_rm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ld: usize,
+    accumulate: bool,
+    a: *const f32,
+    (a_rs, a_cs): (usize, usize),
+    b: *const f32,
+    (b_rs, b_cs): (usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(m, n, k, dst, 1, ld as isize, accumulate, a, a_cs as isize, a_rs as isize, b, b_cs as isize, b_rs as isize, 1.0, 1.0, false, false, false, parallelism);
 }

@@ -15,11 +15,14 @@
 //! gradient); the reference is `token_losses(x · w, targets).mean()` (`train.ce = "autodiff"`),
 //! against which the tests check the values and both gradients.
 
+use super::host::gemm_rm;
 use super::staged::read_now;
 use crate::backend::{Cpu, CpuTrain};
 use burn::prelude::*;
 use rayon::prelude::*;
 
+/// Each task's GEMMs run on its own thread (the tasks are the parallelism).
+const ONE_THREAD: gemm::Parallelism = gemm::Parallelism::None;
 /// Rows of logits per task.
 const ROWS: usize = 256;
 /// Columns of `dw` per task.
@@ -61,7 +64,7 @@ fn head_ce_in(x: &[f32], w: &[f32], t: &[usize], d: usize, grads: bool, group_by
             let r = out.len();
             let xr = &xg[i * ROWS * d..(i * ROWS + r) * d];
             // logits [r, v] = x_r [r, d] · w [d, v]
-            unsafe { gemm_rm(r, v, d, l.as_mut_ptr(), v, false, xr.as_ptr(), (d, 1), w.as_ptr(), (v, 1)) };
+            unsafe { gemm_rm(r, v, d, l.as_mut_ptr(), v, false, xr.as_ptr(), (d, 1), w.as_ptr(), (v, 1), ONE_THREAD) };
             for (j, (row, loss)) in l.chunks_exact_mut(v).zip(out.iter_mut()).enumerate() {
                 let k = t[start + i * ROWS + j];
                 let target = row[k];
@@ -76,7 +79,7 @@ fn head_ce_in(x: &[f32], w: &[f32], t: &[usize], d: usize, grads: bool, group_by
             if grads {
                 // dx_r [r, d] = dlogits [r, v] · wᵀ [v, d]
                 let dst = unsafe { dx_ptr.get().add(i * ROWS * d) };
-                unsafe { gemm_rm(r, d, v, dst, d, false, l.as_ptr(), (v, 1), w.as_ptr(), (1, v)) };
+                unsafe { gemm_rm(r, d, v, dst, d, false, l.as_ptr(), (v, 1), w.as_ptr(), (1, v), ONE_THREAD) };
             }
         });
         if grads {
@@ -84,7 +87,7 @@ fn head_ce_in(x: &[f32], w: &[f32], t: &[usize], d: usize, grads: bool, group_by
             let (dw_ptr, lg) = (SendPtr(dw.as_mut_ptr()), &logits[..rows * v]);
             (0..v.div_ceil(COLS)).into_par_iter().for_each(|b| {
                 let (c0, cols) = (b * COLS, COLS.min(v - b * COLS));
-                unsafe { gemm_rm(d, cols, rows, dw_ptr.get().add(c0), v, gi > 0, xg.as_ptr(), (1, d), lg.as_ptr().add(c0), (v, 1)) };
+                unsafe { gemm_rm(d, cols, rows, dw_ptr.get().add(c0), v, gi > 0, xg.as_ptr(), (1, d), lg.as_ptr().add(c0), (v, 1), ONE_THREAD) };
             });
         }
     }
@@ -106,13 +109,6 @@ impl SendPtr {
     fn get(self) -> *mut f32 {
         self.0
     }
-}
-
-/// `dst [m, n] (+)= a [m, k] · b [k, n]` on one thread; `dst` row-major with row stride `ld`,
-/// `a` and `b` given as (row stride, column stride).
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rm(m: usize, n: usize, k: usize, dst: *mut f32, ld: usize, accumulate: bool, a: *const f32, (a_rs, a_cs): (usize, usize), b: *const f32, (b_rs, b_cs): (usize, usize)) {
-    gemm::gemm(m, n, k, dst, 1, ld as isize, accumulate, a, a_cs as isize, a_rs as isize, b, b_cs as isize, b_rs as isize, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
 }
 
 widest! {
