@@ -21,7 +21,9 @@ use std::sync::{Mutex, OnceLock};
 /// leaves the heuristic the algorithms that need no workspace.
 fn workspace_bytes() -> usize {
     static BYTES: OnceLock<usize> = OnceLock::new();
-    *BYTES.get_or_init(|| std::env::var("BAKA_CUBLASLT_WORKSPACE").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(32) << 20)
+    // a mistyped value would time the default under the setting's name: refuse it
+    let mib = |v: String| v.parse::<usize>().unwrap_or_else(|_| panic!("BAKA_CUBLASLT_WORKSPACE={v}: expected a whole number of MiB (0 for none)"));
+    *BYTES.get_or_init(|| std::env::var("BAKA_CUBLASLT_WORKSPACE").map_or(32, mib) << 20)
 }
 
 /// Whether [`RowGemm::run`] goes through here (`BAKA_CUBLASLT`, default on).
