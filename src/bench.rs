@@ -285,7 +285,7 @@ fn steps<B: TrainOps>(
     let mut pending = None;
     for i in range {
         let (x, y) = batch(i);
-        let (m, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut |_| {});
+        let (m, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut |_| {}).expect("a step of one process");
         model = m;
         if let Some(p) = pending.replace(stats.later()) {
             p.wait(optim);
@@ -323,7 +323,7 @@ fn phases<B: TrainOps>(
             }
         };
         let stats;
-        (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark);
+        (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark).expect("a step of one process");
         stats.now().wait(optim);
         mark("read");
     }

@@ -39,7 +39,14 @@ pub fn train(branch: &str, sets: &[String], out: Option<PathBuf>, resume: bool) 
     let cfg = Config::load(branch, &[], sets)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-s{}", cfg.branch, cfg.train.seed)));
     let label = format!("{} s{}", cfg.branch, cfg.train.seed);
+    if cfg.train.gpus > 1 && crate::dist::World::from_env()?.is_none() {
+        // this process starts the ranks (copies of itself) and waits for them
+        return crate::dist::launch(cfg.train.gpus);
+    }
     let s = train::train(cfg, &TrainOptions { out: out.clone(), resume, label })?;
+    if !crate::dist::is_writer() {
+        return Ok(());
+    }
     println!("{}: {} steps, {} tokens, {:.1} s, final val loss {:.4} (ppl {:.1})", out.display(), s.steps, s.tokens, s.wall_s, s.final_val_loss, s.final_val_loss.exp());
     Ok(())
 }

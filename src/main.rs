@@ -53,6 +53,10 @@ enum Cmd {
         /// Continue from the run directory's last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Shorthand for --set train.gpus=N: N processes, one per GPU of this machine, each
+        /// with batch / N of every step's samples (docs/multi-gpu.md).
+        #[arg(long)]
+        gpus: Option<usize>,
     },
     /// Train every branch × seed of an experiment that is not finished yet, then draw its charts.
     ///
@@ -286,9 +290,10 @@ fn main() {
     let res: Result<()> = match cli.cmd {
         Cmd::Prepare { experiment, sets } => cli::prepare(experiment.as_deref(), &sets),
         Cmd::Branches => cli::branches(),
-        Cmd::Train { branch, steps, seed, device, sets, out, resume } => {
+        Cmd::Train { branch, steps, seed, device, sets, out, resume, gpus } => {
             let all: Vec<String> = (steps.map(|v| format!("train.steps={v}")).into_iter())
                 .chain(seed.map(|v| format!("train.seed={v}")))
+                .chain(gpus.map(|v| format!("train.gpus={v}")))
                 .chain(device.map(|v| format!("train.device=\"{}\"", v.name())))
                 .chain(sets)
                 .collect();

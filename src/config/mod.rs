@@ -220,6 +220,9 @@ impl Config {
         if t.eps <= 0.0 || t.weight_decay < 0.0 || t.clip < 0.0 {
             bail!("train.eps must be > 0, train.weight_decay and train.clip >= 0 (got {}, {}, {})", t.eps, t.weight_decay, t.clip);
         }
+        if t.gpus == 0 || !t.batch.is_multiple_of(t.gpus) {
+            bail!("train.gpus = {}: expected a divisor of train.batch = {} (each GPU takes an equal share of a step's samples)", t.gpus, t.batch);
+        }
         if t.ce_chunk == 0 {
             bail!("train.ce_chunk = 0: expected at least 1 row of logits per chunk");
         }

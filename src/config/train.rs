@@ -36,6 +36,11 @@ pub struct TrainConfig {
     pub skip_spikes: bool,
     /// "cpu" (burn-flex) or "cuda" (needs a binary built with `--features cuda`).
     pub device: Device,
+    /// Processes training together (`baka train --gpus N`), each on its GPU (on the CPU: N
+    /// processes sharing its cores, for tests) with `batch / gpus` of every step's samples; the
+    /// gradients are averaged, so the run is the one-process run up to rounding.
+    #[serde(skip_serializing_if = "is_one")]
+    pub gpus: usize,
     /// "f32" or "bf16" (bf16 only on cuda): the activations' dtype; weights stay f32.
     pub dtype: Dtype,
     /// "fast": bakallm's kernels where the device has them (CUDA: cuBLAS linears, the whole
@@ -133,6 +138,10 @@ pub enum MemoryPool {
     Exclusive,
 }
 
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
 impl TrainConfig {
     /// The kernels this run uses: `kernels` with the developer overrides applied. On the CPU only
     /// the loss has a choice (the one-pass LM head + loss, or autodiff).
@@ -180,6 +189,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             skip_spikes: false,
             device: Device::Cpu,
+            gpus: 1,
             dtype: Dtype::F32,
             kernels: KernelSet::Fast,
             ce_chunk: 4096,

@@ -474,7 +474,7 @@ fn gpu_read_later_matches_a_plain_read() {
         let (mut out, mut pending) = (Vec::new(), None);
         for i in 0..3 {
             let (x, y) = batch(i);
-            let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {});
+            let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {}).unwrap();
             model = next;
             if !later {
                 out.push(stats.now().wait(&mut optim));
@@ -518,7 +518,7 @@ fn gpu_kept_position_tables_train_like_fresh_ones() {
                     model.tables = table_cache::TableCache::default();
                 }
                 let (x, y) = batch(i);
-                let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {});
+                let (next, stats) = train_step_marked(model, &mut optim, x, y, 1e-3, &t, &mut |_| {}).unwrap();
                 model = next;
                 out.push(stats.now().wait(&mut optim));
             }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 pub const METRICS_HEADER: &str = "step,tokens,elapsed_s,split,loss,lr,grad_norm,tok_per_s";
 pub const EVAL_HEADER: &str = "step,window,loss";
 
+/// An open CSV file, or nothing (`discard`: a rank other than 0 writes no files).
 pub struct CsvLog {
-    file: File,
+    file: Option<File>,
     path: PathBuf,
 }
 
@@ -35,11 +36,17 @@ impl CsvLog {
         }
         crate::fsutil::write_atomic(path, kept.as_bytes())?;
         let file = OpenOptions::new().append(true).open(path).with_context(|| format!("{}: cannot open for appending", path.display()))?;
-        Ok(Self { file, path: path.to_path_buf() })
+        Ok(Self { file: Some(file), path: path.to_path_buf() })
+    }
+
+    /// A log whose rows go nowhere.
+    pub fn discard() -> Self {
+        Self { file: None, path: PathBuf::new() }
     }
 
     pub fn row(&mut self, fields: &[String]) -> Result<()> {
-        crate::faults::io("csv-row").and_then(|_| writeln!(self.file, "{}", fields.join(","))).and_then(|_| self.file.flush()).with_context(|| format!("{}: write failed", self.path.display()))
+        let Some(file) = &mut self.file else { return Ok(()) };
+        crate::faults::io("csv-row").and_then(|_| writeln!(file, "{}", fields.join(","))).and_then(|_| file.flush()).with_context(|| format!("{}: write failed", self.path.display()))
     }
 }
 

@@ -82,15 +82,37 @@ pub fn prepare_run(mut cfg: Config) -> Result<(Config, Prepared)> {
     Ok((cfg, prepared))
 }
 
-/// Trains one run into `opts.out`. Refuses to overwrite an existing run unless resuming.
+/// Trains one run into `opts.out`. Refuses to overwrite an existing run unless resuming. Among
+/// several ranks (`crate::dist`) each trains its share and rank 0 alone writes the run's files.
 pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
     crate::backend::check_device(&cfg.train)?;
+    match crate::dist::World::from_env()? {
+        Some(w) if w.size != cfg.train.gpus => bail!("WORLD_SIZE={} but train.gpus = {}: expected the same number of ranks", w.size, cfg.train.gpus),
+        None if cfg.train.gpus > 1 => {
+            bail!("train.gpus = {}: start it with `baka train --gpus {0}`, or with a launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (docs/multi-gpu.md)", cfg.train.gpus)
+        }
+        _ => {}
+    }
+    crate::dist::join()?;
+    let writer = crate::dist::is_writer();
+    // rank 0 prepares (and caches) the data first; the others then find it prepared
+    if !writer {
+        crate::dist::barrier()?;
+    }
     let (cfg, prepared) = prepare_run(cfg)?;
+    if writer {
+        crate::dist::barrier()?;
+    }
     let out = &opts.out;
     let text = cfg.to_toml();
-    // train.steps may change on resume (to train longer), so it is not part of the identity
-    let cfg_sha = sha256_text(&Config { train: crate::config::TrainConfig { steps: 0, ..cfg.train.clone() }, ..cfg.clone() }.to_toml());
-    let resume_from = if opts.resume {
+    let cfg_sha = run_identity(&cfg);
+    let resume_from = if !writer {
+        crate::dist::barrier()?; // rank 0 has checked the directory
+        match (opts.resume, checkpoint::latest(out)) {
+            (true, Some(dir)) => Some((dir.clone(), checkpoint::read_state(&dir)?)),
+            _ => None,
+        }
+    } else if opts.resume {
         match checkpoint::latest(out) {
             Some(dir) => {
                 let state = checkpoint::read_state(&dir)?;
@@ -109,12 +131,21 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
         }
         None
     };
-    create_dir(out)?;
-    // the run keeps the tokenizer it is trained with; a resumed run must find the same one
-    data::run_cache::keep_tokenizer(out, &prepared.tokenizer_path)?;
-    write_atomic(&out.join("config.toml"), text.as_bytes())?;
+    if writer {
+        crate::dist::barrier()?;
+        create_dir(out)?;
+        // the run keeps the tokenizer it is trained with; a resumed run must find the same one
+        data::run_cache::keep_tokenizer(out, &prepared.tokenizer_path)?;
+        write_atomic(&out.join("config.toml"), text.as_bytes())?;
+    }
     let device = cfg.train.device;
     crate::with_train_backend!(device, |B, dev| run::<B>(&cfg, &prepared, opts, resume_from, cfg_sha, &dev))
+}
+
+/// The hash that identifies a run's config: without `train.steps` (which may grow on resume)
+/// and `train.gpus` (the ranks change how a step is computed, not which).
+fn run_identity(cfg: &Config) -> String {
+    sha256_text(&Config { train: crate::config::TrainConfig { steps: 0, gpus: 1, ..cfg.train.clone() }, ..cfg.clone() }.to_toml())
 }
 
 /// Names the first keys whose values differ between two resolved configs.
@@ -124,8 +155,19 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
 fn same_run_as_written(out: &Path, cfg: &Config) -> bool {
     let normal = |c: &Config| {
         let t = &c.train;
-        let train =
-            crate::config::TrainConfig { steps: 0, kernels: Default::default(), matmul: None, attention: None, embedding: None, layernorm: None, gate: None, adamw: None, ce: None, ..t.clone() };
+        let train = crate::config::TrainConfig {
+            steps: 0,
+            gpus: 1,
+            kernels: Default::default(),
+            matmul: None,
+            attention: None,
+            embedding: None,
+            layernorm: None,
+            gate: None,
+            adamw: None,
+            ce: None,
+            ..t.clone()
+        };
         (Config { train, ..c.clone() }, t.kernels(), t.fused_adamw())
     };
     Config::from_file(&out.join("config.toml")).is_ok_and(|old| normal(&old) == normal(cfg))
@@ -166,19 +208,26 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
     let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_kernels(t.dtype.float(), t.kernels());
     let mut optim = AdamW::<B>::new(t);
     let (mut step0, mut tokens, mut elapsed0) = (0usize, 0u64, 0f64);
+    let (writer, rank, ranks) = (crate::dist::is_writer(), crate::dist::rank(), crate::dist::size());
     if let Some((dir, st)) = &resume {
         model = checkpoint::load_model(dir, model, dev)?;
         optim = checkpoint::load_optim(dir, optim, dev)?;
         (step0, tokens, elapsed0) = (st.step, st.tokens, st.elapsed_s);
-        eprintln!("resuming {} from step {} ({})", out.display(), st.step, dir.display());
+        if writer {
+            eprintln!("resuming {} from step {} ({})", out.display(), st.step, dir.display());
+        }
     }
     let keep = resume.as_ref().map(|(_, s)| s.step as u64);
-    let mut metrics = CsvLog::open(&out.join("metrics.csv"), METRICS_HEADER, keep)?;
-    let mut evals = CsvLog::open(&out.join("eval.csv"), EVAL_HEADER, keep)?;
+    let open = |name: &str, header: &str| if writer { CsvLog::open(&out.join(name), header, keep) } else { Ok(CsvLog::discard()) };
+    let (mut metrics, mut evals) = (open("metrics.csv", METRICS_HEADER)?, open("eval.csv", EVAL_HEADER)?);
     let started = Instant::now();
     let elapsed = || elapsed0 + started.elapsed().as_secs_f64();
     let eval_batch = t.batch.max(8);
+    // rank 0 evaluates; the others wait for it at the next step's all-reduce
     let do_eval = |model: &BakaLM<B>, step: usize, tokens: u64, metrics: &mut CsvLog, evals: &mut CsvLog| -> Result<f64> {
+        if !writer {
+            return Ok(f64::NAN);
+        }
         let r = evaluate(&model.valid(), &data.val, t.eval_samples, t.n_windows, eval_batch, dev);
         let lr = lr_at(t, step.max(1));
         metrics.row(&[step.to_string(), tokens.to_string(), format!("{:.3}", elapsed()), "val".into(), f(r.loss as f32), format!("{lr:e}"), String::new(), String::new()])?;
@@ -191,10 +240,10 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
     if step0 == 0 {
         last_val = do_eval(&model, 0, 0, &mut metrics, &mut evals)?;
     }
-    for note in cfg.kernel_fallbacks() {
+    for note in cfg.kernel_fallbacks().into_iter().filter(|_| writer) {
         eprintln!("{} kernels: {note}", opts.label);
     }
-    let pb = progress(t.steps, step0, &opts.label);
+    let pb = if writer { progress(t.steps, step0, &opts.label) } else { ProgressBar::hidden() };
     let plain_every = (t.steps / 10).max(1);
     let ckpt = |model: &BakaLM<B>, optim: &_, step: usize, tokens: u64, el: f64| {
         let st = CkptState { format: 1, step, tokens, elapsed_s: el, config_sha256: cfg_sha.clone(), model_sha256: String::new(), optim_sha256: String::new() };
@@ -230,14 +279,17 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
         let val = if last_val.is_nan() { "val –".to_string() } else { format!("val {last_val:.3} @{val_step}") };
         pb.set_message(format!("loss {loss_v:.3} | {val} | {:.0} tok/s", tps));
         pb.inc(1);
-        if pb.is_hidden() && (step.is_multiple_of(plain_every) || step == t.steps) {
+        if writer && pb.is_hidden() && (step.is_multiple_of(plain_every) || step == t.steps) {
             eprintln!("{} step {step}/{} loss {loss_v:.4} {val} {tps:.0} tok/s", opts.label, t.steps);
         }
     };
     for step in step0 + 1..=t.steps {
-        let (x, y) = load::<B>(&data.train, &train_offsets(t.seed, step, t.batch, data.train.len(), len + 1), len, dev);
+        // the step's samples are the same for any number of ranks; rank r takes the r-th share
+        let all = train_offsets(t.seed, step, t.batch, data.train.len(), len + 1);
+        let share = t.batch / ranks;
+        let (x, y) = load::<B>(&data.train, &all[rank * share..(rank + 1) * share], len, dev);
         let lr = lr_at(t, step);
-        let (next, stats) = train_step_marked(model, &mut optim, x, y, lr, t, &mut |_| {});
+        let (next, stats) = train_step_marked(model, &mut optim, x, y, lr, t, &mut |_| {})?;
         model = next;
         if let Some((s, l, p)) = pending.take() {
             let shown = finish(s, l, p, &mut optim, &mut tokens, &mut metrics, &mut read_at)?;
@@ -255,6 +307,9 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
             val_step = step;
         }
         if ckpt_now {
+            crate::dist::grads::check_same_weights(&model, step)?;
+        }
+        if ckpt_now && writer {
             ckpt(&model, &optim, step, tokens, elapsed())?;
             crate::faults::hit("after-checkpoint");
         }
@@ -262,6 +317,24 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
         show(step, shown, last_val, val_step);
     }
     pb.finish_and_clear();
+    if !writer {
+        return Ok(RunSummary {
+            branch: cfg.branch.clone(),
+            seed: t.seed,
+            finished: true,
+            steps: t.steps,
+            tokens,
+            wall_s: elapsed(),
+            final_val_loss: f64::NAN,
+            params: 0,
+            config_sha256: cfg_sha,
+            test_loss: None,
+            val_bits_per_byte: None,
+            test_bits_per_byte: None,
+            non_embedding_params: None,
+            train_split_tokens: None,
+        });
+    }
     if last_val.is_nan() {
         // resumed after the final step: recompute for the summary
         last_val = evaluate(&model.valid(), &data.val, t.eval_samples, t.n_windows, eval_batch, dev).loss;
@@ -311,7 +384,7 @@ pub fn batch_loss<B: AutodiffBackend + BakaOps>(model: &BakaLM<B>, x: Tensor<B, 
 /// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
 pub fn train_step<B: TrainOps>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
-    let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {});
+    let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {}).expect("a step of one process");
     let (loss, norm) = stats.now().wait(optim);
     (model, loss, norm)
 }
@@ -373,29 +446,37 @@ pub fn train_step_marked<B: TrainOps>(
     lr: f64,
     t: &crate::config::TrainConfig,
     mark: &mut dyn FnMut(&'static str),
-) -> (BakaLM<B>, StepStats<B>) {
+) -> Result<(BakaLM<B>, StepStats<B>)> {
     let loss = batch_loss(&model, x, y);
     mark("forward");
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     mark("backward");
+    // several ranks: this rank's loss and gradients become the means over all (crate::dist)
+    let (grads, loss) = if crate::dist::size() > 1 {
+        let device = loss.device();
+        let (grads, mean) = crate::dist::grads::average(&model, grads, read_now(loss.inner())[0])?;
+        (grads, Tensor::<B::InnerBackend, 1>::from_floats([mean], &device))
+    } else {
+        (grads, loss.inner())
+    };
     let norm = grad_norm(&model, &grads);
     mark("norm");
-    let stats = Tensor::cat(vec![loss.inner(), norm], 0);
+    let stats = Tensor::cat(vec![loss, norm], 0);
     if optim.clips_on_device() {
         // the update is queued before the host reads anything: the device clips, or skips the step
         let model = optim.step(lr, GradScale::Clip { stats: stats.clone(), max_norm: t.clip }, model, grads);
         mark("optimizer");
-        return (model, StepStats::OnDevice(stats));
+        return Ok((model, StepStats::OnDevice(stats)));
     }
     let both = read_now(stats);
     let (loss_v, norm_v) = (both[0], both[1]);
     mark("read");
     if !(loss_v.is_finite() && norm_v.is_finite()) {
-        return (model, StepStats::Read(loss_v, norm_v));
+        return Ok((model, StepStats::Read(loss_v, norm_v)));
     }
     let model = optim.step(lr, GradScale::By(clip_factor(norm_v as f64, t.clip)), model, grads);
     mark("optimizer");
-    (model, StepStats::Read(loss_v, norm_v))
+    Ok((model, StepStats::Read(loss_v, norm_v)))
 }
 
 /// Reads `<run>/run.json` if the run finished.

@@ -1,0 +1,197 @@
+//! Data-parallel training: one process per GPU (a *rank*), each with a share of every step's
+//! batch, the gradients summed over the ranks before the clip and AdamW, so that every rank takes
+//! the same step on the same weights.
+//!
+//! How the ranks find each other is torchrun's convention: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`
+//! (the GPU this process uses on its node), `MASTER_ADDR` and `MASTER_PORT` (where rank 0
+//! listens). `baka train --gpus N` without them starts N copies of itself on this machine with
+//! them set ([`launch`]) and stops all of them when one fails; on several machines a launcher
+//! sets them (docs/multi-gpu.md).
+
+pub mod grads;
+pub mod hub;
+
+use anyhow::{anyhow, bail, Context, Result};
+use hub::Hub;
+use std::sync::{Mutex, OnceLock};
+
+/// This process's place among the ranks (`WORLD_SIZE` 1 or unset: alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    pub rank: usize,
+    pub size: usize,
+    pub local_rank: usize,
+    /// `MASTER_ADDR:MASTER_PORT`.
+    pub addr: String,
+}
+
+impl World {
+    /// The world the environment describes: `None` when `WORLD_SIZE` is unset.
+    pub fn from_env() -> Result<Option<Self>> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        let Some(size) = var("WORLD_SIZE") else { return Ok(None) };
+        let num = |k: &str, v: &str| v.trim().parse::<usize>().map_err(|_| anyhow!("{k}={v:?}: expected a whole number"));
+        let size = num("WORLD_SIZE", &size)?;
+        if size == 0 {
+            bail!("WORLD_SIZE=0: expected at least 1");
+        }
+        let get = |k: &str| var(k).ok_or_else(|| anyhow!("WORLD_SIZE is set but {k} is not (torchrun's variables: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)"));
+        let rank = num("RANK", &get("RANK")?)?;
+        if rank >= size {
+            bail!("RANK={rank}: expected below WORLD_SIZE={size}");
+        }
+        let local_rank = match var("LOCAL_RANK") {
+            Some(v) => num("LOCAL_RANK", &v)?,
+            None => rank,
+        };
+        let addr = if size > 1 {
+            let port = get("MASTER_PORT")?;
+            num("MASTER_PORT", &port).ok().filter(|&p| (1..65536).contains(&p)).ok_or_else(|| anyhow!("MASTER_PORT={port:?}: expected a port number, 1 to 65535"))?;
+            format!("{}:{}", get("MASTER_ADDR")?.trim(), port.trim())
+        } else {
+            String::new()
+        };
+        Ok(Some(Self { rank, size, local_rank, addr }))
+    }
+}
+
+/// The process's connections to the other ranks, once [`join`] has made them.
+static HUB: OnceLock<Mutex<Hub>> = OnceLock::new();
+
+/// Joins the ranks the environment describes (once per process; later calls return the same
+/// world). `None`: a single process.
+pub fn join() -> Result<Option<World>> {
+    let Some(world) = World::from_env()? else { return Ok(None) };
+    if HUB.get().is_none() {
+        let hub = Hub::connect(world.rank, world.size, &world.addr)?;
+        let _ = HUB.set(Mutex::new(hub));
+    }
+    Ok(Some(world))
+}
+
+/// Runs `f` on the hub, if this process has joined ranks (else `None`).
+pub fn with_hub<T>(f: impl FnOnce(&mut Hub) -> Result<T>) -> Result<Option<T>> {
+    match HUB.get() {
+        None => Ok(None),
+        Some(h) => f(&mut h.lock().unwrap_or_else(|e| e.into_inner())).map(Some),
+    }
+}
+
+/// This process's rank (0 alone).
+pub fn rank() -> usize {
+    HUB.get().map_or(0, |h| h.lock().unwrap_or_else(|e| e.into_inner()).rank())
+}
+
+/// The number of ranks (1 alone).
+pub fn size() -> usize {
+    HUB.get().map_or(1, |h| h.lock().unwrap_or_else(|e| e.into_inner()).size())
+}
+
+/// Whether this process writes the run's files (rank 0, or alone).
+pub fn is_writer() -> bool {
+    rank() == 0
+}
+
+/// Waits for every rank (nothing alone).
+pub fn barrier() -> Result<()> {
+    with_hub(|h| h.barrier()).map(|_| ())
+}
+
+/// A free TCP port on this machine (the OS's pick; free when this returns).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Starts `n` copies of this process with the same arguments, ranks 0..n on this machine, and waits
+/// for them. When one fails the others are stopped, and the error names it. NCCL's NVLink
+/// multicast stays off in the children (`NCCL_NVLS_ENABLE=0`).
+pub fn launch(n: usize) -> Result<()> {
+    let exe = std::env::current_exe().context("finding this program to start its ranks")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let port = free_port()?.to_string();
+    let mut children = Vec::with_capacity(n);
+    for r in 0..n {
+        let child = std::process::Command::new(&exe)
+            .args(&args)
+            .env("RANK", r.to_string())
+            .env("LOCAL_RANK", r.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .env("NCCL_NVLS_ENABLE", "0")
+            .spawn()
+            .with_context(|| format!("starting rank {r} ({})", exe.display()));
+        match child {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                stop(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    let mut done = vec![false; n];
+    loop {
+        for (r, c) in children.iter_mut().enumerate() {
+            if done[r] {
+                continue;
+            }
+            if let Some(status) = c.try_wait().with_context(|| format!("waiting for rank {r}"))? {
+                done[r] = true;
+                if !status.success() {
+                    stop(&mut children);
+                    let how = status.code().map_or("was killed by a signal".to_string(), |c| format!("exited with code {c}"));
+                    bail!("rank {r} of {n} {how}; the other ranks were stopped (resume with --resume)");
+                }
+            }
+        }
+        if done.iter().all(|&d| d) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn stop(children: &mut [std::process::Child]) {
+    for c in children.iter_mut() {
+        let _ = c.kill();
+    }
+    for c in children.iter_mut() {
+        let _ = c.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(vars: &[(&str, &str)]) -> Result<Option<World>> {
+        let m: std::collections::HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        World::from_vars(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn the_environment_names_the_world_or_the_variable_that_is_wrong() {
+        assert_eq!(world(&[]).unwrap(), None);
+        let w = world(&[("WORLD_SIZE", "4"), ("RANK", "2"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]).unwrap().unwrap();
+        assert_eq!(w, World { rank: 2, size: 4, local_rank: 2, addr: "10.0.0.1:29500".into() });
+        let w = world(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap().unwrap();
+        assert_eq!((w.size, w.addr.as_str()), (1, ""));
+        for (vars, says) in [
+            (vec![("WORLD_SIZE", "two")], "WORLD_SIZE=\"two\""),
+            (vec![("WORLD_SIZE", "0")], "WORLD_SIZE=0"),
+            (vec![("WORLD_SIZE", "2")], "RANK is not"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "2")], "RANK=2"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "h")], "MASTER_PORT is not"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "70000")], "MASTER_PORT=\"70000\""),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_PORT", "29500")], "MASTER_ADDR is not"),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "-1")], "LOCAL_RANK=\"-1\""),
+        ] {
+            let e = world(&vars).expect_err(says).to_string();
+            assert!(e.contains(says), "{e} should name {says}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Data-parallel training on the CPU (`baka train --gpus N`: N processes, each with its share of
+//! the batch, gradients averaged over TCP): the same run as one process up to float rounding,
+//! one set of files, a killed rank stopping the others with its name, and resume on another N.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const STEPS: usize = 12;
+
+fn run(out: &Path, gpus: usize, resume: bool, env: &[(&str, &str)]) -> std::process::Output {
+    prepared();
+    let mut a: Vec<String> = vec!["train".into(), "--branch".into(), "000_rmt".into(), "--steps".into(), STEPS.to_string(), "--out".into(), out.display().to_string()];
+    for s in tiny_sets().into_iter().chain(["memory.tokens=2".into(), "train.checkpoint_every=4".into(), format!("train.gpus={gpus}")]) {
+        a.push("--set".into());
+        a.push(s);
+    }
+    if resume {
+        a.push("--resume".into());
+    }
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    baka_env(&a, env)
+}
+
+/// (step, split, loss, grad_norm) of metrics.csv.
+fn rows(dir: &Path) -> Vec<(String, String, f64, Option<f64>)> {
+    let (_, r) = read_csv(&dir.join("metrics.csv"));
+    r.iter().map(|r| (r[0].clone(), r[3].clone(), r[4].parse().unwrap(), r[6].parse().ok())).collect()
+}
+
+/// The same rows, losses and norms equal to 1e-5 relative (the ranks' sum of half-batch gradients
+/// rounds differently from the whole batch's).
+fn assert_same_run(a: &Path, b: &Path) {
+    let (ra, rb) = (rows(a), rows(b));
+    assert_eq!(ra.len(), rb.len(), "{} vs {}", a.display(), b.display());
+    assert_eq!(ra.iter().filter(|r| r.1 == "train").count(), STEPS);
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!((&x.0, &x.1), (&y.0, &y.1));
+        assert!((x.2 - y.2).abs() <= 1e-5 * x.2.abs(), "step {} {}: loss {} vs {}", x.0, x.1, x.2, y.2);
+        if let (Some(p), Some(q)) = (x.3, y.3) {
+            assert!((p - q).abs() <= 1e-4 * p.abs(), "step {}: grad norm {p} vs {q}", x.0);
+        }
+    }
+}
+
+#[test]
+fn two_ranks_train_the_one_process_run_and_a_killed_rank_stops_both() {
+    let base = scratch("ranks");
+    let one = base.join("one");
+    ok(&run(&one, 1, false, &[]));
+    let two = base.join("two");
+    let o = run(&two, 2, false, &[]);
+    ok(&o);
+    assert_same_run(&one, &two);
+    let names = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&one), names(&two), "the ranks write the files one process writes, once");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1, "one summary line: {}", String::from_utf8_lossy(&o.stdout));
+
+    // rank 1 aborts at its 6th step (after the checkpoint at step 4): both stop, rank 1 named
+    let killed = base.join("killed");
+    let start = Instant::now();
+    let o = run(&killed, 2, false, &[("BAKA_FAULT", "after-metrics-row@6"), ("BAKA_FAULT_RANK", "1")]);
+    assert!(!o.status.success(), "the abort did not happen: {}", stderr(&o));
+    assert!(start.elapsed() < Duration::from_secs(120), "the ranks hung for {:?}", start.elapsed());
+    let err = stderr(&o);
+    assert!(err.contains("rank 1 of 2") || err.contains("rank 1 stopped"), "the error names rank 1: {err}");
+    assert!(killed.join("checkpoint").join("state.json").is_file(), "the checkpoint of step 4 is kept");
+    // resumed with one process (the same global batch): the uninterrupted run
+    ok(&run(&killed, 1, true, &[]));
+    assert_same_run(&one, &killed);
+}
+
+#[test]
+fn ranks_refuse_a_batch_they_cannot_share_and_a_world_that_is_not_theirs() {
+    let base = scratch("ranks-bad");
+    let o = run(&base.join("three"), 3, false, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("train.gpus = 3: expected a divisor of train.batch = 4"), "{}", stderr(&o));
+    let o = run(&base.join("world"), 2, false, &[("WORLD_SIZE", "4"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("WORLD_SIZE=4 but train.gpus = 2"), "{}", stderr(&o));
+    let o = run(&base.join("port"), 2, false, &[("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "http")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("MASTER_PORT=\"http\""), "{}", stderr(&o));
+    assert!(!base.join("three").exists() && !base.join("world").exists() && !base.join("port").exists(), "nothing written");
+}
