@@ -76,7 +76,7 @@ macro_rules! with_backend {
                 #[cfg(feature = "cuda")]
                 {
                     type $B = $gpu;
-                    let $dev = burn::backend::cuda::CudaDevice::default();
+                    let $dev = burn::backend::cuda::CudaDevice::new($crate::dist::gpu_index());
                     $body
                 }
                 #[cfg(not(feature = "cuda"))]

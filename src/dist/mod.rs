@@ -100,6 +100,37 @@ pub fn barrier() -> Result<()> {
     with_hub(|h| h.barrier()).map(|_| ())
 }
 
+/// The GPU this process trains on: `LOCAL_RANK` among several ranks, else 0.
+pub fn gpu_index() -> usize {
+    match World::from_env() {
+        Ok(Some(w)) => w.local_rank,
+        _ => 0,
+    }
+}
+
+/// On CUDA among several ranks: the gradients are averaged by NCCL on the GPUs (rank 0 makes the
+/// communicator's id and sends it to the others), unless `BAKA_COLLECTIVE=host` (through the
+/// host, as on the CPU). Every rank calls it, at the same point.
+pub fn setup_gpu_collective(device: crate::config::Device) -> Result<()> {
+    if size() == 1 || !device.is_cuda() {
+        return Ok(());
+    }
+    match std::env::var("BAKA_COLLECTIVE").as_deref() {
+        Ok("host") => return Ok(()),
+        Ok("nccl") | Err(_) => {}
+        Ok(v) => bail!("BAKA_COLLECTIVE={v:?}: expected \"nccl\" (the default on CUDA) or \"host\""),
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use crate::kernels::nccl;
+        let id = if rank() == 0 { nccl::unique_id().map_err(anyhow::Error::msg)?.to_vec() } else { vec![] };
+        let id = with_hub(|h| h.broadcast(&id))?.expect("joined");
+        let id: [u8; nccl::ID_BYTES] = id.try_into().map_err(|_| anyhow!("rank 0 sent an NCCL id of the wrong size"))?;
+        nccl::configure(rank(), size(), id);
+    }
+    Ok(())
+}
+
 /// A free TCP port on this machine (the OS's pick; free when this returns).
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;

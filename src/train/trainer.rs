@@ -94,6 +94,7 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
         _ => {}
     }
     crate::dist::join()?;
+    crate::dist::setup_gpu_collective(cfg.train.device)?;
     let writer = crate::dist::is_writer();
     // rank 0 prepares (and caches) the data first; the others then find it prepared
     if !writer {
@@ -452,13 +453,7 @@ pub fn train_step_marked<B: TrainOps>(
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     mark("backward");
     // several ranks: this rank's loss and gradients become the means over all (crate::dist)
-    let (grads, loss) = if crate::dist::size() > 1 {
-        let device = loss.device();
-        let (grads, mean) = crate::dist::grads::average(&model, grads, read_now(loss.inner())[0])?;
-        (grads, Tensor::<B::InnerBackend, 1>::from_floats([mean], &device))
-    } else {
-        (grads, loss.inner())
-    };
+    let (grads, loss) = crate::dist::grads::average(&model, grads, loss.inner())?;
     let norm = grad_norm(&model, &grads);
     mark("norm");
     let stats = Tensor::cat(vec![loss, norm], 0);

@@ -277,6 +277,10 @@ impl Prims for Gpu {
 
     const OPTIM_KERNELS: bool = true;
 
+    fn all_reduce_mean(ts: Vec<FloatTensor<Gpu>>) -> Option<Vec<FloatTensor<Gpu>>> {
+        crate::nccl::configured().then(|| <Gpu as FusedBackend>::all_reduce_mean(ts))
+    }
+
     fn sum_squares(tensors: Vec<FloatTensor<Gpu>>) -> Tensor<Gpu, 1> {
         down(<Gpu as FusedBackend>::sum_squares(tensors))
     }

@@ -82,6 +82,8 @@ pub trait FusedBackend: BlasBackend {
     fn silu_mul_bwd(a: FloatTensor<Self>, u: FloatTensor<Self>, g: FloatTensor<Self>) -> [FloatTensor<Self>; 2];
     /// Queues the copy of `x` (f32) to the host into staged read `id` (`super::staged`).
     fn stage_read(x: FloatTensor<Self>, id: usize);
+    /// Each tensor's mean over the ranks of a data-parallel run (`super::nccl`, configured).
+    fn all_reduce_mean(ts: Vec<FloatTensor<Self>>) -> Vec<FloatTensor<Self>>;
 }
 
 /// `adamw_f32`'s `Adam` struct (cuda/optim.cu): lr, β1, 1−β1, β2, 1−β2, eps, 1−lr·wd, 1−β1ᵗ, 1−β2ᵗ,
@@ -289,6 +291,10 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
 
     fn stage_read(x: T, id: usize) {
         super::staged::cuda::stage_cube(x, id)
+    }
+
+    fn all_reduce_mean(ts: Vec<T>) -> Vec<T> {
+        super::nccl::all_reduce_mean(ts, |t| empty(t, t.meta.shape().to_vec(), t.dtype))
     }
 
     fn sum_squares(tensors: Vec<T>) -> T {

@@ -267,6 +267,14 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         custom_vec::<B>("stage_read", vec![x], vec![], (&[], id), |d, _, id, h| B::stage_read(h.get_float_tensor::<B>(&d.inputs[0]), id));
     }
 
+    fn all_reduce_mean(ts: Vec<FloatTensor<Self>>) -> Vec<FloatTensor<Self>> {
+        let outs = ts.iter().map(|t| (t.shape.to_vec(), t.dtype)).collect();
+        custom_vec::<B>("all_reduce_mean", ts, outs, (&[], 0), |d, _, _, h| {
+            let ts = inputs::<B>(d, h).collect();
+            outputs::<B>(d, h, B::all_reduce_mean(ts));
+        })
+    }
+
     fn sum_squares(tensors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
         fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, _: &[f32], _: usize, h: &mut Handles<B>) {
             let ts = inputs::<B>(d, h).collect();

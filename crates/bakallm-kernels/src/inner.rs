@@ -189,6 +189,14 @@ pub trait Prims: Backend {
         let _ = (ps, gs, mvs, stats, h);
         unimplemented!("{} has no multi-tensor AdamW (Prims::OPTIM_KERNELS is false)", std::any::type_name::<Self>())
     }
+
+    /// Each tensor's mean over the ranks of a data-parallel run, on the device, or `None` where
+    /// this backend has no device collective in use: the caller then averages through the host
+    /// (the reference, `bakallm::dist`). CUDA: NCCL, once `crate::nccl::configure`d.
+    fn all_reduce_mean(ts: Vec<FloatTensor<Self>>) -> Option<Vec<FloatTensor<Self>>> {
+        let _ = ts;
+        None
+    }
 }
 
 /// The CPU: the reference everywhere, AdamW and the global norm as one pass per parameter.

@@ -77,6 +77,8 @@ pub mod inner;
 pub mod layer;
 pub mod linear;
 pub mod mlp;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod norm;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
