@@ -56,6 +56,13 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
         }
     }
     crate::backend::check_device(&cfg.train)?;
+    match crate::dist::World::from_env()? {
+        Some(w) if w.size != cfg.train.gpus => bail!("WORLD_SIZE={} but train.gpus = {}: expected the same number of ranks", w.size, cfg.train.gpus),
+        None if cfg.train.gpus > 1 => bail!("train.gpus = {}: start it with `baka bench --gpus {0}` or a launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT", cfg.train.gpus),
+        _ => {}
+    }
+    crate::dist::join()?;
+    crate::dist::setup_gpu_collective(cfg.train.device)?;
     let device = cfg.train.device;
     crate::with_train_backend!(device, |B, dev| run::<B>(&cfg, o, &dev))
 }
@@ -167,9 +174,12 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     let t = &cfg.train;
     let len = t.n_windows * cfg.model.window;
     let v = cfg.model.vocab as u64;
+    // among several ranks (`--gpus N`) rank r takes the r-th share of the same global batch
+    let share = t.batch / crate::dist::size();
+    let first_row = crate::dist::rank() * share;
     let batch = |step: usize| {
-        let ids: Vec<i64> = (0..t.batch * (len + 1)).map(|i| (mix(((step as u64) << 32) ^ i as u64) % v) as i64).collect();
-        let all = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [t.batch, len + 1]), dev);
+        let ids: Vec<i64> = (first_row * (len + 1)..(first_row + share) * (len + 1)).map(|i| (mix(((step as u64) << 32) ^ i as u64) % v) as i64).collect();
+        let all = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [share, len + 1]), dev);
         (all.clone().narrow(1, 0, len), all.narrow(1, 1, len))
     };
     let mut model = BakaLM::<B>::new(&cfg.model, &cfg.memory, t.seed, dev).with_kernels(t.dtype.float(), t.kernels());
@@ -226,11 +236,13 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         "memory_pool": gpu.then(|| serde_name(&t.memory_pool)),
         "dtype": t.dtype.name(),
         "batch": t.batch * t.n_windows,
+        "gpus": t.gpus,
         "seq": cfg.model.window,
         "params": param_count(&cfg.model, &cfg.memory),
         "tok_s": (tok_s * 10.0).round() / 10.0,
         "ms_step": (dt / o.steps as f64 * 1e6).round() / 1e3,
-        "mfu": if gpu { Some(tok_s * flops_per_token(cfg) / (o.peak_tflops * 1e12)) } else { None },
+        // per GPU: the whole run's tokens over the GPUs' peak
+        "mfu": if gpu { Some(tok_s * flops_per_token(cfg) / (o.peak_tflops * 1e12 * t.gpus as f64)) } else { None },
         "peak_mem_gib": if gpu { Some(peak.max(in_use.map_or(0, |[_, r]| r)) as f64 / (1u64 << 30) as f64) } else { None },
         "peak_in_use_gib": in_use.map(|[b, _]| b as f64 / (1u64 << 30) as f64),
         "warmup_s": (warm_s * 10.0).round() / 10.0,
@@ -285,7 +297,7 @@ fn steps<B: TrainOps>(
     let mut pending = None;
     for i in range {
         let (x, y) = batch(i);
-        let (m, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut |_| {}).expect("a step of one process");
+        let (m, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut |_| {}).expect("a training step");
         model = m;
         if let Some(p) = pending.replace(stats.later()) {
             p.wait(optim);
@@ -323,7 +335,7 @@ fn phases<B: TrainOps>(
             }
         };
         let stats;
-        (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark).expect("a step of one process");
+        (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark).expect("a training step");
         stats.now().wait(optim);
         mark("read");
     }

@@ -171,6 +171,12 @@ pub fn encode(source: &Path, text: &str) -> Result<()> {
 /// `baka bench`: prints one JSON line.
 pub fn bench(branch: &str, sets: &[String], o: &crate::bench::BenchOptions) -> Result<()> {
     let cfg = Config::load(branch, &[], sets)?;
-    println!("{}", crate::bench::bench(cfg, o)?);
+    if cfg.train.gpus > 1 && crate::dist::World::from_env()?.is_none() {
+        return crate::dist::launch(cfg.train.gpus);
+    }
+    let line = crate::bench::bench(cfg, o)?;
+    if crate::dist::is_writer() {
+        println!("{line}");
+    }
     Ok(())
 }

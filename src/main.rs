@@ -80,6 +80,9 @@ enum Cmd {
         /// Train only this NAME:SEED, e.g. 001_pristine:1 (what each job runs).
         #[arg(long, hide = true)]
         one: Option<String>,
+        /// Shorthand for --set train.gpus=N: every run over N GPUs, one run at a time.
+        #[arg(long)]
+        gpus: Option<usize>,
     },
     /// Draw charts from CSVs alone: an experiment's runs, or any run directories.
     ///
@@ -239,6 +242,10 @@ enum Cmd {
         /// (busy and idle time per step, the largest gaps, the kernels taking the most time).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
+        /// Shorthand for --set train.gpus=N: the step over N GPUs, each with batch / N windows;
+        /// "tok_s" is the whole run's, "mfu" per GPU.
+        #[arg(long)]
+        gpus: Option<usize>,
         /// Override any setting by its dotted key, e.g. --set train.dtype=bf16 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
@@ -299,12 +306,18 @@ fn main() {
                 .collect();
             cli::train(&branch, &all, out, resume)
         }
-        Cmd::Experiment { experiment, only, resume, sets, jobs, one } => cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets, jobs, one }),
+        Cmd::Experiment { experiment, only, resume, mut sets, jobs, one, gpus } => {
+            sets.extend(gpus.map(|v| format!("train.gpus={v}")));
+            cli::experiment(&experiment, &bakallm::experiment::RunOptions { only, resume, sets, jobs, one })
+        }
         Cmd::Plot { inputs, out, steps, by } => cli::plot(&inputs, out, steps.as_deref(), &by),
         Cmd::Report { experiment, steps } => cli::report(&experiment, steps.as_deref()),
-        Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, trace, sets } => {
-            let all: Vec<String> =
-                (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()])).chain(device.map(|v| format!("train.device=\"{}\"", v.name()))).chain(sets).collect();
+        Cmd::Bench { branch, batch, steps, warmup, device, peak_tflops, phases, trace, gpus, sets } => {
+            let all: Vec<String> = (batch.into_iter().flat_map(|b| [format!("train.batch={b}"), "train.n_windows=1".into()]))
+                .chain(device.map(|v| format!("train.device=\"{}\"", v.name())))
+                .chain(gpus.map(|v| format!("train.gpus={v}")))
+                .chain(sets)
+                .collect();
             cli::bench(&branch, &all, &bakallm::bench::BenchOptions { steps, warmup, peak_tflops, phases, trace })
         }
         Cmd::Encode { source, text } => cli::encode(&source, &text),

@@ -89,3 +89,32 @@ fn ranks_refuse_a_batch_they_cannot_share_and_a_world_that_is_not_theirs() {
     assert!(stderr(&o).contains("MASTER_PORT=\"http\""), "{}", stderr(&o));
     assert!(!base.join("three").exists() && !base.join("world").exists() && !base.join("port").exists(), "nothing written");
 }
+
+#[test]
+fn an_experiment_over_two_ranks_trains_each_run_once_and_draws_once() {
+    prepared();
+    let base = scratch("ranks-exp");
+    let data = data_sets();
+    let exp = base.join("ranks_exp.toml");
+    let text = format!(
+        "description = \"ranks\"\nbranches = [\"001_pristine\", \"002_nope\"]\nseeds = [1]\nextrapolation = [16, 32]\n[overrides.model]\nd_model = 32\nn_layers = 1\nn_heads = 2\nd_ff = 64\nwindow = 16\n[overrides.train]\nsteps = 6\nbatch = 4\nn_windows = 2\neval_every = 3\neval_samples = 2\n[overrides.data]\n{}\n{}\n",
+        data[0].replace("data.", ""),
+        data[1].replace("data.", "")
+    );
+    std::fs::write(&exp, text).unwrap();
+    let o = baka(&["experiment", exp.to_str().unwrap(), "--gpus", "2"]);
+    ok(&o);
+    let err = stderr(&o);
+    assert_eq!(err.matches("charts and report").count(), 1, "{err}");
+    assert_eq!(err.matches("002_nope s1: done").count(), 1, "{err}");
+    for b in ["001_pristine", "002_nope"] {
+        let run = base.join("ranks_exp/runs").join(format!("{b}-s1"));
+        for f in ["run.json", "extrapolation.json", "metrics.csv", "config.toml"] {
+            assert!(run.join(f).is_file(), "{} missing", run.join(f).display());
+        }
+        assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("gpus = 2"));
+    }
+    let plots = root().join("plots").join("ranks_exp");
+    assert!(plots.join("report.md").is_file());
+    std::fs::remove_dir_all(&plots).unwrap();
+}

@@ -80,9 +80,12 @@ pub fn with_hub<T>(f: impl FnOnce(&mut Hub) -> Result<T>) -> Result<Option<T>> {
     }
 }
 
-/// This process's rank (0 alone).
+/// This process's rank (0 alone; before [`join`], as the environment says).
 pub fn rank() -> usize {
-    HUB.get().map_or(0, |h| h.lock().unwrap_or_else(|e| e.into_inner()).rank())
+    match HUB.get() {
+        Some(h) => h.lock().unwrap_or_else(|e| e.into_inner()).rank(),
+        None => World::from_env().ok().flatten().map_or(0, |w| w.rank),
+    }
 }
 
 /// The number of ranks (1 alone).

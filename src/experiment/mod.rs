@@ -171,11 +171,26 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     }
     // Resolve every config first, so a bad branch or override fails before hours of training.
     let configs = plan.iter().map(|p| e.config(p, &opts.sets)).collect::<Result<Vec<_>>>()?;
+    // `--gpus N`: N ranks each run the experiment (one run at a time, every run over all of them);
+    // rank 0 writes, says and draws
+    let gpus = configs.first().map_or(1, |c| c.train.gpus);
+    if let Some(c) = configs.iter().find(|c| c.train.gpus != gpus) {
+        bail!("train.gpus differs between runs ({gpus} and {} in {}): expected one number for the experiment", c.train.gpus, c.branch);
+    }
+    if gpus > 1 && crate::dist::World::from_env()?.is_none() {
+        return crate::dist::launch(gpus);
+    }
+    let writer = crate::dist::is_writer();
+    let say = |s: String| {
+        if writer {
+            eprintln!("{s}");
+        }
+    };
     let mut todo = vec![];
     for (i, (p, cfg)) in plan.iter().zip(&configs).enumerate() {
         let dir = e.run_dir(p);
         if let Some(done) = crate::train::finished(&dir).filter(|d| d.steps == cfg.train.steps) {
-            eprintln!("{}: finished earlier ({} steps, val loss {:.4}), skipping", label(i), done.steps, done.final_val_loss);
+            say(format!("{}: finished earlier ({} steps, val loss {:.4}), skipping", label(i), done.steps, done.final_val_loss));
             continue;
         }
         if dir.join("metrics.csv").exists() && !opts.resume {
@@ -185,6 +200,7 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     }
     let on_gpu = configs.iter().any(|c| c.train.device.is_cuda());
     let jobs = match opts.jobs {
+        _ if gpus > 1 => 1,
         0 if on_gpu => 1,
         0 => std::thread::available_parallelism().map_or(1, |c| c.get()),
         j => j,
@@ -206,8 +222,11 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
             train_one(e, &plan[i], configs[i].clone(), opts.resume, label.clone())?;
             let left = todo.len() - k - 1;
             let per = started.elapsed().as_secs_f64() / (k + 1) as f64;
-            eprintln!("{label}: done; {} of {} runs to train finished, about {} left", k + 1, todo.len(), crate::progress::duration(per * left as f64));
+            say(format!("{label}: done; {} of {} runs to train finished, about {} left", k + 1, todo.len(), crate::progress::duration(per * left as f64)));
         }
+    }
+    if !writer {
+        return Ok(());
     }
     // runs finished earlier may still lack an extrapolation length
     for p in &plan {
@@ -229,10 +248,12 @@ fn train_one(e: &Experiment, p: &Planned, cfg: Config, resume: bool, label: Stri
         if partial && !resume {
             bail!("{}: unfinished run; pass --resume to continue it (or delete the directory to start over)", dir.display());
         }
-        eprintln!("{label}: training into {}", dir.display());
+        if crate::dist::is_writer() {
+            eprintln!("{label}: training into {}", dir.display());
+        }
         crate::train::train(cfg, &crate::train::TrainOptions { out: dir.clone(), resume: partial, label: label.clone() })?;
     }
-    if !e.extrapolation.is_empty() {
+    if !e.extrapolation.is_empty() && crate::dist::is_writer() {
         eprintln!("{label}: test loss at lengths {:?}", e.extrapolation);
         crate::eval::command::extrapolate(&dir, &e.extrapolation, &mut |line| eprintln!("  {line}"))?;
     }

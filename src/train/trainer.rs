@@ -385,7 +385,7 @@ pub fn batch_loss<B: AutodiffBackend + BakaOps>(model: &BakaLM<B>, x: Tensor<B, 
 /// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
 pub fn train_step<B: TrainOps>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
-    let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {}).expect("a step of one process");
+    let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {}).expect("a training step");
     let (loss, norm) = stats.now().wait(optim);
     (model, loss, norm)
 }
