@@ -411,6 +411,11 @@ def _free(device: torch.device) -> None:
     torch._dynamo.reset()
 
 
+def _world() -> tuple[int, int]:
+    """(WORLD_SIZE, RANK) as torchrun sets them; (1, 0) alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
 def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     """Times `args.steps` training steps after `args.warmup` untimed ones; returns the JSON row.
 
@@ -424,6 +429,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     compiled = args.mode == "compile"
     torch.manual_seed(args.seed)
+    world, rank = _world()
 
     model = Model(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -437,12 +443,18 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         weight_decay=0.01,
         fused=device.type == "cuda",
     )
-    step_model = torch.compile(model, mode=args.compile_mode) if compiled else model
+    # under torchrun: DistributedDataParallel (gradients all-reduced in buckets during the
+    # backward), each rank with args.batch / WORLD_SIZE sequences of the global batch
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    step_model = torch.compile(wrapped, mode=args.compile_mode) if compiled else wrapped
 
+    if args.batch % world:
+        raise SystemExit(f"--batch {args.batch}: expected a multiple of WORLD_SIZE={world}")
+    share = args.batch // world
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     shape = (args.batch, model_cfg.seq)
-    x = torch.randint(0, model_cfg.vocab, shape, generator=g).to(device)
-    y = torch.randint(0, model_cfg.vocab, shape, generator=g).to(device)
+    x = torch.randint(0, model_cfg.vocab, shape, generator=g)[rank * share : (rank + 1) * share].to(device)
+    y = torch.randint(0, model_cfg.vocab, shape, generator=g)[rank * share : (rank + 1) * share].to(device)
 
     use_bf16 = args.dtype == "bf16"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -456,7 +468,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         return loss.detach()
 
-    system = "torch-compile" if compiled else "torch-eager"
+    system = ("torch-compile" if compiled else "torch-eager") + ("-ddp" if world > 1 else "")
     log(
         f"[{system}] {args.branch}: params {n_params:,} ({n_params / 1e6:.1f}M), "
         f"batch {args.batch}, seq {model_cfg.seq}, "
@@ -491,7 +503,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         loss_first = losses[0]
     ms_step = 1e3 * elapsed / args.steps
     tok_s = args.batch * model_cfg.seq * args.steps / elapsed
-    mfu = tok_s * model_cfg.flops_per_token() / (args.peak_tflops * 1e12)
+    mfu = tok_s * model_cfg.flops_per_token() / (args.peak_tflops * 1e12 * world)  # per GPU
     log(
         f"[{system}] {args.steps} steps in {elapsed:.3f}s: {tok_s:,.0f} tok/s, {ms_step:.2f} ms/step, "
         f"MFU {100 * mfu:.3g}%, peak {'n/a' if peak_mem is None else f'{peak_mem:.2f} GiB'}"
@@ -504,6 +516,7 @@ def bench(model_cfg: Config, args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "batch": args.batch,
+        "gpus": world,
         "seq": model_cfg.seq,
         "params": n_params,
         "dtype": args.dtype,
@@ -798,6 +811,16 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = ["eager", "compile"] if args.mode == "both" else [args.mode]
     device = torch.device(args.device)
+    world, rank = _world()
+    if world > 1:
+        # torchrun: one process per GPU, NCCL between them (gloo on the CPU), NVLink multicast off
+        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if args.device == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+            args.device = f"cuda:{local}"
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     failed = 0
     for m in modes:
         _free(device)
@@ -807,8 +830,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[torch-{m}] out of memory: {str(e).splitlines()[0]}")
             failed += 1
             continue
-        print(json.dumps(row), flush=True)
+        if rank == 0:
+            print(json.dumps(row), flush=True)
     _free(device)
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return 1 if failed else 0
 
 
