@@ -21,7 +21,8 @@ pub struct World {
     pub rank: usize,
     pub size: usize,
     pub local_rank: usize,
-    /// `MASTER_ADDR:MASTER_PORT`.
+    /// Where rank 0's hub listens: `MASTER_ADDR:BAKA_HUB_PORT`, by default `MASTER_PORT + 1`
+    /// (torchrun's agent holds `MASTER_PORT` itself).
     pub addr: String,
 }
 
@@ -48,9 +49,14 @@ impl World {
             None => rank,
         };
         let addr = if size > 1 {
-            let port = get("MASTER_PORT")?;
-            num("MASTER_PORT", &port).ok().filter(|&p| (1..65536).contains(&p)).ok_or_else(|| anyhow!("MASTER_PORT={port:?}: expected a port number, 1 to 65535"))?;
-            format!("{}:{}", get("MASTER_ADDR")?.trim(), port.trim())
+            let port_of = |k: &str, v: &str| num(k, v).ok().filter(|&p| (1..65536).contains(&p)).ok_or_else(|| anyhow!("{k}={v:?}: expected a port number, 1 to 65535"));
+            let master = port_of("MASTER_PORT", &get("MASTER_PORT")?)?;
+            let hub = match var("BAKA_HUB_PORT") {
+                Some(v) => port_of("BAKA_HUB_PORT", &v)?,
+                None if master < 65535 => master + 1,
+                None => bail!("MASTER_PORT=65535: set BAKA_HUB_PORT (the hub listens on MASTER_PORT + 1 by default)"),
+            };
+            format!("{}:{hub}", get("MASTER_ADDR")?.trim())
         } else {
             String::new()
         };
@@ -156,6 +162,7 @@ pub fn launch(n: usize) -> Result<()> {
             .env("WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", &port)
+            .env("BAKA_HUB_PORT", &port)
             .env("NCCL_NVLS_ENABLE", "0")
             .spawn()
             .with_context(|| format!("starting rank {r} ({})", exe.display()));
@@ -211,7 +218,9 @@ mod tests {
     fn the_environment_names_the_world_or_the_variable_that_is_wrong() {
         assert_eq!(world(&[]).unwrap(), None);
         let w = world(&[("WORLD_SIZE", "4"), ("RANK", "2"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]).unwrap().unwrap();
-        assert_eq!(w, World { rank: 2, size: 4, local_rank: 2, addr: "10.0.0.1:29500".into() });
+        assert_eq!(w, World { rank: 2, size: 4, local_rank: 2, addr: "10.0.0.1:29501".into() });
+        let w = world(&[("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "29500"), ("BAKA_HUB_PORT", "4000")]).unwrap().unwrap();
+        assert_eq!((w.local_rank, w.addr.as_str()), (0, "h:4000"));
         let w = world(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap().unwrap();
         assert_eq!((w.size, w.addr.as_str()), (1, ""));
         for (vars, says) in [
@@ -223,6 +232,7 @@ mod tests {
             (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "70000")], "MASTER_PORT=\"70000\""),
             (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_PORT", "29500")], "MASTER_ADDR is not"),
             (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "-1")], "LOCAL_RANK=\"-1\""),
+            (vec![("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1"), ("BAKA_HUB_PORT", "0")], "BAKA_HUB_PORT=\"0\""),
         ] {
             let e = world(&vars).expect_err(says).to_string();
             assert!(e.contains(says), "{e} should name {says}");
