@@ -249,13 +249,16 @@ mod tests {
 
     /// Three ranks as threads on a free port: the sum in rank order on every rank, gather and
     /// broadcast, and a rank that stops is named by the others.
+    /// What each rank saw: the reduced values, the gathered bytes, the broadcast bytes.
+    type Seen = (Vec<f32>, Vec<Vec<u8>>, Vec<u8>);
+
     #[test]
     fn three_ranks_reduce_gather_and_name_a_rank_that_stops() {
         let port = super::super::free_port().unwrap();
         let addr = format!("127.0.0.1:{port}");
         let run = |rank: usize| {
             let addr = addr.clone();
-            std::thread::spawn(move || -> Result<(Vec<f32>, Vec<Vec<u8>>, Vec<u8>)> {
+            std::thread::spawn(move || -> Result<Seen> {
                 let mut hub = Hub::connect(rank, 3, &addr)?;
                 let mut v = vec![rank as f32 + 0.5, 1e8, -(rank as f32)];
                 hub.all_reduce_sum(&mut v)?;

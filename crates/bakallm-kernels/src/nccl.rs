@@ -26,7 +26,12 @@ static COMM: Mutex<Option<usize>> = Mutex::new(None);
 /// A new communicator id (rank 0 makes it, the others receive it). Fails with a sentence when
 /// libnccl cannot be loaded.
 pub fn unique_id() -> Result<[u8; ID_BYTES], String> {
-    let id = std::panic::catch_unwind(nr::get_uniqueid).map_err(|_| {
+    // cudarc panics when the library is missing; the message below says it in one line
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let id = std::panic::catch_unwind(nr::get_uniqueid);
+    std::panic::set_hook(hook);
+    let id = id.map_err(|_| {
         "NCCL's library (libnccl.so.2) could not be loaded: install NCCL (e.g. pip install nvidia-nccl-cu12 and add its lib folder to LD_LIBRARY_PATH), or set BAKA_COLLECTIVE=host".to_string()
     })?;
     let id = id.map_err(|e| format!("ncclGetUniqueId: {e:?}"))?;
