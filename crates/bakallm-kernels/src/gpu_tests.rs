@@ -307,3 +307,26 @@ fn gpu_layer_kernels_match_burns_steps() {
         }
     }
 }
+
+/// NCCL's path of a data-parallel run with one rank (a one-GPU machine): libnccl loads, the
+/// communicator is made on cubecl's device thread at the first all-reduce, and the mean over one
+/// rank of f32 and bf16 tensors (through the fusion op, as the trainer calls it) is each tensor.
+#[test]
+fn gpu_nccl_all_reduce_of_one_rank_returns_its_tensors() {
+    use crate::inner::Prims;
+    use burn::tensor::TensorPrimitive;
+    let _serial = crate::serial();
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let id = crate::nccl::unique_id().unwrap_or_else(|e| panic!("{e}"));
+    crate::nccl::configure(0, 1, id);
+    let a = Tensor::<G, 1>::from_floats(values(1000, 1, 3.0).as_slice(), &dev).reshape([10, 100]);
+    let b = Tensor::<G, 1>::from_floats(values(77, 2, 1.0).as_slice(), &dev).reshape([7, 11]).cast(burn::tensor::FloatDType::BF16);
+    let want = [a.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap(), b.clone().cast(burn::tensor::FloatDType::F32).into_data().convert::<f32>().to_vec::<f32>().unwrap()];
+    let out = <G as Prims>::all_reduce_mean(vec![a.into_primitive().tensor(), b.into_primitive().tensor()]).expect("configured: the device path");
+    let got: Vec<Vec<f32>> = out
+        .into_iter()
+        .map(|t| Tensor::<G, 2>::from_primitive(TensorPrimitive::Float(t)).flatten::<1>(0, 1).cast(burn::tensor::FloatDType::F32).into_data().convert::<f32>().to_vec::<f32>().unwrap())
+        .collect();
+    assert_eq!(got[0], want[0]);
+    assert_eq!(got[1], want[1]);
+}
