@@ -31,6 +31,9 @@ BATCH="${BATCH:-32}"
 STEPS="${STEPS:-50}"
 PYTHON="${PYTHON:-python3}"
 export NCCL_NVLS_ENABLE=0
+# libnccl from PyTorch's pip wheel (nvidia-nccl-*), if the loader path lacks one
+NCCL_LIB="$("$PYTHON" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)"
+if [ -n "$NCCL_LIB" ] && [ -d "$NCCL_LIB" ]; then export LD_LIBRARY_PATH="$NCCL_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$OUT"
 JSONL="$OUT/multi_gpu.jsonl"
