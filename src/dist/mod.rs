@@ -176,6 +176,7 @@ pub fn launch(n: usize) -> Result<()> {
     }
     let mut done = vec![false; n];
     loop {
+        let mut failed = None;
         for (r, c) in children.iter_mut().enumerate() {
             if done[r] {
                 continue;
@@ -183,11 +184,27 @@ pub fn launch(n: usize) -> Result<()> {
             if let Some(status) = c.try_wait().with_context(|| format!("waiting for rank {r}"))? {
                 done[r] = true;
                 if !status.success() {
-                    stop(&mut children);
-                    let how = status.code().map_or("was killed by a signal".to_string(), |c| format!("exited with code {c}"));
-                    bail!("rank {r} of {n} {how}; the other ranks were stopped (resume with --resume)");
+                    failed = Some((r, status));
+                    break;
                 }
             }
+        }
+        if let Some(first) = failed {
+            // the others stop on their own once a peer's connection closes; a rank that died by
+            // a signal (killed, aborted) is the cause, the ones that stopped after it are not
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let mut all = vec![first];
+            for (r, c) in children.iter_mut().enumerate() {
+                if let Ok(Some(s)) = c.try_wait() {
+                    if !s.success() && r != first.0 {
+                        all.push((r, s));
+                    }
+                }
+            }
+            stop(&mut children);
+            let (r, status) = all.iter().copied().find(|(_, s)| s.code().is_none()).unwrap_or(first);
+            let how = status.code().map_or("was killed by a signal".to_string(), |c| format!("exited with code {c}"));
+            bail!("rank {r} of {n} {how}; the other ranks were stopped (resume with --resume)");
         }
         if done.iter().all(|&d| d) {
             return Ok(());

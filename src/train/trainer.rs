@@ -66,7 +66,12 @@ fn sha256_text(s: &str) -> String {
 
 /// Prepares the data and resolves what depends on it (the vocab), checking that samples fit.
 pub fn prepare_run(mut cfg: Config) -> Result<(Config, Prepared)> {
-    let prepared = data::prepare(&cfg.data, &mut |s| eprintln!("{s}"))?;
+    let writer = crate::dist::is_writer(); // the other ranks of a multi-GPU run say nothing
+    let prepared = data::prepare(&cfg.data, &mut |s| {
+        if writer {
+            eprintln!("{s}")
+        }
+    })?;
     let tok_vocab = prepared.vocab_size;
     if cfg.model.vocab == 0 {
         cfg.model.vocab = padded_vocab(tok_vocab);
