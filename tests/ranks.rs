@@ -70,6 +70,14 @@ fn two_ranks_train_the_one_process_run_and_a_killed_rank_stops_both() {
     let err = stderr(&o);
     assert!(err.contains("rank 1 of 2 was killed by a signal; the other ranks were stopped"), "the error names rank 1: {err}");
     assert!(killed.join("checkpoint").join("state.json").is_file(), "the checkpoint of step 4 is kept");
+    // rank 1 hangs at its 6th step: rank 0 names it after BAKA_DIST_TIMEOUT seconds, both stop
+    let hung = base.join("hung");
+    let start = Instant::now();
+    let o = run(&hung, 2, false, &[("BAKA_FAULT", "hang:after-metrics-row@6"), ("BAKA_FAULT_RANK", "1"), ("BAKA_DIST_TIMEOUT", "3")]);
+    assert!(!o.status.success());
+    assert!(start.elapsed() < Duration::from_secs(60), "the ranks hung for {:?}", start.elapsed());
+    let err = stderr(&o);
+    assert!(err.contains("rank 0: rank 1 did not answer within BAKA_DIST_TIMEOUT (3 s)"), "{err}");
     // resumed with one process (the same global batch): the uninterrupted run
     ok(&run(&killed, 1, true, &[]));
     assert_same_run(&one, &killed);
