@@ -312,7 +312,8 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
             last_val = do_eval(&model, step, tokens, &mut metrics, &mut evals)?;
             val_step = step;
         }
-        if ckpt_now {
+        // several ranks: the same weights on each, checked at every eval and checkpoint
+        if eval_now || ckpt_now {
             crate::dist::grads::check_same_weights(&model, step)?;
         }
         if ckpt_now && writer {
