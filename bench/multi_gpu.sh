@@ -7,7 +7,7 @@
 #   OUT_DIR  writes multi_gpu.jsonl (one JSON line per run) and the training runs' directories
 #   N ...    GPU counts to bench (default: 1 2, and every power of two up to the GPUs present)
 # Environment:
-#   BATCH    global sequences per step (default 32; a multiple of each N)
+#   BATCH    sequences per GPU and step (default 32): N GPUs train a global batch of N · BATCH
 #   STEPS    timed steps per bench run (default 50)
 #   PYTHON   python3 with torch, for torchrun and the comparison (default python3)
 #   TORCH=0  skips the PyTorch DDP runs
@@ -16,7 +16,8 @@
 #      their loss curves must agree within bf16 tolerance (max |Δloss| printed); the ranks compare
 #      their weights' checksums at every checkpoint (a run stops if they differ).
 #   2. `BIN bench --gpus N` for each N, then `torchrun --nproc_per_node N bench/torch_reference.py
-#      --mode compile` at the same global batch; prints tok/s and efficiency = tok/s(N) / (N · tok/s(1)).
+#      --mode compile`, both at a global batch of N · BATCH; prints tok/s and the scaling efficiency
+#      tok/s(N) / (N · tok/s(1)).
 # NCCL's NVLink multicast stays off (NCCL_NVLS_ENABLE=0) in every launch.
 set -uo pipefail
 
@@ -69,14 +70,14 @@ fi
 # 2. throughput
 for n in $COUNTS; do
   line="$("$BIN" bench --branch 001_pristine --device cuda --set train.dtype=bf16 --set model.vocab=50304 \
-    --batch "$BATCH" --steps "$STEPS" --gpus "$n" | tail -1)"
+    --batch "$((BATCH * n))" --steps "$STEPS" --gpus "$n" | tail -1)"
   [ -n "$line" ] && echo "$line" | tee -a "$JSONL"
   if [ "${TORCH:-1}" != 0 ]; then
     if [ "$n" -eq 1 ]; then
       "$PYTHON" "$HERE/torch_reference.py" --branch 001_pristine --mode compile --batch "$BATCH" --steps "$STEPS" | tail -1 | tee -a "$JSONL"
     else
       "$PYTHON" -m torch.distributed.run --nproc_per_node "$n" "$HERE/torch_reference.py" --branch 001_pristine \
-        --mode compile --batch "$BATCH" --steps "$STEPS" | tail -1 | tee -a "$JSONL"
+        --mode compile --batch "$((BATCH * n))" --steps "$STEPS" | tail -1 | tee -a "$JSONL"
     fi
   fi
 done
