@@ -75,10 +75,11 @@ fn nccl_type(dt: DType) -> ns::ncclDataType_t {
     }
 }
 
-/// Each tensor's mean over the ranks (new tensors; one NCCL group, in stream order).
+/// Each tensor's mean over the ranks (one NCCL group, in stream order): in place where this is
+/// the tensor's only owner (a step's gradients), else into a new tensor.
 pub fn all_reduce_mean(ts: Vec<T>, empty: impl Fn(&T) -> T) -> Vec<T> {
     let ins: Vec<T> = ts.into_iter().map(crate::nvrtc::compact).collect();
-    let outs: Vec<T> = ins.iter().map(&empty).collect();
+    let outs: Vec<T> = ins.iter().map(|t| if t.can_mut() { t.clone() } else { empty(t) }).collect();
     let jobs: Vec<(usize, ns::ncclDataType_t)> = ins.iter().map(|t| (t.meta.shape().num_elements(), nccl_type(t.dtype))).collect();
     let all: Vec<&T> = ins.iter().chain(&outs).collect();
     enqueue_all(&all, move |p, stream| {
