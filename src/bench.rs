@@ -56,13 +56,7 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
         }
     }
     crate::backend::check_device(&cfg.train)?;
-    match crate::dist::World::from_env()? {
-        Some(w) if w.size != cfg.train.gpus => bail!("WORLD_SIZE={} but train.gpus = {}: expected the same number of ranks", w.size, cfg.train.gpus),
-        None if cfg.train.gpus > 1 => bail!("train.gpus = {}: start it with `baka bench --gpus {0}` or a launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT", cfg.train.gpus),
-        _ => {}
-    }
-    crate::dist::join()?;
-    crate::dist::setup_gpu_collective(cfg.train.device)?;
+    crate::dist::join_ranks(cfg.train.gpus, cfg.train.device, "bench")?;
     let device = cfg.train.device;
     crate::with_train_backend!(device, |B, dev| run::<B>(&cfg, o, &dev))
 }

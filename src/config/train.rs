@@ -161,6 +161,11 @@ impl TrainConfig {
         }
     }
 
+    /// These settings without the per-kernel developer overrides (`matmul`, `attention`, …).
+    pub fn without_overrides(&self) -> Self {
+        Self { matmul: None, attention: None, embedding: None, layernorm: None, gate: None, adamw: None, ce: None, ..self.clone() }
+    }
+
     /// Whether the optimizer step runs as bakallm's fused kernel (CUDA).
     pub fn fused_adamw(&self) -> bool {
         self.adamw.unwrap_or(if self.kernels == KernelSet::Fast { Fusion::Fused } else { Fusion::Burn }) == Fusion::Fused

@@ -78,6 +78,19 @@ pub fn join() -> Result<Option<World>> {
     Ok(Some(world))
 }
 
+/// For a command of `gpus` ranks (`train.gpus`; `command`: `train`, `bench`, for the message):
+/// checks that the environment describes that many, joins them and sets up the GPUs'
+/// collective ([`setup_gpu_collective`]). One rank: nothing to do.
+pub fn join_ranks(gpus: usize, device: crate::config::Device, command: &str) -> Result<()> {
+    match World::from_env()? {
+        Some(w) if w.size != gpus => bail!("WORLD_SIZE={} but train.gpus = {gpus}: expected the same number of ranks", w.size),
+        None if gpus > 1 => bail!("train.gpus = {gpus}: start it with `baka {command} --gpus {gpus}`, or with a launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (docs/multi-gpu.md)"),
+        _ => {}
+    }
+    join()?;
+    setup_gpu_collective(device)
+}
+
 /// Runs `f` on the hub, if this process has joined ranks (else `None`).
 pub fn with_hub<T>(f: impl FnOnce(&mut Hub) -> Result<T>) -> Result<Option<T>> {
     match HUB.get() {

@@ -91,15 +91,7 @@ pub fn prepare_run(mut cfg: Config) -> Result<(Config, Prepared)> {
 /// several ranks (`crate::dist`) each trains its share and rank 0 alone writes the run's files.
 pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
     crate::backend::check_device(&cfg.train)?;
-    match crate::dist::World::from_env()? {
-        Some(w) if w.size != cfg.train.gpus => bail!("WORLD_SIZE={} but train.gpus = {}: expected the same number of ranks", w.size, cfg.train.gpus),
-        None if cfg.train.gpus > 1 => {
-            bail!("train.gpus = {}: start it with `baka train --gpus {0}`, or with a launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (docs/multi-gpu.md)", cfg.train.gpus)
-        }
-        _ => {}
-    }
-    crate::dist::join()?;
-    crate::dist::setup_gpu_collective(cfg.train.device)?;
+    crate::dist::join_ranks(cfg.train.gpus, cfg.train.device, "train")?;
     let writer = crate::dist::is_writer();
     // rank 0 prepares (and caches) the data first; the others then find it prepared
     if !writer {
@@ -161,19 +153,7 @@ fn run_identity(cfg: &Config) -> String {
 fn same_run_as_written(out: &Path, cfg: &Config) -> bool {
     let normal = |c: &Config| {
         let t = &c.train;
-        let train = crate::config::TrainConfig {
-            steps: 0,
-            gpus: 1,
-            kernels: Default::default(),
-            matmul: None,
-            attention: None,
-            embedding: None,
-            layernorm: None,
-            gate: None,
-            adamw: None,
-            ce: None,
-            ..t.clone()
-        };
+        let train = crate::config::TrainConfig { steps: 0, gpus: 1, kernels: Default::default(), ..t.without_overrides() };
         (Config { train, ..c.clone() }, t.kernels(), t.fused_adamw())
     };
     Config::from_file(&out.join("config.toml")).is_ok_and(|old| normal(&old) == normal(cfg))
@@ -324,23 +304,25 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
         show(step, shown, last_val, val_step);
     }
     pb.finish_and_clear();
+    // the run as trained, before rank 0 scores it (what the other ranks return)
+    let trained = RunSummary {
+        branch: cfg.branch.clone(),
+        seed: t.seed,
+        finished: true,
+        steps: t.steps,
+        tokens,
+        wall_s: elapsed(),
+        final_val_loss: f64::NAN,
+        params: param_count(&cfg.model, &cfg.memory),
+        config_sha256: cfg_sha,
+        test_loss: None,
+        val_bits_per_byte: None,
+        test_bits_per_byte: None,
+        non_embedding_params: None,
+        train_split_tokens: None,
+    };
     if !writer {
-        return Ok(RunSummary {
-            branch: cfg.branch.clone(),
-            seed: t.seed,
-            finished: true,
-            steps: t.steps,
-            tokens,
-            wall_s: elapsed(),
-            final_val_loss: f64::NAN,
-            params: 0,
-            config_sha256: cfg_sha,
-            test_loss: None,
-            val_bits_per_byte: None,
-            test_bits_per_byte: None,
-            non_embedding_params: None,
-            train_split_tokens: None,
-        });
+        return Ok(trained);
     }
     if last_val.is_nan() {
         // resumed after the final step: recompute for the summary
@@ -361,22 +343,16 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
     let test_bpb = bits_per_byte(test.loss, test.tokens, target_bytes(&data.test, &test.offsets, len, &data.token_bytes));
     let val_offsets = crate::data::batches::val_offsets(t.eval_samples, data.val.len(), len + 1);
     let val_bpb = bits_per_byte(last_val, val_offsets.len() * len, target_bytes(&data.val, &val_offsets, len, &data.token_bytes));
-    let params = param_count(&cfg.model, &cfg.memory);
+    let params = trained.params;
     let summary = RunSummary {
-        branch: cfg.branch.clone(),
-        seed: t.seed,
-        finished: true,
-        steps: t.steps,
-        tokens,
         wall_s: elapsed(),
         final_val_loss: last_val,
-        params,
-        config_sha256: cfg_sha,
         test_loss: Some(test.loss),
         val_bits_per_byte: Some(val_bpb),
         test_bits_per_byte: Some(test_bpb),
         non_embedding_params: Some(params - 2 * cfg.model.vocab * cfg.model.d_model),
         train_split_tokens: Some(data.train.len() as u64),
+        ..trained
     };
     write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
