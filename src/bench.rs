@@ -43,6 +43,9 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
         cfg.model.vocab = padded_vocab(cfg.data.vocab_size);
     }
     if let Some(path) = &o.trace {
+        if cfg.train.gpus > 1 {
+            bail!("--trace with --gpus {}: records one GPU's timeline; trace with --gpus 1", cfg.train.gpus);
+        }
         if !cfg.train.device.is_cuda() {
             bail!("--trace records what the GPU runs: it needs --device cuda (the run's device is {})", cfg.train.device.name());
         }
@@ -64,7 +67,7 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
 #[cfg(feature = "cuda")]
 fn reserved_bytes(device: Device) -> Option<u64> {
     use cubecl::Runtime;
-    device.is_cuda().then(|| cubecl::cuda::CudaRuntime::client(&Default::default()).memory_usage().map(|m| m.bytes_reserved).unwrap_or(0))
+    device.is_cuda().then(|| cubecl::cuda::CudaRuntime::client(&cubecl::cuda::CudaDevice::new(crate::dist::gpu_index())).memory_usage().map(|m| m.bytes_reserved).unwrap_or(0))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -96,7 +99,7 @@ fn peak_in_use<R>(device: Device, f: impl FnOnce() -> R) -> (R, Option<[u64; 2]>
     if !device.is_cuda() {
         return (f(), None);
     }
-    let (stream, client) = (cubecl::stream_id::StreamId::current(), cubecl::cuda::CudaRuntime::client(&Default::default()));
+    let (stream, client) = (cubecl::stream_id::StreamId::current(), cubecl::cuda::CudaRuntime::client(&cubecl::cuda::CudaDevice::new(crate::dist::gpu_index())));
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
@@ -182,7 +185,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     let mut first = f32::NAN;
     for i in 0..o.warmup {
         let (x, y) = batch(i);
-        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t);
+        let (m, loss, _) = train_step(model, &mut optim, x, y, t.lr, t)?;
         model = m;
         if i == 0 {
             first = loss;
@@ -193,7 +196,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     let mut peak = reserved_bytes(t.device).unwrap_or(0);
     let t0 = Instant::now();
     let pending;
-    (model, pending) = steps(model, &mut optim, t, o.warmup..o.warmup + o.steps, &batch);
+    (model, pending) = steps(model, &mut optim, t, o.warmup..o.warmup + o.steps, &batch)?;
     B::sync(dev)?;
     let dt = t0.elapsed().as_secs_f64();
     peak = peak.max(reserved_bytes(t.device).unwrap_or(0));
@@ -204,7 +207,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
         let mut model = model;
         for i in 0..3 {
             let (x, y) = batch(o.warmup + o.steps + i);
-            model = train_step(model, &mut optim, x, y, t.lr, t).0;
+            model = train_step(model, &mut optim, x, y, t.lr, t)?.0;
         }
         B::sync(dev)?;
         Ok(model)
@@ -257,7 +260,7 @@ fn run<B: TrainOps>(cfg: &Config, o: &BenchOptions, dev: &B::Device) -> Result<s
     if let Some(path) = &o.trace {
         let rec = crate::kernels::trace::Recorder::start().map_err(anyhow::Error::msg).context("--trace")?;
         let mut synced_steps = |model, range| -> Result<BakaLM<B>> {
-            let (model, pending) = steps(model, &mut optim, t, range, &batch);
+            let (model, pending) = steps(model, &mut optim, t, range, &batch)?;
             B::sync(dev)?;
             if let Some(p) = pending {
                 p.wait(&mut optim);
@@ -287,17 +290,17 @@ fn steps<B: TrainOps>(
     t: &TrainConfig,
     range: std::ops::Range<usize>,
     batch: &impl Fn(usize) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
-) -> (BakaLM<B>, Option<crate::train::PendingStats>) {
+) -> Result<(BakaLM<B>, Option<crate::train::PendingStats>)> {
     let mut pending = None;
     for i in range {
         let (x, y) = batch(i);
-        let (m, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut |_| {}).expect("a training step");
+        let (m, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut |_| {})?;
         model = m;
         if let Some(p) = pending.replace(stats.later()) {
             p.wait(optim);
         }
     }
-    (model, pending)
+    Ok((model, pending))
 }
 
 /// Mean milliseconds per phase of [`train_step_marked`] over `steps` steps. Without `sync` they are
@@ -329,7 +332,7 @@ fn phases<B: TrainOps>(
             }
         };
         let stats;
-        (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark).expect("a training step");
+        (model, stats) = train_step_marked(model, optim, x, y, t.lr, t, &mut mark)?;
         stats.now().wait(optim);
         mark("read");
     }

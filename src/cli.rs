@@ -41,7 +41,8 @@ pub fn train(branch: &str, sets: &[String], out: Option<PathBuf>, resume: bool) 
     let label = format!("{} s{}", cfg.branch, cfg.train.seed);
     if cfg.train.gpus > 1 && crate::dist::World::from_env()?.is_none() {
         // this process starts the ranks (copies of itself) and waits for them
-        return crate::dist::launch(cfg.train.gpus);
+        crate::backend::check_device(&cfg.train)?;
+        return crate::dist::launch(cfg.train.gpus, " (resume with --resume)");
     }
     let s = train::train(cfg, &TrainOptions { out: out.clone(), resume, label })?;
     if !crate::dist::is_writer() {
@@ -172,7 +173,8 @@ pub fn encode(source: &Path, text: &str) -> Result<()> {
 pub fn bench(branch: &str, sets: &[String], o: &crate::bench::BenchOptions) -> Result<()> {
     let cfg = Config::load(branch, &[], sets)?;
     if cfg.train.gpus > 1 && crate::dist::World::from_env()?.is_none() {
-        return crate::dist::launch(cfg.train.gpus);
+        crate::backend::check_device(&cfg.train)?;
+        return crate::dist::launch(cfg.train.gpus, "");
     }
     let line = crate::bench::bench(cfg, o)?;
     if crate::dist::is_writer() {

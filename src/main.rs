@@ -331,7 +331,9 @@ fn main() {
     if let Err(e) = res {
         let msg = format!("{e:#}").replace('\n', " ");
         eprintln!("error: {msg}");
-        std::process::exit(1);
+        // a rank of a multi-GPU run stopped by another's failure says so by its code (dist::launch)
+        let by_peer = e.chain().any(|c| c.is::<bakallm::dist::hub::PeerFailed>());
+        std::process::exit(if by_peer { bakallm::dist::hub::PEER_EXIT_CODE } else { 1 });
     }
 }
 

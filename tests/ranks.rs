@@ -78,6 +78,12 @@ fn two_ranks_train_the_one_process_run_and_a_killed_rank_stops_both() {
     assert!(start.elapsed() < Duration::from_secs(60), "the ranks hung for {:?}", start.elapsed());
     let err = stderr(&o);
     assert!(err.contains("rank 0: rank 1 did not answer within BAKA_DIST_TIMEOUT (3 s)"), "{err}");
+    assert!(err.contains("rank 1 of 2 stopped answering; the other ranks were stopped"), "{err}");
+    // rank 0 hangs (it sums the gradients): rank 1 names it, the launcher too
+    let o = run(&base.join("hung0"), 2, false, &[("BAKA_FAULT", "hang:after-metrics-row@6"), ("BAKA_FAULT_RANK", "0"), ("BAKA_DIST_TIMEOUT", "3")]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("rank 1: rank 0 did not answer within BAKA_DIST_TIMEOUT (3 s)"), "{err}");
+    assert!(err.contains("rank 0 of 2 stopped answering"), "{err}");
     // resumed with one process (the same global batch): the uninterrupted run
     ok(&run(&killed, 1, true, &[]));
     assert_same_run(&one, &killed);

@@ -3,23 +3,26 @@
 //!
 //! Each rank's loss and gradients are means over its share of the batch; the shares are equal, so
 //! the mean of the ranks' means is the whole batch's, as one process would have computed it. The
-//! gradients travel as one f32 buffer (every parameter's in the model's order) through the hub.
+//! gradients travel as one NCCL group on CUDA, else as one f32 buffer (every parameter's in the
+//! model's order) through the hub.
 
 use super::with_hub;
 use crate::kernels::inner::Prims;
 use anyhow::{bail, Result};
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorPrimitive;
+use std::collections::HashSet;
 
-/// Every parameter's gradient in the model's order: collected (as host values, or as the
-/// device tensors themselves), then replaced by the averaged ones in the same order.
+/// Every parameter's gradient in the model's order: collected (as host values, or taken out as
+/// the device tensors themselves, so that the collective may work in place), then replaced by the
+/// averaged ones in the same order.
 enum Pass<B: Backend> {
     Host { buf: Vec<f32>, at: Option<usize> },
-    Device { ts: Vec<FloatTensor<B>>, back: Option<std::vec::IntoIter<FloatTensor<B>>> },
+    Device { ts: Vec<FloatTensor<B>>, ids: HashSet<ParamId>, back: Option<std::vec::IntoIter<FloatTensor<B>>> },
 }
 
 struct Flat<'a, B: AutodiffBackend> {
@@ -35,9 +38,10 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flat<'_, B> {
                     buf.extend(g.into_data().convert::<f32>().iter::<f32>());
                 }
             }
-            Pass::Device { ts, back: None } => {
-                if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            Pass::Device { ts, ids, back: None } => {
+                if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
                     ts.push(g.into_primitive().tensor());
+                    ids.insert(param.id);
                 }
             }
             Pass::Host { buf, at: Some(at) } => {
@@ -47,8 +51,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flat<'_, B> {
                 *at += n;
                 self.grads.register::<B::InnerBackend, D>(param.id, t.reshape(shape).cast(dtype));
             }
-            Pass::Device { back: Some(back), .. } => {
-                if self.grads.remove::<B::InnerBackend, D>(param.id).is_some() {
+            Pass::Device { ids, back: Some(back), .. } => {
+                if ids.contains(&param.id) {
                     let t = back.next().expect("an averaged gradient per gradient");
                     self.grads.register::<B::InnerBackend, D>(param.id, Tensor::from_primitive(TensorPrimitive::Float(t)));
                 }
@@ -57,40 +61,58 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flat<'_, B> {
     }
 }
 
-/// Replaces `grads` by their mean over the ranks, and `loss` (`[1]`, this rank's mean over its
-/// share) by the mean of the ranks'. On the device where the backend has a collective in use
-/// (`Prims::all_reduce_mean`: NCCL), else through the host. Alone: both as they are.
-pub fn average<B: AutodiffBackend<InnerBackend: Prims>, M: AutodiffModule<B>>(
-    model: &M,
-    mut grads: GradientsParams,
-    loss: Tensor<B::InnerBackend, 1>,
-) -> Result<(GradientsParams, Tensor<B::InnerBackend, 1>)> {
+/// Replaces `grads` by their mean over the ranks: on the device where the backend has a
+/// collective in use (`Prims::all_reduce_mean`: NCCL, in place), else through the host. Each
+/// rank's gradients are means over its equal share of the batch, so the mean of the ranks' is the
+/// whole batch's. Alone: as they are.
+pub fn average_grads<B: AutodiffBackend<InnerBackend: Prims>, M: AutodiffModule<B>>(model: &M, mut grads: GradientsParams) -> Result<GradientsParams> {
     let n = super::size();
     if n == 1 {
-        return Ok((grads, loss));
+        return Ok(grads);
     }
-    let mut flat = Flat::<B> { grads: &mut grads, pass: Pass::Device { ts: vec![], back: None } };
-    model.visit(&mut flat);
-    let Pass::Device { mut ts, .. } = flat.pass else { unreachable!("collected") };
-    ts.push(loss.clone().into_primitive().tensor());
-    if let Some(mut avg) = <B::InnerBackend as Prims>::all_reduce_mean(ts) {
-        let loss = Tensor::from_primitive(TensorPrimitive::Float(avg.pop().expect("the loss")));
-        let mut put = Flat::<B> { grads: &mut grads, pass: Pass::Device { ts: vec![], back: Some(avg.into_iter()) } };
+    if <B::InnerBackend as Prims>::has_collective() {
+        let mut flat = Flat::<B> { grads: &mut grads, pass: Pass::Device { ts: vec![], ids: HashSet::new(), back: None } };
+        model.visit(&mut flat);
+        let Pass::Device { ts, ids, .. } = flat.pass else { unreachable!("collected") };
+        let avg = <B::InnerBackend as Prims>::all_reduce_mean(ts).expect("has_collective");
+        let mut put = Flat::<B> { grads: &mut grads, pass: Pass::Device { ts: vec![], ids, back: Some(avg.into_iter()) } };
         model.visit(&mut put);
-        return Ok((grads, loss));
+        return Ok(grads);
     }
-    let device = loss.device();
     let mut flat = Flat::<B> { grads: &mut grads, pass: Pass::Host { buf: Vec::new(), at: None } };
     model.visit(&mut flat);
     let Pass::Host { mut buf, .. } = flat.pass else { unreachable!("collected") };
-    buf.push(loss.into_data().convert::<f32>().iter::<f32>().next().expect("a loss"));
-    with_hub(|h| h.all_reduce_sum(&mut buf))?;
-    let inv = n as f32;
-    buf.iter_mut().for_each(|v| *v /= inv);
-    let loss = buf.pop().expect("the loss");
+    host_mean(&mut buf)?;
     let mut put = Flat::<B> { grads: &mut grads, pass: Pass::Host { buf, at: Some(0) } };
     model.visit(&mut put);
-    Ok((grads, Tensor::from_floats([loss], &device)))
+    Ok(grads)
+}
+
+/// The step's `[loss, grad norm]` (this rank's loss, the norm of the averaged gradients) as their
+/// mean over the ranks: the whole batch's loss, and one norm, the same bits on every rank (a
+/// norm summed with atomics differs in its last bits from rank to rank, and so would the clip
+/// and the weights). Alone: as they are.
+pub fn average_stats<B: Prims>(stats: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
+    if super::size() == 1 {
+        return Ok(stats);
+    }
+    if B::has_collective() {
+        let avg = B::all_reduce_mean(vec![stats.into_primitive().tensor()]).expect("has_collective");
+        return Ok(Tensor::from_primitive(TensorPrimitive::Float(avg.into_iter().next().expect("one tensor"))));
+    }
+    let device = stats.device();
+    let mut v: Vec<f32> = stats.into_data().convert::<f32>().to_vec().expect("f32 values");
+    host_mean(&mut v)?;
+    let n = v.len();
+    Ok(Tensor::from_data(TensorData::new(v, [n]), &device))
+}
+
+/// `v` becomes its mean over the ranks, through rank 0 (summed in rank order).
+fn host_mean(v: &mut [f32]) -> Result<()> {
+    with_hub(|h| h.all_reduce_sum(v))?;
+    let n = super::size() as f32;
+    v.iter_mut().for_each(|x| *x /= n);
+    Ok(())
 }
 
 /// FNV-1a over the bits of every parameter, in the model's order.

@@ -16,6 +16,22 @@ use std::time::{Duration, Instant};
 /// How long a rank tries to reach rank 0 before it gives up.
 const CONNECT_FOR: Duration = Duration::from_secs(120);
 
+/// A collective failed because of another rank (it stopped, or did not answer): this rank stops
+/// too, with [`PEER_EXIT_CODE`], so that the launcher names the rank that caused it.
+#[derive(Debug)]
+pub struct PeerFailed(pub String);
+
+impl std::fmt::Display for PeerFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PeerFailed {}
+
+/// The exit code of a rank that stops because another rank failed.
+pub const PEER_EXIT_CODE: i32 = 3;
+
 /// This process's connections: rank 0 holds one per other rank (index r − 1), the others one to
 /// rank 0.
 pub struct Hub {
@@ -40,7 +56,9 @@ impl Hub {
             return Ok(Self { rank, size, peers: vec![] });
         }
         let peers = if rank == 0 {
-            let listener = TcpListener::bind(addr).with_context(|| format!("rank 0: cannot listen on {addr} (MASTER_ADDR:MASTER_PORT)"))?;
+            // every interface: MASTER_ADDR may name this machine by an address only others use
+            let port = addr.rsplit_once(':').map_or("", |(_, p)| p);
+            let listener = TcpListener::bind(format!("0.0.0.0:{port}")).with_context(|| format!("rank 0: cannot listen on port {port} (MASTER_PORT + 1, or BAKA_HUB_PORT)"))?;
             listener.set_nonblocking(true)?;
             let mut slots: Vec<Option<TcpStream>> = (1..size).map(|_| None).collect();
             let start = Instant::now();
@@ -81,6 +99,7 @@ impl Hub {
         };
         for p in &peers {
             p.set_read_timeout(Some(wait))?;
+            p.set_write_timeout(Some(wait))?;
             p.set_nodelay(true)?;
         }
         Ok(Self { rank, size, peers })
@@ -180,19 +199,26 @@ impl Hub {
         Ok(())
     }
 
-    /// Waits until every rank has called it.
+    /// Waits until every rank has called it, however long that takes (rank 0 may be preparing
+    /// data, or scoring the run before the next): a rank that stops is still reported at once.
     pub fn barrier(&mut self) -> Result<()> {
-        self.all_gather(&[]).map(|_| ())
+        let wait = timeout()?;
+        let set = |peers: &[TcpStream], t: Option<Duration>| peers.iter().try_for_each(|p| p.set_read_timeout(t));
+        set(&self.peers, None)?;
+        let r = self.all_gather(&[]).map(|_| ());
+        set(&self.peers, Some(wait))?;
+        r
     }
 }
 
 fn peer_error(me: usize, peer: usize, e: std::io::Error) -> anyhow::Error {
     use std::io::ErrorKind::*;
-    match e.kind() {
-        WouldBlock | TimedOut => anyhow!("rank {me}: rank {peer} did not answer within BAKA_DIST_TIMEOUT ({} s); stopping", timeout().map(|d| d.as_secs()).unwrap_or(0)),
-        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted => anyhow!("rank {me}: rank {peer} stopped (its connection closed); stopping"),
-        _ => anyhow!("rank {me}: talking to rank {peer}: {e}"),
-    }
+    let msg = match e.kind() {
+        WouldBlock | TimedOut => format!("rank {me}: rank {peer} did not answer within BAKA_DIST_TIMEOUT ({} s); stopping", timeout().map(|d| d.as_secs()).unwrap_or(0)),
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted => format!("rank {me}: rank {peer} stopped (its connection closed); stopping"),
+        _ => format!("rank {me}: talking to rank {peer}: {e}"),
+    };
+    PeerFailed(msg).into()
 }
 
 fn to_bytes(v: &[f32]) -> Vec<u8> {

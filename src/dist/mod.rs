@@ -137,6 +137,13 @@ pub fn setup_gpu_collective(device: crate::config::Device) -> Result<()> {
     if size() == 1 || !device.is_cuda() {
         return Ok(());
     }
+    #[cfg(feature = "cuda")]
+    {
+        let gpus = crate::kernels::nccl::gpu_count().map_err(anyhow::Error::msg)?;
+        if gpu_index() >= gpus {
+            bail!("rank {} would train on GPU {} (LOCAL_RANK), but this machine shows {gpus} GPU(s): --gpus N needs N GPUs", rank(), gpu_index());
+        }
+    }
     match std::env::var("BAKA_COLLECTIVE").as_deref() {
         Ok("host") => return Ok(()),
         Ok("nccl") | Err(_) => {}
@@ -145,6 +152,10 @@ pub fn setup_gpu_collective(device: crate::config::Device) -> Result<()> {
     #[cfg(feature = "cuda")]
     {
         use crate::kernels::nccl;
+        if nccl::configured() {
+            return Ok(()); // an earlier run of this process (an experiment's) set it up
+        }
+        nccl::available().map_err(|e| anyhow!("rank {}: {e}", rank()))?;
         let id = if rank() == 0 { nccl::unique_id().map_err(anyhow::Error::msg)?.to_vec() } else { vec![] };
         let id = with_hub(|h| h.broadcast(&id))?.expect("joined");
         let id: [u8; nccl::ID_BYTES] = id.try_into().map_err(|_| anyhow!("rank 0 sent an NCCL id of the wrong size"))?;
@@ -160,9 +171,9 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Starts `n` copies of this process with the same arguments, ranks 0..n on this machine, and waits
-/// for them. When one fails the others are stopped, and the error names it. NCCL's NVLink
-/// multicast stays off in the children (`NCCL_NVLS_ENABLE=0`).
-pub fn launch(n: usize) -> Result<()> {
+/// for them. When one fails the others are stopped, and the error names it (`then`: what to do
+/// next, for the message). NCCL's NVLink multicast stays off in the children (`NCCL_NVLS_ENABLE=0`).
+pub fn launch(n: usize, then: &str) -> Result<()> {
     let exe = std::env::current_exe().context("finding this program to start its ranks")?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let port = free_port()?.to_string();
@@ -203,21 +214,27 @@ pub fn launch(n: usize) -> Result<()> {
             }
         }
         if let Some(first) = failed {
-            // the others stop on their own once a peer's connection closes; a rank that died by
-            // a signal (killed, aborted) is the cause, the ones that stopped after it are not
+            // the others stop on their own once a peer fails (exit code PEER_EXIT_CODE): the
+            // cause is a rank that died by a signal or failed by itself; if every failed rank
+            // stopped for a peer, the peer is one still running, hung
             std::thread::sleep(std::time::Duration::from_millis(300));
             let mut all = vec![first];
+            let mut running = vec![];
             for (r, c) in children.iter_mut().enumerate() {
-                if let Ok(Some(s)) = c.try_wait() {
-                    if !s.success() && r != first.0 {
-                        all.push((r, s));
-                    }
+                match c.try_wait() {
+                    Ok(Some(s)) if !s.success() && r != first.0 => all.push((r, s)),
+                    Ok(None) => running.push(r),
+                    _ => {}
                 }
             }
             stop(&mut children);
-            let (r, status) = all.iter().copied().find(|(_, s)| s.code().is_none()).unwrap_or(first);
-            let how = status.code().map_or("was killed by a signal".to_string(), |c| format!("exited with code {c}"));
-            bail!("rank {r} of {n} {how}; the other ranks were stopped (resume with --resume)");
+            let cause = all.iter().copied().find(|(_, s)| s.code().is_none()).or_else(|| all.iter().copied().find(|(_, s)| s.code() != Some(hub::PEER_EXIT_CODE)));
+            let what = match (cause, running.first()) {
+                (Some((r, s)), _) => format!("rank {r} of {n} {}", s.code().map_or("was killed by a signal".to_string(), |c| format!("exited with code {c}"))),
+                (None, Some(r)) => format!("rank {r} of {n} stopped answering"),
+                (None, None) => format!("rank {} of {n} exited with code {}", first.0, first.1.code().unwrap_or(-1)),
+            };
+            bail!("{what}; the other ranks were stopped{then}");
         }
         if done.iter().all(|&d| d) {
             return Ok(());

@@ -178,7 +178,10 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
         bail!("train.gpus differs between runs ({gpus} and {} in {}): expected one number for the experiment", c.train.gpus, c.branch);
     }
     if gpus > 1 && crate::dist::World::from_env()?.is_none() {
-        return crate::dist::launch(gpus);
+        for c in &configs {
+            crate::backend::check_device(&c.train)?;
+        }
+        return crate::dist::launch(gpus, " (resume with --resume)");
     }
     let writer = crate::dist::is_writer();
     let say = |s: String| {

@@ -208,7 +208,8 @@ fn run<B: TrainOps>(cfg: &Config, data: &Prepared, opts: &TrainOptions, resume: 
     let (mut metrics, mut evals) = (open("metrics.csv", METRICS_HEADER)?, open("eval.csv", EVAL_HEADER)?);
     let started = Instant::now();
     let elapsed = || elapsed0 + started.elapsed().as_secs_f64();
-    let eval_batch = t.batch.max(8);
+    // rank 0 evaluates alone: at the batch one rank trains with
+    let eval_batch = (t.batch / ranks).max(8);
     // rank 0 evaluates; the others wait for it at the next step's all-reduce
     let do_eval = |model: &BakaLM<B>, step: usize, tokens: u64, metrics: &mut CsvLog, evals: &mut CsvLog| -> Result<f64> {
         if !writer {
@@ -366,10 +367,10 @@ pub fn batch_loss<B: AutodiffBackend + BakaOps>(model: &BakaLM<B>, x: Tensor<B, 
 /// One optimisation step on a batch: forward over the windows, mean cross-entropy, backward,
 /// global-norm clip (`t.clip`), AdamW. Returns the model and (loss, grad norm) read in one transfer.
 /// A non-finite loss or norm leaves the model untouched (the caller decides to stop or skip).
-pub fn train_step<B: TrainOps>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> (BakaLM<B>, f32, f32) {
-    let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {}).expect("a training step");
+pub fn train_step<B: TrainOps>(model: BakaLM<B>, optim: &mut AdamW<B>, x: Tensor<B, 2, Int>, y: Tensor<B, 2, Int>, lr: f64, t: &crate::config::TrainConfig) -> Result<(BakaLM<B>, f32, f32)> {
+    let (model, stats) = train_step_marked(model, optim, x, y, lr, t, &mut |_| {})?;
     let (loss, norm) = stats.now().wait(optim);
-    (model, loss, norm)
+    Ok((model, loss, norm))
 }
 
 /// A step's (loss, grad norm) as [`train_step_marked`] leaves them: read already (the host clip
@@ -434,11 +435,12 @@ pub fn train_step_marked<B: TrainOps>(
     mark("forward");
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     mark("backward");
-    // several ranks: this rank's loss and gradients become the means over all (crate::dist)
-    let (grads, loss) = crate::dist::grads::average(&model, grads, loss.inner())?;
+    // several ranks: this rank's gradients become the means over all (crate::dist)
+    let grads = crate::dist::grads::average_grads(&model, grads)?;
     let norm = grad_norm(&model, &grads);
     mark("norm");
-    let stats = Tensor::cat(vec![loss, norm], 0);
+    // several ranks: the whole batch's loss, and one norm on every rank
+    let stats = crate::dist::grads::average_stats(Tensor::cat(vec![loss.inner(), norm], 0))?;
     if optim.clips_on_device() {
         // the update is queued before the host reads anything: the device clips, or skips the step
         let model = optim.step(lr, GradScale::Clip { stats: stats.clone(), max_norm: t.clip }, model, grads);

@@ -277,6 +277,10 @@ impl Prims for Gpu {
 
     const OPTIM_KERNELS: bool = true;
 
+    fn has_collective() -> bool {
+        crate::nccl::configured()
+    }
+
     fn all_reduce_mean(ts: Vec<FloatTensor<Gpu>>) -> Option<Vec<FloatTensor<Gpu>>> {
         crate::nccl::configured().then(|| <Gpu as FusedBackend>::all_reduce_mean(ts))
     }

@@ -190,9 +190,15 @@ pub trait Prims: Backend {
         unimplemented!("{} has no multi-tensor AdamW (Prims::OPTIM_KERNELS is false)", std::any::type_name::<Self>())
     }
 
-    /// Each tensor's mean over the ranks of a data-parallel run, on the device, or `None` where
-    /// this backend has no device collective in use: the caller then averages through the host
-    /// (the reference, `bakallm::dist`). CUDA: NCCL, once `crate::nccl::configure`d.
+    /// Whether [`all_reduce_mean`](Prims::all_reduce_mean) averages on the device here; where not,
+    /// the caller averages through the host (the reference, `bakallm::dist`). CUDA: NCCL, once
+    /// `crate::nccl::configure`d.
+    fn has_collective() -> bool {
+        false
+    }
+
+    /// Each tensor's mean over the ranks of a data-parallel run, on the device (`None` where
+    /// [`has_collective`](Prims::has_collective) is false).
     fn all_reduce_mean(ts: Vec<FloatTensor<Self>>) -> Option<Vec<FloatTensor<Self>>> {
         let _ = ts;
         None

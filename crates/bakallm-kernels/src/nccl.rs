@@ -23,18 +23,39 @@ static SETUP: OnceLock<(usize, usize, [u8; ID_BYTES])> = OnceLock::new();
 /// device thread only).
 static COMM: Mutex<Option<usize>> = Mutex::new(None);
 
+/// Runs `f`, which loads a library through cudarc, with cudarc's panic for a missing library
+/// turned into `missing` (one line, no panic message printed).
+fn loaded<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe, missing: &str) -> Result<R, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(f);
+    std::panic::set_hook(hook);
+    r.map_err(|_| missing.to_string())
+}
+
+const NO_NCCL: &str = "NCCL's library (libnccl.so.2) could not be loaded: install NCCL (e.g. pip install nvidia-nccl-cu12 and add its lib folder to LD_LIBRARY_PATH), or set BAKA_COLLECTIVE=host";
+
+/// Whether libnccl loads here (every rank checks before the first collective).
+pub fn available() -> Result<(), String> {
+    loaded(nr::get_nccl_version, NO_NCCL)?.map(|_| ()).map_err(|e| format!("ncclGetVersion: {e:?}"))
+}
+
+/// The GPUs this process sees.
+pub fn gpu_count() -> Result<usize, String> {
+    let n = loaded(
+        || {
+            cudarc::driver::result::init()?;
+            cudarc::driver::result::device::get_count()
+        },
+        "the CUDA driver (libcuda.so) could not be loaded",
+    )?;
+    n.map(|n| n as usize).map_err(|e| format!("cuDeviceGetCount: {e:?}"))
+}
+
 /// A new communicator id (rank 0 makes it, the others receive it). Fails with a sentence when
 /// libnccl cannot be loaded.
 pub fn unique_id() -> Result<[u8; ID_BYTES], String> {
-    // cudarc panics when the library is missing; the message below says it in one line
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let id = std::panic::catch_unwind(nr::get_uniqueid);
-    std::panic::set_hook(hook);
-    let id = id.map_err(|_| {
-        "NCCL's library (libnccl.so.2) could not be loaded: install NCCL (e.g. pip install nvidia-nccl-cu12 and add its lib folder to LD_LIBRARY_PATH), or set BAKA_COLLECTIVE=host".to_string()
-    })?;
-    let id = id.map_err(|e| format!("ncclGetUniqueId: {e:?}"))?;
+    let id = loaded(nr::get_uniqueid, NO_NCCL)?.map_err(|e| format!("ncclGetUniqueId: {e:?}"))?;
     Ok(std::array::from_fn(|i| id.internal[i] as u8))
 }
 
