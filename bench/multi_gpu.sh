@@ -26,7 +26,7 @@ if [ $# -lt 2 ]; then
   exit 2
 fi
 BIN="$1"
-OUT="$2"
+OUT_DIR="$2"
 shift 2
 BATCH="${BATCH:-32}"
 STEPS="${STEPS:-50}"
@@ -36,8 +36,8 @@ export NCCL_NVLS_ENABLE=0
 NCCL_LIB="$("$PYTHON" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)"
 if [ -n "$NCCL_LIB" ] && [ -d "$NCCL_LIB" ]; then export LD_LIBRARY_PATH="$NCCL_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mkdir -p "$OUT"
-JSONL="$OUT/multi_gpu.jsonl"
+mkdir -p "$OUT_DIR"
+JSONL="$OUT_DIR/multi_gpu.jsonl"
 touch "$JSONL"
 GPUS_PRESENT="$(nvidia-smi -L 2>/dev/null | wc -l)"
 if [ $# -gt 0 ]; then
@@ -54,10 +54,10 @@ if [ "$GPUS_PRESENT" -ge 2 ]; then
   SMALL=(--branch 001_pristine --steps 60 --device cuda --set train.dtype=bf16 --set model.d_model=256 --set model.n_layers=4
     --set model.n_heads=4 --set model.d_ff=1024 --set model.window=256 --set train.batch=8 --set train.n_windows=1
     --set train.eval_every=20 --set train.checkpoint_every=20)
-  rm -rf "$OUT/run-g1" "$OUT/run-g2"
-  "$BIN" train "${SMALL[@]}" --gpus 1 --out "$OUT/run-g1" || exit 1
-  "$BIN" train "${SMALL[@]}" --gpus 2 --out "$OUT/run-g2" || exit 1
-  "$PYTHON" - "$OUT/run-g1/metrics.csv" "$OUT/run-g2/metrics.csv" <<'EOF' || exit 1
+  rm -rf "$OUT_DIR/run-g1" "$OUT_DIR/run-g2"
+  "$BIN" train "${SMALL[@]}" --gpus 1 --out "$OUT_DIR/run-g1" || exit 1
+  "$BIN" train "${SMALL[@]}" --gpus 2 --out "$OUT_DIR/run-g2" || exit 1
+  "$PYTHON" - "$OUT_DIR/run-g1/metrics.csv" "$OUT_DIR/run-g2/metrics.csv" <<'EOF' || exit 1
 import csv, sys
 rows = [[r for r in csv.DictReader(open(p)) if r["split"] in ("train", "val")] for p in sys.argv[1:]]
 assert len(rows[0]) == len(rows[1]), (len(rows[0]), len(rows[1]))
