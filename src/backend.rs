@@ -66,6 +66,12 @@ fn shared_pools() -> Vec<cubecl::cuda::MemoryPoolOptions> {
     pools
 }
 
+/// The GPU this process trains on: `LOCAL_RANK`'s among several ranks (`crate::dist`), else GPU 0.
+#[cfg(feature = "cuda")]
+pub fn cuda_device() -> burn::backend::cuda::CudaDevice {
+    burn::backend::cuda::CudaDevice::new(crate::dist::gpu_index())
+}
+
 /// Runs `$body` with `$B` bound to the backend named by `$device` ("cpu" or "cuda"): `$cpu` or
 /// `$gpu` (the latter only in a build with the `cuda` feature), and `$dev` to its device.
 #[macro_export]
@@ -76,7 +82,7 @@ macro_rules! with_backend {
                 #[cfg(feature = "cuda")]
                 {
                     type $B = $gpu;
-                    let $dev = burn::backend::cuda::CudaDevice::new($crate::dist::gpu_index());
+                    let $dev = $crate::backend::cuda_device();
                     $body
                 }
                 #[cfg(not(feature = "cuda"))]

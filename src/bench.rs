@@ -67,7 +67,7 @@ pub fn bench(mut cfg: Config, o: &BenchOptions) -> Result<serde_json::Value> {
 #[cfg(feature = "cuda")]
 fn reserved_bytes(device: Device) -> Option<u64> {
     use cubecl::Runtime;
-    device.is_cuda().then(|| cubecl::cuda::CudaRuntime::client(&cubecl::cuda::CudaDevice::new(crate::dist::gpu_index())).memory_usage().map(|m| m.bytes_reserved).unwrap_or(0))
+    device.is_cuda().then(|| cubecl::cuda::CudaRuntime::client(&crate::backend::cuda_device()).memory_usage().map(|m| m.bytes_reserved).unwrap_or(0))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -99,7 +99,7 @@ fn peak_in_use<R>(device: Device, f: impl FnOnce() -> R) -> (R, Option<[u64; 2]>
     if !device.is_cuda() {
         return (f(), None);
     }
-    let (stream, client) = (cubecl::stream_id::StreamId::current(), cubecl::cuda::CudaRuntime::client(&cubecl::cuda::CudaDevice::new(crate::dist::gpu_index())));
+    let (stream, client) = (cubecl::stream_id::StreamId::current(), cubecl::cuda::CudaRuntime::client(&crate::backend::cuda_device()));
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {

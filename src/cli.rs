@@ -39,10 +39,9 @@ pub fn train(branch: &str, sets: &[String], out: Option<PathBuf>, resume: bool) 
     let cfg = Config::load(branch, &[], sets)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-s{}", cfg.branch, cfg.train.seed)));
     let label = format!("{} s{}", cfg.branch, cfg.train.seed);
-    if cfg.train.gpus > 1 && crate::dist::World::from_env()?.is_none() {
-        // this process starts the ranks (copies of itself) and waits for them
-        crate::backend::check_device(&cfg.train)?;
-        return crate::dist::launch(cfg.train.gpus, " (resume with --resume)");
+    // `--gpus N`: this process starts the ranks (copies of itself) and waits for them
+    if crate::dist::start_ranks(&[&cfg.train], " (resume with --resume)")? {
+        return Ok(());
     }
     let s = train::train(cfg, &TrainOptions { out: out.clone(), resume, label })?;
     if !crate::dist::is_writer() {
@@ -172,9 +171,8 @@ pub fn encode(source: &Path, text: &str) -> Result<()> {
 /// `baka bench`: prints one JSON line.
 pub fn bench(branch: &str, sets: &[String], o: &crate::bench::BenchOptions) -> Result<()> {
     let cfg = Config::load(branch, &[], sets)?;
-    if cfg.train.gpus > 1 && crate::dist::World::from_env()?.is_none() {
-        crate::backend::check_device(&cfg.train)?;
-        return crate::dist::launch(cfg.train.gpus, "");
+    if crate::dist::start_ranks(&[&cfg.train], "")? {
+        return Ok(());
     }
     let line = crate::bench::bench(cfg, o)?;
     if crate::dist::is_writer() {

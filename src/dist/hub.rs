@@ -1,7 +1,8 @@
-//! The ranks' rendezvous and host-side collectives over TCP: rank 0 listens on
-//! `MASTER_ADDR:MASTER_PORT`, every other rank connects to it once. What travels: the gradients
-//! and losses of a step where the GPU collective (NCCL) is not in use (the CPU, and CUDA until
-//! its all-reduce is given), and small things always (the weights' checksums, NCCL's unique id).
+//! The ranks' rendezvous and host-side collectives over TCP: rank 0 listens on the hub's port
+//! (`MASTER_PORT + 1` or `BAKA_HUB_PORT`, [`super::World`]), every other rank connects to it
+//! once. What travels: a step's gradients and `[loss, norm]` where NCCL is not in use (the CPU,
+//! and CUDA with `BAKA_COLLECTIVE=host`), and small things always (the weights' checksums, NCCL's
+//! unique id, barriers).
 //!
 //! Rank 0 sums in rank order (`((g0 + g1) + g2) + …`), so every rank gets the same bits, whatever
 //! order the messages arrive in. A rank that stops closes its socket: the peers' next read fails at
@@ -175,11 +176,8 @@ impl Hub {
         if self.rank == 0 {
             for i in 0..self.peers.len() {
                 let got = self.recv(i)?;
-                if got.len() != 4 * v.len() {
-                    bail!("rank {} sent {} values to an all-reduce of {} (the ranks run different models or configs)", i + 1, got.len() / 4, v.len());
-                }
-                for (a, b) in v.iter_mut().zip(got.chunks_exact(4)) {
-                    *a += f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                for (b, a) in f32s(&got, v.len(), i + 1)?.zip(v.iter_mut()) {
+                    *a += b;
                 }
             }
             let bytes = to_bytes(v);
@@ -189,11 +187,8 @@ impl Hub {
         } else {
             self.send(0, &to_bytes(v))?;
             let got = self.recv(0)?;
-            if got.len() != 4 * v.len() {
-                bail!("rank 0 answered {} values to an all-reduce of {}", got.len() / 4, v.len());
-            }
-            for (a, b) in v.iter_mut().zip(got.chunks_exact(4)) {
-                *a = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+            for (b, a) in f32s(&got, v.len(), 0)?.zip(v.iter_mut()) {
+                *a = b;
             }
         }
         Ok(())
@@ -223,6 +218,14 @@ fn peer_error(me: usize, peer: usize, e: std::io::Error) -> anyhow::Error {
 
 fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The `n` f32 of a message from rank `from` to an all-reduce of `n` values.
+fn f32s(b: &[u8], n: usize, from: usize) -> Result<impl Iterator<Item = f32> + '_> {
+    if b.len() != 4 * n {
+        bail!("rank {from} sent {} values to an all-reduce of {n} (the ranks run different models or configs)", b.len() / 4);
+    }
+    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))))
 }
 
 fn pack(parts: &[Vec<u8>]) -> Vec<u8> {
@@ -273,11 +276,11 @@ fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// Three ranks as threads on a free port: the sum in rank order on every rank, gather and
-    /// broadcast, and a rank that stops is named by the others.
     /// What each rank saw: the reduced values, the gathered bytes, the broadcast bytes.
     type Seen = (Vec<f32>, Vec<Vec<u8>>, Vec<u8>);
 
+    /// Three ranks as threads on a free port: the sum in rank order on every rank, gather and
+    /// broadcast, and a rank that stops is named by the others.
     #[test]
     fn three_ranks_reduce_gather_and_name_a_rank_that_stops() {
         let port = super::super::free_port().unwrap();

@@ -1,10 +1,10 @@
 //! Data-parallel training: one process per GPU (a *rank*), each with a share of every step's
-//! batch, the gradients summed over the ranks before the clip and AdamW, so that every rank takes
+//! batch, the gradients averaged over the ranks before the clip and AdamW, so that every rank takes
 //! the same step on the same weights.
 //!
 //! How the ranks find each other is torchrun's convention: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`
-//! (the GPU this process uses on its node), `MASTER_ADDR` and `MASTER_PORT` (where rank 0
-//! listens). `baka train --gpus N` without them starts N copies of itself on this machine with
+//! (the GPU this process uses on its node), `MASTER_ADDR` and `MASTER_PORT` (rank 0's machine;
+//! its hub listens on the next port). `baka train --gpus N` without them starts N copies of itself on this machine with
 //! them set ([`launch`]) and stops all of them when one fails; on several machines a launcher
 //! sets them (docs/multi-gpu.md).
 
@@ -168,6 +168,21 @@ pub fn setup_gpu_collective(device: crate::config::Device) -> Result<()> {
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Where a command of several ranks starts them: if `trains` (the settings of the runs it will
+/// train, one `train.gpus` among them) ask for more than one rank and this process is not one
+/// already, checks their device, starts the ranks ([`launch`]) and returns `true` once they have
+/// finished; else `false` (this process trains).
+pub fn start_ranks(trains: &[&crate::config::TrainConfig], then: &str) -> Result<bool> {
+    let gpus = trains.first().map_or(1, |t| t.gpus);
+    if gpus == 1 || World::from_env()?.is_some() {
+        return Ok(false);
+    }
+    for t in trains {
+        crate::backend::check_device(t)?;
+    }
+    launch(gpus, then).map(|_| true)
 }
 
 /// Starts `n` copies of this process with the same arguments, ranks 0..n on this machine, and waits

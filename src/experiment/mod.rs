@@ -177,11 +177,8 @@ pub fn run(e: &Experiment, opts: &RunOptions) -> Result<()> {
     if let Some(c) = configs.iter().find(|c| c.train.gpus != gpus) {
         bail!("train.gpus differs between runs ({gpus} and {} in {}): expected one number for the experiment", c.train.gpus, c.branch);
     }
-    if gpus > 1 && crate::dist::World::from_env()?.is_none() {
-        for c in &configs {
-            crate::backend::check_device(&c.train)?;
-        }
-        return crate::dist::launch(gpus, " (resume with --resume)");
+    if crate::dist::start_ranks(&configs.iter().map(|c| &c.train).collect::<Vec<_>>(), " (resume with --resume)")? {
+        return Ok(());
     }
     let writer = crate::dist::is_writer();
     let say = |s: String| {
