@@ -143,17 +143,21 @@ pub fn train(cfg: Config, opts: &TrainOptions) -> Result<RunSummary> {
 /// The hash that identifies a run's config: without `train.steps` (which may grow on resume)
 /// and `train.gpus` (the ranks change how a step is computed, not which).
 fn run_identity(cfg: &Config) -> String {
-    sha256_text(&Config { train: crate::config::TrainConfig { steps: 0, gpus: 1, ..cfg.train.clone() }, ..cfg.clone() }.to_toml())
+    sha256_text(&Config { train: identifying(&cfg.train), ..cfg.clone() }.to_toml())
 }
 
-/// Names the first keys whose values differ between two resolved configs.
+/// The settings that make a run what it is: `t` without `train.steps` and `train.gpus`.
+fn identifying(t: &crate::config::TrainConfig) -> crate::config::TrainConfig {
+    crate::config::TrainConfig { steps: 0, gpus: 1, ..t.clone() }
+}
+
 /// Whether the run's own `config.toml` (written by an earlier version, whose resolved config
 /// spelled the kernel settings out one by one) describes the same run as `cfg`: equal once the
-/// kernels are resolved and `train.steps` is left out.
+/// kernels are resolved and what does not identify a run ([`identifying`]) is left out.
 fn same_run_as_written(out: &Path, cfg: &Config) -> bool {
     let normal = |c: &Config| {
         let t = &c.train;
-        let train = crate::config::TrainConfig { steps: 0, gpus: 1, kernels: Default::default(), ..t.without_overrides() };
+        let train = crate::config::TrainConfig { kernels: Default::default(), ..identifying(&t.without_overrides()) };
         (Config { train, ..c.clone() }, t.kernels(), t.fused_adamw())
     };
     Config::from_file(&out.join("config.toml")).is_ok_and(|old| normal(&old) == normal(cfg))

@@ -197,11 +197,11 @@ pub trait Prims: Backend {
         false
     }
 
-    /// Each tensor's mean over the ranks of a data-parallel run, on the device (`None` where
-    /// [`has_collective`](Prims::has_collective) is false).
-    fn all_reduce_mean(ts: Vec<FloatTensor<Self>>) -> Option<Vec<FloatTensor<Self>>> {
+    /// Each tensor's mean over the ranks of a data-parallel run, on the device. Only where
+    /// [`has_collective`](Prims::has_collective).
+    fn all_reduce_mean(ts: Vec<FloatTensor<Self>>) -> Vec<FloatTensor<Self>> {
         let _ = ts;
-        None
+        unimplemented!("{} has no device collective (Prims::has_collective is false)", std::any::type_name::<Self>())
     }
 }
 
