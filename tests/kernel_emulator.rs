@@ -108,7 +108,7 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
     // (head dim, length, bias, o merged, q/k/v fused, dq/dk rotated back): both head dims, lengths off the 64- and
     // 128-row tiles (300: three forward blocks, warps skipping whole key tiles; 101: a last dQ
     // chunk of one row), with and without
-    // ALiBi; o and dO in the heads' layout or side by side, q, k, v and their gradients in the
+    // ALiBi (slots without a position among them); o and dO in the heads' layout or side by side, q, k, v and their gradients in the
     // heads' layout or in the fused projection's (the attention block's: both), dq and dk rotated
     // back by RoPE/xPos tables as they are written or not
     let cases = [
@@ -121,6 +121,7 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
         ("64", "101", "0", "0", "0", "0"),
         ("64", "100", "0", "1", "1", "1"),
         ("32", "130", "0", "1", "1", "1"),
+        ("32", "130", "1", "0", "1", "0"),
     ];
     for ((exe, (bulk, wg)), (hd, l, bias, merged, fused, rot)) in exes.iter().zip([(0, 0), (1, 0), (1, 1)]).flat_map(|e| cases.iter().map(move |c| (e, *c))) {
         let what = format!("flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}, rotated {rot}");

@@ -171,7 +171,12 @@ pub fn tables<B: Backend>(layout: &Layout, p: &PosParams, device: &B::Device, dt
         }
     }
     let bias = to(Tensor::from_data(TensorData::new(bias, [1, hb, l, l]), device), dt);
-    Positions { rot_q, rot_k, bias, biased: p.kind == PositionKind::Alibi, k_ramp: ramp }
+    // the same ALiBi as the flash kernels take it: the slopes, then each slot's position (NaN: none)
+    let slopes_pos = (p.kind == PositionKind::Alibi).then(|| {
+        let v: Vec<f32> = slopes.iter().map(|&m| m as f32).chain(layout.pos.iter().map(|pos| pos.map_or(f32::NAN, |p| p as f32))).collect();
+        Tensor::from_data(TensorData::new(v, [hb + l]), device)
+    });
+    Positions { rot_q, rot_k, bias, slopes_pos, k_ramp: ramp }
 }
 
 #[cfg(test)]
@@ -261,8 +266,8 @@ mod tests {
         assert!(b[1].is_infinite() && b[1] < 0.0);
     }
 
-    /// `biased()` is what lets the flash kernels skip the bias: every other scheme's bias must be
-    /// the causal mask alone, also with memory slots in the window.
+    /// ALiBi's slopes and positions are what lets the flash kernels skip the table: every other
+    /// scheme's bias must be the causal mask alone, also with memory slots in the window.
     #[test]
     fn only_alibi_biases_beyond_the_causal_mask() {
         let dev = Default::default();
@@ -272,8 +277,29 @@ mod tests {
             let t = tables::<Cpu>(&layout, &params(kind, 2, 4), &dev, burn::tensor::FloatDType::F32);
             let b: Vec<f32> = t.bias.clone().into_data().to_vec().unwrap();
             let causal_only = b.iter().enumerate().all(|(e, &x)| if e % 6 > (e / 6) % 6 { x == f32::NEG_INFINITY } else { x == 0.0 });
-            assert_eq!(causal_only, !t.biased, "{kind:?}");
+            assert_eq!(causal_only, t.slopes_pos.is_none(), "{kind:?}");
         }
+    }
+
+    /// The flash kernels' form of ALiBi (slopes, then positions with NaN for a memory slot) gives
+    /// the table's bias: slope·(p_j − p_i), 0 where either slot has no position.
+    #[test]
+    fn alibi_slopes_and_positions_give_the_table() {
+        let dev = Default::default();
+        let (l, h) = (7, 3);
+        let layout = Layout::new(vec![None, None, Some(40.0), Some(41.0), Some(42.0), Some(43.0), Some(44.0)], 40.0, 0.0);
+        let t = tables::<Cpu>(&layout, &params(PositionKind::Alibi, h, 4), &dev, burn::tensor::FloatDType::F32);
+        let v: Vec<f32> = t.slopes_pos.expect("ALiBi's slopes and positions").into_data().to_vec().unwrap();
+        let table: Vec<f32> = t.bias.into_data().to_vec().unwrap();
+        assert_eq!(v.len(), h + l);
+        assert!(v[h..h + 2].iter().all(|p| p.is_nan()) && v[h + 2] == 40.0);
+        for (hh, i, j) in (0..h).flat_map(|hh| (0..l).flat_map(move |i| (0..=i).map(move |j| (hh, i, j)))) {
+            let d = v[h + j] - v[h + i];
+            let kernel = if d.is_nan() { 0.0 } else { v[hh] * d };
+            let want = table[(hh * l + i) * l + j];
+            assert!((kernel - want).abs() <= 1e-6 * want.abs(), "head {hh}, query {i}, key {j}: {kernel} vs {want}");
+        }
+        assert!(table.iter().any(|&x| x < -0.1), "the bias must not vanish");
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn bytes<B: Backend>(p: &Positions<B>) -> usize {
     for (c, s) in p.rot_q.iter().chain(p.rot_k.iter()) {
         n += size(c.shape(), c.dtype()) + size(s.shape(), s.dtype());
     }
+    n += p.slopes_pos.as_ref().map_or(0, |v| size(v.shape(), v.dtype()));
     n + p.k_ramp.as_ref().map_or(0, |r| size(r.shape(), r.dtype()))
 }
 
@@ -99,6 +100,7 @@ mod tests {
             v.extend(s.clone().into_data().to_vec::<f32>().unwrap());
         }
         v.extend(p.k_ramp.iter().flat_map(|r| r.clone().into_data().to_vec::<f32>().unwrap()));
+        v.extend(p.slopes_pos.iter().flat_map(|a| a.clone().into_data().to_vec::<f32>().unwrap()));
         v
     }
 
@@ -129,7 +131,7 @@ mod tests {
         let b = cache.get::<Cpu>(&Layout::plain(7, 0), &p, &dev, FloatDType::F32);
         assert_eq!(cache.0.lock().unwrap().len(), 1, "a repeated layout is not built again");
         assert_eq!(values(&a), values(&b));
-        assert_eq!(bytes(&a), 2 * 7 * 7 * 4, "ALiBi: a bias of 2 heads × 7 × 7 f32, nothing else");
+        assert_eq!(bytes(&a), 2 * 7 * 7 * 4 + (2 + 7) * 4, "ALiBi: a bias of 2 heads × 7 × 7 f32 and its 2 slopes and 7 positions, nothing else");
     }
 
     /// The oldest layout is the one pushed out; another backend, dtype or set of constants is
@@ -171,7 +173,7 @@ mod tests {
         assert_eq!(got.bias.dims(), [1, 8, 2048, 2048]);
         assert!(cache.0.lock().unwrap().is_empty());
         // 8 × 1100² f32 ≈ 37 MiB each: six fit in 256 MiB, the seventh and eighth push the oldest out
-        let per = 8 * 1100 * 1100 * 4;
+        let per = 8 * 1100 * 1100 * 4 + (8 + 1100) * 4;
         for first in 0..KEPT {
             cache.get::<Cpu>(&Layout::plain(1100, first), &p, &dev, FloatDType::F32);
         }

@@ -9,7 +9,7 @@
 //! Causal: keys after the query are masked in the kernels (never read); the bias (ALiBi, or more
 //! −∞ masks) is a constant and gets no gradient.
 
-use super::prims::float;
+use super::prims::{float, Alibi};
 use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -23,26 +23,29 @@ use burn::tensor::ops::FloatTensor;
 pub enum Path {
     /// Scores by GEMM, the softmax (`prims::softmax_fwd`), output by GEMM; the probabilities kept.
     Gemm,
-    /// Flash attention (`prims::flash_fwd`: the CUDA kernels keep no `[L, L]` tensor); `biased`:
-    /// add the bias (ALiBi), otherwise the causal mask alone is applied and the bias is not read.
-    Flash { biased: bool },
+    /// Flash attention (`prims::flash_fwd`: the CUDA kernels keep no `[L, L]` tensor): ALiBi where
+    /// its slopes and positions are given, else the causal mask alone (the bias is not read).
+    Flash,
 }
 
 /// `q, k, v [b·heads, L, hd]`, `bias [1|b, 1|heads, L, L]` → `[b·heads, L, hd]`, on a training
-/// backend (`Autodiff<B, C>`); `fused` picks the CUDA kernels where `B` has them.
+/// backend (`Autodiff<B, C>`); `fused` picks the CUDA kernels where `B` has them. `slopes_pos`:
+/// ALiBi's slopes and positions (`prims::Alibi`) where `bias` holds ALiBi.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_ad<B: Prims, C: CheckpointStrategy>(
     q: Tensor<Autodiff<B, C>, 3>,
     k: Tensor<Autodiff<B, C>, 3>,
     v: Tensor<Autodiff<B, C>, 3>,
     bias: Tensor<B, 4>,
+    slopes_pos: Option<Tensor<B, 1>>,
     heads: usize,
     scale: f32,
     fused: bool,
     path: Path,
 ) -> Tensor<Autodiff<B, C>, 3> {
-    if let Path::Flash { biased } = path {
-        return flash_ad(q, k, v, biased.then_some(bias), heads, scale, fused);
+    if path == Path::Flash {
+        let alibi = slopes_pos.map(|slopes_pos| Alibi { table: bias, slopes_pos });
+        return flash_ad(q, k, v, alibi, heads, scale, fused);
     }
     #[derive(Debug)]
     struct AttentionBackward {
@@ -92,7 +95,7 @@ fn flash_ad<B: Prims, C: CheckpointStrategy>(
     q: Tensor<Autodiff<B, C>, 3>,
     k: Tensor<Autodiff<B, C>, 3>,
     v: Tensor<Autodiff<B, C>, 3>,
-    bias: Option<Tensor<B, 4>>,
+    alibi: Option<Alibi<B>>,
     heads: usize,
     scale: f32,
     fused: bool,
@@ -104,14 +107,14 @@ fn flash_ad<B: Prims, C: CheckpointStrategy>(
         fused: bool,
     }
     impl<B: Prims> Backward<B, 3> for FlashBackward {
-        /// (q, k, v nodes, o, lse, bias)
-        type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>);
+        /// (q, k, v nodes, o, lse, ALiBi)
+        type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, Option<Alibi<B>>);
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ck: &mut Checkpointer) {
             let dy = float::<B, 3>(grads.consume::<B>(&ops.node));
-            let (iq, ik, iv, o, lse, bias) = ops.state;
+            let (iq, ik, iv, o, lse, alibi) = ops.state;
             let get = |id: NodeId, ck: &mut Checkpointer| float::<B, 3>(ck.retrieve_node_output(id));
             let (q, k, v) = (get(iq, ck), get(ik, ck), get(iv, ck));
-            let g = B::flash_bwd(q, k, v, float(o), float(lse), dy, bias.map(float), self.scale, self.heads, self.fused);
+            let g = B::flash_bwd(q, k, v, float(o), float(lse), dy, alibi, self.scale, self.heads, self.fused);
             for (node, g) in ops.parents.into_iter().zip(g) {
                 if let Some(node) = node {
                     grads.register::<B>(node.id, g.into_primitive().tensor());
@@ -121,11 +124,11 @@ fn flash_ad<B: Prims, C: CheckpointStrategy>(
     }
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
     let inner = |t: &FloatTensor<Autodiff<B, C>>| float::<B, 3>(t.primitive.clone());
-    let (o, lse) = B::flash_fwd(inner(&q), inner(&k), inner(&v), bias.clone(), scale, heads, fused);
+    let (o, lse) = B::flash_fwd(inner(&q), inner(&k), inner(&v), alibi.clone(), scale, heads, fused);
     let y = o.clone().into_primitive().tensor();
     let out = match (FlashBackward { scale, heads, fused }).prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v), o.into_primitive().tensor(), lse.into_primitive().tensor(), bias.map(|b| b.into_primitive().tensor()));
+            let state = (prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v), o.into_primitive().tensor(), lse.into_primitive().tensor(), alibi);
             prep.finish(state, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
@@ -162,11 +165,14 @@ mod tests {
         let w: Vec<f32> = (0..b * h * l * hd).map(|i| ((i % 7) as f32 - 3.0) / 2.0).collect();
         let scale = 0.5f32;
         // the op: None = the plain formula with `bias`, Some(path)
-        let run = |op: Option<super::Path>, bias: Tensor<crate::backend::Cpu, 4>| {
+        // the same ALiBi as slopes and positions (the flash kernels' form)
+        let slopes_pos: Vec<f32> = (0..h).map(|hh| 0.3 * (hh + 1) as f32).chain((0..l).map(|i| i as f32)).collect();
+        let slopes_pos = Tensor::<crate::backend::Cpu, 1>::from_data(TensorData::new(slopes_pos, [h + l]), &dev);
+        let run = |op: Option<super::Path>, bias: Tensor<crate::backend::Cpu, 4>, alibi: Option<Tensor<crate::backend::Cpu, 1>>| {
             let t = |s| Tensor::<CpuTrain, 3>::from_data(TensorData::new(data(s), [b * h, l, hd]), &dev).require_grad();
             let (q, k, v) = (t(1), t(2), t(3));
             let y = if let Some(path) = op {
-                super::attention_ad(q.clone(), k.clone(), v.clone(), bias.clone(), h, scale, true, path)
+                super::attention_ad(q.clone(), k.clone(), v.clone(), bias.clone(), alibi.clone(), h, scale, true, path)
             } else {
                 let s = q.clone().matmul(k.clone().swap_dims(1, 2)).reshape([b, h, l, l]).mul_scalar(scale) + Tensor::from_inner(bias.clone());
                 softmax(s, 3).reshape([b * h, l, l]).matmul(v.clone())
@@ -182,10 +188,10 @@ mod tests {
             &dev,
         );
         let zeros = causal.clone().zeros_like();
-        let (want, want_causal) = (run(None, bias.clone()), run(None, causal));
-        let cases = [(Path::Gemm, &want, bias.clone()), (Path::Flash { biased: true }, &want, bias.clone()), (Path::Flash { biased: false }, &want_causal, zeros)];
-        for (path, want, bias) in cases {
-            let got = run(Some(path), bias);
+        let (want, want_causal) = (run(None, bias.clone(), None), run(None, causal, None));
+        let cases = [(Path::Gemm, &want, bias.clone(), None), (Path::Flash, &want, bias.clone(), Some(slopes_pos)), (Path::Flash, &want_causal, zeros, None)];
+        for (path, want, bias, alibi) in cases {
+            let got = run(Some(path), bias, alibi);
             for (what, (a, b)) in ["y", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
                 for (x, y) in a.iter().zip(b) {
                     assert!((x - y).abs() < 1e-5, "{path:?} {what}: {x} vs {y}");

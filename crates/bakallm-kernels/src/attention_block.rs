@@ -13,7 +13,7 @@
 //! Used where the flash kernels apply; as its own op where positions add nothing before the split,
 //! inside the layer op (`super::layer`) also with a key term (linspace's ramp ⊗ scale).
 
-use super::prims::{self, Rot};
+use super::prims::{self, Alibi, Rot};
 use crate::inner::Prims;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -35,14 +35,19 @@ pub struct Saved<B: Backend> {
     pub wo: Tensor<B, 2>,
 }
 
-/// The sublayer's constants: the rotation tables of q and k, the bias (if more than causal), the
-/// head count and the softmax scale.
+/// The sublayer's constants: the rotation tables of q and k, ALiBi (the one bias beyond the causal
+/// mask), the head count and the softmax scale.
 #[derive(Debug, Clone)]
 pub struct Consts<B: Backend> {
     pub rot: [Rot<B>; 2],
-    pub bias: Option<Tensor<B, 4>>,
+    pub alibi: Option<Alibi<B>>,
     pub heads: usize,
     pub scale: f32,
+}
+
+/// ALiBi's table, as burn's steps add it.
+fn table<B: Backend>(c: &Consts<B>) -> Option<Tensor<B, 4>> {
+    c.alibi.as_ref().map(|a| a.table.clone())
 }
 
 /// `h [b, L, d]` (bf16) and f32 weights `[wq, wk, wv, wo]` (`[d, d]`) → `y [b, L, d]` and what the
@@ -62,7 +67,7 @@ pub fn block_fwd<B: Backend>(h: Tensor<B, 3>, ws: [Tensor<B, 2>; 4], k_add: Opti
         None => key,
     };
     let (q, k, v) = (split(hqkv.clone().narrow(2, 0, d), &c.rot[0]), split(key, &c.rot[1]), split(hqkv.narrow(2, 2 * d, d), &None));
-    let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), c.bias.clone(), c.scale, c.heads);
+    let (o, lse) = prims::flash_fwd(q.clone(), k.clone(), v.clone(), table(c), c.scale, c.heads);
     let o = prims::heads_merge(o, &None, c.heads);
     let y = o.clone().reshape([b * l, d]).matmul(wo.clone()).reshape([b, l, d]);
     let qkv = Tensor::cat([q, k, v].map(|t| prims::heads_merge(t, &None, c.heads)).into(), 2);
@@ -80,7 +85,7 @@ pub fn block_bwd<B: Backend>(dy: Tensor<B, 3>, h: Tensor<B, 3>, s: Saved<B>, c: 
     let dout = prims::heads_split(dy.matmul(s.wo.transpose()).reshape([b, l, d]), &None, heads);
     let o = prims::heads_split(s.o, &None, heads);
     let [q, k, v] = [0, 1, 2].map(|i| prims::heads_split(s.qkv.clone().narrow(2, i * d, d), &None, heads));
-    let [dq, dk, dv] = prims::flash_bwd(q, k, v, o, s.lse, dout, c.bias.clone(), c.scale, heads);
+    let [dq, dk, dv] = prims::flash_bwd(q, k, v, o, s.lse, dout, table(c), c.scale, heads);
     let merged = [(dq, &c.rot[0]), (dk, &c.rot[1]), (dv, &None)].map(|(g, rot)| prims::heads_merge(g, rot, heads));
     let dhqkv = Tensor::cat(merged.into(), 2).reshape([n, 3 * d]);
     let dw = h.reshape([n, d]).transpose().matmul(dhqkv.clone());
@@ -157,7 +162,7 @@ pub(super) mod cuda {
     /// (the residual, added by the output projection's GEMM), the key projection plus `k_add`
     /// `[L, d]` if given (`add_key`).
     #[allow(clippy::too_many_arguments)]
-    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, acc: Option<T>, k_add: Option<T>) -> [T; 6] {
+    pub fn fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, acc: Option<T>, k_add: Option<T>) -> [T; 6] {
         let (h, ws, k_add) = (compact(h), ws.map(compact), k_add.map(compact));
         let rot = rot.map(|r| r.map(|t| t.map(compact)));
         let [b, l, d] = h.meta.shape().dims::<3>();
@@ -185,7 +190,7 @@ pub(super) mod cuda {
             rotate(dt, phqkv, rot_ptrs(has, &p[5 + added..5 + added + nt]).0, n, [l, heads, hd], stream);
         });
         // o with the heads side by side, [b, L, d]: the output projection's input as it is
-        let [o, lse] = super::super::flash::fwd(Qkv::Fused(hqkv.clone()), bias, scale, heads, Merged);
+        let [o, lse] = super::super::flash::fwd(Qkv::Fused(hqkv.clone()), alibi, scale, heads, Merged);
         let y = empty(&h, vec![b, l, d], dt);
         let acc = acc.map(compact);
         let mut ts = vec![&o, &wo];
@@ -205,7 +210,7 @@ pub(super) mod cuda {
     /// h's other gradient, owned by the caller) `dh` is added to it in place and returned as `dh`.
     /// With `k_add`, also the key term's gradient `[L, d]` (`sum_key`).
     #[allow(clippy::too_many_arguments)]
-    pub fn bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>, k_add: bool) -> ([T; 5], Option<T>) {
+    pub fn bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>, k_add: bool) -> ([T; 5], Option<T>) {
         let [dy, h] = [dy, h].map(compact);
         let [qkv, o, lse, wqkv, wo] = saved.map(compact);
         let [b, l, d] = h.meta.shape().dims::<3>();
@@ -220,7 +225,7 @@ pub(super) mod cuda {
         });
         // the gradients of q, k, v straight into the fused projection's layout, q's and k's rotated
         // back as the kernels write them
-        let dhqkv = match super::super::flash::bwd(Qkv::Fused(qkv), o, dout, lse, bias, scale, heads, Merged, rot) {
+        let dhqkv = match super::super::flash::bwd(Qkv::Fused(qkv), o, dout, lse, alibi, scale, heads, Merged, rot) {
             Qkv::Fused(g) => g,
             Qkv::Heads(_) => unreachable!("gradients come in q's layout"),
         };
@@ -273,7 +278,7 @@ mod tests {
                 let h = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 1), &dev).reshape([b, l, d]).require_grad();
                 let ws = [2, 3, 4, 5].map(|k| Tensor::<CpuTrain, 1>::from_data(data(d * d, k), &dev).reshape([d, d]).require_grad());
                 let y = if ours {
-                    let c = super::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased.then(|| t.bias.clone()), heads, scale };
+                    let c = super::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], alibi: t.alibi(), heads, scale };
                     super::attention_block_ad(h.clone(), ws.clone(), c, false)
                 } else {
                     let split = |x: Tensor<CpuTrain, 3>| x.reshape([b, l, heads, hd]).swap_dims(1, 2);

@@ -61,7 +61,7 @@ impl Consts {
         if [&rot_q, &rot_k].iter().any(|t| t.as_ref().is_some_and(|[c, s]| c.len() != l * hd || s.len() != l * hd)) {
             return None;
         }
-        Some(Self { b, l, heads, hd, scale: w.scale(), rot_q, rot_k, bias: pos.biased.then(|| read_now(pos.bias.clone())) })
+        Some(Self { b, l, heads, hd, scale: w.scale(), rot_q, rot_k, bias: pos.slopes_pos.is_some().then(|| read_now(pos.bias.clone())) })
     }
 
     /// The bias rows `[L, L]` of head `h`, if any.

@@ -4,6 +4,7 @@
 
 use super::attention::{attention_ad, Path};
 use super::ops::{AttnKernel, AttnWeights, BakaOps, Ce, Fusion, Kernels, Matmul, MlpWeights, NormWeights, Positions, Rot};
+use super::prims::Alibi;
 use super::reference as r;
 use super::{attention_block, cross_entropy, embedding, flash, gate, heads, layer, linear, mlp, norm};
 use crate::backend::{Gpu, GpuTrain};
@@ -22,7 +23,7 @@ fn block_consts(x: &T<3>, pos: &Positions<GpuTrain>, heads: usize, scale: f32) -
     let [b, l, d] = x.dims();
     flash::supports(x.dtype(), [b * heads, l, d / heads]).then(|| attention_block::Consts {
         rot: [inner_rot(&pos.rot_q), inner_rot(&pos.rot_k)],
-        bias: pos.biased.then(|| pos.bias.clone().inner()),
+        alibi: pos.alibi().map(|a| Alibi { table: a.table.inner(), slopes_pos: a.slopes_pos.inner() }),
         heads,
         scale,
     })
@@ -90,8 +91,8 @@ impl BakaOps for GpuTrain {
         let key = heads::split_heads_ad(r::k_proj(h.clone(), w, pos, k), &inner_rot(&pos.rot_k), n, true);
         let v = heads::split_heads_ad(Self::dense(h, w.v.clone(), k), &None, n, true);
         let flash = k.attention != AttnKernel::Fused && flash::supports(q.dtype(), q.dims());
-        let path = if flash { Path::Flash { biased: pos.biased } } else { Path::Gemm };
-        let y = attention_ad(q, key, v, pos.bias.clone().inner(), n, scale, true, path);
+        let path = if flash { Path::Flash } else { Path::Gemm };
+        let y = attention_ad(q, key, v, pos.bias.clone().inner(), pos.slopes_pos.clone().map(|v| v.inner()), n, scale, true, path);
         Self::dense(heads::merge_heads_ad(y, n, true), w.o.clone(), k)
     }
 

@@ -6,7 +6,7 @@ use crate::backend::Gpu;
 use crate::fused::FusedBackend;
 use crate::inner::Prims;
 use crate::layer::{self, Consts as LayerConsts, LayerBackend, Saved as LayerSaved, SeqSaved as LayerSeqSaved, Weights as LayerWeights};
-use crate::prims::{self, Rot};
+use crate::prims::{self, Alibi, Rot};
 use crate::staged::Pending;
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
@@ -22,6 +22,11 @@ fn up_int<const D: usize>(t: Tensor<Gpu, D, Int>) -> IntTensor<Gpu> {
 
 fn up_rot(rot: &Rot<Gpu>) -> Option<[FloatTensor<Gpu>; 2]> {
     rot.as_ref().map(|(c, s)| [up(c.clone()), up(s.clone())])
+}
+
+/// What the flash kernels take of ALiBi: its slopes and positions.
+fn slopes_pos(alibi: &Option<Alibi<Gpu>>) -> Option<FloatTensor<Gpu>> {
+    alibi.as_ref().map(|a| up(a.slopes_pos.clone()))
 }
 
 fn down<const D: usize>(t: FloatTensor<Gpu>) -> Tensor<Gpu, D> {
@@ -43,11 +48,11 @@ impl Prims for Gpu {
         down(<Gpu as FusedBackend>::softmax_fwd(up(s), up(bias), scale, heads))
     }
 
-    fn flash_fwd(q: Tensor<Gpu, 3>, k: Tensor<Gpu, 3>, v: Tensor<Gpu, 3>, bias: Option<Tensor<Gpu, 4>>, scale: f32, heads: usize, fused: bool) -> (Tensor<Gpu, 3>, Tensor<Gpu, 2>) {
+    fn flash_fwd(q: Tensor<Gpu, 3>, k: Tensor<Gpu, 3>, v: Tensor<Gpu, 3>, alibi: Option<Alibi<Gpu>>, scale: f32, heads: usize, fused: bool) -> (Tensor<Gpu, 3>, Tensor<Gpu, 2>) {
         if !fused {
-            return prims::flash_fwd(q, k, v, bias, scale, heads);
+            return prims::flash_fwd(q, k, v, alibi.map(|a| a.table), scale, heads);
         }
-        let [o, lse] = <Gpu as FusedBackend>::flash_fwd(up(q), up(k), up(v), bias.map(up), scale, heads);
+        let [o, lse] = <Gpu as FusedBackend>::flash_fwd(up(q), up(k), up(v), alibi.map(|a| up(a.slopes_pos)), scale, heads);
         (down(o), down(lse))
     }
 
@@ -58,15 +63,15 @@ impl Prims for Gpu {
         o: Tensor<Gpu, 3>,
         lse: Tensor<Gpu, 2>,
         dout: Tensor<Gpu, 3>,
-        bias: Option<Tensor<Gpu, 4>>,
+        alibi: Option<Alibi<Gpu>>,
         scale: f32,
         heads: usize,
         fused: bool,
     ) -> [Tensor<Gpu, 3>; 3] {
         if !fused {
-            return prims::flash_bwd(q, k, v, o, lse, dout, bias, scale, heads);
+            return prims::flash_bwd(q, k, v, o, lse, dout, alibi.map(|a| a.table), scale, heads);
         }
-        let g = <Gpu as FusedBackend>::flash_bwd([q, k, v, o, dout].map(up), up(lse), bias.map(up), scale, heads);
+        let g = <Gpu as FusedBackend>::flash_bwd([q, k, v, o, dout].map(up), up(lse), alibi.map(|a| up(a.slopes_pos)), scale, heads);
         g.map(down)
     }
 
@@ -206,7 +211,7 @@ impl Prims for Gpu {
         }
         assert!(k_add.is_none(), "the CUDA attention op adds nothing to k (cuda_ops routes linspace elsewhere)");
         let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
-        let [y, qkv, o, lse, wqkv, wo] = <Gpu as FusedBackend>::attn_fwd(up(h), ws.map(up), rot, c.bias.clone().map(up), c.heads, c.scale);
+        let [y, qkv, o, lse, wqkv, wo] = <Gpu as FusedBackend>::attn_fwd(up(h), ws.map(up), rot, slopes_pos(&c.alibi), c.heads, c.scale);
         (down(y), AttnSaved { qkv: down(qkv), o: down(o), lse: down(lse), wqkv: down(wqkv), wo: down(wo) })
     }
 
@@ -225,7 +230,7 @@ impl Prims for Gpu {
         assert!(!k_add, "the CUDA attention op adds nothing to k");
         let rot = [up_rot(&c.rot[0]), up_rot(&c.rot[1])];
         let saved = [up(s.qkv), up(s.o), up(s.lse), up(s.wqkv), up(s.wo)];
-        let [dh, dwq, dwk, dwv, dwo] = <Gpu as FusedBackend>::attn_bwd(up(dy), up(h), saved, rot, c.bias.clone().map(up), c.heads, c.scale, w_dtype);
+        let [dh, dwq, dwk, dwv, dwo] = <Gpu as FusedBackend>::attn_bwd(up(dy), up(h), saved, rot, slopes_pos(&c.alibi), c.heads, c.scale, w_dtype);
         (down(dh), [down(dwq), down(dwk), down(dwv), down(dwo)], None)
     }
 
@@ -241,7 +246,7 @@ impl Prims for Gpu {
         ws.extend(w.attn.map(up).into_iter().chain(w.mlp.map(up)));
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
         let k_add = w.k_add.is_some();
-        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, c.eps, seq);
+        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, slopes_pos(&c.attn.alibi), c.attn.heads, c.attn.scale, c.eps, seq);
         let mut out = out.into_iter();
         let mut next = |what: &str| out.next().unwrap_or_else(|| panic!("layer_fwd: {what}"));
         let (y, n, mean, rstd) = (down(next("y")), down(next("n")), down(next("mean")), down(next("rstd")));
@@ -263,7 +268,7 @@ impl Prims for Gpu {
             saved.extend([up(q.x), up(q.n), up(q.stats[0].clone()), up(q.stats[1].clone()), up(q.w)]);
         }
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
-        let out = <Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, c.attn.bias.clone().map(up), c.attn.heads, c.attn.scale, layer, k_add, w_dtype);
+        let out = <Gpu as LayerBackend>::layer_bwd(up(dy), up(x), up(norm_w), saved, rot, slopes_pos(&c.attn.alibi), c.attn.heads, c.attn.scale, layer, k_add, w_dtype);
         let mut out = out.into_iter();
         let dx = down(out.next().expect("dx"));
         let norm = (0..norms).map(|_| down(out.next().expect("norm gradients"))).collect();

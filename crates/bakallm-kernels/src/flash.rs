@@ -4,7 +4,7 @@
 //! times per step (GEMM → softmax → GEMM and back), and the saved probabilities were ~2.4 GB of
 //! the step's memory. The math, and its reference in burn's ops, is `prims::flash_fwd`/`flash_bwd`.
 
-use super::fused::{bias_strides, dim, empty, grid};
+use super::fused::{dim, empty, grid};
 use super::nvrtc::{compact, enqueue_all, launch, launch_2d, launch_with, with_null, Arg};
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
@@ -179,68 +179,68 @@ fn check_aligned(what: &str, ptrs: &[u64]) {
     assert!(ptrs.iter().all(|p| p % 16 == 0), "{what}: buffers must be 16-byte aligned");
 }
 
-/// The bias's batch and head strides (zeros without one) and the kernels' name suffix.
-fn bias_args(what: &str, bias: Option<&T>, dtype: DType, [bh, l, hd]: [usize; 3], heads: usize) -> ([i64; 2], String) {
-    match bias {
-        Some(b) => {
-            assert_eq!(b.dtype, dtype, "{what}: bias and q dtypes differ");
-            (bias_strides(what, b, bh, heads, l), format!("hd{hd}_bias"))
+/// ALiBi's `[heads + L]` f32 (the heads' slopes, then each slot's position, NaN where it has none),
+/// checked, and the kernels' name suffix.
+fn alibi_args(what: &str, alibi: Option<&T>, [_, l, hd]: [usize; 3], heads: usize) -> String {
+    match alibi {
+        Some(a) => {
+            assert!(a.dtype == DType::F32 && a.meta.shape().dims::<1>() == [heads + l], "{what}: ALiBi's slopes and positions must be [{heads} + {l}] f32, got {:?} {:?}", a.meta.shape(), a.dtype);
+            format!("hd{hd}_alibi")
         }
-        None => ([0, 0], format!("hd{hd}")),
+        None => format!("hd{hd}"),
     }
 }
 
 /// The arguments both kernels take after their pointers.
-fn tail(l: usize, heads: usize, strides: [i64; 2], scale: f32, layout: OutLayout, qh: i32, qld: i32) -> [Arg; 8] {
-    let (sb, sh) = (Arg::I64(strides[0]), Arg::I64(strides[1]));
-    [Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), sb, sh, Arg::F32(scale), Arg::I32(layout.heads_per_row(heads)), Arg::I32(qh), Arg::I32(qld)]
+fn tail(l: usize, heads: usize, scale: f32, layout: OutLayout, qh: i32, qld: i32) -> [Arg; 6] {
+    [Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::F32(scale), Arg::I32(layout.heads_per_row(heads)), Arg::I32(qh), Arg::I32(qld)]
 }
 
-/// `[o, lse]` of `qkv` (bf16), causal, with `bias [1|b, 1|heads, L, L]` added if given; `o` in
-/// `layout`.
-pub fn fwd(qkv: Qkv, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout) -> [T; 2] {
-    let (qkv, bias) = (qkv.compact(), bias.map(compact));
+/// `[o, lse]` of `qkv` (bf16), causal, with ALiBi's bias if `alibi` (`[heads + L]` f32: the
+/// slopes, then each slot's position, NaN where it has none) is given; `o` in `layout`.
+pub fn fwd(qkv: Qkv, alibi: Option<T>, scale: f32, heads: usize, layout: OutLayout) -> [T; 2] {
+    let (qkv, alibi) = (qkv.compact(), alibi.map(compact));
     let dims @ [bh, l, _] = qkv.dims("flash_fwd", heads);
     let dt = qkv.first().dtype;
-    let (strides, name) = bias_args("flash_fwd", bias.as_ref(), dt, dims, heads);
+    let name = alibi_args("flash_fwd", alibi.as_ref(), dims, heads);
     let (o, lse) = (empty(qkv.first(), layout.shape(dims, heads), dt), empty(qkv.first(), vec![bh, l], DType::F32));
     let mut ts = qkv.all();
     let n_in = ts.len();
-    ts.extend(&bias);
+    ts.extend(&alibi);
     ts.extend([&o, &lse]);
-    let (biased, fused) = (bias.is_some(), qkv.is_fused());
+    let (biased, fused) = (alibi.is_some(), qkv.is_fused());
     enqueue_all(&ts, move |p, stream| {
         let ([q, k, v], qh, qld) = qkv_ptrs(fused, &p[..n_in], heads, dims);
-        let [b, o, lse] = with_null(&p[n_in..], 0, biased).try_into().expect("3 pointers");
+        let [a, o, lse] = with_null(&p[n_in..], 0, biased).try_into().expect("3 pointers");
         check_aligned("flash_fwd", &[q, k, v, o]);
-        let args = [q, k, v, b, o, lse].map(Arg::Ptr).into_iter().chain(tail(l, heads, strides, scale, layout, qh, qld));
+        let args = [q, k, v, a, o, lse].map(Arg::Ptr).into_iter().chain(tail(l, heads, scale, layout, qh, qld));
         launch_2d(&format!("flash_fwd_{name}"), blocks(FWD_ROWS, dims), 128, stream, &args.collect::<Vec<_>>())
     });
     [o, lse]
 }
 
 /// The gradients of `qkv` (in its layout) from `qkv`, `o` and `dout` (in `layout`), the forward's
-/// `lse` and the same `bias` (if any): the row dots `rowsum(dout ⊙ o)`, then one pass over the key
+/// `lse` and the same `alibi` (if any): the row dots `rowsum(dout ⊙ o)`, then one pass over the key
 /// blocks (dq summed in f32), then dq to bf16. With `unrotate`, q's and k's rotation tables
 /// (`[cos, sin]` `[L, hd]` bf16 each, leading dims of 1 allowed, as `rotate_qk` takes them), dq
 /// and dk come out rotated back (the rotation's adjoint, `rotate_qk`'s): the gradients of q and k
 /// as they were before it.
 #[allow(clippy::too_many_arguments)]
-pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: usize, layout: OutLayout, unrotate: [Option<[T; 2]>; 2]) -> Qkv {
-    let (qkv, bias) = (qkv.compact(), bias.map(compact));
+pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, alibi: Option<T>, scale: f32, heads: usize, layout: OutLayout, unrotate: [Option<[T; 2]>; 2]) -> Qkv {
+    let (qkv, alibi) = (qkv.compact(), alibi.map(compact));
     let unrotate = unrotate.map(|r| r.map(|t| t.map(compact)));
     let [o, dout, lse] = [o, dout, lse].map(compact);
     let dims @ [bh, l, hd] = qkv.dims("flash_bwd", heads);
     let dt = qkv.first().dtype;
     check_outs("flash_bwd", &[&o, &dout], dims, layout, heads, dt);
     assert!(lse.dtype == DType::F32 && lse.meta.shape().num_elements() == bh * l, "flash_bwd: lse must be [b·heads, L] f32");
-    let (strides, name) = bias_args("flash_bwd", bias.as_ref(), dt, dims, heads);
+    let name = alibi_args("flash_bwd", alibi.as_ref(), dims, heads);
     let n = bh * l * hd;
     let (delta, acc) = (empty(&o, vec![bh, l], DType::F32), empty(&o, vec![bh, l, hd], DType::F32));
     let grads = qkv.empty_like();
     let mut ts = qkv.all();
     let n_in = ts.len();
-    ts.extend(&bias);
+    ts.extend(&alibi);
     ts.extend([&o, &dout, &lse, &delta, &acc]);
     for t in unrotate.iter().flatten().flatten() {
         let shape = t.meta.shape();
@@ -249,11 +249,11 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: 
         ts.push(t);
     }
     ts.extend(grads.all());
-    let (biased, fused, has) = (bias.is_some(), qkv.is_fused(), unrotate.each_ref().map(|r| r.is_some()));
+    let (biased, fused, has) = (alibi.is_some(), qkv.is_fused(), unrotate.each_ref().map(|r| r.is_some()));
     enqueue_all(&ts, move |p, stream| {
         let ([q, k, v], qh, qld) = qkv_ptrs(fused, &p[..n_in], heads, dims);
         let rest = with_null(&p[n_in..], 0, biased);
-        let [b, o, dout, lse, delta, acc] = rest[..6].try_into().expect("6 pointers");
+        let [a, o, dout, lse, delta, acc] = rest[..6].try_into().expect("6 pointers");
         // [cos, sin] of q, then of k (nulls where absent)
         let (rot, tables) = rot_ptrs(has, &rest[6..]);
         let [[cq, sq], [ck, sk]] = rot.map(|r| r.unwrap_or([0, 0]));
@@ -263,8 +263,8 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, bias: Option<T>, scale: f32, heads: 
         // delta, and the dQ accumulator zeroed
         let dot = [Arg::Ptr(o), Arg::Ptr(dout), Arg::Ptr(delta), Arg::Ptr(acc), Arg::I64((bh * l) as i64), Arg::I32(dim(l, "L")), Arg::I32(oh)];
         launch(&format!("flash_dot_hd{hd}"), grid(bh * l * (hd / 8), 128), 128, stream, &dot);
-        let ptrs = [q, k, v, b, dout, lse, delta, acc, dk, dv, ck, sk].map(Arg::Ptr);
-        let args = ptrs.into_iter().chain(tail(l, heads, strides, scale, layout, qh, qld));
+        let ptrs = [q, k, v, a, dout, lse, delta, acc, dk, dv, ck, sk].map(Arg::Ptr);
+        let args = ptrs.into_iter().chain(tail(l, heads, scale, layout, qh, qld));
         launch_with(&format!("flash_bwd_{name}"), blocks(TILE, dims), 128, bwd_smem(hd), stream, &args.collect::<Vec<_>>());
         let (l, hd) = (Arg::I32(dim(l, "L")), Arg::I32(dim(hd, "head dim")));
         let to_bf16 = [Arg::Ptr(acc), Arg::Ptr(dq), Arg::I64(n as i64), l, hd, Arg::I32(qh), Arg::I32(qld), Arg::Ptr(cq), Arg::Ptr(sq)];

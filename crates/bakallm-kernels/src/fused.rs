@@ -15,10 +15,11 @@ pub trait FusedBackend: BlasBackend {
     /// Causal `softmax(s · scale + bias)` over the last dim of `s [b·heads, L, L]`; `bias [1|b, 1|heads, L, L]`.
     fn softmax_fwd(s: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32, heads: usize) -> FloatTensor<Self>;
     /// Flash attention (`super::flash`, bf16, head dim 32 or 64): `[o, lse]` of `q, k, v
-    /// [b·heads, L, hd]`, causal, with `bias [1|b, 1|heads, L, L]` added if given.
-    fn flash_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 2];
+    /// [b·heads, L, hd]`, causal, with ALiBi's bias if `alibi` (`[heads + L]` f32, the slopes and
+    /// then the positions, `super::flash::fwd`) is given.
+    fn flash_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, alibi: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 2];
     /// Its `[dq, dk, dv]` from `[q, k, v, o, dout]` and `lse`.
-    fn flash_bwd(qkvod: [FloatTensor<Self>; 5], lse: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 3];
+    fn flash_bwd(qkvod: [FloatTensor<Self>; 5], lse: FloatTensor<Self>, alibi: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 3];
     /// `scale · p ⊙ (dp − rowsum(dp ⊙ p))`.
     fn softmax_bwd(p: FloatTensor<Self>, dp: FloatTensor<Self>, scale: f32) -> FloatTensor<Self>;
     /// `[loss, lse]` (`[n]`, f32) of `x [n, V]` against `t [n]`.
@@ -58,8 +59,8 @@ pub trait FusedBackend: BlasBackend {
     /// (the master weight's; `w` may be its cast).
     fn linear_bwd(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, w_dtype: DType) -> [FloatTensor<Self>; 2];
     /// The attention sublayer (`super::attention_block`): `[y, qkv, o, lse, [wq | wk | wv], wo]`
-    /// of `h [b, L, d]` and f32 `ws = [wq, wk, wv, wo]`, with the q and k rotation tables and bias if any.
-    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 6];
+    /// of `h [b, L, d]` and f32 `ws = [wq, wk, wv, wo]`, with the q and k rotation tables and ALiBi's slopes and positions if any.
+    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], alibi: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 6];
     /// Its `[dh, dwq, dwk, dwv, dwo]` from `dy` and `saved = [qkv, o, lse, wqkv, wo]`.
     #[allow(clippy::too_many_arguments)]
     fn attn_bwd(
@@ -67,7 +68,7 @@ pub trait FusedBackend: BlasBackend {
         h: FloatTensor<Self>,
         saved: [FloatTensor<Self>; 5],
         rot: [Option<[FloatTensor<Self>; 2]>; 2],
-        bias: Option<FloatTensor<Self>>,
+        alibi: Option<FloatTensor<Self>>,
         heads: usize,
         scale: f32,
         w_dtype: DType,
@@ -182,13 +183,13 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         p
     }
 
-    fn flash_fwd(q: T, k: T, v: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 2] {
-        super::flash::fwd(super::flash::Qkv::Heads([q, k, v]), bias, scale, heads, super::flash::OutLayout::Heads)
+    fn flash_fwd(q: T, k: T, v: T, alibi: Option<T>, scale: f32, heads: usize) -> [T; 2] {
+        super::flash::fwd(super::flash::Qkv::Heads([q, k, v]), alibi, scale, heads, super::flash::OutLayout::Heads)
     }
 
-    fn flash_bwd(qkvod: [T; 5], lse: T, bias: Option<T>, scale: f32, heads: usize) -> [T; 3] {
+    fn flash_bwd(qkvod: [T; 5], lse: T, alibi: Option<T>, scale: f32, heads: usize) -> [T; 3] {
         let [q, k, v, o, dout] = qkvod;
-        match super::flash::bwd(super::flash::Qkv::Heads([q, k, v]), o, dout, lse, bias, scale, heads, super::flash::OutLayout::Heads, [None, None]) {
+        match super::flash::bwd(super::flash::Qkv::Heads([q, k, v]), o, dout, lse, alibi, scale, heads, super::flash::OutLayout::Heads, [None, None]) {
             super::flash::Qkv::Heads(g) => g,
             super::flash::Qkv::Fused(_) => unreachable!("gradients come in q's layout"),
         }
@@ -397,12 +398,12 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         [Self::float_reshape(dx, Shape::new([b, l, d])), Self::float_reshape(dw, Shape::new([d, n]))]
     }
 
-    fn attn_fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32) -> [T; 6] {
-        super::attention_block::cuda::fwd(h, ws, rot, bias, heads, scale, None, None)
+    fn attn_fwd(h: T, ws: [T; 4], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32) -> [T; 6] {
+        super::attention_block::cuda::fwd(h, ws, rot, alibi, heads, scale, None, None)
     }
 
-    fn attn_bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], bias: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
-        super::attention_block::cuda::bwd(dy, h, saved, rot, bias, heads, scale, w_dtype, None, false).0
+    fn attn_bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
+        super::attention_block::cuda::bwd(dy, h, saved, rot, alibi, heads, scale, w_dtype, None, false).0
     }
 
     fn mlp_fwd(x: T, wg: T, wu: T, wd: T) -> [T; 4] {

@@ -69,11 +69,11 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         p
     }
 
-    fn flash_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 2] {
+    fn flash_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, alibi: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 2] {
         let [bh, l, _] = q.shape.dims::<3>();
         let outs = [(q.shape.to_vec(), q.dtype), (vec![bh, l], DType::F32)];
         let mut ins = vec![q, k, v];
-        ins.extend(bias);
+        ins.extend(alibi);
         custom::<B, 2>("flash_fwd", ins, outs, (&[scale], heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let [q, k, v] = [(); 3].map(|_| ins.next().expect("q, k, v"));
@@ -81,11 +81,11 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         })
     }
 
-    fn flash_bwd(qkvod: [FloatTensor<Self>; 5], lse: FloatTensor<Self>, bias: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 3] {
+    fn flash_bwd(qkvod: [FloatTensor<Self>; 5], lse: FloatTensor<Self>, alibi: Option<FloatTensor<Self>>, scale: f32, heads: usize) -> [FloatTensor<Self>; 3] {
         let out = (qkvod[0].shape.to_vec(), qkvod[0].dtype);
         let mut ins = Vec::from(qkvod);
         ins.push(lse);
-        ins.extend(bias);
+        ins.extend(alibi);
         custom::<B, 3>("flash_bwd", ins, [out.clone(), out.clone(), out], (&[scale], heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let qkvod = [(); 5].map(|_| ins.next().expect("q, k, v, o, dout"));
@@ -114,19 +114,19 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         })
     }
 
-    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], bias: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 6] {
+    fn attn_fwd(h: FloatTensor<Self>, ws: [FloatTensor<Self>; 4], rot: [Option<[FloatTensor<Self>; 2]>; 2], alibi: Option<FloatTensor<Self>>, heads: usize, scale: f32) -> [FloatTensor<Self>; 6] {
         let ([b, l, d], dt) = (h.shape.dims::<3>(), h.dtype);
         // the fused projection [b, L, 3d] (q, k rotated) and o with the heads side by side
         let outs = [(vec![b, l, d], dt), (vec![b, l, 3 * d], dt), (vec![b, l, d], dt), (vec![b * heads, l], DType::F32), (vec![d, 3 * d], dt), (vec![d, d], dt)];
         let mut ins = vec![h];
         ins.extend(ws);
-        let flags = attn_extras(&mut ins, rot, bias, scale);
+        let flags = attn_extras(&mut ins, rot, alibi, scale);
         custom::<B, 6>("attn_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let x = ins.next().expect("h");
             let ws = [(); 4].map(|_| ins.next().expect("weights"));
-            let (rot, bias) = attn_consts::<B>(f, &mut ins);
-            outputs::<B>(d, h, B::attn_fwd(x, ws, rot, bias, heads, f[0]));
+            let (rot, alibi) = attn_consts::<B>(f, &mut ins);
+            outputs::<B>(d, h, B::attn_fwd(x, ws, rot, alibi, heads, f[0]));
         })
     }
 
@@ -135,7 +135,7 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         x: FloatTensor<Self>,
         saved: [FloatTensor<Self>; 5],
         rot: [Option<[FloatTensor<Self>; 2]>; 2],
-        bias: Option<FloatTensor<Self>>,
+        alibi: Option<FloatTensor<Self>>,
         heads: usize,
         scale: f32,
         w_dtype: DType,
@@ -145,13 +145,13 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         let outs = [(vec![b, l, d], dt), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype), (vec![d, d], w_dtype)];
         let mut ins = vec![dy, x];
         ins.extend(saved);
-        let flags = attn_extras(&mut ins, rot, bias, scale);
+        let flags = attn_extras(&mut ins, rot, alibi, scale);
         custom::<B, 5>("attn_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let [dy, x] = [(); 2].map(|_| ins.next().expect("dy, h"));
             let saved = [(); 5].map(|_| ins.next().expect("saved"));
-            let (rot, bias) = attn_consts::<B>(f, &mut ins);
-            outputs::<B>(d, h, B::attn_bwd(dy, x, saved, rot, bias, heads, f[0], d.outputs[1].dtype));
+            let (rot, alibi) = attn_consts::<B>(f, &mut ins);
+            outputs::<B>(d, h, B::attn_bwd(dy, x, saved, rot, alibi, heads, f[0], d.outputs[1].dtype));
         })
     }
 
@@ -381,23 +381,23 @@ pub(super) fn outputs<B: FusionBackend>(d: &CustomOpIr, h: &mut Handles<B>, ts: 
     }
 }
 
-/// Appends the attention sublayer's optional inputs (the rotation tables of q and k, the bias) to
+/// Appends the attention sublayer's optional inputs (the rotation tables of q and k, ALiBi's slopes and positions) to
 /// `ins`; returns the flags [`attn_consts`] reads them back by: scale, has q tables, has k tables,
-/// has bias.
-pub(super) fn attn_extras<T>(ins: &mut Vec<T>, rot: [Option<[T; 2]>; 2], bias: Option<T>, scale: f32) -> [f32; 4] {
-    let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, bias.is_some() as u8 as f32];
+/// has ALiBi.
+pub(super) fn attn_extras<T>(ins: &mut Vec<T>, rot: [Option<[T; 2]>; 2], alibi: Option<T>, scale: f32) -> [f32; 4] {
+    let flags = [scale, rot[0].is_some() as u8 as f32, rot[1].is_some() as u8 as f32, alibi.is_some() as u8 as f32];
     ins.extend(rot.into_iter().flatten().flatten());
-    ins.extend(bias);
+    ins.extend(alibi);
     flags
 }
 
 /// The attention sublayer's optional inputs after the fixed ones, by the flags `f` (scale, has q
-/// tables, has k tables, has bias): the rotation tables of q and k and the bias.
+/// tables, has k tables, has ALiBi): the rotation tables of q and k and ALiBi's slopes and positions.
 #[allow(clippy::type_complexity)]
 pub(super) fn attn_consts<B: FusionBackend>(f: &[f32], ins: &mut impl Iterator<Item = B::FloatTensorPrimitive>) -> ([Option<[B::FloatTensorPrimitive; 2]>; 2], Option<B::FloatTensorPrimitive>) {
     let mut pair = |on: f32| (on != 0.0).then(|| [(); 2].map(|_| ins.next().expect("tables")));
     let rot = [pair(f[1]), pair(f[2])];
-    (rot, (f[3] != 0.0).then(|| ins.next().expect("bias")))
+    (rot, (f[3] != 0.0).then(|| ins.next().expect("alibi")))
 }
 
 /// The inner tensors of a [`heads_op`]: the input and the tables, if any.

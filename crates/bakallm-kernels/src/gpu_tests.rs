@@ -20,12 +20,12 @@ fn cpu<const D: usize>(t: &Tensor<G, D>) -> Tensor<C, D> {
 }
 
 /// The attention sublayer's constants for positions `kind` at length `l` (`heads` of `hd`): q and
-/// k tables in bf16 on the GPU, the bias if any, `1/√hd`; and the same on the CPU.
+/// k tables in bf16 on the GPU, ALiBi if any, `1/√hd`; and the same on the CPU.
 fn attn_consts(kind: Scheme, l: usize, heads: usize, hd: usize) -> (AttnConsts<G>, AttnConsts<C>) {
     let t = positions::<G>(kind, l, 0, heads, hd, 1e4, 512.0, burn::tensor::FloatDType::BF16, &Default::default());
-    let c = AttnConsts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased.then(|| t.bias.clone()), heads, scale: 1.0 / (hd as f32).sqrt() };
+    let c = AttnConsts { rot: [t.rot_q.clone(), t.rot_k.clone()], alibi: t.alibi(), heads, scale: 1.0 / (hd as f32).sqrt() };
     let rot = |r: &Option<(Tensor<G, 4>, Tensor<G, 4>)>| r.as_ref().map(|(a, s)| (cpu(a), cpu(s)));
-    let c0 = AttnConsts { rot: [rot(&c.rot[0]), rot(&c.rot[1])], bias: c.bias.as_ref().map(cpu), heads, scale: c.scale };
+    let c0 = AttnConsts { rot: [rot(&c.rot[0]), rot(&c.rot[1])], alibi: c.alibi.as_ref().map(|a| crate::prims::Alibi { table: cpu(&a.table), slopes_pos: cpu(&a.slopes_pos) }), heads, scale: c.scale };
     (c, c0)
 }
 
@@ -66,7 +66,7 @@ fn gpu_attention_kernels_match_burns_steps() {
             let run = |fused: bool| {
                 let t = |s| Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(s), [b * h, l, hd]), &dev).cast(dt).require_grad();
                 let (q, k, v) = (t(1), t(2), t(3));
-                let y = attention_ad(q.clone(), k.clone(), v.clone(), bias_t.clone(), h, 0.3, fused, crate::attention::Path::Gemm);
+                let y = attention_ad(q.clone(), k.clone(), v.clone(), bias_t.clone(), None, h, 0.3, fused, crate::attention::Path::Gemm);
                 let w = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(4), [b * h, l, hd]), &dev).cast(dt);
                 let g = (y.clone() * w).sum().backward();
                 let v32 = |t: Tensor<crate::backend::Gpu, 3>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
@@ -86,8 +86,9 @@ fn gpu_attention_kernels_match_burns_steps() {
 /// The flash-attention kernels (bf16) against burn's steps of the same op in f32 on the CPU (the
 /// GPU's f32 matmul is TF32, too coarse for peaked softmaxes) from the same bf16 values: output,
 /// log-sum-exp and the three gradients; head dims 32 and 64 (on Hopper: `mma.sync` and `wgmma`),
-/// lengths that are and are not multiples of the 64-row tile, with a per-head or shared bias with
-/// extra −∞ masks, or none.
+/// lengths that are and are not multiples of the 64-row tile, with ALiBi (computed by the kernels
+/// from slopes and positions, some slots without one; the reference adds it as an f32 table) or
+/// the causal mask alone.
 #[test]
 fn gpu_flash_attention_kernels_match_burns_steps() {
     let _serial = crate::serial();
@@ -96,15 +97,29 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
     type G = crate::backend::Gpu;
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
-    // (b, heads, L, hd, bias: 0 none, 1 shared, 2 per head)
-    for (b, h, l, hd, biased) in [(2, 3, 37, 64, 2), (2, 2, 200, 32, 1), (1, 4, 512, 64, 0), (3, 2, 128, 64, 2), (2, 2, 100, 32, 0), (2, 2, 200, 64, 1), (2, 2, 100, 64, 0)] {
-        let hb = if biased == 2 { h } else { 1 };
-        let mut bias = vec![0f32; hb * l * l];
-        for (hh, i, j) in (0..hb).flat_map(|hh| (0..l).flat_map(move |i| (0..l).map(move |j| (hh, i, j)))) {
-            let masked = j > i || (j != i && (i * 7 + j * 3) % 11 == 0);
-            bias[(hh * l + i) * l + j] = if masked { f32::NEG_INFINITY } else { -0.05 * (hh + 1) as f32 * (i - j) as f32 };
+    // (b, heads, L, hd, ALiBi: 0 none, 1 at positions 0.., 2 at positions 1000.. with every 9th
+    // slot unpositioned, as memory tokens)
+    for (b, h, l, hd, alibi) in [(2, 3, 37, 64, 2), (2, 2, 200, 32, 1), (1, 4, 512, 64, 0), (3, 2, 128, 64, 2), (2, 2, 100, 32, 0), (2, 2, 200, 64, 1), (2, 2, 100, 64, 0)] {
+        let slopes = (0..h).map(|hh| 0.3 / (hh + 1) as f32);
+        let pos = (0..l).map(|i| if alibi == 2 && i % 9 == 4 { f32::NAN } else { (i + 1000 * (alibi == 2) as usize) as f32 });
+        let slopes_pos: Vec<f32> = slopes.chain(pos).collect();
+        // the same bias as a table, in f32 (the kernels compute it in f32)
+        let mut table = vec![0f32; h * l * l];
+        for (hh, i, j) in (0..h).flat_map(|hh| (0..l).flat_map(move |i| (0..l).map(move |j| (hh, i, j)))) {
+            let d = slopes_pos[h + j] - slopes_pos[h + i];
+            table[(hh * l + i) * l + j] = if j > i {
+                f32::NEG_INFINITY
+            } else if d.is_nan() {
+                0.0
+            } else {
+                slopes_pos[hh] * d
+            };
         }
-        let bias = (biased > 0).then(|| Tensor::<G, 4>::from_data(TensorData::new(bias, [1, hb, l, l]), &dev).cast(BF16));
+        let bc = (alibi > 0).then(|| Tensor::<C, 4>::from_data(TensorData::new(table, [1, h, l, l]), &Default::default()));
+        let bias = (alibi > 0).then(|| crate::prims::Alibi {
+            table: Tensor::<G, 4>::from_data(bc.clone().expect("table").into_data(), &dev).cast(BF16),
+            slopes_pos: Tensor::<G, 1>::from_data(TensorData::new(slopes_pos, [h + l]), &dev),
+        });
         let data = |seed: u64| {
             let v: Vec<f32> = (0..b * h * l * hd).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 250.0) - 2.0).collect();
             Tensor::<G, 3>::from_data(TensorData::new(v, [b * h, l, hd]), &dev).cast(BF16)
@@ -118,7 +133,6 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
         let (o, lse) = <crate::backend::Gpu as crate::inner::Prims>::flash_fwd(q.clone(), k.clone(), v.clone(), bias.clone(), 0.3, h, true);
         let g = <crate::backend::Gpu as crate::inner::Prims>::flash_bwd(q.clone(), k.clone(), v.clone(), o.clone(), lse.clone(), dout.clone(), bias.clone(), 0.3, h, true);
         let [qc, kc, vc, dc] = [&q, &k, &v, &dout].map(to_cpu);
-        let bc = bias.as_ref().map(to_cpu);
         let (o_ref, lse_ref) = flash_fwd(qc.clone(), kc.clone(), vc.clone(), bc.clone(), 0.3, h);
         // the backward's reference from the kernel's (bf16) output: its own contract, and delta's
         // rounding cancels where a peaked row makes dP − delta small
@@ -128,7 +142,7 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
             pairs.push((what, vec(got), cvec(want)));
         }
         for (what, got, want) in pairs {
-            close(&format!("flash [{b}·{h}, {l}, {hd}] bias {biased} {what}"), &got, &want, 1e-2);
+            close(&format!("flash [{b}·{h}, {l}, {hd}] ALiBi {alibi} {what}"), &got, &want, 1e-2);
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::attention_block::{self, Consts as AttnConsts, Saved as AttnSaved};
 use crate::layer::{self, Consts as LayerConsts, Saved as LayerSaved, Weights as LayerWeights};
-use crate::prims::{self, Rot};
+use crate::prims::{self, Alibi, Rot};
 use crate::staged::{read_now, Pending};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
@@ -23,12 +23,12 @@ pub trait Prims: Backend {
         prims::softmax_fwd(s, bias, scale, heads)
     }
 
-    /// [`prims::flash_fwd`].
-    fn flash_fwd(q: Tensor<Self, 3>, k: Tensor<Self, 3>, v: Tensor<Self, 3>, bias: Option<Tensor<Self, 4>>, scale: f32, heads: usize, _fused: bool) -> (Tensor<Self, 3>, Tensor<Self, 2>) {
-        prims::flash_fwd(q, k, v, bias, scale, heads)
+    /// [`prims::flash_fwd`], with ALiBi's table.
+    fn flash_fwd(q: Tensor<Self, 3>, k: Tensor<Self, 3>, v: Tensor<Self, 3>, alibi: Option<Alibi<Self>>, scale: f32, heads: usize, _fused: bool) -> (Tensor<Self, 3>, Tensor<Self, 2>) {
+        prims::flash_fwd(q, k, v, alibi.map(|a| a.table), scale, heads)
     }
 
-    /// [`prims::flash_bwd`].
+    /// [`prims::flash_bwd`], with ALiBi's table.
     #[allow(clippy::too_many_arguments)]
     fn flash_bwd(
         q: Tensor<Self, 3>,
@@ -37,12 +37,12 @@ pub trait Prims: Backend {
         o: Tensor<Self, 3>,
         lse: Tensor<Self, 2>,
         dout: Tensor<Self, 3>,
-        bias: Option<Tensor<Self, 4>>,
+        alibi: Option<Alibi<Self>>,
         scale: f32,
         heads: usize,
         _fused: bool,
     ) -> [Tensor<Self, 3>; 3] {
-        prims::flash_bwd(q, k, v, o, lse, dout, bias, scale, heads)
+        prims::flash_bwd(q, k, v, o, lse, dout, alibi.map(|a| a.table), scale, heads)
     }
 
     /// [`prims::softmax_bwd`].

@@ -28,7 +28,7 @@ pub trait LayerBackend: Backend {
         ws: Vec<FloatTensor<Self>>,
         k_add: Option<FloatTensor<Self>>,
         rot: Rot<Self>,
-        bias: Option<FloatTensor<Self>>,
+        alibi: Option<FloatTensor<Self>>,
         heads: usize,
         scale: f32,
         eps: f32,
@@ -44,7 +44,7 @@ pub trait LayerBackend: Backend {
         w: FloatTensor<Self>,
         saved: Vec<FloatTensor<Self>>,
         rot: Rot<Self>,
-        bias: Option<FloatTensor<Self>>,
+        alibi: Option<FloatTensor<Self>>,
         heads: usize,
         scale: f32,
         layer: bool,
@@ -71,7 +71,7 @@ fn norm_w(ts: Vec<T>) -> (T, Option<T>) {
 }
 
 impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBackend<CudaRuntime, F, I, BT> {
-    fn layer_fwd(x: T, ws: Vec<T>, k_add: Option<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, eps: f32, seq: bool) -> Vec<T> {
+    fn layer_fwd(x: T, ws: Vec<T>, k_add: Option<T>, rot: Rot<Self>, alibi: Option<T>, heads: usize, scale: f32, eps: f32, seq: bool) -> Vec<T> {
         let [b, l, d] = x.meta.shape().dims::<3>();
         let rows = b * l;
         let per = (ws.len() - 7) / (1 + seq as usize);
@@ -81,7 +81,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
         let [wq, wk, wv, wo, wg, wu, wd]: [T; 7] = take(&mut ws, 7, "7 matrices").try_into().expect("7 matrices");
         let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), nw, nb, eps);
         // x' = x + attn(n), the residual added by the output projection
-        let [x2, qkv, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, bias, heads, scale, Some(x), k_add);
+        let [x2, qkv, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, alibi, heads, scale, Some(x), k_add);
         let x2 = view(x2, vec![rows, d]);
         // the MLP reads n (parallel) or norm'(x') (sequential); y = x' + mlp(·)
         let (mlp_in, second) = match mlp_norm {
@@ -97,7 +97,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
         out
     }
 
-    fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, bias: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
+    fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, alibi: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
         let [b, l, d] = x.meta.shape().dims::<3>();
         let rows = b * l;
         let seq = saved.len() == FWD_OUTS - 1 + SEQ_OUTS + 1;
@@ -112,14 +112,14 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
             let [dn2, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n2, h, wcat, wdc, w_dtype);
             let mut g2 = norm::cuda::bwd(dn2, view(xs, vec![rows, d]), w2, mean2, rstd2, layer, Some(dy2));
             let dx2 = g2.remove(0);
-            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(view(dx2.clone(), vec![b, l, d]), n3, attn_saved, rot, bias, heads, scale, w_dtype, None, k_add);
+            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(view(dx2.clone(), vec![b, l, d]), n3, attn_saved, rot, alibi, heads, scale, w_dtype, None, k_add);
             let mut g = norm::cuda::bwd(view(dn, vec![rows, d]), xr, w, mean, rstd, layer, Some(dx2));
             g.extend(g2);
             (g, [dwq, dwk, dwv, dwo, dwg, dwu, dwd], dk_add)
         } else {
             let [dn, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n, h, wcat, wdc, w_dtype);
             // dn += the attention's input gradient, in place
-            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(dy, n3, attn_saved, rot, bias, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])), k_add);
+            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(dy, n3, attn_saved, rot, alibi, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])), k_add);
             let g = norm::cuda::bwd(view(dn, vec![rows, d]), xr, w, mean, rstd, layer, Some(dy2));
             (g, [dwq, dwk, dwv, dwo, dwg, dwu, dwd], dk_add)
         };
@@ -136,7 +136,7 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         ws: Vec<FloatTensor<Self>>,
         k_add: Option<FloatTensor<Self>>,
         rot: Rot<Self>,
-        bias: Option<FloatTensor<Self>>,
+        alibi: Option<FloatTensor<Self>>,
         heads: usize,
         scale: f32,
         eps: f32,
@@ -165,15 +165,15 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         ins.extend(ws);
         let added = k_add.is_some();
         ins.extend(k_add);
-        let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
+        let mut flags = attn_extras(&mut ins, rot, alibi, scale).to_vec();
         flags.extend([eps, n_ws as f32, added as u8 as f32, seq as u8 as f32]);
         custom_vec::<B>("layer_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let x = ins.next().expect("x");
             let ws = (0..f[5] as usize).map(|_| ins.next().expect("weights")).collect();
             let k_add = (f[6] != 0.0).then(|| ins.next().expect("k_add"));
-            let (rot, bias) = attn_consts::<B>(f, &mut ins);
-            outputs::<B>(d, h, B::layer_fwd(x, ws, k_add, rot, bias, heads, f[0], f[4], f[7] != 0.0));
+            let (rot, alibi) = attn_consts::<B>(f, &mut ins);
+            outputs::<B>(d, h, B::layer_fwd(x, ws, k_add, rot, alibi, heads, f[0], f[4], f[7] != 0.0));
         })
     }
 
@@ -183,7 +183,7 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         w: FloatTensor<Self>,
         saved: Vec<FloatTensor<Self>>,
         rot: Rot<Self>,
-        bias: Option<FloatTensor<Self>>,
+        alibi: Option<FloatTensor<Self>>,
         heads: usize,
         scale: f32,
         layer: bool,
@@ -202,16 +202,16 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         }
         let mut ins = vec![dy, x, w];
         ins.extend(saved);
-        let mut flags = attn_extras(&mut ins, rot, bias, scale).to_vec();
+        let mut flags = attn_extras(&mut ins, rot, alibi, scale).to_vec();
         flags.extend([layer as u8 as f32, k_add as u8 as f32, n_saved as f32]);
         custom_vec::<B>("layer_bwd", ins, outs, (&flags, heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let [dy, x, w] = [(); 3].map(|_| ins.next().expect("dy, x, w"));
             let saved = (0..f[6] as usize).map(|_| ins.next().expect("saved")).collect();
-            let (rot, bias) = attn_consts::<B>(f, &mut ins);
+            let (rot, alibi) = attn_consts::<B>(f, &mut ins);
             // the MLP's down projection's gradient, the last weight gradient
             let w_dtype = d.outputs[d.outputs.len() - 1 - (f[5] != 0.0) as usize].dtype;
-            outputs::<B>(d, h, B::layer_bwd(dy, x, w, saved, rot, bias, heads, f[0], f[4] != 0.0, f[5] != 0.0, w_dtype));
+            outputs::<B>(d, h, B::layer_bwd(dy, x, w, saved, rot, alibi, heads, f[0], f[4] != 0.0, f[5] != 0.0, w_dtype));
         })
     }
 }

@@ -20,7 +20,7 @@ fn layer_op_matches_the_reference_layer() {
     for ((kind, layer), seq) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let linspace = kind == Scheme::Linspace;
         let t = positions::<crate::backend::Cpu>(kind, l, 0, heads, d / heads, 1e4, 512.0, burn::tensor::FloatDType::F32, &dev);
-        let ac = super::attn::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], bias: t.biased.then(|| t.bias.clone()), heads, scale: 0.5 };
+        let ac = super::attn::Consts { rot: [t.rot_q.clone(), t.rot_k.clone()], alibi: t.alibi(), heads, scale: 0.5 };
         let up = Tensor::<CpuTrain, 1>::from_data(data(b * l * d, 9), &dev).reshape([b, l, d]);
         let run = |ours: bool| {
             let m = |len, k, shape: [usize; 2]| Tensor::<CpuTrain, 1>::from_data(data(len, k), &dev).reshape(shape).require_grad();
@@ -42,7 +42,13 @@ fn layer_op_matches_the_reference_layer() {
             } else {
                 // the reference (`reference::parallel_layer`, `sequential_layer`: burn's ops), differentiated by autodiff
                 let lift = |r: &Rot<crate::backend::Cpu>| r.as_ref().map(|(c, s)| (Tensor::from_inner(c.clone()), Tensor::from_inner(s.clone())));
-                let pos = Positions::<CpuTrain> { rot_q: lift(&t.rot_q), rot_k: lift(&t.rot_k), bias: Tensor::from_inner(t.bias.clone()), biased: t.biased, k_ramp: ramp.clone() };
+                let pos = Positions::<CpuTrain> {
+                    rot_q: lift(&t.rot_q),
+                    rot_k: lift(&t.rot_k),
+                    bias: Tensor::from_inner(t.bias.clone()),
+                    slopes_pos: t.slopes_pos.clone().map(Tensor::from_inner),
+                    k_ramp: ramp.clone(),
+                };
                 let n = NormWeights { weight: nw.clone(), bias: nb.clone(), eps: 1e-5 };
                 let a = AttnWeights { q: attn[0].clone(), k: attn[1].clone(), v: attn[2].clone(), o: attn[3].clone(), k_scale: scale.clone(), heads };
                 let m = MlpWeights { gate: mlp[0].clone(), up: mlp[1].clone(), down: mlp[2].clone() };

@@ -4,6 +4,7 @@
 //! overrides what it has (CUDA training: `super::cuda_ops`); [`Kernels`] says which of them a run
 //! uses (`train.kernels`, and the developer overrides of `[train]`).
 
+use super::prims::Alibi;
 use super::reference as r;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -21,11 +22,19 @@ pub struct Positions<B: Backend> {
     /// Added to the attention logits, `[1, 1 or H, L, L]`: the causal mask (−∞ above the diagonal),
     /// plus ALiBi's distance penalty.
     pub bias: Tensor<B, 4>,
-    /// Whether `bias` holds more than the causal mask, so a kernel that masks by itself must
-    /// still read it (ALiBi).
-    pub biased: bool,
+    /// ALiBi's `[H + L]` f32, the heads' slopes and then each slot's position (NaN where it has
+    /// none), from which the flash kernels compute the penalty (`prims::Alibi`); `None`: `bias` is
+    /// the causal mask alone.
+    pub slopes_pos: Option<Tensor<B, 1>>,
     /// Added to k before the head split, `[1, L, 1]`, times the layer's learned scale (linspace).
     pub k_ramp: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> Positions<B> {
+    /// ALiBi in both its forms, if the scheme has it.
+    pub fn alibi(&self) -> Option<Alibi<B>> {
+        self.slopes_pos.as_ref().map(|v| Alibi { table: self.bias.clone(), slopes_pos: v.clone() })
+    }
 }
 
 /// A norm's weights: LayerNorm (`bias` given) or RMSNorm, f32.

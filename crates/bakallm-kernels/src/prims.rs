@@ -36,6 +36,17 @@ fn masked<B: Backend>(s: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, scale: f32, h
     s.mask_fill(future, f32::MIN).reshape([bh, l, l])
 }
 
+/// ALiBi, the attention's one bias beyond the causal mask, in the two forms its steps take: the
+/// table `[1, H, L, L]` that burn's steps add (the mask's −∞ included), and `[H + L]` f32, the
+/// heads' slopes and then each slot's position (NaN where a slot has none), from which the flash
+/// kernels compute it per score (`cuda/flash_tiles.cu`, `fa_score`: slope·(p_j − p_i), 0 where
+/// either has no position).
+#[derive(Debug, Clone)]
+pub struct Alibi<B: Backend> {
+    pub table: Tensor<B, 4>,
+    pub slopes_pos: Tensor<B, 1>,
+}
+
 /// Flash attention's forward (`train.attention = "flash"`): `(o, lse)`, the output of
 /// [`softmax_fwd`]'s probabilities times `v` (`[b·heads, L, hd]`, `q`'s dtype) and each row's
 /// log-sum-exp of its masked scores (`[b·heads, L]`, f32), which is all the backward needs. The

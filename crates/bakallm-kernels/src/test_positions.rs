@@ -47,7 +47,7 @@ pub fn positions<B: Backend>(scheme: Scheme, l: usize, first: usize, heads: usiz
     for (h, m) in slopes.iter().enumerate() {
         for i in 0..l {
             for j in 0..l {
-                bias[(h * l + i) * l + j] = if j > i { f32::NEG_INFINITY } else { (-m * (i - j) as f64) as f32 };
+                bias[(h * l + i) * l + j] = if j > i { f32::NEG_INFINITY } else { (-m * (i as f64 - j as f64)) as f32 };
             }
         }
     }
@@ -55,7 +55,10 @@ pub fn positions<B: Backend>(scheme: Scheme, l: usize, first: usize, heads: usiz
         rot_q: rotates.then(|| rot(1.0)),
         rot_k: rotates.then(|| rot(-1.0)),
         bias: to(Tensor::from_data(TensorData::new(bias, [1, hb, l, l]), dev), dt),
-        biased: scheme == Scheme::Alibi,
+        slopes_pos: (scheme == Scheme::Alibi).then(|| {
+            let v: Vec<f32> = slopes.iter().map(|&m| m as f32).chain((first..first + l).map(|p| p as f32)).collect();
+            Tensor::from_data(TensorData::new(v, [heads + l]), dev)
+        }),
         k_ramp: (scheme == Scheme::Linspace).then(|| {
             let ramp = (0..l).map(|t| 0.5 * t as f32 / (l - 1).max(1) as f32).collect::<Vec<_>>();
             to(Tensor::from_data(TensorData::new(ramp, [1, l, 1]), dev), dt)

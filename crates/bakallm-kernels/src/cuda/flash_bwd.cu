@@ -129,7 +129,7 @@ __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (
 }
 
 // Backward: one block per 64 keys (4 warps × 16 keys) and head, looping over the query blocks at
-// or after them (causal). Per tile, with Sᵀ = K·Qᵀ: Pᵀ = exp(Sᵀ·scale + biasᵀ − lse),
+// or after them (causal). Per tile, with Sᵀ = K·Qᵀ: Pᵀ = exp(Sᵀ·scale + ALiBiᵀ − lse),
 // dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − delta), dK += dSᵀ·Q (registers, written once, × scale),
 // dQ += dS·K (through shared memory, added into dq_acc [bh, L, HD] f32, × scale: from sm_90 by
 // bulk reductions, FA_BULK_DQ; before by atomics).
@@ -137,9 +137,9 @@ __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (
 // come from shared memory, and each query tile goes in two halves of 32, so that three blocks fit
 // an SM (at 254 registers two did, and the SM's issue slots were busy 39% of the time).
 template <int HD, bool BIAS>
-__device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
+__device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const float* alibi, const bf16* dout, const float* lse,
                           const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L, int H,
-                          long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+                          float scale, int oh, int qh, int qld) {
     // dynamic shared memory (flash_bwd_smem bytes, flash.rs): K, V, dSᵀ; Q and dO side by side
     // and the rows' lse and delta, double-buffered (tile qb + 1 loads while qb computes); with
     // FA_BULK_DQ a tile's Q|dO buffer holds its dQ rows once dK and dV have read it (f32, in
@@ -155,7 +155,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     int k0 = kb * FA_B, nb = gridDim.x;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     long long base = row_base<HD>(bh, L, qh, qld), acc_base = (long long)bh * L * HD;
-    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    Alibi b = fa_alibi(alibi, bh, H);
     auto prefetch = [&](int qb, int buf) {
         load_tile<HD>(QDa + buf * 4 * TD, q + base, qb * FA_B, L, qld);
         load_tile<HD>(QDa + buf * 4 * TD + 2 * TD, dout + row_base<HD>(bh, L, oh, oh * HD), qb * FA_B, L, oh * HD);
@@ -290,9 +290,9 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const bf1
 // `bwd_smem`), from a 1,024-byte aligned base: K | V | P | dS (8 KiB each) | two Q|dO buffers of
 // 18 KiB (Q, dO, then room for the dQ chunks) | lse[2][64], delta[2][64].
 template <bool BIAS>
-__device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
+__device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const float* alibi, const bf16* dout, const float* lse,
                              const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L, int H,
-                             long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+                             float scale, int oh, int qh, int qld) {
     extern __shared__ __align__(16) bf16 fa_dyn[];
     const unsigned raw = smem(fa_dyn), sa = (raw + 1023) & ~1023u;
     char* gen = reinterpret_cast<char*>(fa_dyn) + (sa - raw);  // the aligned base as a generic pointer
@@ -306,7 +306,7 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     int r = 16 * warp + g;  // this thread's rows r and r + 8 of a tile: queries of S, dP, dQ; keys of dK, dV
     long long base = row_base<64>(bh, L, qh, qld), acc_base = (long long)bh * L * 64;
-    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    Alibi b = fa_alibi(alibi, bh, H);
     auto prefetch = [&](int qb, int buf) {
         load_sw<FA_B>(QD + buf * TB, q + base, qb * FA_B, L, qld);
         load_sw<FA_B>(QD + buf * TB + TK, dout + row_base<64>(bh, L, oh, oh * 64), qb * FA_B, L, oh * 64);
@@ -392,16 +392,16 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
 
 // The backward of head dim HD: with wgmma where FA_WGMMA and HD = 64, else with mma.sync.
 template <int HD, bool BIAS>
-__device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,
+__device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const float* alibi, const bf16* dout, const float* lse,
                               const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L, int H,
-                              long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+                              float scale, int oh, int qh, int qld) {
 #if FA_WGMMA
     if constexpr (HD == 64) {
-        flash_bwd_wg<BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        flash_bwd_wg<BIAS>(q, k, v, alibi, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, scale, oh, qh, qld);
         return;
     } else
 #endif
-        flash_bwd<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        flash_bwd<HD, BIAS>(q, k, v, alibi, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, scale, oh, qh, qld);
 }
 
 // dq (bf16, row_base's layout (QH, QLD)) from its f32 accumulator [bh, L, hd] of n elements (hd a
@@ -438,20 +438,20 @@ extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int
     Vec<bf16, 8>::store(dq + at + half, b);
 }
 
-// NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
-#define FLASH_BWD_KERNELS(HD, BIAS, NAME)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128, 3)                                                                     \
-        flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, const bf16* dout, const float* lse,  \
-                         const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L,      \
-                         int H, long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {                 \
-        flash_bwd_any<HD, BIAS>(q, k, v, bias, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, bias_sb, bias_sh, scale, oh, qh, \
-                                qld);                                                                                        \
+// NAME: hd<HD>, and _alibi for the kernels that add ALiBi's bias.
+#define FLASH_BWD_KERNELS(HD, BIAS, NAME)                                                                                \
+    extern "C" __global__ void __launch_bounds__(128, 3)                                                                 \
+        flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const float* alibi, const bf16* dout, const float* lse, \
+                         const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L,   \
+                         int H, float scale, int oh, int qh, int qld) {                                                  \
+        flash_bwd_any<HD, BIAS>(q, k, v, alibi, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, scale, oh, qh,           \
+                                qld);                                                                                    \
     }
 
 FLASH_BWD_KERNELS(32, false, hd32)
 FLASH_BWD_KERNELS(64, false, hd64)
-FLASH_BWD_KERNELS(32, true, hd32_bias)
-FLASH_BWD_KERNELS(64, true, hd64_bias)
+FLASH_BWD_KERNELS(32, true, hd32_alibi)
+FLASH_BWD_KERNELS(64, true, hd64_alibi)
 extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, float* acc, long long rows, int L, int oh) {
     flash_dot<32>(o, dout, delta, acc, rows, L, oh);
 }

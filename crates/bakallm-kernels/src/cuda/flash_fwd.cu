@@ -10,7 +10,7 @@
 // are rescaled. `edge`: the tile reaches past the diagonal or past L, so that it needs the mask;
 // without mask or bias the scores stay raw and the scale goes into the exponent's FMA.
 template <int HD, int NT, bool BIAS>
-__device__ __forceinline__ void fa_online(float (*s)[4], float* m, float* l, float (*acc)[4], const bf16* b, int r0, int k0, int L,
+__device__ __forceinline__ void fa_online(float (*s)[4], float* m, float* l, float (*acc)[4], const Alibi& b, int r0, int k0, int L,
                                           float sl, bool edge) {
     int t = threadIdx.x & 3;
     bool raw = !BIAS && !edge;
@@ -76,7 +76,7 @@ __device__ __forceinline__ void fa_store(float (*acc)[4], const float* m, float*
 // product it still issued them, predicated off).
 template <int HD, bool BIAS, int H0>
 __device__ __forceinline__ void fa_half(const unsigned (*qa)[HD / 16][4], float (*m)[2], float (*l)[2], float (*acc)[HD / 8][4],
-                                        unsigned Ks, unsigned Vs, const bf16* b, const int* r0s, int hk, int kh, int L, float scale) {
+                                        unsigned Ks, unsigned Vs, const Alibi& b, const int* r0s, int hk, int kh, int L, float scale) {
     const int S = HD + FA_PAD;
     int g = (threadIdx.x & 31) >> 2;
     float s[2][4][4];
@@ -125,8 +125,8 @@ __device__ __forceinline__ void fa_half(const unsigned (*qa)[HD / 16][4], float 
 // a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh), the heaviest query
 // blocks (last, most keys) first (heaviest_first). Warp w owns the block's 16-row tiles w and 7 − w (h = 0, 1).
 template <int HD, bool BIAS>
-__device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
-                          long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+__device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const float* alibi, bf16* o, float* lse, int L, int H,
+                          float scale, int oh, int qh, int qld) {
     // Q (128 rows) | K | V; K and V double-buffered, the second buffer in Q's place once Q is in
     // registers: tile kb + 1 loads while tile kb computes
     const int S = HD + FA_PAD, T = FA_B * S;
@@ -138,7 +138,7 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
     int q0 = qb * FA_BM;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
     long long base = row_base<HD>(bh, L, qh, qld);
-    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    Alibi b = fa_alibi(alibi, bh, H);
     load_tile<HD, FA_BM>(sa, q + base, q0, L, qld);
     load_tile<HD>(kt(0), k + base, 0, L, qld);
     load_tile<HD>(kt(0) + 2 * T, v + base, 0, L, qld);
@@ -189,8 +189,8 @@ __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const bf1
 // shared memory), the online softmax on S's registers, then O += P·V (P from registers, V
 // MN-major). Q | K, V of buffer 0 | K, V of buffer 1, all swizzled: 48 KiB.
 template <bool BIAS>
-__device__ void flash_fwd_wg(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
-                             long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+__device__ void flash_fwd_wg(const bf16* q, const bf16* k, const bf16* v, const float* alibi, bf16* o, float* lse, int L, int H,
+                             float scale, int oh, int qh, int qld) {
     const int TQ = FA_BM * 128, TK = FA_B * 128;  // bytes of the Q tile, of a K or V tile
     __shared__ __align__(1024) bf16 sm[(TQ + 4 * TK) / 2];
     const unsigned sa = smem(sm);
@@ -200,7 +200,7 @@ __device__ void flash_fwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
     int q0 = qb * FA_BM;
     int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
     long long base = row_base<64>(bh, L, qh, qld);
-    const bf16* b = bias + (bh / H) * bias_sb + (bh % H) * bias_sh;
+    Alibi b = fa_alibi(alibi, bh, H);
     load_sw<FA_BM>(sa, q + base, q0, L, qld);
     load_sw<FA_B>(kt(0), k + base, 0, L, qld);
     load_sw<FA_B>(kt(0) + TK, v + base, 0, L, qld);
@@ -256,15 +256,15 @@ __device__ void flash_fwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
 
 // The forward of head dim HD: with wgmma where FA_WGMMA and HD = 64, else with mma.sync.
 template <int HD, bool BIAS>
-__device__ void flash_fwd_any(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,
-                              long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {
+__device__ void flash_fwd_any(const bf16* q, const bf16* k, const bf16* v, const float* alibi, bf16* o, float* lse, int L, int H,
+                              float scale, int oh, int qh, int qld) {
 #if FA_WGMMA
     if constexpr (HD == 64) {
-        flash_fwd_wg<BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        flash_fwd_wg<BIAS>(q, k, v, alibi, o, lse, L, H, scale, oh, qh, qld);
         return;
     } else
 #endif
-        flash_fwd<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);
+        flash_fwd<HD, BIAS>(q, k, v, alibi, o, lse, L, H, scale, oh, qh, qld);
 }
 
 // Blocks per SM the kernels are built for: four with wgmma (at most 128 registers; 48 KiB of shared
@@ -275,15 +275,15 @@ __device__ void flash_fwd_any(const bf16* q, const bf16* k, const bf16* v, const
 #define FA_FWD_BLOCKS(HD) 3
 #endif
 
-// NAME: hd<HD>, and _bias for the kernels that add a bias (ALiBi).
-#define FLASH_FWD_KERNELS(HD, BIAS, NAME)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128, FA_FWD_BLOCKS(HD))                                                     \
-        flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const bf16* bias, bf16* o, float* lse, int L, int H,   \
-                         long long bias_sb, long long bias_sh, float scale, int oh, int qh, int qld) {                       \
-        flash_fwd_any<HD, BIAS>(q, k, v, bias, o, lse, L, H, bias_sb, bias_sh, scale, oh, qh, qld);                          \
+// NAME: hd<HD>, and _alibi for the kernels that add ALiBi's bias.
+#define FLASH_FWD_KERNELS(HD, BIAS, NAME)                                                                                \
+    extern "C" __global__ void __launch_bounds__(128, FA_FWD_BLOCKS(HD))                                                 \
+        flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const float* alibi, bf16* o, float* lse, int L, int H, \
+                         float scale, int oh, int qh, int qld) {                                                         \
+        flash_fwd_any<HD, BIAS>(q, k, v, alibi, o, lse, L, H, scale, oh, qh, qld);                                       \
     }
 
 FLASH_FWD_KERNELS(32, false, hd32)
 FLASH_FWD_KERNELS(64, false, hd64)
-FLASH_FWD_KERNELS(32, true, hd32_bias)
-FLASH_FWD_KERNELS(64, true, hd64_bias)
+FLASH_FWD_KERNELS(32, true, hd32_alibi)
+FLASH_FWD_KERNELS(64, true, hd64_alibi)
