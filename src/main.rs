@@ -110,7 +110,7 @@ enum Cmd {
     Report {
         /// The experiment file, e.g. experiments/posenc.toml (reads its runs/ or shipped results/).
         experiment: PathBuf,
-        /// Also draw a zoom of this training-step range.
+        /// Draw the zoom of this training-step range instead of the experiment's `zoom`.
         #[arg(long)]
         steps: Option<String>,
     },
@@ -119,8 +119,8 @@ enum Cmd {
     /// Default: samples of the trained number of windows, loss per window index (--windows N
     /// carries memory through more windows: the recurrence test).
     ///
-    /// --window L: one attention window of L tokens per sample, positions from 0, loss by position
-    /// (train short, test long).
+    /// --window L: one attention window of L tokens per sample, positions from 0, samples spread
+    /// evenly over the split, loss by position (train short, test long).
     ///
     /// --text FILE|DIR: score any UTF-8 text (a file or a folder of .txt / .jsonl) with the run's tokenizer.
     ///
@@ -136,7 +136,7 @@ enum Cmd {
         /// One attention window of this many tokens per sample (e.g. 2048 for a model trained at 512).
         #[arg(long)]
         window: Option<usize>,
-        /// Samples for --windows mode (default: train.eval_samples).
+        /// Samples of windows (default: train.test_samples on test, train.eval_samples on val).
         #[arg(long)]
         samples: Option<usize>,
         /// Score this UTF-8 text file or folder of .txt / .jsonl files instead of a split.

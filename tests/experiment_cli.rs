@@ -169,6 +169,13 @@ fn experiment_runs_skips_plots_reports_evals_and_generates() {
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("replaced") && String::from_utf8_lossy(&o.stdout).contains("eval-test-w4.json"));
 
+    // with no flags it scores the test split as the run's own final test loss did
+    ok(&baka(&["eval", r1.to_str().unwrap()]));
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r1.join("eval-test-w2.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r1.join("run.json")).unwrap()).unwrap();
+    let (ours, run) = (j["loss"].as_f64().unwrap(), summary["test_loss"].as_f64().unwrap());
+    assert!((ours - run).abs() < 1e-6 * run, "eval's test loss {ours} vs the run's {run}");
+
     // one attention window of 4x the trained length, loss by position
     let o = baka(&["eval", r1.to_str().unwrap(), "--window", "64"]);
     ok(&o);

@@ -1,7 +1,7 @@
 //! `baka eval` and the experiment's extrapolation evaluations: load a run or an export, score it,
 //! write the JSON next to it (saying what it replaced).
 
-use super::{bits_per_byte, evaluate, evaluate_long, long_samples, target_bytes, LongResult, Tokens};
+use super::{bits_per_byte, evaluate, evaluate_long, long_windows, target_bytes, LongResult, Tokens};
 use crate::config::Config;
 use crate::data::Prepared;
 use crate::kernels::ops::{BakaOps, Ce, Kernels};
@@ -110,7 +110,11 @@ fn run<B: BakaOps>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, O
     let stem = if a.source.is_dir() { a.source.clone() } else { a.source.with_extension("") };
     if a.window.is_none() && a.text.is_none() {
         let n_windows = a.windows.unwrap_or(cfg.train.n_windows);
-        let samples = a.samples.unwrap_or(cfg.train.eval_samples);
+        // as many samples as the run's own numbers: its final test loss, its validation curve
+        let samples = a.samples.unwrap_or(match a.split {
+            Split::Test => cfg.train.test_samples,
+            Split::Val => cfg.train.eval_samples,
+        });
         let file = a.split.file(&data);
         let need = n_windows * model.window + 1;
         if file.len() < need {
@@ -145,9 +149,9 @@ fn run<B: BakaOps>(a: &EvalArgs, dev: &B::Device) -> Result<(Outcome, PathBuf, O
         }
         None => (a.split.file(&data), a.split.name().to_string(), format!("eval-{}-L{length}.json", a.split.name())),
     };
-    let (_, n) = long_samples(tokens.count(), length, a.max_tokens);
+    let n = long_windows(tokens.count(), length, length, a.max_tokens).1.len();
     let pb = crate::progress::bar(n as u64, &format!("eval L={length}"));
-    let result = evaluate_long(&model, tokens, length, a.max_tokens, batch_tokens, &data.token_bytes, dev, &mut |done| pb.set_position(done as u64));
+    let result = evaluate_long(&model, tokens, length, length, a.max_tokens, batch_tokens, &data.token_bytes, dev, &mut |done| pb.set_position(done as u64));
     pb.finish_and_clear();
     let report = LongReport { source: a.source.display().to_string(), scored, trained_window: cfg.model.window, ppl: result.loss.exp(), result };
     let out = out_path(&stem, &name);
@@ -237,7 +241,7 @@ pub struct ExtraPoint {
 
 /// Tokens of the test split scored at every length: as many as the run's final test loss uses
 /// (`train.test_samples` samples), rounded up to a multiple of the longest length, so every
-/// length is scored on the same prefix of the test split.
+/// length is scored on the same spans of the test split (`long_windows`).
 pub fn extrapolation_budget(lengths: &[usize], test_tokens: usize) -> usize {
     let longest = lengths.iter().copied().max().unwrap_or(1).max(1);
     longest * test_tokens.max(1).div_ceil(longest)
@@ -258,13 +262,14 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
     let (cfg, _) = source_config(run)?;
     let device = cfg.train.device;
     let budget = extrapolation_budget(lengths, cfg.train.test_samples * cfg.train.n_windows * cfg.model.window);
+    let longest = lengths.iter().copied().max().unwrap_or(1);
     let points: Vec<ExtraPoint> = crate::with_infer_backend!(device, |B, dev| {
         let (cfg, model) = load::<B>(run, &dev)?;
         let data = crate::data::for_run(&cfg.data, run, &mut |_| {})?;
         let batch_tokens = cfg.train.batch.max(8) * cfg.train.n_windows * cfg.model.window;
         let mut out = vec![];
         for &l in &todo {
-            let r = evaluate_long(&model, &data.test, l, budget, batch_tokens, &data.token_bytes, &dev, &mut |_| {});
+            let r = evaluate_long(&model, &data.test, l, longest, budget, batch_tokens, &data.token_bytes, &dev, &mut |_| {});
             log(&format!("{}: L = {l}: {:.4} nats/token, {:.4} bits/byte", run.display(), r.loss, r.bits_per_byte));
             out.push(ExtraPoint {
                 length: r.length,

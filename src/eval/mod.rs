@@ -81,30 +81,37 @@ pub struct Bucket {
     pub loss: f64,
 }
 
-/// (window length, samples) of [`evaluate_long`] over `count` tokens: at most `length` (less when
-/// the text is shorter), at least one sample, at most `max_tokens` tokens.
-pub fn long_samples(count: usize, length: usize, max_tokens: usize) -> (usize, usize) {
-    let len = length.min(count.saturating_sub(1)).max(1);
-    (len, (count.saturating_sub(1) / len).min((max_tokens / len).max(1)).max(1))
+/// The windows of [`evaluate_long`] over `count` tokens: their length (at most `length`, less when
+/// the text is shorter) and their offsets. Spans of `span` tokens (at least `length`) are spread
+/// evenly over the text, as many as fit in `max_tokens` (at least one), and each is cut into
+/// ⌊span / length⌋ consecutive windows: with `span` the longest length of a sweep, every length
+/// scores the same tokens, drawn from the whole text rather than its start.
+pub fn long_windows(count: usize, length: usize, span: usize, max_tokens: usize) -> (usize, Vec<usize>) {
+    let room = count.saturating_sub(1).max(1);
+    let (len, span) = (length.min(room).max(1), span.max(length).min(room).max(1));
+    let spans = (room / span).min(max_tokens / span).max(1);
+    let offsets = val_offsets(spans, count.max(span + 1), span + 1).into_iter().flat_map(|o| (0..span / len).map(move |k| o + k * len)).collect();
+    (len, offsets)
 }
 
 /// Scores `tokens` with one attention window of `length` tokens per sample, positions restarting
-/// at 0 in each: consecutive non-overlapping samples from the start, at most `max_tokens` tokens
-/// (at least one sample; a text shorter than `length` + 1 is one shorter sample), `batch_tokens`
+/// at 0 in each, at the windows of [`long_windows`] (spans of `span` tokens spread evenly, at most
+/// `max_tokens` tokens; a text shorter than `length` + 1 is one shorter sample), `batch_tokens`
 /// tokens per forward pass. `progress` is called with the samples done so far.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_long<B: BakaOps>(
     model: &BakaLM<B>,
     tokens: &dyn Tokens,
     length: usize,
+    span: usize,
     max_tokens: usize,
     batch_tokens: usize,
     token_bytes: &[u32],
     device: &B::Device,
     progress: &mut dyn FnMut(usize),
 ) -> LongResult {
-    let (len, n) = long_samples(tokens.count(), length, max_tokens);
-    let offsets: Vec<usize> = (0..n).map(|i| i * len).collect();
+    let (len, offsets) = long_windows(tokens.count(), length, span, max_tokens);
+    let n = offsets.len();
     let mut m = model.clone();
     m.window = len;
     let mut pos = vec![0f64; len];
@@ -155,11 +162,28 @@ mod tests {
             // 6 samples of one 8-token window: evenly spread over 49 tokens = back to back from 0
             let a = evaluate(&m, &toks, 6, 1, 2, &dev);
             assert_eq!(a.offsets, vec![0, 8, 16, 24, 32, 40]);
-            let b = evaluate_long(&m, &toks, 8, 48, 16, &[1; 64], &dev, &mut |_| {});
+            let b = evaluate_long(&m, &toks, 8, 8, 48, 16, &[1; 64], &dev, &mut |_| {});
             assert_eq!((b.samples, b.tokens, b.bytes), (6, 48, 48));
             assert!((a.loss - b.loss).abs() < 1e-6, "{kind:?}: {} vs {}", a.loss, b.loss);
             assert!((b.bits_per_byte - b.loss / std::f64::consts::LN_2).abs() < 1e-9);
         }
+    }
+
+    /// Every length of a sweep scores the same tokens, spans spread over the whole text.
+    #[test]
+    fn long_windows_cover_the_same_spans_at_every_length() {
+        // 1,000 tokens, spans of 64 within a budget of 256 tokens: 4 spans over the whole text
+        let (len, at64) = long_windows(1000, 64, 64, 256);
+        assert_eq!((len, at64.clone()), (64, vec![0, 311, 623, 935]));
+        let (len, at16) = long_windows(1000, 16, 64, 256);
+        assert_eq!((len, at16.len()), (16, 16));
+        let covered = |l: usize, offs: &[usize]| offs.iter().flat_map(|&o| o..o + l).collect::<Vec<_>>();
+        assert_eq!(covered(16, &at16), covered(64, &at64), "the same tokens at both lengths");
+        // a length that does not divide the span leaves the span's tail out
+        assert_eq!(long_windows(1000, 48, 64, 256).1, vec![0, 311, 623, 935]);
+        // a text shorter than the span: one span of what there is
+        assert_eq!(long_windows(40, 16, 64, 256), (16, vec![0, 16]));
+        assert_eq!(long_windows(5, 512, 512, 1 << 20), (4, vec![0]));
     }
 
     #[test]
@@ -169,7 +193,7 @@ mod tests {
         for (kind, mem) in [(PositionKind::Nope, 0), (PositionKind::Rope, 0), (PositionKind::Xpos, 0), (PositionKind::Linspace, 0), (PositionKind::Alibi, 0), (PositionKind::Rope, 4)] {
             let m = model(kind, mem);
             for l in [16, 32] {
-                let r = evaluate_long(&m, &toks, l, 1 << 20, 64, &[2; 64], &dev, &mut |_| {});
+                let r = evaluate_long(&m, &toks, l, 32, 1 << 20, 64, &[2; 64], &dev, &mut |_| {});
                 assert_eq!(r.length, l);
                 assert!(r.loss.is_finite() && r.loss > 0.0, "{kind:?} memory {mem} L {l}: {}", r.loss);
                 assert_eq!(r.buckets.len(), 8);
@@ -178,7 +202,7 @@ mod tests {
             }
         }
         // a text shorter than the window is one shorter sample
-        let r = evaluate_long(&model(PositionKind::Rope, 0), &tokens(5), 512, 1 << 20, 64, &[1; 64], &dev, &mut |_| {});
+        let r = evaluate_long(&model(PositionKind::Rope, 0), &tokens(5), 512, 512, 1 << 20, 64, &[1; 64], &dev, &mut |_| {});
         assert_eq!((r.length, r.samples, r.tokens), (4, 1, 4));
     }
 }

@@ -181,9 +181,9 @@ pub fn volatility(branches: &[Branch], out: &Path, o: &PlotOptions) -> Result<Ve
         legend: branches.iter().map(|b| Entry::new(b.label(), color(b.color), Swatch::Dot)).collect(),
         notes: vec![WHISKER_NOTE.to_string()],
         panels: vec![
-            Panel { x_desc: format!("paired noise vs {base} (nats/token)"), rows: branches.iter().map(|b| row(b, noise(b))).collect() },
-            Panel { x_desc: "seed spread of final loss (nats/token)".into(), rows: branches.iter().zip(&stats).map(|(b, s)| spread_row(b, s)).collect() },
-            Panel { x_desc: "roughness (nats/token per step)".into(), rows: branches.iter().zip(&stats).map(|(b, s)| row(b, s.roughness.clone())).collect() },
+            Panel { x_desc: "paired noise (nats/token)".into(), rows: branches.iter().map(|b| row(b, noise(b))).collect() },
+            Panel { x_desc: "seed spread (nats/token)".into(), rows: branches.iter().zip(&stats).map(|(b, s)| spread_row(b, s)).collect() },
+            Panel { x_desc: "roughness (nats/token/step)".into(), rows: branches.iter().zip(&stats).map(|(b, s)| row(b, s.roughness.clone())).collect() },
         ],
     };
     style::save(out, "volatility", &chart)
