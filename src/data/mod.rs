@@ -8,6 +8,7 @@
 pub mod batches;
 pub mod build;
 pub mod corpus;
+mod meta;
 pub mod parquet;
 pub mod records;
 pub mod run_cache;
@@ -21,6 +22,7 @@ pub use tokenizer::load_tokenizer;
 pub use tokens::{write_token_file, TokenFile, TokenWriter, Tokens};
 
 use anyhow::{anyhow, bail, Result};
+use meta::{split_meta, FileMeta, Meta, Seconds, META_FORMAT};
 use serde::{Deserialize, Serialize};
 use split::Block;
 use std::path::{Path, PathBuf};
@@ -151,83 +153,6 @@ pub struct Prepared {
     pub vocab_size: usize,
     /// Id appended after each document, if the tokenizer has `<|endoftext|>`.
     pub eot_id: Option<u32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct FileMeta {
-    name: String,
-    bytes: u64,
-    latin1: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct SplitMeta {
-    documents: usize,
-    /// Held-out units: whole documents, or spans of long ones.
-    blocks: usize,
-    /// UTF-8 bytes of decoded text.
-    bytes: u64,
-    /// Including end-of-document separators.
-    tokens: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Seconds {
-    corpus: f64,
-    /// None when an existing tokenizer.json was reused.
-    tokenizer_training: Option<f64>,
-    encoding: f64,
-    total: f64,
-}
-
-/// meta.json: provenance and statistics; its first fields decide whether a cache is reusable.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Meta {
-    format: u32,
-    corpus_id: String,
-    corpus_source: String,
-    /// What each source of a built-in corpus gave (bytes and documents after deduplication).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    sources: Vec<sources::SourceStats>,
-    val_fraction: f64,
-    test_fraction: f64,
-    block_bytes: usize,
-    vocab_size: usize,
-    tokenizer_source: String,
-    tokenizer_sha256: String,
-    eot_id: Option<u32>,
-    train: SplitMeta,
-    val: SplitMeta,
-    test: SplitMeta,
-    latin1_files: Vec<String>,
-    files: Vec<FileMeta>,
-    seconds: Seconds,
-}
-
-/// 2: whole documents (or long spans) held out for validation and test.
-const META_FORMAT: u32 = 2;
-
-impl Meta {
-    /// Cache hit test: same corpus, split, vocabulary and tokenizer bytes.
-    fn matches(&self, corpus_id: &str, cfg: &DataConfig, vocab_size: usize, tok_sha: &str) -> bool {
-        self.format == META_FORMAT
-            && self.corpus_id == corpus_id
-            && self.val_fraction == cfg.val_fraction
-            && self.test_fraction == cfg.test_fraction
-            && self.block_bytes == cfg.block_bytes
-            && self.vocab_size == vocab_size
-            && self.tokenizer_sha256 == tok_sha
-    }
-}
-
-fn split_meta(blocks: &[Block], tokens: u64) -> SplitMeta {
-    let mut documents = 0;
-    for (i, b) in blocks.iter().enumerate() {
-        if i == 0 || blocks[i - 1].doc != b.doc {
-            documents += 1;
-        }
-    }
-    SplitMeta { documents, blocks: blocks.len(), bytes: blocks.iter().map(|b| b.range.len() as u64).sum(), tokens }
 }
 
 /// Cache sub-folder for the tokenizer and split settings: `<tok_part>-docsplit`, and a suffix

@@ -6,6 +6,8 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
+mod step;
 mod trainer;
 
-pub use trainer::{batch_loss, finished, prepare_run, train, train_step, train_step_marked, PendingStats, RunSummary, StepStats, TrainOptions};
+pub use step::{batch_loss, train_step, train_step_marked, PendingStats, StepStats};
+pub use trainer::{finished, prepare_run, train, RunSummary, TrainOptions};

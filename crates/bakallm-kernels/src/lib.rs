@@ -56,6 +56,8 @@ mod cublaslt;
 #[cfg(feature = "cuda")]
 mod cuda_ops;
 #[cfg(feature = "cuda")]
+mod cuda_optim;
+#[cfg(feature = "cuda")]
 mod cuda_prims;
 pub mod embedding;
 #[cfg(feature = "cuda")]
