@@ -240,7 +240,8 @@ pub struct Comparison {
     pub gap: Option<Paired>,
     /// Which final loss the verdict tests ("test" when both sides have it for every shared seed).
     pub metric: &'static str,
-    /// The paired p-value of `metric`, and after Holm's correction over all comparisons.
+    /// The p-value of `metric` (paired t, or Welch's where fewer than two seeds are shared), and
+    /// after Holm's correction over all comparisons, the unpaired ones included.
     pub p: f64,
     pub p_holm: f64,
     /// Welch on the final losses, only when the two branches share fewer than two seeds.
@@ -299,7 +300,9 @@ fn compare_pair(b: &Branch, base: &Branch, opts: &VolatilityOpts) -> Comparison 
         let finals = |br: &Branch| -> Vec<f64> { br.runs.iter().filter_map(|r| if metric == "test" { final_test(r) } else { final_val(r) }).collect() };
         stats::welch(&finals(b), &finals(base))
     });
-    Comparison { branch: b.name.clone(), baseline: base.name.clone(), color: b.color, seeds, val, test, steps, gap, metric, p, p_holm: f64::NAN, unpaired: unpaired.flatten() }
+    let unpaired = unpaired.flatten();
+    let p = unpaired.as_ref().map_or(p, |w| w.p);
+    Comparison { branch: b.name.clone(), baseline: base.name.clone(), color: b.color, seeds, val, test, steps, gap, metric, p, p_holm: f64::NAN, unpaired }
 }
 
 /// The comparison of the memory-free NoPE branch with a RoPE baseline, if both exist.

@@ -227,7 +227,7 @@ fn paired_table(cmp: &[Comparison]) -> String {
             }
             None => match &c.unpaired {
                 Some(w) => {
-                    (format!("{} ({}, unpaired Welch)", ci_signed(w.diff, w.half_width, 4), c.metric), "–".into(), if w.significant() { "yes (unpaired)".into() } else { "no (unpaired)".into() })
+                    (format!("{} ({}, unpaired Welch)", ci_signed(w.diff, w.half_width, 4), c.metric), "–".into(), if c.p_holm < 0.05 { "yes (unpaired)".into() } else { "no (unpaired)".into() })
                 }
                 None => ("–".into(), "–".into(), "cannot be tested".into()),
             },

@@ -89,7 +89,7 @@ fn against_baseline(cmp: &[Comparison]) -> Option<String> {
             )),
             Some(p) => within.push(format!("{} (Δ {}, Holm {})", c.branch, ci_signed(p.mean, p.half_width, 4), p_is(c.p_holm))),
             None => untested.push(match &c.unpaired {
-                Some(w) => format!("{} (not paired: Welch Δ {}, {})", c.branch, ci_signed(w.diff, w.half_width, 4), p_is(w.p)),
+                Some(w) => format!("{} (not paired: Welch Δ {}, {}, Holm {})", c.branch, ci_signed(w.diff, w.half_width, 4), p_is(w.p), p_is(c.p_holm)),
                 None if c.seeds.len() < 2 => format!("{} (fewer than 2 shared seeds)", c.branch),
                 None => format!("{} (no finite final loss on 2 shared seeds)", c.branch),
             }),

@@ -16,14 +16,17 @@ pub use trend::{trend, TREND_FRAC};
 use statrs::distribution::{ChiSquared, ContinuousCDF, StudentsT};
 
 /// The definitions printed in the report, next to the functions that compute them.
+/// The standard normal's 97.5% quantile.
+const Z975: f64 = 1.959_963_984_540_054;
+
 pub const DEFINITIONS: [&str; 7] = [
     "**Paired design**: runs of different branches with the same seed start from the same initial weights and see the same batches in the same order, so each branch is compared with the baseline seed by seed: the difference of their final losses, and of their raw training losses at every common step.",
     "**Paired comparison**: mean of the per-seed differences ± half-width of its 95% CI (Student t, n−1 degrees of freedom), a two-sided paired t-test, and its p-value after Holm's correction over all the branches compared with the baseline. A difference is *beyond noise* when the Holm-adjusted p < 0.05.",
     "**Trend**: a local-linear (LOESS, tricube weights) fit over a window of 10% of the run's steps (at least 7), the window shifted inward at the ends. It is unbiased on a straight line and follows a falling curve instead of dragging the early descent into the tail, as an exponential moving average does.",
-    "**Paired noise**: std of (d − trend(d)) over the last half of the run, d the per-step difference of raw training losses on the same batch. Batch difficulty cancels in d, so this is how much two models' losses move apart from step to step: volatility that is about the models, not the data.",
+    "**Paired noise**: std of (d − trend(d)) over the last half of the run, d the per-step difference of raw training losses on the same batch. Batch difficulty cancels in d, so this is how much two models' losses move apart from step to step: volatility that is about the models, not the data. The trend takes up a little of it where its window holds few steps (white noise of std 1 reads ≈ 0.9 over 100 steps, ≈ 1.0 over 3,000): compare it between runs of the same length.",
     "**Seed spread**: std of the final loss across seeds, with its 95% CI from the χ² distribution: how much a branch's result depends on the seed.",
     "**Roughness** (context only): std of step-to-step differences of a run's raw training loss over the last half. It mostly measures how different consecutive batches are, which all branches share.",
-    "**Unpaired comparison** (only where runs are not paired, e.g. no shared seeds): Welch's unequal-variance t procedure on the two branches' final losses.",
+    "**Unpaired comparison** (only where runs are not paired, e.g. no shared seeds): Welch's unequal-variance t procedure on the two branches' final losses; its p-value joins the same Holm correction.",
 ];
 
 /// Knobs of the run statistics; `Default` is what the report and the charts use.
@@ -67,8 +70,13 @@ pub fn std(xs: &[f64]) -> f64 {
     }
 }
 
-/// Two-sided 95% Student-t critical value for `dof` degrees of freedom (NaN below 1 dof).
+/// Two-sided 95% Student-t critical value for `dof` degrees of freedom (NaN below 1 dof). Past
+/// 10⁴ dof it is the normal quantile (within 2·10⁻⁴ of t's): statrs's inverse drifts there and
+/// does not return past ~3·10⁷.
 pub fn t_crit95(dof: f64) -> f64 {
+    if dof > 1e4 {
+        return Z975;
+    }
     match StudentsT::new(0.0, 1.0, dof) {
         Ok(t) if dof >= 1.0 => t.inverse_cdf(0.975),
         _ => f64::NAN,
@@ -153,13 +161,6 @@ pub struct Welch {
     pub p: f64,
 }
 
-impl Welch {
-    /// Whether the 95% CI of the difference excludes zero.
-    pub fn significant(&self) -> bool {
-        self.p < 0.05
-    }
-}
-
 /// [`Welch`] comparison of the finite values of `a` and `b`; None when either side has fewer
 /// than 2 values (no variance estimate: the difference cannot be tested).
 pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
@@ -221,6 +222,23 @@ mod tests {
         assert!(detrended_std(&line, 0.5) < 1e-9);
     }
 
+    /// White noise of std 1 (a fixed LCG, Box–Muller): what the trend leaves of it.
+    #[test]
+    fn detrended_white_noise_reads_near_its_std_on_long_runs() {
+        let mut state = 12345u64;
+        let mut unif = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let mut noise = |n: usize| -> Vec<f64> { (0..n).map(|_| (-2.0 * unif().ln()).sqrt() * (std::f64::consts::TAU * unif()).cos()).collect() };
+        let long = noise(3000);
+        let ratio = detrended_std(&long, 0.5) / std(tail(&long, 0.5));
+        assert!(ratio > 0.98 && ratio < 1.0, "3,000 steps: {ratio}");
+        let short: Vec<f64> = (0..40).map(|_| noise(100)).map(|x| detrended_std(&x, 0.5) / std(tail(&x, 0.5))).collect();
+        let r = mean(&short);
+        assert!(r > 0.85 && r < 0.95, "100 steps: {r}");
+    }
+
     #[test]
     fn flips_on_known_pattern() {
         assert_eq!(flips(&[1.0, -1.0, 0.0, -2.0, 3.0, 0.0, 0.0, 4.0, -1.0]), 3);
@@ -228,11 +246,34 @@ mod tests {
         assert_eq!(flips(&[]), 0);
     }
 
+    /// Values from scipy 1.17 (`stats.t.ppf`, `stats.t.cdf`, `stats.chi2.ppf`, `ttest_ind(equal_var=False)`).
+    #[test]
+    fn quantiles_intervals_and_welch_match_scipy() {
+        assert!(close(t_crit95(3.0), 3.182_446_305_284, 1e-9));
+        assert!(close(t_crit95(1.5), 6.016_663_104_428, 1e-9), "fractional dof, as Welch's");
+        for dof in [1e5, 1e7, 1e9] {
+            assert!(close(t_crit95(dof), 1.959_964, 3e-5), "dof {dof}: {}", t_crit95(dof));
+        }
+        assert!(close(t_p_value(10.0, 2.0), 9.852_457_023_3e-3, 1e-12));
+        assert!(close(t_p_value(25.0, 4.0), 1.519_752_576_3e-5, 1e-13));
+        let (s, lo, hi) = std_ci95(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert!(close(s, 1.581_138_830_084, 1e-9) && close(lo, 0.947_312_670_675, 1e-9) && close(hi, 4.543_490_393_448, 1e-9), "{lo} {hi}");
+        assert!(close(mean_ci95(&[1.0, 2.0, 4.0]).1, 3.794_583_033_597, 1e-9));
+        for (a, b, dof, half, p) in [
+            (&[1.0, 2.0, 3.0, 4.0][..], &[2.0, 4.0, 6.0][..], 3.234_718_826_405_868, 4.042_327_954_923_024, 0.333_823_700_077_501_06),
+            (&[1.0, 1.1, 0.9][..], &[2.0, 2.1, 1.9][..], 4.0, 0.226_695_793_552_751_9, 2.552_167_494_419_268e-4),
+            (&[1.0, 2.0][..], &[5.0, 5.0, 5.0][..], 1.0, 6.353_102_368_087_347, 0.090_334_470_601_733_1),
+        ] {
+            let w = welch(a, b).unwrap();
+            assert!(close(w.dof, dof, 1e-9) && close(w.half_width, half, 1e-8) && close(w.p, p, 1e-9), "{a:?} vs {b:?}: {w:?}");
+        }
+    }
+
     #[test]
     fn welch_detects_separation_only_when_real() {
         let w = welch(&[1.0, 1.1, 0.9], &[2.0, 2.1, 1.9]).unwrap();
-        assert!(w.significant() && close(w.diff, -1.0, 1e-12) && w.p < 0.01);
-        assert!(!welch(&[1.0, 2.0, 3.0], &[1.5, 2.5, 3.5]).unwrap().significant());
+        assert!(close(w.diff, -1.0, 1e-12) && w.p < 0.01);
+        assert!(welch(&[1.0, 2.0, 3.0], &[1.5, 2.5, 3.5]).unwrap().p > 0.05);
         assert!(welch(&[1.0], &[2.0, 3.0]).is_none());
     }
 }
