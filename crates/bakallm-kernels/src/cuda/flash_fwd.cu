@@ -121,8 +121,8 @@ __device__ __forceinline__ void fa_half(const unsigned (*qa)[HD / 16][4], float 
     }
 }
 
-// Forward: q, k, v in row_base's layout (QH, QLD), o in (OH, OH·HD), and lse [bh, L] (f32, natural log of Σ exp over the row's scores; +∞ for
-// a row whose every key is masked, whose output is zeros). Grid (⌈L/128⌉, bh), the heaviest query
+// Forward: q, k, v in row_base's layout (QH, QLD), o in (OH, OH·HD), and lse [bh, L] (f32, natural log of Σ exp over the row's scores; a row
+// whose every key were masked would get +∞ and zeros, but causal rows always see their own key). Grid (⌈L/128⌉, bh), the heaviest query
 // blocks (last, most keys) first (heaviest_first). Warp w owns the block's 16-row tiles w and 7 − w (h = 0, 1).
 template <int HD, bool BIAS>
 __device__ void flash_fwd(const bf16* q, const bf16* k, const bf16* v, const float* alibi, bf16* o, float* lse, int L, int H,
