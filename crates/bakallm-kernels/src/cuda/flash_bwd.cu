@@ -33,42 +33,59 @@ __device__ void flash_dot(const bf16* o, const bf16* dout, float* delta, float* 
 // lse[64], delta[64] at shared address s, asynchronously: plain loads here stalled every warp on
 // global memory at each tile.
 __device__ __forceinline__ void load_stats(unsigned s, const float* lse, const float* delta, int bh, int L, int q0) {
-    for (int i = threadIdx.x; i < 2 * FA_B; i += 128) {
-        int row = q0 + i % FA_B;
-        bool in = row < L;
-        cp4(s + 4 * i, (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
-    }
+    static_assert(2 * FA_B == 128, "load_stats: a float per thread");
+    int i = threadIdx.x, row = q0 + i % FA_B;
+    bool in = row < L;
+    cp4(s + 4 * i, (i < FA_B ? lse : delta) + (long long)bh * L + (in ? row : 0), in);
 }
 
 // Floats from one staged dQ chunk (two rows) to the next: a warp's 8 chunks take 8·FA_DQ_CHUNK.
 #define FA_DQ_CHUNK(HD) (2 * (HD) + 8)
 #if FA_BULK_DQ
-// Adds this warp's 16 dQ rows [row0, row0 + 16) (C fragments, dq[d] the n-tile d, times `scale`)
-// into dq_acc's rows dqb (HD f32 each; rows past L left out): staged in shared memory at `stage`
-// (generic pointer) / `stage_a` (its shared address), two rows (as dq_acc holds them) per chunk,
-// 32 bytes of padding between chunks so that the 8 rows of a store fall on 4 different 32-byte
-// bank windows (2 wavefronts, the least for 256 bytes); then lane 0 adds the 8 chunks with one
-// bulk reduction each and waits until they have been read (the caller's next loads may overwrite
-// them after a barrier).
-template <int HD>
-__device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, float* stage, unsigned stage_a, float* dqb, int row0, int L) {
+// Lane 0 of warp W adds the warp's 8 staged chunks (rows q0 + 16·W + 2i, i < 8) from the block's
+// staging area at shared address `stage_a` into dq_acc's rows dqb, one bulk reduction per chunk,
+// and waits until they have been read. W is a template argument so that every operand is the
+// same for the whole block: the reductions take uniform registers, and from a warp-dependent
+// address ptxas wrapped each in a loop that elects a lane and moves its operands over (~36
+// instructions per reduction, a quarter of the backward's issued instructions per tile).
+template <int HD, int W>
+__device__ __forceinline__ void bulk_dq_rows(unsigned stage_a, float* dqb, int q0, int L) {
     const int CH = FA_DQ_CHUNK(HD);
-    int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int r = q0 + 16 * W + 2 * i;
+        if (r < L) bulk_add(dqb + (long long)r * HD, stage_a + (W * 8 + i) * CH * 4, (r + 1 < L ? 2 : 1) * HD * 4);
+    }
+    bulk_commit();
+    bulk_wait_read();
+}
+
+// Adds this warp's 16 dQ rows [q0 + 16·warp, + 16) (C fragments, dq[d] the n-tile d, times
+// `scale`) into dq_acc's rows dqb (HD f32 each; rows past L left out): staged in the block's
+// staging area (generic pointer `stage`, shared address `stage_a`; each warp's 8 chunks take
+// 8·FA_DQ_CHUNK floats), two rows (as dq_acc holds them) per chunk, 32 bytes of padding between
+// chunks so that the 8 rows of a store fall on 4 different 32-byte bank windows (2 wavefronts,
+// the least for 256 bytes); then lane 0 adds the chunks (bulk_dq_rows); the caller's next loads
+// may overwrite them after a barrier.
+template <int HD>
+__device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, float* stage, unsigned stage_a, float* dqb, int q0, int L) {
+    const int CH = FA_DQ_CHUNK(HD);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float* ws = stage + warp * 8 * CH;
 #pragma unroll
     for (int d = 0; d < HD / 8; d++) {
         int c = d * 8 + 2 * t;
-        *reinterpret_cast<F2*>(stage + (g >> 1) * CH + (g & 1) * HD + c) = F2{dq[d][0] * scale, dq[d][1] * scale};
-        *reinterpret_cast<F2*>(stage + (4 + (g >> 1)) * CH + (g & 1) * HD + c) = F2{dq[d][2] * scale, dq[d][3] * scale};
+        *reinterpret_cast<F2*>(ws + (g >> 1) * CH + (g & 1) * HD + c) = F2{dq[d][0] * scale, dq[d][1] * scale};
+        *reinterpret_cast<F2*>(ws + (4 + (g >> 1)) * CH + (g & 1) * HD + c) = F2{dq[d][2] * scale, dq[d][3] * scale};
     }
     fence_async();
     __syncwarp();
-    if (lane == 0) {
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            if (row0 + 2 * i < L) bulk_add(dqb + (long long)(row0 + 2 * i) * HD, stage_a + i * CH * 4, (row0 + 2 * i + 1 < L ? 2 : 1) * HD * 4);
-        bulk_commit();
-        bulk_wait_read();
-    }
+    if (lane == 0) switch (warp) {
+            case 0: bulk_dq_rows<HD, 0>(stage_a, dqb, q0, L); break;
+            case 1: bulk_dq_rows<HD, 1>(stage_a, dqb, q0, L); break;
+            case 2: bulk_dq_rows<HD, 2>(stage_a, dqb, q0, L); break;
+            default: bulk_dq_rows<HD, 3>(stage_a, dqb, q0, L); break;
+        }
 }
 #endif
 
@@ -264,8 +281,7 @@ __device__ void flash_bwd(const bf16* q, const bf16* k, const bf16* v, const flo
 #if FA_BULK_DQ
         // the warp's 16 rows into this tile's Q|dO buffer (free: dK and dV have read it)
         static_assert(4 * 8 * FA_DQ_CHUNK(HD) * 4 <= 2 * TD * 2, "the chunks fit a Q|dO buffer");
-        add_dq_rows<HD>(dq, scale, reinterpret_cast<float*>(QDb + buf * 2 * TD) + warp * 8 * FA_DQ_CHUNK(HD), QDa + buf * 4 * TD + warp * 8 * FA_DQ_CHUNK(HD) * 4,
-                        dqb, q0 + warp * 16, L);
+        add_dq_rows<HD>(dq, scale, reinterpret_cast<float*>(QDb + buf * 2 * TD), QDa + buf * 4 * TD, dqb, q0, L);
 #else
         int i0 = q0 + warp * 16 + g, i1 = i0 + 8;  // this thread's two dQ rows
 #pragma unroll
@@ -383,8 +399,7 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         wg_hold(dva), wg_hold(dka), wg_hold(dq);
         __syncthreads();  // every warp's products are done with Q and dO: the buffer takes the dQ chunks
         static_assert(4 * 8 * FA_DQ_CHUNK(64) * 4 <= TB, "the chunks fit a Q|dO buffer");
-        add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)) + warp * 8 * FA_DQ_CHUNK(64),
-                        Qs + warp * 8 * FA_DQ_CHUNK(64) * 4, dq_acc + acc_base, q0 + warp * 16, L);
+        add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)), Qs, dq_acc + acc_base, q0, L);
     }
     store_dk_dv<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), dk, dv, base, qld, k0 + r, L, scale, ck, sk);
 }
