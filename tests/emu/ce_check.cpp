@@ -29,19 +29,21 @@ static int check(const char* name, int rows, int V) {
     float scale = 0.25f;
     if (ROW) launch([&] { ce_grad_row<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 512);
     else launch([&] { ce_grad<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 256);
+    // each gradient element within its own rounding: bf16 keeps 8 bits (up to 2^-8 relative,
+    // bound 2^-7), f32's error is the exponential's; most elements are ~scale/V, so an absolute
+    // bound sized for the largest (the target's, −scale) would pass a wrong row
+    double rel = sizeof(T) == 2 ? 1.0 / 128 : 1e-5, floor_abs = 1e-9;
     double worst_loss = 0, worst_grad = 0;
     for (int r = 0; r < rows; r++) {
         double lse = row_lse(x0, r, V);
         worst_loss = std::max(worst_loss, std::abs(loss[r] - (lse - ld(&x0[(size_t)r * V + t[r]], 0))));
         for (int j = 0; j < V; j++) {
             double want = (std::exp(ld(&x0[(size_t)r * V + j], 0) - lse) - (j == t[r])) * scale;
-            worst_grad = std::max(worst_grad, std::abs(ld(&x[(size_t)r * V + j], 0) - want));
+            worst_grad = std::max(worst_grad, std::abs(ld(&x[(size_t)r * V + j], 0) - want) / (std::abs(want) * rel + floor_abs));
         }
     }
-    // bf16 rounding of the gradient: half an ulp at the largest, the scale (2^-2 · 2^-8 ≈ 9.8e-4)
-    double grad_bound = sizeof(T) == 2 ? 1e-3 : 1e-6;
-    bool ok = worst_loss < 1e-3 && worst_grad < grad_bound;
-    printf("%s rows %d V %d: loss within %.2e, gradient within %.2e %s\n", name, rows, V, worst_loss, worst_grad, ok ? "ok" : "FAILED");
+    bool ok = worst_loss < 1e-3 && worst_grad <= 1;
+    printf("%s rows %d V %d: loss within %.2e, gradient within %.2f of its bound %s\n", name, rows, V, worst_loss, worst_grad, ok ? "ok" : "FAILED");
     return !ok;
 }
 // ce_fwd then ce_bwd (the unfused closed form: lse kept, the gradient under per-row upstream
@@ -57,14 +59,18 @@ static int check_split(const char* name, int rows, int V) {
     for (int r = 0; r < rows; r++) t[r] = (int)(rng() % V), g[r] = 0.1f * (r + 1);
     launch([&] { ce_fwd<T, int, W>(x.data(), t.data(), loss.data(), lse.data(), V); }, rows, 1, 256);
     launch([&] { ce_bwd<T, int, W>(x.data(), t.data(), lse.data(), g.data(), dx.data(), V); }, rows, 1, 256);
+    double rel = sizeof(T) == 2 ? 1.0 / 128 : 1e-5;  // as check's: each element by its own rounding
     double worst_loss = 0, worst_grad = 0;
     for (int r = 0; r < rows; r++) {
         double l = row_lse(x, r, V);
         worst_loss = std::max({worst_loss, std::abs(lse[r] - l), std::abs(loss[r] - (l - ld(&x[(size_t)r * V + t[r]], 0)))});
-        for (int j = 0; j < V; j++) worst_grad = std::max(worst_grad, std::abs(ld(&dx[(size_t)r * V + j], 0) - (std::exp(ld(&x[(size_t)r * V + j], 0) - l) - (j == t[r])) * g[r]));
+        for (int j = 0; j < V; j++) {
+            double want = (std::exp(ld(&x[(size_t)r * V + j], 0) - l) - (j == t[r])) * g[r];
+            worst_grad = std::max(worst_grad, std::abs(ld(&dx[(size_t)r * V + j], 0) - want) / (std::abs(want) * rel + 1e-9));
+        }
     }
-    bool ok = worst_loss < 1e-3 && worst_grad < (sizeof(T) == 2 ? 2e-3 : 1e-6);
-    printf("%s ce_fwd + ce_bwd rows %d V %d: loss within %.2e, gradient within %.2e %s\n", name, rows, V, worst_loss, worst_grad, ok ? "ok" : "FAILED");
+    bool ok = worst_loss < 1e-3 && worst_grad <= 1;
+    printf("%s ce_fwd + ce_bwd rows %d V %d: loss within %.2e, gradient within %.2f of its bound %s\n", name, rows, V, worst_loss, worst_grad, ok ? "ok" : "FAILED");
     return !ok;
 }
 // embed_bwd (repeated ids add up; from a zeroed dw) and scale_by (a copy scaled, in place, and in
