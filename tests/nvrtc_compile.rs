@@ -173,3 +173,30 @@ fn the_report_reader_takes_ptxas_lines() {
     assert_eq!(located("bakallm.cu(100): error: x", &files), "cuda/norm.cu:2: error: x");
     assert_eq!(located("bakallm.cu(98): error: x", &files), "cuda/common.cu:98: error: x");
 }
+
+/// The kernels of `src` whose body does not begin with `GRID_DEPENDENCY();` (common.cu): on sm_90
+/// every kernel is launched so that it may start before the one before it ends, which is safe
+/// only if it waits for that one first.
+fn without_grid_dependency(src: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (at, _) in src.match_indices("extern \"C\" __global__") {
+        let rest = &src[at..];
+        let (head, body) = rest.split_once('{').expect("a kernel's body");
+        let name = head.split('(').next().and_then(|h| h.split_whitespace().last()).unwrap_or_default();
+        let first = body.split(';').next().unwrap_or_default().replace('\\', "");
+        if first.trim() != "GRID_DEPENDENCY()" {
+            missing.push(name.to_string());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_kernel_waits_for_the_grid_before_it() {
+    let (src, _) = source();
+    assert_eq!(src.matches("extern \"C\" __global__").count(), 31, "the kernel count changed: check the list below still sees them all");
+    assert_eq!(without_grid_dependency(&src), Vec::<String>::new(), "kernels that do not begin with GRID_DEPENDENCY();");
+    // the check itself: a kernel without it, one-line and multi-line, is reported
+    let bad = "extern \"C\" __global__ void a_k(int n) { b(n); }\nextern \"C\" __global__ void c_k(int n) {\n    GRID_DEPENDENCY();\n    d(n);\n}\nextern \"C\" __global__ void e_k(int n) {\n    f(n); GRID_DEPENDENCY();\n}";
+    assert_eq!(without_grid_dependency(bad), vec!["a_k".to_string(), "e_k".to_string()]);
+}

@@ -234,6 +234,15 @@ fn arch() -> Option<&'static str> {
     }
 }
 
+/// Whether bakallm's kernels are launched with programmatic dependent launch: from compute
+/// capability 9.0 on, unless `BAKA_PDL=0`. A kernel may then be scheduled while the one before
+/// it in the stream still runs (its blocks wait in `GRID_DEPENDENCY()`), which hides most of the
+/// launch gap between two kernels.
+fn dependent_launch() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| capability().0 >= 9 && std::env::var("BAKA_PDL").map_or(true, |v| v != "0"))
+}
+
 /// The calling thread's CUDA context; binds device 0's primary context (cubecl's) if none is.
 fn current_context() -> ds::CUcontext {
     if let Some(ctx) = dr::ctx::get_current().expect("cuCtxGetCurrent") {
@@ -291,7 +300,30 @@ pub fn launch_with(name: &str, grid: (u32, u32), block: u32, shared: u32, stream
         })
         .collect();
     let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v.as_mut_ptr() as *mut c_void).collect();
-    unsafe { dr::launch_kernel(f, (grid.0, grid.1, 1), (block, 1, 1), shared, stream, &mut params) }.unwrap_or_else(|e| panic!("launch {name} (grid {grid:?}, block {block}): {e:?}"));
+    let launched = if dependent_launch() {
+        // every kernel begins with GRID_DEPENDENCY() (common.cu): it may be scheduled before the
+        // kernel ahead of it ends, and waits for it before touching memory
+        use ds::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION as PDL;
+        let mut attr: ds::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = PDL;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = ds::CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: 1,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: shared,
+            hStream: stream,
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        unsafe { ds::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) }.result()
+    } else {
+        unsafe { dr::launch_kernel(f, (grid.0, grid.1, 1), (block, 1, 1), shared, stream, &mut params) }
+    };
+    launched.unwrap_or_else(|e| panic!("launch {name} (grid {grid:?}, block {block}): {e:?}"));
     HOST[1].fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
     HOST[2].fetch_add(1, Relaxed);
 }

@@ -181,22 +181,26 @@ __device__ void heads_merge(const T* g, const T* c, const T* s, T* dx, I n, I L,
 #define ATTENTION_KERNELS(T, NAME, W)                                                                                 \
     extern "C" __global__ void softmax_fwd_##NAME(const T* s, const T* bias, T* p, long long rows, int L, int H,       \
                                                   long long bias_sb, long long bias_sh, float scale) {                 \
+        GRID_DEPENDENCY();                                                                                              \
         if (L <= 512) softmax_fwd_reg<T, 16, W>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                       \
         else if (L <= 1024) softmax_fwd_reg<T, 32, W>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                 \
         else softmax_fwd<T>(s, bias, p, rows, L, H, bias_sb, bias_sh, scale);                                           \
     }                                                                                                                  \
     extern "C" __global__ void softmax_bwd_##NAME(const T* p, const T* dp, T* ds, long long rows, int L, float scale) { \
+        GRID_DEPENDENCY();                                                                                              \
         if (L <= 512) softmax_bwd_reg<T, 16, W>(p, dp, ds, rows, L, scale);                                             \
         else if (L <= 1024) softmax_bwd_reg<T, 32, W>(p, dp, ds, rows, L, scale);                                       \
         else softmax_bwd<T>(p, dp, ds, rows, L, scale);                                                                 \
     }                                                                                                                  \
     extern "C" __global__ void heads_split_##NAME(const T* x, const T* c, const T* s, T* y, long long n, int L, int H,  \
                                                   int hd, int ld, int rot) {                                           \
+        GRID_DEPENDENCY();                                                                                               \
         if (n < 0xffff0000LL / 3) heads_split<T, unsigned, W>(x, c, s, y, n, L, H, hd, ld, rot);                         \
         else heads_split<T, long long, W>(x, c, s, y, n, L, H, hd, ld, rot);                                            \
     }                                                                                                                  \
     extern "C" __global__ void heads_merge_##NAME(const T* g, const T* c, const T* s, T* dx, long long n, int L, int H, \
                                                   int hd, int ld, int rot) {                                           \
+        GRID_DEPENDENCY();                                                                                               \
         if (n < 0xffff0000LL / 3) heads_merge<T, unsigned, W>(g, c, s, dx, n, L, H, hd, ld, rot);                        \
         else heads_merge<T, long long, W>(g, c, s, dx, n, L, H, hd, ld, rot);                                           \
     }
@@ -229,8 +233,8 @@ __device__ void sum_key(const T* dx, T* g, int B, int L, int d) {
     st(g, e, sum);
 }
 #define KEY_KERNELS(T, NAME)                                                                                           \
-    extern "C" __global__ void add_key_##NAME(T* x, const T* a, long long n, int L, int d) { add_key<T>(x, a, n, L, d); } \
-    extern "C" __global__ void sum_key_##NAME(const T* dx, T* g, int B, int L, int d) { sum_key<T>(dx, g, B, L, d); }
+    extern "C" __global__ void add_key_##NAME(T* x, const T* a, long long n, int L, int d) { GRID_DEPENDENCY(); add_key<T>(x, a, n, L, d); } \
+    extern "C" __global__ void sum_key_##NAME(const T* dx, T* g, int B, int L, int d) { GRID_DEPENDENCY(); sum_key<T>(dx, g, B, L, d); }
 KEY_KERNELS(float, f32)
 KEY_KERNELS(bf16, bf16)
 
@@ -270,6 +274,7 @@ __device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* 
 #define ROTATE_KERNELS(T, NAME, W)                                                                                     \
     extern "C" __global__ void rotate_qk_##NAME(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, \
                                                 int L, int H, int hd) {                                                \
+        GRID_DEPENDENCY();                                                                                              \
         rotate_qk<T, W>(x, cq, sq, ck, sk, rows, L, H, hd);                                                             \
     }
 ROTATE_KERNELS(float, f32, 1)

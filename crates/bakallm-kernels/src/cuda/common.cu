@@ -34,6 +34,18 @@ __device__ __forceinline__ unsigned pack(float a, float b) {
 #endif
 }
 
+// Programmatic dependent launch (sm_90 on; nvrtc.rs launches every kernel with it there): a
+// kernel may be scheduled while the one before it in the stream still runs, so each kernel's first
+// statement is GRID_DEPENDENCY(): wait until the previous grid has finished and its writes are
+// visible (before any load or store, so no order between kernels changes), then let the next
+// kernel's blocks be scheduled as this grid's last blocks run. Without the launch attribute, and
+// before sm_90, both are no-ops.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(BAKA_EMU)
+#define GRID_DEPENDENCY() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;\n" ::: "memory")
+#else
+#define GRID_DEPENDENCY()
+#endif
+
 // A hint to bring the line holding p into L1 ahead of its load, holding no register meanwhile
 // (norm_bwd: the warp's next row while it works on this one).
 __device__ __forceinline__ void prefetch_l1(const void* p) {

@@ -423,6 +423,7 @@ __device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const
 // multiple of 16): per thread 8 columns j of a row's first half and the 8 at j + hd/2, rotated
 // back by q's tables cq, sq [L, hd] if given (rotate_qk's adjoint, as store_dk_dv's for dK).
 extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int L, int hd, int qh, int qld, const bf16* cq, const bf16* sq) {
+    GRID_DEPENDENCY();
     long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 8;  // over the rows' first halves
     int half = hd / 2;
     if (i >= n / 2) return;
@@ -459,6 +460,7 @@ extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int
         flash_bwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const float* alibi, const bf16* dout, const float* lse, \
                          const float* delta, float* dq_acc, bf16* dk, bf16* dv, const bf16* ck, const bf16* sk, int L,   \
                          int H, float scale, int oh, int qh, int qld) {                                                  \
+        GRID_DEPENDENCY();                                                                                               \
         flash_bwd_any<HD, BIAS>(q, k, v, alibi, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, scale, oh, qh,           \
                                 qld);                                                                                    \
     }
@@ -468,8 +470,10 @@ FLASH_BWD_KERNELS(64, false, hd64)
 FLASH_BWD_KERNELS(32, true, hd32_alibi)
 FLASH_BWD_KERNELS(64, true, hd64_alibi)
 extern "C" __global__ void flash_dot_hd32(const bf16* o, const bf16* dout, float* delta, float* acc, long long rows, int L, int oh) {
+    GRID_DEPENDENCY();
     flash_dot<32>(o, dout, delta, acc, rows, L, oh);
 }
 extern "C" __global__ void flash_dot_hd64(const bf16* o, const bf16* dout, float* delta, float* acc, long long rows, int L, int oh) {
+    GRID_DEPENDENCY();
     flash_dot<64>(o, dout, delta, acc, rows, L, oh);
 }

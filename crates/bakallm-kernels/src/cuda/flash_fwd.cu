@@ -280,6 +280,7 @@ __device__ void flash_fwd_any(const bf16* q, const bf16* k, const bf16* v, const
     extern "C" __global__ void __launch_bounds__(128, FA_FWD_BLOCKS(HD))                                                 \
         flash_fwd_##NAME(const bf16* q, const bf16* k, const bf16* v, const float* alibi, bf16* o, float* lse, int L, int H, \
                          float scale, int oh, int qh, int qld) {                                                         \
+        GRID_DEPENDENCY();                                                                                               \
         flash_fwd_any<HD, BIAS>(q, k, v, alibi, o, lse, L, H, scale, oh, qh, qld);                                       \
     }
 

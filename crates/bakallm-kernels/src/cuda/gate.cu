@@ -109,13 +109,16 @@ __device__ void cast_many(const CastJobs& t) {
 
 #define GATE_KERNELS(T, NAME, W)                                                                                       \
     extern "C" __global__ void silu_mul_fwd_##NAME(const T* a, const T* u, T* y, long long n) {                       \
+        GRID_DEPENDENCY();                                                                                              \
         silu_mul_fwd<T, W>(a, u, y, n);                                                                                 \
     }                                                                                                                  \
     extern "C" __global__ void silu_mul_bwd_##NAME(const T* a, const T* u, const T* g, T* da, T* du, long long n) {   \
+        GRID_DEPENDENCY();                                                                                              \
         silu_mul_bwd<T, W>(a, u, g, da, du, n);                                                                         \
     }                                                                                                                  \
-    extern "C" __global__ void glu_fwd_##NAME(const T* h, T* y, long long n, long long F) { glu_fwd<T, W>(h, y, n, F); } \
+    extern "C" __global__ void glu_fwd_##NAME(const T* h, T* y, long long n, long long F) { GRID_DEPENDENCY(); glu_fwd<T, W>(h, y, n, F); } \
     extern "C" __global__ void glu_bwd_##NAME(const T* h, T* g, T* dh, long long n, long long F) {                     \
+        GRID_DEPENDENCY();                                                                                              \
         glu_bwd<T, W>(h, g, dh, n, F);                                                                                  \
     }
 
@@ -123,6 +126,6 @@ GATE_KERNELS(float, f32, 1)
 GATE_KERNELS(bf16, bf16, 1)
 GATE_KERNELS(float, f32_v, 4)
 GATE_KERNELS(bf16, bf16_v, 8)
-extern "C" __global__ void cast_many_f32(CastJobs t) { cast_many<float, 1>(t); }
-extern "C" __global__ void cast_many_bf16(CastJobs t) { cast_many<bf16, 1>(t); }
-extern "C" __global__ void cast_many_bf16_v(CastJobs t) { cast_many<bf16, 8>(t); }
+extern "C" __global__ void cast_many_f32(CastJobs t) { GRID_DEPENDENCY(); cast_many<float, 1>(t); }
+extern "C" __global__ void cast_many_bf16(CastJobs t) { GRID_DEPENDENCY(); cast_many<bf16, 1>(t); }
+extern "C" __global__ void cast_many_bf16_v(CastJobs t) { GRID_DEPENDENCY(); cast_many<bf16, 8>(t); }

@@ -253,6 +253,7 @@ __device__ void norm_bwd(const T* g, const T* x, const float* w, const float* me
 
 // Zeroes norm_bwd's dw and db (null for RMSNorm) [D] before it adds into them, in one launch.
 extern "C" __global__ void norm_zero(float* dw, float* db, int D) {
+    GRID_DEPENDENCY();
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < D; j += gridDim.x * blockDim.x) {
         dw[j] = 0.f;
         if (db) db[j] = 0.f;
@@ -262,11 +263,13 @@ extern "C" __global__ void norm_zero(float* dw, float* db, int D) {
 #define NORM_KERNELS(T, NAME, W)                                                                                       \
     extern "C" __global__ void norm_fwd_##NAME(const T* x, const float* w, const float* b, T* y, float* mean,          \
                                                float* rstd, long long rows, int D, float eps, int rms) {               \
+        GRID_DEPENDENCY();                                                                                              \
         norm_fwd<T, W>(x, w, b, y, mean, rstd, rows, D, eps, rms);                                                      \
     }                                                                                                                  \
     extern "C" __global__ void norm_bwd_##NAME(const T* g, const T* x, const float* w, const float* mean,              \
                                                const float* rstd, const T* res, T* dx, float* dw, float* db,           \
                                                long long rows, int D, int rms, int rows_per_block) {                   \
+        GRID_DEPENDENCY();                                                                                              \
         norm_bwd<T, W>(g, x, w, mean, rstd, res, dx, dw, db, rows, D, rms, rows_per_block);                             \
     }
 

@@ -23,6 +23,7 @@ struct Tensors {
     int first[MT_MAX];
 };
 extern "C" __global__ void __launch_bounds__(SS_THREADS) sum_squares_f32(Tensors t, float* out) {
+    GRID_DEPENDENCY();
     int k = block_tensor(t.first, MT_MAX);
     const float* p = t.ptr[k];
     long long e0 = (long long)(blockIdx.x - t.first[k]) * SS_CHUNK, e1 = min(e0 + SS_CHUNK, t.n[k]);
@@ -91,6 +92,7 @@ __device__ __forceinline__ void adam_one(float p, float g, float m, float v, con
     mo = mi, vo = vi;
 }
 extern "C" __global__ void __launch_bounds__(ADAM_THREADS) adamw_f32(AdamTensors t, Adam h, int first, const float* stats) {
+    GRID_DEPENDENCY();
     int k = block_tensor(t.first, ADAM_MAX);
     const float *p = t.p[k], *g = t.g[k], *m = t.m[k], *v = t.v[k];
     float *po = t.po[k], *mo = t.mo[k], *vo = t.vo[k];

@@ -166,21 +166,26 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
 
 #define CE_KERNELS(T, NAME, I, INAME, W)                                                                               \
     extern "C" __global__ void ce_fwd_##NAME##_##INAME(const T* x, const I* t, float* loss, float* lse, int V) {       \
+        GRID_DEPENDENCY();                                                                                              \
         ce_fwd<T, I, W>(x, t, loss, lse, V);                                                                            \
     }                                                                                                                  \
     extern "C" __global__ void ce_bwd_##NAME##_##INAME(const T* x, const I* t, const float* lse, const float* g, T* dx, \
                                                        int V) {                                                        \
+        GRID_DEPENDENCY();                                                                                              \
         ce_bwd<T, I, W>(x, t, lse, g, dx, V);                                                                           \
     }                                                                                                                  \
     extern "C" __global__ void ce_grad_##NAME##_##INAME(T* x, const I* t, float* loss, float scale, int V) {           \
+        GRID_DEPENDENCY();                                                                                              \
         ce_grad<T, I, W>(x, t, loss, scale, V);                                                                         \
     }
 #define CE_ROW_KERNEL(T, NAME, I, INAME, W)                                                                            \
     extern "C" __global__ void ce_grad_row_##NAME##_##INAME(T* x, const I* t, float* loss, float scale, int V) {       \
+        GRID_DEPENDENCY();                                                                                              \
         ce_grad_row<T, I, W>(x, t, loss, scale, V);                                                                     \
     }
 #define EMBED_KERNELS(T, NAME, I, INAME)                                                                               \
     extern "C" __global__ void embed_bwd_##NAME##_##INAME(const I* ids, const T* g, float* dw, long long n, int D) {   \
+        GRID_DEPENDENCY();                                                                                              \
         embed_bwd<T, I>(ids, g, dw, n, D);                                                                              \
     }
 #define TOKEN_KERNELS(I, INAME)                                                                                        \
@@ -204,5 +209,5 @@ __device__ void scale_by(const T* x, T* y, const float* g, long long n) {
     if (s == 1.f && x == y) return;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) st(y, i, ld(x, i) * s);
 }
-extern "C" __global__ void scale_by_f32(const float* x, float* y, const float* g, long long n) { scale_by(x, y, g, n); }
-extern "C" __global__ void scale_by_bf16(const bf16* x, bf16* y, const float* g, long long n) { scale_by(x, y, g, n); }
+extern "C" __global__ void scale_by_f32(const float* x, float* y, const float* g, long long n) { GRID_DEPENDENCY(); scale_by(x, y, g, n); }
+extern "C" __global__ void scale_by_bf16(const bf16* x, bf16* y, const float* g, long long n) { GRID_DEPENDENCY(); scale_by(x, y, g, n); }
