@@ -12,6 +12,7 @@ pub fn check_device(t: &crate::config::TrainConfig) -> anyhow::Result<()> {
     }
     #[cfg(feature = "cuda")]
     if t.device.is_cuda() {
+        crate::kernels::env::check().map_err(anyhow::Error::msg)?;
         memory_pool(t.memory_pool)?;
     }
     Ok(())
@@ -50,7 +51,7 @@ fn memory_pool(kind: crate::config::MemoryPool) -> anyhow::Result<()> {
 fn shared_pools() -> Vec<cubecl::cuda::MemoryPoolOptions> {
     use cubecl::cuda::{MemoryPoolOptions, PoolType};
     const MIB: u64 = 1 << 20;
-    let page = std::env::var("BAKA_PAGE_MIB").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&v| v >= 32).unwrap_or(1024) * MIB;
+    let page = crate::kernels::env::number("BAKA_PAGE_MIB", 1024, 32, 1 << 20) * MIB;
     let pool = |pool_type| MemoryPoolOptions { pool_type, dealloc_period: None };
     // the first as in cubecl's own: allocations of 0 bytes, which can't take an offset
     let mut pools = vec![

@@ -60,6 +60,7 @@ mod cuda_optim;
 #[cfg(feature = "cuda")]
 mod cuda_prims;
 pub mod embedding;
+pub mod env;
 #[cfg(feature = "cuda")]
 pub mod flash;
 #[cfg(feature = "cuda")]

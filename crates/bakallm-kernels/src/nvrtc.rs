@@ -240,7 +240,7 @@ fn arch() -> Option<&'static str> {
 /// launch gap between two kernels.
 fn dependent_launch() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| capability().0 >= 9 && std::env::var("BAKA_PDL").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| capability().0 >= 9 && super::env::switch("BAKA_PDL", true))
 }
 
 /// The calling thread's CUDA context; binds device 0's primary context (cubecl's) if none is.
