@@ -261,6 +261,11 @@ pub fn extrapolate(run: &Path, lengths: &[usize], log: &mut dyn FnMut(&str)) -> 
     }
     let (cfg, _) = source_config(run)?;
     let device = cfg.train.device;
+    if device.is_cuda() {
+        // the settings' check of `check_device`; the memory pools stay the process's (an
+        // experiment scores many runs in one process)
+        crate::kernels::env::check().map_err(anyhow::Error::msg)?;
+    }
     let budget = extrapolation_budget(lengths, cfg.train.test_samples * cfg.train.n_windows * cfg.model.window);
     let longest = lengths.iter().copied().max().unwrap_or(1);
     let points: Vec<ExtraPoint> = crate::with_infer_backend!(device, |B, dev| {

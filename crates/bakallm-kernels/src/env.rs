@@ -1,4 +1,5 @@
-//! The `BAKA_*` environment settings of the CUDA path (docs/performance.md, "Settings"), read
+//! The `BAKA_*` environment settings of the CUDA path (docs/performance.md, "Environment
+//! switches" under "Measuring"), read
 //! strictly: a mistyped value would otherwise time the default under the setting's name, so it
 //! stops the run with a line naming the variable, its value and what was expected.
 
@@ -36,7 +37,7 @@ fn parse_switch(name: &str, value: Option<&str>, default: bool) -> Result<bool, 
 
 fn parse_number(name: &str, value: Option<&str>, default: u64, lo: u64, hi: u64) -> Result<u64, String> {
     let Some(v) = value else { return Ok(default) };
-    match v.trim().parse::<u64>() {
+    match v.parse::<u64>() {
         Ok(n) if (lo..=hi).contains(&n) => Ok(n),
         _ => Err(format!("{name}={v}: expected a whole number from {lo} to {hi}")),
     }
@@ -62,7 +63,7 @@ mod tests {
         assert_eq!(parse_number("BAKA_N", None, 16, 1, 16), Ok(16));
         assert_eq!(parse_number("BAKA_N", Some("8"), 16, 1, 16), Ok(8));
         assert_eq!(parse_number("BAKA_N", Some("1"), 16, 1, 16), Ok(1));
-        for bad in ["0", "17", "-1", "8.5", "eight", ""] {
+        for bad in ["0", "17", "-1", "8.5", "eight", "", " 8"] {
             assert_eq!(parse_number("BAKA_N", Some(bad), 16, 1, 16), Err(format!("BAKA_N={bad}: expected a whole number from 1 to 16")));
         }
     }
