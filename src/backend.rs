@@ -51,7 +51,7 @@ fn memory_pool(kind: crate::config::MemoryPool) -> anyhow::Result<()> {
 fn shared_pools() -> Vec<cubecl::cuda::MemoryPoolOptions> {
     use cubecl::cuda::{MemoryPoolOptions, PoolType};
     const MIB: u64 = 1 << 20;
-    let page = crate::kernels::env::number("BAKA_PAGE_MIB", 1024, 32, 1 << 20) * MIB;
+    let page = crate::kernels::env::PAGE_MIB.get() * MIB;
     let pool = |pool_type| MemoryPoolOptions { pool_type, dealloc_period: None };
     // the first as in cubecl's own: allocations of 0 bytes, which can't take an offset
     let mut pools = vec![

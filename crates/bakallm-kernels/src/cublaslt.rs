@@ -22,13 +22,13 @@ use std::sync::{Mutex, OnceLock};
 /// 0.1–0.3 ms per step faster at every branch (docs/performance.md, 2026-12-05).
 fn workspace_bytes() -> usize {
     static BYTES: OnceLock<usize> = OnceLock::new();
-    *BYTES.get_or_init(|| (super::env::number("BAKA_CUBLASLT_WORKSPACE", 0, 0, 4096) as usize) << 20)
+    *BYTES.get_or_init(|| (super::env::CUBLASLT_WORKSPACE.get() as usize) << 20)
 }
 
 /// Whether [`RowGemm::run`] goes through here (`BAKA_CUBLASLT`, default on).
 pub(super) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| super::env::switch("BAKA_CUBLASLT", true))
+    *ON.get_or_init(|| super::env::CUBLASLT.get())
 }
 
 /// How many of the heuristic's algorithms are timed on a shape's first call, the fastest kept
@@ -36,7 +36,7 @@ pub(super) fn enabled() -> bool {
 /// shape the heuristic's first were 1.1 ms per step slower than the fastest of 8 (README).
 fn candidates() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| super::env::number("BAKA_CUBLASLT_TUNE", 16, 1, 16) as usize)
+    *N.get_or_init(|| super::env::CUBLASLT_TUNE.get() as usize)
 }
 
 /// The descriptors and algorithm of one GEMM shape.

@@ -1,29 +1,67 @@
 //! The `BAKA_*` environment settings of the CUDA path (docs/performance.md, "Environment
-//! switches" under "Measuring"), read
+//! switches" under "Measuring"), each named with its default and range once, here, and read
 //! strictly: a mistyped value would otherwise time the default under the setting's name, so it
 //! stops the run with a line naming the variable, its value and what was expected.
+
+/// A setting that is off (`0`) or on (`1`).
+pub struct Switch {
+    pub name: &'static str,
+    pub default: bool,
+}
+
+/// A setting that is a whole number in `lo..=hi`.
+pub struct Number {
+    pub name: &'static str,
+    pub default: u64,
+    pub lo: u64,
+    pub hi: u64,
+}
+
+/// `BAKA_CUBLASLT`: the GEMMs through cuBLASLt (`0`: `cublasGemmStridedBatchedEx`).
+pub const CUBLASLT: Switch = Switch { name: "BAKA_CUBLASLT", default: true };
+/// `BAKA_PDL`: programmatic dependent launch from compute capability 9.0 on.
+pub const PDL: Switch = Switch { name: "BAKA_PDL", default: true };
+/// `BAKA_CUBLASLT_TUNE`: cuBLASLt algorithms timed per GEMM shape.
+pub const CUBLASLT_TUNE: Number = Number { name: "BAKA_CUBLASLT_TUNE", default: 16, lo: 1, hi: 16 };
+/// `BAKA_CUBLASLT_WORKSPACE`: cuBLASLt's workspace in MiB.
+pub const CUBLASLT_WORKSPACE: Number = Number { name: "BAKA_CUBLASLT_WORKSPACE", default: 0, lo: 0, hi: 4096 };
+/// `BAKA_PAGE_MIB`: the page size of the `shared` memory pool in MiB.
+pub const PAGE_MIB: Number = Number { name: "BAKA_PAGE_MIB", default: 1024, lo: 32, hi: 1 << 20 };
 
 /// Every setting's value, checked before a CUDA run starts (`check_device`), so a mistyped one
 /// stops it with one line and exit status 1 before anything is written.
 pub fn check() -> Result<(), String> {
-    let var = |name: &str| std::env::var(name).ok();
-    for name in ["BAKA_CUBLASLT", "BAKA_PDL"] {
-        parse_switch(name, var(name).as_deref(), true)?;
+    for s in [&CUBLASLT, &PDL] {
+        s.parse()?;
     }
-    parse_number("BAKA_CUBLASLT_TUNE", var("BAKA_CUBLASLT_TUNE").as_deref(), 16, 1, 16)?;
-    parse_number("BAKA_CUBLASLT_WORKSPACE", var("BAKA_CUBLASLT_WORKSPACE").as_deref(), 0, 0, 4096)?;
-    parse_number("BAKA_PAGE_MIB", var("BAKA_PAGE_MIB").as_deref(), 1024, 32, 1 << 20)?;
+    for n in [&CUBLASLT_TUNE, &CUBLASLT_WORKSPACE, &PAGE_MIB] {
+        n.parse()?;
+    }
     Ok(())
 }
 
-/// `name` as a switch: unset → `default`, `0` → off, `1` → on; anything else panics.
-pub fn switch(name: &str, default: bool) -> bool {
-    parse_switch(name, std::env::var(name).ok().as_deref(), default).unwrap_or_else(|e| panic!("{e}"))
+impl Switch {
+    /// Unset → the default, `0` → off, `1` → on; anything else panics ([`check`] has said so
+    /// before a run starts).
+    pub fn get(&self) -> bool {
+        self.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parse(&self) -> Result<bool, String> {
+        parse_switch(self.name, std::env::var(self.name).ok().as_deref(), self.default)
+    }
 }
 
-/// `name` as a whole number in `lo..=hi`: unset → `default`; anything else panics.
-pub fn number(name: &str, default: u64, lo: u64, hi: u64) -> u64 {
-    parse_number(name, std::env::var(name).ok().as_deref(), default, lo, hi).unwrap_or_else(|e| panic!("{e}"))
+impl Number {
+    /// Unset → the default; a whole number in range; anything else panics ([`check`] has said so
+    /// before a run starts).
+    pub fn get(&self) -> u64 {
+        self.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parse(&self) -> Result<u64, String> {
+        parse_number(self.name, std::env::var(self.name).ok().as_deref(), self.default, self.lo, self.hi)
+    }
 }
 
 fn parse_switch(name: &str, value: Option<&str>, default: bool) -> Result<bool, String> {

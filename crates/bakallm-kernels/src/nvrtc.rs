@@ -240,7 +240,7 @@ fn arch() -> Option<&'static str> {
 /// launch gap between two kernels.
 fn dependent_launch() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| capability().0 >= 9 && super::env::switch("BAKA_PDL", true))
+    *ON.get_or_init(|| capability().0 >= 9 && super::env::PDL.get())
 }
 
 /// The calling thread's CUDA context; binds device 0's primary context (cubecl's) if none is.
