@@ -61,7 +61,10 @@ def source(src_dir):
     if src_dir:
         if not os.path.isdir(src_dir):
             fail(f"--src {src_dir}: not a folder")
-        unknown = sorted(set(n for n in os.listdir(src_dir) if n.endswith(".cu")) - set(names))
+        held = set(n for n in os.listdir(src_dir) if n.endswith(".cu"))
+        if not held & set(names):
+            fail(f"--src {src_dir}: holds none of the kernel files ({', '.join(names)})")
+        unknown = sorted(held - set(names))
         if unknown:
             fail(f"--src {src_dir}: {', '.join(unknown)} not among the kernel files ({', '.join(names)})")
     texts = []

@@ -1,6 +1,6 @@
 //! `bench/sass.py` (a kernel's SASS from NVRTC and cuobjdump, no GPU): the listing and summary of a
 //! small kernel, `--src` taking a changed file's place (an added barrier shows in the count), and
-//! an unknown kernel or target refused in one line. Needs NVRTC and cuobjdump (`.ci/run` installs
+//! an unknown kernel or target, or a --src folder without kernel files, refused in one line. Needs NVRTC and cuobjdump (`.ci/run` installs
 //! both; the script names the pip packages when one is missing).
 
 mod common;
@@ -31,7 +31,7 @@ fn sass_lists_and_summarises_a_kernel() {
     assert!(summary.starts_with("norm_zero (sm_90a): "), "{summary}");
     let (instructions, barriers) = (count(&summary, "sm_90a): "), count(&summary, "barriers (BAR) "));
     assert_eq!(count(&summary, "spill stores (STL) "), 0, "{summary}");
-    assert!(instructions >= listing.lines().count() - 1, "{summary}");
+    assert_eq!(instructions, listing.lines().count(), "{summary}");
     // the same kernel with a barrier added, through --src
     let dir = scratch("sass-src");
     let norm = std::fs::read_to_string(root().join("crates/bakallm-kernels/src/cuda/norm.cu")).unwrap();
@@ -41,7 +41,11 @@ fn sass_lists_and_summarises_a_kernel() {
     let changed = ok(&["norm_zero", "--summary", "--src", dir.to_str().unwrap()]);
     assert_eq!(count(&changed, "barriers (BAR) "), barriers + 1, "{summary}\n{changed}");
 
-    for (args, why) in [(&["no_such_kernel"][..], "no kernel 'no_such_kernel'"), (&["norm_zero", "--arch", "sm_70"][..], "--arch sm_70")] {
+    let empty = scratch("sass-empty");
+    let empty = empty.to_str().unwrap();
+    for (args, why) in
+        [(&["no_such_kernel"][..], "no kernel 'no_such_kernel'"), (&["norm_zero", "--arch", "sm_70"][..], "--arch sm_70"), (&["norm_zero", "--src", empty][..], "holds none of the kernel files")]
+    {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
