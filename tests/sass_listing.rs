@@ -1,7 +1,8 @@
 //! `bench/sass.py` (a kernel's SASS from NVRTC and cuobjdump, no GPU): the listing and summary of a
 //! small kernel, `--src` taking a changed file's place (an added barrier shows in the count), and
-//! an unknown kernel or target, or a --src folder without kernel files, refused in one line. Needs NVRTC and cuobjdump (`.ci/run` installs
-//! both; the script names the pip packages when one is missing).
+//! an unknown kernel or target, or a --src folder without kernel files, refused in one line. Needs
+//! NVRTC and cuobjdump (`.ci/run` installs both; the script names the pip packages when one is
+//! missing).
 
 mod common;
 use common::*;
