@@ -236,6 +236,8 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, alibi: Option<T>, scale: f32, heads:
     assert!(lse.dtype == DType::F32 && lse.meta.shape().num_elements() == bh * l, "flash_bwd: lse must be [b·heads, L] f32");
     let name = alibi_args("flash_bwd", alibi.as_ref(), dims, heads);
     let n = bh * l * hd;
+    // dQ's f32 accumulator: [bh, L, hd] in rows, full tiles of 64 in the wgmma backward's own order
+    // (flash_bwd.cu's add_dq_frag); only the kernels read it
     let (delta, acc) = (empty(&o, vec![bh, l], DType::F32), empty(&o, vec![bh, l, hd], DType::F32));
     let grads = qkv.empty_like();
     let mut ts = qkv.all();

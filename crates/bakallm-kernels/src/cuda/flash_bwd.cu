@@ -89,6 +89,41 @@ __device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, f
 }
 #endif
 
+#if FA_WGMMA
+// dq_acc at head dim 64 with wgmma: a head's full tiles of 64 rows (q0 + 64 ≤ L) hold their 4,096
+// floats in the order the backward's warps hold them, not in rows: warp w's 1,024 (rows 16w..16w +
+// 15) as 8 chunks, one per n-tile d, of the 32 lanes' C fragments (rows g, g + 8 × columns 8d +
+// 2t, + 1; 4 floats) in lane order. A warp stages its rows with conflict-free 16-byte stores and
+// adds them in one 4 KiB bulk reduction, where rows took 8 of 512 bytes: the copy engine's queue
+// of those was a quarter of a query tile's time (docs/performance.md). flash_dq reads this order
+// back; a partial last tile stays in rows.
+template <int W>
+__device__ __forceinline__ void bulk_dq_frag(unsigned stage_a, float* dqt) {
+    bulk_add(dqt + W * 1024, stage_a + W * 4096, 4096);
+    bulk_commit();
+    bulk_wait_read();
+}
+// Adds this warp's dQ fragments (dq: 8 n-tiles × 4, times `scale`) into the full tile at dqt,
+// staged at `stage` (generic pointer; shared address stage_a; 16 KiB).
+__device__ __forceinline__ void add_dq_frag(const float* dq, float scale, float* stage, unsigned stage_a, float* dqt) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float* ws = stage + warp * 1024 + lane * 4;
+#pragma unroll
+    for (int d = 0; d < 8; d++) {
+        const float v[4] = {dq[4 * d] * scale, dq[4 * d + 1] * scale, dq[4 * d + 2] * scale, dq[4 * d + 3] * scale};
+        Vec<float, 4>::store(ws + d * 128, v);
+    }
+    fence_async();
+    __syncwarp();
+    if (lane == 0) switch (warp) {
+            case 0: bulk_dq_frag<0>(stage_a, dqt); break;
+            case 1: bulk_dq_frag<1>(stage_a, dqt); break;
+            case 2: bulk_dq_frag<2>(stage_a, dqt); break;
+            default: bulk_dq_frag<3>(stage_a, dqt); break;
+        }
+}
+#endif
+
 // Writes this thread's rows j0 and j0 + 8 of a 64-key block's dK (× scale) and dV from their C
 // fragments (n-tile d: columns d·8 + 2t, 2t + 1; elements 0, 1 of row j0, 2, 3 of row j0 + 8).
 // With k's rotation tables ck, sk [L, HD] (RoPE, xPos; null: none) dK is rotated back as it is
@@ -96,7 +131,7 @@ __device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, f
 // thread, (a, b) → (a·c_c + b·s_{c+h}, b·c_{c+h} − a·s_c) at the key's position.
 template <int HD>
 __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (*dva)[4], bf16* dk, bf16* dv, long long base, int qld, int j0,
-                                            int L, float scale, const bf16* ck, const bf16* sk) {
+                                            int L, float scale, const bf16* ck, const bf16* sk, int tld = HD, int tab0 = 0) {
     const int t = threadIdx.x & 3, HT = HD / 16;  // n-tiles per half
     // both rows' table words first (cos, sin of columns c and c + HD/2), then dV, then dK: the
     // loads are in flight while dV is written, and no dK store sits between them (dk may alias
@@ -109,7 +144,7 @@ __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (
             int j = j0 + 8 * h < L ? j0 + 8 * h : L - 1;  // rows past L load row L − 1, unused
 #pragma unroll
             for (int d = 0; d < HT; d++) {
-                const bf16 *cr = ck + (long long)j * HD + d * 8 + 2 * t, *sr = sk + (long long)j * HD + d * 8 + 2 * t;
+                const bf16 *cr = ck + (long long)(j - tab0) * tld + d * 8 + 2 * t, *sr = sk + (long long)(j - tab0) * tld + d * 8 + 2 * t;
                 tab[h][d][0] = *reinterpret_cast<const unsigned*>(cr), tab[h][d][1] = *reinterpret_cast<const unsigned*>(cr + HD / 2);
                 tab[h][d][2] = *reinterpret_cast<const unsigned*>(sr), tab[h][d][3] = *reinterpret_cast<const unsigned*>(sr + HD / 2);
             }
@@ -343,6 +378,10 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         if (qb + 1 < nb) {
             prefetch(qb + 1, buf ^ 1);
             cp_commit();
+        } else if (ck) {  // the last tile: k's rotation tables for the epilogue into the free buffer
+            load_tile<64>(QD + (buf ^ 1) * TB, ck, k0, L, 64);
+            load_tile<64>(QD + (buf ^ 1) * TB + FA_B * (64 + FA_PAD) * 2, sk, k0, L, 64);
+            cp_commit();
         }
         const unsigned Qs = QD + buf * TB, Ds = Qs + TK;
         const float *lse_s = stats + buf * 2 * FA_B, *delta_s = lse_s + FA_B;
@@ -399,9 +438,20 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         wg_hold(dva), wg_hold(dka), wg_hold(dq);
         __syncthreads();  // every warp's products are done with Q and dO: the buffer takes the dQ chunks
         static_assert(4 * 8 * FA_DQ_CHUNK(64) * 4 <= TB, "the chunks fit a Q|dO buffer");
-        add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)), Qs, dq_acc + acc_base, q0, L);
+        if (q0 + FA_B <= L)
+            add_dq_frag(dq, scale, reinterpret_cast<float*>(at(Qs)), Qs, dq_acc + acc_base + (long long)q0 * 64);
+        else
+            add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)), Qs, dq_acc + acc_base, q0, L);
     }
-    store_dk_dv<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), dk, dv, base, qld, k0 + r, L, scale, ck, sk);
+    if (ck) {  // the tables from shared memory (padded rows from k0)
+        static_assert(2 * FA_B * (64 + FA_PAD) * 2 <= TB, "both tables fit a Q|dO buffer");
+        cp_wait_all();
+        __syncthreads();
+        const bf16* tc = reinterpret_cast<const bf16*>(at(QD + (((nb - 1 - kb) & 1) ^ 1) * TB));
+        store_dk_dv<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), dk, dv, base, qld, k0 + r, L, scale, tc,
+                        tc + FA_B * (64 + FA_PAD), 64 + FA_PAD, k0);
+    } else
+        store_dk_dv<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), dk, dv, base, qld, k0 + r, L, scale, ck, sk);
 }
 #endif
 
@@ -419,11 +469,65 @@ __device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const
         flash_bwd<HD, BIAS>(q, k, v, alibi, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, scale, oh, qh, qld);
 }
 
+#if FA_WGMMA
+// flash_dq at head dim 64 from the backward's order (add_dq_frag): one work item per 16 values, a
+// lane's n-tiles d = 2k, 2k + 1 and d + 4 (the rotation's pairs: columns c and c + 32) of a tile
+// (warp w, lane), so that a warp reads 512 contiguous bytes per chunk; grid-stride over the heads'
+// tiles (partial last tiles read in rows).
+__device__ void flash_dq_frag(const float* acc, bf16* dq, long long n, int L, int qh, int qld, const bf16* cq, const bf16* sq) {
+    long long heads = n / ((long long)L * 64), tiles = (L + 63) / 64, items = heads * tiles * 256;
+    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < items; u += (long long)gridDim.x * blockDim.x) {
+        long long tile = u / 256, bh = tile / tiles;
+        int v = (int)(u % 256), w = v / 64, k = (v / 32) & 1, lane = v & 31, g = lane >> 2, t = lane & 3;
+        int q0 = (int)(tile % tiles) * 64, r0 = q0 + 16 * w + g;
+        bool full = q0 + 64 <= L;
+        const float* at = acc + (bh * L + q0) * 64;
+        long long out = (bh / qh) * L * qld + (bh % qh) * 64;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int d = 2 * k + h, c = 8 * d + 2 * t;
+            float a[4], b[4];  // columns c, c + 1 of rows r0, r0 + 8; b: the same at c + 32
+            if (full) {
+                Vec<float, 4>::load(at + w * 1024 + d * 128 + lane * 4, a);
+                Vec<float, 4>::load(at + w * 1024 + (d + 4) * 128 + lane * 4, b);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = r0 + (e >> 1) * 8, col = c + (e & 1);
+                    a[e] = r < L ? at[(r - q0) * 64 + col] : 0.f;
+                    b[e] = r < L ? at[(r - q0) * 64 + col + 32] : 0.f;
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e += 2) {
+                int r = r0 + (e >> 1) * 8;
+                if (r >= L) continue;
+                float x0 = a[e], x1 = a[e + 1], y0 = b[e], y1 = b[e + 1];
+                if (cq) {
+                    const bf16 *cr = cq + (long long)r * 64 + c, *sr = sq + (long long)r * 64 + c;
+                    unsigned ca = *reinterpret_cast<const unsigned*>(cr), cb = *reinterpret_cast<const unsigned*>(cr + 32);
+                    unsigned sa = *reinterpret_cast<const unsigned*>(sr), sb = *reinterpret_cast<const unsigned*>(sr + 32);
+                    x0 = a[e] * lo(ca) + b[e] * lo(sb), x1 = a[e + 1] * hi(ca) + b[e + 1] * hi(sb);
+                    y0 = b[e] * lo(cb) - a[e] * lo(sa), y1 = b[e + 1] * hi(cb) - a[e + 1] * hi(sa);
+                }
+                bf16* o = dq + out + (long long)r * qld + c;
+                *reinterpret_cast<unsigned*>(o) = pack(x0, x1);
+                *reinterpret_cast<unsigned*>(o + 32) = pack(y0, y1);
+            }
+        }
+    }
+}
+#endif
+
 // dq (bf16, row_base's layout (QH, QLD)) from its f32 accumulator [bh, L, hd] of n elements (hd a
 // multiple of 16): per thread 8 columns j of a row's first half and the 8 at j + hd/2, rotated
-// back by q's tables cq, sq [L, hd] if given (rotate_qk's adjoint, as store_dk_dv's for dK).
+// back by q's tables cq, sq [L, hd] if given (rotate_qk's adjoint, as store_dk_dv's for dK); at
+// head dim 64 with wgmma from the backward's fragment order (flash_dq_frag).
 extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int L, int hd, int qh, int qld, const bf16* cq, const bf16* sq) {
     GRID_DEPENDENCY();
+#if FA_WGMMA
+    if (hd == 64) return flash_dq_frag(acc, dq, n, L, qh, qld, cq, sq);
+#endif
     long long i = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * 8;  // over the rows' first halves
     int half = hd / 2;
     if (i >= n / 2) return;
