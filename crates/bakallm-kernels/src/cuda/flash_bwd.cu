@@ -90,6 +90,8 @@ __device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, f
 #endif
 
 #if FA_WGMMA
+struct __align__(16) U4 { unsigned x, y, z, w; };  // 16 bytes as one load or store
+
 // dq_acc at head dim 64 with wgmma: a head's full tiles of 64 rows (q0 + 64 ≤ L) hold their 4,096
 // floats in the order the backward's warps hold them, not in rows: warp w's 1,024 (rows 16w..16w +
 // 15) as 8 chunks, one per n-tile d, of the 32 lanes' C fragments (rows g, g + 8 × columns 8d +
@@ -124,14 +126,15 @@ __device__ __forceinline__ void add_dq_frag(const float* dq, float scale, float*
 }
 #endif
 
-// Writes this thread's rows j0 and j0 + 8 of a 64-key block's dK (× scale) and dV from their C
-// fragments (n-tile d: columns d·8 + 2t, 2t + 1; elements 0, 1 of row j0, 2, 3 of row j0 + 8).
-// With k's rotation tables ck, sk [L, HD] (RoPE, xPos; null: none) dK is rotated back as it is
-// written, rotate_qk's adjoint: the pair (c, c + HD/2) lies in n-tiles d and d + HD/16 of the same
+// This thread's rows j0 and j0 + 8 of a 64-key block's dK (× scale) and dV from their C fragments
+// (n-tile d: columns d·8 + 2t, 2t + 1; elements 0, 1 of row j0, 2, 3 of row j0 + 8), each pair of
+// columns as two packed bf16 handed to put(h, d, is_dk, pair) (row j0 + 8h; rows past L left out).
+// With k's rotation tables ck, sk (RoPE, xPos; null: none; row j at (j − tab0)·tld) dK is rotated
+// back, rotate_qk's adjoint: the pair (c, c + HD/2) lies in n-tiles d and d + HD/16 of the same
 // thread, (a, b) → (a·c_c + b·s_{c+h}, b·c_{c+h} − a·s_c) at the key's position.
-template <int HD>
-__device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (*dva)[4], bf16* dk, bf16* dv, long long base, int qld, int j0,
-                                            int L, float scale, const bf16* ck, const bf16* sk, int tld = HD, int tab0 = 0) {
+template <int HD, typename Put>
+__device__ __forceinline__ void dk_dv_pairs(const float (*dka)[4], const float (*dva)[4], int j0, int L, float scale, const bf16* ck, const bf16* sk,
+                                            int tld, int tab0, Put put) {
     const int t = threadIdx.x & 3, HT = HD / 16;  // n-tiles per half
     // both rows' table words first (cos, sin of columns c and c + HD/2), then dV, then dK: the
     // loads are in flight while dV is written, and no dK store sits between them (dk may alias
@@ -152,16 +155,13 @@ __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (
     }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        int j = j0 + 8 * h;
-        if (j >= L) continue;
-        long long row = base + (long long)j * qld;
+        if (j0 + 8 * h >= L) continue;
 #pragma unroll
-        for (int d = 0; d < HD / 8; d++) *reinterpret_cast<unsigned*>(dv + row + d * 8 + 2 * t) = pack(dva[d][2 * h], dva[d][2 * h + 1]);
+        for (int d = 0; d < HD / 8; d++) put(h, d, false, pack(dva[d][2 * h], dva[d][2 * h + 1]));
     }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        int j = j0 + 8 * h;
-        if (j >= L) continue;
+        if (j0 + 8 * h >= L) continue;
         float a[HD / 8][2];
 #pragma unroll
         for (int d = 0; d < HD / 8; d++) a[d][0] = dka[d][2 * h] * scale, a[d][1] = dka[d][2 * h + 1] * scale;
@@ -174,10 +174,19 @@ __device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (
                 a[d + HT][0] = y0 * lo(cb) - x0 * lo(sa), a[d + HT][1] = y1 * hi(cb) - x1 * hi(sa);
             }
         }
-        long long row = base + (long long)j * qld;
 #pragma unroll
-        for (int d = 0; d < HD / 8; d++) *reinterpret_cast<unsigned*>(dk + row + d * 8 + 2 * t) = pack(a[d][0], a[d][1]);
+        for (int d = 0; d < HD / 8; d++) put(h, d, true, pack(a[d][0], a[d][1]));
     }
+}
+
+// dk_dv_pairs straight into dk and dv (row_base's layout, rows qld apart from `base`).
+template <int HD>
+__device__ __forceinline__ void store_dk_dv(const float (*dka)[4], const float (*dva)[4], bf16* dk, bf16* dv, long long base, int qld, int j0,
+                                            int L, float scale, const bf16* ck, const bf16* sk) {
+    const int t = threadIdx.x & 3;
+    dk_dv_pairs<HD>(dka, dva, j0, L, scale, ck, sk, HD, 0, [&](int h, int d, bool is_dk, unsigned pair) {
+        *reinterpret_cast<unsigned*>((is_dk ? dk : dv) + base + (long long)(j0 + 8 * h) * qld + d * 8 + 2 * t) = pair;
+    });
 }
 
 // Backward: one block per 64 keys (4 warps × 16 keys) and head, looping over the query blocks at
@@ -408,16 +417,20 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
             }
         wg_wait<0>();
         wg_hold(dp);
+        // (P's base through an opaque move: as a constant, the 16 store addresses below were computed
+        // once above the loop and held in registers across it)
+        unsigned ps = Ps;
+        asm volatile("" : "+r"(ps));
 #pragma unroll
         for (int n = 0; n < 8; n++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - dl[e >> 1]);  // dS (without the scale)
             unsigned o = r * 128 + ((n ^ (r & 7)) << 4) + 4 * t;  // row r, columns 8n + 2t..; row r + 8 at o + 1,024
             unsigned d0 = pack(dp[4 * n], dp[4 * n + 1]), d1 = pack(dp[4 * n + 2], dp[4 * n + 3]);
-            *reinterpret_cast<unsigned*>(at(Ps + o)) = pack(s[4 * n], s[4 * n + 1]);
-            *reinterpret_cast<unsigned*>(at(Ps + o + 1024)) = pack(s[4 * n + 2], s[4 * n + 3]);
-            *reinterpret_cast<unsigned*>(at(dSs + o)) = d0;
-            *reinterpret_cast<unsigned*>(at(dSs + o + 1024)) = d1;
+            *reinterpret_cast<unsigned*>(at(ps + o)) = pack(s[4 * n], s[4 * n + 1]);
+            *reinterpret_cast<unsigned*>(at(ps + o + 1024)) = pack(s[4 * n + 2], s[4 * n + 3]);
+            *reinterpret_cast<unsigned*>(at(ps + TK + o)) = d0;
+            *reinterpret_cast<unsigned*>(at(ps + TK + o + 1024)) = d1;
             da[n >> 1][2 * (n & 1)] = d0, da[n >> 1][2 * (n & 1) + 1] = d1;
         }
         fence_async();
@@ -443,15 +456,27 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         else
             add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)), Qs, dq_acc + acc_base, q0, L);
     }
-    if (ck) {  // the tables from shared memory (padded rows from k0)
-        static_assert(2 * FA_B * (64 + FA_PAD) * 2 <= TB, "both tables fit a Q|dO buffer");
-        cp_wait_all();
-        __syncthreads();
-        const bf16* tc = reinterpret_cast<const bf16*>(at(QD + (((nb - 1 - kb) & 1) ^ 1) * TB));
-        store_dk_dv<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), dk, dv, base, qld, k0 + r, L, scale, tc,
-                        tc + FA_B * (64 + FA_PAD), 64 + FA_PAD, k0);
-    } else
-        store_dk_dv<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), dk, dv, base, qld, k0 + r, L, scale, ck, sk);
+    // dV and dK through shared memory (K's and V's tiles, free now; 128-byte swizzled rows, so that
+    // both the fragments' 4-byte stores and the rows' 16-byte loads are conflict-free), then out
+    // in 16-byte pieces: 8 global stores per thread where the fragments took 32 of 4 bytes; k's
+    // rotation tables from shared memory (padded rows from k0, loaded during the last tile)
+    static_assert(2 * FA_B * (64 + FA_PAD) * 2 <= TB, "both tables fit a Q|dO buffer");
+    cp_wait_all();
+    __syncthreads();  // every warp's products are done with K and V; the tables are in
+    const bf16* tc = ck ? reinterpret_cast<const bf16*>(at(QD + (((nb - 1 - kb) & 1) ^ 1) * TB)) : nullptr;
+    dk_dv_pairs<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), k0 + r, L, scale, tc, tc + FA_B * (64 + FA_PAD),
+                    64 + FA_PAD, k0, [&](int h, int d, bool is_dk, unsigned pair) {
+                        int row = r + 8 * h;
+                        *reinterpret_cast<unsigned*>(at((is_dk ? Vs : Ks) + row * 128 + ((d ^ (row & 7)) << 4) + 4 * t)) = pair;
+                    });
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 8; i++) {  // chunk threadIdx.x % 8 of row threadIdx.x / 8 + 16·(i % 4), dV then dK
+        int row = threadIdx.x / 8 + 16 * (i & 3), c = threadIdx.x & 7;
+        if (k0 + row >= L) continue;
+        U4 v = *reinterpret_cast<const U4*>(at((i < 4 ? Ks : Vs) + row * 128 + ((c ^ (row & 7)) << 4)));
+        *reinterpret_cast<U4*>((i < 4 ? dv : dk) + base + (long long)(k0 + row) * qld + c * 8) = v;
+    }
 }
 #endif
 
