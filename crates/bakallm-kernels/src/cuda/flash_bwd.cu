@@ -90,8 +90,6 @@ __device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, f
 #endif
 
 #if FA_WGMMA
-struct __align__(16) U4 { unsigned x, y, z, w; };  // 16 bytes as one load or store
-
 // dq_acc at head dim 64 with wgmma: a head's full tiles of 64 rows (q0 + 64 ≤ L) hold their 4,096
 // floats in the order the backward's warps hold them, not in rows: warp w's 1,024 (rows 16w..16w +
 // 15) as 8 chunks, one per n-tile d, of the 32 lanes' C fragments (rows g, g + 8 × columns 8d +
