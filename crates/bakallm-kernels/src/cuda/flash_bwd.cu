@@ -462,7 +462,8 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
     cp_wait_all();
     __syncthreads();  // every warp's products are done with K and V; the tables are in
     const bf16* tc = ck ? reinterpret_cast<const bf16*>(at(QD + (((nb - 1 - kb) & 1) ^ 1) * TB)) : nullptr;
-    dk_dv_pairs<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), k0 + r, L, scale, tc, tc + FA_B * (64 + FA_PAD),
+    const bf16* ts = ck ? tc + FA_B * (64 + FA_PAD) : nullptr;
+    dk_dv_pairs<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), k0 + r, L, scale, tc, ts,
                     64 + FA_PAD, k0, [&](int h, int d, bool is_dk, unsigned pair) {
                         int row = r + 8 * h;
                         *reinterpret_cast<unsigned*>(at((is_dk ? Vs : Ks) + row * 128 + ((d ^ (row & 7)) << 4) + 4 * t)) = pair;
@@ -472,8 +473,8 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
     for (int i = 0; i < 8; i++) {  // chunk threadIdx.x % 8 of row threadIdx.x / 8 + 16·(i % 4), dV then dK
         int row = threadIdx.x / 8 + 16 * (i & 3), c = threadIdx.x & 7;
         if (k0 + row >= L) continue;
-        U4 v = *reinterpret_cast<const U4*>(at((i < 4 ? Ks : Vs) + row * 128 + ((c ^ (row & 7)) << 4)));
-        *reinterpret_cast<U4*>((i < 4 ? dv : dk) + base + (long long)(k0 + row) * qld + c * 8) = v;
+        U4 piece = *reinterpret_cast<const U4*>(at((i < 4 ? Ks : Vs) + row * 128 + ((c ^ (row & 7)) << 4)));
+        *reinterpret_cast<U4*>((i < 4 ? dv : dk) + base + (long long)(k0 + row) * qld + c * 8) = piece;
     }
 }
 #endif
@@ -498,6 +499,7 @@ __device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const
 // (warp w, lane), so that a warp reads 512 contiguous bytes per chunk; grid-stride over the heads'
 // tiles (partial last tiles read in rows).
 __device__ void flash_dq_frag(const float* acc, bf16* dq, long long n, int L, int qh, int qld, const bf16* cq, const bf16* sq) {
+    if (L <= 0) return;
     long long heads = n / ((long long)L * 64), tiles = (L + 63) / 64, items = heads * tiles * 256;
     for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < items; u += (long long)gridDim.x * blockDim.x) {
         long long tile = u / 256, bh = tile / tiles;
