@@ -35,7 +35,7 @@ fn emulated(src: &str) -> String {
     let (out, swapped) = swapped(src);
     assert_eq!(swapped, 21, "common.cu + flash_tiles.cu: expected the 21 instruction wrappers (pack, prefetch, mma, ex2, smem, 2 ldmatrix, 4 cp.async, 4 bulk, 6 wgmma)");
     let dynamic = "extern __shared__ __align__(16) bf16 fa_dyn[];";
-    assert!(out.contains(dynamic), "flash_bwd.cu: the backward's dynamic shared memory moved");
+    assert!(out.contains(dynamic), "flash_bwd.cu, flash_bwd_wg.cu: the backwards' dynamic shared memory moved");
     // the most either backward asks for (flash.rs's bwd_smem: 70 KiB with wgmma, 64 KiB without)
     out.replace(dynamic, "static __attribute__((aligned(16))) bf16 fa_dyn[36864];")
 }
@@ -99,7 +99,7 @@ fn check(check: &str, kernels: &str, defines: &[&str], what: &str) {
 
 #[test]
 fn flash_kernels_match_f64_attention_in_the_emulator() {
-    let kernels = emulated(&["common.cu", "flash_tiles.cu", "flash_fwd.cu", "flash_bwd.cu"].map(read).join("\n"));
+    let kernels = emulated(&["common.cu", "flash_tiles.cu", "flash_fwd.cu", "flash_bwd.cu", "flash_bwd_wg.cu"].map(read).join("\n"));
     // sm_80's atomics for dQ, and sm_90's bulk reductions (`FA_BULK_DQ`)
     // sm_80: atomics for dQ and mma.sync; sm_90: bulk reductions (`FA_BULK_DQ`); sm_90a: and the
     // head-dim-64 kernels' products by wgmma (`FA_WGMMA`), as an H200 runs them

@@ -237,7 +237,7 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, alibi: Option<T>, scale: f32, heads:
     let name = alibi_args("flash_bwd", alibi.as_ref(), dims, heads);
     let n = bh * l * hd;
     // dQ's f32 accumulator: [bh, L, hd] in rows, full tiles of 64 in the wgmma backward's own order
-    // (flash_bwd.cu's add_dq_frag); only the kernels read it
+    // (flash_bwd_wg.cu's add_dq_frag); only the kernels read it
     let (delta, acc) = (empty(&o, vec![bh, l], DType::F32), empty(&o, vec![bh, l, hd], DType::F32));
     let grads = qkv.empty_like();
     let mut ts = qkv.all();

@@ -144,7 +144,7 @@ pub enum Arg {
 }
 
 /// bakallm's kernels, one NVRTC module: common.cu first (the shared helpers), then one file per concept.
-const FILES: [(&str, &str); 9] = [
+const FILES: [(&str, &str); 10] = [
     ("common.cu", include_str!("cuda/common.cu")),
     ("attention.cu", include_str!("cuda/attention.cu")),
     ("tokens.cu", include_str!("cuda/tokens.cu")),
@@ -154,6 +154,7 @@ const FILES: [(&str, &str); 9] = [
     ("flash_tiles.cu", include_str!("cuda/flash_tiles.cu")),
     ("flash_fwd.cu", include_str!("cuda/flash_fwd.cu")),
     ("flash_bwd.cu", include_str!("cuda/flash_bwd.cu")),
+    ("flash_bwd_wg.cu", include_str!("cuda/flash_bwd_wg.cu")),
 ];
 
 /// The module's source: the files built in, or with `BAKA_CUDA_SRC=DIR` each file that DIR holds
