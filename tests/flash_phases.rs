@@ -44,10 +44,12 @@ fn flash_phases_shares_cycles_by_phase() {
     }
 }
 
-/// `bench/flash_bwd_phases.patch` applies to `cuda/flash_bwd.cu` as it is (else regenerate it: the
-/// marks are described in its header).
+/// `bench/flash_bwd_phases.patch` and `bench/flash_fwd_phases.patch` apply to the kernels as they
+/// are (else regenerate them: each one's header describes its marks).
 #[test]
-fn flash_phases_patch_applies_to_the_backward() {
-    let out = Command::new("git").arg("-C").arg(root()).args(["apply", "--check", "bench/flash_bwd_phases.patch"]).output().expect("git");
-    assert!(out.status.success(), "bench/flash_bwd_phases.patch no longer applies: {}", String::from_utf8_lossy(&out.stderr));
+fn flash_phases_patches_apply_to_the_kernels() {
+    for patch in ["bench/flash_bwd_phases.patch", "bench/flash_fwd_phases.patch"] {
+        let out = Command::new("git").arg("-C").arg(root()).args(["apply", "--check", patch]).output().expect("git");
+        assert!(out.status.success(), "{patch} no longer applies: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
