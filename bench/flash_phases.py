@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Where the wgmma flash backward's cycles go, from the `PROF` lines of a build with
-`bench/flash_bwd_phases.patch` applied (the patch's header says how to make them).
+"""Where the wgmma flash backward's (or forward's) cycles go, from the `PROF` lines of a build with
+`bench/flash_bwd_phases.patch` (or `bench/flash_fwd_phases.patch`) applied (each patch's header
+says how to make them).
 
-Each line is one warp of one block: `PROF w<warp> kb <key block> bh <head> sm <SM> tiles <n>
-total <cycles>` and then its phases' cycles summed over the block's query tiles. Prints, per warp
-printed, each phase's share of the blocks' cycles and its cycles per query tile (the prologue `pro`
-and epilogue `epi` per block), then per key block the blocks' mean cycles and tiles.
+Each line is one warp of one block: `PROF w<warp> kb <block> bh <head> sm <SM> tiles <n> total
+<cycles>` and then its phases' cycles summed over the block's tiles (the backward: a block of keys
+and its query tiles; the forward: a block of queries and its key tiles). Prints, per warp printed,
+each phase's share of the blocks' cycles and its cycles per tile (the prologue `pro` and epilogue
+`epi` per block), then per block index the blocks' mean cycles and tiles.
 
 Usage: flash_phases.py PHASES.txt
 """
@@ -47,7 +49,7 @@ def parse(path):
             fail(f"{path}:{n}: needs tiles and total above 0")
         rows.append(row)
     if not rows:
-        fail(f"{path}: no PROF lines (the output of a build with bench/flash_bwd_phases.patch)")
+        fail(f"{path}: no PROF lines (the output of a build with bench/flash_bwd_phases.patch or flash_fwd_phases.patch)")
     return rows, phases
 
 

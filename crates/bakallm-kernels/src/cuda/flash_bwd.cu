@@ -90,6 +90,14 @@ __device__ __forceinline__ void add_dq_rows(const float (*dq)[4], float scale, f
 }
 #endif
 
+// rotate_qk's adjoint on two adjacent columns c, c + 1 (x) and their partners c + HD/2, + 1 (y),
+// from the tables' packed bf16 words (cos at c | c + HD/2: ca | cb; sin: sa | sb):
+// (x, y) → (x·cos_c + y·sin_{c+h}, y·cos_{c+h} − x·sin_c).
+__device__ __forceinline__ void unrotate_pairs(float& x0, float& x1, float& y0, float& y1, unsigned ca, unsigned cb, unsigned sa, unsigned sb) {
+    float a0 = x0, a1 = x1, b0 = y0, b1 = y1;
+    x0 = a0 * lo(ca) + b0 * lo(sb), x1 = a1 * hi(ca) + b1 * hi(sb);
+    y0 = b0 * lo(cb) - a0 * lo(sa), y1 = b1 * hi(cb) - a1 * hi(sa);
+}
 
 // This thread's rows j0 and j0 + 8 of a 64-key block's dK (× scale) and dV from their C fragments
 // (n-tile d: columns d·8 + 2t, 2t + 1; elements 0, 1 of row j0, 2, 3 of row j0 + 8), each pair of
@@ -133,10 +141,7 @@ __device__ __forceinline__ void dk_dv_pairs(const float (*dka)[4], const float (
         if (ck) {
 #pragma unroll
             for (int d = 0; d < HT; d++) {
-                unsigned ca = tab[h][d][0], cb = tab[h][d][1], sa = tab[h][d][2], sb = tab[h][d][3];
-                float x0 = a[d][0], x1 = a[d][1], y0 = a[d + HT][0], y1 = a[d + HT][1];
-                a[d][0] = x0 * lo(ca) + y0 * lo(sb), a[d][1] = x1 * hi(ca) + y1 * hi(sb);
-                a[d + HT][0] = y0 * lo(cb) - x0 * lo(sa), a[d + HT][1] = y1 * hi(cb) - x1 * hi(sa);
+                unrotate_pairs(a[d][0], a[d][1], a[d + HT][0], a[d + HT][1], tab[h][d][0], tab[h][d][1], tab[h][d][2], tab[h][d][3]);
             }
         }
 #pragma unroll

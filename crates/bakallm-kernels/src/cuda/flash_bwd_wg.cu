@@ -150,7 +150,7 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
         else
             add_dq_rows<64>(reinterpret_cast<const float(*)[4]>(dq), scale, reinterpret_cast<float*>(at(Qs)), Qs, dq_acc + acc_base, q0, L);
     }
-    // dV and dK through shared memory (K's and V's tiles, free now; 128-byte swizzled rows, so that
+    // dV and dK through shared memory (V's and K's tiles, free now; 128-byte swizzled rows, so that
     // both the fragments' 4-byte stores and the rows' 16-byte loads are conflict-free), then out
     // in 16-byte pieces: 8 global stores per thread where the fragments took 32 of 4 bytes; k's
     // rotation tables from shared memory (padded rows from k0, loaded during the last tile)
@@ -162,14 +162,14 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
     dk_dv_pairs<64>(reinterpret_cast<const float(*)[4]>(dka), reinterpret_cast<const float(*)[4]>(dva), k0 + r, L, scale, tc, ts,
                     64 + FA_PAD, k0, [&](int h, int d, bool is_dk, unsigned pair) {
                         int row = r + 8 * h;
-                        *reinterpret_cast<unsigned*>(at((is_dk ? Vs : Ks) + row * 128 + ((d ^ (row & 7)) << 4) + 4 * t)) = pair;
+                        *reinterpret_cast<unsigned*>(at((is_dk ? Ks : Vs) + row * 128 + ((d ^ (row & 7)) << 4) + 4 * t)) = pair;
                     });
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < 8; i++) {  // chunk threadIdx.x % 8 of row threadIdx.x / 8 + 16·(i % 4), dV then dK
         int row = threadIdx.x / 8 + 16 * (i & 3), c = threadIdx.x & 7;
         if (k0 + row >= L) continue;
-        U4 piece = *reinterpret_cast<const U4*>(at((i < 4 ? Ks : Vs) + row * 128 + ((c ^ (row & 7)) << 4)));
+        U4 piece = *reinterpret_cast<const U4*>(at((i < 4 ? Vs : Ks) + row * 128 + ((c ^ (row & 7)) << 4)));
         *reinterpret_cast<U4*>((i < 4 ? dv : dk) + base + (long long)(k0 + row) * qld + c * 8) = piece;
     }
 }
@@ -226,10 +226,8 @@ __device__ void flash_dq_frag(const float* acc, bf16* dq, long long n, int L, in
                 float x0 = a[e], x1 = a[e + 1], y0 = b[e], y1 = b[e + 1];
                 if (cq) {
                     const bf16 *cr = cq + (long long)r * 64 + c, *sr = sq + (long long)r * 64 + c;
-                    unsigned ca = *reinterpret_cast<const unsigned*>(cr), cb = *reinterpret_cast<const unsigned*>(cr + 32);
-                    unsigned sa = *reinterpret_cast<const unsigned*>(sr), sb = *reinterpret_cast<const unsigned*>(sr + 32);
-                    x0 = a[e] * lo(ca) + b[e] * lo(sb), x1 = a[e + 1] * hi(ca) + b[e + 1] * hi(sb);
-                    y0 = b[e] * lo(cb) - a[e] * lo(sa), y1 = b[e + 1] * hi(cb) - a[e + 1] * hi(sa);
+                    unrotate_pairs(x0, x1, y0, y1, *reinterpret_cast<const unsigned*>(cr), *reinterpret_cast<const unsigned*>(cr + 32),
+                                   *reinterpret_cast<const unsigned*>(sr), *reinterpret_cast<const unsigned*>(sr + 32));
                 }
                 bf16* o = dq + out + (long long)r * qld + c;
                 *reinterpret_cast<unsigned*>(o) = pack(x0, x1);
