@@ -1,5 +1,5 @@
-// ce_grad and ce_grad_row (cuda/tokens.cu, emulated by emu.h: one block of 256 or 512 threads per
-// row) against the cross-entropy computed here in f64 from the same logits: each row's loss, and
+// ce_grad (cuda/tokens.cu, emulated by emu.h: one block of 256 threads per row) and ce_grad_rows
+// (blocks of 512 looping over the rows, one or two row buffers) against the cross-entropy computed here in f64 from the same logits: each row's loss, and
 // the logits overwritten by (softmax − onehot) · scale; the 16-byte kernels (bf16, f32), the
 // one-element one and the row in shared memory, rows longer than a block's accesses and not a
 // multiple of them, the target at a row's last element; the unfused ce_fwd + ce_bwd, the embedding's
@@ -24,8 +24,10 @@ static double grad_err(double got, double want, double most) {
     double rel = sizeof(T) == 2 ? 1.0 / 128 : 1e-5;
     return std::abs(got - want) / std::min(most, std::abs(want) * rel + 1e-9);
 }
-template <typename T, int W, bool ROW = false>
-static int check(const char* name, int rows, int V) {
+// ROWS: ce_grad_rows with that many buffers and `blocks` blocks (fewer than the rows: each loops
+// over several, the buffers taking turns); 0: ce_grad.
+template <typename T, int W, int ROWS = 0>
+static int check(const char* name, int rows, int V, int blocks = 2) {
     std::mt19937 rng(11);
     std::uniform_real_distribution<float> U(-6, 6);
     std::vector<T> x((size_t)rows * V);
@@ -36,7 +38,7 @@ static int check(const char* name, int rows, int V) {
     auto x0 = x;
     std::vector<float> loss(rows);
     float scale = 0.25f;
-    if (ROW) launch([&] { ce_grad_row<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 512);
+    if (ROWS) launch([&] { ce_grad_rows<T, int, W, ROWS ? ROWS : 1>(x.data(), t.data(), loss.data(), scale, V, rows); }, blocks, 1, 512);
     else launch([&] { ce_grad<T, int, W>(x.data(), t.data(), loss.data(), scale, V); }, rows, 1, 256);
     // the largest element's bound: bf16 rounding of the scale (2^-2 · 2^-8 ≈ 9.8e-4)
     double most = sizeof(T) == 2 ? 1e-3 : 1e-6;
@@ -50,7 +52,7 @@ static int check(const char* name, int rows, int V) {
         }
     }
     bool ok = worst_loss < 1e-3 && worst_grad <= 1;
-    printf("%s rows %d V %d: loss within %.2e, gradient within %.2f of its bound %s\n", name, rows, V, worst_loss, worst_grad, ok ? "ok" : "FAILED");
+    printf("%s%s rows %d V %d: loss within %.2e, gradient within %.2f of its bound %s\n", name, ROWS == 2 ? ", two buffers" : "", rows, V, worst_loss, worst_grad, ok ? "ok" : "FAILED");
     return !ok;
 }
 // ce_fwd then ce_bwd (the unfused closed form: lse kept, the gradient under per-row upstream
@@ -121,9 +123,13 @@ int main() {
     bad += check<bf16, 8>("bf16 16-byte", 3, 8200);
     bad += check<float, 4>("f32 16-byte", 2, 4100);
     bad += check<bf16, 1>("bf16 one element", 2, 1001);
-    bad += check<bf16, 8, true>("bf16 row in shared memory", 3, 8200);
-    bad += check<float, 4, true>("f32 row in shared memory", 2, 4100);
-    // the LM head's vocabulary: several rounds of loads per thread, its running max raised mid-row
-    bad += check<bf16, 8, true>("bf16 row in shared memory", 2, 50304);
+    bad += check<bf16, 8, 1>("bf16 rows in shared memory", 3, 8200);
+    bad += check<float, 4, 1>("f32 rows in shared memory", 2, 4100, 1);
+    bad += check<bf16, 8, 2>("bf16 rows in shared memory", 5, 8200);
+    bad += check<float, 4, 2>("f32 rows in shared memory", 4, 4100, 3);
+    // the LM head's vocabulary: several loads per thread, the running max raised mid-row; more
+    // blocks than rows
+    bad += check<bf16, 8, 2>("bf16 rows in shared memory", 3, 50304);
+    bad += check<bf16, 8, 2>("bf16 rows in shared memory", 2, 50304, 4);
     return bad ? 1 : 0;
 }

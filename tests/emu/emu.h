@@ -141,6 +141,7 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 #define EMU_cp4 if (valid) memcpy(emu_sptr<char>(dst), src, 4); else memset(emu_sptr<char>(dst), 0, 4);
 #define EMU_cp_commit
 #define EMU_cp_wait_all
+#define EMU_cp_wait_but_newest
 // sm_90's bulk reduction (built with -D__CUDA_ARCH__=900): the rows added at once when issued.
 // Being synchronous, the emulation cannot catch a missing fence or wait; it checks alignment.
 #define EMU_fence_async

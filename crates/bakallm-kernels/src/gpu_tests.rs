@@ -168,8 +168,9 @@ fn gpu_flash_attention_kernels_match_burns_steps() {
 /// The LM head + cross-entropy op's kernels (`head::head_ce`: cuBLAS GEMMs and `ce_grad` over row
 /// chunks) against burn's steps of the same op in f32 on the CPU from the same rounded values:
 /// losses, `dx` and `dw`; chunks that do and do not divide the rows, vocabularies that are and are
-/// not a multiple of the 16-byte access, bf16 and f32, rows that fit in shared memory (`ce_grad_row`:
-/// up to the pristine vocabulary, 50304) and rows that do not (f32 at 40000, bf16 at 65536); and a
+/// not a multiple of the 16-byte access, bf16 and f32, rows that fit in shared memory (`ce_grad_rows`:
+/// up to the pristine vocabulary, 50304; with chunks of more rows than the GPU has SMs, each block
+/// takes several in turn) and rows that do not (f32 at 40000, bf16 at 65536); and a
 /// weight whose rows are padded (a column slice of a wider tensor, as cubecl may allocate a cast),
 /// read in place with its row pitch (`nvrtc::compact_rows`).
 #[test]
@@ -180,7 +181,7 @@ fn gpu_head_ce_kernels_match_burns_steps() {
     type G = crate::backend::Gpu;
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
-    let cases = [(300, 64, 1000, 128, BF16, 0), (300, 64, 1001, 300, BF16, 0), (257, 32, 1000, 64, F32, 0), (64, 48, 517, 1000, BF16, 0), (40, 32, 50304, 32, BF16, 0)];
+    let cases = [(300, 64, 1000, 128, BF16, 0), (300, 64, 1001, 300, BF16, 0), (257, 32, 1000, 64, F32, 0), (64, 48, 517, 1000, BF16, 0), (40, 32, 50304, 32, BF16, 0), (600, 32, 50304, 300, BF16, 0)];
     let more = [(40, 32, 40000, 32, F32, 0), (24, 32, 65536, 24, BF16, 0), (100, 32, 1000, 64, F32, 24), (100, 32, 1000, 64, BF16, 8)];
     for (n, d, v, chunk, dt, pad) in cases.into_iter().chain(more) {
         // the weight as rounded to x's dtype, so both sides multiply the same values; with `pad`,

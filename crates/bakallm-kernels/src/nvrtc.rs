@@ -223,6 +223,17 @@ pub fn max_shared_per_block() -> u32 {
     })
 }
 
+/// Device 0's streaming multiprocessors: the grid of the kernels whose blocks loop over rows.
+pub fn sm_count() -> u32 {
+    use ds::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS;
+    static N: OnceLock<u32> = OnceLock::new();
+    *N.get_or_init(|| {
+        current_context();
+        let dev = dr::device::get(0).expect("cuDeviceGet");
+        unsafe { dr::device::get_attribute(dev, SMS) }.expect("multiprocessor count") as u32
+    })
+}
+
 /// NVRTC's target: the newest virtual architecture this code uses that the device has (PTX, so
 /// the driver compiles it for the device itself). On Hopper (9.0) that is `compute_90a`, whose
 /// PTX may hold `wgmma` (the flash kernels' products at head dim 64) and runs on 9.0 devices only.

@@ -7,6 +7,7 @@
 
 typedef unsigned short bf16;
 #define NEG_INF __int_as_float(0xff800000)  // no math.h under NVRTC
+#define LOG2E 1.4426950408889634f
 
 __device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
 __device__ __forceinline__ float ld(const bf16* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
@@ -51,6 +52,71 @@ __device__ __forceinline__ unsigned pack(float a, float b) {
 __device__ __forceinline__ void prefetch_l1(const void* p) {
 #if __CUDA_ARCH__ >= 800
     asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p));
+#endif
+}
+
+// The instructions of sm_80 on that the flash kernels and ce_grad_rows (tokens.cu) share; the host
+// picks those kernels only there. tests/kernel_emulator.rs swaps each `#if __CUDA_ARCH__ >= 800`
+// body for its CPU emulation (tests/emu/emu.h).
+//
+// 2^x, the instruction __expf ends in too: with scores in log2 units (scale·log2 e folded in)
+// each probability (flash) or softmax term (ce_grad_rows) is one FMA and this, where
+// exp(s·scale − m) was three instructions.
+__device__ __forceinline__ float ex2(float x) {
+#if __CUDA_ARCH__ >= 800
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#else
+    __trap();
+    return 0.f;
+#endif
+}
+
+// The shared-state-space address of a pointer into shared memory (what ldmatrix, cp.async and the
+// bulk copies take), in bytes. The kernels convert each buffer's pointer once and address tiles
+// by 32-bit offsets from it: through generic pointers every ldmatrix and cp.async cost a 64-bit
+// address computation and a conversion: 28% of the backward's instructions (Nsight Compute).
+__device__ __forceinline__ unsigned smem(const void* p) {
+    unsigned a = 0;
+#if __CUDA_ARCH__ >= 800
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+#else
+    __trap();
+#endif
+    return a;
+}
+
+// cp.async: 16 bytes global → shared without passing through registers, so a tile for the next
+// iteration loads while this one computes; zeros instead where !valid. Then the group's commit
+// and the wait for all groups.
+__device__ __forceinline__ void cp16(unsigned dst, const bf16* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void cp_wait_all() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 0;\n" ::);
+#else
+    __trap();
+#endif
+}
+// The wait for all groups but the newest (a pipeline of two: this stage's copies, the next one's).
+__device__ __forceinline__ void cp_wait_but_newest() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 1;\n" ::);
+#else
+    __trap();
 #endif
 }
 

@@ -41,33 +41,6 @@ __device__ __forceinline__ void c_to_a(unsigned* a, const float* c0, const float
     a[0] = pack(c0[0], c0[1]), a[1] = pack(c0[2], c0[3]), a[2] = pack(c1[0], c1[1]), a[3] = pack(c1[2], c1[3]);
 }
 
-// 2^x, the instruction __expf ends in too: with scores in log2 units (scale·log2 e folded in)
-// each probability is one FMA and this, where exp(s·scale − m) was three instructions.
-__device__ __forceinline__ float ex2(float x) {
-#if __CUDA_ARCH__ >= 800
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
-    return r;
-#else
-    __trap();
-    return 0.f;
-#endif
-}
-
-// The shared-state-space address of a pointer into shared memory (what ldmatrix, cp.async and the
-// bulk copies take), in bytes. The kernels convert each buffer's pointer once and address tiles
-// by 32-bit offsets from it: through generic pointers every ldmatrix and cp.async cost a 64-bit
-// address computation and a conversion: 28% of the backward's instructions (Nsight Compute).
-__device__ __forceinline__ unsigned smem(const void* p) {
-    unsigned a = 0;
-#if __CUDA_ARCH__ >= 800
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-#else
-    __trap();
-#endif
-    return a;
-}
-
 // ldmatrix: four 8×8 bf16 matrices of shared memory, lane l giving the address of row l % 8 of
 // matrix l / 8; register i of each lane gets (row lane / 4, columns 2·(lane % 4) and + 1) of matrix
 // i, or of its transpose (`trans`): one instruction for what takes four (eight) plain loads.
@@ -103,34 +76,10 @@ __device__ __forceinline__ unsigned pair(const bf16* s, int stride, int r, int c
     return *reinterpret_cast<const unsigned*>(s + r * stride + c);
 }
 
-// cp.async: 16 bytes global → shared without passing through registers, so a tile for the next
-// iteration loads while this one computes; zeros instead where !valid. Then the group's commit
-// and the wait for all groups.
-__device__ __forceinline__ void cp16(unsigned dst, const bf16* src, bool valid) {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-#else
-    __trap();
-#endif
-}
-// The same for 4 bytes (the rows' f32 statistics).
+// cp.async of 4 bytes (the rows' f32 statistics; cp16 and the group's commit and waits are in common.cu).
 __device__ __forceinline__ void cp4(unsigned dst, const float* src, bool valid) {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
-#else
-    __trap();
-#endif
-}
-__device__ __forceinline__ void cp_commit() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#else
-    __trap();
-#endif
-}
-__device__ __forceinline__ void cp_wait_all() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group 0;\n" ::);
 #else
     __trap();
 #endif
@@ -341,8 +290,6 @@ __device__ __forceinline__ void heaviest_first(int& rb, int& bh, bool first_heav
     bh = lin % gridDim.y;
     rb = first_heaviest ? rank : gridDim.x - 1 - rank;
 }
-
-#define LOG2E 1.4426950408889634f
 
 // ALiBi (Press et al.), the one bias beyond the causal mask, computed per score instead of read
 // from a [H, L, L] table (a 2-byte load per score from 6 MB at the pristine shape: 1.4 ms of the

@@ -94,64 +94,73 @@ __device__ void ce_grad(T* x, const I* t, float* loss, float scale, int V) {
     softmax_grad_row<T, W>(xr, xr, row_lse, target, scale, V);
 }
 
-// ce_grad with the row kept in shared memory (V·sizeof(T) bytes, dynamic; the host picks it where
-// that fits): the logits are read from global memory once instead of twice. As they arrive, each
-// thread keeps a running max and Σ exp over its logits (rescaled when a round of loads raises the
-// max), so the log-sum-exp needs no pass of its own over shared memory; then the gradient is
-// written over them. The same quantities as ce_grad's (they differ by rounding only).
-#define CE_ROW_LOADS 4
-template <typename T, typename I, int W>
-__device__ void ce_grad_row(T* x, const I* t, float* loss, float scale, int V) {
-    extern __shared__ Word4 row[];  // V / W words of W logits
+// ce_grad with the rows in shared memory (dynamic, NB · V · sizeof(T) bytes; the host picks it
+// where that fits, from sm_80 on): each block loops over rows r = blockIdx.x, + gridDim.x. A row's
+// logits are copied into shared memory by cp.async (every copy in flight at once, no registers
+// held), read from there for the log-sum-exp (a running max and Σ exp per thread, rescaled when a
+// word raises the max) and for the gradient, which is written over the row in global memory. With
+// NB = 2 buffers the next row's copies are issued before this row's work starts, so the reads of
+// the logits never wait on the gradient's writes; with NB = 1 (a row too long for two) they are
+// issued after it. The same quantities as ce_grad's (they differ by rounding only).
+template <typename T, typename I, int W, int NB>
+__device__ void ce_grad_rows(T* x, const I* t, float* loss, float scale, int V, int rows) {
+    extern __shared__ Word4 row[];  // NB buffers of V / W words of W logits
     __shared__ float row_lse;
-    long long r = blockIdx.x, target = (long long)t[r];
-    T* xr = x + r * V;
-    const T* sr = reinterpret_cast<const T*>(row);
-    float xt = threadIdx.x == 0 ? ld(xr, target) : 0.f;  // read before any thread writes the row
     int n = V / W;
-    float m = NEG_INF, s = 0.f;
-    for (int i0 = threadIdx.x; i0 < n; i0 += CE_ROW_LOADS * blockDim.x) {
-        Word4 w[CE_ROW_LOADS];  // these loads all issued before any is used
-#pragma unroll
-        for (int u = 0; u < CE_ROW_LOADS; u++)
-            if (i0 + u * blockDim.x < n) w[u] = reinterpret_cast<const Word4*>(xr)[i0 + u * blockDim.x];
-        float top = NEG_INF;
-#pragma unroll
-        for (int u = 0; u < CE_ROW_LOADS; u++) {
-            if (i0 + u * blockDim.x >= n) break;
-            row[i0 + u * blockDim.x] = w[u];
-            float a[W];
-            Vec<T, W>::load(reinterpret_cast<const T*>(&w[u]), a);
-#pragma unroll
-            for (int k = 0; k < W; k++) top = fmaxf(top, a[k]);
+    auto copy = [&](long long r, int b) {  // row r into buffer b, one commit group
+        if (r < rows) {
+            const Word4* src = reinterpret_cast<const Word4*>(x + r * V);
+            unsigned dst = smem(row + b * n);
+            for (int i = threadIdx.x; i < n; i += blockDim.x) cp16(dst + i * 16, reinterpret_cast<const bf16*>(src + i), true);
         }
-        if (top > m) s *= __expf(m - top), m = top;  // from m = −∞: s stays 0
-        if (m == NEG_INF) continue;
-        // the words again (registers: unpacking once for both kept 32 floats live, and two blocks
-        // of 512 threads per SM leave 64 registers a thread)
-#pragma unroll
-        for (int u = 0; u < CE_ROW_LOADS; u++) {
-            if (i0 + u * blockDim.x >= n) break;
-            float a[W];
-            Vec<T, W>::load(reinterpret_cast<const T*>(&w[u]), a);
-#pragma unroll
-            for (int k = 0; k < W; k++) s += __expf(a[k] - m);
+        cp_commit();
+    };
+    long long r = blockIdx.x;
+    copy(r, 0);
+    for (int b = 0; r < rows; r += gridDim.x, b = (b + 1) % NB) {
+        if (NB == 2) {
+            copy(r + gridDim.x, 1 - b);  // buffer 1 − b was freed by the last iteration's final barrier
+            cp_wait_but_newest();
+        } else {
+            cp_wait_all();
         }
-    }
-    block_logsumexp(m, s);  // its barrier also makes the row visible to every thread
-    if (threadIdx.x == 0) {
-        row_lse = m + __logf(s);
-        loss[r] = row_lse - xt;
-    }
-    __syncthreads();
-    float lse = row_lse;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float a[W];
-        Vec<T, W>::load(sr + i * W, a);
-        int j = i * W;
+        __syncthreads();  // every thread's copies of row r have landed
+        const Word4* words = row + b * n;
+        float m = NEG_INF, s = 0.f;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            float a[W];
+            Vec<T, W>::load(reinterpret_cast<const T*>(words + i), a);
+            float top = a[0];
 #pragma unroll
-        for (int k = 0; k < W; k++) a[k] = (__expf(a[k] - lse) - (j + k == target ? 1.f : 0.f)) * scale;
-        Vec<T, W>::store(xr + j, a);
+            for (int k = 1; k < W; k++) top = fmaxf(top, a[k]);
+            if (top > m) s *= ex2((m - top) * LOG2E), m = top;  // from m = −∞: s stays 0
+            if (m == NEG_INF) continue;
+            float m2 = m * LOG2E;
+#pragma unroll
+            for (int k = 0; k < W; k++) s += ex2(fmaf(a[k], LOG2E, -m2));
+        }
+        block_logsumexp(m, s);
+        long long target = (long long)t[r];
+        if (threadIdx.x == 0) {
+            row_lse = m + __logf(s);
+            loss[r] = row_lse - ld(reinterpret_cast<const T*>(words), target);
+        }
+        __syncthreads();
+        float lse2 = row_lse * LOG2E;
+        T* xr = x + r * V;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            float a[W];
+            Vec<T, W>::load(reinterpret_cast<const T*>(words + i), a);
+            long long j = (long long)i * W;
+#pragma unroll
+            for (int k = 0; k < W; k++) a[k] = ex2(fmaf(a[k], LOG2E, -lse2)) * scale;
+            if (target - j >= 0 && target - j < W)  // the one word holding the target: − scale there
+#pragma unroll
+                for (int k = 0; k < W; k++) a[k] -= j + k == target ? scale : 0.f;
+            Vec<T, W>::store(xr + j, a);
+        }
+        __syncthreads();  // buffer b, row_lse and block_logsumexp's slots are free again
+        if (NB == 1) copy(r + gridDim.x, 0);
     }
 }
 
@@ -178,10 +187,11 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
         GRID_DEPENDENCY();                                                                                              \
         ce_grad<T, I, W>(x, t, loss, scale, V);                                                                         \
     }
-#define CE_ROW_KERNEL(T, NAME, I, INAME, W)                                                                            \
-    extern "C" __global__ void ce_grad_row_##NAME##_##INAME(T* x, const I* t, float* loss, float scale, int V) {       \
+#define CE_ROWS_KERNEL(T, NAME, I, INAME, W, NB)                                                                       \
+    extern "C" __global__ void __launch_bounds__(1024)                                                                 \
+        ce_grad_rows##NB##_##NAME##_##INAME(T* x, const I* t, float* loss, float scale, int V, int rows) {             \
         GRID_DEPENDENCY();                                                                                              \
-        ce_grad_row<T, I, W>(x, t, loss, scale, V);                                                                     \
+        ce_grad_rows<T, I, W, NB>(x, t, loss, scale, V, rows);                                                          \
     }
 #define EMBED_KERNELS(T, NAME, I, INAME)                                                                               \
     extern "C" __global__ void embed_bwd_##NAME##_##INAME(const I* ids, const T* g, float* dw, long long n, int D) {   \
@@ -193,8 +203,10 @@ __device__ void embed_bwd(const I* ids, const T* g, float* dw, long long n, int 
     CE_KERNELS(bf16, bf16, I, INAME, 1)                                                                                \
     CE_KERNELS(float, f32_v, I, INAME, 4)                                                                              \
     CE_KERNELS(bf16, bf16_v, I, INAME, 8)                                                                              \
-    CE_ROW_KERNEL(float, f32_v, I, INAME, 4)                                                                           \
-    CE_ROW_KERNEL(bf16, bf16_v, I, INAME, 8)                                                                           \
+    CE_ROWS_KERNEL(float, f32_v, I, INAME, 4, 1)                                                                       \
+    CE_ROWS_KERNEL(float, f32_v, I, INAME, 4, 2)                                                                       \
+    CE_ROWS_KERNEL(bf16, bf16_v, I, INAME, 8, 1)                                                                       \
+    CE_ROWS_KERNEL(bf16, bf16_v, I, INAME, 8, 2)                                                                       \
     EMBED_KERNELS(float, f32, I, INAME)                                                                                \
     EMBED_KERNELS(bf16, bf16, I, INAME)
 
