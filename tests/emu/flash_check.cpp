@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     launch([&] { fwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, BIAS ? alibi.data() : nullptr, o.data(), lse.data(), L, H, scale, OH, QH, QLD); }, (L + 127) / 128, BH, 128);
     launch([&] { dot(o.data(), dOk.data(), delta.data(), dqa.data(), (long long)BH * L, L, OH); }, (BH * L * (HD / 8) + 127) / 128, 1, 128);
     launch([&] { bwd(qkv.data(), qkv.data() + part, qkv.data() + 2 * part, BIAS ? alibi.data() : nullptr, dOk.data(), lse.data(), delta.data(), dqa.data(), dqkv.data() + part, dqkv.data() + 2 * part, tp[2], tp[3], L, H, scale, OH, QH, QLD); }, nb, BH, 128);
-    launch([&] { flash_dq(dqa.data(), dqkv.data(), (long long)n, L, HD, QH, QLD, tp[0], tp[1]); }, (n / 16 + 127) / 128, 1, 128);
+    launch([&] { flash_dq(dqa.data(), dqkv.data(), (long long)n, L, HD, QH, QLD, tp[0], tp[1]); }, (n / 16 + 255) / 256, 1, 256);  // as flash.rs launches it
     for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) {
         size_t e = ((size_t)bh * L + i) * HD + c;
         dq[e] = dqkv[qi(0, bh, i, c)], dk[e] = dqkv[qi(1, bh, i, c)], dv[e] = dqkv[qi(2, bh, i, c)];

@@ -189,51 +189,67 @@ __device__ void flash_bwd_any(const bf16* q, const bf16* k, const bf16* v, const
         flash_bwd<HD, BIAS>(q, k, v, alibi, dout, lse, delta, dq_acc, dk, dv, ck, sk, L, H, scale, oh, qh, qld);
 }
 
+// rotate_qk's adjoint on 8 columns x of a row (from column j) and their partners y (j + half),
+// from q's tables c, s at tj (the row's position, column j): (x, y) → (x·cos_j + y·sin_{j+half},
+// y·cos_{j+half} − x·sin_j), as unrotate_pairs does for dK.
+__device__ __forceinline__ void unrotate8(float* x, float* y, const bf16* c, const bf16* s, long long tj, int half) {
+    float ca[8], cb[8], sa[8], sb[8];
+    Vec<bf16, 8>::load(c + tj, ca);
+    Vec<bf16, 8>::load(c + tj + half, cb);
+    Vec<bf16, 8>::load(s + tj, sa);
+    Vec<bf16, 8>::load(s + tj + half, sb);
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        float a = x[e], b = y[e];
+        x[e] = a * ca[e] + b * sb[e], y[e] = b * cb[e] - a * sa[e];
+    }
+}
+
 #if FA_WGMMA
-// flash_dq at head dim 64 from the backward's order (add_dq_frag): one work item per 16 values, a
-// lane's n-tiles d = 2k, 2k + 1 and d + 4 (the rotation's pairs: columns c and c + 32) of a tile
-// (warp w, lane), so that a warp reads 512 contiguous bytes per chunk; grid-stride over the heads'
-// tiles (partial last tiles read in rows).
+// flash_dq at head dim 64 from the backward's order (add_dq_frag), a tile of 64 rows per block of
+// 256 threads in turn (grid-stride over the heads' tiles): the tile's floats into shared memory in
+// rows (thread v copies warp v / 64's n-tiles 2k, 2k + 1, 2k + 4, 2k + 5 of lane v % 32, k = v / 32
+// % 2, each a contiguous 512 bytes per warp; a partial last tile is in rows already), then thread
+// v takes row v / 4, columns j..j + 7 and their rotation partners j + 32.. (j = 8·(v % 4)): rotated
+// back by q's tables and written as two 16-byte pieces, so a warp writes whole 128-byte rows.
 __device__ void flash_dq_frag(const float* acc, bf16* dq, long long n, int L, int qh, int qld, const bf16* cq, const bf16* sq) {
+    __shared__ __align__(16) float rows[64][64 + 4];  // (+ 4: the row phase's reads spread over the banks)
     if (L <= 0) return;
-    long long heads = n / ((long long)L * 64), tiles = (L + 63) / 64, items = heads * tiles * 256;
-    for (long long u = (long long)blockIdx.x * blockDim.x + threadIdx.x; u < items; u += (long long)gridDim.x * blockDim.x) {
-        long long tile = u / 256, bh = tile / tiles;
-        int v = (int)(u % 256), w = v / 64, k = (v / 32) & 1, lane = v & 31, g = lane >> 2, t = lane & 3;
-        int q0 = (int)(tile % tiles) * 64, r0 = q0 + 16 * w + g;
-        bool full = q0 + 64 <= L;
-        const float* at = acc + (bh * L + q0) * 64;
-        long long out = (bh / qh) * L * qld + (bh % qh) * 64;
+    const int tiles = (L + 63) / 64, all = (int)(n / ((long long)L * 64)) * tiles;
+    const int v = threadIdx.x, w = v >> 6, k = (v >> 5) & 1, lane = v & 31, g = lane >> 2, t = lane & 3;
+    for (int tile = blockIdx.x; tile < all; tile += gridDim.x) {
+        const int bh = tile / tiles, q0 = (tile - bh * tiles) * 64;
+        const float* at = acc + ((long long)bh * L + q0) * 64;
+        if (q0 + 64 <= L) {
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int d = 2 * k + h, c = 8 * d + 2 * t;
-            float a[4], b[4];  // columns c, c + 1 of rows r0, r0 + 8; b: the same at c + 32
-            if (full) {
+            for (int h = 0; h < 4; h++) {
+                int d = 2 * k + (h & 1) + 4 * (h >> 1), r = 16 * w + g, c = 8 * d + 2 * t;
+                float a[4];
                 Vec<float, 4>::load(at + w * 1024 + d * 128 + lane * 4, a);
-                Vec<float, 4>::load(at + w * 1024 + (d + 4) * 128 + lane * 4, b);
-            } else {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int r = r0 + (e >> 1) * 8, col = c + (e & 1);
-                    a[e] = r < L ? at[(r - q0) * 64 + col] : 0.f;
-                    b[e] = r < L ? at[(r - q0) * 64 + col + 32] : 0.f;
-                }
+                *reinterpret_cast<F2*>(&rows[r][c]) = F2{a[0], a[1]};
+                *reinterpret_cast<F2*>(&rows[r + 8][c]) = F2{a[2], a[3]};
             }
-#pragma unroll
-            for (int e = 0; e < 4; e += 2) {
-                int r = r0 + (e >> 1) * 8;
-                if (r >= L) continue;
-                float x0 = a[e], x1 = a[e + 1], y0 = b[e], y1 = b[e + 1];
-                if (cq) {
-                    const bf16 *cr = cq + (long long)r * 64 + c, *sr = sq + (long long)r * 64 + c;
-                    unrotate_pairs(x0, x1, y0, y1, *reinterpret_cast<const unsigned*>(cr), *reinterpret_cast<const unsigned*>(cr + 32),
-                                   *reinterpret_cast<const unsigned*>(sr), *reinterpret_cast<const unsigned*>(sr + 32));
-                }
-                bf16* o = dq + out + (long long)r * qld + c;
-                *reinterpret_cast<unsigned*>(o) = pack(x0, x1);
-                *reinterpret_cast<unsigned*>(o + 32) = pack(y0, y1);
+        } else {
+            for (int i = 4 * v; i < 64 * 64; i += 4 * 256) {
+                float a[4] = {0.f, 0.f, 0.f, 0.f};
+                if (q0 + i / 64 < L) Vec<float, 4>::load(at + i, a);
+                Vec<float, 4>::store(&rows[i / 64][i % 64], a);
             }
         }
+        __syncthreads();
+        const int r = v >> 2, j = (v & 3) * 8, pos = q0 + r;
+        if (pos < L) {
+            float x[8], y[8];
+            Vec<float, 4>::load(&rows[r][j], x);
+            Vec<float, 4>::load(&rows[r][j + 4], x + 4);
+            Vec<float, 4>::load(&rows[r][j + 32], y);
+            Vec<float, 4>::load(&rows[r][j + 36], y + 4);
+            if (cq) unrotate8(x, y, cq, sq, (long long)pos * 64 + j, 32);
+            bf16* o = dq + (long long)(bh / qh) * L * qld + (long long)(bh % qh) * 64 + (long long)pos * qld + j;
+            Vec<bf16, 8>::store(o, x);
+            Vec<bf16, 8>::store(o + 32, y);
+        }
+        __syncthreads();  // rows is free for the next tile
     }
 }
 #endif
@@ -259,20 +275,7 @@ extern "C" __global__ void flash_dq(const float* acc, bf16* dq, long long n, int
     Vec<float, 4>::load(src + 4, a + 4);
     Vec<float, 4>::load(src + half, b);
     Vec<float, 4>::load(src + half + 4, b + 4);
-    if (cq) {
-        float ca[8], cb[8], sa[8], sb[8];
-        long long tj = (long long)pos * hd + j;
-        Vec<bf16, 8>::load(cq + tj, ca);
-        Vec<bf16, 8>::load(cq + tj + half, cb);
-        Vec<bf16, 8>::load(sq + tj, sa);
-        Vec<bf16, 8>::load(sq + tj + half, sb);
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            float x = a[e], y = b[e];
-            a[e] = x * ca[e] + y * sb[e];
-            b[e] = y * cb[e] - x * sa[e];
-        }
-    }
+    if (cq) unrotate8(a, b, cq, sq, (long long)pos * hd + j, half);
     Vec<bf16, 8>::store(dq + at, a);
     Vec<bf16, 8>::store(dq + at + half, b);
 }
