@@ -201,37 +201,32 @@ fn function(name: &str) -> ds::CUfunction {
         as ds::CUfunction
 }
 
+/// Attribute `a` of device 0 (cubecl's device); `what` names it in the panic if the driver refuses.
+fn attribute(a: ds::CUdevice_attribute, what: &str) -> i32 {
+    current_context();
+    let dev = dr::device::get(0).expect("cuDeviceGet");
+    unsafe { dr::device::get_attribute(dev, a) }.unwrap_or_else(|e| panic!("cuDeviceGetAttribute, {what}: {e:?}"))
+}
+
 /// Device 0's compute capability (cubecl's device) as `(major, minor)`.
 pub fn capability() -> (i32, i32) {
     use ds::CUdevice_attribute::{CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR};
     static CC: OnceLock<(i32, i32)> = OnceLock::new();
-    *CC.get_or_init(|| {
-        current_context();
-        let dev = dr::device::get(0).expect("cuDeviceGet");
-        unsafe { (dr::device::get_attribute(dev, MAJOR).expect("compute capability"), dr::device::get_attribute(dev, MINOR).expect("compute capability")) }
-    })
+    *CC.get_or_init(|| (attribute(MAJOR, "compute capability"), attribute(MINOR, "compute capability")))
 }
 
 /// The most dynamic shared memory one block may ask for on device 0 (bytes, opted in).
 pub fn max_shared_per_block() -> u32 {
     use ds::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN as OPTIN;
     static MAX: OnceLock<u32> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        current_context();
-        let dev = dr::device::get(0).expect("cuDeviceGet");
-        unsafe { dr::device::get_attribute(dev, OPTIN) }.expect("shared memory per block") as u32
-    })
+    *MAX.get_or_init(|| attribute(OPTIN, "shared memory per block") as u32)
 }
 
 /// Device 0's streaming multiprocessors: the grid of the kernels whose blocks loop over rows.
 pub fn sm_count() -> u32 {
     use ds::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS;
     static N: OnceLock<u32> = OnceLock::new();
-    *N.get_or_init(|| {
-        current_context();
-        let dev = dr::device::get(0).expect("cuDeviceGet");
-        unsafe { dr::device::get_attribute(dev, SMS) }.expect("multiprocessor count") as u32
-    })
+    *N.get_or_init(|| attribute(SMS, "multiprocessor count") as u32)
 }
 
 /// NVRTC's target: the newest virtual architecture this code uses that the device has (PTX, so

@@ -169,8 +169,8 @@ __device__ void flash_bwd_wg(const bf16* q, const bf16* k, const bf16* v, const 
     for (int i = 0; i < 8; i++) {  // chunk threadIdx.x % 8 of row threadIdx.x / 8 + 16·(i % 4), dV then dK
         int row = threadIdx.x / 8 + 16 * (i & 3), c = threadIdx.x & 7;
         if (k0 + row >= L) continue;
-        U4 piece = *reinterpret_cast<const U4*>(at((i < 4 ? Vs : Ks) + row * 128 + ((c ^ (row & 7)) << 4)));
-        *reinterpret_cast<U4*>((i < 4 ? dv : dk) + base + (long long)(k0 + row) * qld + c * 8) = piece;
+        Word4 piece = *reinterpret_cast<const Word4*>(at((i < 4 ? Vs : Ks) + row * 128 + ((c ^ (row & 7)) << 4)));
+        *reinterpret_cast<Word4*>((i < 4 ? dv : dk) + base + (long long)(k0 + row) * qld + c * 8) = piece;
     }
 }
 #endif

@@ -19,7 +19,6 @@
 #define FA_B 64
 #define FA_PAD 8
 struct __align__(8) F2 { float x, y; };  // two f32 as one 8-byte shared-memory store
-struct __align__(16) U4 { unsigned x, y, z, w; };  // 16 bytes as one load or store
 
 // The instructions below exist from sm_80 on (nvrtc.rs's `arch`; the host never picks these
 // kernels below that). tests/kernel_emulator.rs swaps each `#if __CUDA_ARCH__ >= 800` body for
