@@ -182,18 +182,35 @@ pub(super) mod cuda {
             let [pwqkv, pwoc, phqkv] = p[5 + added + nt..].try_into().expect("3 outputs");
             cast_many(dt, &[([pwq, pwqkv], [d, d, 3 * d, 0]), ([pwk, pwqkv], [d, d, 3 * d, d]), ([pwv, pwqkv], [d, d, 3 * d, 2 * d]), ([pwo, pwoc], [d, d, d, 0])], stream);
             RowGemm { batch: 1, m: n, n: 3 * d, k: d, a: side(ph, N, d), b: side(pwqkv, N, 3 * d), c: side(phqkv, N, 3 * d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
-            if added == 1 {
-                let args = [Arg::Ptr(phqkv), Arg::Ptr(p[5]), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
-                launch(&format!("add_key_{}", dtype_name(dt)), grid(n * d, 256), 256, stream, &args);
-            }
-            // q and k rotated where they lie; flash reads q, k, v from the fused projection
-            rotate(dt, phqkv, rot_ptrs(has, &p[5 + added..5 + added + nt]).0, n, [l, heads, hd], stream);
+            let k_add = (added == 1).then(|| p[5]);
+            key_and_rotate(dt, phqkv, k_add, rot_ptrs(has, &p[5 + added..5 + added + nt]).0, [n, l, heads, hd, 3 * d], stream);
         });
         // o with the heads side by side, [b, L, d]: the output projection's input as it is
-        let [o, lse] = super::super::flash::fwd(Qkv::Fused(hqkv.clone()), alibi, scale, heads, Merged);
-        let y = empty(&h, vec![b, l, d], dt);
+        let [o, lse] = super::super::flash::fwd(Qkv::Fused { x: hqkv.clone(), d }, alibi, scale, heads, Merged);
+        let y = out_proj(&o, &wo, acc);
+        [y, hqkv, o, lse, wqkv, wo]
+    }
+
+    /// Queues the key term's add (`k_add` `[L, d]`, if given) and q's and k's rotations (`rot`) on
+    /// the fused projection `pqkv` (`[rows, ·]`, rows `ld` apart) in place: `[rows, L, heads, hd,
+    /// ld]`. Call from an `enqueue` task.
+    pub fn key_and_rotate(dt: DType, pqkv: u64, k_add: Option<u64>, rot: [Option<[u64; 2]>; 2], [n, l, heads, hd, ld]: [usize; 5], stream: cudarc::driver::sys::CUstream) {
+        let d = heads * hd;
+        if let Some(pa) = k_add {
+            let args = [Arg::Ptr(pqkv), Arg::Ptr(pa), Arg::I64(n as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d")), Arg::I32(dim(ld, "row stride"))];
+            launch(&format!("add_key_{}", dtype_name(dt)), grid(n * d, 256), 256, stream, &args);
+        }
+        // q and k rotated where they lie; flash reads q, k, v from the fused projection
+        rotate(dt, pqkv, rot, n, [l, heads, hd], ld, stream);
+    }
+
+    /// The output projection `o · wo` (`o [b, L, d]`, `wo` cast `[d, d]`), plus `acc` if given.
+    pub fn out_proj(o: &T, wo: &T, acc: Option<T>) -> T {
+        let [b, l, d] = o.meta.shape().dims::<3>();
+        let (n, dt, device) = (b * l, o.dtype, o.device.index);
+        let y = empty(o, vec![b, l, d], dt);
         let acc = acc.map(compact);
-        let mut ts = vec![&o, &wo];
+        let mut ts = vec![o, wo];
         ts.extend(&acc);
         ts.push(&y);
         let summed = acc.is_some();
@@ -202,35 +219,48 @@ pub(super) mod cuda {
             let g = RowGemm { batch: 1, m: n, n: d, k: d, a: side(po, N, d), b: side(pwo, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: summed as u8 as f32 };
             g.run_from(if summed { p[2] } else { py }, device, stream as _);
         });
-        [y, hqkv, o, lse, wqkv, wo]
+        y
     }
 
-    /// `[dh, dwq, dwk, dwv, dwo]` from `dy [b, L, d]`, `h` and the forward's
-    /// `[qkv, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `acc` (`[b, L, d]`,
-    /// h's other gradient, owned by the caller) `dh` is added to it in place and returned as `dh`.
-    /// With `k_add`, also the key term's gradient `[L, d]` (`sum_key`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, w_dtype: DType, acc: Option<T>, k_add: bool) -> ([T; 5], Option<T>) {
-        let [dy, h] = [dy, h].map(compact);
-        let [qkv, o, lse, wqkv, wo] = saved.map(compact);
-        let [b, l, d] = h.meta.shape().dims::<3>();
-        let (n, dt, device) = (b * l, h.dtype, h.device.index);
-        // o and its gradient with the heads side by side, [b, L, d] (as the forward wrote o)
-        let (dout, dwo) = (empty(&h, vec![b, l, d], dt), empty(&h, vec![d, d], w_dtype));
+    /// The output projection's backward: `[dout, dwo]` from `dy [b, L, d]`, `o` and the cast `wo`
+    /// (`dout` with the heads side by side, as the forward wrote `o`; `dwo` in `w_dtype`).
+    pub fn out_back(dy: &T, o: &T, wo: &T, w_dtype: DType) -> [T; 2] {
+        let [b, l, d] = o.meta.shape().dims::<3>();
+        let (n, dt, device) = (b * l, o.dtype, o.device.index);
+        let (dout, dwo) = (empty(o, vec![b, l, d], dt), empty(o, vec![d, d], w_dtype));
         let gemm = move |m, nn, k, a, b, c, out, stream: cudarc::driver::sys::CUstream| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype: dt, out, beta: 0.0 }.run(device, stream as _);
-        enqueue([&dy, &o, &wo, &dout, &dwo], move |[pdy, po, pwo, pdout, pdwo], stream| {
+        enqueue([dy, o, wo, &dout, &dwo], move |[pdy, po, pwo, pdout, pdwo], stream| {
             // dout = dy · woᵀ; dwo = oᵀ · dy
             gemm(n, d, d, side(pdy, N, d), side(pwo, Tr, d), side(pdout, N, d), dt, stream);
             gemm(d, d, n, side(po, Tr, d), side(pdy, N, d), side(pdwo, N, d), w_dtype, stream);
         });
+        [dout, dwo]
+    }
+
+    /// Queues the key term's gradient: `g [L, d]` = the key columns of `pdqkv` (`[b·L, ·]`, rows
+    /// `ld` apart) summed over the `b` sequences. Call from an `enqueue` task.
+    pub fn key_grad(dt: DType, pdqkv: u64, pg: u64, [b, l, d, ld]: [usize; 4], stream: cudarc::driver::sys::CUstream) {
+        let args = [Arg::Ptr(pdqkv), Arg::Ptr(pg), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d")), Arg::I32(dim(ld, "row stride"))];
+        launch(&format!("sum_key_{}", dtype_name(dt)), grid(l * d, 256), 256, stream, &args);
+    }
+
+    /// `[dh, dwq, dwk, dwv, dwo]` from `dy [b, L, d]`, `h` and the forward's
+    /// `[qkv, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `k_add`, also the key
+    /// term's gradient `[L, d]` (`sum_key`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, w_dtype: DType, k_add: bool) -> ([T; 5], Option<T>) {
+        let [dy, h] = [dy, h].map(compact);
+        let [qkv, o, lse, wqkv, wo] = saved.map(compact);
+        let [b, l, d] = h.meta.shape().dims::<3>();
+        let (n, dt, device) = (b * l, h.dtype, h.device.index);
+        let [dout, dwo] = out_back(&dy, &o, &wo, w_dtype);
         // the gradients of q, k, v straight into the fused projection's layout, q's and k's rotated
         // back as the kernels write them
-        let dhqkv = match super::super::flash::bwd(Qkv::Fused(qkv), o, dout, lse, alibi, scale, heads, Merged, rot) {
-            Qkv::Fused(g) => g,
+        let dhqkv = match super::super::flash::bwd(Qkv::Fused { x: qkv, d }, o, dout, lse, alibi, scale, heads, Merged, rot, None) {
+            Qkv::Fused { x, .. } => x,
             Qkv::Heads(_) => unreachable!("gradients come in q's layout"),
         };
-        let beta = acc.is_some() as u8 as f32;
-        let dh = acc.map(compact).unwrap_or_else(|| empty(&h, vec![b, l, d], dt));
+        let dh = empty(&h, vec![b, l, d], dt);
         let dw = empty(&h, vec![3, d, d], w_dtype);
         let dk_add = k_add.then(|| empty(&h, vec![l, d], dt));
         let mut ts = vec![&dhqkv, &h, &wqkv];
@@ -241,11 +271,10 @@ pub(super) mod cuda {
             let [pdhqkv, ph, pwqkv] = p[..3].try_into().expect("3 inputs");
             let [pdh, pdw] = p[3 + added..].try_into().expect("2 outputs");
             if added == 1 {
-                let args = [Arg::Ptr(pdhqkv), Arg::Ptr(p[3]), Arg::I32(dim(b, "batch")), Arg::I32(dim(l, "L")), Arg::I32(dim(d, "d"))];
-                launch(&format!("sum_key_{}", dtype_name(dt)), grid(l * d, 256), 256, stream, &args);
+                key_grad(dt, pdhqkv, p[3], [b, l, d, 3 * d], stream);
             }
-            // dh (+)= dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]
-            RowGemm { batch: 1, m: n, n: d, k: 3 * d, a: side(pdhqkv, N, 3 * d), b: side(pwqkv, Tr, 3 * d), c: side(pdh, N, d), dtype: dt, out: dt, beta }.run(device, stream as _);
+            // dh = dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]
+            RowGemm { batch: 1, m: n, n: d, k: 3 * d, a: side(pdhqkv, N, 3 * d), b: side(pwqkv, Tr, 3 * d), c: side(pdh, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
             let (a, bm, c) = (side(ph, Tr, d), Side { ptr: pdhqkv, op: N, ld: 3 * d, stride: d }, Side { ptr: pdw, op: N, ld: d, stride: d * d });
             RowGemm { batch: 3, m: d, n: d, k: n, a, b: bm, c, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
         });

@@ -74,14 +74,16 @@ impl OutLayout {
 }
 
 /// q, k and v (and, from the backward, their gradients) as the kernels take them: three
-/// `[b·heads, L, hd]` tensors, or `Fused`, one `[b, L, 3·heads·hd]` with q, k and v side by side
-/// (the fused projection's output, so no split runs before the forward and no merge after the
-/// backward; the forward's rotations are applied to it in place, `rotate_qk`, and the backward's
-/// adjoint by the kernels as they write dq and dk, `bwd`'s `unrotate`).
+/// `[b·heads, L, hd]` tensors, or `Fused`, q, k and v side by side in the first `3·d` columns
+/// (`d` = heads·hd) of one `x [b, L, W]`, rows `W` apart (the fused projection's output, `W` = 3d,
+/// or the parallel layer's input projections, `W` = 3d + 2F; so no split runs before the forward
+/// and no merge after the backward; the forward's rotations are applied to it in place,
+/// `rotate_qk`, and the backward's adjoint by the kernels as they write dq and dk, `bwd`'s
+/// `unrotate`).
 #[allow(clippy::large_enum_variant)] // a value of one call, never stored
 pub enum Qkv {
     Heads([T; 3]),
-    Fused(T),
+    Fused { x: T, d: usize },
 }
 
 impl Qkv {
@@ -94,10 +96,10 @@ impl Qkv {
                 assert!(dims[0].is_multiple_of(heads), "{what}: b·heads {} is not a multiple of {heads} heads", dims[0]);
                 dims
             }
-            Qkv::Fused(x) => {
+            Qkv::Fused { x, d } => {
                 let [b, l, w] = x.meta.shape().dims::<3>();
-                assert!(w % (3 * heads) == 0, "{what}: the fused projection's width {w} is not 3 × {heads} heads × head dim");
-                [b * heads, l, w / (3 * heads)]
+                assert!(d.is_multiple_of(heads) && 3 * d <= w, "{what}: the fused projection [{b}, {l}, {w}] holds no q, k, v of width {d} in {heads} heads");
+                [b * heads, l, d / heads]
             }
         };
         let dt = self.first().dtype;
@@ -108,21 +110,21 @@ impl Qkv {
     fn first(&self) -> &T {
         match self {
             Qkv::Heads([q, ..]) => q,
-            Qkv::Fused(x) => x,
+            Qkv::Fused { x, .. } => x,
         }
     }
 
     fn all(&self) -> Vec<&T> {
         match self {
             Qkv::Heads(t) => t.iter().collect(),
-            Qkv::Fused(x) => vec![x],
+            Qkv::Fused { x, .. } => vec![x],
         }
     }
 
     fn compact(self) -> Self {
         match self {
             Qkv::Heads(t) => Qkv::Heads(t.map(compact)),
-            Qkv::Fused(x) => Qkv::Fused(compact(x)),
+            Qkv::Fused { x, d } => Qkv::Fused { x: compact(x), d },
         }
     }
 
@@ -130,21 +132,26 @@ impl Qkv {
     fn empty_like(&self) -> Self {
         match self {
             Qkv::Heads(t) => Qkv::Heads(t.each_ref().map(|t| empty(t, t.meta.shape().to_vec(), t.dtype))),
-            Qkv::Fused(x) => Qkv::Fused(empty(x, x.meta.shape().to_vec(), x.dtype)),
+            Qkv::Fused { x, d } => Qkv::Fused { x: empty(x, x.meta.shape().to_vec(), x.dtype), d: *d },
         }
     }
 
-    fn is_fused(&self) -> bool {
-        matches!(self, Qkv::Fused(_))
+    /// The row stride of the fused projection (0 for separate heads).
+    fn fused_ld(&self) -> usize {
+        match self {
+            Qkv::Heads(_) => 0,
+            Qkv::Fused { x, .. } => x.meta.shape().dims::<3>()[2],
+        }
     }
 }
 
 /// The three pointers of q, k and v from their tensors' (`ptrs`, as [`Qkv::all`] lists them; one
-/// tensor if `fused`), and the kernels' `qh` (heads per row) and `qld` (row stride).
-fn qkv_ptrs(fused: bool, ptrs: &[u64], heads: usize, [_, _, hd]: [usize; 3]) -> ([u64; 3], i32, i32) {
-    if fused {
+/// tensor, its rows `fused_ld` apart, if that is not 0), and the kernels' `qh` (heads per row) and
+/// `qld` (row stride).
+fn qkv_ptrs(fused_ld: usize, ptrs: &[u64], heads: usize, [_, _, hd]: [usize; 3]) -> ([u64; 3], i32, i32) {
+    if fused_ld > 0 {
         let part = (heads * hd * 2) as u64; // bytes from q's columns to k's (bf16)
-        ([ptrs[0], ptrs[0] + part, ptrs[0] + 2 * part], dim(heads, "heads"), dim(3 * heads * hd, "3d"))
+        ([ptrs[0], ptrs[0] + part, ptrs[0] + 2 * part], dim(heads, "heads"), dim(fused_ld, "the fused projection's row stride"))
     } else {
         ([ptrs[0], ptrs[1], ptrs[2]], 1, dim(hd, "head dim"))
     }
@@ -208,7 +215,7 @@ pub fn fwd(qkv: Qkv, alibi: Option<T>, scale: f32, heads: usize, layout: OutLayo
     let n_in = ts.len();
     ts.extend(&alibi);
     ts.extend([&o, &lse]);
-    let (biased, fused) = (alibi.is_some(), qkv.is_fused());
+    let (biased, fused) = (alibi.is_some(), qkv.fused_ld());
     enqueue_all(&ts, move |p, stream| {
         let ([q, k, v], qh, qld) = qkv_ptrs(fused, &p[..n_in], heads, dims);
         let [a, o, lse] = with_null(&p[n_in..], 0, biased).try_into().expect("3 pointers");
@@ -224,9 +231,10 @@ pub fn fwd(qkv: Qkv, alibi: Option<T>, scale: f32, heads: usize, layout: OutLayo
 /// blocks (dq summed in f32), then dq to bf16. With `unrotate`, q's and k's rotation tables
 /// (`[cos, sin]` `[L, hd]` bf16 each, leading dims of 1 allowed, as `rotate_qk` takes them), dq
 /// and dk come out rotated back (the rotation's adjoint, `rotate_qk`'s): the gradients of q and k
-/// as they were before it.
+/// as they were before it. The gradients go into `into` if given (`Fused` like `qkv`: its first 3d
+/// columns written, the rest left as they are), else into new tensors.
 #[allow(clippy::too_many_arguments)]
-pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, alibi: Option<T>, scale: f32, heads: usize, layout: OutLayout, unrotate: [Option<[T; 2]>; 2]) -> Qkv {
+pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, alibi: Option<T>, scale: f32, heads: usize, layout: OutLayout, unrotate: [Option<[T; 2]>; 2], into: Option<Qkv>) -> Qkv {
     let (qkv, alibi) = (qkv.compact(), alibi.map(compact));
     let unrotate = unrotate.map(|r| r.map(|t| t.map(compact)));
     let [o, dout, lse] = [o, dout, lse].map(compact);
@@ -239,7 +247,14 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, alibi: Option<T>, scale: f32, heads:
     // dQ's f32 accumulator: [bh, L, hd] in rows, full tiles of 64 in the wgmma backward's own order
     // (flash_bwd_wg.cu's add_dq_frag); only the kernels read it
     let (delta, acc) = (empty(&o, vec![bh, l], DType::F32), empty(&o, vec![bh, l, hd], DType::F32));
-    let grads = qkv.empty_like();
+    let grads = match into {
+        Some(g) => {
+            let g = g.compact();
+            assert!(g.fused_ld() == qkv.fused_ld() && g.dims("flash_bwd's gradients", heads) == dims, "flash_bwd: the gradients' buffer must have q's layout");
+            g
+        }
+        None => qkv.empty_like(),
+    };
     let mut ts = qkv.all();
     let n_in = ts.len();
     ts.extend(&alibi);
@@ -251,7 +266,7 @@ pub fn bwd(qkv: Qkv, o: T, dout: T, lse: T, alibi: Option<T>, scale: f32, heads:
         ts.push(t);
     }
     ts.extend(grads.all());
-    let (biased, fused, has) = (alibi.is_some(), qkv.is_fused(), unrotate.each_ref().map(|r| r.is_some()));
+    let (biased, fused, has) = (alibi.is_some(), qkv.fused_ld(), unrotate.each_ref().map(|r| r.is_some()));
     enqueue_all(&ts, move |p, stream| {
         let ([q, k, v], qh, qld) = qkv_ptrs(fused, &p[..n_in], heads, dims);
         let rest = with_null(&p[n_in..], 0, biased);

@@ -166,9 +166,9 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
 
     fn flash_bwd(qkvod: [T; 5], lse: T, alibi: Option<T>, scale: f32, heads: usize) -> [T; 3] {
         let [q, k, v, o, dout] = qkvod;
-        match super::flash::bwd(super::flash::Qkv::Heads([q, k, v]), o, dout, lse, alibi, scale, heads, super::flash::OutLayout::Heads, [None, None]) {
+        match super::flash::bwd(super::flash::Qkv::Heads([q, k, v]), o, dout, lse, alibi, scale, heads, super::flash::OutLayout::Heads, [None, None], None) {
             super::flash::Qkv::Heads(g) => g,
-            super::flash::Qkv::Fused(_) => unreachable!("gradients come in q's layout"),
+            super::flash::Qkv::Fused { .. } => unreachable!("gradients come in q's layout"),
         }
     }
 
@@ -308,7 +308,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
     }
 
     fn attn_bwd(dy: T, h: T, saved: [T; 5], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, w_dtype: DType) -> [T; 5] {
-        super::attention_block::cuda::bwd(dy, h, saved, rot, alibi, heads, scale, w_dtype, None, false).0
+        super::attention_block::cuda::bwd(dy, h, saved, rot, alibi, heads, scale, w_dtype, false).0
     }
 
     fn mlp_fwd(x: T, wg: T, wu: T, wd: T) -> [T; 4] {

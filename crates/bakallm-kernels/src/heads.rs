@@ -104,10 +104,10 @@ pub(super) mod cuda {
     }
 
     /// Queues `rotate_qk` (cuda/attention.cu): q's and k's columns of the fused projection `fused`
-    /// `[rows, 3·heads·hd]` rotated in place by their tables (`rot`; a side without tables is left
+    /// `[rows, 3·heads·hd]` (rows `ld` apart) rotated in place by their tables (`rot`; a side without tables is left
     /// as it is, and without any nothing is launched). The gradients' rotation back is the flash
     /// backward's (`flash::bwd`'s `unrotate`). Call from an `enqueue` task.
-    pub fn rotate(dtype: DType, fused: u64, rot: [Option<[u64; 2]>; 2], rows: usize, [l, heads, hd]: [usize; 3], stream: cudarc::driver::sys::CUstream) {
+    pub fn rotate(dtype: DType, fused: u64, rot: [Option<[u64; 2]>; 2], rows: usize, [l, heads, hd]: [usize; 3], ld: usize, stream: cudarc::driver::sys::CUstream) {
         if rot.iter().all(|r| r.is_none()) {
             return;
         }
@@ -115,11 +115,21 @@ pub(super) mod cuda {
         let [ck, sk] = rot[1].unwrap_or([0, 0]);
         let ptrs: Vec<u64> = [fused].into_iter().chain(rot.into_iter().flatten().flatten()).collect();
         // each thread moves W elements of a pair's first half and W of its second
-        let name = kernel("rotate_qk", dtype, &ptrs, &[hd / 2, 3 * heads * hd]);
+        let name = kernel("rotate_qk", dtype, &ptrs, &[hd / 2, ld]);
         let per_thread = if name.ends_with("_v") { width(dtype) } else { 1 };
         let pairs = rows * heads * hd / 2;
-        let args =
-            [Arg::Ptr(fused), Arg::Ptr(cq), Arg::Ptr(sq), Arg::Ptr(ck), Arg::Ptr(sk), Arg::I64(rows as i64), Arg::I32(dim(l, "L")), Arg::I32(dim(heads, "heads")), Arg::I32(dim(hd, "head dim"))];
+        let args = [
+            Arg::Ptr(fused),
+            Arg::Ptr(cq),
+            Arg::Ptr(sq),
+            Arg::Ptr(ck),
+            Arg::Ptr(sk),
+            Arg::I64(rows as i64),
+            Arg::I32(dim(l, "L")),
+            Arg::I32(dim(heads, "heads")),
+            Arg::I32(dim(hd, "head dim")),
+            Arg::I32(dim(ld, "row stride")),
+        ];
         launch_2d(&name, (grid(pairs / per_thread, 256), 2), 256, stream, &args)
     }
 }

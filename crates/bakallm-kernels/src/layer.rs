@@ -6,9 +6,9 @@
 //! forward and backward, each a task for burn-fusion's and cubecl's threads, which the GPU waits
 //! on at times (README), and the adds were kernels of their own. Here the residual rides on the
 //! GEMMs: the output projection writes `x + attn` (cuBLAS's C read from `x`), the MLP's down
-//! projection adds its input's residual; backward, the attention's input-gradient GEMM adds into
-//! the MLP's (parallel), and the norms' backward kernels add the residual's gradient. The steps
-//! are those of `norm`, `attention_block` and `mlp`, which stay the reference.
+//! projection adds its input's residual, and the norms' backward kernels add the residual's
+//! gradient. The parallel residual's input projections are one GEMM each way (`layer_parallel.rs`).
+//! The steps are those of `norm`, `attention_block` and `mlp`, which stay the reference.
 
 use super::attention_block::{self as attn};
 use super::prims::{self, float};
@@ -210,6 +210,11 @@ pub(super) use cuda::LayerBackend;
 #[cfg(feature = "cuda")]
 #[path = "layer_cuda.rs"]
 mod cuda;
+
+/// The parallel residual's CUDA steps, its input projections as one GEMM.
+#[cfg(feature = "cuda")]
+#[path = "layer_parallel.rs"]
+mod parallel;
 
 #[cfg(test)]
 #[path = "layer_tests.rs"]

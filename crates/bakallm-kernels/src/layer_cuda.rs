@@ -1,8 +1,10 @@
-//! The CUDA side: `LayerBackend` on `CubeBackend` (the sublayers' CUDA steps in a row, the adds
-//! folded into their GEMMs and the norms' backward) and on `Fusion` (one custom op each way).
+//! The CUDA side: `LayerBackend` on `CubeBackend` (the parallel residual: `layer_parallel.rs`;
+//! the sequential one: the sublayers' CUDA steps in a row; the adds folded into their GEMMs and the
+//! norms' backward) and on `Fusion` (one custom op each way).
 
 use super::super::fusion::{attn_consts, attn_extras, custom_vec, inputs, outputs};
 use super::super::{attention_block, mlp, norm};
+use super::parallel;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::DType;
@@ -15,10 +17,10 @@ type Rot<B> = [Option<[FloatTensor<B>; 2]>; 2];
 
 /// The forward's outputs: 12, and 4 more for the sequential residual's second half.
 const FWD_OUTS: usize = 12;
-const SEQ_OUTS: usize = 4;
 
 pub trait LayerBackend: Backend {
-    /// `[y, n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc]`, then with `seq` (the
+    /// `[y, n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc]` (parallel: `qkv` and `h` one
+    /// `[b·L, 3d + 2F]`, `wqkv` and `wcat` one `[d, 3d + 2F]`), then with `seq` (the
     /// sequential residual) `[x', n', mean', rstd']`, of `x [b, L, d]` and f32 `ws = [w, (b,)
     /// (w', (b',)) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm; `w', b'`: the MLP's norm, with
     /// `seq`); the key projection plus `k_add [L, d]` if given.
@@ -77,54 +79,42 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
         let per = (ws.len() - 7) / (1 + seq as usize);
         let mut ws = ws.into_iter();
         let (nw, nb) = norm_w(take(&mut ws, per, "norm"));
-        let mlp_norm = seq.then(|| norm_w(take(&mut ws, per, "MLP norm")));
+        if !seq {
+            let mats: [T; 7] = take(&mut ws, 7, "7 matrices").try_into().expect("7 matrices");
+            return parallel::fwd(x, (nw, nb), mats, k_add, rot, alibi, heads, scale, eps);
+        }
+        let (w2, b2) = norm_w(take(&mut ws, per, "MLP norm"));
         let [wq, wk, wv, wo, wg, wu, wd]: [T; 7] = take(&mut ws, 7, "7 matrices").try_into().expect("7 matrices");
         let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), nw, nb, eps);
-        // x' = x + attn(n), the residual added by the output projection
+        // x' = x + attn(n), the residual added by the output projection; y = x' + mlp(norm'(x'))
         let [x2, qkv, o, lse, wqkv, wo] = attention_block::cuda::fwd(view(n.clone(), vec![b, l, d]), [wq, wk, wv, wo], rot, alibi, heads, scale, Some(x), k_add);
         let x2 = view(x2, vec![rows, d]);
-        // the MLP reads n (parallel) or norm'(x') (sequential); y = x' + mlp(·)
-        let (mlp_in, second) = match mlp_norm {
-            None => (n.clone(), vec![]),
-            Some((w2, b2)) => {
-                let [n2, mean2, rstd2] = norm::cuda::fwd(x2.clone(), w2, b2, eps);
-                (n2.clone(), vec![view(x2.clone(), vec![b, l, d]), n2, mean2, rstd2])
-            }
-        };
-        let [y, h, wcat, wdc] = mlp::cuda::fwd(mlp_in, wg, wu, wd, Some(x2));
-        let mut out = vec![view(y, vec![b, l, d]), n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc];
-        out.extend(second);
-        out
+        let [n2, mean2, rstd2] = norm::cuda::fwd(x2.clone(), w2, b2, eps);
+        let [y, h, wcat, wdc] = mlp::cuda::fwd(n2.clone(), wg, wu, wd, Some(x2.clone()));
+        vec![view(y, vec![b, l, d]), n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc, view(x2, vec![b, l, d]), n2, mean2, rstd2]
     }
 
     fn layer_bwd(dy: T, x: T, w: T, saved: Vec<T>, rot: Rot<Self>, alibi: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
+        if saved.len() == FWD_OUTS - 1 {
+            let saved = saved.try_into().unwrap_or_else(|_| unreachable!("11 saved"));
+            return parallel::bwd(dy, x, w, saved, rot, alibi, heads, scale, layer, k_add, w_dtype);
+        }
+        // back through y = x' + mlp(norm'(x')), then x' = x + attn(norm(x))
         let [b, l, d] = x.meta.shape().dims::<3>();
         let rows = b * l;
-        let seq = saved.len() == FWD_OUTS - 1 + SEQ_OUTS + 1;
         let mut saved = saved.into_iter();
         let [n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc]: [T; 11] = take(&mut saved, 11, "11 saved").try_into().expect("11 saved");
-        let attn_saved = [qkv, o, lse, wqkv, wo];
-        let dy2 = view(dy.clone(), vec![rows, d]);
-        let (n3, xr) = (view(n.clone(), vec![b, l, d]), view(x, vec![rows, d]));
-        let (mut g, mats, dk_add) = if seq {
-            // back through y = x' + mlp(norm'(x')), then x' = x + attn(norm(x))
-            let [xs, n2, mean2, rstd2, w2]: [T; 5] = take(&mut saved, 5, "the second half's").try_into().expect("5 saved");
-            let [dn2, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n2, h, wcat, wdc, w_dtype);
-            let mut g2 = norm::cuda::bwd(dn2, view(xs, vec![rows, d]), w2, mean2, rstd2, layer, Some(dy2));
-            let dx2 = g2.remove(0);
-            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(view(dx2.clone(), vec![b, l, d]), n3, attn_saved, rot, alibi, heads, scale, w_dtype, None, k_add);
-            let mut g = norm::cuda::bwd(view(dn, vec![rows, d]), xr, w, mean, rstd, layer, Some(dx2));
-            g.extend(g2);
-            (g, [dwq, dwk, dwv, dwo, dwg, dwu, dwd], dk_add)
-        } else {
-            let [dn, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n, h, wcat, wdc, w_dtype);
-            // dn += the attention's input gradient, in place
-            let ([dn, dwq, dwk, dwv, dwo], dk_add) = attention_block::cuda::bwd(dy, n3, attn_saved, rot, alibi, heads, scale, w_dtype, Some(view(dn, vec![b, l, d])), k_add);
-            let g = norm::cuda::bwd(view(dn, vec![rows, d]), xr, w, mean, rstd, layer, Some(dy2));
-            (g, [dwq, dwk, dwv, dwo, dwg, dwu, dwd], dk_add)
-        };
+        let [xs, n2, mean2, rstd2, w2]: [T; 5] = take(&mut saved, 5, "the second half's").try_into().expect("5 saved");
+        let dy2 = view(dy, vec![rows, d]);
+        let [dn2, dwg, dwu, dwd] = mlp::cuda::bwd(dy2.clone(), n2, h, wcat, wdc, w_dtype);
+        let mut g2 = norm::cuda::bwd(dn2, view(xs, vec![rows, d]), w2, mean2, rstd2, layer, Some(dy2));
+        let dx2 = g2.remove(0);
+        let ([dn, dwq, dwk, dwv, dwo], dk_add) =
+            attention_block::cuda::bwd(view(dx2.clone(), vec![b, l, d]), view(n, vec![b, l, d]), [qkv, o, lse, wqkv, wo], rot, alibi, heads, scale, w_dtype, k_add);
+        let mut g = norm::cuda::bwd(view(dn, vec![rows, d]), view(x, vec![rows, d]), w, mean, rstd, layer, Some(dx2));
+        g.extend(g2);
         g[0] = view(g[0].clone(), vec![b, l, d]);
-        g.extend(mats);
+        g.extend([dwq, dwk, dwv, dwo, dwg, dwu, dwd]);
         g.extend(dk_add);
         g
     }
@@ -144,18 +134,21 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
     ) -> Vec<FloatTensor<Self>> {
         let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
         let (rows, n_ws) = (b * l, ws.len());
+        // parallel: q, k, v and the MLP's h in one [b·L, 3d + 2F] (`layer_parallel.rs`), and their
+        // weights in one [d, 3d + 2F]; each listed in both places
+        let (qkv, h) = if seq { (3 * d, 2 * f) } else { (3 * d + 2 * f, 3 * d + 2 * f) };
         let mut outs = vec![
             (vec![b, l, d], dt),
             (vec![rows, d], dt),
             (vec![rows], DType::F32),
             (vec![rows], DType::F32),
-            (vec![b, l, 3 * d], dt), // the fused projection, q and k rotated
-            (vec![b, l, d], dt),     // o, the heads side by side (`flash::OutLayout::Merged`)
+            (vec![b, l, qkv], dt), // the fused projection, q and k rotated
+            (vec![b, l, d], dt),   // o, the heads side by side (`flash::OutLayout::Merged`)
             (vec![b * heads, l], DType::F32),
-            (vec![d, 3 * d], dt),
+            (vec![d, qkv], dt),
             (vec![d, d], dt),
-            (vec![rows, 2 * f], dt),
-            (vec![d, 2 * f], dt),
+            (vec![rows, h], dt),
+            (vec![d, h], dt),
             (vec![f, d], dt),
         ];
         if seq {

@@ -112,7 +112,7 @@ pub(super) mod cuda {
             let gemm = |m, n, k, a, b, c, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta };
             // h = x · [wg | wu]; y = (silu(a) ⊙ u) · wd (+ acc)
             gemm(n, 2 * f, d, side(px, N, d), side(pw, N, 2 * f), side(ph, N, 2 * f), 0.0).run(device, stream as _);
-            glu("glu_fwd", dtype, &[ph, ps], n * f, f, stream);
+            glu("glu_fwd", dtype, &[ph, ps], n * f, [f, 2 * f], stream);
             gemm(n, d, f, side(ps, N, f), side(pwd, N, d), side(py, N, d), beta).run_from(src, device, stream as _);
         });
         [y, h, wcat, wdc]
@@ -133,7 +133,7 @@ pub(super) mod cuda {
             let gemm = |m, n, k, a, b, c, out| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out, beta: 0.0 }.run(device, stream as _);
             // gs = dy · wdᵀ; then dh = [da | du] and gs ← silu(a) ⊙ u
             gemm(n, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dtype);
-            glu("glu_bwd", dtype, &[ph, pgs, pdh], n * f, f, stream);
+            glu("glu_bwd", dtype, &[ph, pgs, pdh], n * f, [f, 2 * f], stream);
             // dwd = (silu(a) ⊙ u)ᵀ · dy; dx = dh · [wg | wu]ᵀ
             gemm(f, d, n, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
             gemm(n, d, f2, side(pdh, N, f2), side(pw, Tr, f2), side(pdx, N, d), dtype);
@@ -144,11 +144,12 @@ pub(super) mod cuda {
         [dx, part(&dw, 0), part(&dw, 1), dwd]
     }
 
-    /// Launches a `glu_*` kernel (cuda/gate.cu) over `n` elements of `[rows, F]`.
-    fn glu(kind: &str, dtype: DType, ptrs: &[u64], n: usize, f: usize, stream: cudarc::driver::sys::CUstream) {
-        let name = kernel(kind, dtype, ptrs, &[f]);
+    /// Launches a `glu_*` kernel (cuda/gate.cu) over `n` elements of `[rows, F]`, h's (and dh's) rows
+    /// `ldh` apart (2F, or wider within the parallel layer's input projections): `[F, ldh]`.
+    pub(crate) fn glu(kind: &str, dtype: DType, ptrs: &[u64], n: usize, [f, ldh]: [usize; 2], stream: cudarc::driver::sys::CUstream) {
+        let name = kernel(kind, dtype, ptrs, &[f, ldh]);
         let w = if name.ends_with("_v") { 16 / dtype.size() } else { 1 };
-        let args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64((n / w) as i64), Arg::I64(f as i64)]).collect();
+        let args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64((n / w) as i64), Arg::I64(f as i64), Arg::I64(ldh as i64)]).collect();
         launch(&name, grid(n / w, 256).min(8192), 256, stream, &args);
     }
 }

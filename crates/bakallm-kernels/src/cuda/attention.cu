@@ -211,41 +211,48 @@ ATTENTION_KERNELS(float, f32_v, 4)
 ATTENTION_KERNELS(bf16, bf16_v, 8)
 
 // A key term added to every sequence (linspace's ramp times its scale): the key columns of the
-// fused projection x [n, 3d] get a [L, d] at row r % L; its gradient sums dx's key columns over
-// the B sequences (in f32). One thread per element of the key columns / of a.
+// fused projection x [n, 3d] (its rows xld elements apart: 3d, or wider within the parallel layer's
+// input projections) get a [L, d] at row r % L; its gradient sums dx's key columns over the B
+// sequences (in f32). One thread per element of the key columns / of a.
 template <typename T>
-__device__ void add_key(T* x, const T* a, long long n, int L, int d) {
+__device__ void add_key(T* x, const T* a, long long n, int L, int d, int xld) {
     long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= n * d) return;
     long long r = e / d;
     int c = (int)(e % d);
-    T* p = x + r * 3 * d + d + c;
+    T* p = x + r * xld + d + c;
     st(p, 0, ld(p, 0) + ld(a, (r % L) * d + c));
 }
 template <typename T>
-__device__ void sum_key(const T* dx, T* g, int B, int L, int d) {
+__device__ void sum_key(const T* dx, T* g, int B, int L, int d, int xld) {
     long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= (long long)L * d) return;
     long long t = e / d;
     int c = (int)(e % d);
     float sum = 0.f;
-    for (int b = 0; b < B; b++) sum += ld(dx, ((long long)b * L + t) * 3 * d + d + c);
+    for (int b = 0; b < B; b++) sum += ld(dx, ((long long)b * L + t) * xld + d + c);
     st(g, e, sum);
 }
 #define KEY_KERNELS(T, NAME)                                                                                           \
-    extern "C" __global__ void add_key_##NAME(T* x, const T* a, long long n, int L, int d) { GRID_DEPENDENCY(); add_key<T>(x, a, n, L, d); } \
-    extern "C" __global__ void sum_key_##NAME(const T* dx, T* g, int B, int L, int d) { GRID_DEPENDENCY(); sum_key<T>(dx, g, B, L, d); }
+    extern "C" __global__ void add_key_##NAME(T* x, const T* a, long long n, int L, int d, int xld) {                  \
+        GRID_DEPENDENCY();                                                                                              \
+        add_key<T>(x, a, n, L, d, xld);                                                                                 \
+    }                                                                                                                  \
+    extern "C" __global__ void sum_key_##NAME(const T* dx, T* g, int B, int L, int d, int xld) {                       \
+        GRID_DEPENDENCY();                                                                                              \
+        sum_key<T>(dx, g, B, L, d, xld);                                                                                \
+    }
 KEY_KERNELS(float, f32)
 KEY_KERNELS(bf16, bf16)
 
-// RoPE / xPos in place on the q and k columns of the fused projection x [rows, 3·H·hd],
-// blockIdx.y picking q (0) or k (1), each rotated by its tables c, s [L, hd] where given (null: left
-// as it is): the pair (j, j + hd/2) of a head becomes (x_j·c_j − x_{j+h}·s_j, x_{j+h}·c_{j+h} +
+// RoPE / xPos in place on the q and k columns of the fused projection x [rows, 3·H·hd] (its rows
+// xld elements apart), blockIdx.y picking q (0) or k (1), each rotated by its tables c, s [L, hd]
+// where given (null: left as it is): the pair (j, j + hd/2) of a head becomes (x_j·c_j − x_{j+h}·s_j, x_{j+h}·c_{j+h} +
 // x_j·s_{j+h}), heads_split's rotation (its adjoint, for the gradients, is applied by the flash
 // backward as it writes dq and dk: store_dk_dv, flash_dq). One thread per W consecutive j of a
 // pair's first half (the host checks hd / 2 is a multiple of W).
 template <typename T, int W>
-__device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, int L, int H, int hd) {
+__device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, int L, int H, int hd, int xld) {
     int p = blockIdx.y, half = hd / 2;
     const T* c = p == 0 ? cq : ck;
     const T* s = p == 0 ? sq : sk;
@@ -254,7 +261,7 @@ __device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* 
     int j = (int)(e % half);
     long long rh = e / half;
     int h = (int)(rh % H), t = (int)((rh / H) % L);
-    T* a = x + (rh / H) * 3 * H * hd + (long long)(p * H + h) * hd + j;
+    T* a = x + (rh / H) * xld + (long long)(p * H + h) * hd + j;
     float xa[W], xb[W], ca[W], sa[W], cb[W], sb[W];
     Vec<T, W>::load(a, xa);
     Vec<T, W>::load(a + half, xb);
@@ -273,9 +280,9 @@ __device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* 
 }
 #define ROTATE_KERNELS(T, NAME, W)                                                                                     \
     extern "C" __global__ void rotate_qk_##NAME(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, \
-                                                int L, int H, int hd) {                                                \
+                                                int L, int H, int hd, int xld) {                                       \
         GRID_DEPENDENCY();                                                                                              \
-        rotate_qk<T, W>(x, cq, sq, ck, sk, rows, L, H, hd);                                                             \
+        rotate_qk<T, W>(x, cq, sq, ck, sk, rows, L, H, hd, xld);                                                        \
     }
 ROTATE_KERNELS(float, f32, 1)
 ROTATE_KERNELS(bf16, bf16, 1)

@@ -40,14 +40,15 @@ __device__ void silu_mul_bwd(const T* a, const T* u, const T* g, T* da, T* du, l
     }
 }
 
-// The same gate over the fused MLP's h [rows, 2F] (src/kernels/mlp.rs): the gate projection a in
-// columns [0, F), the up projection u in [F, 2F). y[r, c] = silu(a[r, c])·u[r, c] into y [rows, F];
-// n counts W-element groups of y (the host checks F is a multiple of W).
+// The same gate over the fused MLP's h [rows, 2F] (src/kernels/mlp.rs), its rows ldh elements
+// apart (2F, or wider where h lies within the parallel layer's input projections): the gate
+// projection a in columns [0, F), the up projection u in [F, 2F). y[r, c] = silu(a[r, c])·u[r, c]
+// into y [rows, F]; n counts W-element groups of y (the host checks F and ldh are multiples of W).
 template <typename T, int W>
-__device__ void glu_fwd(const T* h, T* y, long long n, long long F) {
+__device__ void glu_fwd(const T* h, T* y, long long n, long long F, long long ldh) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         long long e = i * W, r = e / F;
-        const T* a = h + e + r * F;  // h[r, c] with c = e − r·F
+        const T* a = h + e + r * (ldh - F);  // h[r, c] with c = e − r·F
         float av[W], uv[W];
         Vec<T, W>::load(a, av);
         Vec<T, W>::load(a + F, uv);
@@ -56,12 +57,12 @@ __device__ void glu_fwd(const T* h, T* y, long long n, long long F) {
         Vec<T, W>::store(y + e, av);
     }
 }
-// Its backward from g [rows, F]: dh [rows, 2F] gets da and du side by side, and g is overwritten
+// Its backward from g [rows, F]: dh (h's layout) gets da and du side by side, and g is overwritten
 // by y, recomputed here for the down projection's weight gradient (so the forward keeps no y).
 template <typename T, int W>
-__device__ void glu_bwd(const T* h, T* g, T* dh, long long n, long long F) {
+__device__ void glu_bwd(const T* h, T* g, T* dh, long long n, long long F, long long ldh) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        long long e = i * W, r = e / F, at = e + r * F;
+        long long e = i * W, r = e / F, at = e + r * (ldh - F);
         float av[W], uv[W], gv[W], yv[W];
         Vec<T, W>::load(h + at, av);
         Vec<T, W>::load(h + at + F, uv);
@@ -116,10 +117,13 @@ __device__ void cast_many(const CastJobs& t) {
         GRID_DEPENDENCY();                                                                                              \
         silu_mul_bwd<T, W>(a, u, g, da, du, n);                                                                         \
     }                                                                                                                  \
-    extern "C" __global__ void glu_fwd_##NAME(const T* h, T* y, long long n, long long F) { GRID_DEPENDENCY(); glu_fwd<T, W>(h, y, n, F); } \
-    extern "C" __global__ void glu_bwd_##NAME(const T* h, T* g, T* dh, long long n, long long F) {                     \
+    extern "C" __global__ void glu_fwd_##NAME(const T* h, T* y, long long n, long long F, long long ldh) {            \
         GRID_DEPENDENCY();                                                                                              \
-        glu_bwd<T, W>(h, g, dh, n, F);                                                                                  \
+        glu_fwd<T, W>(h, y, n, F, ldh);                                                                                 \
+    }                                                                                                                  \
+    extern "C" __global__ void glu_bwd_##NAME(const T* h, T* g, T* dh, long long n, long long F, long long ldh) {      \
+        GRID_DEPENDENCY();                                                                                              \
+        glu_bwd<T, W>(h, g, dh, n, F, ldh);                                                                             \
     }
 
 GATE_KERNELS(float, f32, 1)

@@ -1,0 +1,137 @@
+//! The parallel layer's CUDA steps with its two input projections as one GEMM: q, k, v and the
+//! MLP's gate and up projections of the shared norm's output `n` come out side by side,
+//! `p = n · [wq | wk | wv | wg | wu]` `[b·L, 3d + 2F]`, and backward the input gradient is one GEMM
+//! of depth 3d + 2F, `dn = dp · [wq | … | wu]ᵀ`, with `dp` written in place by the flash backward
+//! (dq, dk, dv) and the gate's backward (da, du).
+//!
+//! Why: in `y = x + attn(n) + mlp(n)` both projections read `n` (PaLM's parallel layers), so the
+//! 3d-wide GEMM joins the 2F-wide one each way and the attention's and MLP's input gradients are
+//! summed inside the GEMM instead of by a second one adding into the first. The kernels read q, k,
+//! v and h where they lie, rows 3d + 2F apart. The sequential residual keeps the sublayers' own
+//! steps (`attention_block`, `mlp`), which stay the reference for these.
+
+use super::super::attention_block::cuda::{key_and_rotate, key_grad, out_back, out_proj};
+use super::super::cublas::{side, RowGemm, Side};
+use super::super::flash::{self, rot_ptrs, OutLayout::Merged, Qkv};
+use super::super::fused::{cast_many, empty, part};
+use super::super::gemm::Trans::{N, T as Tr};
+use super::super::mlp::cuda::glu;
+use super::super::norm;
+use super::super::nvrtc::{compact, enqueue, enqueue_all};
+use burn::tensor::DType;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+
+type T = CubeTensor<CudaRuntime>;
+
+/// `t` (compact) seen as `shape`.
+fn view(t: &T, shape: Vec<usize>) -> T {
+    let t = compact(t.clone());
+    CubeTensor::new_contiguous(t.client.clone(), t.device.clone(), burn::prelude::Shape::from(shape), t.handle, t.dtype)
+}
+
+/// The forward of `x [b, L, d]` with the norm's f32 `(w, b)` and the seven f32 matrices `[wq, wk,
+/// wv, wo, wg, wu, wd]`: `[y, n, mean, rstd, p, o, lse, w1, wo, p, w1, wd]` in the layer op's order
+/// (`p` `[b, L, 3d + 2F]` and `[b·L, 3d + 2F]` and `w1 = [wq | wk | wv | wg | wu]` `[d, 3d + 2F]`
+/// stand for both the attention's fused projection and the MLP's `h`, and their weights: one
+/// buffer each, listed twice). `k_add` (`[L, d]`) is added to the key projection if given.
+#[allow(clippy::too_many_arguments)]
+pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, eps: f32) -> Vec<T> {
+    let [b, l, d] = x.meta.shape().dims::<3>();
+    let [_, f] = ws[4].meta.shape().dims::<2>();
+    let (rows, s, dt, device) = (b * l, 3 * d + 2 * f, x.dtype, x.device.index);
+    let [n, mean, rstd] = norm::cuda::fwd(view(&x, vec![rows, d]), norm_w.0, norm_w.1, eps);
+    let (ws, k_add) = (ws.map(compact), k_add.map(compact));
+    let rot = rot.map(|r| r.map(|t| t.map(compact)));
+    let (w1, wo, wd, p) = (empty(&x, vec![d, s], dt), empty(&x, vec![d, d], dt), empty(&x, vec![f, d], dt), empty(&x, vec![rows, s], dt));
+    // the tables before the outputs: the task runs on the last tensor's stream, a fresh output's
+    let mut ts = vec![&n];
+    ts.extend(&ws);
+    ts.extend(&k_add);
+    ts.extend(rot.iter().flatten().flatten());
+    ts.extend([&w1, &wo, &wd, &p]);
+    let (has, added, hd) = (rot.each_ref().map(|r| r.is_some()), k_add.is_some() as usize, d / heads);
+    enqueue_all(&ts, move |ptr, stream| {
+        let [pn, pq, pk, pv, po, pg, pu, pd] = ptr[..8].try_into().expect("8 inputs");
+        let [pw1, pwo, pwd, pp] = ptr[ptr.len() - 4..].try_into().expect("4 outputs");
+        let (sq, sf) = ([d, d, s, 0], [d, f, s, 0]);
+        let col = |[r, c, ld, _]: [usize; 4], off| [r, c, ld, off];
+        cast_many(
+            dt,
+            &[
+                ([pq, pw1], col(sq, 0)),
+                ([pk, pw1], col(sq, d)),
+                ([pv, pw1], col(sq, 2 * d)),
+                ([pg, pw1], col(sf, 3 * d)),
+                ([pu, pw1], col(sf, 3 * d + f)),
+                ([po, pwo], [d, d, d, 0]),
+                ([pd, pwd], [f, d, d, 0]),
+            ],
+            stream,
+        );
+        // p = n · w1: q, k, v, a, u side by side
+        RowGemm { batch: 1, m: rows, n: s, k: d, a: side(pn, N, d), b: side(pw1, N, s), c: side(pp, N, s), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
+        let k_add = (added == 1).then(|| ptr[8]);
+        key_and_rotate(dt, pp, k_add, rot_ptrs(has, &ptr[8 + added..ptr.len() - 4]).0, [rows, l, heads, hd, s], stream);
+    });
+    let p3 = view(&p, vec![b, l, s]);
+    let [o, lse] = flash::fwd(Qkv::Fused { x: p3.clone(), d }, alibi, scale, heads, Merged);
+    // y = (x + o · wo) + silu(a) ⊙ u · wd
+    let x2 = out_proj(&o, &wo, Some(x));
+    let (g, y) = (empty(&p, vec![rows, f], dt), empty(&p, vec![rows, d], dt));
+    enqueue([&p, &wd, &x2, &g, &y], move |[pp, pwd, px2, pg, py], stream| {
+        glu("glu_fwd", dt, &[pp + (3 * d * dt.size()) as u64, pg], rows * f, [f, s], stream);
+        RowGemm { batch: 1, m: rows, n: d, k: f, a: side(pg, N, f), b: side(pwd, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: 1.0 }.run_from(px2, device, stream as _);
+    });
+    vec![view(&y, vec![b, l, d]), n, mean, rstd, p3, o, lse, w1.clone(), wo, p, w1, wd]
+}
+
+/// The backward from `dy [b, L, d]`, `x`, the norm's weight `w` and [`fwd`]'s outputs after `y`:
+/// `[dx, dw, (db,) dwq, dwk, dwv, dwo, dwg, dwu, dwd, (dk_add)]` (`db` for LayerNorm, `layer`;
+/// `dk_add` with `k_add`), the weight gradients in `w_dtype`.
+#[allow(clippy::too_many_arguments)]
+pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
+    let [n, mean, rstd, p3, o, lse, w1, wo, _, _, wd] = saved.map(compact);
+    let [b, l, d] = x.meta.shape().dims::<3>();
+    let f = wd.meta.shape().dims::<2>()[0];
+    let (rows, s, dt, device) = (b * l, 3 * d + 2 * f, x.dtype, x.device.index);
+    let dy2 = view(&dy, vec![rows, d]);
+    // the MLP: gs = dy · wdᵀ; dp's a and u columns and gs ← silu(a) ⊙ u (glu_bwd); dwd = gsᵀ · dy
+    let (dp, gs, dwd) = (empty(&x, vec![rows, s], dt), empty(&x, vec![rows, f], dt), empty(&x, vec![f, d], w_dtype));
+    enqueue([&dy2, &p3, &wd, &gs, &dwd, &dp], move |[pdy, pp, pwd, pgs, pdwd, pdp], stream| {
+        let gemm = |m, nn, k, a, b, c, out| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype: dt, out, beta: 0.0 }.run(device, stream as _);
+        gemm(rows, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dt);
+        let h = (3 * d * dt.size()) as u64;
+        glu("glu_bwd", dt, &[pp + h, pgs, pdp + h], rows * f, [f, s], stream);
+        gemm(f, d, rows, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
+    });
+    // the attention: dq, dk, dv into dp's first 3d columns
+    let [dout, dwo] = out_back(&dy, &o, &wo, w_dtype);
+    let dp3 = view(&dp, vec![b, l, s]);
+    flash::bwd(Qkv::Fused { x: p3, d }, o, dout, lse, alibi, scale, heads, Merged, rot, Some(Qkv::Fused { x: dp3, d }));
+    // dn = dp · w1ᵀ (both sublayers' input gradients in one GEMM); [dwq, dwk, dwv] and [dwg, dwu]
+    // from nᵀ · dp, one batched call each
+    let (dn, dw3, dw2) = (empty(&x, vec![rows, d], dt), empty(&x, vec![3, d, d], w_dtype), empty(&x, vec![2, d, f], w_dtype));
+    let dk_add = k_add.then(|| empty(&x, vec![l, d], dt));
+    let mut ts = vec![&dp, &n, &w1];
+    ts.extend(&dk_add);
+    ts.extend([&dw3, &dw2, &dn]);
+    enqueue_all(&ts, move |ptr, stream| {
+        let [pdp, pn, pw1] = ptr[..3].try_into().expect("3 inputs");
+        let [pdw3, pdw2, pdn] = ptr[ptr.len() - 3..].try_into().expect("3 outputs");
+        if k_add {
+            key_grad(dt, pdp, ptr[3], [b, l, d, s], stream);
+        }
+        RowGemm { batch: 1, m: rows, n: d, k: s, a: side(pdp, N, s), b: side(pw1, Tr, s), c: side(pdn, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
+        let a = side(pn, Tr, d);
+        let (b3, c3) = (Side { ptr: pdp, op: N, ld: s, stride: d }, Side { ptr: pdw3, op: N, ld: d, stride: d * d });
+        RowGemm { batch: 3, m: d, n: d, k: rows, a, b: b3, c: c3, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+        let (b2, c2) = (Side { ptr: pdp + (3 * d * dt.size()) as u64, op: N, ld: s, stride: f }, Side { ptr: pdw2, op: N, ld: f, stride: d * f });
+        RowGemm { batch: 2, m: d, n: f, k: rows, a, b: b2, c: c2, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+    });
+    let mut g = norm::cuda::bwd(dn, view(&x, vec![rows, d]), w, mean, rstd, layer, Some(dy2));
+    g[0] = view(&g[0], vec![b, l, d]);
+    g.extend([part(&dw3, 0), part(&dw3, 1), part(&dw3, 2), dwo, part(&dw2, 0), part(&dw2, 1), dwd]);
+    g.extend(dk_add);
+    g
+}
