@@ -56,7 +56,7 @@ pub trait LayerBackend: Backend {
 }
 
 /// `t` (compact) seen as `shape`.
-fn view(t: T, shape: Vec<usize>) -> T {
+pub(super) fn view(t: T, shape: Vec<usize>) -> T {
     let t = super::super::nvrtc::compact(t);
     CubeTensor::new_contiguous(t.client.clone(), t.device.clone(), Shape::from(shape), t.handle, t.dtype)
 }

@@ -18,17 +18,12 @@ use super::super::gemm::Trans::{N, T as Tr};
 use super::super::mlp::cuda::glu;
 use super::super::norm;
 use super::super::nvrtc::{compact, enqueue, enqueue_all};
+use super::cuda::view;
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 
 type T = CubeTensor<CudaRuntime>;
-
-/// `t` (compact) seen as `shape`.
-fn view(t: &T, shape: Vec<usize>) -> T {
-    let t = compact(t.clone());
-    CubeTensor::new_contiguous(t.client.clone(), t.device.clone(), burn::prelude::Shape::from(shape), t.handle, t.dtype)
-}
 
 /// The forward of `x [b, L, d]` with the norm's f32 `(w, b)` and the seven f32 matrices `[wq, wk,
 /// wv, wo, wg, wu, wd]`: `[y, n, mean, rstd, p, o, lse, w1, wo, p, w1, wd]` in the layer op's order
@@ -40,7 +35,7 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     let [b, l, d] = x.meta.shape().dims::<3>();
     let [_, f] = ws[4].meta.shape().dims::<2>();
     let (rows, s, dt, device) = (b * l, 3 * d + 2 * f, x.dtype, x.device.index);
-    let [n, mean, rstd] = norm::cuda::fwd(view(&x, vec![rows, d]), norm_w.0, norm_w.1, eps);
+    let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), norm_w.0, norm_w.1, eps);
     let (ws, k_add) = (ws.map(compact), k_add.map(compact));
     let rot = rot.map(|r| r.map(|t| t.map(compact)));
     let (w1, wo, wd, p) = (empty(&x, vec![d, s], dt), empty(&x, vec![d, d], dt), empty(&x, vec![f, d], dt), empty(&x, vec![rows, s], dt));
@@ -74,7 +69,7 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
         let k_add = (added == 1).then(|| ptr[8]);
         key_and_rotate(dt, pp, k_add, rot_ptrs(has, &ptr[8 + added..ptr.len() - 4]).0, [rows, l, heads, hd, s], stream);
     });
-    let p3 = view(&p, vec![b, l, s]);
+    let p3 = view(p.clone(), vec![b, l, s]);
     let [o, lse] = flash::fwd(Qkv::Fused { x: p3.clone(), d }, alibi, scale, heads, Merged);
     // y = (x + o · wo) + silu(a) ⊙ u · wd
     let x2 = out_proj(&o, &wo, Some(x));
@@ -83,7 +78,7 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
         glu("glu_fwd", dt, &[pp + (3 * d * dt.size()) as u64, pg], rows * f, [f, s], stream);
         RowGemm { batch: 1, m: rows, n: d, k: f, a: side(pg, N, f), b: side(pwd, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: 1.0 }.run_from(px2, device, stream as _);
     });
-    vec![view(&y, vec![b, l, d]), n, mean, rstd, p3, o, lse, w1.clone(), wo, p, w1, wd]
+    vec![view(y, vec![b, l, d]), n, mean, rstd, p3, o, lse, w1.clone(), wo, p, w1, wd]
 }
 
 /// The backward from `dy [b, L, d]`, `x`, the norm's weight `w` and [`fwd`]'s outputs after `y`:
@@ -95,7 +90,7 @@ pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: O
     let [b, l, d] = x.meta.shape().dims::<3>();
     let f = wd.meta.shape().dims::<2>()[0];
     let (rows, s, dt, device) = (b * l, 3 * d + 2 * f, x.dtype, x.device.index);
-    let dy2 = view(&dy, vec![rows, d]);
+    let dy2 = view(dy.clone(), vec![rows, d]);
     // the MLP: gs = dy · wdᵀ; dp's a and u columns and gs ← silu(a) ⊙ u (glu_bwd); dwd = gsᵀ · dy
     let (dp, gs, dwd) = (empty(&x, vec![rows, s], dt), empty(&x, vec![rows, f], dt), empty(&x, vec![f, d], w_dtype));
     enqueue([&dy2, &p3, &wd, &gs, &dwd, &dp], move |[pdy, pp, pwd, pgs, pdwd, pdp], stream| {
@@ -107,7 +102,7 @@ pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: O
     });
     // the attention: dq, dk, dv into dp's first 3d columns
     let [dout, dwo] = out_back(&dy, &o, &wo, w_dtype);
-    let dp3 = view(&dp, vec![b, l, s]);
+    let dp3 = view(dp.clone(), vec![b, l, s]);
     flash::bwd(Qkv::Fused { x: p3, d }, o, dout, lse, alibi, scale, heads, Merged, rot, Some(Qkv::Fused { x: dp3, d }));
     // dn = dp · w1ᵀ (both sublayers' input gradients in one GEMM); [dwq, dwk, dwv] and [dwg, dwu]
     // from nᵀ · dp, one batched call each
@@ -129,8 +124,8 @@ pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: O
         let (b2, c2) = (Side { ptr: pdp + (3 * d * dt.size()) as u64, op: N, ld: s, stride: f }, Side { ptr: pdw2, op: N, ld: f, stride: d * f });
         RowGemm { batch: 2, m: d, n: f, k: rows, a, b: b2, c: c2, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
     });
-    let mut g = norm::cuda::bwd(dn, view(&x, vec![rows, d]), w, mean, rstd, layer, Some(dy2));
-    g[0] = view(&g[0], vec![b, l, d]);
+    let mut g = norm::cuda::bwd(dn, view(x, vec![rows, d]), w, mean, rstd, layer, Some(dy2));
+    g[0] = view(g[0].clone(), vec![b, l, d]);
     g.extend([part(&dw3, 0), part(&dw3, 1), part(&dw3, 2), dwo, part(&dw2, 0), part(&dw2, 1), dwd]);
     g.extend(dk_add);
     g
