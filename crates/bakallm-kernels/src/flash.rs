@@ -99,6 +99,7 @@ impl Qkv {
             Qkv::Fused { x, d } => {
                 let [b, l, w] = x.meta.shape().dims::<3>();
                 assert!(d.is_multiple_of(heads) && 3 * d <= w, "{what}: the fused projection [{b}, {l}, {w}] holds no q, k, v of width {d} in {heads} heads");
+                assert!(w.is_multiple_of(8), "{what}: the fused projection's rows ({w} wide) must start 16-byte aligned");
                 [b * heads, l, d / heads]
             }
         };

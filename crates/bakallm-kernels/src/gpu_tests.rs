@@ -297,14 +297,16 @@ fn gpu_attention_block_kernels_match_burns_steps() {
 /// folded into their GEMMs and the norms' backward) against burn's steps of the same op in f32
 /// on the CPU from the same bf16 values: `y` and every gradient; LayerNorm with RoPE, RMSNorm with
 /// ALiBi, LayerNorm with a key term (linspace's ramp ⊗ scale) and its gradient, a length off the
-/// 64-row tile; the parallel residual and the sequential one (the MLP's own norm) each.
+/// 64-row tile, xPos with a d_ff whose 3d + 2F is no multiple of 8 (the parallel layer's rows
+/// padded: `layer_parallel::stride`); the parallel residual and the sequential one (the MLP's own
+/// norm) each.
 #[test]
 fn gpu_layer_kernels_match_burns_steps() {
     let _serial = crate::serial();
     use crate::layer::{layer_bwd, layer_fwd, Consts, Weights};
     use burn::tensor::FloatDType::{BF16, F32};
     let dev = burn::backend::cuda::CudaDevice::default();
-    let cases = [(2, 100, 128, 192, 2, Scheme::Rope, true), (1, 64, 64, 200, 2, Scheme::Alibi, false), (3, 70, 64, 128, 2, Scheme::Linspace, true)];
+    let cases = [(2, 100, 128, 192, 2, Scheme::Rope, true), (1, 64, 64, 200, 2, Scheme::Alibi, false), (3, 70, 64, 128, 2, Scheme::Linspace, true), (1, 40, 64, 150, 2, Scheme::Xpos, true)];
     for ((b, l, d, f, heads, kind, layer), seq) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let (attn, attn0) = attn_consts(kind, l, heads, d / heads);
         let x = |shape: [usize; 3], seed, amp| Tensor::<G, 3>::from_data(TensorData::new(values(shape.iter().product(), seed, amp), shape), &dev).cast(BF16);

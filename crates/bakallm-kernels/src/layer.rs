@@ -64,7 +64,9 @@ pub struct SeqSaved<B: Backend> {
 }
 
 /// What the backward needs: `n [b·L, d]`, the norm's `[mean, rstd]` (`[b·L]`), the attention's
-/// kept tensors, the MLP's `[h, [wg | wu], wd]` and, sequential, the second half's.
+/// kept tensors, the MLP's `[h, [wg | wu], wd]` and, sequential, the second half's. (The parallel
+/// layer's CUDA op keeps q, k, v and h in one buffer and their weights in another, each in both
+/// places: `layer_parallel.rs`.)
 #[derive(Debug, Clone)]
 pub struct Saved<B: Backend> {
     pub n: Tensor<B, 2>,

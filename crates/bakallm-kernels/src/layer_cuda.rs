@@ -20,7 +20,7 @@ const FWD_OUTS: usize = 12;
 
 pub trait LayerBackend: Backend {
     /// `[y, n, mean, rstd, qkv, o, lse, wqkv, wo, h, wcat, wdc]` (parallel: `qkv` and `h` one
-    /// `[b·L, 3d + 2F]`, `wqkv` and `wcat` one `[d, 3d + 2F]`), then with `seq` (the
+    /// `[b·L, S]`, `wqkv` and `wcat` one `[d, S]`, `parallel::stride`), then with `seq` (the
     /// sequential residual) `[x', n', mean', rstd']`, of `x [b, L, d]` and f32 `ws = [w, (b,)
     /// (w', (b',)) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm; `w', b'`: the MLP's norm, with
     /// `seq`); the key projection plus `k_add [L, d]` if given.
@@ -134,9 +134,9 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
     ) -> Vec<FloatTensor<Self>> {
         let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
         let (rows, n_ws) = (b * l, ws.len());
-        // parallel: q, k, v and the MLP's h in one [b·L, 3d + 2F] (`layer_parallel.rs`), and their
-        // weights in one [d, 3d + 2F]; each listed in both places
-        let (qkv, h) = if seq { (3 * d, 2 * f) } else { (3 * d + 2 * f, 3 * d + 2 * f) };
+        // parallel: q, k, v and the MLP's h in one [b·L, S] (`layer_parallel.rs`, S ≥ 3d + 2F), and
+        // their weights in one [d, S]; each listed in both places
+        let (qkv, h) = if seq { (3 * d, 2 * f) } else { (parallel::stride(d, f), parallel::stride(d, f)) };
         let mut outs = vec![
             (vec![b, l, d], dt),
             (vec![rows, d], dt),

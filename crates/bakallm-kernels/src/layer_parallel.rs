@@ -25,18 +25,29 @@ use cubecl::cuda::CudaRuntime;
 
 type T = CubeTensor<CudaRuntime>;
 
+/// The row stride of `p` (and `w1`, `dp`) for model width `d` and MLP width `f`: 3d + 2F rounded up
+/// to 8 elements, so that every row starts 16-byte aligned as the flash kernels' copies need (the
+/// columns past 3d + 2F are never read or written: the GEMMs take 3d + 2F columns, `ld` this).
+pub fn stride(d: usize, f: usize) -> usize {
+    (3 * d + 2 * f).next_multiple_of(8)
+}
+
 /// The forward of `x [b, L, d]` with the norm's f32 `(w, b)` and the seven f32 matrices `[wq, wk,
 /// wv, wo, wg, wu, wd]`: `[y, n, mean, rstd, p, o, lse, w1, wo, p, w1, wd]` in the layer op's order
-/// (`p` `[b, L, 3d + 2F]` and `[b·L, 3d + 2F]` and `w1 = [wq | wk | wv | wg | wu]` `[d, 3d + 2F]`
+/// (`p` `[b, L, S]` and `[b·L, S]` and `w1 = [wq | wk | wv | wg | wu]` `[d, S]`, S = [`stride`],
 /// stand for both the attention's fused projection and the MLP's `h`, and their weights: one
 /// buffer each, listed twice). `k_add` (`[L, d]`) is added to the key projection if given.
 #[allow(clippy::too_many_arguments)]
 pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, eps: f32) -> Vec<T> {
     let [b, l, d] = x.meta.shape().dims::<3>();
     let [_, f] = ws[4].meta.shape().dims::<2>();
-    let (rows, s, dt, device) = (b * l, 3 * d + 2 * f, x.dtype, x.device.index);
-    let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), norm_w.0, norm_w.1, eps);
+    let (rows, width, s, dt, device) = (b * l, 3 * d + 2 * f, stride(d, f), x.dtype, x.device.index);
     let (ws, k_add) = (ws.map(compact), k_add.map(compact));
+    let shapes = [[d, d], [d, d], [d, d], [d, d], [d, f], [d, f], [f, d]];
+    let ok = ws.iter().zip(shapes).all(|(t, sh)| t.dtype == DType::F32 && t.meta.shape().dims::<2>() == sh);
+    assert!(ok, "layer_fwd: the seven weights must be f32 {shapes:?}");
+    assert!(k_add.as_ref().is_none_or(|a| a.dtype == dt && a.meta.shape().dims::<2>() == [l, d]), "layer_fwd: k_add must be [{l}, {d}] in x's dtype");
+    let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), norm_w.0, norm_w.1, eps);
     let rot = rot.map(|r| r.map(|t| t.map(compact)));
     let (w1, wo, wd, p) = (empty(&x, vec![d, s], dt), empty(&x, vec![d, d], dt), empty(&x, vec![f, d], dt), empty(&x, vec![rows, s], dt));
     // the tables before the outputs: the task runs on the last tensor's stream, a fresh output's
@@ -47,25 +58,17 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     ts.extend([&w1, &wo, &wd, &p]);
     let (has, added, hd) = (rot.each_ref().map(|r| r.is_some()), k_add.is_some() as usize, d / heads);
     enqueue_all(&ts, move |ptr, stream| {
-        let [pn, pq, pk, pv, po, pg, pu, pd] = ptr[..8].try_into().expect("8 inputs");
-        let [pw1, pwo, pwd, pp] = ptr[ptr.len() - 4..].try_into().expect("4 outputs");
-        let (sq, sf) = ([d, d, s, 0], [d, f, s, 0]);
-        let col = |[r, c, ld, _]: [usize; 4], off| [r, c, ld, off];
+        let [pn, pwq, pwk, pwv, pwo, pwg, pwu, pwd] = ptr[..8].try_into().expect("8 inputs");
+        let [pw1, pwoc, pwdc, pp] = ptr[ptr.len() - 4..].try_into().expect("4 outputs");
+        // [rows, cols, row stride, first column] of each weight within w1
+        let (q, m) = (|at| [d, d, s, at], |at| [d, f, s, at]);
         cast_many(
             dt,
-            &[
-                ([pq, pw1], col(sq, 0)),
-                ([pk, pw1], col(sq, d)),
-                ([pv, pw1], col(sq, 2 * d)),
-                ([pg, pw1], col(sf, 3 * d)),
-                ([pu, pw1], col(sf, 3 * d + f)),
-                ([po, pwo], [d, d, d, 0]),
-                ([pd, pwd], [f, d, d, 0]),
-            ],
+            &[([pwq, pw1], q(0)), ([pwk, pw1], q(d)), ([pwv, pw1], q(2 * d)), ([pwg, pw1], m(3 * d)), ([pwu, pw1], m(3 * d + f)), ([pwo, pwoc], [d, d, d, 0]), ([pwd, pwdc], [f, d, d, 0])],
             stream,
         );
         // p = n · w1: q, k, v, a, u side by side
-        RowGemm { batch: 1, m: rows, n: s, k: d, a: side(pn, N, d), b: side(pw1, N, s), c: side(pp, N, s), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
+        RowGemm { batch: 1, m: rows, n: width, k: d, a: side(pn, N, d), b: side(pw1, N, s), c: side(pp, N, s), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
         let k_add = (added == 1).then(|| ptr[8]);
         key_and_rotate(dt, pp, k_add, rot_ptrs(has, &ptr[8 + added..ptr.len() - 4]).0, [rows, l, heads, hd, s], stream);
     });
@@ -73,10 +76,10 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     let [o, lse] = flash::fwd(Qkv::Fused { x: p3.clone(), d }, alibi, scale, heads, Merged);
     // y = (x + o · wo) + silu(a) ⊙ u · wd
     let x2 = out_proj(&o, &wo, Some(x));
-    let (g, y) = (empty(&p, vec![rows, f], dt), empty(&p, vec![rows, d], dt));
-    enqueue([&p, &wd, &x2, &g, &y], move |[pp, pwd, px2, pg, py], stream| {
-        glu("glu_fwd", dt, &[pp + (3 * d * dt.size()) as u64, pg], rows * f, [f, s], stream);
-        RowGemm { batch: 1, m: rows, n: d, k: f, a: side(pg, N, f), b: side(pwd, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: 1.0 }.run_from(px2, device, stream as _);
+    let (gate, y) = (empty(&p, vec![rows, f], dt), empty(&p, vec![rows, d], dt));
+    enqueue([&p, &wd, &x2, &gate, &y], move |[pp, pwd, px2, pgate, py], stream| {
+        glu("glu_fwd", dt, &[pp + (3 * d * dt.size()) as u64, pgate], rows * f, [f, s], stream);
+        RowGemm { batch: 1, m: rows, n: d, k: f, a: side(pgate, N, f), b: side(pwd, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: 1.0 }.run_from(px2, device, stream as _);
     });
     vec![view(y, vec![b, l, d]), n, mean, rstd, p3, o, lse, w1.clone(), wo, p, w1, wd]
 }
@@ -87,17 +90,18 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
 #[allow(clippy::too_many_arguments)]
 pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, layer: bool, k_add: bool, w_dtype: DType) -> Vec<T> {
     let [n, mean, rstd, p3, o, lse, w1, wo, _, _, wd] = saved.map(compact);
+    let dy = compact(dy);
     let [b, l, d] = x.meta.shape().dims::<3>();
     let f = wd.meta.shape().dims::<2>()[0];
-    let (rows, s, dt, device) = (b * l, 3 * d + 2 * f, x.dtype, x.device.index);
+    let (rows, width, s, dt, device) = (b * l, 3 * d + 2 * f, stride(d, f), x.dtype, x.device.index);
     let dy2 = view(dy.clone(), vec![rows, d]);
     // the MLP: gs = dy · wdᵀ; dp's a and u columns and gs ← silu(a) ⊙ u (glu_bwd); dwd = gsᵀ · dy
     let (dp, gs, dwd) = (empty(&x, vec![rows, s], dt), empty(&x, vec![rows, f], dt), empty(&x, vec![f, d], w_dtype));
     enqueue([&dy2, &p3, &wd, &gs, &dwd, &dp], move |[pdy, pp, pwd, pgs, pdwd, pdp], stream| {
         let gemm = |m, nn, k, a, b, c, out| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype: dt, out, beta: 0.0 }.run(device, stream as _);
         gemm(rows, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dt);
-        let h = (3 * d * dt.size()) as u64;
-        glu("glu_bwd", dt, &[pp + h, pgs, pdp + h], rows * f, [f, s], stream);
+        let at_a = (3 * d * dt.size()) as u64; // bytes to the MLP's columns
+        glu("glu_bwd", dt, &[pp + at_a, pgs, pdp + at_a], rows * f, [f, s], stream);
         gemm(f, d, rows, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
     });
     // the attention: dq, dk, dv into dp's first 3d columns
@@ -117,7 +121,7 @@ pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: O
         if k_add {
             key_grad(dt, pdp, ptr[3], [b, l, d, s], stream);
         }
-        RowGemm { batch: 1, m: rows, n: d, k: s, a: side(pdp, N, s), b: side(pw1, Tr, s), c: side(pdn, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
+        RowGemm { batch: 1, m: rows, n: d, k: width, a: side(pdp, N, s), b: side(pw1, Tr, s), c: side(pdn, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
         let a = side(pn, Tr, d);
         let (b3, c3) = (Side { ptr: pdp, op: N, ld: s, stride: d }, Side { ptr: pdw3, op: N, ld: d, stride: d * d });
         RowGemm { batch: 3, m: d, n: d, k: rows, a, b: b3, c: c3, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);

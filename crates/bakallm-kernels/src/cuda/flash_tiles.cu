@@ -242,7 +242,8 @@ __device__ __forceinline__ void load_tile(unsigned s, const bf16* x, int r0, int
 // Where head row-block bh of a [bh, L, HD] operand starts when HR heads share a row of `ld`
 // elements: HR = 1, ld = HD for the heads' own layout [bh, L, HD]; HR = H, ld = H·HD for the heads
 // side by side [b, L, H·HD] (o and dO as the output projection reads them); HR = H, ld = 3·H·HD
-// for q, k or v inside the fused projection [b, L, 3·H·HD] (the pointer at its part).
+// for q, k or v inside the fused projection [b, L, 3·H·HD] (the pointer at its part), or ld wider
+// where the fused projection lies within the parallel layer's input projections.
 template <int HD>
 __device__ __forceinline__ long long row_base(int bh, int L, int hr, int ld) {
     return (long long)(bh / hr) * L * ld + (long long)(bh % hr) * HD;
