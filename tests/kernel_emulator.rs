@@ -109,8 +109,9 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
     // 128-row tiles (300: three forward blocks, warps skipping whole key tiles; 101: a last dQ
     // chunk of one row), with and without
     // ALiBi (slots without a position among them); o and dO in the heads' layout or side by side, q, k, v and their gradients in the
-    // heads' layout or in the fused projection's (the attention block's: both), dq and dk rotated
-    // back by RoPE/xPos tables as they are written or not
+    // heads' layout or in the fused projection's (the attention block's: both; 2: at the front of
+    // wider rows, as the parallel layer's), dq and dk rotated back by RoPE/xPos tables as they are
+    // written or not
     let cases = [
         ("64", "100", "1", "0", "0", "0"),
         ("32", "130", "0", "0", "0", "0"),
@@ -122,6 +123,8 @@ fn flash_kernels_match_f64_attention_in_the_emulator() {
         ("64", "100", "0", "1", "1", "1"),
         ("32", "130", "0", "1", "1", "1"),
         ("32", "130", "1", "0", "1", "0"),
+        ("64", "100", "0", "1", "2", "1"),
+        ("32", "70", "1", "1", "2", "0"),
     ];
     for ((exe, (bulk, wg)), (hd, l, bias, merged, fused, rot)) in exes.iter().zip([(0, 0), (1, 0), (1, 1)]).flat_map(|e| cases.iter().map(move |c| (e, *c))) {
         let what = format!("flash kernels, head dim {hd}, L {l}, bias {bias}, merged {merged}, fused {fused}, rotated {rot}");

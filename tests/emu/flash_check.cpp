@@ -3,7 +3,9 @@
 // Usage: flash_check HD L BIAS MERGED FUSED ROT (BIAS 1: ALiBi computed by the kernels from per-head
 // slopes and per-slot positions, some slots without one; 0: the causal mask alone. MERGED 1: o and dO with the heads side by side,
 // [B, L, H·HD]; 0: [B·H, L, HD]. FUSED 1: q, k, v and their gradients side by side in one
-// [B, L, 3·H·HD], as the fused projection lays them out; 0: three [B·H, L, HD]. ROT 1: dq and dk
+// [B, L, 3·H·HD], as the fused projection lays them out; 2: the same at the front of wider rows
+// (40 more columns, as in the parallel layer's input projections; the gradients' extra columns
+// must stay as they were); 0: three [B·H, L, HD]. ROT 1: dq and dk
 // rotated back by q's and k's tables (different ones, as xPos has) as they are written, the
 // adjoint of rotate_qk's rotation applied to the reference's gradients). Exit status 1 on a
 // failed comparison.
@@ -18,8 +20,8 @@ int main(int argc, char** argv) {
     int OH = argc > 4 && atoi(argv[4]) ? H : 1;  // heads per row of o and dO
     // where o and dO hold head row-block bh's row i, column c
     auto oi = [&](int bh, int i, int c) { return ((size_t)(bh / OH) * L + i) * OH * HD + (size_t)(bh % OH) * HD + c; };
-    bool FUSED = argc > 5 && atoi(argv[5]);
-    int QH = FUSED ? H : 1, QLD = FUSED ? 3 * H * HD : HD;
+    int FUSED = argc > 5 ? atoi(argv[5]) : 0;
+    int QH = FUSED ? H : 1, QLD = FUSED ? 3 * H * HD + (FUSED == 2 ? 40 : 0) : HD;
     // where q (part 0), k (1) or v (2) holds head row-block bh's row i, column c
     auto qi = [&](int part, int bh, int i, int c) {
         return FUSED ? ((size_t)(bh / H) * L + i) * QLD + (size_t)part * H * HD + (size_t)(bh % H) * HD + c : (size_t)part * BH * L * HD + ((size_t)bh * L + i) * HD + c;
@@ -46,7 +48,8 @@ int main(int argc, char** argv) {
     const unsigned short* tp[4];
     for (int i = 0; i < 4; i++) tp[i] = ROT ? tab[i].data() : nullptr;
     std::vector<unsigned short> o(n), dq(n), dk(n), dv(n), dOk(n);  // dOk: dO in o's layout
-    std::vector<unsigned short> qkv(3 * n), dqkv(3 * n);            // q, k, v and their gradients in the kernels' layout
+    size_t nq = FUSED ? (size_t)B * L * QLD : 3 * n;
+    std::vector<unsigned short> qkv(nq), dqkv(nq, tobf(7.f));       // q, k, v and their gradients in the kernels' layout
     for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) {
         size_t e = ((size_t)bh * L + i) * HD + c;
         dOk[oi(bh, i, c)] = dO[e];
@@ -119,7 +122,11 @@ int main(int argc, char** argv) {
     for (int bh = 0; bh < BH; bh++) for (int i = 0; i < L; i++) for (int c = 0; c < HD; c++) acc(0, f(o[oi(bh, i, c)]), ro[((size_t)bh * L + i) * HD + c]);
     for (int i = 0; i < BH * L; i++) acc(4, lse[i], rl[i]);
     const char* names[5] = {"o", "dq", "dk", "dv", "lse"};
-    int bad = 0;
+    int bad = 0, past = 0;  // gradients written past the fused projection's 3·H·HD columns
+    if (FUSED == 2)
+        for (size_t r = 0; r < (size_t)B * L; r++)
+            for (int c = 3 * H * HD; c < QLD; c++) past += dqkv[r * QLD + c] != tobf(7.f);
+    if (past) printf("HD %d L %d fused %d: %d gradient elements written past the projection\n", HD, L, FUSED, past), bad = 1;
     for (int w = 0; w < 5; w++) { double r = sqrt(errs[w] / norms[w]); printf("HD %d L %d OH %d fused %d rot %d %s rel %.2e\n", HD, L, OH, FUSED, ROT, names[w], r); bad |= !(r < 2e-2); }
     return bad;
 }
