@@ -137,24 +137,25 @@ impl Qkv {
         }
     }
 
-    /// The row stride of the fused projection (0 for separate heads).
-    fn fused_ld(&self) -> usize {
+    /// The row stride of the fused projection (None for separate heads).
+    fn fused_ld(&self) -> Option<usize> {
         match self {
-            Qkv::Heads(_) => 0,
-            Qkv::Fused { x, .. } => x.meta.shape().dims::<3>()[2],
+            Qkv::Heads(_) => None,
+            Qkv::Fused { x, .. } => Some(x.meta.shape().dims::<3>()[2]),
         }
     }
 }
 
 /// The three pointers of q, k and v from their tensors' (`ptrs`, as [`Qkv::all`] lists them; one
-/// tensor, its rows `fused_ld` apart, if that is not 0), and the kernels' `qh` (heads per row) and
-/// `qld` (row stride).
-fn qkv_ptrs(fused_ld: usize, ptrs: &[u64], heads: usize, [_, _, hd]: [usize; 3]) -> ([u64; 3], i32, i32) {
-    if fused_ld > 0 {
-        let part = (heads * hd * 2) as u64; // bytes from q's columns to k's (bf16)
-        ([ptrs[0], ptrs[0] + part, ptrs[0] + 2 * part], dim(heads, "heads"), dim(fused_ld, "the fused projection's row stride"))
-    } else {
-        ([ptrs[0], ptrs[1], ptrs[2]], 1, dim(hd, "head dim"))
+/// tensor, its rows `fused_ld` apart, if given), and the kernels' `qh` (heads per row) and `qld`
+/// (row stride).
+fn qkv_ptrs(fused_ld: Option<usize>, ptrs: &[u64], heads: usize, [_, _, hd]: [usize; 3]) -> ([u64; 3], i32, i32) {
+    match fused_ld {
+        Some(ld) => {
+            let part = (heads * hd * 2) as u64; // bytes from q's columns to k's (bf16)
+            ([ptrs[0], ptrs[0] + part, ptrs[0] + 2 * part], dim(heads, "heads"), dim(ld, "the fused projection's row stride"))
+        }
+        None => ([ptrs[0], ptrs[1], ptrs[2]], 1, dim(hd, "head dim")),
     }
 }
 

@@ -104,9 +104,10 @@ pub(super) mod cuda {
     }
 
     /// Queues `rotate_qk` (cuda/attention.cu): q's and k's columns of the fused projection `fused`
-    /// `[rows, 3·heads·hd]` (rows `ld` apart) rotated in place by their tables (`rot`; a side without tables is left
-    /// as it is, and without any nothing is launched). The gradients' rotation back is the flash
-    /// backward's (`flash::bwd`'s `unrotate`). Call from an `enqueue` task.
+    /// `[rows, 3·heads·hd]` (rows `ld` apart) rotated in place by their tables (`rot`; a side
+    /// without tables is left as it is, and without any nothing is launched). The gradients'
+    /// rotation back is the flash backward's (`flash::bwd`'s `unrotate`). Call from an `enqueue`
+    /// task.
     pub fn rotate(dtype: DType, fused: u64, rot: [Option<[u64; 2]>; 2], rows: usize, [l, heads, hd]: [usize; 3], ld: usize, stream: cudarc::driver::sys::CUstream) {
         if rot.iter().all(|r| r.is_none()) {
             return;

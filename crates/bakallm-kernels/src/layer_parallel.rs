@@ -15,7 +15,7 @@ use super::super::cublas::{side, RowGemm, Side};
 use super::super::flash::{self, rot_ptrs, OutLayout::Merged, Qkv};
 use super::super::fused::{cast_many, empty, part};
 use super::super::gemm::Trans::{N, T as Tr};
-use super::super::mlp::cuda::glu;
+use super::super::mlp::cuda::{down_bwd, down_fwd, up_wgrad};
 use super::super::norm;
 use super::super::nvrtc::{compact, enqueue, enqueue_all};
 use super::cuda::view;
@@ -42,6 +42,7 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     let [b, l, d] = x.meta.shape().dims::<3>();
     let [_, f] = ws[4].meta.shape().dims::<2>();
     let (rows, width, s, dt, device) = (b * l, 3 * d + 2 * f, stride(d, f), x.dtype, x.device.index);
+    let at_a = (3 * d * dt.size()) as u64; // bytes from p's row start to the MLP's columns
     let (ws, k_add) = (ws.map(compact), k_add.map(compact));
     let shapes = [[d, d], [d, d], [d, d], [d, d], [d, f], [d, f], [f, d]];
     let ok = ws.iter().zip(shapes).all(|(t, sh)| t.dtype == DType::F32 && t.meta.shape().dims::<2>() == sh);
@@ -78,8 +79,7 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     let x2 = out_proj(&o, &wo, Some(x));
     let (gate, y) = (empty(&p, vec![rows, f], dt), empty(&p, vec![rows, d], dt));
     enqueue([&p, &wd, &x2, &gate, &y], move |[pp, pwd, px2, pgate, py], stream| {
-        glu("glu_fwd", dt, &[pp + (3 * d * dt.size()) as u64, pgate], rows * f, [f, s], stream);
-        RowGemm { batch: 1, m: rows, n: d, k: f, a: side(pgate, N, f), b: side(pwd, N, d), c: side(py, N, d), dtype: dt, out: dt, beta: 1.0 }.run_from(px2, device, stream as _);
+        down_fwd(dt, [pp + at_a, pgate, pwd, py, px2], 1.0, [rows, d, f, s], device, stream);
     });
     vec![view(y, vec![b, l, d]), n, mean, rstd, p3, o, lse, w1.clone(), wo, p, w1, wd]
 }
@@ -94,15 +94,12 @@ pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: O
     let [b, l, d] = x.meta.shape().dims::<3>();
     let f = wd.meta.shape().dims::<2>()[0];
     let (rows, width, s, dt, device) = (b * l, 3 * d + 2 * f, stride(d, f), x.dtype, x.device.index);
+    let at_a = (3 * d * dt.size()) as u64; // bytes from dp's row start to the MLP's columns
     let dy2 = view(dy.clone(), vec![rows, d]);
     // the MLP: gs = dy · wdᵀ; dp's a and u columns and gs ← silu(a) ⊙ u (glu_bwd); dwd = gsᵀ · dy
     let (dp, gs, dwd) = (empty(&x, vec![rows, s], dt), empty(&x, vec![rows, f], dt), empty(&x, vec![f, d], w_dtype));
     enqueue([&dy2, &p3, &wd, &gs, &dwd, &dp], move |[pdy, pp, pwd, pgs, pdwd, pdp], stream| {
-        let gemm = |m, nn, k, a, b, c, out| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype: dt, out, beta: 0.0 }.run(device, stream as _);
-        gemm(rows, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dt);
-        let at_a = (3 * d * dt.size()) as u64; // bytes to the MLP's columns
-        glu("glu_bwd", dt, &[pp + at_a, pgs, pdp + at_a], rows * f, [f, s], stream);
-        gemm(f, d, rows, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
+        down_bwd(dt, w_dtype, [pdy, pp + at_a, pwd, pgs, pdp + at_a, pdwd], [rows, d, f, s], device, stream);
     });
     // the attention: dq, dk, dv into dp's first 3d columns
     let [dout, dwo] = out_back(&dy, &o, &wo, w_dtype);
@@ -122,11 +119,9 @@ pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: O
             key_grad(dt, pdp, ptr[3], [b, l, d, s], stream);
         }
         RowGemm { batch: 1, m: rows, n: d, k: width, a: side(pdp, N, s), b: side(pw1, Tr, s), c: side(pdn, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
-        let a = side(pn, Tr, d);
         let (b3, c3) = (Side { ptr: pdp, op: N, ld: s, stride: d }, Side { ptr: pdw3, op: N, ld: d, stride: d * d });
-        RowGemm { batch: 3, m: d, n: d, k: rows, a, b: b3, c: c3, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
-        let (b2, c2) = (Side { ptr: pdp + (3 * d * dt.size()) as u64, op: N, ld: s, stride: f }, Side { ptr: pdw2, op: N, ld: f, stride: d * f });
-        RowGemm { batch: 2, m: d, n: f, k: rows, a, b: b2, c: c2, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+        RowGemm { batch: 3, m: d, n: d, k: rows, a: side(pn, Tr, d), b: b3, c: c3, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+        up_wgrad(dt, w_dtype, [pn, pdp + at_a, pdw2], [rows, d, f, s], device, stream);
     });
     let mut g = norm::cuda::bwd(dn, view(x, vec![rows, d]), w, mean, rstd, layer, Some(dy2));
     g[0] = view(g[0].clone(), vec![b, l, d]);

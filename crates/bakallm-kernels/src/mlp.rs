@@ -109,11 +109,9 @@ pub(super) mod cuda {
             let [ph, pw, pwd, ps, py] = p[p.len() - 5..].try_into().expect("5 outputs");
             let src = if beta == 0.0 { py } else { p[4] };
             cast_many(dtype, &[([pg, pw], [d, f, 2 * f, 0]), ([pu, pw], [d, f, 2 * f, f]), ([pd, pwd], [f, d, d, 0])], stream);
-            let gemm = |m, n, k, a, b, c, beta| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out: dtype, beta };
             // h = x · [wg | wu]; y = (silu(a) ⊙ u) · wd (+ acc)
-            gemm(n, 2 * f, d, side(px, N, d), side(pw, N, 2 * f), side(ph, N, 2 * f), 0.0).run(device, stream as _);
-            glu("glu_fwd", dtype, &[ph, ps], n * f, [f, 2 * f], stream);
-            gemm(n, d, f, side(ps, N, f), side(pwd, N, d), side(py, N, d), beta).run_from(src, device, stream as _);
+            RowGemm { batch: 1, m: n, n: 2 * f, k: d, a: side(px, N, d), b: side(pw, N, 2 * f), c: side(ph, N, 2 * f), dtype, out: dtype, beta: 0.0 }.run(device, stream as _);
+            down_fwd(dtype, [ph, ps, pwd, py, src], beta, [n, d, f, 2 * f], device, stream);
         });
         [y, h, wcat, wdc]
     }
@@ -130,18 +128,38 @@ pub(super) mod cuda {
         let (dw, dwd) = (empty(&x, vec![2, d, f], w_dtype), empty(&x, vec![f, d], w_dtype));
         let device = x.device.index;
         enqueue([&dy, &x, &h, &wcat, &wdc, &gs, &dh, &dx, &dw, &dwd], move |[pdy, px, ph, pw, pwd, pgs, pdh, pdx, pdw, pdwd], stream| {
-            let gemm = |m, n, k, a, b, c, out| RowGemm { batch: 1, m, n, k, a, b, c, dtype, out, beta: 0.0 }.run(device, stream as _);
-            // gs = dy · wdᵀ; then dh = [da | du] and gs ← silu(a) ⊙ u
-            gemm(n, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dtype);
-            glu("glu_bwd", dtype, &[ph, pgs, pdh], n * f, [f, 2 * f], stream);
-            // dwd = (silu(a) ⊙ u)ᵀ · dy; dx = dh · [wg | wu]ᵀ
-            gemm(f, d, n, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
-            gemm(n, d, f2, side(pdh, N, f2), side(pw, Tr, f2), side(pdx, N, d), dtype);
-            // [dwg, dwu][i] = xᵀ · dh[:, i·F..(i+1)·F], one batched call
-            let (a, b) = (side(px, Tr, d), Side { ptr: pdh, op: N, ld: f2, stride: f });
-            RowGemm { batch: 2, m: d, n: f, k: n, a, b, c: Side { ptr: pdw, op: N, ld: f, stride: d * f }, dtype, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+            down_bwd(dtype, w_dtype, [pdy, ph, pwd, pgs, pdh, pdwd], [n, d, f, f2], device, stream);
+            // dx = dh · [wg | wu]ᵀ
+            RowGemm { batch: 1, m: n, n: d, k: f2, a: side(pdh, N, f2), b: side(pw, Tr, f2), c: side(pdx, N, d), dtype, out: dtype, beta: 0.0 }.run(device, stream as _);
+            up_wgrad(dtype, w_dtype, [px, pdh, pdw], [n, d, f, f2], device, stream);
         });
         [dx, part(&dw, 0), part(&dw, 1), dwd]
+    }
+
+    /// Queues the MLP's second half (call from an `enqueue` task): `s = silu(a) ⊙ u` into `ps
+    /// [n, F]` from `ph` (a, then u F columns on; rows `ldh` apart), then `y = s · wd` plus `beta ·`
+    /// the matrix at `src` into `py [n, d]`: `[n, d, F, ldh]`.
+    pub(crate) fn down_fwd(dtype: DType, [ph, ps, pwd, py, src]: [u64; 5], beta: f32, [n, d, f, ldh]: [usize; 4], device: usize, stream: cudarc::driver::sys::CUstream) {
+        glu("glu_fwd", dtype, &[ph, ps], n * f, [f, ldh], stream);
+        RowGemm { batch: 1, m: n, n: d, k: f, a: side(ps, N, f), b: side(pwd, N, d), c: side(py, N, d), dtype, out: dtype, beta }.run_from(src, device, stream as _);
+    }
+
+    /// Its backward (call from an `enqueue` task): `gs = dy · wdᵀ` into `pgs [n, F]`, then da and
+    /// du into `pdh` (h's layout at `ph`, rows `ldh` apart) and `gs ← s = silu(a) ⊙ u`, then
+    /// `dwd = sᵀ · dy` in `w_dtype`: `[n, d, F, ldh]`.
+    pub(crate) fn down_bwd(dtype: DType, w_dtype: DType, [pdy, ph, pwd, pgs, pdh, pdwd]: [u64; 6], [n, d, f, ldh]: [usize; 4], device: usize, stream: cudarc::driver::sys::CUstream) {
+        let gemm = |m, nn, k, a, b, c, out| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype, out, beta: 0.0 }.run(device, stream as _);
+        gemm(n, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dtype);
+        glu("glu_bwd", dtype, &[ph, pgs, pdh], n * f, [f, ldh], stream);
+        gemm(f, d, n, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
+    }
+
+    /// The gate and up projections' weight gradients (call from an `enqueue` task): `[dwg, dwu][i]
+    /// = xᵀ · dh[:, i·F..(i+1)·F]` into `pdw [2, d, F]` in `w_dtype`, one batched call, from `px
+    /// [n, d]` and `pdh` (rows `ldh` apart): `[n, d, F, ldh]`.
+    pub(crate) fn up_wgrad(dtype: DType, w_dtype: DType, [px, pdh, pdw]: [u64; 3], [n, d, f, ldh]: [usize; 4], device: usize, stream: cudarc::driver::sys::CUstream) {
+        let (a, b, c) = (side(px, Tr, d), Side { ptr: pdh, op: N, ld: ldh, stride: f }, Side { ptr: pdw, op: N, ld: f, stride: d * f });
+        RowGemm { batch: 2, m: d, n: f, k: n, a, b, c, dtype, out: w_dtype, beta: 0.0 }.run(device, stream as _);
     }
 
     /// Launches a `glu_*` kernel (cuda/gate.cu) over `n` elements of `[rows, F]`, h's (and dh's) rows

@@ -247,10 +247,10 @@ KEY_KERNELS(bf16, bf16)
 
 // RoPE / xPos in place on the q and k columns of the fused projection x [rows, 3·H·hd] (its rows
 // xld elements apart), blockIdx.y picking q (0) or k (1), each rotated by its tables c, s [L, hd]
-// where given (null: left as it is): the pair (j, j + hd/2) of a head becomes (x_j·c_j − x_{j+h}·s_j, x_{j+h}·c_{j+h} +
-// x_j·s_{j+h}), heads_split's rotation (its adjoint, for the gradients, is applied by the flash
-// backward as it writes dq and dk: store_dk_dv, flash_dq). One thread per W consecutive j of a
-// pair's first half (the host checks hd / 2 is a multiple of W).
+// where given (null: left as it is): the pair (j, j + hd/2) of a head becomes
+// (x_j·c_j − x_{j+h}·s_j, x_{j+h}·c_{j+h} + x_j·s_{j+h}), heads_split's rotation (its adjoint, for
+// the gradients, is applied by the flash backward as it writes dq and dk: store_dk_dv, flash_dq).
+// One thread per W consecutive j of a pair's first half (the host checks hd / 2 is a multiple of W).
 template <typename T, int W>
 __device__ void rotate_qk(T* x, const T* cq, const T* sq, const T* ck, const T* sk, long long rows, int L, int H, int hd, int xld) {
     int p = blockIdx.y, half = hd / 2;
