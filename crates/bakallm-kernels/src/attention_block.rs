@@ -244,6 +244,14 @@ pub(super) mod cuda {
         launch(&format!("sum_key_{}", dtype_name(dt)), grid(l * d, 256), 256, stream, &args);
     }
 
+    /// The q, k, v projections' weight gradients (call from an `enqueue` task): `[dwq, dwk,
+    /// dwv][i] = hᵀ · dqkv[:, i·d..(i+1)·d]` into `pdw [3, d, d]` in `w_dtype`, one batched call,
+    /// from `ph [n, d]` and `pdqkv` (rows `ld` apart): `[n, d, ld]`.
+    pub fn qkv_wgrad(dt: DType, w_dtype: DType, [ph, pdqkv, pdw]: [u64; 3], [n, d, ld]: [usize; 3], device: usize, stream: cudarc::driver::sys::CUstream) {
+        let (a, b, c) = (side(ph, Tr, d), Side { ptr: pdqkv, op: N, ld, stride: d }, Side { ptr: pdw, op: N, ld: d, stride: d * d });
+        RowGemm { batch: 3, m: d, n: d, k: n, a, b, c, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+    }
+
     /// `[dh, dwq, dwk, dwv, dwo]` from `dy [b, L, d]`, `h` and the forward's
     /// `[qkv, o, lse, wqkv, wo]`; the weight gradients in `w_dtype`. With `k_add`, also the key
     /// term's gradient `[L, d]` (`sum_key`).
@@ -273,10 +281,9 @@ pub(super) mod cuda {
             if added == 1 {
                 key_grad(dt, pdhqkv, p[3], [b, l, d, 3 * d], stream);
             }
-            // dh = dhqkv · [wq | wk | wv]ᵀ; [dwq, dwk, dwv][i] = hᵀ · dhqkv[:, i·d..(i+1)·d]
+            // dh = dhqkv · [wq | wk | wv]ᵀ
             RowGemm { batch: 1, m: n, n: d, k: 3 * d, a: side(pdhqkv, N, 3 * d), b: side(pwqkv, Tr, 3 * d), c: side(pdh, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
-            let (a, bm, c) = (side(ph, Tr, d), Side { ptr: pdhqkv, op: N, ld: 3 * d, stride: d }, Side { ptr: pdw, op: N, ld: d, stride: d * d });
-            RowGemm { batch: 3, m: d, n: d, k: n, a, b: bm, c, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+            qkv_wgrad(dt, w_dtype, [ph, pdhqkv, pdw], [n, d, 3 * d], device, stream);
         });
         ([dh, part(&dw, 0), part(&dw, 1), part(&dw, 2), dwo], dk_add)
     }

@@ -10,8 +10,8 @@
 //! v and h where they lie, rows 3d + 2F apart. The sequential residual keeps the sublayers' own
 //! steps (`attention_block`, `mlp`), which stay the reference for these.
 
-use super::super::attention_block::cuda::{key_and_rotate, key_grad, out_back, out_proj};
-use super::super::cublas::{side, RowGemm, Side};
+use super::super::attention_block::cuda::{key_and_rotate, key_grad, out_back, out_proj, qkv_wgrad};
+use super::super::cublas::{side, RowGemm};
 use super::super::flash::{self, rot_ptrs, OutLayout::Merged, Qkv};
 use super::super::fused::{cast_many, empty, part};
 use super::super::gemm::Trans::{N, T as Tr};
@@ -119,8 +119,7 @@ pub fn bwd(dy: T, x: T, w: T, saved: [T; 11], rot: [Option<[T; 2]>; 2], alibi: O
             key_grad(dt, pdp, ptr[3], [b, l, d, s], stream);
         }
         RowGemm { batch: 1, m: rows, n: d, k: width, a: side(pdp, N, s), b: side(pw1, Tr, s), c: side(pdn, N, d), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
-        let (b3, c3) = (Side { ptr: pdp, op: N, ld: s, stride: d }, Side { ptr: pdw3, op: N, ld: d, stride: d * d });
-        RowGemm { batch: 3, m: d, n: d, k: rows, a: side(pn, Tr, d), b: b3, c: c3, dtype: dt, out: w_dtype, beta: 0.0 }.run(device, stream as _);
+        qkv_wgrad(dt, w_dtype, [pn, pdp, pdw3], [rows, d, s], device, stream);
         up_wgrad(dt, w_dtype, [pn, pdp + at_a, pdw2], [rows, d, f, s], device, stream);
     });
     let mut g = norm::cuda::bwd(dn, view(x, vec![rows, d]), w, mean, rstd, layer, Some(dy2));

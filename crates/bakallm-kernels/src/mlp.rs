@@ -72,7 +72,7 @@ pub fn mlp_ad<B: Prims, C: CheckpointStrategy>(
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
-    use super::super::fused::{cast_many, empty, grid, kernel, part};
+    use super::super::fused::{cast_many, empty, grid, kernel, part, width};
     use super::super::gemm::Trans::{N, T as Tr};
     use super::super::nvrtc::{compact, enqueue, enqueue_all, launch, Arg};
     use burn::tensor::DType;
@@ -164,9 +164,9 @@ pub(super) mod cuda {
 
     /// Launches a `glu_*` kernel (cuda/gate.cu) over `n` elements of `[rows, F]`, h's (and dh's) rows
     /// `ldh` apart (2F, or wider within the parallel layer's input projections): `[F, ldh]`.
-    pub(crate) fn glu(kind: &str, dtype: DType, ptrs: &[u64], n: usize, [f, ldh]: [usize; 2], stream: cudarc::driver::sys::CUstream) {
+    fn glu(kind: &str, dtype: DType, ptrs: &[u64], n: usize, [f, ldh]: [usize; 2], stream: cudarc::driver::sys::CUstream) {
         let name = kernel(kind, dtype, ptrs, &[f, ldh]);
-        let w = if name.ends_with("_v") { 16 / dtype.size() } else { 1 };
+        let w = if name.ends_with("_v") { width(dtype) } else { 1 };
         let args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).chain([Arg::I64((n / w) as i64), Arg::I64(f as i64), Arg::I64(ldh as i64)]).collect();
         launch(&name, grid(n / w, 256).min(8192), 256, stream, &args);
     }
