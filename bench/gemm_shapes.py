@@ -17,19 +17,12 @@ import argparse
 import json
 
 import torch
+from cuda_timing import timed_ms
 
 
 def timed(fn, reps: int) -> float:
     """Mean µs per call of `fn` over `reps` calls between CUDA events (after 5 warm-up calls)."""
-    for _ in range(5):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1000.0 / reps
+    return timed_ms(fn, reps, warmup=5) * 1000.0
 
 
 def main() -> None:

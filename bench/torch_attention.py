@@ -15,18 +15,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-
-
-def timed(fn, iters):
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+from cuda_timing import timed_ms
 
 
 def main():
@@ -44,11 +33,11 @@ def main():
         fwd().backward(dout)
 
     # what PyTorch picks by itself (as in the model), then each backend that runs, pinned
-    rows = {"default": (timed(fwd, a.iters), timed(both, a.iters))}
+    rows = {"default": (timed_ms(fwd, a.iters, warmup=3), timed_ms(both, a.iters, warmup=3))}
     for name, b in [("flash", torch.nn.attention.SDPBackend.FLASH_ATTENTION), ("cudnn", torch.nn.attention.SDPBackend.CUDNN_ATTENTION)]:
         try:
             with torch.nn.attention.sdpa_kernel([b]):
-                rows[name] = (timed(fwd, a.iters), timed(both, a.iters))
+                rows[name] = (timed_ms(fwd, a.iters, warmup=3), timed_ms(both, a.iters, warmup=3))
         except RuntimeError:
             pass
     for name, (f, fb) in rows.items():
