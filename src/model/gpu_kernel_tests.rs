@@ -3,17 +3,16 @@
 
 use super::*;
 
-/// cuBLAS against burn's own matmul on the GPU: plain, transposed-view and batch-broadcast operands,
-/// forward and both gradients, f32 (TF32 on both sides) and bf16.
+/// cuBLAS against burn's matmul on the CPU (f32, the same dtype-rounded inputs): plain,
+/// transposed-view and batch-broadcast operands, forward and both gradients, f32 (TF32 on the GPU)
+/// and bf16. The reference is on the CPU because burn's own CUDA matmul autotunes each new odd
+/// shape for minutes.
 #[test]
 fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
     let _serial = crate::serial();
     use crate::kernels::cublas::matmul;
-    let dev = burn::backend::cuda::CudaDevice::default();
-    let data = |shape: [usize; 3], seed: u64| {
-        let v: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
-        Tensor::<GpuTrain, 3>::from_data(TensorData::new(v, shape), &dev)
-    };
+    let (dev, cpu) = (burn::backend::cuda::CudaDevice::default(), Default::default());
+    let values = |shape: [usize; 3], seed: u64| -> Vec<f32> { (0..shape.iter().product::<usize>()).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect() };
     fn vec<B: Backend>(t: Tensor<B, 3>) -> Vec<f32> {
         t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
     }
@@ -21,16 +20,20 @@ fn gpu_cublas_matmul_matches_burns_forward_and_backward() {
     let cases = [([1, 300, 96], [1, 96, 200], false), ([3, 40, 64], [3, 50, 64], true), ([4, 33, 17], [1, 17, 9], false)];
     for (ls, rs, t) in cases {
         for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
-            let (a, b) = (data(ls, 1).cast(dt).require_grad(), data(rs, 2).cast(dt).require_grad());
-            let bv = |b: Tensor<GpuTrain, 3>| if t { b.swap_dims(1, 2) } else { b };
-            let (y0, y1) = (a.clone().matmul(bv(b.clone())), matmul(a.clone(), bv(b.clone())));
-            let w = data(y0.dims(), 3).cast(dt);
-            let (g0, g1) = ((y0.clone() * w.clone()).sum().backward(), (y1.clone() * w).sum().backward());
+            // the GPU's operands in `dt`, the CPU's the same values in f32
+            let gpu = |shape: [usize; 3], seed| Tensor::<GpuTrain, 3>::from_data(TensorData::new(values(shape, seed), shape), &dev).cast(dt);
+            let (a, b, w) = (gpu(ls, 1), gpu(rs, 2), gpu([ls[0], ls[1], if t { rs[1] } else { rs[2] }], 3));
+            let on_cpu = |x: &Tensor<GpuTrain, 3>| Tensor::<CpuTrain, 3>::from_data(TensorData::new(vec(x.clone()), x.dims()), &cpu);
+            let (ca, cb, cw) = (on_cpu(&a).require_grad(), on_cpu(&b).require_grad(), on_cpu(&w));
+            let (a, b) = (a.require_grad(), b.require_grad());
+            let y = matmul(a.clone(), if t { b.clone().swap_dims(1, 2) } else { b.clone() });
+            let cy = ca.clone().matmul(if t { cb.clone().swap_dims(1, 2) } else { cb.clone() });
+            let (g, cg) = ((y.clone() * w).sum().backward(), (cy.clone() * cw).sum().backward());
             let tol = if dt == burn::tensor::FloatDType::F32 { 2e-3 } else { 2e-2 };
-            let pairs = [("out", vec(y0), vec(y1)), ("d lhs", vec(a.grad(&g0).unwrap()), vec(a.grad(&g1).unwrap())), ("d rhs", vec(b.grad(&g0).unwrap()), vec(b.grad(&g1).unwrap()))];
+            let pairs = [("out", vec(cy), vec(y)), ("d lhs", vec(ca.grad(&cg).unwrap()), vec(a.grad(&g).unwrap())), ("d rhs", vec(cb.grad(&cg).unwrap()), vec(b.grad(&g).unwrap()))];
             for (what, want, got) in pairs {
                 let r = rel(&got, &want);
-                eprintln!("{ls:?}·{rs:?} t={t} {dt:?} {what}: cublas vs burn rel {r:.2e}");
+                eprintln!("{ls:?}·{rs:?} t={t} {dt:?} {what}: cublas vs the CPU rel {r:.2e}");
                 assert!(r < tol, "{ls:?}·{rs:?} {dt:?} {what}: rel {r}");
             }
         }
@@ -159,31 +162,38 @@ fn gpu_norm_kernels_match_burns_steps() {
 }
 
 /// The cuBLAS linear op (cast inside, f32 weight gradient straight from the GEMM) against burn's
-/// steps: output and the gradients of x and the weight, f32 and bf16 activations.
+/// steps on the CPU (f32, the same dtype-rounded inputs): output and the gradients of x and the
+/// weight, f32 and bf16 activations. The reference is on the CPU because burn's own CUDA matmul
+/// autotunes each new odd shape for minutes.
 #[test]
 fn gpu_linear_op_matches_burns_steps() {
     let _serial = crate::serial();
     use crate::kernels::linear::linear_ad;
-    let dev = burn::backend::cuda::CudaDevice::default();
+    let (dev, cpu) = (burn::backend::cuda::CudaDevice::default(), Default::default());
     let data = |seed: u64, n: usize| -> Vec<f32> { (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0).collect() };
     let (b, l, d, n) = (3, 70, 96, 200);
+    fn vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap()
+    }
     for dt in [burn::tensor::FloatDType::F32, burn::tensor::FloatDType::BF16] {
-        let run = |fused: bool| {
-            let x = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(1, b * l * d), [b * l * d]), &dev).reshape([b, l, d]).cast(dt).require_grad();
-            let w = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(2, d * n), [d * n]), &dev).reshape([d, n]).require_grad();
-            let y = linear_ad(x.clone(), w.clone(), fused);
-            let up = Tensor::<GpuTrain, 1>::from_data(TensorData::new(data(3, b * l * n), [b * l * n]), &dev).reshape([b, l, n]).cast(dt);
-            let g = (y.clone() * up).sum().backward();
-            let f = |t: Tensor<crate::backend::Gpu, 3>| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap();
-            let dw = w.grad(&g).unwrap();
-            assert_eq!(dw.dtype(), burn::tensor::DType::F32, "the weight gradient is the f32 master's");
-            [f(y.inner()), f(x.grad(&g).unwrap()), dw.into_data().to_vec::<f32>().unwrap()]
-        };
-        let (want, got) = (run(false), run(true));
+        let x = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(1, b * l * d), [b, l, d]), &dev).cast(dt).require_grad();
+        let w = Tensor::<GpuTrain, 2>::from_data(TensorData::new(data(2, d * n), [d, n]), &dev).require_grad();
+        let up = Tensor::<GpuTrain, 3>::from_data(TensorData::new(data(3, b * l * n), [b, l, n]), &dev).cast(dt);
+        // the CPU's the same values in f32
+        let cx = Tensor::<CpuTrain, 3>::from_data(TensorData::new(vec(x.clone()), [b, l, d]), &cpu).require_grad();
+        let cw = Tensor::<CpuTrain, 2>::from_data(TensorData::new(vec(w.clone()), [d, n]), &cpu).require_grad();
+        let cup = Tensor::<CpuTrain, 3>::from_data(TensorData::new(vec(up.clone()), [b, l, n]), &cpu);
+        let y = linear_ad(x.clone(), w.clone(), true);
+        let cy = linear_ad(cx.clone(), cw.clone(), false);
+        let (g, cg) = ((y.clone() * up).sum().backward(), (cy.clone() * cup).sum().backward());
+        let dw = w.grad(&g).unwrap();
+        assert_eq!(dw.dtype(), burn::tensor::DType::F32, "the weight gradient is the f32 master's");
+        let want = [vec(cy.inner()), vec(cx.grad(&cg).unwrap()), vec(cw.grad(&cg).unwrap())];
+        let got = [vec(y.inner()), vec(x.grad(&g).unwrap()), vec(dw)];
         let tol = if dt == burn::tensor::FloatDType::F32 { 2e-3 } else { 2e-2 }; // TF32 / bf16 GEMMs
         for (what, (a, g)) in ["y", "dx", "dw"].iter().zip(want.iter().zip(&got)) {
             let r = rel(g, a);
-            eprintln!("linear {dt:?} {what}: cuBLAS op vs burn rel {r:.2e}");
+            eprintln!("linear {dt:?} {what}: cuBLAS op vs burn on the CPU rel {r:.2e}");
             assert!(r < tol, "linear {dt:?} {what}: rel {r}");
         }
     }
