@@ -346,3 +346,52 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
         assert!(r < 1e-4, "adamw over the model, scale {scale}: rel {r}");
     }
 }
+
+/// The layers' bf16 weight copies that AdamW writes (`kernels::weight_copies`,
+/// `BAKA_WEIGHT_COPIES=1`, set here): after each step the loss of the stepped model, whose layers read
+/// AdamW's copies, equals bit for bit the loss of the same weights as new tensors (new ids, so
+/// the layers cast them afresh). A copy left stale by a step would give the loss of the weights
+/// before it.
+#[test]
+fn gpu_weight_copies_written_by_adamw_are_the_weights_cast() {
+    let _serial = crate::serial();
+    /// The switch on for this test only (the GPU tests run one at a time).
+    struct On;
+    impl Drop for On {
+        fn drop(&mut self) {
+            std::env::remove_var("BAKA_WEIGHT_COPIES");
+        }
+    }
+    std::env::set_var("BAKA_WEIGHT_COPIES", "1");
+    let _on = On;
+    use crate::train::adamw::{AdamW, GradScale};
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::optim::GradientsParams;
+    /// Each weight as a new tensor with the same values.
+    struct Fresh;
+    impl<B: Backend> ModuleMapper<B> for Fresh {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            Param::from_mapped_value(id, tensor.add_scalar(0.0), mapper)
+        }
+    }
+    let dev = burn::backend::cuda::CudaDevice::default();
+    let c = config(PositionKind::Rope);
+    let t = TrainConfig { device: Device::Cuda, dtype: Dtype::Bf16, ..Default::default() };
+    let v: Vec<i64> = (0..2 * 97).map(|i| ((i as u64 * 2654435761) % 256) as i64).collect();
+    let x = Tensor::<GpuTrain, 2, Int>::from_data(TensorData::new(v, [2, 97]), &dev);
+    let loss = |m: &BakaLM<GpuTrain>| crate::train::batch_loss(m, x.clone().narrow(1, 0, 96), x.clone().narrow(1, 1, 96));
+    let mut model = BakaLM::<GpuTrain>::new(&c, &MemoryConfig::default(), 7, &dev).with_kernels(t.dtype.float(), t.kernels());
+    let mut optim = AdamW::<GpuTrain>::new(&t);
+    let mut last = f32::NAN;
+    for step in 0..3 {
+        let grads = GradientsParams::from_grads(loss(&model).backward(), &model);
+        model = optim.step(1e-2, GradScale::By(1.0), model, grads);
+        let kept: f32 = loss(&model).into_scalar().elem();
+        let fresh: f32 = loss(&model.clone().map(&mut Fresh)).into_scalar().elem();
+        eprintln!("step {step}: loss with AdamW's copies {kept}, cast afresh {fresh}");
+        assert_eq!(kept.to_bits(), fresh.to_bits(), "step {step}: the loss with AdamW's copies {kept} differs from the weights cast afresh {fresh}");
+        assert_ne!(kept, last, "step {step}: the weights did not change");
+        last = kept;
+    }
+}

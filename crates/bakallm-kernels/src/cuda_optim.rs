@@ -4,6 +4,7 @@
 
 use super::fused::{empty, AdamScalars};
 use super::nvrtc::{compact, enqueue_all, launch, Arg};
+use super::weight_copies::Part;
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
@@ -64,9 +65,22 @@ pub fn sum_squares(tensors: Vec<T>) -> T {
     out
 }
 
+/// A parameter, its gradient, its moments (none before the first step) and its bf16 copy.
+type Item = (T, T, Option<[T; 2]>, Option<(T, Part)>);
+
+/// Checks that `copy` (bf16) holds f32 `p [rows, cols]` at `at` as `adamw_f32` writes it: 4-element
+/// runs that stay within a row, 8-byte aligned.
+fn copy_place(p: &T, copy: &T, at: Part) -> Part {
+    let n = p.meta.shape().num_elements();
+    assert!(copy.dtype == DType::BF16, "adamw: the weight copies are bf16, got {:?}", copy.dtype);
+    assert!(at.rows * at.cols == n && at.off + at.cols <= at.ld && at.rows * at.ld <= copy.meta.shape().num_elements(), "adamw: {n} elements do not fit {at:?} in {:?}", copy.meta.shape());
+    assert!([at.cols, at.ld, at.off].iter().all(|v| v.is_multiple_of(4)) && n <= u32::MAX as usize, "adamw: a copy's columns, row stride and offset must be multiples of 4, got {at:?}");
+    at
+}
+
 /// One AdamW step of each parameter (`FusedBackend::adamw`): `adamw_f32`, `ADAM_MAX` parameters per
-/// launch.
-pub fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>, h: AdamScalars) -> Vec<[T; 3]> {
+/// launch; the new values also into the bf16 copies given (`weight_copies`).
+pub fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>, h: AdamScalars, copies: Vec<Option<(T, Part)>>) -> Vec<[T; 3]> {
     let stats = stats.map(compact);
     assert!(stats.as_ref().is_none_or(|s| s.dtype == DType::F32 && s.meta.shape().num_elements() == 2), "adamw: stats must be [loss, norm] in f32");
     assert!(ps.len() == gs.len() && mvs.as_ref().is_none_or(|m| m.len() == ps.len()), "adamw: {} parameters, {} gradients", ps.len(), gs.len());
@@ -75,18 +89,23 @@ pub fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>,
         Some(mvs) => mvs.into_iter().map(|mv| Some(mv.map(compact))).collect(),
         None => vec![None; ps.len()],
     };
-    let items: Vec<(T, T, Option<[T; 2]>)> = ps.into_iter().zip(gs).zip(mvs).map(|((p, g), mv)| (compact(p), compact(g), mv)).collect();
+    assert_eq!(copies.len(), ps.len(), "adamw: one copy entry per parameter");
+    let items: Vec<Item> = ps.into_iter().zip(gs).zip(mvs).zip(copies).map(|(((p, g), mv), c)| (compact(p), compact(g), mv, c)).collect();
     let h: Vec<u8> = h.iter().flat_map(|x| x.to_ne_bytes()).collect();
     let mut all = Vec::with_capacity(items.len());
     for chunk in items.chunks(ADAM_MAX) {
         let mut ts: Vec<&T> = Vec::new();
-        for (p, g, mv) in chunk {
+        for (p, g, mv, _) in chunk {
             let n = p.meta.shape().num_elements();
             let f32s = [p, g].into_iter().chain(mv.iter().flatten());
             assert!(f32s.clone().all(|t| t.dtype == DType::F32 && t.meta.shape().num_elements() == n), "adamw: f32 tensors of {n} elements only");
             ts.extend(f32s);
         }
         ts.extend(&stats);
+        // the copies: [rows, cols] at column `off` of a bf16 [·, ld], 4-element runs within a row
+        let places: Vec<Option<Part>> = chunk.iter().map(|(p, _, _, c)| c.as_ref().map(|(t, at)| copy_place(p, t, *at))).collect();
+        let n_copies = places.iter().flatten().count();
+        ts.extend(chunk.iter().filter_map(|(.., c)| c.as_ref().map(|(t, _)| t)));
         let outs: Vec<[T; 3]> = chunk.iter().map(|(p, ..)| [(); 3].map(|_| empty(p, p.meta.shape().to_vec(), DType::F32))).collect();
         ts.extend(outs.iter().flatten());
         let sizes: Vec<i64> = chunk.iter().map(|(p, ..)| p.meta.shape().num_elements() as i64).collect();
@@ -99,7 +118,7 @@ pub fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>,
             let per = if first { 2 } else { 4 };
             let (ins, rest) = q.split_at(k * per);
             let s = if with_stats { rest[0] } else { 0 };
-            let outs = &rest[with_stats as usize..];
+            let (copy_ptrs, outs) = rest[with_stats as usize..].split_at(n_copies);
             for (first_row, per, ptrs) in [(0, per, ins), (4, 3, outs)] {
                 for (i, tensor) in ptrs.chunks(per).enumerate() {
                     for (r, &p) in tensor.iter().enumerate() {
@@ -110,6 +129,18 @@ pub fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>,
             let mut bytes: Vec<u8> = table.iter().flatten().flat_map(|p| p.to_ne_bytes()).collect();
             bytes.extend((0..ADAM_MAX).flat_map(|i| sizes.get(i).copied().unwrap_or(0).to_ne_bytes()));
             bytes.extend(first_block.iter().flat_map(|b| b.to_ne_bytes()));
+            // `AdamCopies`: each copy's first element's address (0: none), then cols and ld
+            let (mut at, mut next) = ([0u64; ADAM_MAX], copy_ptrs.iter());
+            let mut shape = [[0u32; ADAM_MAX]; 2];
+            for (i, place) in places.iter().enumerate() {
+                if let Some(pt) = place {
+                    at[i] = next.next().expect("a copy pointer") + 2 * pt.off as u64;
+                    shape[0][i] = pt.cols as u32;
+                    shape[1][i] = pt.ld as u32;
+                }
+            }
+            bytes.extend(at.iter().flat_map(|p| p.to_ne_bytes()));
+            bytes.extend(shape.iter().flatten().flat_map(|v| v.to_ne_bytes()));
             let args = [Arg::Bytes(bytes), Arg::Bytes(h), Arg::I32(first as i32), Arg::Ptr(s)];
             launch("adamw_f32", blocks, ADAM_THREADS, stream, &args)
         });

@@ -246,7 +246,7 @@ impl Prims for Gpu {
         ws.extend(w.attn.map(up).into_iter().chain(w.mlp.map(up)));
         let rot = [up_rot(&c.attn.rot[0]), up_rot(&c.attn.rot[1])];
         let k_add = w.k_add.is_some();
-        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, slopes_pos(&c.attn.alibi), c.attn.heads, c.attn.scale, c.eps, seq);
+        let out = <Gpu as LayerBackend>::layer_fwd(up(x), ws, w.k_add.map(up), rot, slopes_pos(&c.attn.alibi), c.attn.heads, c.attn.scale, c.eps, seq, None);
         let mut out = out.into_iter();
         let mut next = |what: &str| out.next().unwrap_or_else(|| panic!("layer_fwd: {what}"));
         let (y, n, mean, rstd) = (down(next("y")), down(next("n")), down(next("mean")), down(next("rstd")));
@@ -295,6 +295,7 @@ impl Prims for Gpu {
     }
 
     fn adamw(ps: Vec<FloatTensor<Gpu>>, gs: Vec<FloatTensor<Gpu>>, mvs: Option<Vec<[FloatTensor<Gpu>; 2]>>, stats: Option<Tensor<Gpu, 1>>, h: [f32; 11]) -> Vec<[FloatTensor<Gpu>; 3]> {
-        <Gpu as FusedBackend>::adamw(ps, gs, mvs, stats.map(up), h)
+        let none = ps.iter().map(|_| None).collect();
+        <Gpu as FusedBackend>::adamw(ps, gs, mvs, stats.map(up), h, none)
     }
 }

@@ -21,6 +21,9 @@ pub struct Number {
 pub const CUBLASLT: Switch = Switch { name: "BAKA_CUBLASLT", default: true };
 /// `BAKA_PDL`: programmatic dependent launch from compute capability 9.0 on.
 pub const PDL: Switch = Switch { name: "BAKA_PDL", default: true };
+/// `BAKA_WEIGHT_COPIES`: the parallel layers' bf16 weight copies kept from step to step, AdamW
+/// writing them (off: faster, but cubecl's pool reserved a page more in one of three runs).
+pub const WEIGHT_COPIES: Switch = Switch { name: "BAKA_WEIGHT_COPIES", default: false };
 /// `BAKA_CUBLASLT_TUNE`: cuBLASLt algorithms timed per GEMM shape.
 pub const CUBLASLT_TUNE: Number = Number { name: "BAKA_CUBLASLT_TUNE", default: 16, lo: 1, hi: 16 };
 /// `BAKA_CUBLASLT_WORKSPACE`: cuBLASLt's workspace in MiB.
@@ -31,7 +34,7 @@ pub const PAGE_MIB: Number = Number { name: "BAKA_PAGE_MIB", default: 1024, lo: 
 /// Every setting's value, checked before a CUDA run starts (`check_device`), so a mistyped one
 /// stops it with one line and exit status 1 before anything is written.
 pub fn check() -> Result<(), String> {
-    for s in [&CUBLASLT, &PDL] {
+    for s in [&CUBLASLT, &PDL, &WEIGHT_COPIES] {
         s.parse()?;
     }
     for n in [&CUBLASLT_TUNE, &CUBLASLT_WORKSPACE, &PAGE_MIB] {

@@ -4,6 +4,7 @@
 
 use super::cublas::{gemm, BlasBackend};
 use super::nvrtc::{compact, enqueue, enqueue_all, launch, launch_2d, Arg};
+use super::weight_copies::Part;
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::DType;
@@ -51,8 +52,18 @@ pub trait FusedBackend: BlasBackend {
     /// `[p, m, v]` after one AdamW step of each f32 parameter `ps[i]` with gradient `gs[i]` and
     /// moments `mvs[i]` (`None`: the first step, for all), all with the scalars `h` ([`AdamScalars`]),
     /// one launch per 32 parameters. With `stats` (`[loss, norm]`, f32) the clip factor comes from
-    /// the norm on the device, and a non-finite one skips the step.
-    fn adamw(ps: Vec<FloatTensor<Self>>, gs: Vec<FloatTensor<Self>>, mvs: Option<Vec<[FloatTensor<Self>; 2]>>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> Vec<[FloatTensor<Self>; 3]>;
+    /// the norm on the device, and a non-finite one skips the step. `copies[i]`, if given: the
+    /// bf16 copy of `ps[i]` to write the new values into, at its place (`weight_copies`; the
+    /// fusion op finds them, its callers pass none).
+    #[allow(clippy::type_complexity)]
+    fn adamw(
+        ps: Vec<FloatTensor<Self>>,
+        gs: Vec<FloatTensor<Self>>,
+        mvs: Option<Vec<[FloatTensor<Self>; 2]>>,
+        stats: Option<FloatTensor<Self>>,
+        h: AdamScalars,
+        copies: Vec<Option<(FloatTensor<Self>, Part)>>,
+    ) -> Vec<[FloatTensor<Self>; 3]>;
     /// `x [b, l, d] · w [d, n]` with the f32 weight cast to `x`'s dtype: `[b, l, n]`.
     fn linear_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Its `[dx, dw]` from `g [b, l, n]`: `dx = g·wᵀ` in `g`'s dtype, `dw = xᵀ·g` in `w_dtype`
@@ -279,8 +290,8 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> FusedBackend for CubeBacke
         super::cuda_optim::sum_squares(tensors)
     }
 
-    fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>, h: AdamScalars) -> Vec<[T; 3]> {
-        super::cuda_optim::adamw(ps, gs, mvs, stats, h)
+    fn adamw(ps: Vec<T>, gs: Vec<T>, mvs: Option<Vec<[T; 2]>>, stats: Option<T>, h: AdamScalars, copies: Vec<Option<(T, Part)>>) -> Vec<[T; 3]> {
+        super::cuda_optim::adamw(ps, gs, mvs, stats, h, copies)
     }
 
     fn linear_fwd(x: T, w: T) -> T {

@@ -3,6 +3,7 @@
 //! kernel when the stream runs.
 
 use super::fused::{AdamScalars, FusedBackend};
+use super::weight_copies::Part;
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::DType;
@@ -284,7 +285,14 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
         s
     }
 
-    fn adamw(ps: Vec<FloatTensor<Self>>, gs: Vec<FloatTensor<Self>>, mvs: Option<Vec<[FloatTensor<Self>; 2]>>, stats: Option<FloatTensor<Self>>, h: AdamScalars) -> Vec<[FloatTensor<Self>; 3]> {
+    fn adamw(
+        ps: Vec<FloatTensor<Self>>,
+        gs: Vec<FloatTensor<Self>>,
+        mvs: Option<Vec<[FloatTensor<Self>; 2]>>,
+        stats: Option<FloatTensor<Self>>,
+        h: AdamScalars,
+        _copies: Vec<Option<(FloatTensor<Self>, Part)>>,
+    ) -> Vec<[FloatTensor<Self>; 3]> {
         /// `size` = 4·parameters + 2·(moments given) + (stats given): the inputs are every p, every
         /// g, [m and v of each], [stats]; the outputs p, m, v of each.
         fn run<B: FusedBackend + FusionBackend>(d: &CustomOpIr, h: &[f32], size: usize, hs: &mut Handles<B>) {
@@ -294,7 +302,9 @@ impl<B: FusionBackend + FusedBackend> FusedBackend for Fusion<B> {
             let gs: Vec<_> = ins.by_ref().take(k).collect();
             let mvs = (size & 2 != 0).then(|| (0..k).map(|_| [ins.next().expect("m"), ins.next().expect("v")]).collect());
             let stats = (size & 1 != 0).then(|| ins.next().expect("stats"));
-            outputs::<B>(d, hs, B::adamw(ps, gs, mvs, stats, h.try_into().expect("11 AdamW scalars")).into_iter().flatten());
+            // each parameter with a bf16 copy gets it written; the copy then stands for p's new id
+            let copies = (0..k).map(|i| super::weight_copies::retarget::<FloatTensor<B>>(d.inputs[i].id.value(), d.outputs[3 * i].id.value())).collect();
+            outputs::<B>(d, hs, B::adamw(ps, gs, mvs, stats, h.try_into().expect("11 AdamW scalars"), copies).into_iter().flatten());
         }
         let size = 4 * ps.len() + 2 * mvs.is_some() as usize + stats.is_some() as usize;
         let outs: Vec<(Vec<usize>, DType)> = ps.iter().flat_map(|p| [(); 3].map(|_| (p.shape.to_vec(), DType::F32))).collect();

@@ -23,7 +23,9 @@ pub trait LayerBackend: Backend {
     /// `[b·L, S]`, `wqkv` and `wcat` one `[d, S]`, `parallel::stride`), then with `seq` (the
     /// sequential residual) `[x', n', mean', rstd']`, of `x [b, L, d]` and f32 `ws = [w, (b,)
     /// (w', (b',)) wq, wk, wv, wo, wg, wu, wd]` (no `b`: RMSNorm; `w', b'`: the MLP's norm, with
-    /// `seq`); the key projection plus `k_add [L, d]` if given.
+    /// `seq`); the key projection plus `k_add [L, d]` if given. `ids`: the seven matrices' tensor
+    /// ids, under which the parallel layer keeps their bf16 copies (`weight_copies`; the fusion
+    /// op passes them to the backend it wraps).
     #[allow(clippy::too_many_arguments)]
     fn layer_fwd(
         x: FloatTensor<Self>,
@@ -35,6 +37,7 @@ pub trait LayerBackend: Backend {
         scale: f32,
         eps: f32,
         seq: bool,
+        ids: Option<Vec<u64>>,
     ) -> Vec<FloatTensor<Self>>;
     /// `[dx, dw, (db,) (dw', (db'),) dwq, dwk, dwv, dwo, dwg, dwu, dwd, (dk_add)]` from `dy`,
     /// `x`, the first norm's weight and the forward's outputs after `y` (sequential: then the
@@ -73,7 +76,7 @@ fn norm_w(ts: Vec<T>) -> (T, Option<T>) {
 }
 
 impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBackend<CudaRuntime, F, I, BT> {
-    fn layer_fwd(x: T, ws: Vec<T>, k_add: Option<T>, rot: Rot<Self>, alibi: Option<T>, heads: usize, scale: f32, eps: f32, seq: bool) -> Vec<T> {
+    fn layer_fwd(x: T, ws: Vec<T>, k_add: Option<T>, rot: Rot<Self>, alibi: Option<T>, heads: usize, scale: f32, eps: f32, seq: bool, ids: Option<Vec<u64>>) -> Vec<T> {
         let [b, l, d] = x.meta.shape().dims::<3>();
         let rows = b * l;
         let per = (ws.len() - 7) / (1 + seq as usize);
@@ -81,7 +84,7 @@ impl<F: FloatElement, I: IntElement, BT: BoolElement> LayerBackend for CubeBacke
         let (nw, nb) = norm_w(take(&mut ws, per, "norm"));
         if !seq {
             let mats: [T; 7] = take(&mut ws, 7, "7 matrices").try_into().expect("7 matrices");
-            return parallel::fwd(x, (nw, nb), mats, k_add, rot, alibi, heads, scale, eps);
+            return parallel::fwd(x, (nw, nb), mats, k_add, rot, alibi, heads, scale, eps, ids);
         }
         let (w2, b2) = norm_w(take(&mut ws, per, "MLP norm"));
         let [wq, wk, wv, wo, wg, wu, wd]: [T; 7] = take(&mut ws, 7, "7 matrices").try_into().expect("7 matrices");
@@ -131,6 +134,7 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         scale: f32,
         eps: f32,
         seq: bool,
+        _ids: Option<Vec<u64>>,
     ) -> Vec<FloatTensor<Self>> {
         let ([b, l, d], dt, f) = (x.shape.dims::<3>(), x.dtype, ws[ws.len() - 1].shape[0]);
         let (rows, n_ws) = (b * l, ws.len());
@@ -163,10 +167,13 @@ impl<B: FusionBackend + LayerBackend> LayerBackend for Fusion<B> {
         custom_vec::<B>("layer_fwd", ins, outs, (&flags, heads), |d, f, heads, h| {
             let mut ins = inputs::<B>(d, h);
             let x = ins.next().expect("x");
-            let ws = (0..f[5] as usize).map(|_| ins.next().expect("weights")).collect();
+            let n_ws = f[5] as usize;
+            let ws = (0..n_ws).map(|_| ins.next().expect("weights")).collect();
+            // the seven matrices' ids: each names one value for good (`weight_copies`)
+            let ids = d.inputs[1 + n_ws - 7..1 + n_ws].iter().map(|t| t.id.value()).collect();
             let k_add = (f[6] != 0.0).then(|| ins.next().expect("k_add"));
             let (rot, alibi) = attn_consts::<B>(f, &mut ins);
-            outputs::<B>(d, h, B::layer_fwd(x, ws, k_add, rot, alibi, heads, f[0], f[4], f[7] != 0.0));
+            outputs::<B>(d, h, B::layer_fwd(x, ws, k_add, rot, alibi, heads, f[0], f[4], f[7] != 0.0, Some(ids)));
         })
     }
 

@@ -18,6 +18,7 @@ use super::super::gemm::Trans::{N, T as Tr};
 use super::super::mlp::cuda::{down_bwd, down_fwd, up_wgrad};
 use super::super::norm;
 use super::super::nvrtc::{compact, enqueue, enqueue_all};
+use super::super::weight_copies::{self, Part};
 use super::cuda::view;
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
@@ -36,9 +37,10 @@ pub fn stride(d: usize, f: usize) -> usize {
 /// wv, wo, wg, wu, wd]`: `[y, n, mean, rstd, p, o, lse, w1, wo, p, w1, wd]` in the layer op's order
 /// (`p` `[b, L, S]` and `[b·L, S]` and `w1 = [wq | wk | wv | wg | wu]` `[d, S]`, S = [`stride`],
 /// stand for both the attention's fused projection and the MLP's `h`, and their weights: one
-/// buffer each, listed twice). `k_add` (`[L, d]`) is added to the key projection if given.
+/// buffer each, listed twice). `k_add` (`[L, d]`) is added to the key projection if given. With
+/// the matrices' tensor `ids`, the cast `w1`, `wo`, `wd` come from and go to `weight_copies`.
 #[allow(clippy::too_many_arguments)]
-pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, eps: f32) -> Vec<T> {
+pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Option<[T; 2]>; 2], alibi: Option<T>, heads: usize, scale: f32, eps: f32, ids: Option<Vec<u64>>) -> Vec<T> {
     let [b, l, d] = x.meta.shape().dims::<3>();
     let [_, f] = ws[4].meta.shape().dims::<2>();
     let (rows, width, s, dt, device) = (b * l, 3 * d + 2 * f, stride(d, f), x.dtype, x.device.index);
@@ -50,7 +52,20 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     assert!(k_add.as_ref().is_none_or(|a| a.dtype == dt && a.meta.shape().dims::<2>() == [l, d]), "layer_fwd: k_add must be [{l}, {d}] in x's dtype");
     let [n, mean, rstd] = norm::cuda::fwd(view(x.clone(), vec![rows, d]), norm_w.0, norm_w.1, eps);
     let rot = rot.map(|r| r.map(|t| t.map(compact)));
-    let (w1, wo, wd, p) = (empty(&x, vec![d, s], dt), empty(&x, vec![d, d], dt), empty(&x, vec![f, d], dt), empty(&x, vec![rows, s], dt));
+    // where each of [wq, wk, wv, wo, wg, wu, wd] lies in [w1, wo, wd]
+    let (q, m) = (|at| Part { rows: d, cols: d, ld: s, off: at }, |at| Part { rows: d, cols: f, ld: s, off: at });
+    let parts = [(0, q(0)), (0, q(d)), (0, q(2 * d)), (1, Part { rows: d, cols: d, ld: d, off: 0 }), (0, m(3 * d)), (0, m(3 * d + f)), (2, Part { rows: f, cols: d, ld: d, off: 0 })];
+    let ids = ids.filter(|_| weight_copies::enabled(dt));
+    let kept = ids.as_deref().and_then(weight_copies::lookup::<T>);
+    let cast = kept.is_none();
+    let [w1, wo, wd] = match kept {
+        Some(c) => c.try_into().unwrap_or_else(|_| unreachable!("three copies")),
+        None => [empty(&x, vec![d, s], dt), empty(&x, vec![d, d], dt), empty(&x, vec![f, d], dt)],
+    };
+    if let (true, Some(ids)) = (cast, &ids) {
+        weight_copies::remember(ids, vec![w1.clone(), wo.clone(), wd.clone()], &parts);
+    }
+    let p = empty(&x, vec![rows, s], dt);
     // the tables before the outputs: the task runs on the last tensor's stream, a fresh output's
     let mut ts = vec![&n];
     ts.extend(&ws);
@@ -61,13 +76,10 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     enqueue_all(&ts, move |ptr, stream| {
         let [pn, pwq, pwk, pwv, pwo, pwg, pwu, pwd] = ptr[..8].try_into().expect("8 inputs");
         let [pw1, pwoc, pwdc, pp] = ptr[ptr.len() - 4..].try_into().expect("4 outputs");
-        // [rows, cols, row stride, first column] of each weight within w1
-        let (q, m) = (|at| [d, d, s, at], |at| [d, f, s, at]);
-        cast_many(
-            dt,
-            &[([pwq, pw1], q(0)), ([pwk, pw1], q(d)), ([pwv, pw1], q(2 * d)), ([pwg, pw1], m(3 * d)), ([pwu, pw1], m(3 * d + f)), ([pwo, pwoc], [d, d, d, 0]), ([pwd, pwdc], [f, d, d, 0])],
-            stream,
-        );
+        if cast {
+            let jobs = [pwq, pwk, pwv, pwo, pwg, pwu, pwd].into_iter().zip(parts).map(|(src, (c, pt))| ([src, [pw1, pwoc, pwdc][c]], [pt.rows, pt.cols, pt.ld, pt.off]));
+            cast_many(dt, &jobs.collect::<Vec<_>>(), stream);
+        }
         // p = n · w1: q, k, v, a, u side by side
         RowGemm { batch: 1, m: rows, n: width, k: d, a: side(pn, N, d), b: side(pw1, N, s), c: side(pp, N, s), dtype: dt, out: dt, beta: 0.0 }.run(device, stream as _);
         let k_add = (added == 1).then(|| ptr[8]);

@@ -92,6 +92,8 @@ pub mod staged;
 #[cfg(test)]
 mod test_positions;
 pub mod trace;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod weight_copies;
 
 #[cfg(test)]
 use burn::prelude::*;

@@ -63,7 +63,9 @@ struct Adam {
 #define ADAM_THREADS 256
 #define ADAM_LOADS 4  // groups of 4 elements per thread, their loads all issued before use
 #define ADAM_CHUNK (ADAM_THREADS * ADAM_LOADS * 4)
-struct AdamTensors {  // per tensor: inputs p, g, m, v; outputs p, m, v; length; first block
+// per tensor: inputs p, g, m, v; outputs p, m, v; length; first block; and the new p's bf16 copy
+// (null: none): p's row r, column j at c[r·ld + j], rows `cols` elements long (src/kernels/weight_copies.rs)
+struct AdamTensors {
     const float* p[ADAM_MAX];
     const float* g[ADAM_MAX];
     const float* m[ADAM_MAX];
@@ -73,7 +75,14 @@ struct AdamTensors {  // per tensor: inputs p, g, m, v; outputs p, m, v; length;
     float* vo[ADAM_MAX];
     long long n[ADAM_MAX];
     int first[ADAM_MAX];
+    bf16* c[ADAM_MAX];
+    unsigned cols[ADAM_MAX];
+    unsigned ld[ADAM_MAX];
 };
+// Element i of a row-major [·, cols] at its place in a copy with rows ld apart (32-bit: the host
+// checks n < 2³²).
+struct alignas(8) Word2 { unsigned x, y; };
+__device__ __forceinline__ unsigned copy_at(unsigned i, unsigned cols, unsigned ld) { return i + (i / cols) * (ld - cols); }
 __device__ __forceinline__ bool finite(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
 // One element's update (outputs po, mo, vo), or with `skip` its state as it was.
 __device__ __forceinline__ void adam_one(float p, float g, float m, float v, const Adam& h, int first, bool skip, float& po, float& mo, float& vo) {
@@ -96,6 +105,8 @@ extern "C" __global__ void __launch_bounds__(ADAM_THREADS) adamw_f32(AdamTensors
     int k = block_tensor(t.first, ADAM_MAX);
     const float *p = t.p[k], *g = t.g[k], *m = t.m[k], *v = t.v[k];
     float *po = t.po[k], *mo = t.mo[k], *vo = t.vo[k];
+    bf16* c = t.c[k];
+    unsigned cols = t.cols[k], ld = t.ld[k];
     bool skip = false;
     if (stats) {
         float loss = stats[0], norm = stats[1];
@@ -122,15 +133,20 @@ extern "C" __global__ void __launch_bounds__(ADAM_THREADS) adamw_f32(AdamTensors
         for (int u = 0; u < ADAM_LOADS; u++) {
             long long j = u * ADAM_THREADS + threadIdx.x, at = e0 + 4 * j;
             if (j >= nv) continue;
-            float a[4], b[4], c[4];
+            float a[4], b[4], cv[4];
 #pragma unroll
-            for (int e = 0; e < 4; e++) adam_one(pv[u][e], gv[u][e], mv[u][e], vv[u][e], h, first, skip, a[e], b[e], c[e]);
+            for (int e = 0; e < 4; e++) adam_one(pv[u][e], gv[u][e], mv[u][e], vv[u][e], h, first, skip, a[e], b[e], cv[e]);
             Vec<float, 4>::store(po + at, a);
             Vec<float, 4>::store(mo + at, b);
-            Vec<float, 4>::store(vo + at, c);
+            Vec<float, 4>::store(vo + at, cv);
+            // 4 elements within one row (cols, ld and the place multiples of 4): one 8-byte store,
+            // rounded as `cast_many` rounds
+            if (c) *reinterpret_cast<Word2*>(c + copy_at((unsigned)at, cols, ld)) = Word2{pack(a[0], a[1]), pack(a[2], a[3])};
         }
         e0 += 4 * nv;  // the elements after the last whole group
     }
-    for (long long i = e0 + threadIdx.x; i < e1; i += ADAM_THREADS)
+    for (long long i = e0 + threadIdx.x; i < e1; i += ADAM_THREADS) {
         adam_one(p[i], g[i], first ? 0.f : m[i], first ? 0.f : v[i], h, first, skip, po[i], mo[i], vo[i]);
+        if (c) st(c, copy_at((unsigned)i, cols, ld), po[i]);
+    }
 }
