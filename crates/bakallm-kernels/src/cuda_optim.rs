@@ -74,7 +74,7 @@ fn copy_place(p: &T, copy: &T, at: Part) -> Part {
     let n = p.meta.shape().num_elements();
     assert!(copy.dtype == DType::BF16, "adamw: the weight copies are bf16, got {:?}", copy.dtype);
     assert!(at.rows * at.cols == n && at.off + at.cols <= at.ld && at.rows * at.ld <= copy.meta.shape().num_elements(), "adamw: {n} elements do not fit {at:?} in {:?}", copy.meta.shape());
-    assert!([at.cols, at.ld, at.off].iter().all(|v| v.is_multiple_of(4)) && n <= u32::MAX as usize, "adamw: a copy's columns, row stride and offset must be multiples of 4, got {at:?}");
+    assert!(at.in_runs_of_4() && n <= u32::MAX as usize, "adamw: a copy's columns, row stride and offset must be multiples of 4, got {at:?}");
     at
 }
 

@@ -55,8 +55,7 @@ pub fn fwd(x: T, norm_w: (T, Option<T>), ws: [T; 7], k_add: Option<T>, rot: [Opt
     // where each of [wq, wk, wv, wo, wg, wu, wd] lies in [w1, wo, wd]
     let (q, m) = (|at| Part { rows: d, cols: d, ld: s, off: at }, |at| Part { rows: d, cols: f, ld: s, off: at });
     let parts = [(0, q(0)), (0, q(d)), (0, q(2 * d)), (1, Part { rows: d, cols: d, ld: d, off: 0 }), (0, m(3 * d)), (0, m(3 * d + f)), (2, Part { rows: f, cols: d, ld: d, off: 0 })];
-    // AdamW writes a copy 4 elements at a time within a row
-    let fits = parts.iter().all(|(_, pt)| [pt.cols, pt.ld, pt.off].iter().all(|v| v.is_multiple_of(4)));
+    let fits = parts.iter().all(|(_, pt)| pt.in_runs_of_4());
     let ids = ids.filter(|_| fits && weight_copies::enabled(dt));
     let kept = ids.as_deref().and_then(weight_copies::lookup::<T>);
     let cast = kept.is_none();

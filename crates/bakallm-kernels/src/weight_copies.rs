@@ -26,6 +26,14 @@ pub struct Part {
     pub off: usize,
 }
 
+impl Part {
+    /// Whether AdamW can write it (`adamw_f32`): runs of 4 elements that stay within a row, 8-byte
+    /// aligned, so columns, row stride and offset are multiples of 4.
+    pub fn in_runs_of_4(&self) -> bool {
+        [self.cols, self.ld, self.off].iter().all(|v| v.is_multiple_of(4))
+    }
+}
+
 /// One op's copies and, per weight, the id of the value it was written from, its copy and place.
 struct Entry {
     copies: Vec<Copy>,
