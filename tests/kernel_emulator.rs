@@ -186,3 +186,19 @@ fn optimizer_kernels_match_their_formulas_in_the_emulator() {
 fn attention_kernels_match_f64_in_the_emulator() {
     check("attn_check", &read("attention.cu"), &[], "attention kernels");
 }
+
+/// The MLP's fused down-projection and gate backward (`cuda/glu_gemm.cu`: wgmma m64n128k16 by two
+/// warpgroups, a three-stage cp.async pipeline, the gate's backward in the epilogue) against f64 in
+/// the emulator, as an H100 runs it (sm_90a).
+#[test]
+fn glu_gemm_kernel_matches_f64_in_the_emulator() {
+    let (tiles, n) = swapped(&read("flash_tiles.cu"));
+    assert_eq!(n, 14, "flash_tiles.cu: the mma, 2 ldmatrix, cp4, 4 bulk and 6 wgmma wrappers");
+    let (glu, n) = swapped(&read("glu_gemm.cu"));
+    assert_eq!(n, 1, "glu_gemm.cu: the wgmma wrapper");
+    let dynamic = "extern __shared__ __align__(16) bf16 gg_dyn[];";
+    assert!(glu.contains(dynamic), "glu_gemm.cu: the dynamic shared memory `{dynamic}` moved");
+    // what mlp.rs's GLU_GEMM_SMEM asks for (99,328 bytes)
+    let glu = glu.replace(dynamic, "static __attribute__((aligned(16))) bf16 gg_dyn[49664];");
+    check("glu_gemm_check", &[tiles, read("gate.cu"), glu].join("\n"), &["-D__CUDA_ARCH__=900", "-D__CUDA_ARCH_FEAT_SM90_ALL"], "glu_bwd_gemm");
+}

@@ -2,7 +2,7 @@
 // block at a time, one std::thread per CUDA thread, barriers for __syncthreads and the
 // warp-synchronous ops. The tensor-core and shared-memory instructions are emulated from the PTX
 // ISA's definitions of their fragment layouts; the test swaps each `#if __CUDA_ARCH__ >= 800`
-// body of cuda/common.cu and cuda/flash_tiles.cu for the EMU_<function> macro below.
+// body of cuda/common.cu, cuda/flash_tiles.cu and cuda/glu_gemm.cu for the EMU_<function> macro below.
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -149,14 +149,15 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 #define EMU_bulk_commit
 #define EMU_bulk_wait_read
 
-// wgmma.mma_async m64n64k16, bf16 → f32 (sm_90a, the head-dim-64 flash kernels), from the PTX ISA:
-// a warpgroup (the block's 128 threads) computes D (64 × 64) = (acc ? D : 0) + A (64 × 16) · B
-// (16 × 64). D, and A when it comes from registers, as four warps' mma.m16n8k16 fragments (warp w:
-// rows 16w..); A otherwise, and B, from shared memory by descriptor with the 128-byte swizzle:
-// K-major (element (mn, k) at start + 128·mn + 2k) or MN-major (at start + 128·k + 2·mn), groups
-// of 8 rows the descriptor's stride apart, the address's bits 4–6 XOR its bits 7–9. Computed at
-// issue: the emulation cannot catch a missing fence or wait.
-inline unsigned wg_a[128][4];
+// wgmma.mma_async m64nNk16 (N = 64 or 128), bf16 → f32 (sm_90a: the head-dim-64 flash kernels,
+// glu_bwd_gemm), from the PTX ISA: each warpgroup (128 threads of the block, all issuing together)
+// computes D (64 × N) = (acc ? D : 0) + A (64 × 16) · B (16 × N). D, and A when it comes from
+// registers, as four warps' mma.m16n8k16 fragments (warp w of the warpgroup: rows 16w..); A
+// otherwise, and B, from shared memory by descriptor with the 128-byte swizzle: K-major (element
+// (mn, k) at start + 128·mn + 2k) or MN-major (at start + 128·k + 2·mn), groups of 8 rows the
+// descriptor's stride apart, the address's bits 4–6 XOR its bits 7–9. Computed at issue: the
+// emulation cannot catch a missing fence or wait.
+inline unsigned wg_a[256][4];
 inline float emu_wg_elem(unsigned long long desc, int mn, int k, int mn_major) {
     unsigned start = (emu_smem_last & ~0x3ffffu) | (unsigned)(desc & 0x3fff) << 4, sbo = (unsigned)((desc >> 32) & 0x3fff) << 4;
     if (start < emu_smem_last) start += 0x40000;  // operands lie at or after the kernel's shared base
@@ -169,22 +170,22 @@ inline float emu_wg_elem(unsigned long long desc, int mn, int k, int mn_major) {
     a ^= ((a >> 7) & 7) << 4;
     return bfv(*emu_sptr<const unsigned short>(a));
 }
-inline void emu_wgmma(float* d, unsigned long long adesc, unsigned long long bdesc, int acc, int ta, int tb, const unsigned* areg) {
-    if (blockDim.x != 128) {
-        printf("wgmma: the emulation takes blocks of one warpgroup, not %u threads\n", blockDim.x);
+inline void emu_wgmma(float* d, unsigned long long adesc, unsigned long long bdesc, int acc, int ta, int tb, const unsigned* areg, int N = 64) {
+    if (blockDim.x % 128 || blockDim.x > 256) {
+        printf("wgmma: the emulation takes blocks of one or two warpgroups, not %u threads\n", blockDim.x);
         abort();
     }
-    int tid = threadIdx.x, w = tid / 32, g = tid % 32 / 4, t = tid % 4;
+    int tid = threadIdx.x, base = tid / 128 * 128, w = tid % 128 / 32, g = tid % 32 / 4, t = tid % 4;
     if (areg)
         for (int i = 0; i < 4; i++) wg_a[tid][i] = areg[i];
     block_bar->arrive_and_wait();
     auto A = [&](int m, int k) {
         if (!areg) return emu_wg_elem(adesc, m, k, ta);
         int rr = m % 16, reg = (rr >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
-        unsigned word = wg_a[(m / 16) * 32 + (rr % 8) * 4 + (k % 8) / 2][reg];
+        unsigned word = wg_a[base + (m / 16) * 32 + (rr % 8) * 4 + (k % 8) / 2][reg];
         return bfv(k % 2 ? word >> 16 : word & 0xffff);
     };
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < N / 8; i++)
         for (int e = 0; e < 4; e++) {
             int m = 16 * w + g + (e >= 2 ? 8 : 0), n = 8 * i + 2 * t + (e & 1);
             float s = 0.f;
@@ -199,3 +200,4 @@ inline void emu_wgmma(float* d, unsigned long long adesc, unsigned long long bde
 #define EMU_wg_wait
 #define EMU_wgmma_ss emu_wgmma(d, a, b, acc, TA, TB, nullptr);
 #define EMU_wgmma_rs emu_wgmma(d, 0, b, acc, 0, TB, a);
+#define EMU_wgmma_n128 emu_wgmma(d, a, b, acc, 0, 0, nullptr, 128);

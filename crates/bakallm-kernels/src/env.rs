@@ -24,6 +24,9 @@ pub const PDL: Switch = Switch { name: "BAKA_PDL", default: true };
 /// `BAKA_WEIGHT_COPIES`: the parallel layers' bf16 weight copies kept from step to step, AdamW
 /// writing them (off: faster, but cubecl's pool reserved a page more in one of three runs).
 pub const WEIGHT_COPIES: Switch = Switch { name: "BAKA_WEIGHT_COPIES", default: false };
+/// `BAKA_GLU_GEMM`: the MLP's down-projection backward and gate backward as one kernel on sm_90
+/// (`glu_bwd_gemm`; off: cuBLAS, then `glu_bwd`).
+pub const GLU_GEMM: Switch = Switch { name: "BAKA_GLU_GEMM", default: true };
 /// `BAKA_CUBLASLT_TUNE`: cuBLASLt algorithms timed per GEMM shape.
 pub const CUBLASLT_TUNE: Number = Number { name: "BAKA_CUBLASLT_TUNE", default: 16, lo: 1, hi: 16 };
 /// `BAKA_CUBLASLT_WORKSPACE`: cuBLASLt's workspace in MiB.
@@ -34,7 +37,7 @@ pub const PAGE_MIB: Number = Number { name: "BAKA_PAGE_MIB", default: 1024, lo: 
 /// Every setting's value, checked before a CUDA run starts (`check_device`), so a mistyped one
 /// stops it with one line and exit status 1 before anything is written.
 pub fn check() -> Result<(), String> {
-    for s in [&CUBLASLT, &PDL, &WEIGHT_COPIES] {
+    for s in [&CUBLASLT, &PDL, &WEIGHT_COPIES, &GLU_GEMM] {
         s.parse()?;
     }
     for n in [&CUBLASLT_TUNE, &CUBLASLT_WORKSPACE, &PAGE_MIB] {

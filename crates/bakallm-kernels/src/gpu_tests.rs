@@ -231,7 +231,8 @@ fn gpu_scale_by_matches_the_product_and_spares_shared_tensors() {
 
 /// The fused MLP's CUDA steps (`mlp::cuda`: cuBLAS GEMMs and the `glu`/`cast_many` kernels) against
 /// burn's steps of the same op in f32 on the CPU from the same rounded values: `y`, `h`, and the
-/// four gradients; `d_ff` a multiple of the 16-byte access and not, bf16 and f32.
+/// four gradients; `d_ff` a multiple of the 16-byte access and not, bf16 and f32, and on Hopper a
+/// shape `glu_bwd_gemm` takes (d a multiple of 64, d_ff of 128; rows off its 128-row tile).
 #[test]
 fn gpu_mlp_kernels_match_burns_steps() {
     let _serial = crate::serial();
@@ -240,7 +241,7 @@ fn gpu_mlp_kernels_match_burns_steps() {
     type G = crate::backend::Gpu;
     type C = crate::backend::Cpu;
     let dev = burn::backend::cuda::CudaDevice::default();
-    for (n, d, f, dt) in [(300, 64, 96, BF16), (200, 32, 100, BF16), (130, 48, 64, F32)] {
+    for (n, d, f, dt) in [(300, 64, 96, BF16), (200, 32, 100, BF16), (130, 48, 64, F32), (300, 128, 256, BF16)] {
         let t = |shape: [usize; 2], seed, amp| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], seed, amp), shape), &dev).cast(dt);
         // weights as rounded to the compute dtype, so both sides multiply the same values
         let (x, dy) = (t([n, d], 1, 2.0), t([n, d], 5, 1.0));
@@ -255,6 +256,55 @@ fn gpu_mlp_kernels_match_burns_steps() {
         let pairs = [("y", y, y0), ("h", h, h0), ("dx", dx, dx0), ("dwg", dwg, dwg0), ("dwu", dwu, dwu0), ("dwd", dwd, dwd0)];
         for (what, got, want) in pairs {
             close(&format!("mlp [{n}, {d}] d_ff {f} {dt:?} {what}"), &vec(got), &cvec(want), 2e-2);
+        }
+    }
+}
+
+/// `glu_bwd_gemm` (sm_90: the MLP's `gs = dy · wdᵀ` and the gate's backward in one kernel) against cuBLAS + `glu_bwd` (`BAKA_GLU_GEMM=0`) on the same bf16 inputs: the four
+/// gradients agree up to the GEMM's order of summation, at a small shape with rows off the 128-row
+/// tile and the pristine one.
+#[test]
+fn gpu_glu_gemm_matches_cublas_and_glu_bwd() {
+    let _serial = crate::serial();
+    if crate::nvrtc::capability() != (9, 0) {
+        eprintln!("skipped: glu_bwd_gemm runs on compute capability 9.0 only");
+        return;
+    }
+    use burn::tensor::FloatDType::{BF16, F32};
+    let dev = burn::backend::cuda::CudaDevice::default();
+    for (n, d, f) in [(300, 128, 256), (4096, 768, 3072)] {
+        let t = |shape: [usize; 2], seed, amp| Tensor::<G, 2>::from_data(TensorData::new(values(shape[0] * shape[1], seed, amp), shape), &dev).cast(BF16);
+        let (x, dy) = (t([n, d], 1, 2.0), t([n, d], 5, 1.0));
+        let [wg, wu, wd] = [([d, f], 2), ([d, f], 3), ([f, d], 4)].map(|(s, k)| t(s, k, 0.3).cast(F32));
+        let (_, h, wcat, wdc) = <G as crate::inner::Prims>::mlp_fwd(x.clone(), wg, wu, wd, true);
+        let run = |form: &str| {
+            let _switch = EnvSwitch::set("BAKA_GLU_GEMM", form);
+            let (dx, dwg, dwu, dwd) = <G as crate::inner::Prims>::mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat.clone(), wdc.clone(), burn::tensor::DType::F32, true);
+            [dx, dwg, dwu, dwd].map(|t| t.cast(F32).into_data().to_vec::<f32>().unwrap())
+        };
+        let (fused, plain) = (run("1"), run("0"));
+        for (what, (a, b)) in ["dx", "dwg", "dwu", "dwd"].iter().zip(fused.iter().zip(&plain)) {
+            close(&format!("glu_bwd_gemm [{n}, {d}] d_ff {f} {what} (vs cuBLAS + glu_bwd)"), a, b, 4e-3);
+        }
+    }
+}
+
+/// Sets an environment variable for a test's scope and restores the earlier value when dropped.
+struct EnvSwitch(&'static str, Option<String>);
+
+impl EnvSwitch {
+    fn set(name: &'static str, value: &str) -> Self {
+        let old = std::env::var(name).ok();
+        std::env::set_var(name, value); // the GPU tests run one at a time (`crate::serial`)
+        EnvSwitch(name, old)
+    }
+}
+
+impl Drop for EnvSwitch {
+    fn drop(&mut self) {
+        match &self.1 {
+            Some(v) => std::env::set_var(self.0, v),
+            None => std::env::remove_var(self.0),
         }
     }
 }

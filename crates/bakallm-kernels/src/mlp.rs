@@ -72,9 +72,10 @@ pub fn mlp_ad<B: Prims, C: CheckpointStrategy>(
 #[cfg(feature = "cuda")]
 pub(super) mod cuda {
     use super::super::cublas::{side, RowGemm, Side};
+    use super::super::env::GLU_GEMM;
     use super::super::fused::{cast_many, empty, grid, kernel, part, width};
     use super::super::gemm::Trans::{N, T as Tr};
-    use super::super::nvrtc::{compact, enqueue, enqueue_all, launch, Arg};
+    use super::super::nvrtc::{capability, compact, enqueue, enqueue_all, launch, launch_with, Arg};
     use burn::tensor::DType;
     use burn_cubecl::tensor::CubeTensor;
     use cubecl::cuda::CudaRuntime;
@@ -149,9 +150,26 @@ pub(super) mod cuda {
     /// `dwd = sᵀ · dy` in `w_dtype`: `[n, d, F, ldh]`.
     pub(crate) fn down_bwd(dtype: DType, w_dtype: DType, [pdy, ph, pwd, pgs, pdh, pdwd]: [u64; 6], [n, d, f, ldh]: [usize; 4], device: usize, stream: cudarc::driver::sys::CUstream) {
         let gemm = |m, nn, k, a, b, c, out| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype, out, beta: 0.0 }.run(device, stream as _);
-        gemm(n, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dtype);
-        glu("glu_bwd", dtype, &[ph, pgs, pdh], n * f, [f, ldh], stream);
+        if glu_gemm_fits(dtype, [d, f, ldh], &[pdy, ph, pwd, pgs, pdh]) {
+            let args = [pdy, pwd, ph, pdh, pgs].map(Arg::Ptr).into_iter().chain([Arg::I32(n as i32), Arg::I32(f as i32), Arg::I32(d as i32), Arg::I64(ldh as i64)]);
+            launch_with("glu_bwd_gemm", ((f / 128) as u32, n.div_ceil(128) as u32), 256, GLU_GEMM_SMEM, stream, &args.collect::<Vec<_>>());
+        } else {
+            gemm(n, f, d, side(pdy, N, d), side(pwd, Tr, d), side(pgs, N, f), dtype);
+            glu("glu_bwd", dtype, &[ph, pgs, pdh], n * f, [f, ldh], stream);
+        }
         gemm(f, d, n, side(pgs, Tr, f), side(pdy, N, d), side(pdwd, N, d), w_dtype);
+    }
+
+    /// `glu_bwd_gemm`'s shared memory: three stages of two 128 × 64 bf16 tiles, 1 KiB to align them
+    /// (the epilogue's 128 × 136 bf16 tile reuses them).
+    const GLU_GEMM_SMEM: u32 = 3 * 32768 + 1024;
+
+    /// Whether `down_bwd` takes `glu_bwd_gemm` (cuda/glu_gemm.cu: the GEMM and the gate's backward
+    /// in one kernel, wgmma): bf16 on a 9.0 device, `[d, F, ldh]` multiples of 64, 128 and 8, every
+    /// pointer 16-byte aligned, unless `BAKA_GLU_GEMM=0`.
+    fn glu_gemm_fits(dtype: DType, [d, f, ldh]: [usize; 3], ptrs: &[u64]) -> bool {
+        let shape = d % 64 == 0 && f % 128 == 0 && ldh % 8 == 0 && f < i32::MAX as usize / 2;
+        dtype == DType::BF16 && shape && ptrs.iter().all(|p| p % 16 == 0) && capability() == (9, 0) && GLU_GEMM.get()
     }
 
     /// The gate and up projections' weight gradients (call from an `enqueue` task): `[dwg, dwu][i]

@@ -144,7 +144,7 @@ pub enum Arg {
 }
 
 /// bakallm's kernels, one NVRTC module: common.cu first (the shared helpers), then one file per concept.
-const FILES: [(&str, &str); 10] = [
+const FILES: [(&str, &str); 11] = [
     ("common.cu", include_str!("cuda/common.cu")),
     ("attention.cu", include_str!("cuda/attention.cu")),
     ("tokens.cu", include_str!("cuda/tokens.cu")),
@@ -155,6 +155,7 @@ const FILES: [(&str, &str); 10] = [
     ("flash_fwd.cu", include_str!("cuda/flash_fwd.cu")),
     ("flash_bwd.cu", include_str!("cuda/flash_bwd.cu")),
     ("flash_bwd_wg.cu", include_str!("cuda/flash_bwd_wg.cu")),
+    ("glu_gemm.cu", include_str!("cuda/glu_gemm.cu")),
 ];
 
 /// The module's source: the files built in, or with `BAKA_CUDA_SRC=DIR` each file that DIR holds
@@ -252,6 +253,8 @@ fn dependent_launch() -> bool {
 
 /// The calling thread's CUDA context; binds device 0's primary context (cubecl's) if none is.
 fn current_context() -> ds::CUcontext {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| dr::init().expect("cuInit")); // before cubecl's first op too (capability())
     if let Some(ctx) = dr::ctx::get_current().expect("cuCtxGetCurrent") {
         return ctx;
     }
