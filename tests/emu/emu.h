@@ -132,6 +132,7 @@ inline void emu_ldsm(unsigned* r, const unsigned short* p, bool trans) {
 // blocks; pack's is its own non-sm_80 branch, which the swap drops with the rest).
 #define EMU_mma16816 emu_mma(c, a, b0, b1);
 #define EMU_prefetch_l1
+#define EMU_prefetch_l2
 #define EMU_pack return (unsigned)to_bf16(a) | ((unsigned)to_bf16(b) << 16);
 #define EMU_ex2 return exp2f(x);
 #define EMU_smem a = emu_saddr(p);

@@ -24,6 +24,13 @@ __device__ __forceinline__ void wgmma_n128(float* d, unsigned long long a, unsig
                  : "l"(a), "l"(b), "r"(acc));
 #endif
 }
+// A hint to bring the line holding p into L2.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+#endif
+}
+
 #define GG_STAGE 32768  // bytes of a stage: A (128 rows × 64 k) then B (128 × 64), swizzled
 #define GG_PITCH 136    // bf16 per row of the gs tile the epilogue reads (272 bytes: no bank conflicts)
 
@@ -76,13 +83,15 @@ __device__ __forceinline__ void gg_gate(float* av, float* uv, const float* gv, b
 
 // Block (x, y): columns [128x, 128x + 128) of F and rows [128y, 128y + 128) of n; two warpgroups
 // of 64 rows each, a three-stage cp.async pipeline over K in steps of 64, two blocks per SM, so
-// that one's epilogue (memory-bound) may run while the other multiplies. Measured on an H100
-// (docs/performance.md): the products alone 0.169 ms, the epilogue alone 0.185, the kernel 0.30
-// against 0.32 for cuBLAS's GEMM and glu_bwd. Not kept: a and u prefetched into L2 at the start
-// (slower), persistent blocks running the last tile's epilogue during the next tile's products
-// (0.36 ms), and one block per SM copying a and u into shared memory with the stages (0.35). K a multiple of 64, F of 128, ldh of 8, every pointer
-// 16-byte aligned (the host checks). dy [n, K], wd [F, K], h's a at h and u at h + F (rows ldh
-// apart, dh the same), gs [n, F].
+// that one's epilogue (memory-bound) may run while the other multiplies. K a multiple of 64, F of
+// 128, ldh of 8, every pointer 16-byte aligned (the host checks). dy [n, K], wd [F, K], h's a at h
+// and u at h + F (rows ldh apart, dh the same), gs [n, F].
+// Measured on H100s (docs/performance.md): the products alone 0.169 ms, the epilogue alone 0.185,
+// the kernel 0.30 against 0.32 for cuBLAS's GEMM and glu_bwd; a and u prefetched into L2 four
+// K-steps before the end: 0.3 ms per training step less (two steps before: the same; seven: 0.15
+// ms slower; at the start: slower than none). Not kept: persistent blocks running the last tile's
+// epilogue during the next tile's products (0.36 ms), one block per SM copying a and u into shared
+// memory with the stages (0.35 ms).
 extern "C" __global__ void __launch_bounds__(256, 2)
     glu_bwd_gemm(const bf16* dy, const bf16* wd, const bf16* h, bf16* dh, bf16* gs, int n, int F, int K, long long ldh) {
     GRID_DEPENDENCY();
@@ -105,6 +114,11 @@ extern "C" __global__ void __launch_bounds__(256, 2)
         if (kt + 2 < kts) gg_stage(sa + ((kt + 2) % 3) * GG_STAGE, dy, wd, m0, f0, n, F, K, kt + 2);
         cp_commit();
         gg_mma(acc, sa + (kt % 3) * GG_STAGE, wg, kt > 0);
+        if (kt == kts - 4 && m0 + (tid >> 1) < n) {  // the epilogue's a and u into L2, four steps ahead
+            const bf16* a = h + (long long)(m0 + (tid >> 1)) * ldh + f0 + (tid & 1) * 64;
+            prefetch_l2(a);
+            prefetch_l2(a + F);
+        }
         wg_wait<0>();
         wg_hold(acc);
         wg_hold(acc + 32);
