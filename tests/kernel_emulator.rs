@@ -189,7 +189,8 @@ fn attention_kernels_match_f64_in_the_emulator() {
 
 /// The MLP's fused down-projection and gate backward (`cuda/glu_gemm.cu`: wgmma m64n128k16 by two
 /// warpgroups, a three-stage cp.async pipeline, the gate's backward in the epilogue) against f64 in
-/// the emulator, as an H100 runs it (sm_90a).
+/// the emulator with sm_90a's code path: its layouts, indices and tails (the emulator copies at
+/// issue, so a missing wait or barrier shows only on a GPU: `gpu_glu_gemm_…`, `gpu_mlp_…`).
 #[test]
 fn glu_gemm_kernel_matches_f64_in_the_emulator() {
     let (tiles, n) = swapped(&read("flash_tiles.cu"));

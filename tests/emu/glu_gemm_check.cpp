@@ -2,7 +2,8 @@
 // against its formulas in f64 from the same bf16 inputs: gs = dy·wdᵀ rounded to bf16 as the kernel
 // (and cuBLAS before glu_bwd) rounds it, then glu_bwd's da, du and s = silu(a)·u. Rows off the
 // 128-row tile, K of several pipeline steps and of two, h's rows wider than 2F; dh's columns past
-// 2F keep what they held. Exit status 1 on a difference above the bounds.
+// 2F keep what they held: layouts, indices and tails (copies land at issue here, so the pipeline's
+// waits and barriers are the GPU tests'). Exit status 1 on a difference above the bounds.
 #include "emu.h"
 #include "kernels.cu"
 #include <random>

@@ -262,7 +262,7 @@ fn gpu_mlp_kernels_match_burns_steps() {
 
 /// `glu_bwd_gemm` (sm_90: the MLP's `gs = dy · wdᵀ` and the gate's backward in one kernel) against cuBLAS + `glu_bwd` (`BAKA_GLU_GEMM=0`) on the same bf16 inputs: the four
 /// gradients agree up to the GEMM's order of summation, at a small shape with rows off the 128-row
-/// tile and the pristine one.
+/// tile and at the pristine widths; the kernel's launch count says it ran.
 #[test]
 fn gpu_glu_gemm_matches_cublas_and_glu_bwd() {
     let _serial = crate::serial();
@@ -282,7 +282,12 @@ fn gpu_glu_gemm_matches_cublas_and_glu_bwd() {
             let (dx, dwg, dwu, dwd) = <G as crate::inner::Prims>::mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat.clone(), wdc.clone(), burn::tensor::DType::F32, true);
             [dx, dwg, dwu, dwd].map(|t| t.cast(F32).into_data().to_vec::<f32>().unwrap())
         };
-        let (fused, plain) = (run("1"), run("0"));
+        let launches = || crate::mlp::cuda::GLU_GEMM_LAUNCHES.load(std::sync::atomic::Ordering::Relaxed);
+        let before = launches();
+        let fused = run("1");
+        let between = launches();
+        let plain = run("0");
+        assert!(between > before && launches() == between, "glu_bwd_gemm must run with BAKA_GLU_GEMM=1 and only then");
         for (what, (a, b)) in ["dx", "dwg", "dwu", "dwd"].iter().zip(fused.iter().zip(&plain)) {
             close(&format!("glu_bwd_gemm [{n}, {d}] d_ff {f} {what} (vs cuBLAS + glu_bwd)"), a, b, 4e-3);
         }

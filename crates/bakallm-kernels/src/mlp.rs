@@ -150,7 +150,8 @@ pub(super) mod cuda {
     /// `dwd = sᵀ · dy` in `w_dtype`: `[n, d, F, ldh]`.
     pub(crate) fn down_bwd(dtype: DType, w_dtype: DType, [pdy, ph, pwd, pgs, pdh, pdwd]: [u64; 6], [n, d, f, ldh]: [usize; 4], device: usize, stream: cudarc::driver::sys::CUstream) {
         let gemm = |m, nn, k, a, b, c, out| RowGemm { batch: 1, m, n: nn, k, a, b, c, dtype, out, beta: 0.0 }.run(device, stream as _);
-        if glu_gemm_fits(dtype, [d, f, ldh], &[pdy, ph, pwd, pgs, pdh]) {
+        if glu_gemm_fits(dtype, [n, d, f, ldh], &[pdy, ph, pwd, pgs, pdh]) {
+            GLU_GEMM_LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let args = [pdy, pwd, ph, pdh, pgs].map(Arg::Ptr).into_iter().chain([Arg::I32(n as i32), Arg::I32(f as i32), Arg::I32(d as i32), Arg::I64(ldh as i64)]);
             launch_with("glu_bwd_gemm", ((f / 128) as u32, n.div_ceil(128) as u32), 256, GLU_GEMM_SMEM, stream, &args.collect::<Vec<_>>());
         } else {
@@ -164,11 +165,15 @@ pub(super) mod cuda {
     /// (the epilogue's 128 × 136 bf16 tile reuses them).
     const GLU_GEMM_SMEM: u32 = 3 * 32768 + 1024;
 
+    /// `glu_bwd_gemm` launches so far (the GPU test checks that the kernel ran).
+    pub(crate) static GLU_GEMM_LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
     /// Whether `down_bwd` takes `glu_bwd_gemm` (cuda/glu_gemm.cu: the GEMM and the gate's backward
-    /// in one kernel, wgmma): bf16 on a 9.0 device, `[d, F, ldh]` multiples of 64, 128 and 8, every
-    /// pointer 16-byte aligned, unless `BAKA_GLU_GEMM=0`.
-    fn glu_gemm_fits(dtype: DType, [d, f, ldh]: [usize; 3], ptrs: &[u64]) -> bool {
-        let shape = d % 64 == 0 && f % 128 == 0 && ldh % 8 == 0 && f < i32::MAX as usize / 2;
+    /// in one kernel, wgmma): bf16 on a 9.0 device, `[n, d, F, ldh]` with n rows in the grid's
+    /// 65535 blocks of 128, d and F multiples of 64 and 128 (F at least 128) in i32, ldh of 8,
+    /// every pointer 16-byte aligned, unless `BAKA_GLU_GEMM=0`.
+    fn glu_gemm_fits(dtype: DType, [n, d, f, ldh]: [usize; 4], ptrs: &[u64]) -> bool {
+        let shape = n >= 1 && n.div_ceil(128) <= 65535 && d % 64 == 0 && d <= i32::MAX as usize && f >= 128 && f % 128 == 0 && f < i32::MAX as usize / 2 && ldh % 8 == 0;
         dtype == DType::BF16 && shape && ptrs.iter().all(|p| p % 16 == 0) && capability() == (9, 0) && GLU_GEMM.get()
     }
 

@@ -86,12 +86,12 @@ __device__ __forceinline__ void gg_gate(float* av, float* uv, const float* gv, b
 // that one's epilogue (memory-bound) may run while the other multiplies. K a multiple of 64, F of
 // 128, ldh of 8, every pointer 16-byte aligned (the host checks). dy [n, K], wd [F, K], h's a at h
 // and u at h + F (rows ldh apart, dh the same), gs [n, F].
-// Measured on H100s (docs/performance.md): the products alone 0.169 ms, the epilogue alone 0.185,
-// the kernel 0.30 against 0.32 for cuBLAS's GEMM and glu_bwd; a and u prefetched into L2 four
-// K-steps before the end: 0.3 ms per training step less (two steps before: the same; seven: 0.15
-// ms slower; at the start: slower than none). Not kept: persistent blocks running the last tile's
-// epilogue during the next tile's products (0.36 ms), one block per SM copying a and u into shared
-// memory with the stages (0.35 ms).
+// Measured on H100s (docs/performance.md), before the prefetch below: the products alone 0.169
+// ms, the epilogue alone 0.185, the kernel 0.30 against 0.32 for cuBLAS's GEMM and glu_bwd. Then a
+// and u prefetched into L2 four K-steps before the end: 0.3 ms per training step less (two steps
+// before: the same; seven: 0.15 ms slower; at the start: slower than none). Not kept: persistent
+// blocks running the last tile's epilogue during the next tile's products (0.36 ms), one block per
+// SM copying a and u into shared memory with the stages (0.35 ms).
 extern "C" __global__ void __launch_bounds__(256, 2)
     glu_bwd_gemm(const bf16* dy, const bf16* wd, const bf16* h, bf16* dh, bf16* gs, int n, int F, int K, long long ldh) {
     GRID_DEPENDENCY();
