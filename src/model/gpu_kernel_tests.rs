@@ -355,15 +355,7 @@ fn gpu_adamw_step_over_a_model_matches_burns() {
 #[test]
 fn gpu_weight_copies_written_by_adamw_are_the_weights_cast() {
     let _serial = crate::serial();
-    /// The switch on for this test only (the GPU tests run one at a time).
-    struct On;
-    impl Drop for On {
-        fn drop(&mut self) {
-            std::env::remove_var("BAKA_WEIGHT_COPIES");
-        }
-    }
-    std::env::set_var("BAKA_WEIGHT_COPIES", "1");
-    let _on = On;
+    let _on = crate::kernels::env::WEIGHT_COPIES.scoped(true); // for this test only
     use crate::train::adamw::{AdamW, GradScale};
     use burn::module::{Module, ModuleMapper, Param};
     use burn::optim::GradientsParams;

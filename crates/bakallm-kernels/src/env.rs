@@ -56,6 +56,29 @@ impl Switch {
     fn parse(&self) -> Result<bool, String> {
         parse_switch(self.name, std::env::var(self.name).ok().as_deref(), self.default)
     }
+
+    /// Sets the switch until the guard drops, which restores the variable's earlier value (for
+    /// tests that compare both settings; the GPU tests run one at a time).
+    pub fn scoped(&self, on: bool) -> Scoped {
+        let old = std::env::var(self.name).ok();
+        std::env::set_var(self.name, if on { "1" } else { "0" });
+        Scoped { name: self.name, old }
+    }
+}
+
+/// A [`Switch::scoped`] setting; dropping it restores the variable as it was.
+pub struct Scoped {
+    name: &'static str,
+    old: Option<String>,
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        match &self.old {
+            Some(v) => std::env::set_var(self.name, v),
+            None => std::env::remove_var(self.name),
+        }
+    }
 }
 
 impl Number {
@@ -89,7 +112,23 @@ fn parse_number(name: &str, value: Option<&str>, default: u64, lo: u64, hi: u64)
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_number, parse_switch};
+    use super::{parse_number, parse_switch, Switch};
+
+    #[test]
+    fn a_scoped_switch_holds_until_dropped_then_restores_the_variable() {
+        const S: Switch = Switch { name: "BAKA_TEST_SCOPED_SWITCH", default: false };
+        assert!(!S.get() && std::env::var(S.name).is_err());
+        {
+            let _on = S.scoped(true);
+            assert!(S.get());
+            {
+                let _off = S.scoped(false);
+                assert!(!S.get());
+            }
+            assert_eq!(std::env::var(S.name).as_deref(), Ok("1"), "the inner guard restores the outer setting");
+        }
+        assert!(std::env::var(S.name).is_err(), "unset again once every guard has dropped");
+    }
 
     #[test]
     fn switches_take_0_or_1_and_name_anything_else() {

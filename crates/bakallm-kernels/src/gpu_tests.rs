@@ -277,39 +277,19 @@ fn gpu_glu_gemm_matches_cublas_and_glu_bwd() {
         let (x, dy) = (t([n, d], 1, 2.0), t([n, d], 5, 1.0));
         let [wg, wu, wd] = [([d, f], 2), ([d, f], 3), ([f, d], 4)].map(|(s, k)| t(s, k, 0.3).cast(F32));
         let (_, h, wcat, wdc) = <G as crate::inner::Prims>::mlp_fwd(x.clone(), wg, wu, wd, true);
-        let run = |form: &str| {
-            let _switch = EnvSwitch::set("BAKA_GLU_GEMM", form);
+        let run = |fused: bool| {
+            let _switch = crate::env::GLU_GEMM.scoped(fused);
             let (dx, dwg, dwu, dwd) = <G as crate::inner::Prims>::mlp_bwd(dy.clone(), x.clone(), h.clone(), wcat.clone(), wdc.clone(), burn::tensor::DType::F32, true);
             [dx, dwg, dwu, dwd].map(|t| t.cast(F32).into_data().to_vec::<f32>().unwrap())
         };
         let launches = || crate::mlp::cuda::GLU_GEMM_LAUNCHES.load(std::sync::atomic::Ordering::Relaxed);
         let before = launches();
-        let fused = run("1");
+        let fused = run(true);
         let between = launches();
-        let plain = run("0");
+        let plain = run(false);
         assert!(between > before && launches() == between, "glu_bwd_gemm must run with BAKA_GLU_GEMM=1 and only then");
         for (what, (a, b)) in ["dx", "dwg", "dwu", "dwd"].iter().zip(fused.iter().zip(&plain)) {
             close(&format!("glu_bwd_gemm [{n}, {d}] d_ff {f} {what} (vs cuBLAS + glu_bwd)"), a, b, 4e-3);
-        }
-    }
-}
-
-/// Sets an environment variable for a test's scope and restores the earlier value when dropped.
-struct EnvSwitch(&'static str, Option<String>);
-
-impl EnvSwitch {
-    fn set(name: &'static str, value: &str) -> Self {
-        let old = std::env::var(name).ok();
-        std::env::set_var(name, value); // the GPU tests run one at a time (`crate::serial`)
-        EnvSwitch(name, old)
-    }
-}
-
-impl Drop for EnvSwitch {
-    fn drop(&mut self) {
-        match &self.1 {
-            Some(v) => std::env::set_var(self.0, v),
-            None => std::env::remove_var(self.0),
         }
     }
 }
